@@ -1,0 +1,513 @@
+"""`BodyModel`: SMPL-layout body models (smplx-backed) with named keypoints and a fast path.
+
+Two tiers share one implementation:
+
+- :meth:`BodyModel.forward` runs smplx's full forward (every vertex, pose blend shapes, LBS) and
+  returns vertices, the 24 joints and, optionally, a named keypoint set. This is what rendering,
+  evaluation and mesh losses use.
+- :meth:`BodyModel.keypoints` / :meth:`BodyModel.keypoints_multiview` are the fitting path:
+  forward kinematics of the shape-dependent rest joints plus LBS of only the few vertices the
+  keypoint set uses. ``keypoints_multiview`` evaluates one body per bundle in a canonical frame
+  and applies each view's root rotation and translation afterwards, so V views cost one body.
+
+Inputs accept rotation matrices (``(B, 23, 3, 3)``, ``(B, 3, 3)``) or axis-angle (``(B, 69)``,
+``(B, 23, 3)``, ``(B, 3)``). Units are metres; SMPL axes (Y up, body facing +Z) at rest.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import smplx
+import torch
+from torch import Tensor, nn
+
+from mvspin.body import model_files
+from mvspin.body.keypoint_sets import KEYPOINT_SETS, SMPL_PARENTS
+from mvspin.body.model_files import BodyModelFilesError
+from mvspin.body.points import DERIVED_POINTS, KeypointMap, KeypointSetUnavailable, PointSources
+from mvspin.body.priors import FreePosePrior, GMMPosePrior
+from mvspin.geometry.rotations import axis_angle_to_matrix
+
+__all__ = ["BodyModel", "BodyOutput"]
+
+# smplx's names for vertex landmarks -> mvspin's point names.
+_SMPLX_LANDMARKS = {
+    "nose": "nose", "reye": "right_eye", "leye": "left_eye", "rear": "right_ear", "lear": "left_ear",
+    "LBigToe": "left_big_toe", "LSmallToe": "left_small_toe", "LHeel": "left_heel",
+    "RBigToe": "right_big_toe", "RSmallToe": "right_small_toe", "RHeel": "right_heel",
+    "lthumb": "left_thumb_tip", "lindex": "left_index_tip", "lmiddle": "left_middle_tip",
+    "lring": "left_ring_tip", "lpinky": "left_pinky_tip", "rthumb": "right_thumb_tip",
+    "rindex": "right_index_tip", "rmiddle": "right_middle_tip", "rring": "right_ring_tip",
+    "rpinky": "right_pinky_tip", "head_top": "head_top", "chin": "chin",
+}
+
+# Rows of SPIN's J_regressor_extra.npy, in file order (SPIN's JOINT_MAP indices 45..53).
+_SPIN_EXTRA_ROWS = ("lsp_right_hip", "lsp_left_hip", "lsp_neck", "lsp_head_top", "mpii_pelvis",
+                    "mpii_thorax", "h36m_spine", "h36m_neck", "h36m_head")
+
+
+@dataclass
+class BodyOutput:
+    """Result of :meth:`BodyModel.forward`.
+
+    Attributes:
+        joints: ``(B, 24, 3)`` posed SMPL joints, metres.
+        vertices: ``(B, N, 3)`` posed mesh, or None when not requested.
+        keypoints: ``(B, K, 3)`` keypoints of ``keypoint_set``, or None.
+        keypoint_set: name of the set in ``keypoints``.
+    """
+
+    joints: Tensor
+    vertices: Optional[Tensor] = None
+    keypoints: Optional[Tensor] = None
+    keypoint_set: Optional[str] = None
+
+
+def _as_rotmat(x: Tensor, n_joints: int, name: str) -> Tensor:
+    """Rotation matrices ``(..., n_joints, 3, 3)`` from matrices or axis-angle input."""
+    if x.dim() >= 2 and x.shape[-2:] == (3, 3):
+        lead = x.shape[:-2]
+        if n_joints == 1 and (len(lead) == 0 or lead[-1] != 1):
+            return x.unsqueeze(-3)
+        if lead and lead[-1] == n_joints:
+            return x
+    elif x.shape[-1] == 3 * n_joints:
+        return axis_angle_to_matrix(x.reshape(*x.shape[:-1], n_joints, 3))
+    elif x.dim() >= 2 and x.shape[-2:] == (n_joints, 3):
+        return axis_angle_to_matrix(x)
+    shapes = f"(B, {n_joints}, 3, 3) rotation matrices or (B, {3 * n_joints}) axis-angle"
+    if n_joints == 1:
+        shapes = "(B, 3, 3) rotation matrices or (B, 3) axis-angle"
+    raise ValueError(f"{name} must be {shapes}, got {tuple(x.shape)}")
+
+
+class BodyModel(nn.Module):
+    """A SMPL-layout body model with named keypoint sets, mean parameters and priors.
+
+    Build one with :meth:`free` (the bundled CC0-derived model, the default everywhere),
+    :meth:`from_smpl_dir` (official SMPL files, read without chumpy) or :meth:`load` (SMPL when
+    a directory is given or ``$MVSPIN_SMPL_DIR`` is set, the free model otherwise).
+
+    Example:
+        >>> body = BodyModel.free("low")
+        >>> out = body(body_pose=torch.zeros(2, 69), betas=torch.zeros(2, 10), keypoints="coco17")
+        >>> out.vertices.shape, out.keypoints.shape
+        (torch.Size([2, 1229, 3]), torch.Size([2, 17, 3]))
+    """
+
+    def __init__(
+        self,
+        arrays: dict[str, Any],
+        *,
+        name: str,
+        source: str,
+        sources: PointSources,
+        mean_params: dict[str, np.ndarray],
+        mean_params_source: str,
+        gmm_path: Optional[Path] = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        parents = np.asarray(arrays["kintree_table"])[0].astype(np.int64)
+        parents[0] = -1
+        if tuple(parents.tolist()) != SMPL_PARENTS:
+            raise BodyModelFilesError(f"{source}: kinematic tree is not SMPL's 24-joint tree")
+        smplx_ids = {k: sources.landmarks[v] for k, v in _SMPLX_LANDMARKS.items() if v in sources.landmarks}
+        has_feet = all(k in smplx_ids for k in ("LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel"))
+        has_hands = all(k in smplx_ids for k in ("lthumb", "lindex", "lmiddle", "lring", "lpinky",
+                                                 "rthumb", "rindex", "rmiddle", "rring", "rpinky"))
+        with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a note about 10 betas
+            self.smpl = smplx.SMPL(
+                model_path="",
+                data_struct=smplx.utils.Struct(**arrays),
+                vertex_ids=smplx_ids,
+                use_feet_keypoints=has_feet,
+                use_hands=has_hands,
+                create_betas=False, create_body_pose=False, create_global_orient=False,
+                create_transl=False, dtype=dtype,
+            )
+        self.name = name
+        self.source = source
+        self.point_sources = sources
+        self.mean_params = mean_params
+        self.mean_params_source = mean_params_source
+        self.gmm_path = gmm_path
+        self.num_betas = self.smpl.num_betas
+        # Shape-dependent rest joints are linear in the betas: J = J_template + J_shapedirs @ b.
+        j_reg = self.smpl.J_regressor.double()
+        self.register_buffer("J_template", (j_reg @ self.smpl.v_template.double()).to(dtype), persistent=False)
+        self.register_buffer(
+            "J_shapedirs",
+            torch.einsum("jv,vck->jck", j_reg, self.smpl.shapedirs.double()).to(dtype),
+            persistent=False,
+        )
+        self.has_pose_blendshapes = bool(self.smpl.posedirs.abs().max() > 0)
+        self._levels = _kinematic_levels(SMPL_PARENTS)
+        self._kmaps: dict[str, KeypointMap] = {}
+        self._kmap_tensors: dict[tuple, tuple[Tensor, ...]] = {}
+
+    # --- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def free(cls, resolution: str = "full", dtype: torch.dtype = torch.float32,
+             device: torch.device | str | None = None) -> "BodyModel":
+        """The bundled free SMPL-layout model: ``"full"`` (12,272 vertices) or ``"low"`` (1,229)."""
+        if resolution not in model_files.FREE_MODEL_FILES:
+            raise ValueError(f"resolution must be one of {', '.join(model_files.FREE_MODEL_FILES)}, got {resolution!r}")
+        path = model_files.ASSETS_DIR / model_files.FREE_MODEL_FILES[resolution]
+        if not path.is_file():
+            raise BodyModelFilesError(
+                f"bundled model {path} is missing: reinstall mvspin or run tools/build_free_body_model.py"
+            )
+        arrays = model_files.load_model_arrays(path)
+        landmarks = {_SMPLX_LANDMARKS.get(str(n), str(n)): int(i)
+                     for n, i in zip(arrays.pop("landmark_names"), arrays.pop("landmark_vertex_ids"))}
+        sources = PointSources(
+            num_vertices=arrays["v_template"].shape[0], landmarks=landmarks, regressed={},
+            derived=DERIVED_POINTS, missing_hint={},
+        )
+        mean_path = model_files.ASSETS_DIR / model_files.FREE_MEAN_PARAMS
+        model = cls(
+            _smpl_arrays(arrays), name=f"free-{path.stem.removeprefix('free_smpl_')}", source=str(path),
+            sources=sources, mean_params=model_files.load_mean_params(mean_path),
+            mean_params_source=str(mean_path), dtype=dtype,
+        )
+        return model.to(device) if device is not None else model
+
+    @classmethod
+    def from_smpl_dir(cls, smpl_dir: str | Path, gender: str = "neutral", dtype: torch.dtype = torch.float32,
+                      device: torch.device | str | None = None) -> "BodyModel":
+        """Official SMPL from a user directory, read without chumpy, plus SPIN's files if present.
+
+        Raises:
+            BodyModelFilesError: the model file is missing or incomplete (one-line message naming
+                the file and where to get it).
+        """
+        files = model_files.find_smpl_files(smpl_dir, gender)
+        arrays = model_files.load_model_arrays(files.model)
+        n_verts = arrays["v_template"].shape[0]
+        landmarks = {}
+        if n_verts == 6890:  # smplx's vertex ids are SMPL-mesh ids: only valid on that mesh
+            from smplx.vertex_ids import vertex_ids as smplx_vertex_ids
+            landmarks = {_SMPLX_LANDMARKS[k]: int(v) for k, v in smplx_vertex_ids["smplh"].items()
+                         if k in _SMPLX_LANDMARKS}
+        regressed: dict[str, np.ndarray] = {}
+        hint = {}
+        extra = files.extras.get("J_regressor_extra.npy")
+        if extra is not None:
+            rows = _load_regressor(extra, len(_SPIN_EXTRA_ROWS), n_verts)
+            regressed.update(zip(_SPIN_EXTRA_ROWS, rows))
+            regressed["head_top"], regressed["chin"] = rows[3], rows[7]
+        else:
+            why = f"add J_regressor_extra.npy from {model_files.SPIN_DATA_URL} to {smpl_dir}"
+            hint.update({p: why for p in (*_SPIN_EXTRA_ROWS, "head_top", "chin")})
+        h36m = files.extras.get("J_regressor_h36m.npy")
+        h36m_points = KEYPOINT_SETS["h36m17"].points
+        if h36m is not None:
+            regressed.update(zip(h36m_points, _load_regressor(h36m, 17, n_verts)))
+        else:
+            why = f"add J_regressor_h36m.npy from {model_files.SPIN_DATA_URL} to {smpl_dir}"
+            hint.update({p: why for p in h36m_points})
+        # Only purely geometric helpers are derived on SMPL: dataset points must come from SPIN's
+        # regressors, or evaluation numbers would silently stop matching the literature.
+        derived = {k: DERIVED_POINTS[k] for k in ("mid_hip", "upper_neck")}
+        sources = PointSources(n_verts, landmarks, regressed, derived, hint)
+        mean_path = files.extras.get("smpl_mean_params.npz")
+        if mean_path is None:  # the free model's hand-set mean pose is in SMPL's layout too
+            mean_path = model_files.ASSETS_DIR / model_files.FREE_MEAN_PARAMS
+        model = cls(
+            arrays, name=f"smpl-{gender}", source=str(files.model), sources=sources,
+            mean_params=model_files.load_mean_params(mean_path), mean_params_source=str(mean_path),
+            gmm_path=files.extras.get("gmm_08.pkl"), dtype=dtype,
+        )
+        return model.to(device) if device is not None else model
+
+    @classmethod
+    def load(cls, smpl_dir: str | Path | None = None, gender: str = "neutral", resolution: str = "full",
+             dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> "BodyModel":
+        """SMPL from ``smpl_dir`` (or ``$MVSPIN_SMPL_DIR``) when given, else the free model."""
+        smpl_dir = smpl_dir if smpl_dir is not None else model_files.default_smpl_dir()
+        if smpl_dir is not None:
+            return cls.from_smpl_dir(smpl_dir, gender, dtype=dtype, device=device)
+        return cls.free(resolution, dtype=dtype, device=device)
+
+    # --- properties -------------------------------------------------------------------------
+
+    @property
+    def faces(self) -> np.ndarray:
+        """Triangles ``(F, 3)`` int64."""
+        return np.asarray(self.smpl.faces, dtype=np.int64)
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.smpl.v_template.shape[0])
+
+    @property
+    def is_free(self) -> bool:
+        return self.name.startswith("free")
+
+    @cached_property
+    def available_keypoint_sets(self) -> list[str]:
+        """Names of the keypoint sets this model can produce."""
+        out = []
+        for name in KEYPOINT_SETS:
+            try:
+                self.keypoint_map(name)
+                out.append(name)
+            except KeypointSetUnavailable:
+                pass
+        return out
+
+    def keypoint_map(self, set_name: str) -> KeypointMap:
+        """The (cached) linear map producing ``set_name`` on this model.
+
+        Raises:
+            KeyError: unknown set name (lists the known ones).
+            KeypointSetUnavailable: the set needs a point this model lacks (says which file adds it).
+        """
+        if set_name not in self._kmaps:
+            self._kmaps[set_name] = KeypointMap.build(set_name, self.point_sources)
+        return self._kmaps[set_name]
+
+    def mean_params_tensors(self, device: torch.device | str | None = None) -> dict[str, Tensor]:
+        """Mean parameters (SPIN layout): ``pose (144,)`` 6D, ``shape (10,)``, ``cam (3,)``."""
+        return {k: torch.as_tensor(v, device=device) for k, v in self.mean_params.items()}
+
+    def pose_prior(self) -> nn.Module:
+        """SMPLify's GMM prior when ``gmm_08.pkl`` was found, else the free hand-set prior."""
+        prior = GMMPosePrior.from_pickle(self.gmm_path) if self.gmm_path else FreePosePrior()
+        return prior.to(self.J_template.device)
+
+    def describe(self) -> dict[str, Any]:
+        """What is loaded and from where (for ``mvspin info`` and output metadata)."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "vertices": self.num_vertices,
+            "faces": int(self.faces.shape[0]),
+            "keypoint_sets": self.available_keypoint_sets,
+            "mean_params": self.mean_params_source,
+            "pose_prior": f"GMM ({self.gmm_path})" if self.gmm_path else "free (joint limits)",
+            "pose_blendshapes": self.has_pose_blendshapes,
+        }
+
+    # --- full forward -----------------------------------------------------------------------
+
+    def forward(
+        self,
+        body_pose: Optional[Tensor] = None,
+        betas: Optional[Tensor] = None,
+        global_orient: Optional[Tensor] = None,
+        transl: Optional[Tensor] = None,
+        *,
+        keypoints: Optional[str] = None,
+    ) -> BodyOutput:
+        """Full smplx forward: vertices, 24 joints and optionally a named keypoint set.
+
+        Args:
+            body_pose: ``(B, 23, 3, 3)`` rotation matrices or ``(B, 69)`` axis-angle; zeros if None.
+            betas: ``(B, num_betas)``; zeros if None.
+            global_orient: ``(B, 3, 3)`` or ``(B, 3)``; identity if None.
+            transl: ``(B, 3)`` metres; zero if None.
+            keypoints: name of a keypoint set to compute from the posed mesh and joints.
+        """
+        body_rot, betas, root_rot, transl = self._standardise(body_pose, betas, global_orient, transl)
+        out = self.smpl(
+            betas=betas, body_pose=body_rot, global_orient=root_rot.unsqueeze(1), transl=transl,
+            pose2rot=False,
+        )
+        joints = out.joints[:, :24]
+        kp = None
+        if keypoints is not None:
+            jw, vids, vw = self._map_tensors(keypoints)[:3]
+            kp = torch.einsum("kj,bjc->bkc", jw, joints)
+            if vids.numel():
+                kp = kp + torch.einsum("km,bmc->bkc", vw, out.vertices[:, vids])
+        return BodyOutput(joints=joints, vertices=out.vertices, keypoints=kp, keypoint_set=keypoints)
+
+    # --- fast path --------------------------------------------------------------------------
+
+    def keypoints(
+        self,
+        set_name: str,
+        body_pose: Tensor,
+        betas: Tensor,
+        global_orient: Optional[Tensor] = None,
+        transl: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Keypoints ``(B, K, 3)`` of ``set_name`` without skinning the whole mesh.
+
+        Equal to ``forward(..., keypoints=set_name).keypoints`` to float precision.
+        """
+        body_rot, betas, root_rot, transl = self._standardise(body_pose, betas, global_orient, transl)
+        kp, root = self._canonical_keypoints(set_name, body_rot, betas)
+        weight_sum = self._map_tensors(set_name)[-1]
+        return _apply_root(kp, weight_sum, root, root_rot.unsqueeze(1), transl.unsqueeze(1))[:, 0]
+
+    def keypoints_multiview(
+        self,
+        set_name: str,
+        body_pose: Tensor,
+        betas: Tensor,
+        global_orient: Tensor,
+        transl: Tensor,
+    ) -> Tensor:
+        """One body per bundle seen under V root rotations and translations.
+
+        Args:
+            body_pose: ``(B, 23, 3, 3)`` or ``(B, 69)``: shared by all views of a bundle.
+            betas: ``(B, num_betas)``: shared.
+            global_orient: ``(B, V, 3, 3)`` or ``(B, V, 3)``: per view.
+            transl: ``(B, V, 3)``: per view, metres.
+
+        Returns:
+            ``(B, V, K, 3)``: equal to running the full forward once per view.
+        """
+        if global_orient.dim() < 3 or transl.dim() != 3:
+            raise ValueError(
+                "keypoints_multiview expects global_orient (B, V, 3, 3) or (B, V, 3) and transl "
+                f"(B, V, 3); got {tuple(global_orient.shape)} and {tuple(transl.shape)}"
+            )
+        b, v = transl.shape[:2]
+        root_rot = _as_rotmat(global_orient, 1, "global_orient")[..., 0, :, :]
+        if root_rot.shape[:2] != (b, v):
+            raise ValueError(f"global_orient must have B={b}, V={v} leading dims, got {tuple(global_orient.shape)}")
+        body_rot = _as_rotmat(body_pose, 23, "body_pose")
+        self._check_betas(betas, body_rot.shape[0])
+        kp, root = self._canonical_keypoints(set_name, body_rot, betas)
+        return _apply_root(kp, self._map_tensors(set_name)[-1], root, root_rot, transl)
+
+    def _canonical_keypoints(self, set_name: str, body_rot: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
+        """Keypoints with identity root rotation and no translation ``(B, K, 3)``, and the rest
+        pelvis ``(B, 3)`` about which SMPL applies the root rotation."""
+        jw, vids, vw, v_tmpl, v_dirs, p_dirs, w_lbs, _ = self._map_tensors(set_name)
+        b = body_rot.shape[0]
+        dtype = self.J_template.dtype
+        body_rot, betas = body_rot.to(dtype), betas.to(dtype)
+        rest_joints = self.J_template + torch.einsum("jck,bk->bjc", self.J_shapedirs, betas)
+        eye = torch.eye(3, dtype=dtype, device=body_rot.device).expand(b, 1, 3, 3)
+        rots = torch.cat([eye, body_rot], dim=1)
+        world_rot, posed_joints = self._forward_kinematics(rots, rest_joints)
+        kp = torch.einsum("kj,bjc->bkc", jw, posed_joints)
+        if vids.numel():
+            verts = v_tmpl + torch.einsum("mck,bk->bmc", v_dirs, betas)
+            if p_dirs is not None:
+                pose_feature = (body_rot - torch.eye(3, dtype=dtype, device=body_rot.device)).reshape(b, -1)
+                verts = verts + (pose_feature @ p_dirs).reshape(b, -1, 3)
+            # LBS of the subset: v' = sum_j w_j (R_j (v - J_j) + p_j)
+            offset = posed_joints - torch.einsum("bjcd,bjd->bjc", world_rot, rest_joints)
+            rot_blend = torch.einsum("mj,bjcd->bmcd", w_lbs, world_rot)
+            skinned = torch.einsum("bmcd,bmd->bmc", rot_blend, verts) + torch.einsum("mj,bjc->bmc", w_lbs, offset)
+            kp = kp + torch.einsum("km,bmc->bkc", vw, skinned)
+        return kp, rest_joints[:, 0]
+
+    def _forward_kinematics(self, rots: Tensor, rest_joints: Tensor) -> tuple[Tensor, Tensor]:
+        """World rotations ``(B, 24, 3, 3)`` and positions ``(B, 24, 3)`` of the posed joints.
+
+        Joints of one tree depth are composed together (9 batched steps instead of 23).
+        """
+        world_rot: list[Optional[Tensor]] = [None] * 24
+        world_pos: list[Optional[Tensor]] = [None] * 24
+        world_rot[0], world_pos[0] = rots[:, 0], rest_joints[:, 0]
+        for idx, par in self._levels:
+            p_rot = torch.stack([world_rot[p] for p in par], dim=1)
+            p_pos = torch.stack([world_pos[p] for p in par], dim=1)
+            bone = rest_joints[:, idx] - rest_joints[:, par]
+            r = p_rot @ rots[:, idx]
+            x = p_pos + torch.einsum("bjcd,bjd->bjc", p_rot, bone)
+            for n, j in enumerate(idx):
+                world_rot[j], world_pos[j] = r[:, n], x[:, n]
+        return torch.stack(world_rot, dim=1), torch.stack(world_pos, dim=1)
+
+    def _map_tensors(self, set_name: str) -> tuple[Any, ...]:
+        """Keypoint-map tensors on the model's device/dtype, cached per set."""
+        device, dtype = self.J_template.device, self.J_template.dtype
+        key = (set_name, device, dtype)
+        if key not in self._kmap_tensors:
+            kmap = self.keypoint_map(set_name)
+            vids = torch.as_tensor(kmap.vertex_ids, device=device)
+            p_dirs = None
+            if self.has_pose_blendshapes and vids.numel():
+                cols = (vids[:, None] * 3 + torch.arange(3, device=device)).reshape(-1)
+                p_dirs = self.smpl.posedirs[:, cols].to(dtype)
+            joint_w = torch.as_tensor(kmap.joint_weights, device=device, dtype=dtype)
+            vert_w = torch.as_tensor(kmap.vertex_weights, device=device, dtype=dtype)
+            self._kmap_tensors[key] = (
+                joint_w,
+                vids,
+                vert_w,
+                self.smpl.v_template[vids].to(dtype),
+                self.smpl.shapedirs[vids].to(dtype),
+                p_dirs,
+                self.smpl.lbs_weights[vids].to(dtype),
+                joint_w.sum(1) + vert_w.sum(1),  # per-keypoint weight sum, see _apply_root
+            )
+        return self._kmap_tensors[key]
+
+    def _check_betas(self, betas: Tensor, batch: int) -> None:
+        if betas.dim() != 2 or betas.shape[0] != batch or betas.shape[1] != self.num_betas:
+            raise ValueError(f"betas must be (B={batch}, {self.num_betas}), got {tuple(betas.shape)}")
+
+    def _standardise(self, body_pose, betas, global_orient, transl) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Rotation matrices and defaults for every parameter, with shapes checked."""
+        given = [x for x in (body_pose, betas, global_orient, transl) if x is not None]
+        b = given[0].shape[0] if given else 1
+        dtype, device = self.J_template.dtype, self.J_template.device
+        body_rot = (_as_rotmat(body_pose, 23, "body_pose") if body_pose is not None
+                    else torch.eye(3, dtype=dtype, device=device).expand(b, 23, 3, 3))
+        root_rot = (_as_rotmat(global_orient, 1, "global_orient")[..., 0, :, :] if global_orient is not None
+                    else torch.eye(3, dtype=dtype, device=device).expand(b, 3, 3))
+        betas = betas if betas is not None else torch.zeros(b, self.num_betas, dtype=dtype, device=device)
+        transl = transl if transl is not None else torch.zeros(b, 3, dtype=dtype, device=device)
+        self._check_betas(betas, b)
+        if body_rot.shape[:1] != (b,) or root_rot.shape != (b, 3, 3) or transl.shape != (b, 3):
+            raise ValueError(
+                f"batch sizes disagree: body_pose {tuple(body_rot.shape)}, global_orient "
+                f"{tuple(root_rot.shape)}, transl {tuple(transl.shape)} (expected B={b}, transl (B, 3))"
+            )
+        return body_rot.to(dtype), betas.to(dtype), root_rot.to(dtype), transl.to(dtype)
+
+
+def _apply_root(kp: Tensor, weight_sum: Tensor, root: Tensor, root_rot: Tensor, transl: Tensor) -> Tensor:
+    """Canonical keypoints ``(B, K, 3)`` (or ``(B, 1, K, 3)``) seen by each view: ``(B, V, K, 3)``.
+
+    SMPL moves every joint and vertex by ``x' = R (x - J0) + J0 + t`` (rotation about the rest
+    pelvis ``J0``). A keypoint is a weighted sum of such points whose weights sum to ``s`` (1 up to
+    rounding; SPIN's regressor rows only approximately), so ``k' = R (k - s J0) + s (J0 + t)``
+    reproduces the full forward exactly.
+    """
+    if kp.dim() == 3:
+        kp = kp.unsqueeze(1)
+    s = weight_sum[:, None]  # (K, 1)
+    centred = kp - s * root[:, None, None]
+    return torch.einsum("bvcd,bvkd->bvkc", root_rot, centred) + s * (root[:, None] + transl)[:, :, None]
+
+
+def _kinematic_levels(parents: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
+    depth = [0] * len(parents)
+    for j in range(1, len(parents)):
+        depth[j] = depth[parents[j]] + 1
+    levels = []
+    for d in range(1, max(depth) + 1):
+        idx = [j for j in range(len(parents)) if depth[j] == d]
+        levels.append((idx, [parents[j] for j in idx]))
+    return levels
+
+
+def _smpl_arrays(arrays: dict[str, Any]) -> dict[str, Any]:
+    """The subset of an asset's arrays that smplx's SMPL constructor reads."""
+    keys = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+    return {k: arrays[k] for k in keys}
+
+
+def _load_regressor(path: Path, rows: int, n_verts: int) -> np.ndarray:
+    reg = np.load(path, allow_pickle=False)
+    if reg.shape != (rows, n_verts):
+        raise BodyModelFilesError(f"{path}: expected shape ({rows}, {n_verts}), got {reg.shape}")
+    return reg.astype(np.float64)

@@ -1,0 +1,171 @@
+"""Pose and shape priors for SMPL-layout bodies.
+
+- :class:`GMMPosePrior`: SMPLify's 8-component max-mixture prior on the 69-d axis-angle body
+  pose, read from ``gmm_08.pkl`` (means ``(8, 69)``, covars ``(8, 69, 69)``, weights ``(8,)``).
+- :class:`FreePosePrior`: the prior used when no GMM is given (the free model's default): soft
+  per-joint limits on the axis-angle components in SMPL's axes, plus a small L2 term. Sampling
+  inside the limits gives anatomically possible (not necessarily natural) poses.
+- :func:`angle_prior`: SMPLify's exponential elbow/knee hyper-extension prior.
+- :func:`shape_prior`: squared norm of the betas.
+
+All energies return one value per sample, ``(B,)``, and are differentiable.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES
+from mvspin.body.safe_pickle import load_restricted_pickle
+
+__all__ = ["GMMPosePrior", "FreePosePrior", "angle_prior", "shape_prior", "JOINT_LIMITS_DEG"]
+
+
+def _check_body_pose(body_pose: Tensor) -> Tensor:
+    if body_pose.shape[-1] == 3 and body_pose.dim() >= 2 and body_pose.shape[-2] == 23:
+        body_pose = body_pose.flatten(-2)
+    if body_pose.shape[-1] != 69:
+        raise ValueError(f"body_pose must be axis-angle (B, 69) or (B, 23, 3), got {tuple(body_pose.shape)}")
+    return body_pose
+
+
+class GMMPosePrior(nn.Module):
+    """SMPLify's Gaussian-mixture pose prior, evaluated as a max-mixture.
+
+    The energy of a pose is ``min_k [0.5 (x - mu_k)^T Sigma_k^-1 (x - mu_k) - log(w'_k)]`` with
+    ``w'_k = w_k / ((2 pi)^(69/2) sqrt(det Sigma_k) / min_j sqrt(det Sigma_j))``: the negative log
+    of the best single component, as in SMPLify (Bogo et al. 2016) and SPIN.
+
+    Args:
+        means: ``(C, 69)``. covars: ``(C, 69, 69)``. weights: ``(C,)``.
+    """
+
+    def __init__(self, means: np.ndarray, covars: np.ndarray, weights: np.ndarray) -> None:
+        super().__init__()
+        means, covars, weights = (np.asarray(a, dtype=np.float64) for a in (means, covars, weights))
+        c = means.shape[0]
+        if means.shape != (c, 69) or covars.shape != (c, 69, 69) or weights.shape != (c,):
+            raise ValueError(
+                "GMM prior expects means (C, 69), covars (C, 69, 69), weights (C,); got "
+                f"{means.shape}, {covars.shape}, {weights.shape}"
+            )
+        precisions = np.linalg.inv(covars)
+        sqrt_dets = np.sqrt(np.linalg.det(covars))
+        const = (2 * math.pi) ** (69 / 2)
+        nll_weights = weights / (const * (sqrt_dets / sqrt_dets.min()))
+        self.register_buffer("means", torch.as_tensor(means, dtype=torch.float32))
+        self.register_buffer("precisions", torch.as_tensor(precisions, dtype=torch.float32))
+        self.register_buffer("log_weights", torch.as_tensor(np.log(nll_weights), dtype=torch.float32))
+
+    @classmethod
+    def from_pickle(cls, path: str | Path) -> "GMMPosePrior":
+        """Read SMPLify's ``gmm_08.pkl`` (restricted unpickling: arrays only)."""
+        data = load_restricted_pickle(path)
+        try:
+            return cls(data["means"], data["covars"], data["weights"])
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{path} is not a GMM prior file (needs means, covars, weights)") from err
+
+    def forward(self, body_pose: Tensor) -> Tensor:
+        """Energy ``(B,)`` of axis-angle body poses ``(B, 69)``."""
+        x = _check_body_pose(body_pose)
+        diff = x.unsqueeze(1) - self.means.to(x.dtype)  # (B, C, 69)
+        quad = torch.einsum("bci,cij,bcj->bc", diff, self.precisions.to(x.dtype), diff)
+        return (0.5 * quad - self.log_weights.to(x.dtype)).min(dim=1).values
+
+
+# Soft limits of each joint's axis-angle components (x, y, z) in degrees, for the LEFT side and
+# the spine/neck/head, in SMPL's axes (Y up, X the body's left, Z forward). Signs follow the
+# right-hand rule: for the left leg (pointing -Y) a negative x-rotation swings it forward (hip
+# flexion); for the left arm (pointing +X) a positive z-rotation raises it and a negative
+# y-rotation swings it forward; a positive knee x-rotation flexes the knee and a negative
+# left-elbow y-rotation flexes the elbow (the same signs SMPLify's angle prior uses). Ranges are
+# rounded textbook ranges of motion; the right side is mirrored (x kept, y and z negated).
+JOINT_LIMITS_DEG: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {
+    "left_hip": ((-120.0, 30.0), (-40.0, 40.0), (-30.0, 50.0)),
+    "spine1": ((-20.0, 40.0), (-25.0, 25.0), (-20.0, 20.0)),
+    "left_knee": ((-5.0, 150.0), (-15.0, 15.0), (-5.0, 5.0)),
+    "spine2": ((-20.0, 30.0), (-20.0, 20.0), (-15.0, 15.0)),
+    "left_ankle": ((-25.0, 50.0), (-20.0, 20.0), (-25.0, 25.0)),
+    "spine3": ((-15.0, 25.0), (-20.0, 20.0), (-15.0, 15.0)),
+    "left_foot": ((-20.0, 30.0), (-5.0, 5.0), (-5.0, 5.0)),
+    "neck": ((-40.0, 50.0), (-45.0, 45.0), (-30.0, 30.0)),
+    "left_collar": ((-10.0, 10.0), (-25.0, 15.0), (-15.0, 30.0)),
+    "head": ((-30.0, 40.0), (-45.0, 45.0), (-30.0, 30.0)),
+    "left_shoulder": ((-80.0, 80.0), (-110.0, 45.0), (-95.0, 90.0)),
+    "left_elbow": ((-80.0, 60.0), (-150.0, 5.0), (-10.0, 10.0)),
+    "left_wrist": ((-10.0, 10.0), (-25.0, 35.0), (-70.0, 70.0)),
+    "left_hand": ((-10.0, 10.0), (-10.0, 10.0), (-60.0, 20.0)),
+}
+
+
+def _limit_table() -> tuple[np.ndarray, np.ndarray]:
+    lower = np.zeros((23, 3))
+    upper = np.zeros((23, 3))
+    for j, name in enumerate(SMPL_JOINT_NAMES[1:]):
+        if name in JOINT_LIMITS_DEG:
+            lim = np.array(JOINT_LIMITS_DEG[name])
+        else:  # right side: mirror the left joint's limits across the sagittal plane
+            lim = np.array(JOINT_LIMITS_DEG[name.replace("right_", "left_")])
+            lim[1:] = -lim[1:, ::-1]
+        lower[j], upper[j] = lim[:, 0], lim[:, 1]
+    return np.radians(lower), np.radians(upper)
+
+
+class FreePosePrior(nn.Module):
+    """Hand-set pose prior: soft joint limits plus a small L2 pull toward the rest pose.
+
+    ``E(x) = sum((relu(x - upper) + relu(lower - x))^2) + l2_weight * |x|^2`` over the 69
+    axis-angle components (radians), per sample. Joint limits in :data:`JOINT_LIMITS_DEG`.
+
+    Args:
+        l2_weight: weight of the L2 term relative to the limit term.
+    """
+
+    def __init__(self, l2_weight: float = 0.01) -> None:
+        super().__init__()
+        lower, upper = _limit_table()
+        self.register_buffer("lower", torch.as_tensor(lower.reshape(69), dtype=torch.float32))
+        self.register_buffer("upper", torch.as_tensor(upper.reshape(69), dtype=torch.float32))
+        self.l2_weight = l2_weight
+
+    def forward(self, body_pose: Tensor) -> Tensor:
+        """Energy ``(B,)`` of axis-angle body poses ``(B, 69)``."""
+        x = _check_body_pose(body_pose)
+        lo, hi = self.lower.to(x.dtype), self.upper.to(x.dtype)
+        excess = torch.relu(x - hi) + torch.relu(lo - x)
+        return excess.square().sum(-1) + self.l2_weight * x.square().sum(-1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, spread: float = 0.5) -> Tensor:
+        """Random axis-angle body poses ``(n, 69)`` inside the joint limits.
+
+        Each component is drawn from a normal centred at 0 (the T-pose; the midpoint of the
+        range where 0 is outside it) with standard deviation ``spread`` times the half range,
+        then clipped to the limits. ``spread=1`` covers the whole range of motion.
+        """
+        lo, hi = self.lower.cpu().double(), self.upper.cpu().double()
+        centre = torch.clamp(torch.zeros_like(lo), lo, hi)
+        std = spread * (hi - lo) / 2
+        x = centre + std * torch.randn(n, 69, generator=generator, dtype=torch.float64)
+        return torch.maximum(torch.minimum(x, hi), lo).to(self.lower.dtype)
+
+
+# SMPLify's elbow/knee prior: body-pose components (joint index - 1) * 3 + axis and signs.
+_ANGLE_PRIOR_INDEX = (17 * 3 + 1, 18 * 3 + 1, 3 * 3 + 0, 4 * 3 + 0)  # elbow L/R (y), knee L/R (x)
+_ANGLE_PRIOR_SIGN = (1.0, -1.0, -1.0, -1.0)
+
+
+def angle_prior(body_pose: Tensor) -> Tensor:
+    """SMPLify's hyper-extension prior ``sum exp(sign * theta)^2`` on elbows and knees, ``(B,)``."""
+    x = _check_body_pose(body_pose)
+    sign = torch.tensor(_ANGLE_PRIOR_SIGN, dtype=x.dtype, device=x.device)
+    return torch.exp(x[..., list(_ANGLE_PRIOR_INDEX)] * sign).square().sum(-1)
+
+
+def shape_prior(betas: Tensor) -> Tensor:
+    """Squared norm of the shape coefficients, ``(B,)``."""
+    return betas.square().sum(-1)

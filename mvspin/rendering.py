@@ -1,0 +1,169 @@
+"""Offscreen mesh rendering with open3d (CPU, EGL surfaceless), in OpenCV camera conventions.
+
+One open3d renderer is kept per process (open3d does not support several at once); it is
+re-created only when a larger image is asked for. Images are rendered through the exact pinhole
+camera ``K`` and world-to-camera ``R, t`` (OpenCV axes: x right, y down, z forward), so a
+rendered mesh covers the pixels where its projected triangles fall.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+__all__ = ["RenderResult", "render_mesh", "overlay", "image_grid", "look_at"]
+
+# open3d 0.19 segfaults on a CPU-only machine unless EGL runs surfaceless (environment.md).
+os.environ.setdefault("EGL_PLATFORM", "surfaceless")
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+DEFAULT_COLOR = (0.65, 0.74, 0.86)
+
+
+@dataclass
+class RenderResult:
+    """A rendered view.
+
+    Attributes:
+        color: ``(H, W, 3)`` uint8 RGB (background where ``mask`` is False).
+        mask: ``(H, W)`` bool, True where the mesh is visible.
+        depth: ``(H, W)`` float32 camera-space depth in metres (inf where empty).
+    """
+
+    color: np.ndarray
+    mask: np.ndarray
+    depth: np.ndarray
+
+
+def _renderer(width: int, height: int):
+    """The process's renderer, at least ``width x height`` pixels."""
+    import open3d as o3d
+
+    r = _state.get("renderer")
+    size = _state.get("size", (0, 0))
+    if r is None or width > size[0] or height > size[1]:
+        if r is not None:
+            del _state["renderer"], r
+        w, h = max(width, size[0]), max(height, size[1])
+        r = o3d.visualization.rendering.OffscreenRenderer(w, h)
+        # No tone mapping/antialiasing: background and silhouettes come out exactly as asked.
+        r.scene.view.set_post_processing(False)
+        _state["renderer"], _state["size"] = r, (w, h)
+    return r, _state["size"]
+
+
+def render_mesh(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    K: np.ndarray,
+    width: int,
+    height: int,
+    R: Optional[np.ndarray] = None,
+    t: Optional[np.ndarray] = None,
+    color: Sequence[float] = DEFAULT_COLOR,
+    vertex_colors: Optional[np.ndarray] = None,
+    background: Sequence[float] = (1.0, 1.0, 1.0),
+    light_direction: Sequence[float] = (0.3, 0.6, 1.0),
+    light_intensity: float = 60000.0,
+) -> RenderResult:
+    """Render one triangle mesh through a pinhole camera.
+
+    Args:
+        vertices: ``(N, 3)`` world points, metres.
+        faces: ``(F, 3)`` vertex indices.
+        K: ``(3, 3)`` intrinsics, pixels.
+        width, height: image size in pixels.
+        R, t: world-to-camera rotation ``(3, 3)`` and translation ``(3,)``; identity/zero if None.
+        color: RGB in [0, 1] for the whole mesh, unless ``vertex_colors`` ``(N, 3)`` is given.
+        background: RGB in [0, 1].
+        light_direction: direction the light travels, in camera axes.
+        light_intensity: sun intensity (open3d units).
+    """
+    import open3d as o3d
+
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int32)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"expected vertices (N, 3) and faces (F, 3), got {vertices.shape} and {faces.shape}")
+    R = np.eye(3) if R is None else np.asarray(R, dtype=np.float64)
+    t = np.zeros(3) if t is None else np.asarray(t, dtype=np.float64).reshape(3)
+    # Render in camera coordinates (identity extrinsic) so lighting is fixed relative to the view.
+    cam_vertices = vertices @ R.T + t
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(cam_vertices), o3d.utility.Vector3iVector(faces))
+    mesh.compute_vertex_normals()
+    if vertex_colors is not None:
+        mesh.vertex_colors = o3d.utility.Vector3dVector(np.asarray(vertex_colors, dtype=np.float64))
+    material = o3d.visualization.rendering.MaterialRecord()
+    material.shader = "defaultLit"
+    material.base_color = [1.0, 1.0, 1.0, 1.0] if vertex_colors is not None else [*color, 1.0]
+
+    with _lock:
+        r, (rw, rh) = _renderer(width, height)
+        scene = r.scene
+        scene.clear_geometry()
+        scene.set_background([*background, 1.0])
+        scene.scene.set_sun_light(np.asarray(light_direction, dtype=np.float32), [1.0, 1.0, 1.0], light_intensity)
+        scene.scene.enable_sun_light(True)
+        scene.add_geometry("mesh", mesh, material)
+        # The renderer may be larger than the image: the same K renders the image's pixels in its
+        # top-left corner, which is cropped out below.
+        r.setup_camera(np.asarray(K, dtype=np.float64), np.eye(4), rw, rh)
+        z_near = max(1e-3, float(cam_vertices[:, 2].min()) * 0.5) if len(cam_vertices) else 0.01
+        z_far = max(z_near * 2, float(cam_vertices[:, 2].max()) * 2 + 1.0) if len(cam_vertices) else 100.0
+        scene.camera.set_projection(
+            np.asarray(K, dtype=np.float64), z_near, z_far, float(rw), float(rh)
+        )
+        color_img = np.asarray(r.render_to_image())[:height, :width].copy()
+        depth = np.asarray(r.render_to_depth_image(z_in_view_space=True))[:height, :width].astype(np.float32)
+        scene.clear_geometry()
+    mask = np.isfinite(depth)
+    depth[~mask] = np.inf
+    return RenderResult(color=color_img, mask=mask, depth=depth)
+
+
+def overlay(image: np.ndarray, render: RenderResult, alpha: float = 0.85) -> np.ndarray:
+    """Blend a render over an RGB image ``(H, W, 3)`` uint8 where the mesh is visible."""
+    if image.shape[:2] != render.mask.shape:
+        raise ValueError(f"image is {image.shape[:2]} but the render is {render.mask.shape}")
+    out = image.astype(np.float32).copy()
+    m = render.mask
+    out[m] = (1 - alpha) * out[m] + alpha * render.color[m].astype(np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def image_grid(images: Sequence[np.ndarray], cols: int, pad: int = 4, fill: int = 255) -> np.ndarray:
+    """Tile equally sized ``(H, W, 3)`` images into a grid, row by row."""
+    if not images:
+        raise ValueError("image_grid needs at least one image")
+    h, w = images[0].shape[:2]
+    rows = (len(images) + cols - 1) // cols
+    grid = np.full((rows * h + (rows + 1) * pad, cols * w + (cols + 1) * pad, 3), fill, dtype=np.uint8)
+    for i, img in enumerate(images):
+        if img.shape[:2] != (h, w):
+            raise ValueError(f"image {i} is {img.shape[:2]}, expected {(h, w)}")
+        r, c = divmod(i, cols)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        grid[y:y + h, x:x + w] = img[..., :3]
+    return grid
+
+
+def look_at(eye: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, 1.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """World-to-camera ``R, t`` (OpenCV axes) of a camera at ``eye`` looking at ``target``.
+
+    ``up`` is the world direction that should appear upwards in the image.
+    """
+    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
+    z = target - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(z, -up)  # image x points right when y (down) is -up
+    if np.linalg.norm(x) < 1e-9:
+        raise ValueError("look_at: viewing direction is parallel to up")
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    R = np.stack([x, y, z])
+    return R, -R @ eye

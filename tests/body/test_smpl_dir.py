@@ -1,0 +1,88 @@
+"""BodyModel.from_smpl_dir on a fabricated SMPL directory in the official file formats."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from mvspin.body import BodyModel, BodyModelFilesError, KeypointSetUnavailable
+from mvspin.geometry import axis_angle_to_matrix
+from tests.body.fake_smpl import N_VERTS, make_arrays, write_official_pkl, write_smpl_dir
+
+
+@pytest.fixture(scope="module")
+def smpl_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smpl")
+    write_smpl_dir(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def body(smpl_dir):
+    return BodyModel.from_smpl_dir(smpl_dir, dtype=torch.float64)
+
+
+def test_loads_without_chumpy_and_matches_arrays(body):
+    arrays = make_arrays()
+    assert body.name == "smpl-neutral" and body.num_vertices == N_VERTS
+    assert body.has_pose_blendshapes
+    out = body(betas=torch.zeros(1, 10, dtype=torch.float64))
+    np.testing.assert_allclose(out.vertices[0].numpy(), arrays["v_template"], atol=1e-6)  # smplx stores model arrays as float32
+    np.testing.assert_allclose(out.joints[0].numpy(), arrays["J_regressor"] @ arrays["v_template"], atol=1e-6)  # smplx stores model arrays as float32
+
+
+def test_spin_regressor_sets_available(body):
+    assert {"h36m17", "lsp14", "spin49", "openpose25", "coco17"} <= set(body.available_keypoint_sets)
+    reg = np.load(body.source.replace("SMPL_NEUTRAL.pkl", "J_regressor_h36m.npy"))
+    out = body(betas=torch.zeros(1, 10, dtype=torch.float64), keypoints="h36m17")
+    np.testing.assert_allclose(out.keypoints[0].numpy(), reg @ out.vertices[0].numpy(), atol=1e-6)  # smplx stores model arrays as float32
+
+
+@pytest.mark.parametrize("set_name", ["spin49", "h36m17", "openpose25", "smpl24"])
+def test_fast_path_with_pose_blendshapes_equals_full_forward(body, set_name):
+    g = torch.Generator().manual_seed(0)
+    pose = 0.4 * torch.randn(5, 69, generator=g, dtype=torch.float64)
+    betas = torch.randn(5, 10, generator=g, dtype=torch.float64)
+    orient = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    transl = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    full = body(pose, betas, orient, transl, keypoints=set_name).keypoints
+    fast = body.keypoints(set_name, pose, betas, orient, transl)
+    assert (fast - full).abs().max() < 1e-10
+
+
+def test_missing_spin_files_name_the_file(tmp_path):
+    write_smpl_dir(tmp_path, spin_files=False)
+    body = BodyModel.from_smpl_dir(tmp_path)
+    assert "h36m17" not in body.available_keypoint_sets
+    with pytest.raises(KeypointSetUnavailable, match="J_regressor_h36m.npy"):
+        body.keypoint_map("h36m17")
+    with pytest.raises(KeypointSetUnavailable, match="J_regressor_extra.npy"):
+        body.keypoint_map("lsp14")
+    assert body.keypoint_map("coco17").vertex_ids.size == 5  # SMPL's own face vertex ids
+    assert "free" in body.mean_params_source  # falls back to the shipped mean pose
+
+
+def test_missing_directory_and_file_errors(tmp_path):
+    with pytest.raises(BodyModelFilesError, match="does not exist"):
+        BodyModel.from_smpl_dir(tmp_path / "nope")
+    with pytest.raises(BodyModelFilesError) as err:
+        BodyModel.from_smpl_dir(tmp_path, gender="female")
+    msg = str(err.value)
+    assert "SMPL_FEMALE.pkl" in msg and "smpl.is.tue.mpg.de" in msg and "\n" not in msg
+
+
+def test_incomplete_model_file_names_the_missing_array(tmp_path):
+    arrays = make_arrays()
+    del arrays["weights"]
+    write_official_pkl(tmp_path / "SMPL_NEUTRAL.pkl", arrays)
+    with pytest.raises(BodyModelFilesError, match="missing weights"):
+        BodyModel.from_smpl_dir(tmp_path)
+
+
+def test_npz_model_file(tmp_path):
+    arrays = make_arrays(seed=5)
+    np.savez(tmp_path / "SMPL_MALE.npz", **{k: v for k, v in arrays.items() if isinstance(v, np.ndarray)})
+    body = BodyModel.from_smpl_dir(tmp_path, gender="male", dtype=torch.float64)
+    rot = axis_angle_to_matrix(torch.tensor([[0.0, 0.3, 0.0]], dtype=torch.float64))
+    out = body(global_orient=rot)
+    assert out.vertices.shape == (1, N_VERTS, 3)

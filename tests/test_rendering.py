@@ -1,0 +1,53 @@
+import cv2
+import numpy as np
+import pytest
+
+from mvspin.rendering import image_grid, look_at, overlay, render_mesh
+
+
+def _torus(n: int = 48, m: int = 24, r1: float = 0.4, r2: float = 0.15):
+    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, n, endpoint=False), np.linspace(0, 2 * np.pi, m, endpoint=False), indexing="ij")
+    verts = np.stack([(r1 + r2 * np.cos(v)) * np.cos(u), (r1 + r2 * np.cos(v)) * np.sin(u), r2 * np.sin(v)], -1).reshape(-1, 3)
+    faces = []
+    for i in range(n):
+        for j in range(m):
+            a, b, c, d = i * m + j, ((i + 1) % n) * m + j, ((i + 1) % n) * m + (j + 1) % m, i * m + (j + 1) % m
+            faces += [(a, b, c), (a, c, d)]
+    return verts, np.array(faces)
+
+
+def _projected_mask(verts, faces, K, R, t, w, h):
+    cam = verts @ R.T + t
+    px = cam[:, :2] / cam[:, 2:] * np.diag(K)[:2] + K[:2, 2]
+    mask = np.zeros((h, w), np.uint8)
+    # pixel centres sit at integer coordinates: shift by 0.5 to fill the covered pixel grid
+    for tri in faces:
+        cv2.fillPoly(mask, [np.round((px[tri] - 0.0) * 16).astype(np.int32)], 1, shift=4)
+    return mask.astype(bool)
+
+
+@pytest.mark.parametrize("size", [(160, 120), (96, 200)])
+def test_render_covers_projected_triangles(size):
+    w, h = size
+    verts, faces = _torus()
+    R, t = look_at(eye=(0.3, -0.5, -1.6), target=(0.05, 0.0, 0.0))
+    K = np.array([[130.0, 0, w * 0.45], [0, 125.0, h * 0.55], [0, 0, 1]])
+    res = render_mesh(verts, faces, K, w, h, R, t)
+    ref = _projected_mask(verts, faces, K, R, t, w, h)
+    iou = (res.mask & ref).sum() / (res.mask | ref).sum()
+    assert iou > 0.9, iou
+    assert res.color.shape == (h, w, 3) and res.color[~res.mask].min() > 250  # white background
+    depth = res.depth[res.mask]
+    cam_z = (verts @ R.T + t)[:, 2]
+    assert cam_z.min() - 1e-2 <= depth.min() and depth.max() <= cam_z.max() + 1e-2
+
+
+def test_overlay_and_grid():
+    verts, faces = _torus()
+    K = np.array([[100.0, 0, 40], [0, 100.0, 30], [0, 0, 1]])
+    res = render_mesh(verts, faces, K, 80, 60, t=np.array([0, 0, 2.0]))
+    img = np.zeros((60, 80, 3), np.uint8)
+    out = overlay(img, res, alpha=1.0)
+    assert (out[res.mask] == res.color[res.mask]).all() and (out[~res.mask] == 0).all()
+    grid = image_grid([out, out, out], cols=2, pad=2)
+    assert grid.shape == (2 * 60 + 3 * 2, 2 * 80 + 3 * 2, 3)
