@@ -1,0 +1,269 @@
+"""Rotation representations on SO(3): SPIN's 6D, axis-angle, rotation averaging, geodesic angle.
+
+All functions act on the trailing dims and accept any number of leading batch dims (including
+empty batches); rotation matrices act on column vectors (``x_rotated = R @ x``), angles are in
+radians.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from kornia.geometry.conversions import axis_angle_to_rotation_matrix, rotation_matrix_to_axis_angle
+from torch import Tensor
+
+__all__ = [
+    "rot6d_to_matrix",
+    "matrix_to_rot6d",
+    "axis_angle_to_matrix",
+    "matrix_to_axis_angle",
+    "so3_mean",
+    "geodesic_distance",
+]
+
+
+def _check_trailing_shape(
+    x: Tensor, trailing: Sequence[int], name: str, func: str, leading: Sequence[str] = ()
+) -> None:
+    """Raise unless ``x`` is a tensor of shape ``(..., *leading, *trailing)``.
+
+    ``leading`` names dims of any size that must exist (e.g. ``("N",)`` for point sets).
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{func}: {name} must be a torch.Tensor, got {type(x).__name__}")
+    trailing = tuple(trailing)
+    ndim = len(leading) + len(trailing)
+    if x.ndim < ndim or tuple(x.shape[x.ndim - len(trailing):]) != trailing:
+        expected = ", ".join(["..."] + list(leading) + [str(n) for n in trailing])
+        raise ValueError(f"{func}: expected {name} of shape ({expected}), got {tuple(x.shape)}")
+
+
+def _check_exact_shape(
+    x: Tensor, shape: Sequence[int], name: str, func: str, note: str = ""
+) -> None:
+    """Raise ValueError unless ``x`` is a tensor of exactly ``shape``; ``note`` says why."""
+    if not isinstance(x, Tensor) or tuple(x.shape) != tuple(shape):
+        actual = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        note = f" ({note})" if note else ""
+        raise ValueError(f"{func}: expected {name} of shape {tuple(shape)}{note}, got {actual}")
+
+
+def rot6d_to_matrix(x: Tensor) -> Tensor:
+    r"""Convert SPIN's 6D rotation representation to rotation matrices.
+
+    Convention (SPIN / HMR head, **not** PyTorch3D's): the 6 numbers are reshaped to a 3x2 matrix
+    in row-major order, so the first column is ``x[..., (0, 2, 4)]`` and the second
+    ``x[..., (1, 3, 5)]``. Gram-Schmidt gives ``b1 = a1 / |a1|``,
+    ``b2 = normalize(a2 - (b1 . a2) b1)``, ``b3 = b1 x b2``, stacked as the **columns** of the
+    result. This is what lets SPIN checkpoints (``decpose``, ``init_pose``) load unchanged.
+
+    Args:
+        x: 6D rotations of shape :math:`(*, 6)`. Any non-degenerate input (the two columns not
+            parallel) maps to a rotation; degenerate input follows ``F.normalize`` (eps 1e-12).
+
+    Returns:
+        rotation matrices of shape :math:`(*, 3, 3)`.
+
+    Example:
+        >>> R = rot6d_to_matrix(torch.tensor([0., -1., 1., 0., 0., 0.]))  # 90 deg about +z
+        >>> R[:, 0], R[:, 1]  # the columns are elements (0, 2, 4) and (1, 3, 5)
+        (tensor([0., 1., 0.]), tensor([-1.,  0.,  0.]))
+    """
+    _check_trailing_shape(x, (6,), "x", "rot6d_to_matrix")
+    cols = x.reshape(*x.shape[:-1], 3, 2)
+    a1, a2 = cols[..., 0], cols[..., 1]
+    b1 = F.normalize(a1, dim=-1)
+    b2 = F.normalize(a2 - (b1 * a2).sum(dim=-1, keepdim=True) * b1, dim=-1)
+    b3 = torch.linalg.cross(b1, b2, dim=-1)
+    return torch.stack([b1, b2, b3], dim=-1)
+
+
+def matrix_to_rot6d(R: Tensor) -> Tensor:
+    r"""Convert rotation matrices to SPIN's 6D representation (inverse of :func:`rot6d_to_matrix`).
+
+    The result is the first two columns flattened row-major:
+    ``[R00, R01, R10, R11, R20, R21]``; ``rot6d_to_matrix(matrix_to_rot6d(R)) == R`` for any
+    rotation ``R`` (up to rounding).
+
+    Args:
+        R: rotation matrices of shape :math:`(*, 3, 3)`.
+
+    Returns:
+        6D rotations of shape :math:`(*, 6)`.
+
+    Example:
+        >>> matrix_to_rot6d(torch.eye(3))
+        tensor([1., 0., 0., 1., 0., 0.])
+    """
+    _check_trailing_shape(R, (3, 3), "R", "matrix_to_rot6d")
+    return R[..., :, :2].reshape(*R.shape[:-2], 6)
+
+
+def axis_angle_to_matrix(axis_angle: Tensor) -> Tensor:
+    r"""Convert axis-angle vectors (axis times angle in radians) to rotation matrices.
+
+    Thin wrapper of kornia's Rodrigues formula (Taylor branch near angle 0, so it is exact and
+    differentiable at the identity) with this package's shape check.
+
+    Args:
+        axis_angle: axis-angle vectors of shape :math:`(*, 3)`, SMPL's ``global_orient`` /
+            ``body_pose`` convention.
+
+    Returns:
+        rotation matrices of shape :math:`(*, 3, 3)`.
+
+    Example:
+        >>> axis_angle_to_matrix(torch.zeros(2, 24, 3)).shape
+        torch.Size([2, 24, 3, 3])
+    """
+    _check_trailing_shape(axis_angle, (3,), "axis_angle", "axis_angle_to_matrix")
+    return axis_angle_to_rotation_matrix(axis_angle)
+
+
+def matrix_to_axis_angle(R: Tensor) -> Tensor:
+    r"""Convert rotation matrices to axis-angle vectors with angle in :math:`[0, \pi]`.
+
+    Goes through kornia's quaternion conversion, which picks the numerically dominant branch, so
+    it stays accurate near angle 0 and near :math:`\pi` (where ``arccos``-based formulas lose
+    precision). At exactly :math:`\pi` the sign of the axis is arbitrary; both signs describe
+    the same rotation. The input is not checked for orthogonality.
+
+    Args:
+        R: rotation matrices of shape :math:`(*, 3, 3)`.
+
+    Returns:
+        axis-angle vectors of shape :math:`(*, 3)`, radians.
+
+    Example:
+        >>> R = torch.tensor([[1., 0., 0.], [0., 0., -1.], [0., 1., 0.]])
+        >>> matrix_to_axis_angle(R)
+        tensor([1.5708, 0.0000, 0.0000])
+    """
+    _check_trailing_shape(R, (3, 3), "R", "matrix_to_axis_angle")
+    return rotation_matrix_to_axis_angle(R)
+
+
+def _project_to_so3(M: Tensor) -> Tensor:
+    """Closest rotation in Frobenius norm to each (*, 3, 3) matrix (SVD, det(R) = +1)."""
+    U, _, Vh = torch.linalg.svd(M)
+    # U Vh is orthogonal, det = +-1: flip the axis of the smallest singular value on a reflection.
+    d = torch.sign(torch.det(U @ Vh))
+    ones = torch.ones_like(d)
+    D = torch.diag_embed(torch.stack([ones, ones, d], dim=-1))
+    return U @ D @ Vh
+
+
+def so3_mean(
+    R: Tensor, weights: Optional[Tensor] = None, dim: int = -3, iterations: int = 10
+) -> Tensor:
+    r"""(Weighted) Karcher mean of rotations along one batch axis.
+
+    Minimises :math:`\sum_i w_i\, d_{geo}(\bar R, R_i)^2`. Initialised with the chordal L2 mean
+    (weighted sum of matrices projected onto SO(3) by SVD), then ``iterations`` Gauss-Newton
+    steps in the tangent space: :math:`\bar R \leftarrow \bar R \exp(\sum_i \hat w_i
+    \log(\bar R^\top R_i))` with normalised weights :math:`\hat w_i`. Fully batched, no
+    data-dependent control flow. Meaningful when the rotations of a group lie within about 90
+    degrees of each other (the use case: fusing per-view estimates of the same joint).
+
+    ``dim`` indexes ``R`` itself and must name one of its leading (non-matrix) axes: for
+    per-view body-pose estimates ``(B, V, J, 3, 3)`` use ``dim=1`` to get ``(B, J, 3, 3)``;
+    the default ``-3`` averages over the last leading axis, ``(..., N, 3, 3) -> (..., 3, 3)``.
+
+    Weights are non-negative; a zero weight ignores that rotation. A group whose weights are
+    all zero (or an empty group, N = 0) returns the **identity**, so callers can detect it by
+    the weight sum rather than get NaNs.
+
+    Gradients flow through the tangent-space iterations; the SVD initialisation is treated as a
+    constant (SVD's backward is undefined at repeated singular values, e.g. identical inputs).
+    At convergence the last step's gradient is the mean's gradient to first order; with
+    ``iterations=0`` the result carries no gradient.
+
+    Args:
+        R: rotation matrices of shape :math:`(*, N, *, 3, 3)`, N at position ``dim``.
+        weights: optional non-negative weights, broadcastable to ``R.shape[:-2]``
+            (e.g. ``(B, V, J)`` or ``(B, V, 1)`` for ``R`` of shape ``(B, V, J, 3, 3)``).
+        dim: the axis of ``R`` to average over (a leading axis, not one of the last two).
+        iterations: number of Karcher steps after the chordal initialisation.
+
+    Returns:
+        mean rotations of shape ``R.shape`` without axis ``dim``.
+
+    Example:
+        >>> Rz = axis_angle_to_matrix(torch.tensor([[0., 0., 0.1], [0., 0., 0.3]]))
+        >>> matrix_to_axis_angle(so3_mean(Rz))
+        tensor([0.0000, 0.0000, 0.2000])
+    """
+    _check_trailing_shape(R, (3, 3), "R", "so3_mean", leading=("N",))
+    lead = R.ndim - 2
+    if not -R.ndim <= dim < R.ndim or (dim % R.ndim) >= lead:
+        raise ValueError(
+            f"so3_mean: dim={dim} must name a leading axis of R with shape {tuple(R.shape)} "
+            f"(one of {list(range(lead))} or {list(range(-R.ndim, -2))})"
+        )
+    if iterations < 0:
+        raise ValueError(f"so3_mean: iterations must be >= 0, got {iterations}")
+    axis = dim % R.ndim
+    Rn = R.movedim(axis, -3)  # (..., N, 3, 3)
+    if weights is None:
+        w = torch.ones(Rn.shape[:-2], dtype=R.dtype, device=R.device)
+    else:
+        try:
+            w = torch.broadcast_to(weights.to(R.dtype), R.shape[:-2])
+        except RuntimeError:
+            raise ValueError(
+                f"so3_mean: expected weights broadcastable to {tuple(R.shape[:-2])}, "
+                f"got {tuple(weights.shape)}"
+            ) from None
+        if bool((w < 0).any()):
+            raise ValueError("so3_mean: weights must be non-negative")
+        w = w.movedim(axis, -1)
+    w_sum = w.sum(dim=-1)  # (...)
+    has_weight = w_sum > 0
+    w_hat = w / torch.where(has_weight, w_sum, torch.ones_like(w_sum)).unsqueeze(-1)
+
+    eye = torch.eye(3, dtype=R.dtype, device=R.device)
+    with torch.no_grad():
+        chordal = (w_hat[..., None, None] * Rn.detach()).sum(dim=-3)
+        mean = torch.where(has_weight[..., None, None], _project_to_so3(chordal), eye)
+
+    # Groups without weight get w_hat = 0, hence a zero step: they stay at the identity.
+    for _ in range(iterations):
+        relative = mean.unsqueeze(-3).transpose(-1, -2) @ Rn  # (..., N, 3, 3)
+        step = (w_hat.unsqueeze(-1) * rotation_matrix_to_axis_angle(relative)).sum(dim=-2)
+        mean = mean @ axis_angle_to_rotation_matrix(step)
+    return mean
+
+
+def geodesic_distance(R1: Tensor, R2: Tensor) -> Tensor:
+    r"""Angle in radians, in :math:`[0, \pi]`, of the relative rotation :math:`R_1^\top R_2`.
+
+    Computed as ``atan2(|vee(R - R^T)| / 2, (trace(R) - 1) / 2)``, which keeps full precision
+    near 0 and :math:`\pi` (unlike ``arccos``) and has a finite gradient everywhere (zero at
+    identical inputs, where the angle is not differentiable).
+
+    Args:
+        R1: rotation matrices of shape :math:`(*, 3, 3)`.
+        R2: rotation matrices of shape :math:`(*, 3, 3)`, broadcastable with ``R1``.
+
+    Returns:
+        angles of shape :math:`(*)`, radians.
+
+    Example:
+        >>> Rz = axis_angle_to_matrix(torch.tensor([0., 0., 0.5]))
+        >>> geodesic_distance(torch.eye(3), Rz)
+        tensor(0.5000)
+    """
+    _check_trailing_shape(R1, (3, 3), "R1", "geodesic_distance")
+    _check_trailing_shape(R2, (3, 3), "R2", "geodesic_distance")
+    R = R1.transpose(-1, -2) @ R2
+    cos = 0.5 * (R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1.0)
+    skew = torch.stack(
+        [R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]],
+        dim=-1,
+    )
+    sq = (skew * skew).sum(dim=-1)
+    # sqrt's derivative is infinite at 0: feed it a stand-in 1 there and zero the result.
+    nonzero = sq > 0
+    sin = 0.5 * torch.where(nonzero, torch.sqrt(torch.where(nonzero, sq, torch.ones_like(sq))), 0.0)
+    return torch.atan2(sin, cos)

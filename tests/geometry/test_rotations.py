@@ -1,0 +1,290 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from mvspin.geometry import (
+    axis_angle_to_matrix,
+    geodesic_distance,
+    matrix_to_axis_angle,
+    matrix_to_rot6d,
+    rot6d_to_matrix,
+    so3_mean,
+)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DTYPES = [torch.float32, torch.float64]
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def random_rotations(n: int, seed: int) -> np.ndarray:
+    return Rotation.random(n, random_state=seed).as_matrix()
+
+
+def as_tensor(x, device, dtype) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6D representation
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rot6d_spin_convention_hand_cases(device, dtype):
+    # 90 deg about +z: R = [[0,-1,0],[1,0,0],[0,0,1]]; SPIN's 6 numbers are R[:, :2] row-major.
+    x = as_tensor([0.0, -1.0, 1.0, 0.0, 0.0, 0.0], device, dtype)
+    expected = as_tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], device, dtype)
+    torch.testing.assert_close(rot6d_to_matrix(x), expected, atol=1e-7, rtol=0)
+    torch.testing.assert_close(matrix_to_rot6d(expected), x, atol=0, rtol=0)
+
+    # Gram-Schmidt by hand: column a1 = (x0, x2, x4) = (3, 0, 4), a2 = (x1, x3, x5) = (5, 2, 0).
+    # b1 = (0.6, 0, 0.8); a2 - (b1.a2) b1 = (5, 2, 0) - 3 b1 = (3.2, 2, -2.4), norm sqrt(20);
+    # b3 = b1 x b2 = (-1.6, 4, 1.2) / sqrt(20).
+    x = as_tensor([3.0, 5.0, 0.0, 2.0, 4.0, 0.0], device, dtype)
+    r20 = math.sqrt(20.0)
+    b1 = [0.6, 0.0, 0.8]
+    b2 = [3.2 / r20, 2.0 / r20, -2.4 / r20]
+    b3 = [-1.6 / r20, 4.0 / r20, 1.2 / r20]
+    expected = as_tensor(np.stack([b1, b2, b3], axis=1), device, dtype)  # b's are columns
+    torch.testing.assert_close(rot6d_to_matrix(x), expected, atol=10 * TOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rot6d_round_trip_and_orthonormality(device, dtype):
+    R = as_tensor(random_rotations(40, seed=0), device, dtype).reshape(2, 4, 5, 3, 3)
+    x6 = matrix_to_rot6d(R)
+    assert x6.shape == (2, 4, 5, 6)
+    torch.testing.assert_close(rot6d_to_matrix(x6), R, atol=10 * TOL[dtype], rtol=0)
+
+    # Arbitrary (network-like) 6D vectors always give proper rotations.
+    x = torch.randn(7, 24, 6, generator=torch.Generator().manual_seed(1), dtype=dtype).to(device)
+    Rx = rot6d_to_matrix(x)
+    eye = torch.eye(3, dtype=dtype, device=device).expand_as(Rx)
+    torch.testing.assert_close(Rx @ Rx.transpose(-1, -2), eye, atol=10 * TOL[dtype], rtol=0)
+    torch.testing.assert_close(torch.det(Rx), torch.ones(7, 24, dtype=dtype, device=device))
+    # ... and reading the 6 numbers back yields the same rotation, not the same numbers.
+    round_trip = rot6d_to_matrix(matrix_to_rot6d(Rx))
+    torch.testing.assert_close(round_trip, Rx, atol=10 * TOL[dtype], rtol=0)
+
+
+def test_rot6d_empty_batch():
+    assert rot6d_to_matrix(torch.zeros(0, 6)).shape == (0, 3, 3)
+    assert matrix_to_rot6d(torch.zeros(2, 0, 3, 3)).shape == (2, 0, 6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rot6d_gradcheck(device):
+    x = torch.randn(3, 6, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(rot6d_to_matrix, (x,))
+
+
+def test_rot6d_shape_errors():
+    with pytest.raises(ValueError, match=r"expected x of shape \(\.\.\., 6\), got \(4, 9\)"):
+        rot6d_to_matrix(torch.zeros(4, 9))
+    with pytest.raises(ValueError, match=r"expected R of shape \(\.\.\., 3, 3\), got \(4, 3, 2\)"):
+        matrix_to_rot6d(torch.zeros(4, 3, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# axis-angle
+
+
+def _test_rotvecs() -> np.ndarray:
+    rng = np.random.default_rng(2)
+    axes = rng.normal(size=(6, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    angles = np.array([0.0, 1e-9, 1e-4, 0.7, 2.5, math.pi - 1e-5])
+    generic = Rotation.random(18, random_state=3).as_rotvec()
+    return np.concatenate([axes * angles[:, None], generic])  # (24, 3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_axis_angle_to_matrix_matches_scipy(device, dtype):
+    rotvecs = _test_rotvecs()
+    expected = Rotation.from_rotvec(rotvecs).as_matrix().reshape(4, 6, 3, 3)
+    R = axis_angle_to_matrix(as_tensor(rotvecs.reshape(4, 6, 3), device, dtype))
+    torch.testing.assert_close(R, as_tensor(expected, device, dtype), atol=10 * TOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_matrix_to_axis_angle_matches_scipy(device):
+    dtype = torch.float64
+    rotvecs = _test_rotvecs()
+    R = as_tensor(Rotation.from_rotvec(rotvecs).as_matrix(), device, dtype)
+    aa = matrix_to_axis_angle(R.reshape(2, 12, 3, 3)).reshape(24, 3)
+    torch.testing.assert_close(aa, as_tensor(rotvecs, device, dtype), atol=1e-8, rtol=0)
+
+    # At exactly pi the axis sign is arbitrary: compare the rotations, and the angle.
+    half_turn = as_tensor(Rotation.from_rotvec([[0.0, math.pi, 0.0]]).as_matrix(), device, dtype)
+    aa_pi = matrix_to_axis_angle(half_turn)
+    pi = torch.full((1,), math.pi, dtype=dtype, device=device)
+    torch.testing.assert_close(aa_pi.norm(dim=-1), pi)
+    torch.testing.assert_close(axis_angle_to_matrix(aa_pi), half_turn, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (2, 0, 3)])
+def test_axis_angle_empty_batch(shape):
+    R = axis_angle_to_matrix(torch.zeros(shape))
+    assert R.shape == shape + (3,)
+    assert matrix_to_axis_angle(R).shape == shape
+
+
+def test_axis_angle_shape_errors():
+    with pytest.raises(ValueError, match=r"axis_angle of shape \(\.\.\., 3\), got \(2, 4\)"):
+        axis_angle_to_matrix(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"expected R of shape \(\.\.\., 3, 3\), got \(9,\)"):
+        matrix_to_axis_angle(torch.zeros(9))
+
+
+# ---------------------------------------------------------------------------------------------
+# SO(3) mean
+
+
+def _noisy_copies(center: np.ndarray, n: int, noise_deg: float, seed: int) -> np.ndarray:
+    """n rotations center @ exp(noise), isotropic noise with the given rms angle."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(scale=math.radians(noise_deg) / math.sqrt(3.0), size=(n, 3))
+    return center @ Rotation.from_rotvec(noise).as_matrix()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_so3_mean_recovers_rotation_from_noisy_copies(device, dtype):
+    center = Rotation.from_rotvec([0.3, -1.2, 2.0]).as_matrix()
+    samples = _noisy_copies(center, 50, noise_deg=5.0, seed=4)
+    mean = so3_mean(as_tensor(samples, device, dtype))
+    error = geodesic_distance(mean, as_tensor(center, device, dtype))
+    assert math.degrees(error.item()) < 1.5
+
+    # Karcher optimality, checked with scipy's log map: the mean residual vanishes.
+    mean_np = mean.double().cpu().numpy()
+    residual = Rotation.from_matrix(mean_np.T @ samples).as_rotvec().mean(axis=0)
+    assert np.abs(residual).max() < (1e-5 if dtype == torch.float32 else 1e-12)
+    # The chordal L2 mean (scipy's Rotation.mean) is close to the geodesic mean for small noise.
+    chordal = Rotation.from_matrix(samples).mean().as_matrix()
+    gap = np.linalg.norm(Rotation.from_matrix(chordal.T @ mean_np).as_rotvec())
+    assert math.degrees(gap) < 0.005
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_so3_mean_weights(device):
+    dtype = torch.float64
+    center = Rotation.from_rotvec([-2.0, 0.5, 0.1]).as_matrix()
+    inliers = _noisy_copies(center, 12, noise_deg=8.0, seed=5)
+    outliers = random_rotations(5, seed=6)
+    samples = as_tensor(np.concatenate([inliers, outliers]), device, dtype)
+    weights = torch.cat([torch.ones(12), torch.zeros(5)]).to(device=device, dtype=dtype)
+
+    # Zero-weight outliers are ignored exactly.
+    weighted = so3_mean(samples, weights)
+    torch.testing.assert_close(weighted, so3_mean(samples[:12]), atol=1e-12, rtol=0)
+    assert math.degrees(geodesic_distance(weighted, as_tensor(center, device, dtype)).item()) < 5.0
+
+    # Integer weights equal repeating the samples.
+    counts = torch.tensor([1, 3, 2, 1, 1, 4, 1, 1, 2, 1, 1, 1])
+    repeated = samples[:12].repeat_interleave(counts.to(device), dim=0)
+    torch.testing.assert_close(
+        so3_mean(samples[:12], counts.to(device)), so3_mean(repeated), atol=1e-12, rtol=0
+    )
+
+    # A group whose weights are all zero (or that is empty) gives the identity.
+    eye = torch.eye(3, dtype=dtype, device=device)
+    torch.testing.assert_close(so3_mean(samples, torch.zeros_like(weights)), eye, atol=0, rtol=0)
+    torch.testing.assert_close(so3_mean(samples[:0]), eye, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_so3_mean_view_axis_and_broadcast_weights(device):
+    dtype = torch.float64
+    B, V, J = 2, 4, 3
+    centers = random_rotations(B * J, seed=7).reshape(B, J, 3, 3)
+    samples = np.stack(
+        [_noisy_copies(centers[b, j], V, 10.0, seed=10 * b + j) for b in range(B) for j in range(J)]
+    ).reshape(B, J, V, 3, 3)
+    per_view = as_tensor(samples, device, dtype).transpose(1, 2)  # (B, V, J, 3, 3)
+    view_weights = as_tensor([[1.0, 0.5, 0.0, 2.0], [1.0, 1.0, 1.0, 1.0]], device, dtype)
+
+    fused = so3_mean(per_view, view_weights[:, :, None], dim=1)  # per-view weight for all joints
+    assert fused.shape == (B, J, 3, 3)
+    for b in range(B):
+        for j in range(J):
+            reference = so3_mean(per_view[b, :, j], view_weights[b])
+            torch.testing.assert_close(fused[b, j], reference, atol=1e-12, rtol=0)
+    # dim=1 and the equivalent negative index agree.
+    torch.testing.assert_close(so3_mean(per_view, dim=-4), so3_mean(per_view, dim=1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_so3_mean_chordal_initialisation(device):
+    # iterations=0 is the chordal L2 mean: SVD projection of the matrix average (numpy reference).
+    samples = _noisy_copies(random_rotations(1, seed=8)[0], 6, 30.0, seed=9)
+    U, _, Vt = np.linalg.svd(samples.mean(axis=0))
+    expected = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    mean = so3_mean(as_tensor(samples, device, torch.float64), iterations=0)
+    torch.testing.assert_close(mean, as_tensor(expected, device, torch.float64), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_so3_mean_gradient(device):
+    samples = as_tensor(_noisy_copies(np.eye(3), 5, 10.0, seed=11), device, torch.float64)
+    samples.requires_grad_(True)
+    # The unrolled Karcher steps give the mean's derivative (the SVD start is a constant).
+    assert torch.autograd.gradcheck(so3_mean, (samples,), atol=1e-6)
+    # Identical inputs: the log map is evaluated at the identity, gradients stay finite.
+    same = torch.eye(3, dtype=torch.float64, device=device).repeat(4, 1, 1).requires_grad_(True)
+    so3_mean(same).sum().backward()
+    assert torch.isfinite(same.grad).all()
+
+
+def test_so3_mean_errors():
+    R = torch.eye(3).repeat(2, 4, 1, 1)
+    with pytest.raises(ValueError, match="must name a leading axis"):
+        so3_mean(R, dim=2)
+    with pytest.raises(ValueError, match="must name a leading axis"):
+        so3_mean(R, dim=-2)
+    with pytest.raises(ValueError, match=r"expected weights broadcastable to \(2, 4\), got \(3,\)"):
+        so3_mean(R, torch.ones(3))
+    with pytest.raises(ValueError, match="non-negative"):
+        so3_mean(R, -torch.ones(2, 4))
+    with pytest.raises(ValueError, match=r"expected R of shape \(\.\.\., N, 3, 3\), got \(4, 3\)"):
+        so3_mean(torch.zeros(4, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# geodesic distance
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_geodesic_distance_matches_scipy(device, dtype):
+    R1 = random_rotations(20, seed=12)
+    R2 = random_rotations(20, seed=13)
+    expected = np.linalg.norm(Rotation.from_matrix(R1.transpose(0, 2, 1) @ R2).as_rotvec(), axis=-1)
+    angle = geodesic_distance(as_tensor(R1, device, dtype), as_tensor(R2, device, dtype))
+    expected = as_tensor(expected, device, dtype)
+    torch.testing.assert_close(angle, expected, atol=10 * TOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_geodesic_distance_precision_and_gradient(device):
+    dtype = torch.float64
+    base = as_tensor(random_rotations(1, seed=14), device, dtype)  # (1, 3, 3), broadcasts
+    angles = [0.0, 1e-9, 1e-6, math.pi - 1e-6, math.pi]
+    rotvecs = np.array([[0.0, 0.0, a] for a in angles])
+    other = base @ as_tensor(Rotation.from_rotvec(rotvecs).as_matrix(), device, dtype)
+    other.requires_grad_(True)
+    angle = geodesic_distance(base, other)
+    # arccos would give ~1e-8 error at 1e-9 rad; atan2 keeps relative precision.
+    torch.testing.assert_close(angle, as_tensor(angles, device, dtype), atol=1e-14, rtol=1e-6)
+    angle.sum().backward()
+    assert torch.isfinite(other.grad).all()
+
+
+def test_geodesic_distance_shape_errors():
+    with pytest.raises(ValueError, match=r"expected R2 of shape \(\.\.\., 3, 3\), got \(3, 4\)"):
+        geodesic_distance(torch.eye(3), torch.zeros(3, 4))
