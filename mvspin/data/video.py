@@ -1,0 +1,149 @@
+"""Frame extraction from dataset videos (OpenCV) and image encoding for bundle files.
+
+Dataset videos (Human3.6M ``.mp4``, MPI-INF-3DHP ``.avi``) are read sequentially: seeking in
+compressed streams is not frame-exact with every backend, so frames are decoded in order and
+only the requested ones are kept.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import cv2
+import numpy as np
+
+__all__ = ["VideoError", "VideoInfo", "video_info", "iter_video_frames", "encode_image",
+           "image_size_of_file", "write_bytes_atomic"]
+
+
+class VideoError(OSError):
+    """A video file is missing or cannot be opened or decoded; the message names the file."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Properties a container reports.
+
+    Attributes:
+        width, height: frame size in pixels.
+        frame_count: frames the container claims (may be approximate for some codecs).
+        fps: frames per second the container claims.
+    """
+
+    width: int
+    height: int
+    frame_count: int
+    fps: float
+
+
+def _open(path: Path) -> cv2.VideoCapture:
+    if not path.is_file():
+        raise VideoError(f"{path}: video file not found")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise VideoError(f"{path}: cannot open video (unsupported or corrupt file)")
+    return cap
+
+
+def video_info(path: str | os.PathLike) -> VideoInfo:
+    """Width, height, reported frame count and fps of a video.
+
+    Raises:
+        VideoError: the file is missing or cannot be opened.
+    """
+    path = Path(path)
+    cap = _open(path)
+    try:
+        return VideoInfo(
+            width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            frame_count=int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
+            fps=float(cap.get(cv2.CAP_PROP_FPS)),
+        )
+    finally:
+        cap.release()
+
+
+def iter_video_frames(path: str | os.PathLike,
+                      indices: Iterable[int]) -> Iterator[tuple[int, Optional[np.ndarray]]]:
+    """Decode a video in order and yield the requested frames.
+
+    Args:
+        path: video file.
+        indices: 0-based frame indices wanted (any order; duplicates ignored).
+
+    Yields:
+        ``(index, frame)`` in increasing index order; ``frame`` is a BGR ``uint8`` array of shape
+        ``(H, W, 3)``, or None for indices past the end of the stream (a short or damaged video).
+
+    Raises:
+        VideoError: the file is missing or cannot be opened.
+    """
+    path = Path(path)
+    wanted = sorted({int(i) for i in indices})
+    if wanted and wanted[0] < 0:
+        raise ValueError(f"{path}: negative frame index {wanted[0]}")
+    cap = _open(path)
+    try:
+        position = 0  # index of the next frame the decoder returns
+        for k, index in enumerate(wanted):
+            ok = True
+            while position < index and ok:
+                ok = cap.grab()  # decode without converting: cheaper for skipped frames
+                position += 1
+            frame = None
+            if ok:
+                ok, frame = cap.read()
+                position += 1
+            if not ok or frame is None:
+                for rest in wanted[k:]:
+                    yield rest, None
+                return
+            yield index, frame
+    finally:
+        cap.release()
+
+
+def encode_image(image_bgr: np.ndarray, ext: str = ".jpg", jpeg_quality: int = 95) -> np.ndarray:
+    """Encode a BGR ``uint8`` image (as OpenCV decodes it) to JPEG or PNG bytes (uint8 array)."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext.lower() in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, image_bgr, params)
+    if not ok:
+        raise ValueError(f"cannot encode image of shape {image_bgr.shape} as {ext}")
+    return buf.reshape(-1)
+
+
+def image_size_of_file(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a decodable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image not found")
+    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"{path}: not a decodable image")
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes | np.ndarray) -> None:
+    """Write a file under a temporary name and rename it, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(bytes(data) if not isinstance(data, np.ndarray) else data.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
