@@ -72,10 +72,9 @@ class BodyOutput:
 def _as_rotmat(x: Tensor, n_joints: int, name: str) -> Tensor:
     """Rotation matrices ``(..., n_joints, 3, 3)`` from matrices or axis-angle input."""
     if x.dim() >= 2 and x.shape[-2:] == (3, 3):
-        lead = x.shape[:-2]
-        if n_joints == 1 and (len(lead) == 0 or lead[-1] != 1):
+        if n_joints == 1:  # trailing (3, 3) is one rotation: (B, 3, 3) or (B, V, 3, 3)
             return x.unsqueeze(-3)
-        if lead and lead[-1] == n_joints:
+        if x.dim() >= 3 and x.shape[-3] == n_joints:
             return x
     elif x.shape[-1] == 3 * n_joints:
         return axis_angle_to_matrix(x.reshape(*x.shape[:-1], n_joints, 3))
@@ -461,6 +460,8 @@ class BodyModel(nn.Module):
         dtype, device = self.J_template.dtype, self.J_template.device
         body_rot = (_as_rotmat(body_pose, 23, "body_pose") if body_pose is not None
                     else torch.eye(3, dtype=dtype, device=device).expand(b, 23, 3, 3))
+        if global_orient is not None and global_orient.dim() == 4 and global_orient.shape[1] == 1:
+            global_orient = global_orient[:, 0]  # smplx's (B, 1, 3, 3)
         root_rot = (_as_rotmat(global_orient, 1, "global_orient")[..., 0, :, :] if global_orient is not None
                     else torch.eye(3, dtype=dtype, device=device).expand(b, 3, 3))
         betas = betas if betas is not None else torch.zeros(b, self.num_betas, dtype=dtype, device=device)
