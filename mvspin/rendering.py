@@ -68,8 +68,8 @@ def render_mesh(
     color: Sequence[float] = DEFAULT_COLOR,
     vertex_colors: Optional[np.ndarray] = None,
     background: Sequence[float] = (1.0, 1.0, 1.0),
-    light_direction: Sequence[float] = (0.3, 0.6, 1.0),
-    light_intensity: float = 60000.0,
+    light_direction: Sequence[float] = (0.3, 0.5, 1.0),
+    ambient: float = 0.35,
 ) -> RenderResult:
     """Render one triangle mesh through a pinhole camera.
 
@@ -81,8 +81,12 @@ def render_mesh(
         R, t: world-to-camera rotation ``(3, 3)`` and translation ``(3,)``; identity/zero if None.
         color: RGB in [0, 1] for the whole mesh, unless ``vertex_colors`` ``(N, 3)`` is given.
         background: RGB in [0, 1].
-        light_direction: direction the light travels, in camera axes.
-        light_intensity: sun intensity (open3d units).
+        light_direction: direction the light travels, in camera axes (the default comes from
+            over the camera's upper left).
+        ambient: share of light that reaches surfaces facing away from the light.
+
+    Shading is Lambertian, computed per vertex here and drawn with open3d's unlit shader: the
+    result does not depend on open3d's tone mapping and is the same on every machine.
     """
     import open3d as o3d
 
@@ -96,19 +100,26 @@ def render_mesh(
     cam_vertices = vertices @ R.T + t
     mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(cam_vertices), o3d.utility.Vector3iVector(faces))
     mesh.compute_vertex_normals()
-    if vertex_colors is not None:
-        mesh.vertex_colors = o3d.utility.Vector3dVector(np.asarray(vertex_colors, dtype=np.float64))
+    normals = np.asarray(mesh.vertex_normals)
+    light = -np.asarray(light_direction, dtype=np.float64)
+    light /= np.linalg.norm(light)
+    # Two-sided lighting: a normal pointing away from the camera belongs to a surface seen from
+    # behind (or a mesh wound the other way); light it as seen.
+    facing_away = np.einsum("ij,ij->i", normals, cam_vertices) > 0
+    normals = np.where(facing_away[:, None], -normals, normals)
+    lambert = np.clip(normals @ light, 0.0, None)
+    shade = ambient + (1.0 - ambient) * lambert
+    base = (np.asarray(vertex_colors, dtype=np.float64) if vertex_colors is not None
+            else np.broadcast_to(np.asarray(color, dtype=np.float64), vertices.shape))
+    mesh.vertex_colors = o3d.utility.Vector3dVector(np.clip(base * shade[:, None], 0.0, 1.0))
     material = o3d.visualization.rendering.MaterialRecord()
-    material.shader = "defaultLit"
-    material.base_color = [1.0, 1.0, 1.0, 1.0] if vertex_colors is not None else [*color, 1.0]
+    material.shader = "defaultUnlit"
 
     with _lock:
         r, (rw, rh) = _renderer(width, height)
         scene = r.scene
         scene.clear_geometry()
         scene.set_background([*background, 1.0])
-        scene.scene.set_sun_light(np.asarray(light_direction, dtype=np.float32), [1.0, 1.0, 1.0], light_intensity)
-        scene.scene.enable_sun_light(True)
         scene.add_geometry("mesh", mesh, material)
         # The renderer may be larger than the image: the same K renders the image's pixels in its
         # top-left corner, which is cropped out below.
@@ -160,7 +171,7 @@ def look_at(eye: Sequence[float], target: Sequence[float], up: Sequence[float] =
     eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
     z = target - eye
     z /= np.linalg.norm(z)
-    x = np.cross(z, -up)  # image x points right when y (down) is -up
+    x = np.cross(-up, z)  # OpenCV: y (down) follows -up, and x = y cross z
     if np.linalg.norm(x) < 1e-9:
         raise ValueError("look_at: viewing direction is parallel to up")
     x /= np.linalg.norm(x)

@@ -51,3 +51,21 @@ def test_overlay_and_grid():
     assert (out[res.mask] == res.color[res.mask]).all() and (out[~res.mask] == 0).all()
     grid = image_grid([out, out, out], cols=2, pad=2)
     assert grid.shape == (2 * 60 + 3 * 2, 2 * 80 + 3 * 2, 3)
+
+
+def test_look_at_is_upright_and_right_handed():
+    R, t = look_at(eye=(0.0, 1.0, 3.0), target=(0.0, 1.0, 0.0))
+    assert np.allclose(R @ R.T, np.eye(3)) and np.isclose(np.linalg.det(R), 1.0)
+    cam = lambda p: R @ np.asarray(p) + t  # noqa: E731
+    assert np.allclose(cam((0.0, 1.0, 0.0)), (0, 0, 3))  # target straight ahead
+    assert cam((0.0, 2.0, 0.0))[1] < 0  # world up is image up (OpenCV y points down)
+    assert cam((1.0, 1.0, 0.0))[0] > 0  # +X (a body's left, facing the camera) is image right
+
+
+def test_lit_side_is_brighter():
+    verts, faces = _torus(r1=0.0, r2=0.5)  # a torus with no hole: a sphere
+    K = np.array([[100.0, 0, 40], [0, 100.0, 30], [0, 0, 1]])
+    res = render_mesh(verts, faces, K, 80, 60, t=np.array([0, 0, 2.0]), light_direction=(1.0, 0.0, 0.3))
+    gray = res.color.mean(-1)
+    left, right = gray[:, :40][res.mask[:, :40]].mean(), gray[:, 40:][res.mask[:, 40:]].mean()
+    assert left > right + 20  # light travels towards +x: it lights surfaces facing -x (left)
