@@ -265,6 +265,17 @@ class BodyModel(nn.Module):
                 pass
         return out
 
+    @property
+    def J_shapedirs(self) -> Tensor:
+        """Shape directions of the rest joints ``(24, 3, num_betas)``."""
+        return self.J_shapedirs_flat.view(self.num_betas, 24, 3).permute(1, 2, 0)
+
+    def rest_joints(self, betas: Tensor) -> Tensor:
+        """Shape-dependent rest (T-pose) joints ``(B, 24, 3)`` for betas ``(B, num_betas)``."""
+        self._check_betas(betas, betas.shape[0])
+        betas = betas.to(self.J_template.dtype)
+        return self.J_template + (betas @ self.J_shapedirs_flat).view(-1, 24, 3)
+
     def keypoint_map(self, set_name: str) -> KeypointMap:
         """The (cached) linear map producing ``set_name`` on this model.
 
@@ -393,7 +404,7 @@ class BodyModel(nn.Module):
         b = body_rot.shape[0]
         dtype = self.J_template.dtype
         body_rot, betas = body_rot.to(dtype), betas.to(dtype)
-        rest_joints = self.J_template + (betas @ self.J_shapedirs_flat).view(b, 24, 3)
+        rest_joints = self.rest_joints(betas)
         eye = torch.eye(3, dtype=dtype, device=body_rot.device).expand(b, 1, 3, 3)
         rots = torch.cat([eye, body_rot], dim=1)
         world_rot, posed_joints = self._forward_kinematics(rots, rest_joints)
