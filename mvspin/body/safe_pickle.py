@@ -62,9 +62,10 @@ _NUMPY_GLOBALS = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BufferedIOBase, source: str) -> None:
+    def __init__(self, file: io.BufferedIOBase, source: str, model_containers: bool) -> None:
         super().__init__(file, encoding="latin1")
         self._source = source
+        self._model_containers = model_containers
         self._stubs: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str) -> Any:
@@ -79,11 +80,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return object
         elif module == "_codecs" and name == "encode":
             return codecs.encode  # how Python 3 pickles bytes (array buffers) at protocol < 3
-        elif top == "chumpy" or (top == "scipy" and name in ("csc_matrix", "csr_matrix", "coo_matrix")):
+        elif self._model_containers and (
+            top == "chumpy" or (top == "scipy" and name in ("csc_matrix", "csr_matrix", "coo_matrix"))
+        ):
             return self._stubs.setdefault((module, name), _stub_class(module, name))
+        allowed = "numpy arrays, chumpy and scipy.sparse containers" if self._model_containers else "numpy arrays"
         raise UnsafePickleError(
-            f"{self._source}: refused to load global {module}.{name} (only numpy arrays, chumpy "
-            "and scipy.sparse containers are allowed in SMPL model files)"
+            f"{self._source}: refused to load global {module}.{name} (only {allowed} are allowed in this file)"
         )
 
 
@@ -120,11 +123,13 @@ def _dense_from_compressed(data: np.ndarray, indices: np.ndarray, indptr: np.nda
     return out
 
 
-def load_restricted_pickle(path: str | Path) -> Any:
+def load_restricted_pickle(path: str | Path, model_containers: bool = True) -> Any:
     """Load a SMPL-style pickle without chumpy and without running code from the file.
 
     Args:
-        path: a ``.pkl`` file (official SMPL model, SMPLify's ``gmm_08.pkl``, ...).
+        path: a ``.pkl`` file (official SMPL model, SMPLify's ``gmm_08.pkl``, a 3DPW sequence, ...).
+        model_containers: also accept chumpy and scipy.sparse objects (SMPL model files); with
+            False only numpy arrays, numbers, strings and Python containers load.
 
     Returns:
         The unpickled object with chumpy arrays and sparse matrices replaced by dense numpy
@@ -135,5 +140,5 @@ def load_restricted_pickle(path: str | Path) -> Any:
     """
     path = Path(path)
     with open(path, "rb") as f:
-        obj = _RestrictedUnpickler(f, str(path)).load()
+        obj = _RestrictedUnpickler(f, str(path), model_containers).load()
     return _to_plain(obj, str(path))

@@ -24,9 +24,7 @@ frame has fewer than two confident detections.
 """
 from __future__ import annotations
 
-import io
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Optional
 
@@ -42,6 +40,7 @@ from mvspin.data.builders import (
     points_inside_image,
     project_world_points,
 )
+from mvspin.body.safe_pickle import UnsafePickleError, load_restricted_pickle
 from mvspin.data.video import image_size_of_file
 
 __all__ = ["PW3D_SPLITS", "UnsafePickleError", "load_3dpw_pickle", "build_3dpw"]
@@ -53,34 +52,6 @@ _REQUIRED = ("poses", "betas", "trans", "genders", "jointPositions", "cam_poses"
              "campose_valid")
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A 3DPW pickle references something other than numpy array reconstruction."""
-
-
-def _numpy_multiarray() -> Any:
-    core = getattr(np, "_core", None)  # numpy >= 2 renamed numpy.core to numpy._core
-    return core.multiarray if core is not None else np.core.multiarray
-
-
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BufferedIOBase, source: str) -> None:
-        super().__init__(file, encoding="latin1")
-        self._source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        multiarray = module in ("numpy.core.multiarray", "numpy._core.multiarray")
-        if multiarray and name in ("_reconstruct", "scalar"):
-            return getattr(_numpy_multiarray(), name)
-        if module == "numpy" and name in ("ndarray", "dtype"):
-            return getattr(np, name)
-        if module == "_codecs" and name == "encode":
-            import codecs
-
-            return codecs.encode
-        raise UnsafePickleError(f"{self._source}: refused to load global {module}.{name} (3DPW "
-                                "files may only contain numpy arrays, numbers, strings and containers)")
-
-
 def load_3dpw_pickle(path: str | os.PathLike) -> dict[str, Any]:
     """Load a 3DPW sequence pickle without running code from it.
 
@@ -89,13 +60,12 @@ def load_3dpw_pickle(path: str | os.PathLike) -> dict[str, Any]:
         ValueError: the file is not a pickle of a dict.
     """
     path = Path(path)
-    with open(path, "rb") as f:
-        try:
-            data = _ArrayOnlyUnpickler(f, str(path)).load()
-        except UnsafePickleError:
-            raise
-        except Exception as e:  # truncated or not a pickle
-            raise ValueError(f"{path}: cannot unpickle: {type(e).__name__}: {e}") from None
+    try:
+        data = load_restricted_pickle(path, model_containers=False)
+    except (UnsafePickleError, OSError):
+        raise
+    except Exception as e:  # truncated or not a pickle
+        raise ValueError(f"{path}: cannot unpickle: {type(e).__name__}: {e}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a dict, got {type(data).__name__}")
     return data
