@@ -7,14 +7,15 @@ rendered mesh covers the pixels where its projected triangles fall.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["RenderResult", "render_mesh", "overlay", "image_grid", "look_at"]
+__all__ = ["RenderResult", "render_mesh", "overlay", "image_grid", "look_at", "offscreen_renderer", "gl_intrinsics"]
 
 # open3d 0.19 segfaults on a CPU-only machine unless EGL runs surfaceless (environment.md).
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")
@@ -38,6 +39,26 @@ class RenderResult:
     color: np.ndarray
     mask: np.ndarray
     depth: np.ndarray
+
+
+@contextlib.contextmanager
+def offscreen_renderer(width: int, height: int) -> Iterator[tuple[Any, tuple[int, int]]]:
+    """Hold the process's open3d renderer (at least ``width x height``) exclusively.
+
+    Yields ``(renderer, (renderer_width, renderer_height))``. Code that draws several views in
+    one pass (e.g. the synthetic capture generator) uses this instead of creating a renderer:
+    open3d supports one per process.
+    """
+    with _lock:
+        yield _renderer(width, height)
+
+
+def gl_intrinsics(K: np.ndarray) -> np.ndarray:
+    """``K`` for open3d: its pixel centres sit at half-integers, OpenCV's at integers."""
+    K = np.array(K, dtype=np.float64)
+    K[..., 0, 2] += 0.5
+    K[..., 1, 2] += 0.5
+    return K
 
 
 def _renderer(width: int, height: int):
@@ -115,20 +136,18 @@ def render_mesh(
     material = o3d.visualization.rendering.MaterialRecord()
     material.shader = "defaultUnlit"
 
-    with _lock:
-        r, (rw, rh) = _renderer(width, height)
+    K_gl = gl_intrinsics(K)
+    with offscreen_renderer(width, height) as (r, (rw, rh)):
         scene = r.scene
         scene.clear_geometry()
         scene.set_background([*background, 1.0])
         scene.add_geometry("mesh", mesh, material)
         # The renderer may be larger than the image: the same K renders the image's pixels in its
         # top-left corner, which is cropped out below.
-        r.setup_camera(np.asarray(K, dtype=np.float64), np.eye(4), rw, rh)
+        r.setup_camera(K_gl, np.eye(4), rw, rh)
         z_near = max(1e-3, float(cam_vertices[:, 2].min()) * 0.5) if len(cam_vertices) else 0.01
         z_far = max(z_near * 2, float(cam_vertices[:, 2].max()) * 2 + 1.0) if len(cam_vertices) else 100.0
-        scene.camera.set_projection(
-            np.asarray(K, dtype=np.float64), z_near, z_far, float(rw), float(rh)
-        )
+        scene.camera.set_projection(K_gl, z_near, z_far, float(rw), float(rh))
         color_img = np.asarray(r.render_to_image())[:height, :width].copy()
         depth = np.asarray(r.render_to_depth_image(z_in_view_space=True))[:height, :width].astype(np.float32)
         scene.clear_geometry()

@@ -69,3 +69,16 @@ def test_lit_side_is_brighter():
     gray = res.color.mean(-1)
     left, right = gray[:, :40][res.mask[:, :40]].mean(), gray[:, 40:][res.mask[:, 40:]].mean()
     assert left > right + 20  # light travels towards +x: it lights surfaces facing -x (left)
+
+
+def test_pixel_centres_follow_opencv_convention():
+    """A square whose projected edges fall at x in [10.3, 50.7], y in [20.6, 40.2] covers exactly
+    the pixels whose integer centres lie inside (OpenCV's convention)."""
+    z, f = 2.0, 100.0
+    x0, x1, y0, y1 = ((v - 32.0) * z / f for v in (10.3, 50.7, 20.6, 40.2))
+    verts = np.array([[x0, y0, z], [x1, y0, z], [x1, y1, z], [x0, y1, z]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    K = np.array([[f, 0, 32.0], [0, f, 32.0], [0, 0, 1]])
+    mask = render_mesh(verts, faces, K, 64, 64).mask
+    cols, rows = np.flatnonzero(mask.any(0)), np.flatnonzero(mask.any(1))
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (11, 50, 21, 40)

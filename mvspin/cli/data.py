@@ -1,0 +1,177 @@
+"""``mvspin data``: make bundle files (synthetic captures, dataset builders) and inspect them.
+
+    mvspin data synthetic --out synth.h5 --bundles 1000 --views 4 --seed 0
+    mvspin data build h36m /data/human36m --out h36m_train.h5 --split train
+    mvspin data info synth.h5 --validate
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+from mvspin.cli.common import add_body_model_args, atomic_write_bytes
+
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="make bundle files (synthetic captures, dataset builders) and inspect them",
+                       description="Make and inspect multi-view bundle files (HDF5).")
+    dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    p.set_defaults(run=lambda args: (p.print_help(), 2)[1])
+
+    s = dsub.add_parser("synthetic", help="render a synthetic multi-camera capture with ground truth",
+                        description="Render bundles of V views of random bodies (free pose prior, random "
+                                    "betas) seen by random camera rigs, with 2D keypoints, 3D joints, SMPL "
+                                    "parameters and cameras. Deterministic for a seed.")
+    s.add_argument("--out", type=Path, required=True, help="output bundle file (.h5)")
+    s.add_argument("--bundles", type=int, required=True, help="number of bundles N")
+    s.add_argument("--views", type=int, default=4, help="cameras per bundle V (default 4)")
+    s.add_argument("--seed", type=int, default=0, help="seed (bundle i depends only on seed and i)")
+    s.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=(224, 224),
+                   help="image width and height in pixels (default 224 224)")
+    s.add_argument("--focal", type=float, default=360.0, help="focal length in pixels (default 360)")
+    s.add_argument("--radius", type=float, nargs=2, metavar=("MIN", "MAX"), default=(3.5, 5.0),
+                   help="camera distance range to the subject, metres (default 3.5 5.0)")
+    s.add_argument("--height", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.8, 2.0),
+                   help="camera height range, metres (default 0.8 2.0)")
+    s.add_argument("--keypoint-set", default="h36m17", help="2D keypoint set stored (default h36m17)")
+    s.add_argument("--joints-3d-set", default="h36m17", help="3D joint set stored (default h36m17)")
+    s.add_argument("--noise-px", type=float, default=1.0, help="2D keypoint noise std, pixels (default 1)")
+    s.add_argument("--drop-rate", type=float, default=0.05, help="share of 2D keypoints dropped (default 0.05)")
+    s.add_argument("--outlier-views", type=int, default=0,
+                   help="views per bundle whose 2D keypoints belong to another person (default 0)")
+    s.add_argument("--pose-spread", type=float, default=0.35, help="free pose prior spread (default 0.35)")
+    s.add_argument("--betas-std", type=float, default=1.0, help="betas standard deviation (default 1)")
+    s.add_argument("--colors", choices=("clothes", "parts"), default="clothes",
+                   help="body colours: random clothes or one colour per body part (default clothes)")
+    s.add_argument("--background", choices=("varied", "plain"), default="varied",
+                   help="procedural varied backgrounds or a plain grey one (default varied)")
+    s.add_argument("--shadows", action="store_true", help="cast sun shadows on the body (slower)")
+    s.add_argument("--image-format", choices=(".jpg", ".png"), default=".jpg", help="image encoding (default .jpg)")
+    s.add_argument("--jpeg-quality", type=int, default=92, help="JPEG quality (default 92)")
+    s.add_argument("--split", default="train", help="split name stored in the file (default train)")
+    add_body_model_args(s)
+    s.set_defaults(run=run_synthetic)
+
+    b = dsub.add_parser("build", help="build a bundle file from a dataset's raw files",
+                        description="Convert Human3.6M, MPI-INF-3DHP or 3DPW (or SPIN's preprocessed "
+                                    "Human3.6M npz) into a bundle file; prints what was written and skipped.")
+    b.add_argument("dataset", help="h36m, h36m_spin_npz, mpi_inf_3dhp or 3dpw")
+    b.add_argument("root", type=Path, help="the dataset's root folder (h36m_spin_npz: the .npz file)")
+    b.add_argument("--out", type=Path, required=True, help="output bundle file (.h5)")
+    b.add_argument("--split", default=None, help="train or test (builder default: train; 3DPW: test)")
+    b.add_argument("--every-nth", type=int, default=None, help="frame step (default: the dataset protocol's)")
+    b.add_argument("--subjects", nargs="+", default=None, help="subjects to include (default: the split's)")
+    b.add_argument("--sequences", nargs="+", default=None, help="sequences to include")
+    b.add_argument("--cameras", nargs="+", default=None, help="cameras forming the views, in order")
+    b.add_argument("--image-storage", choices=("bytes", "paths"), default=None,
+                   help="embed encoded frames (bytes, default) or write image files and store paths")
+    b.add_argument("--frames-dir", type=Path, default=None, help="where image files go with --image-storage paths")
+    b.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality of stored frames")
+    b.add_argument("--bbox-scale-factor", type=float, default=None, help="crop box enlargement (default 1.2)")
+    b.add_argument("--report", type=Path, default=None, help="also write the build report as JSON here")
+    b.set_defaults(run=run_build)
+
+    i = dsub.add_parser("info", help="describe a bundle file", description="Print a bundle file's layout.")
+    i.add_argument("file", type=Path)
+    i.add_argument("--validate", action="store_true", help="also check every value (reads the whole file)")
+    i.set_defaults(run=run_info)
+
+
+def run_synthetic(args: argparse.Namespace) -> int:
+    from mvspin.cli.common import load_body_model
+    from mvspin.data.synthetic_capture import CaptureOptions, generate_capture_file
+
+    options = CaptureOptions(
+        num_views=args.views, image_size=tuple(args.image_size), focal=args.focal, distance=tuple(args.radius),
+        height=tuple(args.height), keypoint_set=args.keypoint_set, joints_3d_set=args.joints_3d_set,
+        noise_px=args.noise_px, drop_rate=args.drop_rate, outlier_views=args.outlier_views,
+        pose_spread=args.pose_spread, betas_std=args.betas_std, colors=args.colors, background=args.background,
+        shadows=args.shadows, image_format=args.image_format, jpeg_quality=args.jpeg_quality, split=args.split,
+    )
+    if args.bundles < 1:
+        raise ValueError(f"--bundles must be >= 1, got {args.bundles}")
+    body = load_body_model(args)
+    report = generate_capture_file(args.out, args.bundles, seed=args.seed, options=options, body=body, progress=True)
+    print(report.summary())
+    return 0
+
+
+# CLI option -> builder keyword argument.
+_BUILD_OPTIONS = {
+    "split": "split", "every_nth": "every_nth", "subjects": "subjects", "sequences": "sequences",
+    "cameras": "cameras", "image_storage": "image_storage", "frames_dir": "frames_dir",
+    "jpeg_quality": "jpeg_quality", "bbox_scale_factor": "bbox_scale_factor",
+}
+
+
+def _builder_function(name: str) -> Any:
+    """The builder function a dataset name (or alias) selects, or None when unknown."""
+    import importlib
+
+    from mvspin.data import builders
+
+    key = name.lower()
+    key = getattr(builders, "_ALIASES", {}).get(key, key)
+    if key not in builders.BUILDERS:
+        return None
+    module, func = builders.BUILDERS[key].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from mvspin.data.builders import build
+
+    func = _builder_function(args.dataset)
+    opts: dict[str, Any] = {}
+    if func is not None:
+        params = inspect.signature(func).parameters
+        for opt, kw in _BUILD_OPTIONS.items():
+            value = getattr(args, opt)
+            if value is None:
+                continue
+            if kw not in params:
+                raise ValueError(f"--{opt.replace('_', '-')} is not an option of the {args.dataset} builder "
+                                 f"(it takes: {', '.join(p for p in params if p not in ('root', 'out_path', 'npz_path'))})")
+            if kw == "cameras":
+                default = params[kw].default
+                # MPI-INF-3DHP numbers its cameras; Human3.6M names them by id strings.
+                if isinstance(default, (tuple, list)) and default and isinstance(default[0], int):
+                    try:
+                        value = [int(c) for c in value]
+                    except ValueError:
+                        raise ValueError(f"--cameras: {args.dataset} cameras are integers, got {value}") from None
+            opts[kw] = value
+        if "progress" in params:
+            opts["progress"] = True
+    report = build(args.dataset, args.root, args.out, **opts)
+    print(report.summary())
+    if args.report is not None:
+        atomic_write_bytes(args.report, json.dumps(report.to_dict(), indent=2).encode("utf-8"))
+        print(f"report: {args.report}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from mvspin.data.bundle_format import BundleFile, validate_bundle_file
+
+    bundles = BundleFile(args.file)
+    if args.validate:
+        validate_bundle_file(args.file, check_values=True)
+    print(repr(bundles))
+    print(f"  fields: {', '.join(bundles.fields)}")
+    print(f"  2D keypoints: {bundles.keypoint_set}; 3D joints: {bundles.joints_3d_keypoint_set or 'none'}"
+          + (f" ({bundles.joints_3d_frame})" if bundles.joints_3d_frame else ""))
+    print(f"  images: {bundles.image_storage}; cameras: {'yes' if bundles.has_cameras else 'no'}; "
+          f"SMPL: {'yes' if bundles.has_smpl else 'no'}")
+    for key, value in sorted(bundles.attrs.items()):
+        if key in ("format", "format_version", "dataset", "split", "num_views"):
+            continue
+        text = str(value)
+        print(f"  {key}: {text if len(text) <= 100 else text[:97] + '...'}")
+    if args.validate:
+        print("  values: valid")
+    return 0

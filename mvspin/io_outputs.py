@@ -1,0 +1,342 @@
+"""Writers for the files mvspin hands to users: SMPL parameters, meshes, overlays and videos.
+
+Every writer goes through a temporary file in the destination folder and renames it, so an
+interrupted run never leaves a half-written file under the final name (and an existing file is
+replaced only by a complete one). Commands that produce bodies (``infer``, ``demo``,
+``fit-rig``) share these writers so their outputs look the same.
+
+Parameter files (``.npz``) use the AMASS/SMPL key names of ``reference/formats.md``:
+
+==================  ============  ==================================================================
+key                 shape         meaning
+==================  ============  ==================================================================
+``global_orient``   (T, 3)        root rotation, axis-angle (radians)
+``body_pose``       (T, 69)       23 joint rotations, axis-angle, SMPL joint order
+``betas``           (10,)/(T, 10) shape coefficients (one per sequence or one per frame)
+``transl``          (T, 3)        translation added to every vertex, metres
+``poses``           (T, 72)       ``[global_orient | body_pose]``
+``model``           ()            str: the body model the parameters belong to (e.g. ``free-notoes``)
+``fps``             ()            float: frames per second; 0 for still images and view sets
+==================  ============  ==================================================================
+
+Writers may add more arrays (camera intrinsics ``K``, ``image_size``, crop boxes, ...); each
+command documents its extra keys. ``T`` is the frame axis of a sequence (1 for one image) or the
+view axis of a multi-view file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "SMPL_NPZ_KEYS",
+    "VideoWriter",
+    "overlay_image",
+    "read_smpl_npz",
+    "side_view_image",
+    "write_image",
+    "write_mesh",
+    "write_smpl_npz",
+]
+
+SMPL_NPZ_KEYS: tuple[str, ...] = ("global_orient", "body_pose", "betas", "transl", "poses", "model", "fps")
+_MESH_SUFFIXES = (".obj", ".ply")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Codec per video container that OpenCV's bundled FFmpeg writes without extra libraries.
+_VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+# Colour of the mesh in overlays and side views (RGB in [0, 1]): a light blue that stands out on
+# skin and clothing, as in SPIN's and 4D-Humans' demos.
+MESH_COLOR: tuple[float, float, float] = (0.65, 0.74, 0.86)
+
+
+def _temporary_path(path: Path) -> Path:
+    """A fresh name beside ``path`` that keeps its suffix (cv2 and open3d pick the format by it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    return Path(name)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _as_rows(value: Any, width: int, name: str, path: Path) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim == 1 and array.shape[0] == width:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != width:
+        raise ValueError(f"{path}: {name} must have shape (T, {width}), got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{path}: {name} contains NaN or infinite values")
+    return array
+
+
+def write_smpl_npz(path: str | os.PathLike[str], *, global_orient: Any, body_pose: Any, betas: Any,
+                   transl: Any, model: str, fps: float = 0.0,
+                   extra: Mapping[str, Any] | None = None) -> Path:
+    """Write SMPL parameters as an AMASS-keyed ``.npz`` (atomically); returns the path.
+
+    Args:
+        path: destination ``.npz``.
+        global_orient: (T, 3) axis-angle (a single (3,) row is taken as T = 1).
+        body_pose: (T, 69) axis-angle.
+        betas: (10,) shared or (T, 10) per row.
+        transl: (T, 3) metres.
+        model: name of the body model (``BodyModel.name``).
+        fps: frames per second of a sequence; 0 for still images and view sets.
+        extra: further arrays to store (must not reuse the standard key names).
+
+    Raises:
+        ValueError: inconsistent row counts, wrong widths, non-finite values or a reserved
+            key in ``extra`` (the message names the file and the key).
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"{path}: SMPL parameter files must end in .npz")
+    root = _as_rows(global_orient, 3, "global_orient", path)
+    pose = _as_rows(body_pose, 69, "body_pose", path)
+    trans = _as_rows(transl, 3, "transl", path)
+    shape = np.asarray(betas, dtype=np.float64)
+    if shape.ndim not in (1, 2) or not np.isfinite(shape).all():
+        raise ValueError(f"{path}: betas must be finite, of shape (B,) or (T, B); got {shape.shape}")
+    rows = {len(root), len(pose), len(trans)} | ({len(shape)} if shape.ndim == 2 else set())
+    if len(rows) != 1:
+        raise ValueError(f"{path}: row counts differ: global_orient {len(root)}, body_pose {len(pose)}, "
+                         f"transl {len(trans)}" + (f", betas {len(shape)}" if shape.ndim == 2 else ""))
+    if not (np.isfinite(fps) and fps >= 0):
+        raise ValueError(f"{path}: fps must be a finite number >= 0, got {fps!r}")
+    extra = dict(extra or {})
+    reserved = sorted(set(extra) & set(SMPL_NPZ_KEYS))
+    if reserved:
+        raise ValueError(f"{path}: extra arrays may not reuse the standard keys {reserved}")
+    arrays: dict[str, Any] = {
+        "global_orient": root.astype(np.float32), "body_pose": pose.astype(np.float32),
+        "betas": shape.astype(np.float32), "transl": trans.astype(np.float32),
+        "poses": np.concatenate([root, pose], axis=1).astype(np.float32),
+        "model": np.array(str(model)), "fps": np.array(float(fps)),
+        **{k: np.asarray(v) for k, v in extra.items()},
+    }
+    tmp = _temporary_path(path)
+    try:
+        with open(tmp, "wb") as handle:  # a file object: np.savez would append ".npz" to a name
+            np.savez(handle, **arrays)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _commit(tmp, path)
+    return path
+
+
+def read_smpl_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read a parameter file written by :func:`write_smpl_npz` (plain arrays, no pickles).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not an npz, or a standard key is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: parameter file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+    missing = [k for k in SMPL_NPZ_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: not an SMPL parameter file, missing keys {missing}")
+    return arrays
+
+
+def write_mesh(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.ndarray) -> Path:
+    """Write a triangle mesh as ``.obj`` or ``.ply`` (open3d, by suffix), atomically."""
+    import open3d as o3d
+
+    path = Path(path)
+    if path.suffix.lower() not in _MESH_SUFFIXES:
+        raise ValueError(f"{path}: mesh files must end in {' or '.join(_MESH_SUFFIXES)}")
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"{path}: expected vertices (N, 3) and faces (F, 3), got {vertices.shape} "
+                         f"and {faces.shape}")
+    if not np.isfinite(vertices).all():
+        raise ValueError(f"{path}: vertices contain NaN or infinite values")
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices),
+                                     o3d.utility.Vector3iVector(faces.astype(np.int32)))
+    tmp = _temporary_path(path)
+    try:
+        ok = o3d.io.write_triangle_mesh(str(tmp), mesh, write_ascii=path.suffix.lower() == ".obj",
+                                        write_vertex_normals=False, write_vertex_colors=False,
+                                        write_triangle_uvs=False)
+        if not ok:
+            raise OSError(f"{path}: open3d could not write the mesh")
+        # open3d writes a material file beside .obj meshes only when they carry textures.
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _commit(tmp, path)
+    return path
+
+
+def write_image(path: str | os.PathLike[str], image_rgb: np.ndarray) -> Path:
+    """Write an (H, W, 3) uint8 RGB image as PNG or JPEG (by suffix), atomically."""
+    path = Path(path)
+    if path.suffix.lower() not in _IMAGE_SUFFIXES:
+        raise ValueError(f"{path}: images must end in {', '.join(_IMAGE_SUFFIXES)}")
+    image_rgb = np.asarray(image_rgb)
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+        raise ValueError(f"{path}: expected an (H, W, 3) uint8 RGB image, got {image_rgb.shape} "
+                         f"{image_rgb.dtype}")
+    ok, encoded = cv2.imencode(path.suffix.lower(), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode the image")
+    tmp = _temporary_path(path)
+    try:
+        tmp.write_bytes(encoded.tobytes())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _commit(tmp, path)
+    return path
+
+
+def overlay_image(image_rgb: np.ndarray, meshes: Sequence[tuple[np.ndarray, np.ndarray]],
+                  faces: np.ndarray, alpha: float = 0.85) -> np.ndarray:
+    """Render meshes over an image, each through its own full-image camera.
+
+    Args:
+        image_rgb: (H, W, 3) uint8 RGB image.
+        meshes: ``(vertices (N, 3) in the camera frame, K (3, 3))`` per person. People are
+            painted in the given order (later ones on top); callers sort by depth.
+        faces: (F, 3) triangles shared by all meshes.
+        alpha: opacity of the mesh over the image.
+
+    Returns:
+        (H, W, 3) uint8 RGB image: the mesh exactly where its triangles project
+        (:func:`mvspin.rendering.render_mesh` uses the exact pinhole ``K``).
+    """
+    from mvspin.rendering import overlay, render_mesh
+
+    height, width = image_rgb.shape[:2]
+    out = np.asarray(image_rgb)
+    for vertices, K in meshes:
+        render = render_mesh(vertices, faces, K, width, height, color=MESH_COLOR)
+        out = overlay(out, render, alpha=alpha)
+    return out
+
+
+def side_view_image(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, width: int, height: int,
+                    angle_deg: float = 90.0,
+                    background: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """The mesh turned by ``angle_deg`` about the camera's vertical axis through its centre.
+
+    The body stays at its depth and is seen through the same camera ``K``, so the side view
+    has the overlay's scale and shows the depth the network gave each limb.
+
+    Args:
+        vertices: (N, 3) mesh in the camera frame (OpenCV axes, metres).
+        faces: (F, 3) triangles.
+        K: (3, 3) camera intrinsics used for the overlay.
+        width, height: output size in pixels.
+        angle_deg: rotation about the camera's y axis (positive: the body's right side comes
+            into view for a person facing the camera).
+        background: RGB in [0, 1].
+
+    Returns:
+        (height, width, 3) uint8 RGB image.
+    """
+    from mvspin.rendering import render_mesh
+
+    vertices = np.asarray(vertices, dtype=np.float64)
+    centre = 0.5 * (vertices.min(axis=0) + vertices.max(axis=0))
+    a = np.deg2rad(angle_deg)
+    turn = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
+    turned = (vertices - centre) @ turn.T + centre
+    return render_mesh(turned, faces, K, width, height, color=MESH_COLOR, background=background).color
+
+
+class VideoWriter:
+    """Write RGB frames to an ``.mp4`` (MPEG-4 Part 2, OpenCV's ``mp4v``) or ``.avi`` (MJPG).
+
+    The file is written under a temporary name and renamed on a clean :meth:`close`; after an
+    exception inside a ``with`` block it is deleted, so a partial video never takes the final
+    name. The frame size is fixed by the first frame.
+
+    Example:
+        >>> with VideoWriter("out.mp4", fps=25) as video:  # doctest: +SKIP
+        ...     video.write(frame_rgb)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in _VIDEO_CODECS:
+            raise ValueError(f"{self.path}: videos must end in {' or '.join(_VIDEO_CODECS)}")
+        if not (np.isfinite(fps) and fps > 0):
+            raise ValueError(f"{self.path}: fps must be positive, got {fps!r}")
+        self.fps = float(fps)
+        self.frames = 0
+        self._tmp: Path | None = None
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+
+    def write(self, frame_rgb: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 RGB frame."""
+        frame_rgb = np.asarray(frame_rgb)
+        if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.dtype != np.uint8:
+            raise ValueError(f"{self.path}: frames must be (H, W, 3) uint8 RGB, got {frame_rgb.shape} "
+                             f"{frame_rgb.dtype}")
+        size = (frame_rgb.shape[1], frame_rgb.shape[0])
+        if self._writer is None:
+            self._tmp = _temporary_path(self.path)
+            fourcc = cv2.VideoWriter_fourcc(*_VIDEO_CODECS[self.path.suffix.lower()])
+            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
+            if not self._writer.isOpened():
+                self.abort()
+                raise OSError(f"{self.path}: OpenCV cannot open a video writer for this format")
+            self._size = size
+        elif size != self._size:
+            raise ValueError(f"{self.path}: frame {self.frames} is {size[0]}x{size[1]}, the video is "
+                             f"{self._size[0]}x{self._size[1]}")
+        self._writer.write(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> Path:
+        """Finish the file and give it its final name; returns the path."""
+        if self._writer is None or self._tmp is None:
+            raise ValueError(f"{self.path}: no frames were written")
+        self._writer.release()
+        self._writer = None
+        _commit(self._tmp, self.path)
+        self._tmp = None
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None and self._writer is not None:
+            self.close()
+        else:
+            self.abort()
