@@ -33,7 +33,7 @@ import torch
 
 from mvspin.body import BodyModel
 from mvspin.data.synthetic_capture import CaptureOptions, generate_capture_file, make_bundle, part_labels, render_views
-from mvspin.data.training_dataset import TrainingDataset, make_loader
+from mvspin.learning.training_dataset import TrainingDataset, make_loader
 from mvspin.rendering import render_mesh
 
 

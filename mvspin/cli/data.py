@@ -110,16 +110,12 @@ _BUILD_OPTIONS = {
 
 def _builder_function(name: str) -> Any:
     """The builder function a dataset name (or alias) selects, or None when unknown."""
-    import importlib
+    from mvspin.data.builders import resolve_builder
 
-    from mvspin.data import builders
-
-    key = name.lower()
-    key = getattr(builders, "_ALIASES", {}).get(key, key)
-    if key not in builders.BUILDERS:
+    try:
+        return resolve_builder(name)
+    except ValueError:
         return None
-    module, func = builders.BUILDERS[key].split(":")
-    return getattr(importlib.import_module(module), func)
 
 
 def run_build(args: argparse.Namespace) -> int:

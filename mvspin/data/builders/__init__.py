@@ -12,7 +12,7 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -142,13 +142,22 @@ def build(dataset_name: str, root: str | os.PathLike, out: str | os.PathLike, **
     Raises:
         ValueError: unknown dataset name (the message lists the known names).
     """
+    return resolve_builder(dataset_name)(root, out, **opts)
+
+
+def resolve_builder(dataset_name: str) -> Callable[..., BuildReport]:
+    """The builder function for a dataset name or alias.
+
+    Raises:
+        ValueError: unknown dataset name (the message lists the known names).
+    """
     key = dataset_name.lower()
     key = _ALIASES.get(key, key)
     if key not in BUILDERS:
         raise ValueError(f"unknown dataset {dataset_name!r}; known datasets: {', '.join(BUILDERS)} "
                          f"(aliases: {', '.join(_ALIASES)})")
     module, func = BUILDERS[key].split(":")
-    return getattr(importlib.import_module(module), func)(root, out, **opts)
+    return getattr(importlib.import_module(module), func)
 
 
 # --- helpers shared by the builders --------------------------------------------------------

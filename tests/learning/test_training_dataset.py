@@ -13,10 +13,10 @@ from calibration import Camera
 from mvspin.body import BodyModel
 from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.config import load_config
-from mvspin.data.augment import AugmentConfig, AugmentParams, flip_smpl_pose
+from mvspin.learning.augment import AugmentConfig, AugmentParams, flip_smpl_pose
 from mvspin.data.bundle_format import BundleFormatError, BundleWriter
 from mvspin.data.synthetic_capture import CaptureOptions, generate_capture_file
-from mvspin.data.training_dataset import DataConfig, TrainingDataset, make_loader
+from mvspin.learning.training_dataset import DataConfig, TrainingDataset, make_loader
 from mvspin.geometry import perspective_projection
 
 H36M = get_keypoint_set("h36m17")

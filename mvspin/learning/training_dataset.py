@@ -2,7 +2,7 @@
 
 :class:`TrainingDataset` reads bundle files (:class:`~mvspin.data.bundle_format.BundleFile`),
 samples them by ratio (MV-SPIN: 90% Human3.6M, 10% MPI-INF-3DHP) from a seeded generator, crops
-every view with OpenCV and augments it (:mod:`mvspin.data.augment`: a flip shared by the bundle's
+every view with OpenCV and augments it (:mod:`mvspin.learning.augment`: a flip shared by the bundle's
 views, per-view rotation, scale and channel gains), and returns one dict of tensors per bundle
 with an explicit view axis ``(V, ...)`` (``(B, V, ...)`` once batched by a DataLoader).
 
@@ -12,7 +12,7 @@ Returned fields (float32 unless noted; ``S`` = crop size, 224):
 - ``keypoints_2d (V, K, 3)``: (x, y, confidence) in **augmented crop pixels** (pixel centres at
   integers, crop centre ``S / 2``); missing keypoints are (0, 0, 0); keypoints the augmentation
   moves outside the crop keep their confidence (as in SPIN). SPIN's normalised
-  ``[-1, 1]`` coordinates are ``2 x / S - 1`` (:func:`mvspin.data.augment.normalize_keypoints`).
+  ``[-1, 1]`` coordinates are ``2 x / S - 1`` (:func:`mvspin.learning.augment.normalize_keypoints`).
 - ``joints_3d (V, K3, 4)``: (x, y, z, confidence), metres, in each view's **augmented camera
   frame** (``M_v @ X_cam``; see ``camera_augmentation``); confidence 0 where unknown.
   ``joints_3d_root_relative`` (bool) tells that the source only had pelvis-relative joints.
@@ -54,7 +54,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mvspin.body.keypoint_sets import get_keypoint_set, keypoint_index_map
-from mvspin.data.augment import (
+from mvspin.learning.augment import (
     AugmentConfig,
     AugmentParams,
     augment_global_orient,

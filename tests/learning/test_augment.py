@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES, SMPL_PARENTS, get_keypoint_set
-from mvspin.data.augment import (
+from mvspin.learning.augment import (
     MIRROR,
     AugmentConfig,
     augment_global_orient,
