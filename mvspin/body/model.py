@@ -69,20 +69,28 @@ class BodyOutput:
     keypoint_set: Optional[str] = None
 
 
-def _as_rotmat(x: Tensor, n_joints: int, name: str) -> Tensor:
-    """Rotation matrices ``(..., n_joints, 3, 3)`` from matrices or axis-angle input."""
-    if x.dim() >= 2 and x.shape[-2:] == (3, 3):
-        if n_joints == 1:  # trailing (3, 3) is one rotation: (B, 3, 3) or (B, V, 3, 3)
-            return x.unsqueeze(-3)
-        if x.dim() >= 3 and x.shape[-3] == n_joints:
-            return x
-    elif x.shape[-1] == 3 * n_joints:
-        return axis_angle_to_matrix(x.reshape(*x.shape[:-1], n_joints, 3))
-    elif x.dim() >= 2 and x.shape[-2:] == (n_joints, 3):
-        return axis_angle_to_matrix(x)
-    shapes = f"(B, {n_joints}, 3, 3) rotation matrices or (B, {3 * n_joints}) axis-angle"
+def _as_rotmat(x: Tensor, n_joints: int, name: str, lead: int = 1) -> Tensor:
+    """Rotation matrices ``(*lead, n_joints, 3, 3)`` from matrices or axis-angle input.
+
+    The rank decides the format, so a batch of three axis-angle vectors ``(3, 3)`` is never
+    mistaken for one matrix: with ``lead`` leading batch dims, matrices have ``lead + 2`` (one
+    rotation) or ``lead + 3`` dims, axis-angle ``lead + 1`` (or ``lead + 2`` as ``(J, 3)``).
+    """
     if n_joints == 1:
-        shapes = "(B, 3, 3) rotation matrices or (B, 3) axis-angle"
+        if x.dim() == lead + 2 and x.shape[-2:] == (3, 3):
+            return x.unsqueeze(-3)
+        if x.dim() == lead + 1 and x.shape[-1] == 3:
+            return axis_angle_to_matrix(x.unsqueeze(-2))
+    else:
+        if x.dim() == lead + 3 and x.shape[-3:] == (n_joints, 3, 3):
+            return x
+        if x.dim() == lead + 1 and x.shape[-1] == 3 * n_joints:
+            return axis_angle_to_matrix(x.reshape(*x.shape[:-1], n_joints, 3))
+        if x.dim() == lead + 2 and x.shape[-2:] == (n_joints, 3):
+            return axis_angle_to_matrix(x)
+    b = "B, V" if lead == 2 else "B"
+    shapes = (f"({b}, 3, 3) rotation matrices or ({b}, 3) axis-angle" if n_joints == 1 else
+              f"({b}, {n_joints}, 3, 3) rotation matrices or ({b}, {3 * n_joints}) axis-angle")
     raise ValueError(f"{name} must be {shapes}, got {tuple(x.shape)}")
 
 
@@ -385,7 +393,7 @@ class BodyModel(nn.Module):
                 f"(B, V, 3); got {tuple(global_orient.shape)} and {tuple(transl.shape)}"
             )
         b, v = transl.shape[:2]
-        root_rot = _as_rotmat(global_orient, 1, "global_orient")[..., 0, :, :]
+        root_rot = _as_rotmat(global_orient, 1, "global_orient", lead=2)[..., 0, :, :]
         if root_rot.shape[:2] != (b, v):
             raise ValueError(f"global_orient must have B={b}, V={v} leading dims, got {tuple(global_orient.shape)}")
         body_rot = _as_rotmat(body_pose, 23, "body_pose")

@@ -7,10 +7,10 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from mvspin._version import __version__
-from mvspin.cli import info, render_model
+from mvspin.cli import data, demo, infer, info, render_model
 
 # Each sub-command module provides add_parser(subparsers) -> parser with a `run` default.
-_COMMANDS = (info, render_model)
+_COMMANDS = (info, render_model, infer, demo, data)
 
 # Errors that mean "the input is wrong", reported as one line instead of a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, KeyError, PermissionError)

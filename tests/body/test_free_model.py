@@ -136,3 +136,15 @@ def test_multiview_shape_errors(body_low):
 def test_unknown_set_lists_known_sets(body_low):
     with pytest.raises(KeyError, match="known sets: smpl24"):
         body_low.keypoint_map("body_42")
+
+
+def test_three_axis_angle_orientations_are_not_a_matrix(body_low):
+    """(3, 3) global_orient is three axis-angle vectors, (3, 3, 3) three matrices."""
+    orient = torch.tensor([[0.3, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.7]])
+    by_aa = body_low(global_orient=orient).joints
+    by_mat = body_low(global_orient=axis_angle_to_matrix(orient)).joints
+    assert by_aa.shape == (3, 24, 3) and torch.allclose(by_aa, by_mat, atol=1e-6)
+    mv_aa = body_low.keypoints_multiview("coco17", torch.zeros(1, 69), torch.zeros(1, 10), orient[None], torch.zeros(1, 3, 3))
+    mv_mat = body_low.keypoints_multiview("coco17", torch.zeros(1, 69), torch.zeros(1, 10),
+                                          axis_angle_to_matrix(orient)[None], torch.zeros(1, 3, 3))
+    assert torch.allclose(mv_aa, mv_mat, atol=1e-6)

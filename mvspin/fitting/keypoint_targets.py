@@ -1,0 +1,160 @@
+"""Map a named 2D keypoint set onto the keypoints a body model can produce, with weights.
+
+Users bring keypoints in their detector's convention (``openpose25``, ``coco17``, ``halpe26``,
+``spin49``, ...). The fitter evaluates one keypoint set on the body model (the data's own set
+when the model can make it, otherwise the available set sharing the most anatomical points) and
+compares matched pairs. Keypoints the model cannot place are ignored (listed in
+:attr:`KeypointTargets.ignored`).
+
+Weights per matched keypoint:
+- ``keypoint_weights`` from the config, by the data set's keypoint names (default 1);
+- detector-style hips (OpenPose, COCO, HALPE hips sit higher and wider than SMPL's hip joints)
+  get ``detector_hip_weight`` in the body stage (SPIN ignores them there);
+- stage 1 uses only the torso (shoulders and hips), all with weight 1, as SPIN does.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from mvspin.body import BodyModel, KeypointSetUnavailable, get_keypoint_set, keypoint_index_map
+
+__all__ = ["KeypointTargets", "DETECTOR_HIPS", "TORSO_POINTS"]
+
+DETECTOR_HIPS: dict[str, tuple[str, ...]] = {
+    "openpose25": ("left_hip", "right_hip"),
+    "openpose25b": ("left_hip", "right_hip"),
+    "coco17": ("left_hip", "right_hip"),
+    "halpe26": ("left_hip", "right_hip"),
+    "spin49": ("op_left_hip", "op_right_hip"),
+}
+"""Keypoint names, per set, of hips placed by a 2D detector rather than on SMPL's hip joints."""
+
+TORSO_POINTS: frozenset[str] = frozenset({
+    "left_shoulder", "right_shoulder", "left_hip", "right_hip", "lsp_left_hip", "lsp_right_hip",
+    "h36m_left_shoulder", "h36m_right_shoulder", "h36m_left_hip", "h36m_right_hip",
+})
+"""Anatomical points that stage 1 (orientation and translation) fits: shoulders and hips."""
+
+
+@dataclass(frozen=True)
+class KeypointTargets:
+    """Matched pairs between a data keypoint set and a keypoint set evaluated on the body model.
+
+    Attributes:
+        data_set: the data's keypoint set name (K_data keypoints).
+        model_set: the set evaluated on the body model (K_model keypoints).
+        data_index: ``(M,)`` indices into the data keypoints.
+        model_index: ``(M,)`` indices into the model keypoints (same anatomical point).
+        weights: ``(M,)`` body-stage weights.
+        torso: ``(M,)`` bool, keypoints used in stage 1.
+        names: the M matched data keypoint names.
+        ignored: data keypoint names the model cannot place.
+        gather_model: False when ``model_index`` is ``0..K_model-1`` (no gather needed).
+    """
+
+    data_set: str
+    model_set: str
+    data_index: Tensor
+    model_index: Tensor
+    weights: Tensor
+    torso: Tensor
+    names: tuple[str, ...]
+    ignored: tuple[str, ...]
+    gather_model: bool = True
+
+    @classmethod
+    def build(
+        cls,
+        body: BodyModel,
+        data_set: str,
+        keypoint_weights: Mapping[str, float] | None = None,
+        detector_hip_weight: float = 0.0,
+    ) -> "KeypointTargets":
+        """Match ``data_set`` to the keypoints ``body`` can produce.
+
+        Raises:
+            KeyError: unknown set, or a ``keypoint_weights`` name the set does not have.
+            ValueError: the model can place none of the set's keypoints.
+        """
+        data = get_keypoint_set(data_set)
+        keypoint_weights = dict(keypoint_weights or {})
+        unknown = sorted(set(keypoint_weights) - set(data.names))
+        if unknown:
+            raise KeyError(f"keypoint_weights names {unknown} are not in {data_set}; it has {', '.join(data.names)}")
+        model_set = _best_model_set(body, data_set)
+        pairs = keypoint_index_map(data_set, model_set) if model_set else []
+        if not pairs:
+            raise ValueError(f"body model {body.name} cannot place any keypoint of {data_set}")
+        matched = {i for i, _ in pairs}
+        ignored = tuple(n for i, n in enumerate(data.names) if i not in matched)
+        if ignored:
+            warnings.warn(f"{body.name} cannot place {data_set} keypoints {', '.join(ignored)}: they are ignored",
+                          stacklevel=2)
+        hips = set(DETECTOR_HIPS.get(data_set, ()))
+        weights, torso, names = [], [], []
+        for i, _ in pairs:
+            name = data.names[i]
+            w = keypoint_weights.get(name, 1.0)
+            if name in hips:
+                w *= detector_hip_weight
+            weights.append(w)
+            torso.append(data.points[i] in TORSO_POINTS)
+            names.append(name)
+        device = body.J_template.device
+        model_index = [j for _, j in pairs]
+        return cls(
+            data_set=data_set,
+            model_set=model_set,
+            data_index=torch.tensor([i for i, _ in pairs], dtype=torch.long, device=device),
+            model_index=torch.tensor(model_index, dtype=torch.long, device=device),
+            weights=torch.tensor(weights, dtype=body.J_template.dtype, device=device),
+            torso=torch.tensor(torso, dtype=torch.bool, device=device),
+            names=tuple(names),
+            ignored=ignored,
+            gather_model=model_index != list(range(len(get_keypoint_set(model_set)))),
+        )
+
+    @property
+    def num_data_keypoints(self) -> int:
+        return len(get_keypoint_set(self.data_set))
+
+    def select(self, keypoints: Tensor) -> Tensor:
+        """Data keypoints ``(..., K_data, C)`` -> matched ``(..., M, C)``."""
+        k = self.num_data_keypoints
+        if keypoints.ndim < 2 or keypoints.shape[-2] != k:
+            raise ValueError(f"expected {self.data_set} keypoints of shape (..., {k}, C), got {tuple(keypoints.shape)}")
+        return keypoints.index_select(-2, self.data_index.to(keypoints.device))
+
+    def model_keypoints(self, keypoints: Tensor) -> Tensor:
+        """Model keypoints ``(..., K_model, 3)`` -> matched ``(..., M, 3)``."""
+        if not self.gather_model:
+            return keypoints
+        return keypoints.index_select(-2, self.model_index.to(keypoints.device))
+
+    def to(self, device: torch.device | str) -> "KeypointTargets":
+        """The same targets with index and weight tensors on ``device``."""
+        return KeypointTargets(self.data_set, self.model_set, self.data_index.to(device), self.model_index.to(device),
+                               self.weights.to(device), self.torso.to(device), self.names, self.ignored,
+                               self.gather_model)
+
+
+def _best_model_set(body: BodyModel, data_set: str) -> str:
+    """The data's own set when the model can make it, else the available set covering most of
+    its anatomical points (fewest keypoints on ties, so the fitter evaluates the least)."""
+    try:
+        body.keypoint_map(data_set)
+        return data_set
+    except KeypointSetUnavailable:
+        pass
+    best, best_key = "", (0, 0)
+    for name in body.available_keypoint_sets:
+        covered = len(keypoint_index_map(data_set, name))
+        key = (covered, -len(get_keypoint_set(name)))
+        if covered and key > best_key:
+            best, best_key = name, key
+    return best

@@ -1,0 +1,67 @@
+"""SMPLify as SPIN runs it in its training loop: one image, two stages, batched.
+
+Stage 1 fits the root orientation and the crop-camera translation on the torso keypoints with
+SPIN's depth anchor; stage 2 fits body pose, betas and orientation with the camera fixed
+(``stage2_translation=False``). Initial estimates come from the regressor (SPIN's choice: its
+camera, not SMPLify's similar-triangles heuristic). It is MV-SMPLify's per-view fit with one
+view, so both share every line of the energy and the optimisation loop.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor
+
+from mvspin.body import BodyModel
+from mvspin.fitting.config import SMPLifyConfig
+from mvspin.fitting.mv_smplify import FittingEngine, _fit_crop_views
+from mvspin.fitting.result import FitResult, PerViewEstimate
+
+__all__ = ["SMPLify"]
+
+
+class SMPLify(FittingEngine):
+    """Single-view SMPLify (SPIN's variant).
+
+    Args:
+        body: the body model; its device and dtype are used.
+        config: weights, iterations and optimiser (SPIN's values by default).
+        keypoint_set: the keypoint convention of the inputs.
+
+    Example:
+        >>> smplify = SMPLify(BodyModel.free("low"), keypoint_set="openpose25")
+        >>> result = smplify.fit(keypoints, rotmat, betas, cam)   # (B, 25, 3) crop pixels
+        >>> result.body_pose.shape, result.global_orient.shape    # V = 1 view axis kept
+        (torch.Size([B, 23, 3, 3]), torch.Size([B, 1, 3, 3]))
+    """
+
+    def __init__(self, body: BodyModel, config: Optional[SMPLifyConfig] = None,
+                 keypoint_set: str = "openpose25") -> None:
+        super().__init__(body, config if config is not None else SMPLifyConfig(), keypoint_set)
+
+    def fit(self, keypoints: Tensor, rotmat: Tensor, betas: Tensor, cam: Tensor, *,
+            return_meshes: bool = False) -> FitResult:
+        """Fit each image's body to its keypoints.
+
+        Args:
+            keypoints: ``(B, K, 3)`` crop-pixel keypoints (x, y, confidence).
+            rotmat: ``(B, 24, 3, 3)`` initial rotations (joint 0: orientation in the crop camera).
+            betas: ``(B, num_betas)`` initial shape.
+            cam: ``(B, 3)`` initial crop camera ``[s, tx, ty]``.
+            return_meshes: also compute vertices and joints (once, at the end).
+
+        Returns:
+            :class:`FitResult` with a view axis of length 1 (``global_orient (B, 1, 3, 3)``, ...).
+        """
+        k = self.targets.num_data_keypoints
+        if not isinstance(keypoints, Tensor) or keypoints.ndim != 3 or keypoints.shape[1:] != (k, 3):
+            shape = tuple(keypoints.shape) if isinstance(keypoints, Tensor) else type(keypoints).__name__
+            raise ValueError(f"keypoints must be (B, {k}, 3) {self.keypoint_set} keypoints, got {shape}")
+        b = keypoints.shape[0]
+        for name, x, shape in (("rotmat", rotmat, (b, 24, 3, 3)), ("betas", betas, (b, self.body.num_betas)),
+                               ("cam", cam, (b, 3))):
+            if not isinstance(x, Tensor) or tuple(x.shape) != shape:
+                actual = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+                raise ValueError(f"{name} must be {shape}, got {actual}")
+        init = PerViewEstimate(rotmat=rotmat[:, None], betas=betas[:, None], cam=cam[:, None])
+        return _fit_crop_views(self, keypoints[:, None], init, "smplify", return_meshes)
