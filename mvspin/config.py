@@ -61,12 +61,6 @@ def config_to_dict(config: Any) -> dict:
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    import os
-    import tempfile
+    from mvspin.atomic import write_bytes_atomic
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(OmegaConf.to_yaml(OmegaConf.structured(config)))
-    os.replace(tmp, path)
+    write_bytes_atomic(path, OmegaConf.to_yaml(OmegaConf.structured(config)).encode())

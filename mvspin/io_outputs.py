@@ -26,7 +26,6 @@ view axis of a multi-view file.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +33,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from mvspin.atomic import atomic_path, commit_temporary, temporary_path_for, write_bytes_atomic
 
 __all__ = [
     "SMPL_NPZ_KEYS",
@@ -54,22 +55,6 @@ _VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 # Colour of the mesh in overlays and side views (RGB in [0, 1]): a light blue that stands out on
 # skin and clothing, as in SPIN's and 4D-Humans' demos.
 MESH_COLOR: tuple[float, float, float] = (0.65, 0.74, 0.86)
-
-
-def _temporary_path(path: Path) -> Path:
-    """A fresh name beside ``path`` that keeps its suffix (cv2 and open3d pick the format by it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    return Path(name)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _as_rows(value: Any, width: int, name: str, path: Path) -> np.ndarray:
@@ -128,14 +113,8 @@ def write_smpl_npz(path: str | os.PathLike[str], *, global_orient: Any, body_pos
         "model": np.array(str(model)), "fps": np.array(float(fps)),
         **{k: np.asarray(v) for k, v in extra.items()},
     }
-    tmp = _temporary_path(path)
-    try:
-        with open(tmp, "wb") as handle:  # a file object: np.savez would append ".npz" to a name
-            np.savez(handle, **arrays)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _commit(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)  # a file object: np.savez would append ".npz" to a name
     return path
 
 
@@ -175,18 +154,13 @@ def write_mesh(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.nda
         raise ValueError(f"{path}: vertices contain NaN or infinite values")
     mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices),
                                      o3d.utility.Vector3iVector(faces.astype(np.int32)))
-    tmp = _temporary_path(path)
-    try:
+    with atomic_path(path) as tmp:
         ok = o3d.io.write_triangle_mesh(str(tmp), mesh, write_ascii=path.suffix.lower() == ".obj",
                                         write_vertex_normals=False, write_vertex_colors=False,
                                         write_triangle_uvs=False)
         if not ok:
             raise OSError(f"{path}: open3d could not write the mesh")
         # open3d writes a material file beside .obj meshes only when they carry textures.
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _commit(tmp, path)
     return path
 
 
@@ -202,14 +176,7 @@ def write_image(path: str | os.PathLike[str], image_rgb: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(path.suffix.lower(), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode the image")
-    tmp = _temporary_path(path)
-    try:
-        tmp.write_bytes(encoded.tobytes())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _commit(tmp, path)
-    return path
+    return write_bytes_atomic(path, encoded.tobytes())
 
 
 def overlay_image(image_rgb: np.ndarray, meshes: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -299,7 +266,7 @@ class VideoWriter:
                              f"{frame_rgb.dtype}")
         size = (frame_rgb.shape[1], frame_rgb.shape[0])
         if self._writer is None:
-            self._tmp = _temporary_path(self.path)
+            self._tmp = temporary_path_for(self.path)
             fourcc = cv2.VideoWriter_fourcc(*_VIDEO_CODECS[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
             if not self._writer.isOpened():
@@ -318,7 +285,7 @@ class VideoWriter:
             raise ValueError(f"{self.path}: no frames were written")
         self._writer.release()
         self._writer = None
-        _commit(self._tmp, self.path)
+        commit_temporary(self._tmp, self.path)
         self._tmp = None
         return self.path
 

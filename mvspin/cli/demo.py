@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from mvspin.atomic import atomic_path
 from mvspin.cli.common import add_body_model_args, add_device_arg, atomic_write_bytes, log, resolve_device
 from mvspin.io_outputs import write_image, write_mesh, write_smpl_npz
 
@@ -59,22 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _atomic_save(path: Path, writer) -> None:
-    """Run ``writer(tmp_path)`` then rename onto ``path`` (no half-written file is ever visible)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
-    _atomic_save(path, lambda tmp: np.savez_compressed(tmp, **arrays))
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
 
 
 def _save_json(path: Path, data: Any) -> None:

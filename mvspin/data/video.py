@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 __all__ = ["VideoError", "VideoInfo", "video_info", "iter_video_frames", "encode_image",
-           "image_size_of_file", "write_bytes_atomic"]
+           "image_size_of_file"]
 
 
 class VideoError(OSError):
@@ -130,20 +130,3 @@ def image_size_of_file(path: str | os.PathLike) -> tuple[int, int]:
     if image is None:
         raise ValueError(f"{path}: not a decodable image")
     return int(image.shape[1]), int(image.shape[0])
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes | np.ndarray) -> None:
-    """Write a file under a temporary name and rename it, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(bytes(data) if not isinstance(data, np.ndarray) else data.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from mvspin._version import __version__
+from mvspin.atomic import atomic_path
 from mvspin.learning.backbone import (
     RESNET_DEPTHS,
     TRUNK_PREFIXES,
@@ -213,15 +213,6 @@ def save_regressor_checkpoint(path: str | os.PathLike[str], model: nn.Module, /,
                "mvspin": {"depth": model.depth, "version": __version__,
                           "format": CHECKPOINT_FORMAT}}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(payload, tmp)
     return path

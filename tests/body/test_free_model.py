@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from mvspin.body import KEYPOINT_SETS, SMPL_JOINT_NAMES, BodyModel, KeypointSetUnavailable
+from mvspin.body import KEYPOINT_SETS, SMPL_JOINT_NAMES, BodyModel
 from mvspin.body.model_files import ASSETS_DIR, FREE_MODEL_FILES
 from mvspin.geometry import axis_angle_to_matrix, rot6d_to_matrix
 

@@ -1,5 +1,4 @@
 """BodyModel.from_smpl_dir on a fabricated SMPL directory in the official file formats."""
-import pickle
 
 import numpy as np
 import pytest

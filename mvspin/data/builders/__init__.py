@@ -17,7 +17,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from mvspin.data.video import encode_image, write_bytes_atomic
+from mvspin.atomic import write_bytes_atomic
+from mvspin.data.video import encode_image
 from mvspin.geometry.cameras import perspective_projection
 
 __all__ = [
