@@ -152,11 +152,7 @@ class BodyModel(nn.Module):
         j_dirs = torch.einsum("jv,vck->kjc", j_reg, self.smpl.shapedirs.double())  # (betas, 24, 3)
         self.register_buffer("J_shapedirs_flat", j_dirs.reshape(self.num_betas, 72).to(dtype), persistent=False)
         self.has_pose_blendshapes = bool(self.smpl.posedirs.abs().max() > 0)
-        self._num_levels = 0
-        for d, (idx, par) in enumerate(_kinematic_levels(SMPL_PARENTS)):  # buffers follow .to(device)
-            self.register_buffer(f"_level_joints_{d}", torch.tensor(idx), persistent=False)
-            self.register_buffer(f"_level_parents_{d}", torch.tensor(par), persistent=False)
-            self._num_levels += 1
+        self.register_buffer("_ancestors", _ancestor_tables(SMPL_PARENTS), persistent=False)
         self.register_buffer("_parent_index", torch.tensor([max(p, 0) for p in SMPL_PARENTS]), persistent=False)
         self._kmaps: dict[str, KeypointMap] = {}
         self._kmap_tensors: dict[tuple, tuple[Tensor, ...]] = {}
@@ -434,16 +430,20 @@ class BodyModel(nn.Module):
     def _forward_kinematics(self, rots: Tensor, rest_joints: Tensor) -> tuple[Tensor, Tensor]:
         """World rotations ``(B, 24, 3, 3)`` and positions ``(B, 24, 3)`` of the posed joints.
 
-        Joints of one tree depth are composed together (8 batched steps instead of 23).
+        Pointer doubling: every joint composes its transform with the one ``2^k`` levels up, so
+        SMPL's 9-level tree takes 4 batched steps (about 30 tensor ops in all) instead of one
+        step per joint or per level. Entry 24 is an identity sentinel above the root.
         """
+        b, dtype, device = rots.shape[0], rots.dtype, rots.device
         bones = rest_joints - rest_joints[:, self._parent_index]
-        world_rot, world_pos = rots, rest_joints  # the root's entries are already final
-        for d in range(self._num_levels):
-            idx, par = getattr(self, f"_level_joints_{d}"), getattr(self, f"_level_parents_{d}")
-            p_rot = world_rot[:, par]
-            world_rot = world_rot.index_copy(1, idx, _mat3(p_rot, rots[:, idx]))
-            world_pos = world_pos.index_copy(1, idx, world_pos[:, par] + _mat3vec(p_rot, bones[:, idx]))
-        return world_rot, world_pos
+        local_t = torch.cat([rest_joints[:, :1], bones[:, 1:]], dim=1)  # the root sits at J0
+        world_rot = torch.cat([rots, torch.eye(3, dtype=dtype, device=device).expand(b, 1, 3, 3)], dim=1)
+        world_pos = torch.cat([local_t, torch.zeros(b, 1, 3, dtype=dtype, device=device)], dim=1)
+        for anc in self._ancestors:
+            up_rot = world_rot[:, anc]
+            world_pos = world_pos[:, anc] + _mat3vec(up_rot, world_pos)
+            world_rot = _mat3(up_rot, world_rot)
+        return world_rot[:, :24], world_pos[:, :24]
 
     def _map_tensors(self, set_name: str) -> tuple[Any, ...]:
         """Keypoint-map tensors on the model's device/dtype, cached per set."""
@@ -520,15 +520,16 @@ def _mat3vec(a: Tensor, v: Tensor) -> Tensor:
     return (a * v.unsqueeze(-2)).sum(-1)
 
 
-def _kinematic_levels(parents: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
-    depth = [0] * len(parents)
-    for j in range(1, len(parents)):
-        depth[j] = depth[parents[j]] + 1
-    levels = []
-    for d in range(1, max(depth) + 1):
-        idx = [j for j in range(len(parents)) if depth[j] == d]
-        levels.append((idx, [parents[j] for j in idx]))
-    return levels
+def _ancestor_tables(parents: tuple[int, ...]) -> Tensor:
+    """``(steps, J + 1)`` ancestor pointers for pointer-doubling FK: row k maps each joint to its
+    ancestor ``2^k`` levels up; index ``J`` is the identity sentinel above the root."""
+    n = len(parents)
+    anc = torch.tensor([p if p >= 0 else n for p in parents] + [n])
+    tables = []
+    while not bool((anc == n).all()) or not tables:
+        tables.append(anc)
+        anc = anc[anc]
+    return torch.stack(tables)
 
 
 def _smpl_arrays(arrays: dict[str, Any]) -> dict[str, Any]:
