@@ -2,8 +2,8 @@
 
 Every writer goes through a temporary file in the destination folder and renames it, so an
 interrupted run never leaves a half-written file under the final name (and an existing file is
-replaced only by a complete one). Commands that produce bodies (``infer``, ``demo``,
-``fit-rig``) share these writers so their outputs look the same.
+replaced only by a complete one). Commands that produce bodies (``infer``, ``demo``)
+share these writers so their outputs look the same.
 
 Parameter files (``.npz``) use the AMASS/SMPL key names of ``reference/formats.md``:
 

@@ -702,7 +702,7 @@ def execute(args: argparse.Namespace) -> InferReport:
     started = time.perf_counter()
     if args.checkpoint is None and not args.allow_untrained:
         raise ValueError("no --checkpoint given: an untrained network predicts meaningless bodies; pass "
-                         "--checkpoint model_checkpoint.pt (SPIN's, or one written by mvspin train)")
+                         "--checkpoint model_checkpoint.pt (SPIN's released one or an HMR checkpoint saved by mvspin)")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
     if args.batch_size < 1:
