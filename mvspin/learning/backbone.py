@@ -252,9 +252,29 @@ def read_weights_file(path: str | os.PathLike[str], map_location: Any = "cpu") -
                               f"({type(err).__name__}: {str(err)[:200]})") from err
 
 
-def _summarise_keys(keys: list[str], limit: int = 5) -> str:
+def summarise_keys(keys: list[str], limit: int = 5) -> str:
+    """``"N (a, b, c, ...)"``: a count and the first few names, for error messages."""
     shown = ", ".join(keys[:limit])
     return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
+
+
+def state_dict_problems(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor],
+                        optional_suffixes: tuple[str, ...] = ()) -> tuple[list[str], list[str], list[str]]:
+    """Missing, unexpected and shape-mismatched keys of ``state`` against ``expected``, plus a
+    one-line description of each non-empty group (missing keys ending in ``optional_suffixes``
+    are tolerated)."""
+    missing = [k for k in expected if k not in state and not k.endswith(optional_suffixes)]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+                  for k in expected if k in state and state[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {summarise_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {summarise_keys(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches {summarise_keys(mismatched, 3)}")
+    return missing, unexpected, problems
 
 
 def load_imagenet_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
@@ -281,18 +301,9 @@ def load_imagenet_weights(model: nn.Module, path: str | os.PathLike[str]) -> Non
                               f"{type(state).__name__}")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     expected = {k: v for k, v in model.state_dict().items() if k.startswith(TRUNK_PREFIXES)}
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                  for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing keys {_summarise_keys(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys {_summarise_keys(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatches {_summarise_keys(mismatched, 3)}")
+    # files saved before PyTorch 0.4 have no num_batches_tracked
+    _, _, problems = state_dict_problems(state, expected, optional_suffixes=("num_batches_tracked",))
+    if problems:
         depth = getattr(model, "depth", "?")
         raise CheckpointError(f"{path}: does not fit a ResNet-{depth} trunk: " + "; ".join(problems))
     # strict=False only because `model` may have non-trunk parameters (the HMR head); the trunk

@@ -37,6 +37,8 @@ from mvspin.learning.backbone import (
     TRUNK_PREFIXES,
     CheckpointError,
     read_weights_file,
+    state_dict_problems,
+    summarise_keys,
 )
 from mvspin.learning.regressor import HMRRegressor
 
@@ -87,9 +89,6 @@ def infer_depth(state_dict: Mapping[str, Any]) -> int | None:
     return None
 
 
-def _summarise(keys: list[str], limit: int = 5) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
 
 
 def _split_checkpoint(raw: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -106,7 +105,7 @@ def _split_checkpoint(raw: Any, path: Path) -> tuple[dict[str, torch.Tensor], di
         state, meta = raw, {}
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"{path}: not a state dict: entries {_summarise(not_tensors)} are "
+        raise CheckpointError(f"{path}: not a state dict: entries {summarise_keys(not_tensors)} are "
                               f"not tensors (a SPIN checkpoint keeps the weights under 'model')")
     state = dict(state)
     # Saved from a DataParallel/DistributedDataParallel wrapper: every key has this prefix.
@@ -125,7 +124,7 @@ def _check_is_hmr(state: Mapping[str, torch.Tensor], path: Path) -> None:
             f"an HMR regressor checkpoint; ImageNet weights go through load_imagenet_weights")
     raise CheckpointError(f"{path}: not an HMR regressor state dict: none of the head entries "
                           f"{', '.join(HEAD_KEYS[:5])}, ... are present; it holds "
-                          f"{_summarise(list(state))}")
+                          f"{summarise_keys(list(state))}")
 
 
 def load_regressor_checkpoint(
@@ -168,18 +167,8 @@ def load_regressor_checkpoint(
 
     model = HMRRegressor(depth)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-                  for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing keys {_summarise(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys {_summarise(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatches {_summarise(mismatched, 3)}")
+    missing, unexpected, problems = state_dict_problems(state, expected)
+    if problems:
         trunk_only = all(k.startswith(TRUNK_PREFIXES) for k in missing + unexpected)
         hint = (f" (its trunk entries do not form a ResNet-{depth})"
                 if found is None and trunk_only and missing + unexpected else "")
