@@ -269,16 +269,16 @@ class BodyModel(nn.Module):
                 pass
         return out
 
-    @property
-    def J_shapedirs(self) -> Tensor:
-        """Shape directions of the rest joints ``(24, 3, num_betas)``."""
-        return self.J_shapedirs_flat.view(self.num_betas, 24, 3).permute(1, 2, 0)
-
     def rest_joints(self, betas: Tensor) -> Tensor:
         """Shape-dependent rest (T-pose) joints ``(B, 24, 3)`` for betas ``(B, num_betas)``."""
         self._check_betas(betas, betas.shape[0])
         betas = betas.to(self.J_template.dtype)
         return self.J_template + (betas @ self.J_shapedirs_flat).view(-1, 24, 3)
+
+    def keypoint_weight_sums(self, set_name: str) -> Tensor:
+        """Per-keypoint sum of the weights over joints and vertices ``(K,)`` (1 up to rounding; SPIN's
+        regressor rows only approximately): moving a keypoint with the body scales by it."""
+        return self._map_tensors(set_name)[-1]
 
     def keypoint_map(self, set_name: str) -> KeypointMap:
         """The (cached) linear map producing ``set_name`` on this model.

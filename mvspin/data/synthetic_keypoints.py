@@ -203,8 +203,7 @@ def random_rig(
 
 
 def _rest_pelvis(body: BodyModel, betas: Tensor) -> Tensor:
-    shapedirs = body.J_shapedirs[0].cpu()
-    return body.J_template[0].cpu() + torch.einsum("ck,bk->bc", shapedirs, betas.to(shapedirs.dtype))
+    return body.rest_joints(betas.to(body.J_template.device))[:, 0].cpu()
 
 
 def sample_bodies(body: BodyModel, n: int, generator: torch.Generator, pose_spread: float = 0.35,

@@ -135,9 +135,7 @@ class FittingEngine:
         self.config = config
         self.targets = KeypointTargets.build(body, keypoint_set, config.keypoint_weights, config.detector_hip_weight)
         self.pose_prior = body.pose_prior()
-        kmap = body.keypoint_map(self.targets.model_set)
-        weight_sum = torch.as_tensor(kmap.joint_weights.sum(1) + kmap.vertex_weights.sum(1))
-        self._weight_sum = weight_sum.to(self.dtype).to(self.device)[self.targets.model_index]  # (M,)
+        self._weight_sum = body.keypoint_weight_sums(self.targets.model_set)[self.targets.model_index]  # (M,)
         self.trace: Optional[list[tuple[int, int, float, float]]] = None
         """Set to a list to record ``(stage, iteration, energy, time.perf_counter())`` at every
         energy evaluation (convergence plots, benchmarks); None records nothing."""
@@ -179,7 +177,7 @@ class FittingEngine:
 
     def _rest_pelvis(self, betas: Tensor) -> Tensor:
         """Shape-dependent rest pelvis ``(B, 3)``: SMPL rotates the body about this point."""
-        return self.body.J_template[0] + torch.einsum("ck,bk->bc", self.body.J_shapedirs[0], betas)
+        return self.body.rest_joints(betas)[:, 0]
 
     def _view_keypoints(self, body_rot: Tensor, betas: Tensor, rot: Tensor, transl: Tensor) -> Tensor:
         """Matched model keypoints ``(B, V, M, 3)`` of one body per bundle under per-view root
