@@ -14,22 +14,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
 
+from _bench import median_time  # tools/ is on sys.path when run as a script
 from mvspin.body import BodyModel
-
-
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up (allocations, caches)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _inputs(b: int, v: int, grad: bool, seed: int = 0):
@@ -61,7 +50,7 @@ def bench(body: BodyModel, set_name: str, b: int, v: int, grad: bool, repeats: i
 
     ctx = torch.enable_grad() if grad else torch.no_grad()
     with ctx:
-        return _time(full, repeats), _time(fast, repeats)
+        return median_time(full, repeats), median_time(fast, repeats)
 
 
 def main() -> None:

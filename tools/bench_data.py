@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")  # open3d offscreen on CPU
@@ -31,25 +29,16 @@ os.environ.setdefault("EGL_PLATFORM", "surfaceless")  # open3d offscreen on CPU
 import numpy as np
 import torch
 
+from _bench import median_time  # tools/ is on sys.path when run as a script
 from mvspin.body import BodyModel
 from mvspin.data.synthetic_capture import CaptureOptions, generate_capture_file, make_bundle, part_labels, render_views
 from mvspin.learning.training_dataset import TrainingDataset, make_loader
 from mvspin.rendering import render_mesh
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: renderer creation, shader compilation, caches
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def bench_generator(body: BodyModel, bundles: int, views: int, size: int, repeats: int, tmp: Path) -> float:
     opts = CaptureOptions(num_views=views, image_size=(size, size), focal=360.0 * size / 224)
-    t = _median_time(lambda: generate_capture_file(tmp / f"gen_{body.name}.h5", bundles, seed=0, options=opts,
+    t = median_time(lambda: generate_capture_file(tmp / f"gen_{body.name}.h5", bundles, seed=0, options=opts,
                                                    body=body), repeats)
     return bundles * views / t
 
@@ -74,7 +63,7 @@ def bench_render(body: BodyModel, bundles: int, views: int, size: int, repeats: 
                             vertex_colors=colors)
 
     n = bundles * views
-    return n / _median_time(tiled, repeats), n / _median_time(per_view, repeats)
+    return n / median_time(tiled, repeats), n / median_time(per_view, repeats)
 
 
 def bench_loader(path: Path, workers: int, batch: int, items: int, repeats: int) -> float:
@@ -87,7 +76,7 @@ def bench_loader(path: Path, workers: int, batch: int, items: int, repeats: int)
         for _ in make_loader(ds, batch_size=batch, num_workers=workers, seed=0, drop_last=False):
             pass
 
-    return len(ds) / _median_time(run, repeats)
+    return len(ds) / median_time(run, repeats)
 
 
 def main() -> None:

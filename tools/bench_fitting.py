@@ -31,6 +31,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from _bench import median_time  # noqa: E402  (tools/ is on sys.path when run as a script)
 from mvspin.body import BodyModel  # noqa: E402
 from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, sample_bodies  # noqa: E402
 from mvspin.fitting import MVSMPLify, MVSMPLifyConfig  # noqa: E402
@@ -51,18 +52,6 @@ class FullForwardMVSMPLify(MVSMPLify):
 
     def _stage1_keypoints(self, kp_c, body_rot, betas, pelvis, rot, transl):
         return self._view_keypoints(body_rot, betas, rot, transl)
-
-
-def _median_time(fit, warm_up, repeats: int) -> tuple[float, object]:
-    """Median wall time of ``fit()`` over ``repeats`` runs, after one short ``warm_up()`` run
-    (first-call allocations and lazy initialisation), and the last result."""
-    warm_up()
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fit()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
 
 
 def main() -> None:
@@ -107,7 +96,9 @@ def main() -> None:
         timed = {}
         for method, (key, call) in runs.items():
             fitter, warm = fitters[key]
-            timed[method] = _median_time(lambda: call(fitter), lambda: call(warm), args.repeats)
+            last: dict[str, object] = {}
+            t = median_time(lambda: last.update(result=call(fitter)), args.repeats, warm_up=lambda: call(warm))
+            timed[method] = (t, last["result"])
         t_base = timed["baseline: full forward of B*V bodies"][0]
         n_it = it1 + it2
         for method, (t, r) in timed.items():

@@ -22,25 +22,15 @@ import logging
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from _bench import median_time  # tools/ is on sys.path when run as a script
 from mvspin.cli.infer import STAGES, add_parser, execute
 from mvspin.learning.regressor import HMRRegressor
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: allocations, oneDNN kernel selection
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_network(depth: int, batch: int, size: int, repeats: int, device: torch.device) -> float:
@@ -55,7 +45,7 @@ def bench_network(depth: int, batch: int, size: int, repeats: int, device: torch
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    return batch / _median_time(forward, repeats)
+    return batch / median_time(forward, repeats)
 
 
 def _write_images(folder: Path, count: int, width: int, height: int) -> list[Path]:

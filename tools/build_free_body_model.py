@@ -30,7 +30,6 @@ import math
 import os
 import shlex
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy.optimize import nnls
+
+from mvspin.atomic import atomic_path, write_bytes_atomic
+from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES, SMPL_PARENTS  # the layout the assets follow
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "mvspin" / "body" / "assets"
@@ -52,14 +54,6 @@ REFERENCE_RESOLUTION = "notoes"
 
 NUM_BETAS = 10
 NUM_REFERENCE_SAMPLES = 16
-
-SMPL_JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hand", "right_hand",
-)
-SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 
 # anny works in Blender's axes (Z up, the body faces -Y, +X = body's left). SMPL: Y up, the body
 # faces +Z, +X = body's left. This proper rotation (-90 deg about X) maps anny to SMPL.
@@ -761,42 +755,19 @@ Regenerate
 # --------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------
-def _publish(tmp: str, path: Path) -> None:
-    """Give a finished temporary file normal permissions and rename it onto ``path``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600 files
-    os.replace(tmp, path)
-
-
 def write_npz_atomic(
     path: Path, arrays: dict[str, np.ndarray], check: Callable[[Path], None] | None = None
 ) -> None:
     """Write ``arrays`` compressed to a temporary file, optionally ``check`` it, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays)
         if check is not None:
-            check(Path(tmp))
-        _publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            check(tmp)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file next to ``path``, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        _publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def smplx_model(arrays: dict[str, np.ndarray]) -> Any:
