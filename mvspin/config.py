@@ -13,12 +13,14 @@ from typing import Any, Optional, Sequence, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mvspin.errors import MvspinError
+
 __all__ = ["load_config", "save_config", "config_to_dict", "ConfigError"]
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(MvspinError, ValueError):
     """A YAML file or an override does not fit the job's configuration schema."""
 
 

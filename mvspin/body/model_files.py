@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from mvspin.body.safe_pickle import load_restricted_pickle
+from mvspin.errors import MvspinError
 
 __all__ = [
     "ASSETS_DIR",
@@ -43,7 +44,7 @@ _SPIN_FILES = ("J_regressor_extra.npy", "J_regressor_h36m.npy", "smpl_mean_param
 _REQUIRED_KEYS = ("v_template", "shapedirs", "J_regressor", "weights", "kintree_table", "f")
 
 
-class BodyModelFilesError(FileNotFoundError):
+class BodyModelFilesError(MvspinError, FileNotFoundError):
     """A body-model file is missing or incomplete. The message is one line naming the file."""
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES, KeypointSet, get_keypoint_set
+from mvspin.errors import MvspinError
 
 __all__ = ["KeypointMap", "PointSources", "KeypointSetUnavailable", "DERIVED_POINTS"]
 
@@ -51,7 +52,7 @@ DERIVED_POINTS: dict[str, tuple[tuple[str, float], ...]] = {
 }
 
 
-class KeypointSetUnavailable(KeyError):
+class KeypointSetUnavailable(MvspinError, KeyError):
     """A keypoint set needs a point the loaded body model cannot provide."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes

@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from mvspin.errors import MvspinError
+
 __all__ = ["UnsafePickleError", "load_restricted_pickle"]
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(MvspinError, pickle.UnpicklingError):
     """A pickle asked for something other than arrays and chumpy/scipy.sparse containers."""
 
 

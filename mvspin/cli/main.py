@@ -7,13 +7,16 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from mvspin._version import __version__
+from mvspin.errors import MvspinError
 from mvspin.cli import data, demo, infer, info, render_model
 
 # Each sub-command module provides add_parser(subparsers) -> parser with a `run` default.
 _COMMANDS = (info, render_model, infer, demo, data)
 
-# Errors that mean "the input is wrong", reported as one line instead of a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, KeyError, PermissionError)
+# Errors that mean "the input is wrong", reported as one line instead of a traceback: the
+# library's own (MvspinError), file-system errors and ValueError (Python's "bad argument value").
+# KeyError, TypeError and the rest are programming errors and keep their traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (MvspinError, OSError, ValueError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +50,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.verbose:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        if isinstance(err, OSError) and not isinstance(err, MvspinError) and err.filename and err.strerror:
+            message = f"{err.filename}: {err.strerror}"
         print(f"mvspin {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -52,6 +52,7 @@ import numpy as np
 
 from mvspin._version import __version__
 from mvspin.body.keypoint_sets import KEYPOINT_SETS
+from mvspin.errors import MvspinError
 
 __all__ = [
     "FORMAT_NAME",
@@ -152,7 +153,7 @@ _BYTES_DTYPE = h5py.vlen_dtype(np.uint8)
 _ROTATION_TOL = 1e-4
 
 
-class BundleFormatError(ValueError):
+class BundleFormatError(MvspinError, ValueError):
     """A bundle file (or a bundle being written) does not follow :data:`SCHEMA`.
 
     The message names the file and, where it applies, the field.

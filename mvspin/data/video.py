@@ -14,11 +14,13 @@ from typing import Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
+from mvspin.errors import MvspinError
+
 __all__ = ["VideoError", "VideoInfo", "video_info", "iter_video_frames", "encode_image",
            "image_size_of_file"]
 
 
-class VideoError(OSError):
+class VideoError(MvspinError, OSError):
     """A video file is missing or cannot be opened or decoded; the message names the file."""
 
 

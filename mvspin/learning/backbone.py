@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mvspin.errors import MvspinError
+
 try:
     from numpy._core import multiarray as _NUMPY_MULTIARRAY  # numpy >= 2
 except ImportError:  # numpy 1.x
@@ -63,7 +65,7 @@ RESNET_DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
 TRUNK_PREFIXES: tuple[str, ...] = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MvspinError, ValueError):
     """A weight file cannot be read or does not fit the model it is loaded into."""
 
 

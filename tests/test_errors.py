@@ -1,0 +1,64 @@
+"""The shape check and the error hierarchy the command line relies on."""
+import numpy as np
+import pytest
+import torch
+
+from mvspin.body.model_files import BodyModelFilesError
+from mvspin.cli.main import main
+from mvspin.config import ConfigError
+from mvspin.data.bundle_format import BundleFormatError
+from mvspin.errors import FitError, MvspinError, ShapeError, check_shape
+
+
+def test_check_shape_binds_names_across_calls():
+    sizes = check_shape("keypoints", torch.zeros(2, 4, 25, 3), ["B", "V", 25, 3])
+    assert sizes == {"B": 2, "V": 4}
+    assert check_shape("cams", np.zeros((4, 3, 3)), ["V", 3, 3], sizes) == {"B": 2, "V": 4}
+    with pytest.raises(ShapeError, match=r"cams must have shape \(V, 3, 3\) with .*V=4, got \(3, 3, 3\)"):
+        check_shape("cams", np.zeros((3, 3, 3)), ["V", 3, 3], sizes)
+
+
+@pytest.mark.parametrize("shape, ok", [((3, 3), True), ((7, 2, 3, 3), True), ((3,), False), ((2, 3, 4), False)])
+def test_check_shape_leading_axes(shape, ok):
+    if ok:
+        check_shape("R", torch.zeros(shape), ["*", 3, 3])
+    else:
+        with pytest.raises(ShapeError, match=r"R must have shape \(\.\.\., 3, 3\)"):
+            check_shape("R", torch.zeros(shape), ["*", 3, 3])
+
+
+def test_check_shape_rejects_repeated_name_mismatch_and_non_arrays():
+    with pytest.raises(ShapeError, match=r"got \(2, 3\)"):
+        check_shape("square", torch.zeros(2, 3), ["N", "N"])
+    with pytest.raises(ShapeError, match="got list"):
+        check_shape("x", [1, 2, 3], [3])
+    with pytest.raises(ShapeError):
+        check_shape("x", torch.zeros(0, 3), ["B", 3])  # a named axis needs at least one element
+
+
+def test_library_errors_share_one_base_and_keep_builtin_types():
+    for cls, builtin in ((ShapeError, ValueError), (FitError, FloatingPointError), (ConfigError, ValueError),
+                         (BodyModelFilesError, FileNotFoundError), (BundleFormatError, ValueError)):
+        assert issubclass(cls, MvspinError) and issubclass(cls, builtin)
+
+
+def test_cli_reports_user_errors_in_one_line_and_programming_errors_with_traceback(monkeypatch, capsys):
+    import mvspin.cli.info as info
+
+    def fail(exc):
+        def run(args):
+            raise exc
+        return run
+
+    monkeypatch.setattr(info, "run", fail(ShapeError("keypoints must have shape (B, 3), got (2,)")))
+    assert main(["info"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["mvspin info: error: keypoints must have shape (B, 3), got (2,)"]
+
+    monkeypatch.setattr(info, "run", fail(FileNotFoundError(2, "No such file or directory", "/nope/x.h5")))
+    assert main(["info"]) == 2
+    assert capsys.readouterr().err.strip() == "mvspin info: error: /nope/x.h5: No such file or directory"
+
+    monkeypatch.setattr(info, "run", fail(KeyError("internal")))
+    with pytest.raises(KeyError):
+        main(["info"])
