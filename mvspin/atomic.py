@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "write_bytes_atomic", "temporary_path_for", "commit_temporary"]
+__all__ = ["atomic_path", "write_bytes_atomic", "temporary_path_for", "commit_temporary", "OutputGroup"]
 
 
 def _default_mode() -> int:
@@ -73,3 +73,59 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(bytes(data))
     return Path(path)
+
+
+class OutputGroup:
+    """Files that belong together (one input's ``.npz``, mesh and overlay) appear together or
+    not at all.
+
+    Each :meth:`path` call gives a temporary path beside its final name; when the ``with`` block
+    succeeds every temporary is committed (checked and renamed) in order, when it raises, or a
+    commit fails, every temporary and every file already committed by this group is removed, so
+    no lone ``.npz`` is left next to a missing mesh.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> with OutputGroup() as group:
+        ...     group.path(out / "a.txt").write_text("a")
+        ...     group.path(out / "b.txt").write_text("b")
+        1
+        1
+        >>> sorted(p.name for p in out.iterdir())
+        ['a.txt', 'b.txt']
+    """
+
+    def __init__(self, fsync: bool = False) -> None:
+        self._fsync = fsync
+        self._pending: list[tuple[Path, Path]] = []
+        self.committed: list[Path] = []
+        """Final paths written by the group (after a successful block)."""
+
+    def path(self, final: str | os.PathLike) -> Path:
+        """A temporary path (same suffix) that becomes ``final`` when the group commits."""
+        tmp = temporary_path_for(final)
+        self._pending.append((tmp, Path(final)))
+        return tmp
+
+    def __enter__(self) -> "OutputGroup":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                for tmp, final in self._pending:
+                    commit_temporary(tmp, final, fsync=self._fsync)
+                    self.committed.append(final)
+                return
+            except BaseException:
+                self._discard()
+                raise
+        self._discard()
+
+    def _discard(self) -> None:
+        for tmp, _ in self._pending:
+            tmp.unlink(missing_ok=True)
+        for final in self.committed:
+            final.unlink(missing_ok=True)
+        self.committed = []

@@ -30,3 +30,27 @@ def test_temporary_name_keeps_the_suffix(tmp_path):
         assert tmp.suffix == ".ply" and tmp.parent == tmp_path
         tmp.write_bytes(b"ply")
     assert (tmp_path / "mesh.ply").read_bytes() == b"ply"
+
+
+def test_output_group_commits_all_or_nothing(tmp_path):
+    from mvspin.atomic import OutputGroup
+
+    with OutputGroup() as group:
+        group.path(tmp_path / "x.npz").write_bytes(b"1")
+        group.path(tmp_path / "x.obj").write_bytes(b"2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz", "x.obj"]
+    assert group.committed == [tmp_path / "x.npz", tmp_path / "x.obj"]
+
+    with pytest.raises(RuntimeError):
+        with OutputGroup() as group:
+            group.path(tmp_path / "y.npz").write_bytes(b"1")
+            group.path(tmp_path / "y.obj")
+            raise RuntimeError("mesh writer failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz", "x.obj"]  # no y.*, no temporaries
+
+    # A commit that fails (a writer that wrote nothing) removes the siblings already committed.
+    with pytest.raises(FileNotFoundError):
+        with OutputGroup() as group:
+            group.path(tmp_path / "z.npz").write_bytes(b"1")
+            group.path(tmp_path / "z.obj").unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz", "x.obj"]
