@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mvspin.errors import MvspinError
 
-__all__ = ["load_config", "save_config", "config_to_dict", "ConfigError"]
+__all__ = ["load_config", "save_config", "config_to_dict", "ConfigError", "resolve_device"]
 
 T = TypeVar("T")
 
@@ -99,4 +99,30 @@ def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
     from mvspin.atomic import write_bytes_atomic
 
-    write_bytes_atomic(path, OmegaConf.to_yaml(OmegaConf.structured(config)).encode())
+    def plain(value: Any) -> Any:  # paths as plain strings: YAML any tool reads back
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    write_bytes_atomic(path, OmegaConf.to_yaml(OmegaConf.create(plain(config_to_dict(config)))).encode())
+
+
+def resolve_device(name: Optional[str]) -> "torch.device":
+    """A config's ``device`` field as a torch device; None: CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: not a device name, or CUDA asked for where there is none.
+    """
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name}: CUDA is not available on this machine")
+    return device
