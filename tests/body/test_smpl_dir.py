@@ -85,3 +85,25 @@ def test_npz_model_file(tmp_path):
     rot = axis_angle_to_matrix(torch.tensor([[0.0, 0.3, 0.0]], dtype=torch.float64))
     out = body(global_orient=rot)
     assert out.vertices.shape == (1, N_VERTS, 3)
+
+
+def test_spin49_h36m_points_come_from_j_regressor_extra(body, smpl_dir):
+    # SPIN's JOINT_MAP: 'Spine (H36M)': 51, 'Jaw (H36M)': 52, 'Head (H36M)': 53, i.e. rows 6-8 of
+    # J_regressor_extra (SMPL's 45 joints come first); spin49 lists them at 41-43. Evaluation
+    # (h36m17) uses J_regressor_h36m's rows 7, 9, 10 for the same anatomical points.
+    extra = np.load(smpl_dir / "J_regressor_extra.npy")
+    h36m = np.load(smpl_dir / "J_regressor_h36m.npy")
+    g = torch.Generator().manual_seed(3)
+    pose = 0.3 * torch.randn(2, 69, generator=g, dtype=torch.float64)
+    out = body(pose, keypoints="spin49")
+    verts = out.vertices.numpy()
+    spin49 = out.keypoints.numpy()
+    names = body.keypoint_map("spin49").keypoint_set.names
+    assert [names.index(n) for n in ("spine_h36m", "jaw_h36m", "head_h36m")] == [41, 42, 43]
+    np.testing.assert_allclose(spin49[:, 41:44], np.einsum("rv,bvc->brc", extra[6:9], verts), atol=1e-6)
+    # the rest of J_regressor_extra: LSP hips, neck, head top (27, 28, 37, 38), MPII pelvis, thorax
+    np.testing.assert_allclose(spin49[:, [27, 28, 37, 38, 39, 40]],
+                               np.einsum("rv,bvc->brc", extra[:6], verts), atol=1e-6)
+    h17 = body(pose, keypoints="h36m17").keypoints.numpy()
+    np.testing.assert_allclose(h17[:, [7, 9, 10]], np.einsum("rv,bvc->brc", h36m[[7, 9, 10]], verts), atol=1e-6)
+    assert np.abs(spin49[:, 41:44] - h17[:, [7, 9, 10]]).min() > 1e-4  # the two regressions differ
