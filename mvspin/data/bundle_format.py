@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -51,6 +50,7 @@ import h5py
 import numpy as np
 
 from mvspin._version import __version__
+from mvspin.atomic import commit_temporary, temporary_path_for
 from mvspin.body.keypoint_sets import KEYPOINT_SETS
 from mvspin.errors import MvspinError
 
@@ -465,8 +465,12 @@ class BundleWriter:
         self._closed = False
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        self._file = h5py.File(self._tmp, "w")
+        self._tmp = temporary_path_for(self.path)
+        try:
+            self._file = h5py.File(self._tmp, "w")
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
         try:
             self._create(dataset, split, keypoint_set, joints_3d_keypoint_set, joints_3d_frame,
                          joints_3d_root_relative, image_root, attrs or {})
@@ -610,9 +614,8 @@ class BundleWriter:
         try:
             self._flush()
             self._file.close()
-            _fsync(self._tmp)
-            validate_bundle_file(self._tmp)
-            os.replace(self._tmp, self.path)
+            validate_bundle_file(self._tmp)  # re-reads every field's layout
+            commit_temporary(self._tmp, self.path)  # fsync and size check, then the rename
         except BaseException:
             self.abort()
             raise
@@ -639,16 +642,6 @@ class BundleWriter:
             self.close()
         else:
             self.abort()
-
-
-def _fsync(path: Path) -> None:
-    # Make the data durable before the rename publishes it, so a crash never leaves a
-    # renamed-but-empty file.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def decode_image(data: np.ndarray | bytes, source: str = "image") -> np.ndarray:
