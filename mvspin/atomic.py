@@ -39,6 +39,8 @@ __all__ = [
     "IncompleteWriteError",
     "remove_stale_temporaries",
     "TEMPORARY_MARK",
+    "OutputLocationError",
+    "check_output_location",
 ]
 
 TEMPORARY_MARK = "mvspin-tmp"
@@ -54,6 +56,56 @@ Verify = Callable[[Path], object]
 
 class IncompleteWriteError(MvspinError, OSError):
     """A file did not reach the disk completely (typically: the disk is full)."""
+
+
+class OutputLocationError(MvspinError, OSError):
+    """An output path cannot be written: a file or folder is in the way, no permission, a full
+    disk. The message names the path (and the option it came from)."""
+
+
+# Below this much free space a job is refused before it starts: it could not write its outputs.
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_output_location(path: str | os.PathLike, kind: str = "file", what: str = "output",
+                          min_free_bytes: int = MIN_FREE_BYTES) -> Path:
+    """Check, before any expensive work, that ``path`` can receive a ``kind`` (``"file"`` or
+    ``"folder"``) of output; create the folder (or the file's folder); return ``path``.
+
+    Checks that no file is in the way of a folder (and no folder in the way of a file), that a
+    file can be created there (a probe file, removed at once; this also removes stale
+    temporaries) and that the disk has at least ``min_free_bytes`` free.
+
+    Raises:
+        OutputLocationError: naming ``what`` (e.g. ``"--out"``) and the path.
+    """
+    if kind not in ("file", "folder"):
+        raise ValueError(f"kind must be 'file' or 'folder', got {kind!r}")
+    path = Path(path).expanduser()
+    folder = path if kind == "folder" else path.parent
+    if kind == "file" and path.is_dir():
+        raise OutputLocationError(f"{what} {path}: is a directory (expected a file name)")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise OutputLocationError(f"{what} {path}: a file is in the way (expected a folder)")
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise OutputLocationError(f"{what} {path}: {ancestor} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temporary_path_for(folder / ".mvspin-write-probe")
+        probe.unlink()
+    except OSError as err:
+        raise OutputLocationError(f"{what} {path}: cannot write there ({err.strerror or err})") from None
+    try:
+        stats = os.statvfs(folder)
+        free = stats.f_bavail * stats.f_frsize
+    except (OSError, AttributeError):
+        free = None
+    if free is not None and free < min_free_bytes:
+        raise OutputLocationError(f"{what} {path}: the disk is full ({free} bytes free)")
+    return path
 
 
 def _default_mode() -> int:

@@ -10,7 +10,7 @@ from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mvspin.errors import MvspinError
@@ -45,7 +45,21 @@ def load_config(schema: type[T], yaml_path: Optional[str | Path] = None,
             path = Path(yaml_path)
             if not path.is_file():
                 raise FileNotFoundError(f"config file {path} does not exist")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            try:
+                loaded = OmegaConf.load(path)
+            except OmegaConfBaseException:
+                raise
+            except Exception as err:  # YAML syntax errors, undecodable bytes
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ConfigError(f"{path}: not a readable YAML file ({first})") from None
+            if not isinstance(loaded, DictConfig):
+                kind = "a list" if isinstance(loaded, ListConfig) else type(loaded).__name__
+                raise ConfigError(f"{path}: expected a YAML mapping of config keys, got {kind}")
+            try:
+                cfg = OmegaConf.merge(cfg, loaded)
+            except OmegaConfBaseException as err:
+                msg = str(err.msg if hasattr(err, "msg") else err).splitlines()[0]
+                raise ConfigError(f"{path}: invalid configuration: {msg}") from None
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:

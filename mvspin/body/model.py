@@ -545,7 +545,10 @@ def _smpl_arrays(arrays: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_regressor(path: Path, rows: int, n_verts: int) -> np.ndarray:
-    reg = np.load(path, allow_pickle=False)
+    try:
+        reg = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        raise BodyModelFilesError(f"{path} is not a readable .npy regressor ({err})") from None
     if reg.shape != (rows, n_verts):
         raise BodyModelFilesError(f"{path}: expected shape ({rows}, {n_verts}), got {reg.shape}")
     return reg.astype(np.float64)

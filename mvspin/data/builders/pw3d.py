@@ -41,9 +41,9 @@ from mvspin.data.builders import (
     crop_from_keypoints,
     points_inside_image,
     project_world_points,
+    read_source_image,
 )
 from mvspin.body.safe_pickle import UnsafePickleError, load_restricted_pickle
-from mvspin.data.video import image_size_of_file
 
 __all__ = ["PW3D_SPLITS", "UnsafePickleError", "load_3dpw_pickle", "build_3dpw"]
 
@@ -119,7 +119,7 @@ def build_3dpw(
     report = BuildReport("3dpw", split, out_path)
     attrs = {"source": str(root.resolve()), "every_nth": int(every_nth),
              "bbox_scale_factor": float(bbox_scale_factor)}
-    with BundleWriter(out_path, dataset="3dpw", split=split, num_views=1, keypoint_set="smpl24",
+    with BundleWriter(out_path, allow_empty=False, dataset="3dpw", split=split, num_views=1, keypoint_set="smpl24",
                       joints_3d_keypoint_set="smpl24", joints_3d_frame="world", cameras=True, smpl=True,
                       image_storage=image_storage,
                       image_root=str(root.resolve()) if image_storage == "paths" else None,
@@ -203,11 +203,11 @@ def _build_sequence(path: Path, root: Path, step: int, image_storage: str, bbox_
             if not image_path.is_file():
                 report.skip(subject, seq, frame, f"image not found: {image_path}")
                 continue
-            if size is None:
-                try:  # one camera per sequence: every image has the first one's size
-                    size = image_size_of_file(image_path)
-                except ValueError as e:
-                    report.skip(subject, seq, frame, str(e))
+            if image_bytes is None:
+                try:  # decoded completely: a cut or corrupt jpg is skipped and named
+                    image_bytes, size = read_source_image(image_path)
+                except (ValueError, OSError) as e:
+                    report.skip(subject, seq, frame, f"bad source image: {e}")
                     continue
             R, t = arr["cam_poses"][i][:3, :3], arr["cam_poses"][i][:3, 3]
             if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
