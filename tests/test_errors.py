@@ -67,7 +67,7 @@ def test_cli_reports_user_errors_in_one_line_and_programming_errors_with_traceba
 def test_device_option_errors_name_the_option():
     from mvspin.cli.common import resolve_device
 
-    with pytest.raises(ValueError, match=r"--device 'banana': not a torch device \(expected cpu, cuda or cuda:N\)"):
+    with pytest.raises(ValueError, match=r"--device 'banana' is not a torch device \(e.g. cpu, cuda, cuda:1\)"):
         resolve_device("banana")
     with pytest.raises(ValueError, match="--device meta: only cpu and cuda"):
         resolve_device("meta")

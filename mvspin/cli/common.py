@@ -31,25 +31,11 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """The torch device ``--device`` names (default: cuda if available, else cpu).
+    """The torch device ``--device`` names (default: cuda if available, else cpu); see
+    :func:`mvspin.config.resolve_device`. Raises ``ConfigError`` (a ValueError) naming ``--device``."""
+    from mvspin.config import resolve_device as resolve
 
-    Raises:
-        ValueError: not a device name, or a device this machine does not have.
-    """
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise ValueError(f"--device {name!r}: not a torch device (expected cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise ValueError(f"--device {name}: only cpu and cuda devices are supported")
-    return device
+    return resolve(name, what="--device")
 
 
 def check_range(option: str, value: float | int | None, low: float | None = None, high: float | None = None,
