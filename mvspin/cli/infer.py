@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -183,34 +182,6 @@ def _collect_inputs(paths: list[Path], out: Path) -> tuple[list[_Input], list[tu
     return items, failures
 
 
-def _matching_file(source: Path | None, image: Path, patterns: tuple[str, ...], what: str) -> Path | None:
-    """The file of ``source`` (a file, or a folder matched by stem) that belongs to ``image``."""
-    if source is None:
-        return None
-    if source.is_file():
-        return source
-    names = [p.format(stem=image.stem) for p in patterns]
-    for name in names:
-        if (source / name).is_file():
-            return source / name
-    raise _ItemError(f"missing {what} file: none of {', '.join(names)} in {source}")
-
-
-def _count_people(path: Path) -> int:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise _ItemError(f"{path}: not valid JSON ({err})") from None
-    people = data.get("people") if isinstance(data, dict) else None
-    if not isinstance(people, list):
-        raise _ItemError(f"{path}: not an OpenPose file (no 'people' list)")
-    return len(people)
-
-
-def _person_choice(value: str) -> str | int:
-    return int(value) if re.fullmatch(r"-?\d+", value) else value
-
-
 def _people_in(width: int, height: int, args: argparse.Namespace, keypoints_file: Path | None = None,
                bbox_file: Path | None = None) -> list[_Person]:
     """Crop boxes (and keypoints) for one image from --bbox/--openpose files, else the whole image.
@@ -219,24 +190,24 @@ def _people_in(width: int, height: int, args: argparse.Namespace, keypoints_file
         _NoPerson: the OpenPose file holds nobody with enough confident keypoints for a box.
         _ItemError: a file is unreadable or malformed.
     """
+    from mvspin.data.keypoint_files import choose_person, parse_person_choice, read_bbox_json, read_openpose_people
     from mvspin.learning.inference import whole_image_box
-    from mvspin.learning.preprocess import (
-        bbox_to_center_scale,
-        keypoints_to_center_scale,
-        read_bbox_json,
-        read_openpose_json,
-    )
+    from mvspin.learning.preprocess import bbox_to_center_scale, keypoints_to_center_scale
 
-    choice = _person_choice(args.person)
+    choice = parse_person_choice(args.person)
     try:
         detected: list[tuple[str, np.ndarray]] = []
         if keypoints_file is not None:
-            count = _count_people(keypoints_file)
-            if count == 0:
+            everyone = read_openpose_people(keypoints_file)  # each file parsed once
+            if len(everyone) == 0:
                 raise _NoPerson(f"{keypoints_file}: no people detected")
-            indices = range(count) if choice == "all" else [choice]
-            detected = [(f"_p{i}" if choice == "all" else "", read_openpose_json(keypoints_file, person=i))
-                        for i in indices]
+            if choice == "all":
+                detected = [(f"_p{i}", k) for i, k in enumerate(everyone)]
+            else:
+                try:
+                    detected = [("", everyone[choose_person(everyone, choice)])]
+                except ValueError as err:
+                    raise _ItemError(f"{keypoints_file}: {err}") from None
         if bbox_file is not None:
             # SPIN's demo uses a given box as it is (rescale 1).
             center, scale = bbox_to_center_scale(read_bbox_json(bbox_file), rescale=1.0)
@@ -257,31 +228,6 @@ def _people_in(width: int, height: int, args: argparse.Namespace, keypoints_file
         raise _ItemError(str(err)) from None
     center, scale = whole_image_box(width, height)
     return [_Person("", center, scale)]
-
-
-_FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
-
-
-def _frame_files(source: Path | None, video: Path) -> dict[int, Path] | Path | None:
-    """Per-frame files for a video: one file for all frames, or ``{frame: file}`` from a folder.
-
-    In a folder (or its subfolder named after the video) the JSON files whose names start with
-    the video's stem are used if there are any, else all of them; the frame is the last number
-    in the name (OpenPose writes ``<stem>_000000000012_keypoints.json``).
-    """
-    if source is None or source.is_file():
-        return source
-    folder = source / video.stem if (source / video.stem).is_dir() else source
-    files = sorted(folder.glob("*.json"))
-    own = [f for f in files if f.name.startswith(video.stem)]
-    frames: dict[int, Path] = {}
-    for f in own or files:
-        match = _FRAME_NUMBER.search(f.stem)
-        if match:
-            frames.setdefault(int(match.group(1)), f)
-    if not frames:
-        raise _ItemError(f"missing per-frame files: no numbered .json files in {folder}")
-    return frames
 
 
 # --- model ----------------------------------------------------------------------------------------
@@ -327,9 +273,12 @@ def _refine(pred: Any, people: list[_Person], body: Any, config: Any) -> tuple[A
 
 
 def _openpose_set(count: int) -> str:
-    if count != 25:
-        raise _ItemError(f"--refine expects OpenPose BODY_25 keypoints (25 per person), got {count}")
-    return "openpose25"
+    from mvspin.data.keypoint_files import openpose_keypoint_set
+
+    try:
+        return openpose_keypoint_set(count)
+    except ValueError as err:
+        raise _ItemError(f"--refine: {err}") from None
 
 
 # --- writing one body ------------------------------------------------------------------------------
@@ -389,6 +338,7 @@ class _Pending:
 
 
 def _prepare_image(item: _Input, predictor: Any, args: argparse.Namespace, report: InferReport) -> _Pending:
+    from mvspin.data.keypoint_files import BBOX_NAME_PATTERNS, OPENPOSE_NAME_PATTERNS, matching_file
     from mvspin.learning.preprocess import read_image
 
     with report.time("read"):
@@ -398,9 +348,11 @@ def _prepare_image(item: _Input, predictor: Any, args: argparse.Namespace, repor
             raise _ItemError(str(err)) from None
     with report.time("crop"):
         height, width = image.shape[:2]
-        keypoints_file = _matching_file(args.openpose, item.path, ("{stem}_keypoints.json", "{stem}.json"),
-                                        "OpenPose")
-        bbox_file = _matching_file(args.bbox, item.path, ("{stem}.json", "{stem}_bbox.json"), "bbox")
+        try:
+            keypoints_file = matching_file(args.openpose, item.path, OPENPOSE_NAME_PATTERNS, "OpenPose")
+            bbox_file = matching_file(args.bbox, item.path, BBOX_NAME_PATTERNS, "bbox")
+        except FileNotFoundError as err:
+            raise _ItemError(str(err)) from None
         people = _people_in(width, height, args, keypoints_file, bbox_file)
         crops = torch.stack([predictor.crop(image, p.center, p.scale) for p in people])
     return _Pending(item, image, people, crops)
@@ -514,13 +466,17 @@ def _video_person(index: int, image: np.ndarray, args: argparse.Namespace, keypo
 
 def _run_video(item: _Input, predictor: Any, body: Any, args: argparse.Namespace, report: InferReport,
                progress_factory: Any) -> None:
+    from mvspin.data.keypoint_files import frame_files
     from mvspin.io_outputs import VideoWriter, overlay_image, write_smpl_npz
     from mvspin.learning.inference import Prediction
 
     if args.person == "all":
         raise _ItemError("--person all needs people tracked across frames; videos take one person per frame")
-    keypoint_files = _frame_files(args.openpose, item.path)
-    bbox_files = _frame_files(args.bbox, item.path)
+    try:
+        keypoint_files = frame_files(args.openpose, item.path)
+        bbox_files = frame_files(args.bbox, item.path)
+    except FileNotFoundError as err:
+        raise _ItemError(str(err)) from None
     frames, fps, count = _video_frames(item.path, report)
     parts: list[Any] = []
     errors: list[np.ndarray] = []
@@ -695,6 +651,7 @@ def execute(args: argparse.Namespace) -> InferReport:
     import open3d  # noqa: F401
     from tqdm import tqdm
 
+    from mvspin.data.keypoint_files import parse_person_choice
     from mvspin.learning.inference import Predictor
 
     torch.broadcast_shapes((1,), (1,))
@@ -707,9 +664,10 @@ def execute(args: argparse.Namespace) -> InferReport:
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    person = _person_choice(args.person)
-    if isinstance(person, str) and person not in ("largest", "most_confident", "all"):
-        raise ValueError(f"--person must be largest, most_confident, all or an index, got {args.person!r}")
+    try:
+        parse_person_choice(args.person)
+    except ValueError as err:
+        raise ValueError(f"--{err}") from None
     for option, value in (("--bbox", args.bbox), ("--openpose", args.openpose)):
         if value is not None and not value.exists():
             raise FileNotFoundError(f"{option} {value}: no such file or folder")
