@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -25,7 +26,8 @@ from mvspin.body import BodyModel, get_keypoint_set
 from mvspin.data.synthetic_keypoints import BodyParams, random_rig, smooth_motion
 from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 
-__all__ = ["RecordingOptions", "SyntheticRecording", "make_rig_recording", "Y_UP_TO_Z_UP", "rotate_world"]
+__all__ = ["RecordingOptions", "SyntheticRecording", "make_rig_recording", "Y_UP_TO_Z_UP", "rotate_world",
+           "write_openpose_folders"]
 
 Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 """World rotation taking a Y-up world (the synthetic generators') to a Z-up one (+Y becomes +Z)."""
@@ -205,3 +207,25 @@ def make_rig_recording(body: BodyModel, options: Optional[RecordingOptions] = No
     subject_index = torch.where(torch.gather(seen, 2, subject_index[..., None])[..., 0], subject_index,
                                 torch.full_like(subject_index, -1))
     return SyntheticRecording(opt, rig, subject, det, subject_index, flipped, outlier, bystander)
+
+
+def write_openpose_folders(detections: Tensor | np.ndarray, camera_names: list[str], folder: str | Path,
+                           stem: str = "frame") -> list[Path]:
+    """Write ``(T, V, P, K, 3)`` detections as OpenPose JSON, one folder per camera and one file
+    per frame (``<folder>/<camera>/<stem>_000000000012_keypoints.json``), people with no
+    keypoint left out, missing joints ``0, 0, 0`` as OpenPose writes them."""
+    import json
+
+    from mvspin.atomic import write_bytes_atomic
+
+    det = np.asarray(detections, dtype=np.float64)
+    folder = Path(folder)
+    written = []
+    for v, name in enumerate(camera_names):
+        for t in range(det.shape[0]):
+            people = [{"person_id": [-1], "pose_keypoints_2d": [round(float(x), 3) for x in person.reshape(-1)],
+                       "face_keypoints_2d": [], "hand_left_keypoints_2d": [], "hand_right_keypoints_2d": []}
+                      for person in det[t, v] if (person[:, 2] > 0).any()]
+            path = folder / name / f"{stem}_{t:012d}_keypoints.json"
+            written.append(write_bytes_atomic(path, json.dumps({"version": 1.3, "people": people}).encode()))
+    return written

@@ -29,6 +29,7 @@ DETECTOR_HIPS: dict[str, tuple[str, ...]] = {
     "openpose25": ("left_hip", "right_hip"),
     "openpose25b": ("left_hip", "right_hip"),
     "coco17": ("left_hip", "right_hip"),
+    "coco18": ("left_hip", "right_hip"),
     "halpe26": ("left_hip", "right_hip"),
     "spin49": ("op_left_hip", "op_right_hip"),
 }
