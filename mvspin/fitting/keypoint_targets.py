@@ -29,18 +29,8 @@ from mvspin.body import BodyModel, KeypointSetUnavailable, get_keypoint_set, key
 
 __all__ = ["KeypointTargets", "DETECTOR_TORSO", "TORSO_POINTS"]
 
-<<<<<<< HEAD
-DETECTOR_HIPS: dict[str, tuple[str, ...]] = {
-    "openpose25": ("left_hip", "right_hip"),
-    "openpose25b": ("left_hip", "right_hip"),
-    "coco17": ("left_hip", "right_hip"),
-    "coco18": ("left_hip", "right_hip"),
-    "halpe26": ("left_hip", "right_hip"),
-    "spin49": ("op_left_hip", "op_right_hip"),
-=======
 DETECTOR_TORSO: dict[str, tuple[str, ...]] = {
     "spin49": ("op_right_hip", "op_left_hip", "op_right_shoulder", "op_left_shoulder"),
->>>>>>> main
 }
 """Keypoint names of the detector's torso in sets that also hold ground-truth torso keypoints
 (SPIN's ``OP RHip, OP LHip, OP RShoulder, OP LShoulder``)."""
