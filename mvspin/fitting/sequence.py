@@ -152,7 +152,7 @@ class _SequenceFitter:
         self.body, self.config, self.cams, self.rig = body, config, cams, rig
         self.kf_fitter = MVSMPLify(body, config.keyframe, keypoint_set)
         c = config.keyframe
-        self.targets = KeypointTargets.build(body, keypoint_set, c.keypoint_weights, c.detector_hip_weight)
+        self.targets = KeypointTargets.build(body, keypoint_set, c.keypoint_weights, c.stage2_ignored_points)
         self.pose_prior = body.pose_prior()
         self.betas: Optional[Tensor] = None
 
