@@ -200,7 +200,7 @@ def run_demo(out: str | Path, config: Optional[DemoConfig] = None, body: Optiona
     config = config if config is not None else DemoConfig()
     validate_demo_config(config)
     out = Path(out)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, what="--device")
     check_output_folder(out, _planned_files(out, config))
     progress = progress or (lambda iterable, **_: iterable)
     torch.set_num_threads(config.threads)

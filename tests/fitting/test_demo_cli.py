@@ -82,10 +82,11 @@ def test_demo_options_out_of_range_are_one_line(tmp_path, capsys, argv, message)
 def test_demo_checks_its_output_folder_first(tmp_path, capsys):
     (tmp_path / "file").write_text("in the way")
     assert main(["demo", "--out", str(tmp_path / "file"), "--frames", "1"]) == 2
-    assert capsys.readouterr().err.strip() == f"mvspin demo: error: {tmp_path / 'file'}: the output folder is a file"
+    assert capsys.readouterr().err.strip() == \
+        f"mvspin demo: error: --out {tmp_path / 'file'}: a file is in the way (expected a folder)"
     (tmp_path / "out" / "meshes" / "frame_0000.ply").mkdir(parents=True)
     assert main(["demo", "--out", str(tmp_path / "out"), "--frames", "1"]) == 2
-    assert "frame_0000.ply: a directory is in the way of an output file" in capsys.readouterr().err
+    assert "a directory is in the way of the output file" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == ["frame_0000.ply", "meshes"]
 
 

@@ -192,12 +192,13 @@ def test_output_location_is_checked_before_any_work(tmp_path: Path, capsys):
     broken.write_bytes(b"not a checkpoint")  # loading it would fail: the output check comes first
     (tmp_path / "file").write_text("in the way")
     code, _, err = _run(capsys, str(image), "--checkpoint", str(broken), "--out", str(tmp_path / "file"))
-    assert code == 2 and err.strip() == f"mvspin infer: error: {tmp_path / 'file'}: the output folder is a file"
+    assert code == 2
+    assert err.strip() == f"mvspin infer: error: --out {tmp_path / 'file'}: a file is in the way (expected a folder)"
     # A directory where an output file goes: refused before the network runs, nothing written.
     out = tmp_path / "out"
     (out / "grey.npz").mkdir(parents=True)
     code, _, err = _run(capsys, str(image), "--allow-untrained", "--backbone", "resnet18", "--out", str(out))
-    assert code == 2 and f"{out / 'grey.npz'}: a directory is in the way of an output file" in err
+    assert code == 2 and f"--out {out}: a directory is in the way of the output file {out / 'grey.npz'}" in err
     assert sorted(p.name for p in out.iterdir()) == ["grey.npz"]
 
 
