@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -187,10 +188,14 @@ def _same_capture(path: Path, seed: int, n: int, options: Any, body: Any) -> boo
 # --- arms -----------------------------------------------------------------------------------------
 
 def _train_config(yaml_path: str, overrides: list[str], files: list[Path], seed: int) -> Any:
-    from mvspin.learning.trainer import load_train_config
+    """The arm's training config: the YAML and overrides, with the protocol's files and seed."""
+    from mvspin.config import load_config
+    from mvspin.learning.train_config import TrainConfig, validate_train_config
 
-    config = load_train_config(yaml_path, [*overrides, f"optim.seed={seed}",
-                                           "data.files=[" + ",".join(str(f) for f in files) + "]"])
+    config = load_config(TrainConfig, yaml_path, overrides)
+    config.data.files = [str(f) for f in files]
+    config.optim.seed = int(seed)
+    validate_train_config(config)
     return config
 
 
@@ -205,30 +210,23 @@ def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-_STEP_KEYS = ("total_step_count", "step")
-
-
 def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every checkpoint a run wrote, by step (read from each file's entries)."""
-    from mvspin.learning.backbone import read_weights_file
-
-    out = []
-    for path in sorted(run_dir.rglob("*.pt")):
-        raw = read_weights_file(path, map_location="cpu")
-        if not isinstance(raw, dict) or "model" not in raw:
-            continue
-        step = next((raw[k] for k in _STEP_KEYS if isinstance(raw.get(k), int)), None)
-        if step is not None:
-            out.append((int(step), path))
-    return sorted(out)
+    """(step, path) of every checkpoint a run wrote (the trainer's ``checkpoints/step_*.pt``), by step."""
+    folder = run_dir / "checkpoints"
+    found = []
+    for path in folder.glob("step_*.pt") if folder.is_dir() else []:
+        match = re.fullmatch(r"step_(\d+)\.pt", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
 
 
 def _store_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = [k for k in ("store/mean_error_px", "store/acceptance", "fits/acceptance", "fits/accepted_share",
-                        "store/error_px", "fit/acceptance") if any(k in m for m in metrics)]
+    keys = [k for k in ("store/mean_error_px", "store/accepted_share", "store/fitted_share", "fits/accepted_share",
+                        "fits/new_error_px") if any(k in m for m in metrics)]
     out: dict[str, Any] = {}
     for k in keys:
-        rows = [(int(m.get("step", 0)), float(m[k])) for m in metrics if k in m and m[k] is not None]
+        rows = [(int(m.get("step", 0)), float(m[k])) for m in metrics if k in m and _is_number(m[k])]
         if rows:
             out[k] = {"first": rows[0], "last": rows[-1]}
     return out
@@ -266,7 +264,7 @@ def _run_arm(arm: str, variant: str, seed: int, yaml_path: str, config: Syntheti
     metrics = _read_metrics(run_dir)
     losses = [(int(m.get("step", 0)), {k: float(v) for k, v in m.items() if k.startswith("loss") and _is_number(v)})
               for m in metrics]
-    steps = int(getattr(summary, "steps", checkpoints[-1][0]))
+    steps = int(summary.final_step)
     log(f"  {arm} ({variant}, seed {seed}): {steps} steps in {wall:.0f} s; test MPJPE {mpjpe_mm:.1f} mm, "
         f"PA-MPJPE {pa_mm:.1f} mm")
     return ArmResult(arm=arm, variant=variant, seed=seed, steps=steps, wall_s=wall, mpjpe=mpjpe_mm, pa_mpjpe=pa_mm,
@@ -280,11 +278,10 @@ def _is_number(v: Any) -> bool:
 def _untrained(seed: int, variant: str, yaml_path: str, config: SyntheticProtocolConfig, files: dict[str, Path],
                body: Any) -> ArmResult:
     """The seed's initial network (the trainer's initialisation), evaluated like the others."""
-    from mvspin.learning.regressor import HMRRegressor
+    from mvspin.learning.trainer import build_regressor
 
     tc = _train_config(yaml_path, config.overrides, [files["train"]], seed)
-    torch.manual_seed(tc.optim.seed)
-    model = HMRRegressor(tc.model.depth, mean_params=body.mean_params)
+    model = build_regressor(tc, body)
     mpjpe_mm, pa_mm = _evaluate_model(model, body, files["test"], tc.data.crop_size, None)
     val = _evaluate_model(model, body, files["val"], tc.data.crop_size, config.val_samples)
     return ArmResult(arm="untrained", variant=variant, seed=seed, steps=0, wall_s=0.0, mpjpe=mpjpe_mm,
@@ -336,7 +333,7 @@ def _training_body(config: SyntheticProtocolConfig) -> Any:
     """The body model the full arm trains with (the ablation must use the same one)."""
     from mvspin.body import BodyModel
     from mvspin.config import load_config
-    from mvspin.learning.trainer import TrainConfig
+    from mvspin.learning.train_config import TrainConfig
 
     models = []
     for path in (config.full_config, config.ablation_config):
@@ -368,8 +365,7 @@ def plot_results(results: ProtocolResults, path: str | Path) -> Path:
         style = "-" if a.variant == "all_3d" else "--"
         label = f"{a.arm} {a.variant} s{a.seed}"
         if a.losses:
-            key = "loss" if any("loss" in l for _, l in a.losses) else sorted(a.losses[0][1])[0] if a.losses[0][1] else None
-            pts = [(s, l[key]) for s, l in a.losses if key in l]
+            pts = [(s, l["loss/total"]) for s, l in a.losses if "loss/total" in l]
             if pts:
                 ax_loss.plot(*zip(*pts), style, color=colours.get(a.arm), label=label, alpha=0.8)
         if a.arm == "untrained":
