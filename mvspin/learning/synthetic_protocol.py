@@ -8,7 +8,8 @@ What it runs (:func:`run`):
    MPI-INF-3DHP in the paper: 2D keypoints and 3D joints only); a second training file keeps the
    3D joints of only a share of the bundles (SPIN's in-the-wild case: fits are the only 3D
    supervision of the rest). Validation and test keep their SMPL ground truth for evaluation.
-2. **Arms**: for each training seed, the full loop (``configs/synthetic_cpu.yaml``) and the
+2. **Arms**: for each training seed, the full loop (``configs/synthetic_cpu.yaml``, starting
+   from static MV-SMPLify fits of the training bundles as SPIN starts from static fits) and the
    no-fitting ablation (``configs/ablation_no_fitting.yaml``) with the same steps and data; the
    same pair on the partial-3D training file; and the untrained network (the seed's
    initialisation) as the floor.
@@ -24,9 +25,12 @@ split exists for any later tuning.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,6 +62,12 @@ class SyntheticProtocolConfig:
         partial_3d_share: share of training bundles keeping their 3D joints in the partial variant.
         partial_3d_seeds: training seeds of the partial-3D variant (empty: skip it).
         val_samples: cap on validation images per checkpoint (None: all).
+        static_fit_iterations: the full arm starts from static MV-SMPLify fits of every training
+            bundle (``mvspin fit-dataset``, as SPIN starts from static fits) with this many
+            iterations per stage (MV-SPIN / SPIN: 100); 0 starts from an empty store.
+        parallel_arms: training runs at once (separate processes).
+        threads_per_arm: torch threads of each run (None: torch's default). On a shared CPU,
+            ``parallel_arms`` x ``threads_per_arm`` should not exceed the cores.
     """
 
     full_config: str = str(_REPO_CONFIGS / "synthetic_cpu.yaml")
@@ -75,10 +85,14 @@ class SyntheticProtocolConfig:
     partial_3d_share: float = 0.25
     partial_3d_seeds: list[int] = field(default_factory=lambda: [0])
     val_samples: Optional[int] = None
+    static_fit_iterations: int = 100
+    parallel_arms: int = 1
+    threads_per_arm: Optional[int] = None
 
 
 QUICK = {"train_bundles": 48, "val_bundles": 8, "test_bundles": 16, "training_seeds": [0],
-         "partial_3d_seeds": [0], "overrides": ["optim.max_steps=40", "optim.checkpoint_every=20"]}
+         "partial_3d_seeds": [0], "overrides": ["optim.max_steps=40", "optim.checkpoint_every=20"],
+         "static_fit_iterations": 50}
 """Overrides of :class:`SyntheticProtocolConfig` for ``--quick`` (a few minutes on 2 cores)."""
 
 
@@ -247,7 +261,11 @@ def _run_arm(arm: str, variant: str, seed: int, yaml_path: str, config: Syntheti
 
     train_file = files["train" if variant == "all_3d" else "train_partial_3d"]
     run_dir = out_dir / f"{variant}_{arm}_seed{seed}"
+    if run_dir.exists():  # this protocol's own folder from an earlier run: start afresh
+        shutil.rmtree(run_dir)
     tc = _train_config(yaml_path, config.overrides, [train_file], seed)
+    if tc.fits.enabled and config.static_fit_iterations > 0:
+        tc.fits.store = str(_static_fits(tc, train_file, config.static_fit_iterations, log))
     log(f"training {arm} ({variant}, seed {seed}) -> {run_dir}")
     start = time.perf_counter()
     summary = train(tc, run_dir)
@@ -269,6 +287,21 @@ def _run_arm(arm: str, variant: str, seed: int, yaml_path: str, config: Syntheti
         f"PA-MPJPE {pa_mm:.1f} mm")
     return ArmResult(arm=arm, variant=variant, seed=seed, steps=steps, wall_s=wall, mpjpe=mpjpe_mm, pa_mpjpe=pa_mm,
                      curve=curve, losses=losses, store=_store_summary(metrics), out_dir=str(run_dir))
+
+
+def _static_fits(tc: Any, train_file: Path, iterations: int, log: Callable[[str], None]) -> Path:
+    """Static fits of a training file (shared by the seeds; made once)."""
+    from mvspin.learning.dataset_fits import fit_dataset
+
+    path = train_file.with_name(f"{train_file.stem}_static_fits_{iterations}it.h5")
+    if path.is_file() and path.stat().st_mtime >= train_file.stat().st_mtime:
+        return path
+    fit_config = copy.deepcopy(tc)
+    fit_config.fits.store = None
+    fit_config.fits.fitting.stage1_iterations = fit_config.fits.fitting.stage2_iterations = int(iterations)
+    summary = fit_dataset(fit_config, path)
+    log(f"static fits of {train_file.name}: {summary.store}")
+    return path
 
 
 def _is_number(v: Any) -> bool:
@@ -316,17 +349,58 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
     arms: list[ArmResult] = []
     plan = [("all_3d", s) for s in config.training_seeds] + [("partial_3d", s) for s in config.partial_3d_seeds]
     results = ProtocolResults(arms=arms, data={k: str(v) for k, v in files.items()}, config=config)
-    for variant, seed in plan:
-        if variant == "all_3d":
-            arms.append(_untrained(seed, variant, config.full_config, config, files, body))
-        for arm, yaml_path in (("ablation", config.ablation_config), ("full", config.full_config)):
-            arms.append(_run_arm(arm, variant, seed, yaml_path, config, files, body, out_dir / "runs", log))
-            results.seconds = time.perf_counter() - start
-            _write_results(out_dir, results)  # after every arm: an interrupted run keeps what it did
+    for seed in config.training_seeds:
+        arms.append(_untrained(seed, "all_3d", config.full_config, config, files, body))
+    jobs = [(arm, variant, seed, yaml_path) for variant, seed in plan
+            for arm, yaml_path in (("ablation", config.ablation_config), ("full", config.full_config))]
+    for variant in {v for v, _ in plan}:  # static fits before the runs fork (each file once)
+        full = next((j for j in jobs if j[0] == "full" and j[1] == variant), None)
+        tc = _train_config(config.full_config, config.overrides,
+                           [files["train" if variant == "all_3d" else "train_partial_3d"]], 0)
+        if full is not None and tc.fits.enabled and config.static_fit_iterations > 0:
+            _static_fits(tc, Path(tc.data.files[0]), config.static_fit_iterations, log)
+
+    def finished(result: ArmResult) -> None:
+        arms.append(result)
+        results.seconds = time.perf_counter() - start
+        _write_results(out_dir, results)  # after every arm: an interrupted run keeps what it did
+
+    if config.parallel_arms <= 1:
+        for job in jobs:
+            with _torch_threads(config.threads_per_arm):
+                finished(_run_arm(*job, config, files, body, out_dir / "runs", log))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(config.parallel_arms, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_arm_worker, job, config, files, out_dir / "runs") for job in jobs]
+            for future in futures:
+                finished(future.result())
     results.plot = str(plot_results(results, out_dir / "protocol.png"))
     results.seconds = time.perf_counter() - start
     _write_results(out_dir, results)
     return results
+
+
+@contextlib.contextmanager
+def _torch_threads(n: Optional[int]) -> Any:
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _arm_worker(job: tuple[str, str, int, str], config: SyntheticProtocolConfig, files: dict[str, Path],
+                runs_dir: Path) -> ArmResult:
+    """One training run in its own process (spawned: nothing inherited but the arguments)."""
+    if config.threads_per_arm is not None:
+        torch.set_num_threads(int(config.threads_per_arm))
+    body = _training_body(config)
+    return _run_arm(*job, config, files, body, runs_dir, lambda line: print(line, flush=True))
 
 
 def _training_body(config: SyntheticProtocolConfig) -> Any:
