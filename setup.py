@@ -36,6 +36,7 @@ setup(
         "tqdm>=4.60",
         "rich>=13",
         "cdflib>=1.0",  # Human3.6M CDF pose files
+        "tensorboard>=2.10",  # training logs (torch.utils.tensorboard)
     ],
     extras_require={
         "test": ["pytest>=7"],
