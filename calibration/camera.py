@@ -12,11 +12,14 @@ projection and fitting. This package knows cameras, not bodies: it never imports
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from calibration.world_frame import WorldFrame
 
 __all__ = ["Camera", "Rig", "CameraTensors", "stack_rigs", "DISTORTION_SIZES"]
 
@@ -202,9 +205,12 @@ class Rig:
 
     Attributes:
         cameras: the cameras, in view order (the order of the view axis everywhere).
+        world: how the world frame was chosen (up axis, origin), None when it is the calibration's
+            own (see :mod:`calibration.world_frame`); saved with the rig where the format can.
     """
 
     cameras: list[Camera]
+    world: Optional["WorldFrame"] = None
 
     def __post_init__(self) -> None:
         self.cameras = list(self.cameras)
@@ -232,11 +238,11 @@ class Rig:
 
     def subset(self, indices: Sequence[int]) -> "Rig":
         """A rig of the cameras at ``indices``, in that order."""
-        return Rig([self.cameras[i] for i in indices])
+        return Rig([self.cameras[i] for i in indices], world=self.world)
 
     def scaled(self, factor: float) -> "Rig":
         """Every camera for images resized by ``factor`` (see :meth:`Camera.scaled`)."""
-        return Rig([c.scaled(factor) for c in self.cameras])
+        return Rig([c.scaled(factor) for c in self.cameras], world=self.world)
 
     def project(self, points: np.ndarray) -> np.ndarray:
         """Project world points ``(..., N, 3)`` into every camera: ``(..., V, N, 2)`` pixels."""

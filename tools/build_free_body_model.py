@@ -36,10 +36,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 from scipy.optimize import nnls
 
 from mvspin.atomic import atomic_path, write_bytes_atomic
 from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES, SMPL_PARENTS  # the layout the assets follow
+from mvspin.geometry import axis_angle_to_matrix, matrix_to_rot6d
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "mvspin" / "body" / "assets"
@@ -113,11 +115,10 @@ def log(message: str) -> None:
 # Small rotation helpers (numpy, float64)
 # --------------------------------------------------------------------------------------------
 def axis_angle_matrix(axis: Sequence[float], angle: float) -> np.ndarray:
-    """(3, 3) rotation by ``angle`` radians about ``axis`` (right-hand rule, Rodrigues)."""
+    """(3, 3) rotation by ``angle`` radians about ``axis`` (right-hand rule), float64, through
+    the project's one axis-angle kernel."""
     a = np.asarray(axis, dtype=np.float64)
-    a = a / np.linalg.norm(a)
-    k = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
-    return np.eye(3) + math.sin(angle) * k + (1.0 - math.cos(angle)) * (k @ k)
+    return axis_angle_to_matrix(torch.from_numpy(a / np.linalg.norm(a) * angle)).numpy()
 
 
 def align_rotations(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -142,7 +143,7 @@ def align_rotations(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def rotation_6d_spin(rotation: np.ndarray) -> np.ndarray:
     """SPIN's 6D code of (..., 3, 3) rotations: the first two columns, row-major (..., 6)."""
-    return rotation[..., :, :2].reshape(rotation.shape[:-2] + (6,))
+    return matrix_to_rot6d(torch.from_numpy(np.asarray(rotation, dtype=np.float64))).numpy()
 
 
 # --------------------------------------------------------------------------------------------

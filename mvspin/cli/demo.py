@@ -55,7 +55,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch; fitting tensors are small, so 1 is fastest (default: %(default)s)")
     p.add_argument("--no-render", action="store_true", help="skip the overlay PNGs")
+    p.add_argument("--train", action="store_true",
+                   help="instead: the synthetic training protocol (data, full loop, no-fitting ablation, eval; "
+                        "results.json and a plot), see mvspin.learning.synthetic_protocol")
+    p.add_argument("--quick", action="store_true", help="with --train: a few-minute version (fewer steps, one seed)")
     p.set_defaults(run=run)
+
+
+def run_train_protocol(args: argparse.Namespace) -> int:
+    """``mvspin demo --train [--quick]``: a thin shell over :func:`mvspin.learning.synthetic_protocol.run`."""
+    from mvspin.learning.synthetic_protocol import QUICK, SyntheticProtocolConfig, run as run_protocol
+
+    config = SyntheticProtocolConfig(**(QUICK if args.quick else {}))
+    results = run_protocol(args.out, config, progress=True)
+    print(results.table())
+    print(f"wrote {args.out / 'results.json'} and {results.plot}")
+    return 0
 
 
 def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
@@ -136,6 +151,8 @@ def _overlays(out_dir: Path, body, capture, result, frames: list[int]) -> list[P
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.train:
+        return run_train_protocol(args)
     from rich.console import Console
     from rich.table import Table
     from tqdm import tqdm

@@ -8,10 +8,10 @@ from typing import Callable, Optional, Sequence
 
 from mvspin._version import __version__
 from mvspin.errors import MvspinError
-from mvspin.cli import data, demo, fit_dataset, infer, info, render_model, train
+from mvspin.cli import data, demo, eval as eval_cmd, fit_dataset, infer, info, render_model, train
 
 # Each sub-command module provides add_parser(subparsers) -> parser with a `run` default.
-_COMMANDS = (info, render_model, infer, demo, data, train, fit_dataset)
+_COMMANDS = (info, render_model, infer, demo, data, eval_cmd, train, fit_dataset)
 
 # Errors that mean "the input is wrong", reported as one line instead of a traceback: the
 # library's own (MvspinError), file-system errors and ValueError (Python's "bad argument value").

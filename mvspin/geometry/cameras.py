@@ -21,6 +21,7 @@ __all__ = [
     "crop_cam_to_translation",
     "translation_to_crop_cam",
     "crop_intrinsics",
+    "crop_camera_rotation",
     "world_to_camera",
     "perspective_projection",
     "image_to_crop_transform",
@@ -123,6 +124,43 @@ def crop_intrinsics(
         device=device,
     )
     return K.expand(*tuple(batch_shape), 3, 3).clone()
+
+
+def crop_camera_rotation(center: Tensor, K: Tensor) -> Tensor:
+    """Rotation ``(..., 3, 3)`` from a real camera's frame to the frame of the SPIN crop camera
+    of a crop centred at ``center``.
+
+    A crop cut around an off-centre subject is seen by a virtual camera at the same centre
+    looking along the ray through the crop centre (upright: its x axis stays horizontal in the
+    real camera). A regressor's root orientation is relative to that camera, so the real
+    camera's orientation is ``R^T @ R_crop``.
+
+    Args:
+        center: ``(..., 2)`` crop centres, image pixels.
+        K: ``(..., 3, 3)`` the real camera's intrinsics.
+
+    Returns:
+        ``(..., 3, 3)`` with rows the crop camera's axes in the real camera frame
+        (``x_crop = R @ x_real``); identity for a crop centred on the principal point.
+
+    Example:
+        >>> K = torch.tensor([[1000.0, 0, 500], [0, 1000.0, 500], [0, 0, 1]])
+        >>> crop_camera_rotation(torch.tensor([500.0, 500.0]), K)
+        tensor([[1., 0., 0.],
+                [0., 1., 0.],
+                [0., 0., 1.]])
+    """
+    _check_trailing_shape(center, (2,), "center", "crop_camera_rotation")
+    _check_trailing_shape(K, (3, 3), "K", "crop_camera_rotation")
+    y_n = (center[..., 1] - K[..., 1, 2]) / K[..., 1, 1]
+    x_n = (center[..., 0] - K[..., 0, 2] - K[..., 0, 1] * y_n) / K[..., 0, 0]
+    ray = torch.stack([x_n, y_n, torch.ones_like(x_n)], -1)
+    z = ray / ray.norm(dim=-1, keepdim=True)
+    up = torch.zeros_like(z)
+    up[..., 1] = 1.0
+    x = torch.cross(up, z, dim=-1)
+    x = x / x.norm(dim=-1, keepdim=True)
+    return torch.stack([x, torch.cross(z, x, dim=-1), z], dim=-2)
 
 
 def world_to_camera(

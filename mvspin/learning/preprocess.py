@@ -1,4 +1,6 @@
-"""Network input preparation as in SPIN: square crops, ImageNet normalisation, boxes from files.
+"""Network input preparation as in SPIN: square crops, ImageNet normalisation, boxes.
+
+Box and keypoint *files* are read by :mod:`mvspin.data.keypoint_files`.
 
 A crop is described by SPIN's ``center`` (2,) and ``scale`` (box side / 200 px): the square box of
 side ``scale * 200`` centred at ``center`` is resampled to ``crop_size`` x ``crop_size`` (224). The
@@ -18,11 +20,9 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -38,9 +38,7 @@ __all__ = [
     "crop_image",
     "keypoints_to_center_scale",
     "normalize_crop",
-    "read_bbox_json",
     "read_image",
-    "read_openpose_json",
     "transform_points",
 ]
 
@@ -177,95 +175,6 @@ def keypoints_to_center_scale(keypoints: np.ndarray, conf_threshold: float = 0.1
     center = (low + high) / 2
     return bbox_to_center_scale([center[0] - side / 2, center[1] - side / 2, center[0] + side / 2,
                                  center[1] + side / 2], rescale, scale_unit)
-
-
-def _read_json(path: str | os.PathLike[str]) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-
-
-def read_bbox_json(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read SPIN's demo box file ``{"bbox": [x, y, w, h]}`` (top-left corner, width, height).
-
-    Returns:
-        (4,) float64 box ``[x1, y1, x2, y2]``; pass it to :func:`bbox_to_center_scale` with
-        ``rescale=1.0`` to crop as SPIN's demo does.
-    """
-    data = _read_json(path)
-    if not isinstance(data, dict) or "bbox" not in data:
-        raise ValueError(f"{path}: expected SPIN's box format {{\"bbox\": [x, y, w, h]}}")
-    try:
-        x, y, w, h = (float(v) for v in data["bbox"])
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: 'bbox' must be 4 numbers [x, y, w, h], got "
-                         f"{data['bbox']!r}") from None
-    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-        raise ValueError(f"{path}: 'bbox' [x, y, w, h] needs finite values and positive width and "
-                         f"height, got {[x, y, w, h]}")
-    return np.array([x, y, x + w, y + h])
-
-
-def _person_box_side(keypoints: np.ndarray, conf_threshold: float) -> float:
-    confident = keypoints[keypoints[:, 2] > conf_threshold, :2]
-    if len(confident) < 2:
-        return 0.0
-    return float((confident.max(axis=0) - confident.min(axis=0)).max())
-
-
-def read_openpose_json(path: str | os.PathLike[str], person: str | int = "largest",
-                       conf_threshold: float = 0.1) -> np.ndarray:
-    """Read one person's ``pose_keypoints_2d`` from an OpenPose JSON file.
-
-    Args:
-        path: OpenPose output for one image (``{"people": [{"pose_keypoints_2d": [...]}]}``).
-        person: ``"largest"`` (longest side of the box around keypoints with confidence >
-            ``conf_threshold``: the subject is usually the nearest, biggest person),
-            ``"most_confident"`` (highest summed confidence) or an index into ``people``.
-            Ties go to the first person. SPIN's demo always takes person 0.
-        conf_threshold: confidence above which a keypoint counts for ``"largest"``.
-
-    Returns:
-        (K, 3) float64 keypoints (x, y, confidence), pixels; K = 25 for BODY_25. Missing joints
-        are (0, 0, 0) as OpenPose writes them.
-
-    Raises:
-        FileNotFoundError: no such file. ValueError: invalid JSON, nobody detected, malformed
-            keypoints or an unknown ``person`` choice (the message names the file).
-    """
-    data = _read_json(path)
-    people = data.get("people") if isinstance(data, dict) else None
-    if not isinstance(people, list):
-        raise ValueError(f"{path}: not an OpenPose file (no 'people' list)")
-    if not people:
-        raise ValueError(f"{path}: no people detected")
-    all_keypoints = []
-    for index, entry in enumerate(people):
-        values = entry.get("pose_keypoints_2d") if isinstance(entry, dict) else None
-        try:
-            array = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            array = np.empty(0)
-        if array.ndim != 1 or array.size == 0 or array.size % 3:
-            raise ValueError(f"{path}: person {index} has no valid 'pose_keypoints_2d' (expected "
-                             f"a flat list of x, y, confidence triples)")
-        all_keypoints.append(array.reshape(-1, 3))
-    if isinstance(person, (int, np.integer)) and not isinstance(person, bool):
-        if not -len(people) <= person < len(people):
-            raise ValueError(f"{path}: person index {person} out of range, the file has "
-                             f"{len(people)} people")
-        return all_keypoints[person]
-    if person == "largest":
-        sizes = [_person_box_side(k, conf_threshold) for k in all_keypoints]
-    elif person == "most_confident":
-        sizes = [float(k[:, 2].sum()) for k in all_keypoints]
-    else:
-        raise ValueError(f"person must be 'largest', 'most_confident' or an index, got {person!r}")
-    return all_keypoints[int(np.argmax(sizes))]
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

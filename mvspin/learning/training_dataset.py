@@ -68,7 +68,7 @@ from mvspin.learning.augment import (
     transform_keypoints,
 )
 from mvspin.data.bundle_format import BundleFile
-from mvspin.geometry import SPIN_CROP_SIZE
+from mvspin.geometry import SPIN_CROP_SIZE, axis_angle_to_matrix
 from mvspin.learning.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -86,11 +86,6 @@ DEFAULT_DATASET_RATIOS: dict[str, float] = {"h36m": 0.9, "mpi_inf_3dhp": 0.1}
 
 _MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float32)
 _STD = np.asarray(IMAGENET_STD, dtype=np.float32)
-
-
-def _rodrigues(axis_angle: np.ndarray) -> np.ndarray:
-    """Axis-angle ``(J, 3)`` -> rotation matrices ``(J, 3, 3)`` (OpenCV's Rodrigues, float64)."""
-    return np.stack([cv2.Rodrigues(a.reshape(3, 1))[0] for a in axis_angle])
 
 
 @dataclass
@@ -365,9 +360,12 @@ class TrainingDataset(Dataset):
 
         has_smpl = bool(bf.has_smpl and rec.get("has_smpl", False) and has_camera)
         if has_smpl:
-            orient_world = _rodrigues(np.asarray(rec["smpl_global_orient"], dtype=np.float64).reshape(1, 3))[0]
-            orient = augment_global_orient(R @ orient_world, M, p.flip)
-            pose = _rodrigues(np.asarray(rec["smpl_body_pose"], dtype=np.float64).reshape(23, 3))
+            # One float64 call for the root and the 23 body joints.
+            aa = np.concatenate([np.asarray(rec["smpl_global_orient"], dtype=np.float64).reshape(1, 3),
+                                 np.asarray(rec["smpl_body_pose"], dtype=np.float64).reshape(23, 3)])
+            rotmats = axis_angle_to_matrix(torch.from_numpy(aa)).numpy()
+            orient = augment_global_orient(R @ rotmats[0], M, p.flip)
+            pose = rotmats[1:]
             if p.flip:
                 pose = flip_smpl_pose(pose)
             betas = np.asarray(rec["smpl_betas"], dtype=np.float64)

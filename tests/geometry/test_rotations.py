@@ -111,6 +111,52 @@ def test_axis_angle_to_matrix_matches_scipy(device, dtype):
     torch.testing.assert_close(R, as_tensor(expected, device, dtype), atol=10 * TOL[dtype], rtol=0)
 
 
+def test_axis_angle_to_matrix_matches_cv2_rodrigues(device, dtype):
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(7)
+    directions = rng.normal(size=(40, 3))
+    directions /= np.linalg.norm(directions, axis=-1, keepdims=True)
+    angles = np.concatenate([[0.0, 1e-12, 1e-6, 1e-5, 1e-4, 9.9e-5, 1.01e-4, 1e-3, 0.01],
+                             rng.uniform(0.0, math.pi, 28), [math.pi - 1e-6, math.pi, 4.0]])
+    rotvecs = directions * angles[:, None]
+    expected = np.stack([cv2.Rodrigues(v.reshape(3, 1))[0] for v in rotvecs])
+    R = axis_angle_to_matrix(as_tensor(rotvecs.reshape(5, 8, 3), device, dtype))
+    torch.testing.assert_close(R.reshape(40, 3, 3), as_tensor(expected, device, dtype),
+                               atol=10 * TOL[dtype], rtol=0)
+
+
+def test_axis_angle_to_matrix_gradcheck(device):
+    # Generic angles, angles in the Taylor branch (theta^2 < 1e-8), just outside it, and zero.
+    rng = np.random.default_rng(8)
+    directions = rng.normal(size=(6, 3))
+    directions /= np.linalg.norm(directions, axis=-1, keepdims=True)
+    for angle in [0.0, 1e-6, 2e-4, 1e-2, 1.3, 3.0]:
+        aa = as_tensor(directions * angle, device, torch.float64).requires_grad_(True)
+        # eps below the branch threshold keeps gradcheck's finite differences inside one branch.
+        assert torch.autograd.gradcheck(axis_angle_to_matrix, (aa,), eps=1e-7, atol=1e-7)
+
+
+def test_axis_angle_to_matrix_exact_near_zero(device, dtype):
+    # At the identity dR/dv_k is the generator [e_k]_x, and the value is I + [v]_x to first order.
+    aa = torch.zeros(3, dtype=dtype, device=device, requires_grad=True)
+    jac = torch.autograd.functional.jacobian(axis_angle_to_matrix, aa)  # (3, 3, 3)
+    generators = torch.tensor([[[0, 0, 0], [0, 0, -1], [0, 1, 0]],
+                               [[0, 0, 1], [0, 0, 0], [-1, 0, 0]],
+                               [[0, -1, 0], [1, 0, 0], [0, 0, 0]]], dtype=dtype, device=device)
+    torch.testing.assert_close(jac.permute(2, 0, 1), generators, atol=0, rtol=0)
+    torch.testing.assert_close(axis_angle_to_matrix(aa.detach()), torch.eye(3, dtype=dtype, device=device),
+                               atol=0, rtol=0)
+
+    # float32 keeps float64's value and gradient at small angles on either side of the Taylor
+    # branch (no 1 - cos cancellation): the Jacobian agrees to float32 rounding.
+    v = torch.tensor([0.3, -0.5, 0.8], dtype=torch.float64)
+    v = v / v.norm()
+    for angle in [1e-5, 9e-5, 1.2e-4, 1e-3, 3e-2]:
+        ref = torch.autograd.functional.jacobian(axis_angle_to_matrix, angle * v)
+        got = torch.autograd.functional.jacobian(axis_angle_to_matrix, (angle * v).to(device, dtype))
+        torch.testing.assert_close(got.double().cpu(), ref, atol=5e-7 if dtype == torch.float32 else 1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_matrix_to_axis_angle_matches_scipy(device):
     dtype = torch.float64

@@ -1,7 +1,5 @@
-"""SPIN-style crops, normalisation and box/keypoint file readers."""
+"""SPIN-style crops, normalisation and boxes."""
 from __future__ import annotations
-
-import json
 
 import cv2
 import numpy as np
@@ -16,9 +14,7 @@ from mvspin.learning.preprocess import (
     crop_image,
     keypoints_to_center_scale,
     normalize_crop,
-    read_bbox_json,
     read_image,
-    read_openpose_json,
     transform_points,
 )
 
@@ -149,67 +145,6 @@ def test_keypoints_to_center_scale_uses_confident_points_only():
         keypoints_to_center_scale(np.array([[1, 1, 0.9], [5, 5, 0.01]]))
     with pytest.raises(ValueError, match=r"\(K, 3\)"):
         keypoints_to_center_scale(np.zeros((5, 2)))
-
-
-def test_read_bbox_json(tmp_path):
-    path = tmp_path / "im1010_bbox.json"
-    path.write_text(json.dumps({"bbox": [10.5, 20, 100, 300]}))
-    np.testing.assert_allclose(read_bbox_json(path), [10.5, 20, 110.5, 320])
-    with pytest.raises(FileNotFoundError, match="nope.json"):
-        read_bbox_json(tmp_path / "nope.json")
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
-        read_bbox_json(bad)
-    bad.write_text(json.dumps({"box": [1, 2, 3, 4]}))
-    with pytest.raises(ValueError, match="bad.json.*\"bbox\""):
-        read_bbox_json(bad)
-    bad.write_text(json.dumps({"bbox": [1, 2, -3, 4]}))
-    with pytest.raises(ValueError, match="bad.json.*positive width"):
-        read_bbox_json(bad)
-
-
-def _person(box: tuple[float, float, float, float], confidence: float) -> dict:
-    """A BODY_25 detection with confident keypoints spread over `box`, the rest missing."""
-    x1, y1, x2, y2 = box
-    keypoints = np.zeros((25, 3))
-    keypoints[:10] = np.column_stack([np.linspace(x1, x2, 10), np.linspace(y1, y2, 10),
-                                      np.full(10, confidence)])
-    return {"person_id": [-1], "pose_keypoints_2d": keypoints.reshape(-1).tolist()}
-
-
-def test_read_openpose_json_picks_people(tmp_path):
-    path = tmp_path / "frame_000000_keypoints.json"
-    small_sure = _person((10, 10, 60, 110), 0.95)
-    large = _person((200, 50, 400, 550), 0.6)
-    path.write_text(json.dumps({"version": 1.3, "people": [small_sure, large]}))
-    largest = read_openpose_json(path)
-    assert largest.shape == (25, 3)
-    np.testing.assert_allclose(largest[0], [200, 50, 0.6])
-    np.testing.assert_allclose(read_openpose_json(path, person="most_confident")[0],
-                               [10, 10, 0.95])
-    np.testing.assert_allclose(read_openpose_json(path, person=0)[9], [60, 110, 0.95])
-    with pytest.raises(ValueError, match="index 2 out of range.*2 people"):
-        read_openpose_json(path, person=2)
-    with pytest.raises(ValueError, match="'largest', 'most_confident'"):
-        read_openpose_json(path, person="tallest")
-
-
-def test_read_openpose_json_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing_keypoints.json"):
-        read_openpose_json(tmp_path / "missing_keypoints.json")
-    empty = tmp_path / "empty_keypoints.json"
-    empty.write_text(json.dumps({"version": 1.3, "people": []}))
-    with pytest.raises(ValueError, match="empty_keypoints.json: no people detected"):
-        read_openpose_json(empty)
-    broken = tmp_path / "broken_keypoints.json"
-    broken.write_text(json.dumps({"people": [{"pose_keypoints_2d": [1, 2]}]}))
-    with pytest.raises(ValueError, match="broken_keypoints.json: person 0"):
-        read_openpose_json(broken)
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps([1, 2, 3]))
-    with pytest.raises(ValueError, match="other.json: not an OpenPose file"):
-        read_openpose_json(other)
 
 
 def test_read_image_returns_rgb(tmp_path):

@@ -35,17 +35,16 @@ and groups the four cameras of each frame into a bundle.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-import h5py
 import numpy as np
 from tqdm import tqdm
 
+from calibration import Camera
+from calibration.formats.h36m import H36M_CAMERA_IDS, read_h36m_cameras
 from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.data.bundle_format import BundleWriter
 from mvspin.data.builders import (
@@ -63,15 +62,12 @@ __all__ = [
     "H36M_TRAIN_SUBJECTS",
     "H36M_TEST_SUBJECTS",
     "H36M32_TO_H36M17",
-    "H36MCamera",
     "load_h36m_cameras",
     "read_h36m_poses",
     "build_h36m",
     "build_h36m_from_spin_npz",
 ]
 
-H36M_CAMERA_IDS: tuple[str, ...] = ("54138969", "55011271", "58860488", "60457274")
-"""The four Human3.6M cameras, in the dataset's order (camera1..camera4)."""
 H36M_TRAIN_SUBJECTS: tuple[str, ...] = ("S1", "S5", "S6", "S7", "S8")
 H36M_TEST_SUBJECTS: tuple[str, ...] = ("S9", "S11")
 _SPLIT_DEFAULTS = {"train": (H36M_TRAIN_SUBJECTS, 10), "test": (H36M_TEST_SUBJECTS, 5)}  # MV-SPIN
@@ -95,115 +91,18 @@ _H36M17 = get_keypoint_set("h36m17")
 assert len(H36M32_TO_H36M17) == len(_H36M17)
 
 
-@dataclass(frozen=True)
-class H36MCamera:
-    """One Human3.6M camera in the bundle convention.
-
-    Attributes:
-        name: camera id (e.g. ``"54138969"``).
-        K: ``(3, 3)`` intrinsics, pixels.
-        dist: ``(5,)`` OpenCV distortion ``(k1, k2, p1, p2, k3)``.
-        R: ``(3, 3)`` world-to-camera rotation.
-        t: ``(3,)`` world-to-camera translation, metres.
-    """
-
-    name: str
-    K: np.ndarray
-    dist: np.ndarray
-    R: np.ndarray
-    t: np.ndarray
-
-
-def _make_camera(name: str, R: np.ndarray, T_mm: np.ndarray, f: np.ndarray, c: np.ndarray,
-                 k: np.ndarray, p: np.ndarray, where: str) -> H36MCamera:
-    arrays = {"R": (R, 9), "T": (T_mm, 3), "f": (f, 2), "c": (c, 2), "k": (k, 3), "p": (p, 2)}
-    flat = {}
-    for key, (value, size) in arrays.items():
-        a = np.asarray(value, dtype=np.float64).reshape(-1)
-        if a.size != size:
-            raise ValueError(f"{where}/{key}: expected {size} numbers, got {a.size}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"{where}/{key}: non-finite values")
-        flat[key] = a
-    R = flat["R"].reshape(3, 3)
-    if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
-        raise ValueError(f"{where}/R: not a rotation matrix")
-    fx, fy = flat["f"]
-    cx, cy = flat["c"]
-    K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-    k1, k2, k3 = flat["k"]
-    p1, p2 = flat["p"]
-    t = -R @ flat["T"] / 1000.0  # camera centre (mm, world) -> world-to-camera translation (m)
-    return H36MCamera(name, K, np.array([k1, k2, p1, p2, k3]), R, t)
-
-
-def load_h36m_cameras(path: str | os.PathLike) -> dict[str, dict[str, H36MCamera]]:
+def load_h36m_cameras(path: str | os.PathLike) -> dict[str, dict[str, Camera]]:
     """Read Human3.6M camera parameters (``cameras.h5`` of 3d-pose-baseline, or the JSON layout
-    in this module's docstring).
+    in this module's docstring; parsed by :func:`calibration.formats.h36m.read_h36m_cameras`).
 
     Returns:
-        ``{subject: {camera id: H36MCamera}}`` with subjects named ``"S1"``, ``"S5"``, ...
+        ``{subject: {camera id: Camera}}`` with subjects named ``"S1"``, ``"S5"``, ...
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the file does not follow either layout (names the file and the entry).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: Human3.6M camera file not found")
-    out: dict[str, dict[str, H36MCamera]] = {}
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected an object {{subject: {{camera id: parameters}}}}")
-        for subject, cams in data.items():
-            if not isinstance(cams, dict):
-                raise ValueError(f"{path}: entry {subject!r} is not an object of cameras")
-            out[subject] = {}
-            for name, p in cams.items():
-                where = f"{path}: {subject}/{name}"
-                missing = [k for k in ("R", "T", "f", "c", "k", "p") if k not in p]
-                if missing:
-                    raise ValueError(f"{where}: missing {', '.join(missing)}")
-                out[subject][str(name)] = _make_camera(str(name), p["R"], p["T"], p["f"], p["c"],
-                                                       p["k"], p["p"], where)
-        return out
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 camera file: {e}") from None
-    with f:
-        for group_name, group in f.items():
-            m = re.fullmatch(r"subject(\d+)", group_name)
-            if not m or not isinstance(group, h5py.Group):
-                continue
-            subject = f"S{int(m.group(1))}"
-            out[subject] = {}
-            for cam_name, cam in group.items():
-                cm = re.fullmatch(r"camera(\d+)", cam_name)
-                if not cm or not isinstance(cam, h5py.Group):
-                    continue
-                where = f"{path}: {group_name}/{cam_name}"
-                missing = [k for k in ("R", "T", "f", "c", "k", "p") if k not in cam]
-                if missing:
-                    raise ValueError(f"{where}: missing {', '.join(missing)}")
-                if "Name" in cam:
-                    name = "".join(chr(int(c)) for c in np.asarray(cam["Name"]).reshape(-1))
-                else:
-                    index = int(cm.group(1)) - 1
-                    if not 0 <= index < len(H36M_CAMERA_IDS):
-                        raise ValueError(f"{where}: no 'Name' and camera number outside 1..4")
-                    name = H36M_CAMERA_IDS[index]
-                # The file stores R transposed (MATLAB column order): world-to-camera is R.T.
-                R = np.asarray(cam["R"], dtype=np.float64).reshape(3, 3).T
-                out[subject][name] = _make_camera(name, R, cam["T"][()], cam["f"][()], cam["c"][()],
-                                                  cam["k"][()], cam["p"][()], where)
-    if not out:
-        raise ValueError(f"{path}: no 'subject<n>/camera<m>' groups found")
-    return out
+    return {subject: {c.name: c for c in rig} for subject, rig in read_h36m_cameras(path).items()}
 
 
 def read_h36m_poses(path: str | os.PathLike) -> np.ndarray:
@@ -333,7 +232,7 @@ def build_h36m(
     return report
 
 
-def _build_sequence(subject: str, cdf: Path, root: Path, cams: list[H36MCamera], step: int,
+def _build_sequence(subject: str, cdf: Path, root: Path, cams: list[Camera], step: int,
                     sink: FrameSink, bbox_factor: float, require_in_image: bool,
                     writer: BundleWriter, report: BuildReport) -> None:
     action = cdf.stem

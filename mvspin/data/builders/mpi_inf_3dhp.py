@@ -26,7 +26,6 @@ test set ships no extrinsics; no cameras are stored.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -35,6 +34,8 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
+from calibration import Camera
+from calibration.formats.mpi_inf_3dhp import read_mpi_calibration as read_mpi_rig
 from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.data.bundle_format import BundleWriter
 from mvspin.data.builders import (
@@ -53,7 +54,6 @@ __all__ = [
     "MPI_TRAIN_SEQUENCES",
     "MPI_TRAIN_CAMERAS",
     "MPI_TEST_SEQUENCES",
-    "MPICamera",
     "read_mpi_calibration",
     "build_mpi_inf_3dhp",
 ]
@@ -81,75 +81,15 @@ _SPLIT_STEP = {"train": 10, "test": 1}
 _NUM_RAW = len(MPI28_JOINT_NAMES)
 
 
-@dataclass(frozen=True)
-class MPICamera:
-    """One camera of a ``camera.calibration`` file in the bundle convention.
-
-    Attributes:
-        name: camera name (``"0"`` .. ``"13"``).
-        size: ``(width, height)`` pixels.
-        K: ``(3, 3)`` intrinsics; dist: ``(5,)`` zeros (the files carry ``radial 0``).
-        R: ``(3, 3)`` world-to-camera rotation; t: ``(3,)`` translation, metres.
-    """
-
-    name: str
-    size: tuple[int, int]
-    K: np.ndarray
-    dist: np.ndarray
-    R: np.ndarray
-    t: np.ndarray
-
-
-def read_mpi_calibration(path: str | os.PathLike) -> dict[str, MPICamera]:
-    """Parse an MPI-INF-3DHP ``camera.calibration`` file: ``{camera name: MPICamera}``.
+def read_mpi_calibration(path: str | os.PathLike) -> dict[str, Camera]:
+    """Parse an MPI-INF-3DHP ``camera.calibration`` file: ``{camera name: Camera}`` (metres; the
+    parser is :func:`calibration.formats.mpi_inf_3dhp.read_mpi_calibration`).
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: a line or a camera entry is malformed (names the file, camera and key).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: calibration file not found")
-    entries: list[dict[str, list[str]]] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        parts = line.split()
-        if not parts or parts[0].lower().startswith("skeletool"):
-            continue
-        key, values = parts[0], parts[1:]
-        if key == "name":
-            entries.append({"name": values})
-        elif not entries:
-            raise ValueError(f"{path}:{lineno}: {key!r} before the first 'name' line")
-        else:
-            entries[-1][key] = values
-    cameras: dict[str, MPICamera] = {}
-    for entry in entries:
-        name = " ".join(entry["name"])
-        where = f"{path}: camera {name!r}"
-        try:
-            size = [int(float(v)) for v in entry["size"]]
-            intrinsic = np.array([float(v) for v in entry["intrinsic"]])
-            extrinsic = np.array([float(v) for v in entry["extrinsic"]])
-        except KeyError as e:
-            raise ValueError(f"{where}: missing {e.args[0]!r}") from None
-        except ValueError as e:
-            raise ValueError(f"{where}: non-numeric value: {e}") from None
-        if len(size) != 2 or intrinsic.size != 16 or extrinsic.size != 16:
-            raise ValueError(f"{where}: expected size (2), intrinsic (16), extrinsic (16) numbers, got "
-                             f"{len(size)}, {intrinsic.size}, {extrinsic.size}")
-        E = extrinsic.reshape(4, 4)
-        R = E[:3, :3]
-        if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
-            raise ValueError(f"{where}: extrinsic rotation is not a rotation matrix")
-        radial = [float(v) for v in entry.get("radial", ["0"])]
-        if any(radial):
-            raise ValueError(f"{where}: radial distortion {radial} is not supported (the dataset's "
-                             "files carry 0)")
-        cameras[name] = MPICamera(name, (size[0], size[1]), intrinsic.reshape(4, 4)[:3, :3].copy(),
-                                  np.zeros(5), R.copy(), E[:3, 3] / 1000.0)
-    if not cameras:
-        raise ValueError(f"{path}: no cameras found")
-    return cameras
+    return {c.name: c for c in read_mpi_rig(path)}
 
 
 def build_mpi_inf_3dhp(
@@ -291,9 +231,9 @@ def _train_sequence(subject: str, seq: str, seq_dir: Path, cameras: tuple[int, .
         annot2, annot3 = _load_train_annotations(annot_path, cameras)
         for cam, video in zip(cams, videos):
             info = video_info(video)
-            if (info.width, info.height) != cam.size:
+            if (info.width, info.height) != cam.image_size:
                 raise ValueError(f"{video}: frames are {info.width}x{info.height} but {calib_path} "
-                                 f"gives camera {cam.name} size {cam.size[0]}x{cam.size[1]}")
+                                 f"gives camera {cam.name} size {cam.image_size[0]}x{cam.image_size[1]}")
     except (ValueError, VideoError) as e:
         report.skip(subject, seq, None, str(e))
         return
@@ -314,7 +254,7 @@ def _train_sequence(subject: str, seq: str, seq_dir: Path, cameras: tuple[int, .
             if not (np.all(np.isfinite(xy)) and np.all(np.isfinite(cam3d[:, frame]))):
                 report.skip(subject, seq, frame, f"non-finite annotations in {seq_dir / 'annot.mat'}")
                 continue
-            inside = np.stack([points_inside_image(xy[v], cams[v].size) for v in range(len(cams))])
+            inside = np.stack([points_inside_image(xy[v], cams[v].image_size) for v in range(len(cams))])
             if require and not inside.all():
                 v = int(np.argmin(inside.all(axis=1)))
                 names = [_MPI17.names[j] for j in np.flatnonzero(~inside[v])]
@@ -333,7 +273,7 @@ def _train_sequence(subject: str, seq: str, seq_dir: Path, cameras: tuple[int, .
                       for n, img in zip(cam_names, images)]
             writer.append({
                 sink.field: stored,
-                "image_size": np.array([c.size for c in cams], dtype=np.int32),
+                "image_size": np.array([c.image_size for c in cams], dtype=np.int32),
                 "center": np.stack([c for c, _ in crops]),
                 "scale": np.array([s for _, s in crops]),
                 "keypoints_2d": keypoints,

@@ -1,0 +1,149 @@
+"""Choosing a rig's world frame: Z-up or Y-up with the origin on the floor.
+
+A calibration's world frame is whatever the calibration made it (the first camera, or the board
+in some frame). Fitting and export want a physical one: the floor as a coordinate plane, the up
+axis along +Z (Blender, AMASS, most mocap) or +Y (glTF, Unity). :func:`align_world` moves a rig
+into such a frame from points on the floor; :func:`transform_rig` applies any similarity;
+:func:`set_up_axis` switches an aligned rig between Z-up and Y-up. The choice is kept as
+:attr:`Rig.world <calibration.camera.Rig.world>` and saved by formats that can hold it
+(anipose TOML ``[metadata]``, EasyMocap ``extri.yml``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from calibration.camera import Camera, Rig
+from calibration.errors import CalibrationError
+
+__all__ = ["WorldFrame", "UP_AXES", "transform_rig", "align_world", "set_up_axis"]
+
+UP_AXES = ("z", "y")
+"""Supported up axes of an aligned world frame."""
+
+# Z-up -> Y-up: (x, y, z) -> (x, z, -y), a +90 degree turn about x. Right-handed both ways.
+_Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+
+@dataclass(frozen=True)
+class WorldFrame:
+    """How a rig's world frame was chosen.
+
+    Attributes:
+        up: ``"z"`` or ``"y"``: the world axis pointing up (away from the floor).
+        origin: where the origin is, in words (``"floor"``: on the floor plane).
+    """
+
+    up: str
+    origin: str = "floor"
+
+    def __post_init__(self) -> None:
+        if self.up not in UP_AXES:
+            raise CalibrationError(f"world up axis must be one of {', '.join(UP_AXES)}, got {self.up!r}")
+        if not self.origin or "\n" in self.origin:
+            raise CalibrationError(f"world origin must be a non-empty one-line text, got {self.origin!r}")
+
+
+def transform_rig(rig: Rig, rotation: np.ndarray, translation: Sequence[float] = (0.0, 0.0, 0.0),
+                  scale: float = 1.0, world: Optional[WorldFrame] = None) -> Rig:
+    """The same cameras in a new world frame ``x_new = scale * rotation @ x_old + translation``.
+
+    Args:
+        rig: cameras in the old frame.
+        rotation: ``(3, 3)`` rotation from the old world axes to the new ones.
+        translation: ``(3,)`` new position of the old origin, in the new units.
+        scale: unit change (e.g. ``0.001`` for millimetres to metres); camera translations scale too.
+        world: the new frame's description (default: the rig's, unchanged).
+
+    Returns:
+        A new :class:`Rig`; every camera sees the moved points at the same pixels.
+
+    Example:
+        >>> cam = Camera.look_at(eye=(0, -4, 1), target=(0, 0, 1), up=(0, 0, 1), focal=800, image_size=(640, 480))
+        >>> moved = transform_rig(Rig([cam]), np.eye(3), (0, 0, -1))
+        >>> bool(np.allclose(moved[0].center, (0, -4, 0)))
+        True
+    """
+    Rw = np.asarray(rotation, dtype=np.float64)
+    tw = np.asarray(translation, dtype=np.float64).reshape(3)
+    if Rw.shape != (3, 3) or not np.allclose(Rw @ Rw.T, np.eye(3), atol=1e-6) or np.linalg.det(Rw) < 0:
+        raise CalibrationError("transform_rig: rotation must be a (3, 3) rotation matrix")
+    if not scale > 0:
+        raise CalibrationError(f"transform_rig: scale must be positive, got {scale}")
+    cameras = []
+    for c in rig:
+        R = c.R @ Rw.T
+        cameras.append(Camera(K=c.K.copy(), R=R, t=scale * c.t - R @ tw, dist=c.dist.copy(),
+                              image_size=c.image_size, name=c.name))
+    return Rig(cameras, world=rig.world if world is None else world)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def align_world(rig: Rig, floor_points: np.ndarray, up: str = "z",
+                origin: Optional[Sequence[float]] = None,
+                forward: Optional[Sequence[float]] = None) -> Rig:
+    """Re-orient ``rig`` so the floor is the world's ``z = 0`` (Z-up) or ``y = 0`` (Y-up) plane.
+
+    Args:
+        rig: cameras in their calibration frame.
+        floor_points: ``(N, 3)``, N >= 3, points on the floor in the rig's current frame (for
+            example the corners of a board lying on the floor, see
+            :meth:`calibration.boards.BoardDescription.object_points`).
+        up: ``"z"`` or ``"y"``. Up is the side of the floor the cameras are on.
+        origin: ``(3,)`` point (current frame) whose foot on the floor becomes the origin;
+            default: the centroid of ``floor_points``.
+        forward: ``(3,)`` direction (current frame) whose floor projection becomes the new +X
+            axis; default: the current +X axis (or +Y if that is vertical).
+
+    Returns:
+        The rig in the new frame with ``world = WorldFrame(up, "floor")``.
+
+    Raises:
+        CalibrationError: fewer than 3 points, collinear points, or an unknown ``up``.
+    """
+    frame = WorldFrame(up=up, origin="floor")
+    pts = np.asarray(floor_points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or pts.shape[0] < 3 or not np.isfinite(pts).all():
+        raise CalibrationError(f"align_world: floor_points must be (N, 3) with N >= 3 finite points, got {pts.shape}")
+    centroid = pts.mean(axis=0)
+    _, sv, vt = np.linalg.svd(pts - centroid)
+    if sv[1] < 1e-9 * max(sv[0], 1e-12):
+        raise CalibrationError("align_world: floor points are collinear; they do not define a plane")
+    normal = vt[2]
+    centres = np.stack([c.center for c in rig])
+    if np.mean((centres - centroid) @ normal) < 0:
+        normal = -normal
+    x_dir = np.asarray(forward if forward is not None else (1.0, 0.0, 0.0), dtype=np.float64)
+    x_dir = x_dir - (x_dir @ normal) * normal
+    if np.linalg.norm(x_dir) < 1e-6:
+        x_dir = np.array([0.0, 1.0, 0.0]) - normal[1] * normal
+    x_axis = _unit(x_dir)
+    y_axis = np.cross(normal, x_axis)
+    rotation = np.stack([x_axis, y_axis, normal])  # rows: new axes in old coordinates (Z-up)
+    if up == "y":
+        rotation = _Z_UP_TO_Y_UP @ rotation
+    foot = centroid if origin is None else np.asarray(origin, dtype=np.float64).reshape(3)
+    foot = foot - ((foot - centroid) @ normal) * normal
+    return transform_rig(rig, rotation, -rotation @ foot, world=frame)
+
+
+def set_up_axis(rig: Rig, up: str) -> Rig:
+    """Switch an aligned rig between Z-up and Y-up (a +/-90 degree turn about X; the floor origin
+    stays). Returns the rig unchanged when it already has that up axis.
+
+    Raises:
+        CalibrationError: the rig's world frame was never aligned (``rig.world is None``).
+    """
+    target = WorldFrame(up=up, origin="floor" if rig.world is None else rig.world.origin)
+    if rig.world is None:
+        raise CalibrationError("set_up_axis: the rig's world frame has no known up axis; "
+                               "align it first (calibration.align_world)")
+    if rig.world.up == up:
+        return rig
+    rotation = _Z_UP_TO_Y_UP if up == "y" else _Z_UP_TO_Y_UP.T
+    return transform_rig(rig, rotation, world=target)

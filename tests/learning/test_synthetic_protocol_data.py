@@ -1,0 +1,63 @@
+"""The synthetic protocol's data: different bodies per set, no SMPL in training, partial 3D joints."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mvspin.body import BodyModel
+from mvspin.data.bundle_format import BundleFile
+from mvspin.data.derived_files import derive_bundle_file
+from mvspin.learning.synthetic_protocol import SyntheticProtocolConfig, make_protocol_data
+
+
+@pytest.fixture(scope="module")
+def protocol_data(tmp_path_factory):
+    config = SyntheticProtocolConfig(train_bundles=4, val_bundles=1, test_bundles=2, num_views=2, image_size=64,
+                                     partial_3d_share=0.5)
+    out = tmp_path_factory.mktemp("protocol") / "data"
+    body = BodyModel.free("low")
+    return make_protocol_data(out, config, body), config, body, out
+
+
+def test_training_sets_have_no_smpl_and_the_partial_set_a_share_of_3d(protocol_data):
+    files, config, _, _ = protocol_data
+    rendered = BundleFile(files["train"].with_name("synthetic_train_rendered.h5"))
+    train, partial = BundleFile(files["train"]), BundleFile(files["train_partial_3d"])
+    assert rendered.has_smpl and not train.has_smpl and not partial.has_smpl
+    assert not any(f.startswith("smpl_") or f == "has_smpl" for f in train.fields)
+    assert len(train) == len(partial) == config.train_bundles
+    # everything else is copied unchanged: images, keypoints, cameras, 3D joints
+    for name in ("keypoints_2d", "joints_3d", "camera_R", "center", "scale"):
+        np.testing.assert_array_equal(train.read_field(name), rendered.read_field(name))
+    assert train[3]["images"][1].tobytes() == rendered[3]["images"][1].tobytes()
+    conf = partial.read_field("joints_3d")[..., 3]  # (N, K)
+    with_3d = (conf > 0).any(axis=1)
+    assert with_3d.sum() == 2  # round(0.5 * 4) bundles keep their 3D joints
+    np.testing.assert_array_equal(partial.read_field("joints_3d")[with_3d], rendered.read_field("joints_3d")[with_3d])
+    assert np.all(conf[~with_3d] == 0)
+
+
+def test_sets_come_from_different_seeds_and_bodies(protocol_data):
+    files, config, body, _ = protocol_data
+    val, test = BundleFile(files["val"]), BundleFile(files["test"])
+    rendered = BundleFile(files["train"].with_name("synthetic_train_rendered.h5"))
+    assert val.has_smpl and test.has_smpl and test.attrs["split"] == "test"
+    seeds = {int(f.attrs["seed"]) for f in (rendered, val, test)}
+    assert seeds == {config.train_data_seed, config.val_data_seed, config.test_data_seed} and len(seeds) == 3
+    betas = [f.read_field("smpl_betas") for f in (rendered, val, test)]
+    # no body of the test set is one of the training bodies
+    assert min(np.abs(b - betas[0][:, None]).sum(-1).min() for b in betas[1:]) > 0.5
+
+
+def test_data_is_reused_when_settings_match(protocol_data):
+    files, config, body, out = protocol_data
+    stamps = {k: v.stat().st_mtime_ns for k, v in files.items()}
+    again = make_protocol_data(out, config, body)
+    assert {k: v.stat().st_mtime_ns for k, v in again.items()} == stamps
+
+
+def test_derive_rejects_bad_share(protocol_data, tmp_path):
+    files, _, _, _ = protocol_data
+    with pytest.raises(ValueError, match=r"joints_3d_share must be in \[0, 1\]"):
+        derive_bundle_file(files["val"], tmp_path / "x.h5", joints_3d_share=1.5)
+    assert not (tmp_path / "x.h5").exists()

@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Benchmark: mvspin's geometry kernels against independent implementations, same process.
+
+- axis-angle -> matrix: :func:`mvspin.geometry.axis_angle_to_matrix` against kornia's
+  ``axis_angle_to_rotation_matrix`` (baseline), forward and forward + backward, at the sizes the
+  fitting loop uses (B bundles x 27 rotations: 23 body joints + 4 views' root corrections) and
+  at a larger batch.
+
+Each row is the median of --repeats runs of --inner calls, after one warm-up.
+
+    python tools/bench_geometry.py --repeats 7
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+import torch
+from kornia.geometry.conversions import axis_angle_to_rotation_matrix
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from _bench import median_time  # noqa: E402  (tools/ is on sys.path when run as a script)
+from mvspin.geometry import axis_angle_to_matrix  # noqa: E402
+
+
+def _per_call(fn, x: torch.Tensor, backward: bool, repeats: int, inner: int) -> float:
+    def run() -> None:
+        for _ in range(inner):
+            if backward:
+                xg = x.detach().requires_grad_(True)
+                fn(xg).sum().backward()
+            else:
+                fn(x)
+    return median_time(run, repeats) / inner
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--inner", type=int, default=200, help="calls per timed run")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, device {args.device}")
+    print(f"{'kernel':<22} {'shape':<14} {'pass':<10} {'kornia us':>10} {'mvspin us':>10} {'speed-up':>9}")
+    for shape in [(16, 27, 3), (1024, 24, 3)]:
+        x = torch.randn(*shape, device=args.device)
+        for backward in (False, True):
+            base = _per_call(axis_angle_to_rotation_matrix, x, backward, args.repeats, args.inner)
+            ours = _per_call(axis_angle_to_matrix, x, backward, args.repeats, args.inner)
+            print(f"{'axis_angle_to_matrix':<22} {str(tuple(shape)):<14} {'fwd+bwd' if backward else 'fwd':<10} "
+                  f"{base * 1e6:>10.1f} {ours * 1e6:>10.1f} {base / ours:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
