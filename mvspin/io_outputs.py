@@ -1,8 +1,9 @@
 """Writers for the files mvspin hands to users: SMPL parameters, meshes, overlays and videos.
 
-Every writer goes through a temporary file in the destination folder and renames it, so an
-interrupted run never leaves a half-written file under the final name (and an existing file is
-replaced only by a complete one). Commands that produce bodies (``infer``, ``demo``)
+Every writer goes through a temporary file in the destination folder, checks that the complete
+file reached the disk (``fsync``, size, and a re-read: :mod:`mvspin.atomic`) and renames it, so
+an interrupted run or a full disk never leaves a half-written file under the final name (and an
+existing file is replaced only by a complete one). Commands that produce bodies (``infer``, ``demo``)
 share these writers so their outputs look the same.
 
 Parameter files (``.npz``) use the AMASS/SMPL key names of ``reference/formats.md``:
@@ -117,8 +118,13 @@ def write_smpl_npz(path: str | os.PathLike[str], *, global_orient: Any, body_pos
         "model": np.array(str(model)), "fps": np.array(float(fps)),
         **{k: np.asarray(v) for k, v in extra.items()},
     }
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)  # a file object: np.savez would append ".npz" to a name
+    def reads_back(tmp: Path) -> bool:  # a cut zip has no central directory: np.load fails
+        with np.load(tmp, allow_pickle=False) as data:
+            return sorted(data.files) == sorted(arrays)
+
+    with atomic_path(path, verify=reads_back) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)  # a file object: np.savez would append ".npz" to a name
     return path
 
 
@@ -158,7 +164,12 @@ def write_mesh(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.nda
         raise ValueError(f"{path}: vertices contain NaN or infinite values")
     mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices),
                                      o3d.utility.Vector3iVector(faces.astype(np.int32)))
-    with atomic_path(path) as tmp:
+    def reads_back(tmp: Path) -> bool:
+        # open3d reports success after a short write (full disk): count what is in the file.
+        back = o3d.io.read_triangle_mesh(str(tmp))
+        return len(back.vertices) == len(vertices) and len(back.triangles) == len(faces)
+
+    with atomic_path(path, verify=reads_back) as tmp:
         ok = o3d.io.write_triangle_mesh(str(tmp), mesh, write_ascii=path.suffix.lower() == ".obj",
                                         write_vertex_normals=False, write_vertex_colors=False,
                                         write_triangle_uvs=False)
@@ -289,7 +300,21 @@ class VideoWriter:
             raise ValueError(f"{self.path}: no frames were written")
         self._writer.release()
         self._writer = None
-        commit_temporary(self._tmp, self.path)
+        frames = self.frames
+
+        def reads_back(tmp: Path) -> bool:
+            # OpenCV reports success after a short write too, and the container's header may
+            # still announce every frame: count the frames that can actually be read.
+            video = cv2.VideoCapture(str(tmp))
+            try:
+                count = 0
+                while video.isOpened() and video.grab():
+                    count += 1
+                return count == frames
+            finally:
+                video.release()
+
+        commit_temporary(self._tmp, self.path, verify=reads_back)
         self._tmp = None
         return self.path
 

@@ -95,7 +95,8 @@ def check_cameras_explain_keypoints(model_keypoints: Tensor, tri: Triangulation,
         return
     ratio = float((torch.cdist(pts, pts)[use] / d_model[use]).median())
     if ratio > _MAX_SCALE_RATIO or ratio < 1.0 / _MAX_SCALE_RATIO:
-        hint = ""
+        hint = ("; or the extrinsics are camera-to-world instead of world-to-camera (X_cam = R X_world + t)"
+                if ratio < 1 else "")
         for unit, factor in (("millimetres", 1000.0), ("centimetres", 100.0)):
             if factor / 3 < ratio < factor * 3:
                 hint = f"; the rig looks like it is in {unit}: divide the camera translations by {factor:g}"

@@ -79,7 +79,10 @@ class FitResult:
             ones, with their keypoints as given); ``inf`` where a view has no keypoint.
         energy: ``(B,)`` final stage-2 energy; ``inf`` for an unfitted bundle.
         fitted: ``(B,)`` bool; False where no view had a confident keypoint (the parameters
-            are then the initial ones, unchanged).
+            are then the initial ones, unchanged, and the errors ``inf``), or, in the calibrated
+            mode, where the fit does not explain the keypoints (mean error above
+            ``max_relative_reprojection_error`` of the person's image size; the errors say by
+            how much).
         view_used: ``(B, V)`` bool: views that contributed (confident keypoints, not rejected
             as another person's).
         iterations: iterations run in stage 1 and stage 2 (early stopping may end a stage sooner).
