@@ -82,3 +82,31 @@ def test_bad_inputs_fail_before_any_work(capture, tmp_path):
         train(tiny_config([capture]), tmp_path / "empty", resume=True)
     for out in ("x", "y", "empty"):
         assert not (tmp_path / out / "checkpoints").exists()
+
+
+def test_image_grid_shows_crop_network_and_fit_meshes(capture):
+    from mvspin.body import BodyModel
+    from mvspin.geometry import axis_angle_to_matrix
+    from mvspin.learning.regressor import RegressorOutput
+    from mvspin.learning.training_dataset import TrainingDataset
+    from mvspin.learning.training_images import training_image_grid
+
+    body = BodyModel.free("low")
+    item = TrainingDataset([capture], augment=None, crop_size=64)[0]
+    batch = {k: v.unsqueeze(0) for k, v in item.items()}
+    v = batch["images"].shape[1]
+    rot = torch.eye(3).expand(1, v, 24, 3, 3).clone()
+    rot[:, :, 0] = torch.diag(torch.tensor([1.0, -1.0, -1.0]))  # upright, facing the camera
+    pred = RegressorOutput(rotmat=rot, betas=torch.zeros(1, v, 10), cam=torch.tensor([0.9, 0.0, 0.0]).expand(1, v, 3),
+                           pose_6d=torch.zeros(1, v, 144))
+    target = rot.clone()
+    target[:, :, 17] = axis_angle_to_matrix(torch.tensor([0.0, 0.0, 1.2]))  # the fit raises an arm
+    grid = training_image_grid(body, batch, pred, target, torch.zeros(1, 10), 64)
+    pad = 4
+    assert grid.shape == (v * 64 + (v + 1) * pad, 3 * 64 + 4 * pad, 3)
+    tile = lambda r, c: grid[pad + r * (64 + pad):pad + r * (64 + pad) + 64, pad + c * (64 + pad):pad + c * (64 + pad) + 64]  # noqa: E731
+    crop, net, fit = tile(0, 0).astype(int), tile(0, 1).astype(int), tile(0, 2).astype(int)
+    changed_net = (np.abs(net - crop).sum(-1) > 30).mean()
+    changed_fit = (np.abs(fit - net).sum(-1) > 30).mean()
+    assert 0.05 < changed_net < 0.9  # the network's mesh covers part of the crop
+    assert changed_fit > 0.005  # the fit's mesh differs from the network's (the raised arm)
