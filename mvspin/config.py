@@ -10,7 +10,7 @@ from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mvspin.errors import MvspinError
@@ -48,14 +48,27 @@ def load_config(schema: type[T], yaml_path: Optional[str | Path] = None,
             path = Path(yaml_path)
             if not path.is_file():
                 raise FileNotFoundError(f"config file {path} does not exist")
-            loaded = OmegaConf.load(path)
+            try:
+                loaded = OmegaConf.load(path)
+            except OmegaConfBaseException:
+                raise
+            except Exception as err:  # YAML syntax errors, undecodable bytes
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ConfigError(f"{path}: not a readable YAML file ({first})") from None
+            if not isinstance(loaded, DictConfig):
+                kind = "a list" if isinstance(loaded, ListConfig) else type(loaded).__name__
+                raise ConfigError(f"{path}: expected a YAML mapping of config keys, got {kind}")
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise ConfigError(f"overrides must look like key=value, got {bad[0]!r}")
         loaded, overrides, preset = _take_preset(loaded, list(overrides))
         cfg = OmegaConf.structured(_preset_base(schema, preset))
         if loaded is not None:
-            cfg = OmegaConf.merge(cfg, loaded)
+            try:
+                cfg = OmegaConf.merge(cfg, loaded)
+            except OmegaConfBaseException as err:
+                msg = str(err.msg if hasattr(err, "msg") else err).splitlines()[0]
+                raise ConfigError(f"{yaml_path}: invalid configuration: {msg}") from None
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(cfg)  # type: ignore[return-value]
@@ -109,11 +122,16 @@ def save_config(config: Any, path: str | Path) -> None:
     write_bytes_atomic(path, OmegaConf.to_yaml(OmegaConf.create(plain(config_to_dict(config)))).encode())
 
 
-def resolve_device(name: Optional[str]) -> "torch.device":
+def resolve_device(name: Optional[str], what: str = "device") -> "torch.device":
     """A config's ``device`` field as a torch device; None: CUDA when available, else CPU.
 
+    Args:
+        name: ``cpu``, ``cuda`` or ``cuda:N`` (or None).
+        what: how messages name the setting (``"--device"`` on the command line).
+
     Raises:
-        ConfigError: not a device name, or CUDA asked for where there is none.
+        ConfigError: not a device name, a device type mvspin does not run on, CUDA asked for
+            where there is none, or a CUDA index this machine does not have.
     """
     import torch
 
@@ -121,8 +139,13 @@ def resolve_device(name: Optional[str]) -> "torch.device":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name}: CUDA is not available on this machine")
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"{what} {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} {name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{what} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ConfigError(f"{what} {name}: only cpu and cuda devices are supported")
     return device

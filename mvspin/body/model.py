@@ -47,9 +47,14 @@ _SMPLX_LANDMARKS = {
     "rpinky": "right_pinky_tip", "head_top": "head_top", "chin": "chin",
 }
 
-# Rows of SPIN's J_regressor_extra.npy, in file order (SPIN's JOINT_MAP indices 45..53).
+# Rows of SPIN's J_regressor_extra.npy, in file order (SPIN's JOINT_MAP indices 45..53). The
+# last three are SPIN's own regressions of Human3.6M's spine, jaw and head; SPIN's 49 keypoints
+# use them ('Spine (H36M)': 51, 'Jaw (H36M)': 52, 'Head (H36M)': 53), while evaluation (h36m17)
+# uses J_regressor_h36m's rows for the same anatomical points.
 _SPIN_EXTRA_ROWS = ("lsp_right_hip", "lsp_left_hip", "lsp_neck", "lsp_head_top", "mpii_pelvis",
-                    "mpii_thorax", "h36m_spine", "h36m_neck", "h36m_head")
+                    "mpii_thorax", "extra_h36m_spine", "extra_h36m_neck", "extra_h36m_head")
+_SPIN49_FROM_EXTRA = {"h36m_spine": "extra_h36m_spine", "h36m_neck": "extra_h36m_neck",
+                      "h36m_head": "extra_h36m_head"}
 
 
 @dataclass
@@ -222,7 +227,8 @@ class BodyModel(nn.Module):
         # Only purely geometric helpers are derived on SMPL: dataset points must come from SPIN's
         # regressors, or evaluation numbers would silently stop matching the literature.
         derived = {k: DERIVED_POINTS[k] for k in ("mid_hip", "upper_neck")}
-        sources = PointSources(n_verts, landmarks, regressed, derived, hint)
+        sources = PointSources(n_verts, landmarks, regressed, derived, hint,
+                               per_set={"spin49": dict(_SPIN49_FROM_EXTRA)})
         mean_path = files.extras.get("smpl_mean_params.npz")
         if mean_path is None:  # the free model's hand-set mean pose is in SMPL's layout too
             mean_path = model_files.ASSETS_DIR / model_files.FREE_MEAN_PARAMS
@@ -588,7 +594,10 @@ def _smpl_arrays(arrays: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_regressor(path: Path, rows: int, n_verts: int) -> np.ndarray:
-    reg = np.load(path, allow_pickle=False)
+    try:
+        reg = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        raise BodyModelFilesError(f"{path} is not a readable .npy regressor ({err})") from None
     if reg.shape != (rows, n_verts):
         raise BodyModelFilesError(f"{path}: expected shape ({rows}, {n_verts}), got {reg.shape}")
     return reg.astype(np.float64)

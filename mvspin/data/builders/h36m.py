@@ -48,14 +48,13 @@ from calibration.formats.h36m import H36M_CAMERA_IDS, read_h36m_cameras
 from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.data.bundle_format import BundleWriter
 from mvspin.data.builders import (
-    DEFAULT_BBOX_SCALE_FACTOR,
     BuildReport,
     FrameSink,
-    crop_from_keypoints,
-    points_inside_image,
     project_world_points,
+    read_source_image,
 )
-from mvspin.data.video import VideoError, image_size_of_file, iter_video_frames, video_info
+from mvspin.geometry.crop import SPIN_BBOX_SCALE_FACTOR, keypoint_crop_box, points_inside_image
+from mvspin.data.video import VideoError, iter_video_frames, video_info
 
 __all__ = [
     "H36M_CAMERA_IDS",
@@ -151,7 +150,7 @@ def build_h36m(
     image_storage: str = "bytes",
     frames_dir: Optional[str | os.PathLike] = None,
     jpeg_quality: int = 95,
-    bbox_scale_factor: float = DEFAULT_BBOX_SCALE_FACTOR,
+    bbox_scale_factor: float = SPIN_BBOX_SCALE_FACTOR,
     require_joints_in_image: bool = True,
     progress: bool = True,
 ) -> BuildReport:
@@ -222,7 +221,7 @@ def build_h36m(
     attrs = {"source": str(root.resolve()), "camera_file": str(cam_path.resolve()), "every_nth": step,
              "bbox_scale_factor": float(bbox_scale_factor),
              "require_joints_in_image": bool(require_joints_in_image)}
-    with BundleWriter(out_path, dataset="h36m", split=split, num_views=len(cameras),
+    with BundleWriter(out_path, allow_empty=False, dataset="h36m", split=split, num_views=len(cameras),
                       keypoint_set="h36m17", joints_3d_keypoint_set="h36m17", joints_3d_frame="world",
                       cameras=True, image_storage=image_storage, image_root=sink.image_root,
                       attrs=attrs) as writer:
@@ -293,7 +292,7 @@ def _build_sequence(subject: str, cdf: Path, root: Path, cams: list[Camera], ste
             keypoints = np.concatenate([uv[:, k], inside[..., None].astype(np.float64)], axis=-1)
             keypoints[depth[:, k] <= 0, :2] = 0.0  # a projection from behind the camera means nothing
             try:
-                crops = [crop_from_keypoints(keypoints[v], bbox_factor) for v in range(len(cams))]
+                crops = [keypoint_crop_box(keypoints[v], scale_factor=bbox_factor) for v in range(len(cams))]
             except ValueError as e:
                 report.skip(subject, sequence, frame, f"no crop: {e}")
                 continue
@@ -406,9 +405,8 @@ def build_h36m_from_spin_npz(
         if cam in cameras:
             groups.setdefault((subject, action, frame), {})[cam] = row
 
-    size_cache: dict[tuple[str, str], tuple[int, int]] = {}
     attrs = {"source": str(npz_path.resolve()), "every_nth": int(every_nth)}
-    with BundleWriter(out_path, dataset="h36m", split=split, num_views=len(cameras),
+    with BundleWriter(out_path, allow_empty=False, dataset="h36m", split=split, num_views=len(cameras),
                       keypoint_set="spin49", joints_3d_keypoint_set="spin49" if has_3d else None,
                       joints_3d_frame="view0_camera", joints_3d_root_relative=True,
                       image_storage=image_storage,
@@ -441,15 +439,12 @@ def build_h36m_from_spin_npz(
                 report.skip(subject, action, frame, "image not found: "
                             + ", ".join(str(p) for c, p in zip(cameras, paths) if c in lost), camera=lost[0])
                 continue
-            try:
-                sizes = []
-                for c, p in zip(cameras, paths):
-                    if (subject, c) not in size_cache:  # one camera's frames share one size
-                        size_cache[(subject, c)] = image_size_of_file(p)
-                    sizes.append(size_cache[(subject, c)])
-            except ValueError as e:
-                report.skip(subject, action, frame, str(e))
+            try:  # decoded completely: a cut or corrupt jpg is skipped and named
+                sources = [read_source_image(p) for p in paths]
+            except (ValueError, OSError) as e:
+                report.skip(subject, action, frame, f"bad source image: {e}")
                 continue
+            sizes = [size for _, size in sources]
             bundle: dict[str, Any] = {
                 "image_size": np.array(sizes, dtype=np.int32),
                 "center": data["center"][idx],
@@ -461,7 +456,7 @@ def build_h36m_from_spin_npz(
                 "camera_names": list(cameras),
             }
             if image_storage == "bytes":
-                bundle["images"] = [p.read_bytes() for p in paths]
+                bundle["images"] = [data for data, _ in sources]
             else:
                 bundle["image_paths"] = [imgnames[i] for i in idx]
             if has_3d:

@@ -39,13 +39,12 @@ from calibration.formats.mpi_inf_3dhp import read_mpi_calibration as read_mpi_ri
 from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.data.bundle_format import BundleWriter
 from mvspin.data.builders import (
-    DEFAULT_BBOX_SCALE_FACTOR,
     BuildReport,
     FrameSink,
-    crop_from_keypoints,
-    points_inside_image,
+    read_source_image,
 )
-from mvspin.data.video import VideoError, image_size_of_file, iter_video_frames, video_info
+from mvspin.geometry.crop import SPIN_BBOX_SCALE_FACTOR, keypoint_crop_box, points_inside_image
+from mvspin.data.video import VideoError, iter_video_frames, video_info
 
 __all__ = [
     "MPI28_JOINT_NAMES",
@@ -104,7 +103,7 @@ def build_mpi_inf_3dhp(
     image_storage: str = "bytes",
     frames_dir: Optional[str | os.PathLike] = None,
     jpeg_quality: int = 95,
-    bbox_scale_factor: float = DEFAULT_BBOX_SCALE_FACTOR,
+    bbox_scale_factor: float = SPIN_BBOX_SCALE_FACTOR,
     require_joints_in_image: Optional[bool] = None,
     progress: bool = True,
 ) -> BuildReport:
@@ -193,7 +192,7 @@ def _build_train(root: Path, out_path: Path, step: int, subjects: tuple[str, ...
     attrs = {"source": str(root.resolve()), "every_nth": step, "bbox_scale_factor": float(bbox_factor),
              "require_joints_in_image": require}
     work = [(s, q) for s in subjects for q in sequences]
-    with BundleWriter(out_path, dataset="mpi_inf_3dhp", split="train", num_views=len(cameras),
+    with BundleWriter(out_path, allow_empty=False, dataset="mpi_inf_3dhp", split="train", num_views=len(cameras),
                       keypoint_set="mpi_inf_3dhp17", joints_3d_keypoint_set="mpi_inf_3dhp17",
                       joints_3d_frame="world", cameras=True, image_storage=image_storage,
                       image_root=sink.image_root, attrs=attrs) as writer:
@@ -263,7 +262,7 @@ def _train_sequence(subject: str, seq: str, seq_dir: Path, cameras: tuple[int, .
                 continue
             keypoints = np.concatenate([xy, inside[..., None].astype(np.float64)], axis=-1)
             try:
-                crops = [crop_from_keypoints(keypoints[v], bbox_factor) for v in range(len(cams))]
+                crops = [keypoint_crop_box(keypoints[v], scale_factor=bbox_factor) for v in range(len(cams))]
             except ValueError as e:
                 report.skip(subject, seq, frame, f"no crop: {e}")
                 continue
@@ -340,7 +339,7 @@ def _build_test(root: Path, out_path: Path, step: int, sequences: tuple[str, ...
         raise ValueError(f"image_storage must be 'bytes' or 'paths', got {image_storage!r}")
     attrs = {"source": str(base.resolve()), "every_nth": step, "bbox_scale_factor": float(bbox_factor),
              "require_joints_in_image": require, "joints_3d_source": "univ_annot3"}
-    with BundleWriter(out_path, dataset="mpi_inf_3dhp", split="test", num_views=1,
+    with BundleWriter(out_path, allow_empty=False, dataset="mpi_inf_3dhp", split="test", num_views=1,
                       keypoint_set="mpi_inf_3dhp17", joints_3d_keypoint_set="mpi_inf_3dhp17",
                       joints_3d_frame="view0_camera", image_storage=image_storage,
                       image_root=str(base.resolve()) if image_storage == "paths" else None,
@@ -368,12 +367,11 @@ def _build_test(root: Path, out_path: Path, step: int, sequences: tuple[str, ...
                 if not image_path.is_file():
                     report.skip(seq, seq, frame, f"image not found: {image_path}")
                     continue
-                if size is None:
-                    try:  # one camera per test sequence: every frame has the first one's size
-                        size = image_size_of_file(image_path)
-                    except ValueError as e:
-                        report.skip(seq, seq, frame, str(e))
-                        continue
+                try:  # decoded completely: a cut or corrupt jpg is skipped and named
+                    image_bytes, size = read_source_image(image_path)
+                except (ValueError, OSError) as e:
+                    report.skip(seq, seq, frame, f"bad source image: {e}")
+                    continue
                 inside = points_inside_image(annot2[frame], size)
                 if require and not inside.all():
                     names = [_MPI17.names[j] for j in np.flatnonzero(~inside)]
@@ -381,7 +379,7 @@ def _build_test(root: Path, out_path: Path, step: int, sequences: tuple[str, ...
                     continue
                 keypoints = np.concatenate([annot2[frame], inside[:, None].astype(np.float64)], axis=1)
                 try:
-                    center, scale = crop_from_keypoints(annot2[frame], bbox_factor)
+                    center, scale = keypoint_crop_box(annot2[frame], scale_factor=bbox_factor)
                 except ValueError as e:
                     report.skip(seq, seq, frame, f"no crop: {e}")
                     continue
@@ -397,7 +395,7 @@ def _build_test(root: Path, out_path: Path, step: int, sequences: tuple[str, ...
                     "camera_names": [seq],  # one unnamed camera per test sequence
                 }
                 if image_storage == "bytes":
-                    bundle["images"] = [image_path.read_bytes()]
+                    bundle["images"] = [image_bytes]
                 else:
                     bundle["image_paths"] = [rel]
                 writer.append(bundle)
