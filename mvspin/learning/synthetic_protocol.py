@@ -65,7 +65,9 @@ class SyntheticProtocolConfig:
         static_fit_iterations: the full arm starts from static MV-SMPLify fits of every training
             bundle (``mvspin fit-dataset``, as SPIN starts from static fits) with this many
             iterations per stage (MV-SPIN / SPIN: 100); 0 starts from an empty store.
-        parallel_arms: training runs at once (separate processes).
+        parallel_arms: training runs at once (separate processes, started with ``spawn``: a
+            script calling :func:`run` with more than one must do so under
+            ``if __name__ == "__main__":``).
         threads_per_arm: torch threads of each run (None: torch's default). On a shared CPU,
             ``parallel_arms`` x ``threads_per_arm`` should not exceed the cores.
     """
