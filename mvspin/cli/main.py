@@ -8,10 +8,10 @@ from typing import Callable, Optional, Sequence
 
 from mvspin._version import __version__
 from mvspin.errors import MvspinError
-from mvspin.cli import data, demo, eval as eval_cmd, infer, info, render_model
+from mvspin.cli import calibrate, data, demo, eval as eval_cmd, infer, info, render_model
 
 # Each sub-command module provides add_parser(subparsers) -> parser with a `run` default.
-_COMMANDS = (info, render_model, infer, demo, data, eval_cmd)
+_COMMANDS = (info, render_model, infer, demo, data, eval_cmd, calibrate)
 
 # Errors that mean "the input is wrong", reported as one line instead of a traceback: the
 # library's own (MvspinError), file-system errors and ValueError (Python's "bad argument value").

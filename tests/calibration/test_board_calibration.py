@@ -149,3 +149,32 @@ def test_detection_reads_folders_in_natural_order(recordings):
     assert counts[0] == BOARD.inner_corners  # frame_0 (not frame_10) comes first
     every_other = detect_board(BOARD, sources[3], "cam4", every_nth=2).corners_per_frame()
     assert set(every_other) == {f for f in counts if f % 2 == 0}
+
+
+def test_calibrate_command_writes_rig_report_and_board(recordings, tmp_path, capsys):
+    from calibration import load_rig
+    from mvspin.cli.main import main
+
+    truth, sources, _, _ = recordings
+    board_file = tmp_path / "board.yaml"
+    board_file.write_text("type: charuco\nsquares_x: 7\nsquares_y: 5\nsquare_length: 80\nmarker_length: 60\nunit: mm\n")
+    out = tmp_path / "calib" / "intri.yml"  # EasyMocap, from the name
+    code = main(["calibrate", "--board", str(board_file), "--videos", *map(str, sources[2:]), "-o", str(out),
+                 "--every-nth", "2", "--report", str(tmp_path / "report.json"), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "cam3" in printed and "cam4" in printed and "wrote" in printed
+    rig = load_rig(out.parent)
+    assert rig.names == ["cam3", "cam4"] and (out.parent / "extri.yml").is_file()
+    for est, ref in zip(rig, truth.subset([2, 3])):
+        assert abs(est.K[0, 0] / ref.K[0, 0] - 1) < 0.02
+    import json
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [c["name"] for c in report["cameras"]] == ["cam3", "cam4"] and report["median_error_px"] < 0.5
+
+    assert main(["calibrate", "board-image", "--board", str(board_file), "-o", str(tmp_path / "b.png"), "--dpi", "50"]) == 0
+    image = cv2.imread(str(tmp_path / "b.png"), cv2.IMREAD_GRAYSCALE)
+    assert image.shape == (5 * 157 + 156, 7 * 157 + 156)  # 157 px per 8 cm square at 50 dpi, half-square margins
+    assert "print at 100%" in capsys.readouterr().out
+
+    assert main(["calibrate", "--board", str(board_file), "-o", str(tmp_path / "r.toml")]) == 2
+    assert "error: missing --videos" in capsys.readouterr().err

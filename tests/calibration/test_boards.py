@@ -68,3 +68,9 @@ def test_board_png_prints_at_true_size(tmp_path):
     ppm_x, ppm_y, unit = struct.unpack(">IIB", data[at + 4:at + 13])
     assert (ppm_x, ppm_y, unit) == (3937, 3937, 1)  # 100 dpi in pixels per metre
     assert abs(w - 8 * 0.08) < 0.002 and abs(h - 6 * 0.08) < 0.002  # 7 x 5 squares plus half a square each side
+
+
+def test_shipped_board_description_is_the_default_charuco():
+    from pathlib import Path
+
+    assert load_board(Path(__file__).parents[2] / "configs" / "board_charuco_7x5.yaml") == CHARUCO
