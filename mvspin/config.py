@@ -10,12 +10,12 @@ from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mvspin.errors import MvspinError
 
-__all__ = ["load_config", "save_config", "config_to_dict", "ConfigError"]
+__all__ = ["load_config", "save_config", "config_to_dict", "ConfigError", "resolve_device"]
 
 T = TypeVar("T")
 
@@ -33,6 +33,9 @@ def load_config(schema: type[T], yaml_path: Optional[str | Path] = None,
         yaml_path: optional YAML file with a subset of the fields.
         overrides: ``key=value`` strings (dotted keys for nested fields), applied last.
 
+    A ``preset`` key (in the YAML or as ``preset=NAME``) starts from ``schema.preset(NAME)``
+    instead of the defaults, for schemas that offer presets (the fitting configs).
+
     Returns:
         An instance of ``schema`` (type-checked by OmegaConf: wrong types or unknown keys raise
         :class:`ConfigError` naming the key).
@@ -40,20 +43,64 @@ def load_config(schema: type[T], yaml_path: Optional[str | Path] = None,
     if not is_dataclass(schema):
         raise TypeError(f"{schema!r} is not a dataclass")
     try:
-        cfg = OmegaConf.structured(schema)
+        loaded = None
         if yaml_path is not None:
             path = Path(yaml_path)
             if not path.is_file():
                 raise FileNotFoundError(f"config file {path} does not exist")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            try:
+                loaded = OmegaConf.load(path)
+            except OmegaConfBaseException:
+                raise
+            except Exception as err:  # YAML syntax errors, undecodable bytes
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ConfigError(f"{path}: not a readable YAML file ({first})") from None
+            if not isinstance(loaded, DictConfig):
+                kind = "a list" if isinstance(loaded, ListConfig) else type(loaded).__name__
+                raise ConfigError(f"{path}: expected a YAML mapping of config keys, got {kind}")
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"overrides must look like key=value, got {bad[0]!r}")
+        loaded, overrides, preset = _take_preset(loaded, list(overrides))
+        cfg = OmegaConf.structured(_preset_base(schema, preset))
+        if loaded is not None:
+            try:
+                cfg = OmegaConf.merge(cfg, loaded)
+            except OmegaConfBaseException as err:
+                msg = str(err.msg if hasattr(err, "msg") else err).splitlines()[0]
+                raise ConfigError(f"{yaml_path}: invalid configuration: {msg}") from None
         if overrides:
-            bad = [o for o in overrides if "=" not in o]
-            if bad:
-                raise ConfigError(f"overrides must look like key=value, got {bad[0]!r}")
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(cfg)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid configuration: {err.msg if hasattr(err, 'msg') else err}".splitlines()[0]) from None
+
+
+def _take_preset(loaded: Any, overrides: list[str]) -> tuple[Any, list[str], Optional[str]]:
+    """Remove a ``preset`` key from the YAML mapping and the overrides (the override wins)."""
+    preset = None
+    if isinstance(loaded, DictConfig) and "preset" in loaded:
+        preset = str(loaded.pop("preset"))
+    rest = []
+    for o in overrides:
+        if o.split("=", 1)[0].strip() == "preset":
+            preset = o.split("=", 1)[1].strip()
+        else:
+            rest.append(o)
+    return loaded, rest, preset
+
+
+def _preset_base(schema: type[T], preset: Optional[str]) -> Any:
+    """The dataclass to start from: the schema's defaults, or its named preset (schemas that offer
+    presets have a ``preset(name)`` classmethod, e.g. ``MVSMPLifyConfig``)."""
+    if preset is None:
+        return schema
+    if not callable(getattr(schema, "preset", None)):
+        raise ConfigError(f"{schema.__name__} has no presets (got preset={preset!r})")
+    try:
+        return schema.preset(preset)  # type: ignore[attr-defined]
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def config_to_dict(config: Any) -> dict:
@@ -65,4 +112,40 @@ def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
     from mvspin.atomic import write_bytes_atomic
 
-    write_bytes_atomic(path, OmegaConf.to_yaml(OmegaConf.structured(config)).encode())
+    def plain(value: Any) -> Any:  # paths as plain strings: YAML any tool reads back
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    write_bytes_atomic(path, OmegaConf.to_yaml(OmegaConf.create(plain(config_to_dict(config)))).encode())
+
+
+def resolve_device(name: Optional[str], what: str = "device") -> "torch.device":
+    """A config's ``device`` field as a torch device; None: CUDA when available, else CPU.
+
+    Args:
+        name: ``cpu``, ``cuda`` or ``cuda:N`` (or None).
+        what: how messages name the setting (``"--device"`` on the command line).
+
+    Raises:
+        ConfigError: not a device name, a device type mvspin does not run on, CUDA asked for
+            where there is none, or a CUDA index this machine does not have.
+    """
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"{what} {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} {name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{what} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ConfigError(f"{what} {name}: only cpu and cuda devices are supported")
+    return device

@@ -1,8 +1,9 @@
 """Writers for the files mvspin hands to users: SMPL parameters, meshes, overlays and videos.
 
-Every writer goes through a temporary file in the destination folder and renames it, so an
-interrupted run never leaves a half-written file under the final name (and an existing file is
-replaced only by a complete one). Commands that produce bodies (``infer``, ``demo``)
+Every writer goes through a temporary file in the destination folder, checks that the complete
+file reached the disk (``fsync``, size, and a re-read: :mod:`mvspin.atomic`) and renames it, so
+an interrupted run or a full disk never leaves a half-written file under the final name (and an
+existing file is replaced only by a complete one). Commands that produce bodies (``infer``, ``demo``)
 share these writers so their outputs look the same.
 
 Parameter files (``.npz``) use the AMASS/SMPL key names of ``reference/formats.md``:
@@ -39,11 +40,15 @@ from mvspin.atomic import atomic_path, commit_temporary, temporary_path_for, wri
 __all__ = [
     "SMPL_NPZ_KEYS",
     "VideoWriter",
+    "check_output_folder",
+    "json_ready",
     "overlay_image",
     "read_smpl_npz",
     "side_view_image",
     "write_image",
+    "write_json",
     "write_mesh",
+    "write_prediction_npz",
     "write_smpl_npz",
 ]
 
@@ -113,8 +118,13 @@ def write_smpl_npz(path: str | os.PathLike[str], *, global_orient: Any, body_pos
         "model": np.array(str(model)), "fps": np.array(float(fps)),
         **{k: np.asarray(v) for k, v in extra.items()},
     }
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)  # a file object: np.savez would append ".npz" to a name
+    def reads_back(tmp: Path) -> bool:  # a cut zip has no central directory: np.load fails
+        with np.load(tmp, allow_pickle=False) as data:
+            return sorted(data.files) == sorted(arrays)
+
+    with atomic_path(path, verify=reads_back) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)  # a file object: np.savez would append ".npz" to a name
     return path
 
 
@@ -154,7 +164,12 @@ def write_mesh(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.nda
         raise ValueError(f"{path}: vertices contain NaN or infinite values")
     mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices),
                                      o3d.utility.Vector3iVector(faces.astype(np.int32)))
-    with atomic_path(path) as tmp:
+    def reads_back(tmp: Path) -> bool:
+        # open3d reports success after a short write (full disk): count what is in the file.
+        back = o3d.io.read_triangle_mesh(str(tmp))
+        return len(back.vertices) == len(vertices) and len(back.triangles) == len(faces)
+
+    with atomic_path(path, verify=reads_back) as tmp:
         ok = o3d.io.write_triangle_mesh(str(tmp), mesh, write_ascii=path.suffix.lower() == ".obj",
                                         write_vertex_normals=False, write_vertex_colors=False,
                                         write_triangle_uvs=False)
@@ -285,7 +300,21 @@ class VideoWriter:
             raise ValueError(f"{self.path}: no frames were written")
         self._writer.release()
         self._writer = None
-        commit_temporary(self._tmp, self.path)
+        frames = self.frames
+
+        def reads_back(tmp: Path) -> bool:
+            # OpenCV reports success after a short write too, and the container's header may
+            # still announce every frame: count the frames that can actually be read.
+            video = cv2.VideoCapture(str(tmp))
+            try:
+                count = 0
+                while video.isOpened() and video.grab():
+                    count += 1
+                return count == frames
+            finally:
+                video.release()
+
+        commit_temporary(self._tmp, self.path, verify=reads_back)
         self._tmp = None
         return self.path
 
@@ -307,3 +336,102 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+# --- predictions and reports ----------------------------------------------------------------------
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays as Python numbers/lists, paths as strings, and every
+    NaN or infinity as ``None`` (standard JSON has no ``NaN``/``Infinity``)."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        return json_ready(value.item())
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as standard JSON (indented; NaN and infinities become ``null``), atomically.
+
+    Example:
+        >>> import json, tempfile
+        >>> path = write_json(Path(tempfile.mkdtemp()) / "m.json", {"error": float("inf"), "n": np.int64(3)})
+        >>> json.loads(path.read_text())
+        {'error': None, 'n': 3}
+    """
+    import json
+
+    text = json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n"
+    return write_bytes_atomic(path, text.encode())
+
+
+def write_prediction_npz(path: str | os.PathLike[str], prediction: Any, *, model: str, image_size: Any,
+                         source: Any, checkpoint: str, fps: float = 0.0, betas: Any = None,
+                         reprojection_error: Any = None, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write regressor predictions (one row per person, frame or view) as an SMPL ``.npz``.
+
+    Besides the AMASS keys of :func:`write_smpl_npz` the file holds the camera of the original
+    image, so posing the body with the file's parameters and projecting with ``K`` lands on the
+    network's keypoints in the image: ``K (T, 3, 3)`` (focal ``5000 * box / 224`` px, principal
+    point at the box centre), ``image_size`` (``[W, H]`` or ``(T, 2)``), the crop ``center
+    (T, 2)`` / ``scale (T,)``, the network's crop camera ``cam_crop (T, 3)``, ``source``,
+    ``checkpoint``, ``refined`` and, when refined, ``reprojection_error_px (T,)``.
+
+    Args:
+        prediction: a :class:`mvspin.learning.inference.Prediction` (T rows).
+        betas: shape to store instead of the prediction's: ``(10,)`` for one body seen in T
+            views; default: the first row's for one row, else one row per row.
+        reprojection_error: (T,) pixels after refinement, or None (not refined).
+        extra: further arrays.
+    """
+    rows = len(prediction)
+    if betas is None:
+        betas = prediction.betas[0] if rows == 1 else prediction.betas
+    arrays: dict[str, Any] = {
+        "K": prediction.K.numpy(), "image_size": np.asarray(image_size), "center": prediction.center.numpy(),
+        "scale": prediction.scale.numpy(), "cam_crop": prediction.cam_crop.numpy(), "source": np.asarray(source),
+        "checkpoint": np.array(str(checkpoint)), "refined": np.array(reprojection_error is not None),
+    }
+    if reprojection_error is not None:
+        arrays["reprojection_error_px"] = np.asarray(reprojection_error, dtype=np.float64)
+    arrays.update(extra or {})
+    return write_smpl_npz(path, global_orient=prediction.global_orient.numpy(), body_pose=prediction.body_pose.numpy(),
+                          betas=np.asarray(betas), transl=prediction.transl.numpy(), model=model, fps=fps, extra=arrays)
+
+
+def check_output_folder(folder: str | os.PathLike[str], files: Sequence[str | os.PathLike[str]] = ()) -> Path:
+    """Make sure outputs can go to ``folder`` (created if missing) before any expensive work.
+
+    Args:
+        files: output files planned inside it; none may be an existing directory.
+
+    Raises:
+        NotADirectoryError: ``folder`` (or a parent) is a file.
+        IsADirectoryError: a planned file is a directory.
+        PermissionError: ``folder`` cannot be written.
+    """
+    folder = Path(folder)
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise NotADirectoryError(20, "the output folder is a file", str(parent))
+    folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(13, "the output folder is not writable", str(folder))
+    for file in map(Path, files):
+        if file.is_dir():
+            raise IsADirectoryError(21, "a directory is in the way of an output file", str(file))
+        for parent in file.parents:
+            if parent == folder:
+                break
+            if parent.exists() and not parent.is_dir():
+                raise NotADirectoryError(20, "a file is in the way of an output folder", str(parent))
+    return folder

@@ -15,10 +15,69 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from calibration.camera import look_at  # re-exported: its one home is calibration
+
 __all__ = ["RenderResult", "render_mesh", "overlay", "image_grid", "look_at", "offscreen_renderer", "gl_intrinsics"]
 
 # open3d 0.19 segfaults on a CPU-only machine unless EGL runs surfaceless (environment.md).
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")
+
+
+def _ensure_runtime_dir() -> None:
+    """Give Filament a valid ``$XDG_RUNTIME_DIR`` (a private folder of this user) when the
+    environment has none, so it does not print ``error: XDG_RUNTIME_DIR is invalid``."""
+    current = os.environ.get("XDG_RUNTIME_DIR")
+    if current and os.path.isdir(current) and os.access(current, os.W_OK):
+        return
+    import tempfile
+
+    folder = os.path.join(tempfile.gettempdir(), f"mvspin-runtime-{os.getuid() if hasattr(os, 'getuid') else 0}")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.stat(folder)
+        if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o077):
+            return  # someone else's or not private: leave the environment alone
+    except OSError:
+        return
+    os.environ["XDG_RUNTIME_DIR"] = folder
+
+
+@contextlib.contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """Send what C/C++ code writes to file descriptors 1 and 2 to ``/dev/null`` for the block.
+
+    Creating open3d's renderer prints Filament's and EGL's start-up banners ("FEngine ...
+    created", "EGL(1.5)", "OpenGL(4.5)", "[Open3D INFO] EGL headless mode enabled"), which
+    alarm users of a run that works. Errors still reach Python as exceptions.
+    """
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    try:
+        saved = (os.dup(1), os.dup(2))
+    except OSError:  # no real descriptors (embedded interpreters): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).fflush(None)  # C stdio buffers still hold banner text
+        except (OSError, AttributeError):
+            pass
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -71,7 +130,10 @@ def _renderer(width: int, height: int):
         if r is not None:
             del _state["renderer"], r
         w, h = max(width, size[0]), max(height, size[1])
-        r = o3d.visualization.rendering.OffscreenRenderer(w, h)
+        _ensure_runtime_dir()
+        o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Warning)
+        with _native_output_silenced():
+            r = o3d.visualization.rendering.OffscreenRenderer(w, h)
         # No tone mapping/antialiasing: background and silhouettes come out exactly as asked.
         r.scene.view.set_post_processing(False)
         _state["renderer"], _state["size"] = r, (w, h)
@@ -180,20 +242,3 @@ def image_grid(images: Sequence[np.ndarray], cols: int, pad: int = 4, fill: int 
         y, x = pad + r * (h + pad), pad + c * (w + pad)
         grid[y:y + h, x:x + w] = img[..., :3]
     return grid
-
-
-def look_at(eye: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, 1.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """World-to-camera ``R, t`` (OpenCV axes) of a camera at ``eye`` looking at ``target``.
-
-    ``up`` is the world direction that should appear upwards in the image.
-    """
-    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(-up, z)  # OpenCV: y (down) follows -up, and x = y cross z
-    if np.linalg.norm(x) < 1e-9:
-        raise ValueError("look_at: viewing direction is parallel to up")
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z])
-    return R, -R @ eye

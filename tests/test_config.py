@@ -36,3 +36,26 @@ def test_bad_overrides_raise_config_error(override):
 def test_missing_yaml(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_config(_Job, tmp_path / "missing.yaml")
+
+
+def test_yaml_that_is_not_a_mapping_names_the_file(tmp_path):
+    from dataclasses import dataclass
+
+    from mvspin.config import ConfigError, load_config
+
+    @dataclass
+    class Job:
+        iterations: int = 100
+
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- iterations: 3\n")
+    with pytest.raises(ConfigError, match=f"{listed}: expected a YAML mapping of config keys, got a list"):
+        load_config(Job, listed)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("iterations: [1,\n")
+    with pytest.raises(ConfigError, match=f"{broken}: not a readable YAML file"):
+        load_config(Job, broken)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("iterationz: 3\n")
+    with pytest.raises(ConfigError, match=f"{unknown}: invalid configuration: Key 'iterationz'"):
+        load_config(Job, unknown)

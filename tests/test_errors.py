@@ -62,3 +62,50 @@ def test_cli_reports_user_errors_in_one_line_and_programming_errors_with_traceba
     monkeypatch.setattr(info, "run", fail(KeyError("internal")))
     with pytest.raises(KeyError):
         main(["info"])
+
+
+def test_device_option_errors_name_the_option():
+    from mvspin.cli.common import resolve_device
+
+    with pytest.raises(ValueError, match=r"--device 'banana' is not a torch device \(e.g. cpu, cuda, cuda:1\)"):
+        resolve_device("banana")
+    with pytest.raises(ValueError, match="--device meta: only cpu and cuda"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--device cuda:0: CUDA is not available"):
+            resolve_device("cuda:0")
+    else:
+        with pytest.raises(ValueError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_disk_errors_without_a_file_name_get_one(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import mvspin.cli.info as info
+    from mvspin.atomic import write_bytes_atomic
+    from mvspin.cli.main import error_line
+
+    real_open = open
+
+    def full_disk_open(path, mode="r", *a, **k):
+        handle = real_open(path, mode, *a, **k)
+        if "w" in mode and "mvspin-tmp" in str(path):
+            def write(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            handle.write = write
+        return handle
+
+    monkeypatch.setattr("builtins.open", full_disk_open)
+    with pytest.raises(OSError) as err:
+        write_bytes_atomic(tmp_path / "out.json", b"{}")
+    monkeypatch.undo()
+    assert error_line(err.value) == f"{tmp_path / 'out.json'}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+    def run(args):
+        raise err.value
+    monkeypatch.setattr(info, "run", run)
+    assert main(["info"]) == 2
+    assert capsys.readouterr().err.strip() == f"mvspin info: error: {tmp_path / 'out.json'}: No space left on device"

@@ -82,3 +82,25 @@ def test_pixel_centres_follow_opencv_convention():
     mask = render_mesh(verts, faces, K, 64, 64).mask
     cols, rows = np.flatnonzero(mask.any(0)), np.flatnonzero(mask.any(1))
     assert (cols.min(), cols.max(), rows.min(), rows.max()) == (11, 50, 21, 40)
+
+
+def test_rendering_prints_nothing(tmp_path):
+    """open3d/Filament start-up banners and the XDG_RUNTIME_DIR complaint do not reach the user."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    env.update(PYTHONPATH=str(root), TMPDIR=str(tmp_path))
+    script = ("import numpy as np\n"
+              "from mvspin.rendering import render_mesh\n"
+              "r = render_mesh(np.array([[-1., -1, 5], [1, -1, 5], [0, 1, 5]]), np.array([[0, 1, 2]]),\n"
+              "                np.array([[40., 0, 32], [0, 40, 24], [0, 0, 1]]), 64, 48)\n"
+              "print('covered', int(r.mask.sum()))\n")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("covered ") and int(lines[0].split()[1]) > 100

@@ -4,9 +4,9 @@
 For each free-model resolution, on a synthetic batch of B bundles x V views (4-camera setting of
 the fitting tests: 1000x1000 px, focal 1000 px, 2 px noise, 10% dropped):
 
-- baseline: the same two-stage energy and Adam optimiser, but every iteration of both stages
-  runs smplx's full forward (all vertices, LBS) of all B*V bodies, one per view, as the
-  published MV-SPIN code does;
+- baseline: the same fitter with ``keypoint_backend="full"``: the same two-stage energy and
+  Adam optimiser, but every iteration of both stages runs smplx's full forward (all vertices,
+  LBS) of all B*V bodies, one per view, as the published MV-SPIN code does;
 - MV-SMPLify per_view (the paper's mode) and calibrated, through the body model's fast keypoint
   path (one body per bundle, per-view root transforms; stage 1 reuses the fixed body);
 
@@ -27,7 +27,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -35,23 +34,6 @@ from _bench import median_time  # noqa: E402  (tools/ is on sys.path when run as
 from mvspin.body import BodyModel  # noqa: E402
 from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, sample_bodies  # noqa: E402
 from mvspin.fitting import MVSMPLify, MVSMPLifyConfig  # noqa: E402
-
-
-class FullForwardMVSMPLify(MVSMPLify):
-    """The same fitter evaluating smplx's full forward of every view's body at every iteration."""
-
-    def _view_keypoints(self, body_rot: Tensor, betas: Tensor, rot: Tensor, transl: Tensor) -> Tensor:
-        b, v = rot.shape[:2]
-        out = self.body(
-            body_pose=body_rot.unsqueeze(1).expand(b, v, *body_rot.shape[1:]).reshape(b * v, *body_rot.shape[1:]),
-            betas=betas.unsqueeze(1).expand(b, v, betas.shape[-1]).reshape(b * v, -1),
-            global_orient=rot.reshape(b * v, 3, 3), transl=transl.reshape(b * v, 3),
-            keypoints=self.targets.model_set,
-        )
-        return self.targets.model_keypoints(out.keypoints).view(b, v, -1, 3)
-
-    def _stage1_keypoints(self, kp_c, body_rot, betas, pelvis, rot, transl):
-        return self._view_keypoints(body_rot, betas, rot, transl)
 
 
 def main() -> None:
@@ -81,7 +63,8 @@ def main() -> None:
         cams = cap.cameras.to(device)
         short = replace(base_cfg, stage1_iterations=2, stage2_iterations=2, triangulation_fit_iterations=2)
         fitters = {
-            "baseline": (FullForwardMVSMPLify(body, base_cfg), FullForwardMVSMPLify(body, short)),
+            "baseline": (MVSMPLify(body, replace(base_cfg, keypoint_backend="full")),
+                         MVSMPLify(body, replace(short, keypoint_backend="full"))),
             "per_view": (MVSMPLify(body, base_cfg), MVSMPLify(body, short)),
             "calibrated": (MVSMPLify(body, replace(base_cfg, mode="calibrated")),
                            MVSMPLify(body, replace(short, mode="calibrated"))),

@@ -5,7 +5,8 @@ Part 1 times the HMR regressor alone (eval mode, no gradients, random 224x224 cr
 backbone and batch size and reports images per second (median of --repeats timed runs after one
 warm-up).
 
-Part 2 runs ``mvspin infer`` end to end (``mvspin.cli.infer.execute``) on --images synthetic JPEG
+Part 2 runs ``mvspin infer`` end to end (the library pipeline it wraps,
+``mvspin.inference.InferencePipeline``) on --images synthetic JPEG
 images of --image-size, with an untrained network of --infer-backbone (weights do not change the
 time), and splits the time per image into the command's stages: read, crop, network, body model,
 render (open3d overlay + side view), write (.npz, .obj, PNGs). A one-image warm-up run first
@@ -16,8 +17,6 @@ creates the renderer; each stage is the median over --repeats runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import logging
 import platform
 import statistics
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from _bench import median_time  # tools/ is on sys.path when run as a script
-from mvspin.cli.infer import STAGES, add_parser, execute
+from mvspin.inference import STAGES, InferConfig, InferencePipeline
 from mvspin.learning.regressor import HMRRegressor
 
 
@@ -66,24 +65,22 @@ def bench_infer(args: argparse.Namespace, folder: Path) -> dict[str, float]:
     width, height = args.image_size
     images = _write_images(folder / "in", args.images, width, height)
 
-    def command(inputs: list[Path], out: Path) -> argparse.Namespace:
-        parser = argparse.ArgumentParser()
-        add_parser(parser.add_subparsers())
-        argv = ["infer", *map(str, inputs), "--allow-untrained", "--backbone", args.infer_backbone,
-                "--out", str(out), "--batch-size", str(args.batch_size), "--resolution", args.resolution]
-        if args.device:
-            argv += ["--device", args.device]
-        return parser.parse_args(argv)
+    def pipeline(out: Path) -> InferencePipeline:
+        # A fresh pipeline per run, as each `mvspin infer` call loads its models (part of the total).
+        return InferencePipeline(InferConfig(allow_untrained=True, backbone=args.infer_backbone, out=out,
+                                             batch_size=args.batch_size, resolution=args.resolution,
+                                             device=args.device))
 
-    with contextlib.redirect_stderr(io.StringIO()):  # progress bars
-        execute(command(images[:1], folder / "warmup"))
-        runs = []
-        for r in range(args.repeats):
-            report = execute(command(images, folder / f"run{r}"))
-            if report.failures:
-                raise RuntimeError(f"infer failed: {report.failures[0]}")
-            runs.append({s: report.timings.get(s, 0.0) / len(images) for s in STAGES}
-                        | {"total": report.seconds / len(images)})
+    first = pipeline(folder / "warmup")
+    first.run(images[:1])
+    runs = []
+    for r in range(args.repeats):
+        infer = pipeline(folder / f"run{r}")
+        report = infer.run(images)
+        if report.failures:
+            raise RuntimeError(f"infer failed: {report.failures[0]}")
+        runs.append({s: report.timings.get(s, 0.0) / len(images) for s in STAGES}
+                    | {"total": (report.seconds + report.load_seconds) / len(images)})
     return {k: statistics.median(run[k] for run in runs) for k in runs[0]}
 
 

@@ -47,9 +47,14 @@ _SMPLX_LANDMARKS = {
     "rpinky": "right_pinky_tip", "head_top": "head_top", "chin": "chin",
 }
 
-# Rows of SPIN's J_regressor_extra.npy, in file order (SPIN's JOINT_MAP indices 45..53).
+# Rows of SPIN's J_regressor_extra.npy, in file order (SPIN's JOINT_MAP indices 45..53). The
+# last three are SPIN's own regressions of Human3.6M's spine, jaw and head; SPIN's 49 keypoints
+# use them ('Spine (H36M)': 51, 'Jaw (H36M)': 52, 'Head (H36M)': 53), while evaluation (h36m17)
+# uses J_regressor_h36m's rows for the same anatomical points.
 _SPIN_EXTRA_ROWS = ("lsp_right_hip", "lsp_left_hip", "lsp_neck", "lsp_head_top", "mpii_pelvis",
-                    "mpii_thorax", "h36m_spine", "h36m_neck", "h36m_head")
+                    "mpii_thorax", "extra_h36m_spine", "extra_h36m_neck", "extra_h36m_head")
+_SPIN49_FROM_EXTRA = {"h36m_spine": "extra_h36m_spine", "h36m_neck": "extra_h36m_neck",
+                      "h36m_head": "extra_h36m_head"}
 
 
 @dataclass
@@ -222,7 +227,8 @@ class BodyModel(nn.Module):
         # Only purely geometric helpers are derived on SMPL: dataset points must come from SPIN's
         # regressors, or evaluation numbers would silently stop matching the literature.
         derived = {k: DERIVED_POINTS[k] for k in ("mid_hip", "upper_neck")}
-        sources = PointSources(n_verts, landmarks, regressed, derived, hint)
+        sources = PointSources(n_verts, landmarks, regressed, derived, hint,
+                               per_set={"spin49": dict(_SPIN49_FROM_EXTRA)})
         mean_path = files.extras.get("smpl_mean_params.npz")
         if mean_path is None:  # the free model's hand-set mean pose is in SMPL's layout too
             mean_path = model_files.ASSETS_DIR / model_files.FREE_MEAN_PARAMS
@@ -360,7 +366,7 @@ class BodyModel(nn.Module):
         Equal to ``forward(..., keypoints=set_name).keypoints`` to float precision.
         """
         body_rot, betas, root_rot, transl = self._standardise(body_pose, betas, global_orient, transl)
-        kp, root = self._canonical_keypoints(set_name, body_rot, betas)
+        kp, root = self._canonical(set_name, body_rot, betas)
         weight_sum = self._map_tensors(set_name)[-1]
         return _apply_root(kp, weight_sum, root, root_rot.unsqueeze(1), transl.unsqueeze(1))[:, 0]
 
@@ -394,12 +400,59 @@ class BodyModel(nn.Module):
             raise ValueError(f"global_orient must have B={b}, V={v} leading dims, got {tuple(global_orient.shape)}")
         body_rot = _as_rotmat(body_pose, 23, "body_pose")
         self._check_betas(betas, body_rot.shape[0])
-        kp, root = self._canonical_keypoints(set_name, body_rot, betas)
+        kp, root = self._canonical(set_name, body_rot, betas)
         return _apply_root(kp, self._map_tensors(set_name)[-1], root, root_rot, transl)
 
-    def _canonical_keypoints(self, set_name: str, body_rot: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
-        """Keypoints with identity root rotation and no translation ``(B, K, 3)``, and the rest
-        pelvis ``(B, 3)`` about which SMPL applies the root rotation.
+    def canonical_keypoints(self, set_name: str, body_pose: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
+        """Keypoints of a body with identity root rotation and no translation, and its rest pelvis.
+
+        With :meth:`apply_root` this splits :meth:`keypoints_multiview` in two, so a fitter that
+        holds the body fixed (and moves only root rotations and translations) evaluates the body
+        once: ``apply_root(set_name, *canonical_keypoints(set_name, pose, betas), R, t)`` equals
+        ``keypoints_multiview(set_name, pose, betas, R, t)``.
+
+        Args:
+            set_name: keypoint set.
+            body_pose: ``(B, 23, 3, 3)`` rotation matrices or ``(B, 69)`` axis-angle.
+            betas: ``(B, num_betas)``.
+
+        Returns:
+            ``(B, K, 3)`` keypoints, metres, and ``(B, 3)`` the rest pelvis about which SMPL
+            applies the root rotation.
+        """
+        body_rot = _as_rotmat(body_pose, 23, "body_pose")
+        self._check_betas(betas, body_rot.shape[0])
+        return self._canonical(set_name, body_rot, betas)
+
+    def apply_root(self, set_name: str, keypoints: Tensor, pelvis: Tensor, global_orient: Tensor,
+                   transl: Tensor) -> Tensor:
+        """Canonical keypoints (:meth:`canonical_keypoints`) seen under per-view root transforms.
+
+        SMPL moves every point by ``x' = R (x - J0) + J0 + t``; a keypoint whose joint and vertex
+        weights sum to ``s`` (1 up to rounding) moves by ``R (k - s J0) + s (J0 + t)``, which is
+        what this computes, so the result equals the full forward exactly.
+
+        Args:
+            set_name: the keypoint set of ``keypoints``.
+            keypoints: ``(B, K, 3)`` or ``(B, 1, K, 3)`` canonical keypoints, metres.
+            pelvis: ``(B, 3)`` rest pelvis from :meth:`canonical_keypoints`.
+            global_orient: ``(B, V, 3, 3)`` root rotations (or ``(B, V, 3)`` axis-angle).
+            transl: ``(B, V, 3)`` SMPL translations, metres.
+
+        Returns:
+            ``(B, V, K, 3)``.
+        """
+        weight_sum = self._map_tensors(set_name)[-1]
+        if keypoints.shape[-2:] != (weight_sum.shape[0], 3) or keypoints.dim() not in (3, 4):
+            raise ValueError(f"keypoints must be (B, {weight_sum.shape[0]}, 3) {set_name} keypoints, "
+                             f"got {tuple(keypoints.shape)}")
+        if transl.dim() != 3 or transl.shape[-1] != 3:
+            raise ValueError(f"transl must be (B, V, 3), got {tuple(transl.shape)}")
+        root_rot = _as_rotmat(global_orient, 1, "global_orient", lead=2)[..., 0, :, :]
+        return _apply_root(keypoints, weight_sum, pelvis, root_rot, transl)
+
+    def _canonical(self, set_name: str, body_rot: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`canonical_keypoints` for rotation matrices ``(B, 23, 3, 3)`` (no input checks).
 
         Small 3x3 products are written as broadcast multiply-and-sum: on CPU that is several
         times faster than einsum/bmm for thousands of 3x3 matrices.
@@ -539,7 +592,10 @@ def _smpl_arrays(arrays: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_regressor(path: Path, rows: int, n_verts: int) -> np.ndarray:
-    reg = np.load(path, allow_pickle=False)
+    try:
+        reg = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        raise BodyModelFilesError(f"{path} is not a readable .npy regressor ({err})") from None
     if reg.shape != (rows, n_verts):
         raise BodyModelFilesError(f"{path}: expected shape ({rows}, {n_verts}), got {reg.shape}")
     return reg.astype(np.float64)

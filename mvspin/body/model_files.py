@@ -104,24 +104,86 @@ def load_model_arrays(path: str | Path) -> dict[str, Any]:
         BodyModelFilesError: the file lacks one of the required arrays (named in the message).
     """
     path = Path(path)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            arrays: dict[str, Any] = {k: z[k] for k in z.files}
-    else:
-        loaded = load_restricted_pickle(path)
-        if not isinstance(loaded, dict):
-            raise BodyModelFilesError(f"{path} does not hold a dict of model arrays")
-        arrays = dict(loaded)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arrays: dict[str, Any] = {k: z[k] for k in z.files}
+        else:
+            loaded = load_restricted_pickle(path)
+            if not isinstance(loaded, dict):
+                raise BodyModelFilesError(f"{path} does not hold a dict of model arrays")
+            arrays = dict(loaded)
+    except (MvspinError, FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as err:  # truncated, not a pickle/npz, an object array in an npz, ...
+        raise BodyModelFilesError(f"{path} is not a readable SMPL model file "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
     missing = [k for k in _REQUIRED_KEYS if k not in arrays]
     if missing:
         raise BodyModelFilesError(f"{path} is incomplete: missing {', '.join(missing)}")
-    n_verts = np.asarray(arrays["v_template"]).shape[0]
+    n_verts = np.asarray(arrays["v_template"]).shape[0] if np.ndim(arrays["v_template"]) else 0
     if "posedirs" not in arrays:
         arrays["posedirs"] = np.zeros((n_verts, 3, 207), dtype=np.float32)
+    check_model_arrays(path, arrays)
     kintree = np.asarray(arrays["kintree_table"]).astype(np.int64)
     kintree[0, 0] = -1  # SMPL stores the root's parent as 2**32 - 1
     arrays["kintree_table"] = kintree
     return arrays
+
+
+def check_model_arrays(path: str | Path, arrays: dict[str, Any]) -> None:
+    """Check that a model file's arrays fit together (SMPL's layout: N vertices, 24 joints).
+
+    ``v_template (N, 3)``, ``shapedirs (N, 3, B)``, ``posedirs (N, 3, 207)`` (or ``(3N, 207)``),
+    ``J_regressor (24, N)``, ``weights (N, 24)``, ``kintree_table (2, 24)``, ``f (F, 3)`` with
+    vertex ids below N, all finite.
+
+    Raises:
+        BodyModelFilesError: naming the file, the array, its shape and what it must be.
+    """
+    def shape_of(key: str) -> tuple[int, ...]:
+        value = arrays[key]
+        try:
+            return tuple(int(d) for d in np.shape(value))
+        except Exception:
+            raise BodyModelFilesError(f"{path}: {key} is not an array ({type(value).__name__})") from None
+
+    def bad(key: str, expected: str) -> BodyModelFilesError:
+        return BodyModelFilesError(f"{path}: {key} has shape {shape_of(key)}, expected {expected} "
+                                   "(the model file's arrays do not fit together)")
+
+    v = shape_of("v_template")
+    if len(v) != 2 or v[1] != 3 or v[0] < 1:
+        raise bad("v_template", "(N, 3)")
+    n = v[0]
+    joints = 24
+    kt = shape_of("kintree_table")
+    if kt != (2, joints):
+        raise bad("kintree_table", f"(2, {joints})")
+    sd = shape_of("shapedirs")
+    if len(sd) != 3 or sd[:2] != (n, 3) or sd[2] < 1:
+        raise bad("shapedirs", f"({n}, 3, B) with N = {n} vertices from v_template")
+    pd = shape_of("posedirs")
+    if pd not in ((n, 3, 9 * (joints - 1)), (3 * n, 9 * (joints - 1))):
+        raise bad("posedirs", f"({n}, 3, {9 * (joints - 1)})")
+    if shape_of("J_regressor") != (joints, n):
+        raise bad("J_regressor", f"({joints}, {n})")
+    if shape_of("weights") != (n, joints):
+        raise bad("weights", f"({n}, {joints})")
+    f = shape_of("f")
+    if len(f) != 2 or f[1] != 3 or f[0] < 1:
+        raise bad("f", "(F, 3)")
+    faces = np.asarray(arrays["f"])
+    if not np.issubdtype(faces.dtype, np.integer) or faces.min() < 0 or faces.max() >= n:
+        raise BodyModelFilesError(f"{path}: f holds vertex ids from {faces.min()} to {faces.max()}, but "
+                                  f"v_template has {n} vertices")
+    for key in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights"):
+        try:
+            values = np.asarray(arrays[key], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise BodyModelFilesError(f"{path}: {key} is not numeric") from None
+        if not np.isfinite(values).all():
+            raise BodyModelFilesError(f"{path}: {key} contains NaN or infinite values")
 
 
 def load_mean_params(path: str | Path) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ Points come from three sources:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -69,6 +69,12 @@ class PointSources:
         regressed: point name -> dense vertex weights ``(num_vertices,)`` (SPIN's regressor rows).
         derived: point name -> weighted sum of other points (definitions this model accepts).
         missing_hint: point name -> why it is unavailable (e.g. which file to add).
+        per_set: keypoint set name -> {point: point used instead} for sets whose reference
+            places a point differently from the model's usual placement. On SMPL, SPIN's 49
+            take ``h36m_spine``, ``h36m_neck`` and ``h36m_head`` from ``J_regressor_extra``
+            rows (its ``JOINT_MAP`` indices 51-53), while ``h36m17`` takes them from
+            ``J_regressor_h36m``; the anatomical point (and so the mapping of dataset keypoints
+            between sets) is the same.
     """
 
     num_vertices: int
@@ -76,6 +82,7 @@ class PointSources:
     regressed: dict[str, np.ndarray]
     derived: dict[str, tuple[tuple[str, float], ...]]
     missing_hint: dict[str, str]
+    per_set: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def resolve(self, point: str, _depth: int = 0) -> tuple[np.ndarray, dict[int, float]]:
         """Joint weights ``(24,)`` and vertex weights ``{vertex id: weight}`` of ``point``."""
@@ -125,10 +132,11 @@ class KeypointMap:
             KeypointSetUnavailable: naming the set, the point and how to make it available.
         """
         kset = get_keypoint_set(set_name)
+        substitute = sources.per_set.get(set_name, {})
         rows = []
         for name, point in zip(kset.names, kset.points):
             try:
-                rows.append(sources.resolve(point))
+                rows.append(sources.resolve(substitute.get(point, point)))
             except KeypointSetUnavailable as err:
                 raise KeypointSetUnavailable(
                     f"keypoint set {set_name!r} cannot be made for this body model: keypoint "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mvspin.atomic import write_bytes_atomic
+from mvspin.atomic import check_output_location, write_bytes_atomic
 
 log = logging.getLogger("mvspin")
 
@@ -31,12 +31,39 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return device
+    """The torch device ``--device`` names (default: cuda if available, else cpu); see
+    :func:`mvspin.config.resolve_device`. Raises ``ConfigError`` (a ValueError) naming ``--device``."""
+    from mvspin.config import resolve_device as resolve
+
+    return resolve(name, what="--device")
+
+
+def check_range(option: str, value: float | int | None, low: float | None = None, high: float | None = None,
+                *, low_open: bool = False) -> None:
+    """Raise ``ValueError("--option must be ...")`` unless ``low <= value <= high`` (``low < value``
+    with ``low_open``); None values (option not given) pass."""
+    if value is None:
+        return
+    ok = value == value  # not NaN
+    if low is not None:
+        ok = ok and (value > low if low_open else value >= low)
+    if high is not None:
+        ok = ok and value <= high
+    if not ok:
+        if low is not None and high is not None:
+            want = f"in {low}..{high}" if not low_open else f"in ({low}, {high}]"
+        elif low is not None:
+            want = f"> {low}" if low_open else f">= {low}"
+        else:
+            want = f"<= {high}"
+        raise ValueError(f"{option} must be {want}, got {value}")
+
+
+def check_output(path: Path, option: str = "--out", kind: str = "file") -> Path:
+    """Check an output location before any expensive work (see
+    :func:`mvspin.atomic.check_output_location`); every command calls this for each output
+    option. Raises :class:`~mvspin.atomic.OutputLocationError` naming ``option`` and the path."""
+    return check_output_location(path, kind=kind, what=option)
 
 
 def load_body_model(args: argparse.Namespace, device: torch.device | None = None):

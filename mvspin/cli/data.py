@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mvspin.cli.common import add_body_model_args, atomic_write_bytes
+from mvspin.cli.common import add_body_model_args, atomic_write_bytes, check_output, check_range
 
 
 
@@ -77,7 +77,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     i = dsub.add_parser("info", help="describe a bundle file", description="Print a bundle file's layout.")
     i.add_argument("file", type=Path)
-    i.add_argument("--validate", action="store_true", help="also check every value (reads the whole file)")
+    i.add_argument("--validate", action="store_true",
+                   help="read the whole file as training does: every field, every value, every image "
+                        "decoded (embedded or the file each path names)")
     i.set_defaults(run=run_info)
 
 
@@ -85,6 +87,7 @@ def run_synthetic(args: argparse.Namespace) -> int:
     from mvspin.cli.common import load_body_model
     from mvspin.data.synthetic_capture import CaptureOptions, generate_capture_file
 
+    _check_synthetic_options(args)  # named by option, before the library's own checks
     options = CaptureOptions(
         num_views=args.views, image_size=tuple(args.image_size), focal=args.focal, distance=tuple(args.radius),
         height=tuple(args.height), keypoint_set=args.keypoint_set, joints_3d_set=args.joints_3d_set,
@@ -94,10 +97,27 @@ def run_synthetic(args: argparse.Namespace) -> int:
     )
     if args.bundles < 1:
         raise ValueError(f"--bundles must be >= 1, got {args.bundles}")
+    check_output(args.out, "--out")  # before the body model and the renderer start
     body = load_body_model(args)
     report = generate_capture_file(args.out, args.bundles, seed=args.seed, options=options, body=body, progress=True)
     print(report.summary())
     return 0
+
+
+def _check_synthetic_options(args: argparse.Namespace) -> None:
+    """Options out of range are one-line errors naming the option, before any work."""
+    check_range("--views", args.views, 1, 64)
+    for option, value in (("--image-size W", args.image_size[0]), ("--image-size H", args.image_size[1])):
+        check_range(option, value, 16, 8192)
+    check_range("--focal", args.focal, 0, low_open=True)
+    for option, (low, high) in (("--radius", args.radius), ("--height", args.height)):
+        if not low <= high:
+            raise ValueError(f"{option} MIN MAX: MIN must not exceed MAX, got {low} {high}")
+    check_range("--radius MIN", args.radius[0], 0, low_open=True)
+    check_range("--noise-px", args.noise_px, 0)
+    check_range("--pose-spread", args.pose_spread, 0)
+    check_range("--betas-std", args.betas_std, 0)
+    check_range("--jpeg-quality", args.jpeg_quality, 0, 100)
 
 
 # CLI option -> builder keyword argument.
@@ -143,20 +163,34 @@ def run_build(args: argparse.Namespace) -> int:
             opts[kw] = value
         if "progress" in params:
             opts["progress"] = True
+    check_range("--every-nth", args.every_nth, 1)
+    check_range("--jpeg-quality", args.jpeg_quality, 0, 100)
+    check_range("--bbox-scale-factor", args.bbox_scale_factor, 0, low_open=True)
+    if not args.root.exists():
+        raise FileNotFoundError(2, "dataset root does not exist", str(args.root))
+    check_output(args.out, "--out")
+    if args.report is not None:
+        check_output(args.report, "--report")
+    if args.frames_dir is not None:
+        check_output(args.frames_dir, "--frames-dir", kind="folder")
     report = build(args.dataset, args.root, args.out, **opts)
     print(report.summary())
     if args.report is not None:
         atomic_write_bytes(args.report, json.dumps(report.to_dict(), indent=2).encode("utf-8"))
         print(f"report: {args.report}")
+    if report.num_bundles == 0:
+        from mvspin.errors import MvspinError
+
+        raise MvspinError(f"no bundle could be built from {args.root} ({len(report.skipped)} items skipped, "
+                          f"see above); {args.out} was not written")
     return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from mvspin.data.bundle_format import BundleFile, validate_bundle_file
+    from mvspin.data.bundle_format import BundleFile, validate_bundle_contents
 
     bundles = BundleFile(args.file)
-    if args.validate:
-        validate_bundle_file(args.file, check_values=True)
+    checked = validate_bundle_contents(args.file, progress=True) if args.validate else 0
     print(repr(bundles))
     print(f"  fields: {', '.join(bundles.fields)}")
     print(f"  2D keypoints: {bundles.keypoint_set}; 3D joints: {bundles.joints_3d_keypoint_set or 'none'}"
@@ -169,5 +203,5 @@ def run_info(args: argparse.Namespace) -> int:
         text = str(value)
         print(f"  {key}: {text if len(text) <= 100 else text[:97] + '...'}")
     if args.validate:
-        print("  values: valid")
+        print(f"  values: valid ({checked} bundles: every field read, every image decoded)")
     return 0

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -51,6 +50,7 @@ import h5py
 import numpy as np
 
 from mvspin._version import __version__
+from mvspin.atomic import commit_temporary, temporary_path_for
 from mvspin.body.keypoint_sets import KEYPOINT_SETS
 from mvspin.errors import MvspinError
 
@@ -63,6 +63,7 @@ __all__ = [
     "FieldSpec",
     "BundleFormatError",
     "BundleWriter",
+    "validate_bundle_contents",
     "BundleFile",
     "validate_bundle_file",
     "decode_image",
@@ -395,6 +396,9 @@ class BundleWriter:
         attrs: extra file attributes (str, int, float or bool values).
         chunk_bundles: bundles per HDF5 chunk along N.
         compression: HDF5 filter for numeric fields (``"gzip"``, ``"lzf"`` or None).
+        allow_empty: with False, closing after no bundle writes nothing (an existing ``path``
+            stays as it was) and sets :attr:`written` to False (dataset builders: a build that
+            yields nothing must not replace a good file with an empty one).
 
     Each appended bundle is a mapping from field name to the value of that field for one bundle
     (the field's shape without the leading N): e.g. ``center`` of shape ``(V, 2)``, ``images`` a
@@ -424,8 +428,12 @@ class BundleWriter:
         attrs: Optional[Mapping[str, Any]] = None,
         chunk_bundles: int = 16,
         compression: Optional[str] = "gzip",
+        allow_empty: bool = True,
     ) -> None:
         self.path = Path(path)
+        self._allow_empty = bool(allow_empty)
+        self.written = False
+        """Whether :meth:`close` put a file at ``path``."""
         if num_views < 1:
             raise ValueError(f"BundleWriter: num_views must be >= 1, got {num_views}")
         for field, name in (("keypoints_2d", keypoint_set), ("joints_3d", joints_3d_keypoint_set)):
@@ -465,8 +473,12 @@ class BundleWriter:
         self._closed = False
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        self._file = h5py.File(self._tmp, "w")
+        self._tmp = temporary_path_for(self.path)
+        try:
+            self._file = h5py.File(self._tmp, "w")
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
         try:
             self._create(dataset, split, keypoint_set, joints_3d_keypoint_set, joints_3d_frame,
                          joints_3d_root_relative, image_root, attrs or {})
@@ -607,16 +619,19 @@ class BundleWriter:
         """Flush, validate, and move the file into place; returns the final path."""
         if self._closed:
             return self.path
+        if self._count == 0 and not self._allow_empty:
+            self.abort()
+            return self.path
         try:
             self._flush()
             self._file.close()
-            _fsync(self._tmp)
-            validate_bundle_file(self._tmp)
-            os.replace(self._tmp, self.path)
+            validate_bundle_file(self._tmp)  # re-reads every field's layout
+            commit_temporary(self._tmp, self.path)  # fsync and size check, then the rename
         except BaseException:
             self.abort()
             raise
         self._closed = True
+        self.written = True
         return self.path
 
     def abort(self) -> None:
@@ -641,16 +656,6 @@ class BundleWriter:
             self.abort()
 
 
-def _fsync(path: Path) -> None:
-    # Make the data durable before the rename publishes it, so a crash never leaves a
-    # renamed-but-empty file.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def decode_image(data: np.ndarray | bytes, source: str = "image") -> np.ndarray:
     """Decode encoded image bytes to an RGB ``uint8`` array of shape ``(H, W, 3)``.
 
@@ -661,10 +666,61 @@ def decode_image(data: np.ndarray | bytes, source: str = "image") -> np.ndarray:
         buf = np.frombuffer(data, dtype=np.uint8)
     else:
         buf = np.asarray(data, dtype=np.uint8)
+    if buf.size >= 2 and buf[0] == 0xFF and buf[1] == 0xD8:
+        # libjpeg decodes a cut JPEG without an error (grey below the cut): require the end
+        # marker after the last scan (0xFF is byte-stuffed inside scans, so EOI is unambiguous).
+        raw = buf.tobytes()
+        if raw.rfind(b"\xff\xd9") < raw.rfind(b"\xff\xda"):
+            raise ValueError(f"{source}: truncated JPEG ({buf.size} bytes, no end-of-image marker)")
     image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if image is None:
         raise ValueError(f"{source}: not a decodable image ({buf.size} bytes)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def validate_bundle_contents(path: str | os.PathLike, *, image_root: Optional[str | os.PathLike] = None,
+                             progress: bool = False) -> int:
+    """Read a bundle file the way training does, completely: every field of every bundle, every
+    image decoded (embedded bytes or the file each path names) and compared with its
+    ``image_size``, plus the value checks of ``validate_bundle_file(check_values=True)``.
+
+    A file this accepts is one :class:`BundleFile` readers (the training dataset) can read.
+
+    Returns:
+        the number of bundles checked.
+
+    Raises:
+        BundleFormatError: naming the file, the field, the bundle and view.
+        FileNotFoundError: a referenced image file is missing (named).
+    """
+    path = Path(path)
+    validate_bundle_file(path, check_values=True)
+    with BundleFile(path, image_root=image_root) as bundles:
+        indices = range(len(bundles))
+        if progress:
+            from tqdm import tqdm
+
+            indices = tqdm(indices, desc=f"validating {path.name}", unit="bundle")
+        for i in indices:
+            try:
+                record = bundles.read_bundle(i)
+            except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
+                raise _err(path, None, f"bundle {i}: cannot read: {e}") from None
+            try:
+                images = bundles.load_images(i)
+            except FileNotFoundError:
+                raise
+            except BundleFormatError:
+                raise
+            except (OSError, ValueError) as e:
+                raise _err(path, bundles.image_storage == "bytes" and "images" or "image_paths",
+                           f"bundle {i}: {e}") from None
+            for v, image in enumerate(images):
+                w, h = (int(x) for x in record["image_size"][v])
+                if image.shape[:2] != (h, w):
+                    raise _err(path, "image_size", f"bundle {i} view {v}: image is {image.shape[1]}x"
+                                                   f"{image.shape[0]}, image_size says {w}x{h}")
+    return len(bundles)
 
 
 class BundleFile:

@@ -29,13 +29,13 @@ from torch import Tensor
 
 from calibration import Camera, CameraTensors, Rig, stack_rigs
 from mvspin.body import BodyModel, FreePosePrior
-from mvspin.fitting.mv_smplify import crop_camera_rotation
 from mvspin.fitting.result import PerViewEstimate
 from mvspin.geometry import (
     SPIN_CROP_SIZE,
     SPIN_FOCAL_LENGTH,
     SPIN_SCALE_UNIT,
     axis_angle_to_matrix,
+    crop_camera_rotation,
     image_to_crop_points,
     matrix_to_axis_angle,
     perspective_projection,

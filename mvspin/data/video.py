@@ -16,8 +16,14 @@ import numpy as np
 
 from mvspin.errors import MvspinError
 
-__all__ = ["VideoError", "VideoInfo", "video_info", "iter_video_frames", "encode_image",
-           "image_size_of_file"]
+__all__ = ["VideoError", "VideoInfo", "VideoFrames", "video_info", "iter_video_frames", "encode_image",
+           "image_size_of_file", "FALLBACK_FPS"]
+
+FALLBACK_FPS = 30.0
+"""Frame rate assumed when a container does not report one."""
+# Frames a container's count may be off by (some muxers count one frame more or less) before a
+# shorter stream is called truncated.
+FRAME_COUNT_TOLERANCE = 1
 
 
 class VideoError(MvspinError, OSError):
@@ -107,6 +113,65 @@ def iter_video_frames(path: str | os.PathLike,
             yield index, frame
     finally:
         cap.release()
+
+
+class VideoFrames:
+    """All frames of a video, decoded in order as RGB, with a check that none went missing.
+
+    Iterating yields ``(H, W, 3)`` uint8 RGB frames; when the stream ends before the frame count
+    the container reports (a truncated or damaged file), the iteration raises
+    :class:`VideoError` saying how many frames were decoded, so a cut video never passes for a
+    short one.
+
+    Attributes:
+        path: the video file.
+        fps: frames per second the container reports (:data:`FALLBACK_FPS` when it reports none).
+        reported_frames: the container's frame count (0 when unknown).
+        decoded: frames decoded so far.
+
+    Raises:
+        VideoError: the file is missing or cannot be opened (on construction), no frame can be
+            decoded, or frames are missing (while iterating).
+
+    Example:
+        >>> for frame in VideoFrames("clip.mp4"):  # doctest: +SKIP
+        ...     ...
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        cap = _open(self.path)
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        self.fps = fps if np.isfinite(fps) and fps > 0 else FALLBACK_FPS
+        self.reported_frames = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+        self.decoded = 0
+        self._cap: Optional[cv2.VideoCapture] = cap
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        cap = self._cap
+        if cap is None:
+            raise VideoError(f"{self.path}: the frames were already read")
+        self._cap = None
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    break
+                self.decoded += 1
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        finally:
+            cap.release()
+        if self.decoded == 0:
+            raise VideoError(f"{self.path}: no frame could be decoded (corrupt or empty video)")
+        if self.decoded < self.reported_frames - FRAME_COUNT_TOLERANCE:
+            raise VideoError(f"{self.path}: truncated or damaged video: decoded {self.decoded} of the "
+                             f"{self.reported_frames} frames the file reports")
+
+    def close(self) -> None:
+        """Release the decoder without reading (iterating releases it at the end)."""
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
 
 
 def encode_image(image_bgr: np.ndarray, ext: str = ".jpg", jpeg_quality: int = 95) -> np.ndarray:

@@ -1,14 +1,18 @@
 """Fitting SMPL-layout bodies to 2D keypoints: SMPLify and MV-SMPLify (per-view and calibrated)."""
-from mvspin.fitting.config import MVSMPLifyConfig, SMPLifyConfig, validate_config
+from mvspin.fitting.camera_checks import CameraMismatchError
+from mvspin.fitting.config import PRESETS, MVSMPLifyConfig, SMPLifyConfig, validate_config
+from mvspin.fitting.engine import FittingEngine
 from mvspin.fitting.evaluation import evaluation_joints, pose_errors
-from mvspin.fitting.keypoint_targets import DETECTOR_HIPS, TORSO_POINTS, KeypointTargets
-from mvspin.fitting.losses import gmof, reprojection_energy, reprojection_error
-from mvspin.fitting.mv_smplify import FittingEngine, MVSMPLify, crop_camera_rotation
+from mvspin.fitting.keypoint_targets import DETECTOR_TORSO, TORSO_POINTS, KeypointTargets
+from mvspin.fitting.losses import gmof, reprojection_energy, reprojection_error, squared_reprojection_energy
+from mvspin.fitting.mv_smplify import MVSMPLify
 from mvspin.fitting.result import FitResult, PerViewEstimate
 from mvspin.fitting.smplify import SMPLify
+from mvspin.geometry import crop_camera_rotation  # its home is geometry; re-exported for existing callers
 
 __all__ = [
-    "SMPLify", "MVSMPLify", "FittingEngine", "SMPLifyConfig", "MVSMPLifyConfig", "validate_config",
-    "FitResult", "PerViewEstimate", "KeypointTargets", "DETECTOR_HIPS", "TORSO_POINTS",
-    "gmof", "reprojection_energy", "reprojection_error", "evaluation_joints", "pose_errors", "crop_camera_rotation",
+    "SMPLify", "MVSMPLify", "FittingEngine", "SMPLifyConfig", "MVSMPLifyConfig", "validate_config", "PRESETS",
+    "FitResult", "PerViewEstimate", "KeypointTargets", "DETECTOR_TORSO", "TORSO_POINTS", "CameraMismatchError",
+    "gmof", "reprojection_energy", "squared_reprojection_energy", "reprojection_error", "evaluation_joints",
+    "pose_errors", "crop_camera_rotation",
 ]

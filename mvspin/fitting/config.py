@@ -1,19 +1,64 @@
 """Configuration of SMPLify and MV-SMPLify (typed dataclasses; see :func:`mvspin.config.load_config`).
 
-Defaults follow SPIN's SMPLify (nkolot/SPIN ``smplify/smplify.py``, ``smplify/losses.py``) and
+Weights follow SPIN's SMPLify (nkolot/SPIN ``smplify/smplify.py``, ``smplify/losses.py``) and
 the MV-SPIN paper (Li et al., section 3.3: Adam, learning rate 0.01, at most 100 iterations).
 Every prior weight is stored squared, as it multiplies the energy (SPIN writes ``w ** 2``).
 ``configs/fitting.yaml`` lists the same fields with their sources.
+
+Presets (:data:`PRESETS`, :meth:`SMPLifyConfig.preset`, or ``preset: NAME`` in a YAML file /
+``preset=NAME`` override read by :func:`mvspin.config.load_config`):
+
+- ``mvspin`` (the defaults): SPIN's weights with this project's changes: a Geman-McClure torso
+  stage weighted by confidence squared, early stopping, only the detector hips ignored in stage
+  2, and (calibrated mode) views that disagree with the others ignored.
+- ``spin``: SMPLify as SPIN runs it: stage 1 is SPIN's plain squared error on the four torso
+  points (the detector's when all four are detected, else the ground-truth ones), stage 2
+  ignores OpenPose's neck and hips and the ground-truth hips, exactly 100 + 100 iterations.
+- ``mvspin_paper``: the published MV-SMPLify (leezhongguo/MVSPIN_NEW ``mvsmplify/``): SPIN's
+  stage 1, no joint ignored in stage 2, the camera translations optimised in stage 2, exactly
+  100 + 100 iterations.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
 
-__all__ = ["SMPLifyConfig", "MVSMPLifyConfig", "validate_config", "OPTIMIZERS", "CAMERA_MODES", "CALIBRATED_INITS"]
+from mvspin.body import KEYPOINT_SETS
+
+__all__ = ["SMPLifyConfig", "MVSMPLifyConfig", "validate_config", "PRESETS", "OPTIMIZERS", "CAMERA_MODES",
+           "CALIBRATED_INITS", "KEYPOINT_BACKENDS", "STAGE1_LOSSES", "DETECTOR_HIP_POINTS", "SPIN_IGNORED_POINTS"]
 
 OPTIMIZERS = ("adam", "lbfgs")
 CAMERA_MODES = ("per_view", "calibrated")
 CALIBRATED_INITS = ("auto", "network", "triangulation")
+KEYPOINT_BACKENDS = ("fast", "full")
+STAGE1_LOSSES = ("gmof", "squared")
+
+DETECTOR_HIP_POINTS: tuple[str, ...] = ("left_hip", "right_hip")
+"""Anatomical points of a 2D detector's hips (OpenPose, COCO, HALPE), which sit higher and wider
+than SMPL's hip joints."""
+
+SPIN_IGNORED_POINTS: tuple[str, ...] = ("neck", "right_hip", "left_hip", "lsp_right_hip", "lsp_left_hip")
+"""SPIN's ``ign_joints`` (``OP Neck``, ``OP RHip``, ``OP LHip``, ``Right Hip``, ``Left Hip``) as
+anatomical points: on ``spin49`` exactly those five keypoints, on ``openpose25`` the neck and
+hips."""
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "mvspin": {},
+    "spin": {
+        "stage1_loss": "squared", "stage2_ignored_points": list(SPIN_IGNORED_POINTS), "patience": 0,
+        "stage1_iterations": 100, "stage2_iterations": 100, "stage2_translation": False,
+        "outlier_view_fraction": 0.0,
+    },
+    "mvspin_paper": {
+        "stage1_loss": "squared", "stage2_ignored_points": [], "patience": 0,
+        "stage1_iterations": 100, "stage2_iterations": 100, "stage2_translation": True,
+        "outlier_view_fraction": 0.0,
+    },
+}
+"""Field values of each named preset over the defaults (``mvspin``); see the module docstring."""
+
+_C = TypeVar("_C", bound="SMPLifyConfig")
 
 
 @dataclass
@@ -33,9 +78,15 @@ class SMPLifyConfig:
     """Shape prior weight on |betas|^2 (SPIN: 5^2)."""
     depth_anchor_weight: float = 100.0**2
     """Stage 1 pull of the camera depth towards the network's, per metre^2 (SPIN: 100^2)."""
-    detector_hip_weight: float = 0.0
-    """Weight of detector-style hips (OpenPose/COCO/HALPE, which sit higher and wider than
-    SMPL's hip joints) in stage 2 (SPIN: 0, its ``ign_joints``). Stage 1 uses them fully."""
+    stage1_loss: str = "gmof"
+    """Stage-1 torso term: ``gmof`` (Geman-McClure, confidence squared, every torso keypoint;
+    robust to one wrong torso detection) or ``squared`` (SPIN's ``camera_fitting_loss``: plain
+    squared pixel error on the detector's four torso keypoints when all four are detected, else
+    the ground-truth ones, unweighted)."""
+    stage2_ignored_points: list[str] = field(default_factory=lambda: list(DETECTOR_HIP_POINTS))
+    """Anatomical points (``mvspin.body`` point names) given weight 0 in stage 2; stage 1 still
+    uses them. Default: the detector hips (SPIN ignores them too). SPIN: also OpenPose's neck and
+    the ground-truth hips (:data:`SPIN_IGNORED_POINTS`); the published MV-SMPLify: none."""
     keypoint_weights: dict[str, float] = field(default_factory=dict)
     """Per-keypoint weight by the data keypoint set's names, e.g. ``{"nose": 0.5}`` (default 1)."""
     min_confidence: float = 0.0
@@ -65,6 +116,27 @@ class SMPLifyConfig:
     """Crop camera focal length in pixels (SPIN constants.FOCAL_LENGTH)."""
     crop_size: int = 224
     """Crop side in pixels; the principal point is its centre (SPIN constants.IMG_RES)."""
+    keypoint_backend: str = "fast"
+    """``fast`` (the body model's keypoint path: one body per bundle, per-view root transforms)
+    or ``full`` (smplx's full forward of every view's body at every iteration, as the published
+    code does: the same energy, many times slower; the reference for tests and benchmarks)."""
+
+    @classmethod
+    def preset(cls: type[_C], name: str, **overrides: Any) -> _C:
+        """The config of a named preset (:data:`PRESETS`), with ``overrides`` on top.
+
+        Example:
+            >>> MVSMPLifyConfig.preset("spin", mode="calibrated").stage1_loss
+            'squared'
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown fitting preset {name!r}; presets: {', '.join(PRESETS)}")
+        names = {f.name for f in fields(cls)}
+        values = {k: (list(v) if isinstance(v, list) else v) for k, v in PRESETS[name].items() if k in names}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
+        return replace(cls(), **{**values, **overrides})
 
 
 @dataclass
@@ -91,6 +163,10 @@ class MVSMPLifyConfig(SMPLifyConfig):
     (with ``optimizer="lbfgs"`` the line search sets the step instead)."""
     triangulation_threshold_px: float = 30.0
     """Inlier threshold of the robust triangulation used to initialise the calibrated mode."""
+    max_relative_reprojection_error: float = 0.25
+    """Calibrated mode: a bundle whose final mean reprojection error exceeds this fraction of the
+    person's size in the images (keypoint box diagonal) is reported unfitted (``fitted=False``):
+    its cameras or keypoints do not describe one body. Good fits are near 0.01; 0 disables."""
     outlier_view_fraction: float = 0.5
     """Calibrated mode: a view whose keypoints agree with the triangulated consensus for less
     than this fraction of its confident keypoints is treated as a wrong detection (another
@@ -104,13 +180,21 @@ def validate_config(config: SMPLifyConfig) -> None:
     for name in ("sigma", "lr", "lbfgs_lr", "focal_length"):
         if not getattr(config, name) > 0:
             raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+    for name, allowed in (("keypoint_backend", KEYPOINT_BACKENDS), ("stage1_loss", STAGE1_LOSSES)):
+        if getattr(config, name) not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
     for name in ("pose_prior_weight", "angle_prior_weight", "shape_prior_weight", "depth_anchor_weight",
-                 "detector_hip_weight", "rel_tol", "min_confidence"):
+                 "rel_tol", "min_confidence"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be non-negative, got {getattr(config, name)}")
     for name in ("stage1_iterations", "stage2_iterations", "patience", "crop_size", "lbfgs_history"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {getattr(config, name)}")
+    known = {p for s in KEYPOINT_SETS.values() for p in s.points}
+    unknown = sorted(set(config.stage2_ignored_points) - known)
+    if unknown:
+        raise ValueError(f"stage2_ignored_points names unknown points {unknown}; points are the keypoint sets' "
+                         "anatomical names (mvspin.body.get_keypoint_set(name).points)")
     bad = {k: v for k, v in config.keypoint_weights.items() if v < 0}
     if bad:
         raise ValueError(f"keypoint_weights must be non-negative, got {bad}")
@@ -126,5 +210,8 @@ def validate_config(config: SMPLifyConfig) -> None:
             raise ValueError(f"triangulation_fit_iterations must be >= 0, got {config.triangulation_fit_iterations}")
         if not config.triangulation_threshold_px > 0:
             raise ValueError(f"triangulation_threshold_px must be positive, got {config.triangulation_threshold_px}")
+        if config.max_relative_reprojection_error < 0:
+            raise ValueError("max_relative_reprojection_error must be >= 0, got "
+                             f"{config.max_relative_reprojection_error}")
         if not 0 <= config.outlier_view_fraction <= 1:
             raise ValueError(f"outlier_view_fraction must be in [0, 1], got {config.outlier_view_fraction}")

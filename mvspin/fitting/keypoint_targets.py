@@ -8,31 +8,32 @@ compares matched pairs. Keypoints the model cannot place are ignored (listed in
 
 Weights per matched keypoint:
 - ``keypoint_weights`` from the config, by the data set's keypoint names (default 1);
-- detector-style hips (OpenPose, COCO, HALPE hips sit higher and wider than SMPL's hip joints)
-  get ``detector_hip_weight`` in the body stage (SPIN ignores them there);
-- stage 1 uses only the torso (shoulders and hips), all with weight 1, as SPIN does.
+- keypoints on ``ignored_points`` (anatomical point names, e.g. the detector hips, which sit
+  higher and wider than SMPL's hip joints) get weight 0 in the body stage, as SPIN's
+  ``ign_joints``;
+- stage 1 uses only the torso (shoulders and hips). For sets holding both a detector's and
+  ground-truth torso keypoints (``spin49``), :attr:`KeypointTargets.torso_primary` marks the
+  detector's four and :attr:`KeypointTargets.torso_fallback` the ground-truth ones (SPIN's
+  stage 1 uses the first when all four are detected, else the second).
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from mvspin.body import BodyModel, KeypointSetUnavailable, get_keypoint_set, keypoint_index_map
 
-__all__ = ["KeypointTargets", "DETECTOR_HIPS", "TORSO_POINTS"]
+__all__ = ["KeypointTargets", "DETECTOR_TORSO", "TORSO_POINTS"]
 
-DETECTOR_HIPS: dict[str, tuple[str, ...]] = {
-    "openpose25": ("left_hip", "right_hip"),
-    "openpose25b": ("left_hip", "right_hip"),
-    "coco17": ("left_hip", "right_hip"),
-    "halpe26": ("left_hip", "right_hip"),
-    "spin49": ("op_left_hip", "op_right_hip"),
+DETECTOR_TORSO: dict[str, tuple[str, ...]] = {
+    "spin49": ("op_right_hip", "op_left_hip", "op_right_shoulder", "op_left_shoulder"),
 }
-"""Keypoint names, per set, of hips placed by a 2D detector rather than on SMPL's hip joints."""
+"""Keypoint names of the detector's torso in sets that also hold ground-truth torso keypoints
+(SPIN's ``OP RHip, OP LHip, OP RShoulder, OP LShoulder``)."""
 
 TORSO_POINTS: frozenset[str] = frozenset({
     "left_shoulder", "right_shoulder", "left_hip", "right_hip", "lsp_left_hip", "lsp_right_hip",
@@ -52,6 +53,9 @@ class KeypointTargets:
         model_index: ``(M,)`` indices into the model keypoints (same anatomical point).
         weights: ``(M,)`` body-stage weights.
         torso: ``(M,)`` bool, keypoints used in stage 1.
+        torso_primary: ``(M,)`` bool, the detector's torso keypoints (all torso keypoints for
+            sets without ground-truth ones).
+        torso_fallback: ``(M,)`` bool, the other torso keypoints (``spin49``'s ground truth).
         names: the M matched data keypoint names.
         ignored: data keypoint names the model cannot place.
         gather_model: False when ``model_index`` is ``0..K_model-1`` (no gather needed).
@@ -63,6 +67,8 @@ class KeypointTargets:
     model_index: Tensor
     weights: Tensor
     torso: Tensor
+    torso_primary: Tensor
+    torso_fallback: Tensor
     names: tuple[str, ...]
     ignored: tuple[str, ...]
     gather_model: bool = True
@@ -73,9 +79,12 @@ class KeypointTargets:
         body: BodyModel,
         data_set: str,
         keypoint_weights: Mapping[str, float] | None = None,
-        detector_hip_weight: float = 0.0,
+        ignored_points: Sequence[str] = ("left_hip", "right_hip"),
     ) -> "KeypointTargets":
         """Match ``data_set`` to the keypoints ``body`` can produce.
+
+        ``ignored_points`` (anatomical point names) get weight 0 in the body stage; the default
+        is the detector hips.
 
         Raises:
             KeyError: unknown set, or a ``keypoint_weights`` name the set does not have.
@@ -95,15 +104,15 @@ class KeypointTargets:
         if ignored:
             warnings.warn(f"{body.name} cannot place {data_set} keypoints {', '.join(ignored)}: they are ignored",
                           stacklevel=2)
-        hips = set(DETECTOR_HIPS.get(data_set, ()))
-        weights, torso, names = [], [], []
+        ignored_points = set(ignored_points)
+        detector_torso = set(DETECTOR_TORSO.get(data_set, ()))
+        weights, torso, primary, names = [], [], [], []
         for i, _ in pairs:
             name = data.names[i]
-            w = keypoint_weights.get(name, 1.0)
-            if name in hips:
-                w *= detector_hip_weight
-            weights.append(w)
-            torso.append(data.points[i] in TORSO_POINTS)
+            weights.append(0.0 if data.points[i] in ignored_points else keypoint_weights.get(name, 1.0))
+            is_torso = data.points[i] in TORSO_POINTS
+            torso.append(is_torso)
+            primary.append(is_torso and (not detector_torso or name in detector_torso))
             names.append(name)
         device = body.J_template.device
         model_index = [j for _, j in pairs]
@@ -114,6 +123,8 @@ class KeypointTargets:
             model_index=torch.tensor(model_index, dtype=torch.long, device=device),
             weights=torch.tensor(weights, dtype=body.J_template.dtype, device=device),
             torso=torch.tensor(torso, dtype=torch.bool, device=device),
+            torso_primary=torch.tensor(primary, dtype=torch.bool, device=device),
+            torso_fallback=torch.tensor([t and not p for t, p in zip(torso, primary)], dtype=torch.bool, device=device),
             names=tuple(names),
             ignored=ignored,
             gather_model=model_index != list(range(len(get_keypoint_set(model_set)))),
@@ -139,8 +150,8 @@ class KeypointTargets:
     def to(self, device: torch.device | str) -> "KeypointTargets":
         """The same targets with index and weight tensors on ``device``."""
         return KeypointTargets(self.data_set, self.model_set, self.data_index.to(device), self.model_index.to(device),
-                               self.weights.to(device), self.torso.to(device), self.names, self.ignored,
-                               self.gather_model)
+                               self.weights.to(device), self.torso.to(device), self.torso_primary.to(device),
+                               self.torso_fallback.to(device), self.names, self.ignored, self.gather_model)
 
 
 def _best_model_set(body: BodyModel, data_set: str) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["gmof", "reprojection_energy", "reprojection_error"]
+from mvspin.errors import check_shape
+
+__all__ = ["gmof", "reprojection_energy", "squared_reprojection_energy", "reprojection_error"]
 
 
 def gmof(residual: Tensor, sigma: float) -> Tensor:
@@ -37,12 +39,9 @@ def gmof(residual: Tensor, sigma: float) -> Tensor:
 
 
 def _check(projected: Tensor, target: Tensor, weights: Tensor, func: str) -> None:
-    if projected.ndim < 2 or projected.shape[-1] != 2:
-        raise ValueError(f"{func}: expected projected of shape (..., K, 2), got {tuple(projected.shape)}")
-    if target.shape[-2:] != projected.shape[-2:]:
-        raise ValueError(f"{func}: expected target of shape (..., {projected.shape[-2]}, 2), got {tuple(target.shape)}")
-    if weights.shape[-1] != projected.shape[-2]:
-        raise ValueError(f"{func}: expected weights of shape (..., {projected.shape[-2]}), got {tuple(weights.shape)}")
+    k = check_shape(f"{func}: projected", projected, ["*", "K", 2])
+    check_shape(f"{func}: target", target, ["*", "K", 2], k)
+    check_shape(f"{func}: weights", weights, ["*", "K"], k)
 
 
 def reprojection_energy(projected: Tensor, target: Tensor, weights: Tensor, sigma: float) -> Tensor:
@@ -59,6 +58,26 @@ def reprojection_energy(projected: Tensor, target: Tensor, weights: Tensor, sigm
     """
     _check(projected, target, weights, "reprojection_energy")
     return (weights * gmof(projected - target, sigma).sum(-1)).sum(-1)
+
+
+def squared_reprojection_energy(projected: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    r"""Weighted plain squared reprojection energy :math:`\sum_k w_k \|p_k - q_k\|^2`.
+
+    SPIN's stage-1 (camera) term: not robust, so one far-off keypoint dominates it; SPIN only
+    uses it on four torso keypoints.
+
+    Args:
+        projected: ``(*, K, 2)`` pixels. target: ``(*, K, 2)`` pixels. weights: ``(*, K)``.
+
+    Returns:
+        ``(*)`` pixels squared.
+
+    Example:
+        >>> squared_reprojection_energy(torch.tensor([[3.0, 4.0]]), torch.zeros(1, 2), torch.ones(1))
+        tensor(25.)
+    """
+    _check(projected, target, weights, "squared_reprojection_energy")
+    return (weights * (projected - target).square().sum(-1)).sum(-1)
 
 
 def reprojection_error(projected: Tensor, target: Tensor, weights: Tensor) -> Tensor:

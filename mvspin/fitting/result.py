@@ -1,7 +1,8 @@
 """Inputs and outputs of the fitters: per-view network estimates and fit results.
 
 Rotations are matrices inside; :meth:`FitResult.smpl_params` gives axis-angle with SMPL/AMASS
-key names for files. Per-view quantities keep the view axis ``(B, V, ...)``; shared ones are
+key names for files, and :meth:`FitResult.numpy` axis-angle under the plain names (matrices as
+``*_rotmat``). Per-view quantities keep the view axis ``(B, V, ...)``; shared ones are
 ``(B, ...)``. Per-view parameters are always in that view's camera frame (the crop camera in
 the per-view mode, the real camera in the calibrated mode), so ``body(body_pose, betas,
 global_orient[:, v], transl[:, v])`` is the body as camera ``v`` sees it.
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mvspin.errors import check_shape
 from mvspin.geometry import matrix_to_axis_angle
 
 __all__ = ["PerViewEstimate", "FitResult"]
@@ -41,7 +43,8 @@ class PerViewEstimate:
     crop_center: Optional[Tensor] = None
 
     def check(self, batch: int, views: int, num_betas: int, need_cam: bool) -> None:
-        """Raise ValueError naming the expected and actual shapes."""
+        """Raise :class:`~mvspin.errors.ShapeError` (a ValueError) naming the expected and actual
+        shapes, ValueError for NaN or inf."""
         expected = {"rotmat": (batch, views, 24, 3, 3), "betas": (batch, views, num_betas), "cam": (batch, views, 3),
                     "crop_center": (batch, views, 2)}
         for name, shape in expected.items():
@@ -50,8 +53,7 @@ class PerViewEstimate:
                 if name == "cam" and need_cam:
                     raise ValueError("the per-view mode needs the estimate's crop cameras cam (B, V, 3)")
                 continue
-            if tuple(value.shape) != shape:
-                raise ValueError(f"estimate {name} must be {shape} (B, V, ...), got {tuple(value.shape)}")
+            check_shape(f"estimate {name}", value, shape)
             if not bool(torch.isfinite(value).all()):
                 raise ValueError(f"estimate {name} contains NaN or inf")
 
@@ -77,7 +79,10 @@ class FitResult:
             ones, with their keypoints as given); ``inf`` where a view has no keypoint.
         energy: ``(B,)`` final stage-2 energy; ``inf`` for an unfitted bundle.
         fitted: ``(B,)`` bool; False where no view had a confident keypoint (the parameters
-            are then the initial ones, unchanged).
+            are then the initial ones, unchanged, and the errors ``inf``), or, in the calibrated
+            mode, where the fit does not explain the keypoints (mean error above
+            ``max_relative_reprojection_error`` of the person's image size; the errors say by
+            how much).
         view_used: ``(B, V)`` bool: views that contributed (confident keypoints, not rejected
             as another person's).
         iterations: iterations run in stage 1 and stage 2 (early stopping may end a stage sooner).
@@ -165,14 +170,25 @@ class FitResult:
         return FitResult(**{k: v.to(device) if isinstance(v, Tensor) else v for k, v in values.items()})
 
     def numpy(self) -> dict[str, np.ndarray]:
-        """Every tensor field as a numpy array (for ``np.savez``), plus axis-angle copies."""
+        """Every tensor field as a numpy array (for ``np.savez``), rotations as axis-angle.
+
+        Files are axis-angle at every boundary: ``body_pose (B, 69)``, ``global_orient
+        (B, V, 3)`` and ``world_orient (B, 3)`` are axis-angle (SMPL's convention); the rotation
+        matrices are kept as ``body_pose_rotmat (B, 23, 3, 3)``, ``global_orient_rotmat
+        (B, V, 3, 3)`` and ``world_orient_rotmat (B, 3, 3)``.
+        """
         out: dict[str, np.ndarray] = {}
+        rotations = {"body_pose": self.body_pose_aa, "global_orient": self.global_orient_aa}
+        if self.world_orient is not None:
+            rotations["world_orient"] = matrix_to_axis_angle(self.world_orient)
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Tensor):
-                out[f.name] = value.detach().cpu().numpy()
-        out["body_pose_aa"] = self.body_pose_aa.detach().cpu().numpy()
-        out["global_orient_aa"] = self.global_orient_aa.detach().cpu().numpy()
+            if not isinstance(value, Tensor):
+                continue
+            if f.name in rotations:
+                out[f.name + "_rotmat"] = value.detach().cpu().numpy()
+                value = rotations[f.name]
+            out[f.name] = value.detach().cpu().numpy()
         out["iterations"] = np.asarray(self.iterations)
         out["iterations_3d"] = np.asarray(self.iterations_3d)
         return out

@@ -2,7 +2,7 @@
 
 Stage 1 fits the root orientation and the crop-camera translation on the torso keypoints with
 SPIN's depth anchor; stage 2 fits body pose, betas and orientation with the camera fixed
-(``stage2_translation=False``). Initial estimates come from the regressor (SPIN's choice: its
+(``stage2_translation=False``). ``SMPLifyConfig.preset("spin")`` gives SPIN's exact energy. Initial estimates come from the regressor (SPIN's choice: its
 camera, not SMPLify's similar-triangles heuristic). It is MV-SMPLify's per-view fit with one
 view, so both share every line of the energy and the optimisation loop.
 """
@@ -13,8 +13,9 @@ from typing import Optional
 from torch import Tensor
 
 from mvspin.body import BodyModel
+from mvspin.errors import check_shape
 from mvspin.fitting.config import SMPLifyConfig
-from mvspin.fitting.mv_smplify import FittingEngine, _fit_crop_views
+from mvspin.fitting.engine import FittingEngine
 from mvspin.fitting.result import FitResult, PerViewEstimate
 
 __all__ = ["SMPLify"]
@@ -53,15 +54,10 @@ class SMPLify(FittingEngine):
         Returns:
             :class:`FitResult` with a view axis of length 1 (``global_orient (B, 1, 3, 3)``, ...).
         """
-        k = self.targets.num_data_keypoints
-        if not isinstance(keypoints, Tensor) or keypoints.ndim != 3 or keypoints.shape[1:] != (k, 3):
-            shape = tuple(keypoints.shape) if isinstance(keypoints, Tensor) else type(keypoints).__name__
-            raise ValueError(f"keypoints must be (B, {k}, 3) {self.keypoint_set} keypoints, got {shape}")
-        b = keypoints.shape[0]
-        for name, x, shape in (("rotmat", rotmat, (b, 24, 3, 3)), ("betas", betas, (b, self.body.num_betas)),
-                               ("cam", cam, (b, 3))):
-            if not isinstance(x, Tensor) or tuple(x.shape) != shape:
-                actual = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-                raise ValueError(f"{name} must be {shape}, got {actual}")
+        b = check_shape(f"{self.keypoint_set} keypoints (x, y, confidence)", keypoints,
+                        ["B", self.targets.num_data_keypoints, 3])
+        for name, x, dims in (("rotmat", rotmat, ["B", 24, 3, 3]), ("betas", betas, ["B", self.body.num_betas]),
+                              ("cam", cam, ["B", 3])):
+            check_shape(name, x, dims, b)
         init = PerViewEstimate(rotmat=rotmat[:, None], betas=betas[:, None], cam=cam[:, None])
-        return _fit_crop_views(self, keypoints[:, None], init, "smplify", return_meshes)
+        return self.fit_crop_cameras(keypoints[:, None], init, mode="smplify", return_meshes=return_meshes)

@@ -40,8 +40,10 @@ def root_align(joints: Tensor, root_indices: Union[int, Sequence[int]]) -> Tenso
 
     Args:
         joints: joints of shape :math:`(*, N, 3)`.
-        root_indices: index of the root joint (e.g. pelvis) or indices whose mean is the root
-            (e.g. the two hips, as in SPIN's 3DPW/MPI-INF-3DHP evaluation).
+        root_indices: index of the root joint or indices whose mean is the root. SPIN's
+            3DPW and MPI-INF-3DHP evaluation centres on the pelvis, row 0 of ``J_regressor_h36m``
+            (index 0 of ``h36m17``), for prediction and ground truth alike, not on the mean of
+            the hips.
 
     Returns:
         root-relative joints of shape :math:`(*, N, 3)`.

@@ -53,7 +53,9 @@ def pw3d_root(tmp_path, fab):
         "campose_valid": valid,
         "cam_poses": cam_poses,
         "cam_intrinsics": K,
-        "img_frame_ids": np.arange(FRAMES),
+        # As in the real files: indices into the 60 Hz capture, not image numbers (SPIN and VIBE
+        # open image_{i:05d} for pose frame i).
+        "img_frame_ids": 2 * np.arange(FRAMES) + 3,
     }
     (root / "sequenceFiles" / "test").mkdir(parents=True)
     (root / "sequenceFiles" / "test" / f"{SEQ}.pkl").write_bytes(_py2_style_pickle(data))

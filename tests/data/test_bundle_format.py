@@ -273,3 +273,64 @@ def test_writer_argument_errors(tmp_path):
         BundleWriter(tmp_path / "x.h5", dataset="d", split="s", num_views=1, keypoint_set="coco17",
                      joints_3d_keypoint_set="h36m17")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- deep validation: a file called valid is one training can read ----------------------------
+from mvspin.data.bundle_format import decode_image, validate_bundle_contents  # noqa: E402
+
+
+def test_deep_validation_decodes_every_image(tmp_path, bundles):
+    assert validate_bundle_contents(write_file(tmp_path / "ok.h5", bundles)) == len(bundles)
+    rng = np.random.default_rng(4)
+    jpg = cv2.imencode(".jpg", _image(rng, 120, 160))[1].tobytes()
+    broken = [dict(b) for b in bundles]
+    broken[7]["images"] = list(broken[7]["images"])
+    broken[7]["images"][2] = np.frombuffer(jpg[: len(jpg) // 2], np.uint8)  # a cut JPEG
+    path = write_file(tmp_path / "cut.h5", broken)
+    validate_bundle_file(path, check_values=True)  # the value checks alone call it valid
+    with pytest.raises(BundleFormatError, match=r"cut.h5.*bundle 7 view 2: truncated JPEG"):
+        validate_bundle_contents(path)
+    wrong = [dict(b) for b in bundles]
+    wrong[3]["image_size"] = np.array([[16, 12], [16, 12], [20, 12]], dtype=np.int32)
+    with pytest.raises(BundleFormatError, match=r"bundle 3 view 2: image is 16x12, image_size says 20x12"):
+        validate_bundle_contents(write_file(tmp_path / "size.h5", wrong))
+
+
+def test_deep_validation_follows_every_path(tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "imgs").mkdir()
+    bundles = []
+    for i in range(2):
+        b = make_bundle(rng, i, images="paths", cameras=False, smpl=False, joints=False)
+        b["image_paths"] = [f"{i}_{v}.png" for v in range(V)]
+        for v in range(V):
+            cv2.imwrite(str(tmp_path / "imgs" / f"{i}_{v}.png"), _image(rng))
+        bundles.append(b)
+    path = write_file(tmp_path / "p.h5", bundles, joints_3d_keypoint_set=None, cameras=False, smpl=False,
+                      image_storage="paths", image_root="imgs")
+    assert validate_bundle_contents(path) == 2
+    (tmp_path / "imgs" / "1_2.png").write_bytes(b"not a png")
+    with pytest.raises(BundleFormatError, match=r"bundle 1: .*1_2.png: not a decodable image"):
+        validate_bundle_contents(path)
+    (tmp_path / "imgs" / "1_2.png").unlink()
+    with pytest.raises(FileNotFoundError, match="1_2.png"):
+        validate_bundle_contents(path)
+
+
+def test_truncated_jpeg_is_not_decodable():
+    rng = np.random.default_rng(2)
+    img = np.clip(rng.normal(128, 20, (64, 64, 3)), 0, 255).astype(np.uint8)
+    jpg = cv2.imencode(".jpg", img)[1].tobytes()
+    assert decode_image(jpg).shape == (64, 64, 3)
+    for cut in (len(jpg) - 2, len(jpg) * 3 // 4):
+        with pytest.raises(ValueError, match="truncated JPEG"):
+            decode_image(jpg[:cut], "frame.jpg")
+
+
+def test_writer_without_bundles_keeps_the_old_file(tmp_path):
+    target = tmp_path / "b.h5"
+    target.write_bytes(b"a good old file")
+    with BundleWriter(target, dataset="d", split="s", num_views=1, keypoint_set="coco17", allow_empty=False) as w:
+        pass
+    assert not w.written and target.read_bytes() == b"a good old file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.h5"]

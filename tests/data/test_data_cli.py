@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 
+import cv2
 import numpy as np
 
 from mvspin.cli.main import main
@@ -84,3 +85,75 @@ def test_info_on_a_truncated_file_names_it(tmp_path, capsys):
     rc = main(["data", "info", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and f"{out}: not a readable HDF5 file (truncated or corrupt?)" in err
+
+
+def test_options_out_of_range_and_outputs_in_the_way_fail_before_work(tmp_path, capsys):
+    base = ["data", "synthetic", "--bundles", "1", "--views", "1", "--resolution", "low"]
+    cases = [
+        (["--jpeg-quality", "500"], "--jpeg-quality must be in 0..100, got 500"),
+        (["--drop-rate", "1.5"], "drop_rate must be in [0, 1), got 1.5"),  # the library's check
+        (["--focal", "-3"], "--focal must be > 0, got -3.0"),
+        (["--radius", "5", "2"], "--radius MIN MAX: MIN must not exceed MAX, got 5.0 2.0"),
+        (["--image-size", "0", "10"], "--image-size W must be in 16..8192, got 0"),
+    ]
+    for extra, message in cases:
+        assert main([*base, "--out", str(tmp_path / "x.h5"), *extra]) == 2
+        assert capsys.readouterr().err.strip() == f"mvspin data: error: {message}"
+    (tmp_path / "a_dir.h5").mkdir()
+    assert main([*base, "--out", str(tmp_path / "a_dir.h5")]) == 2
+    assert capsys.readouterr().err.strip() == f"mvspin data: error: --out {tmp_path / 'a_dir.h5'}: is a directory (expected a file name)"
+    (tmp_path / "file").write_text("x")
+    assert main([*base, "--out", str(tmp_path / "file" / "x.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mvspin data: error: --out {tmp_path / 'file' / 'x.h5'}: {tmp_path / 'file'} is a file, not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_dir.h5", "file"]
+
+
+def test_build_that_yields_nothing_exits_non_zero_and_names_bad_frames(tmp_path, capsys):
+    from tests.data.test_builder_pw3d import FRAMES, SEQ, _py2_style_pickle
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "3dpw"
+    (root / "sequenceFiles" / "test").mkdir(parents=True)
+    cam = np.tile(np.eye(4), (FRAMES, 1, 1))
+    cam[:, 2, 3] = 4.0
+    data = {"poses": [rng.normal(scale=0.1, size=(FRAMES, 72))], "betas": [np.zeros(10)],
+            "trans": [np.zeros((FRAMES, 3))], "genders": ["f"],
+            "jointPositions": [np.tile(rng.uniform(-0.3, 0.3, (1, 72)), (FRAMES, 1))],
+            "campose_valid": [np.ones(FRAMES)], "cam_poses": cam,
+            "cam_intrinsics": np.array([[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]])}
+    (root / "sequenceFiles" / "test" / f"{SEQ}.pkl").write_bytes(_py2_style_pickle(data))
+    images = root / "imageFiles" / SEQ
+    images.mkdir(parents=True)
+    jpg = cv2.imencode(".jpg", rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))[1].tobytes()
+    for i in range(FRAMES):  # every source frame is cut short (a copy interrupted half-way)
+        (images / f"image_{i:05d}.jpg").write_bytes(jpg[: len(jpg) // 2])
+    out, report = tmp_path / "pw3d.h5", tmp_path / "report.json"
+    out.write_bytes(b"yesterday's good build")
+    rc = main(["data", "build", "3dpw", str(root), "--out", str(out), "--report", str(report)])
+    text = capsys.readouterr()
+    last = text.err.strip().splitlines()[-1]  # after the progress bar
+    assert rc == 2 and last.startswith("mvspin data: error: no bundle could be built from")
+    assert out.read_bytes() == b"yesterday's good build"  # not replaced by an empty file
+    skipped = json.loads(report.read_text())["skipped"]
+    assert len(skipped) == FRAMES
+    assert all(s["reason"].startswith("bad source image: ") and "truncated JPEG" in s["reason"] for s in skipped)
+    assert skipped[3]["reason"].count(str(images / "image_00003.jpg")) == 1
+
+
+def test_info_validate_reads_every_image(tmp_path, capsys):
+    from mvspin.data.bundle_format import BundleWriter
+
+    rng = np.random.default_rng(0)
+    jpg = cv2.imencode(".jpg", rng.integers(0, 255, (12, 16, 3), dtype=np.uint8))[1].tobytes()
+    out = tmp_path / "b.h5"
+    with BundleWriter(out, dataset="d", split="s", num_views=1, keypoint_set="coco17") as w:
+        for i, data in enumerate([jpg, jpg[:-40]]):
+            w.append({"image_size": np.array([[16, 12]]), "center": np.array([[8.0, 6.0]]), "scale": np.array([0.1]),
+                      "keypoints_2d": np.zeros((1, 17, 3)), "subject": "s", "sequence": "q", "frame": i,
+                      "camera_names": ["c"], "images": [np.frombuffer(data, np.uint8)]})
+    assert main(["data", "info", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["data", "info", str(out), "--validate"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert err.startswith("mvspin data: error:") and "bundle 1 view 0: truncated JPEG" in err and str(out) in err

@@ -9,15 +9,29 @@ from mvspin.fitting import KeypointTargets
 from tests.body.fake_smpl import write_smpl_dir
 
 
-def test_own_set_maps_one_to_one_with_hip_and_custom_weights(body):
-    t = KeypointTargets.build(body, "openpose25", {"nose": 0.5}, detector_hip_weight=0.25)
+def test_own_set_maps_one_to_one_with_ignored_points_and_custom_weights(body):
+    t = KeypointTargets.build(body, "openpose25", {"nose": 0.5, "left_hip": 3.0}, ignored_points=("neck", "left_hip"))
     names = get_keypoint_set("openpose25").names
     assert t.model_set == "openpose25" and not t.gather_model and t.ignored == ()
     assert t.data_index.tolist() == list(range(25))
     w = dict(zip(t.names, t.weights.tolist()))
-    assert w["nose"] == 0.5 and w["left_hip"] == 0.25 and w["right_hip"] == 0.25 and w["mid_hip"] == 1.0
+    assert w["nose"] == 0.5 and w["left_hip"] == 0.0 and w["neck"] == 0.0 and w["right_hip"] == 1.0
+    assert w["mid_hip"] == 1.0
     torso = {n for n, flag in zip(names, t.torso.tolist()) if flag}
     assert torso == {"left_shoulder", "right_shoulder", "left_hip", "right_hip"}
+    assert torch.equal(t.torso_primary, t.torso) and not t.torso_fallback.any()  # no ground-truth torso here
+
+
+def test_spin49_torso_groups_and_spin_ignored_joints(body):
+    from mvspin.fitting.config import SPIN_IGNORED_POINTS
+
+    t = KeypointTargets.build(body, "spin49", ignored_points=SPIN_IGNORED_POINTS)
+    primary = {n for n, f in zip(t.names, t.torso_primary.tolist()) if f}
+    fallback = {n for n, f in zip(t.names, t.torso_fallback.tolist()) if f}
+    assert primary == {"op_right_hip", "op_left_hip", "op_right_shoulder", "op_left_shoulder"}
+    assert fallback == {"right_hip", "left_hip", "right_shoulder", "left_shoulder"}
+    zero = {n for n, w in zip(t.names, t.weights.tolist()) if w == 0}
+    assert zero == {"op_neck", "op_right_hip", "op_left_hip", "right_hip", "left_hip"}  # SPIN's ign_joints
 
 
 def test_select_and_shape_guard(body):

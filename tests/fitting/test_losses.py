@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mvspin.fitting import gmof, reprojection_energy, reprojection_error
+from mvspin.fitting import gmof, reprojection_energy, reprojection_error, squared_reprojection_energy
 
 
 def test_gmof_values_and_saturation():
@@ -40,3 +40,21 @@ def test_shape_guards():
         reprojection_energy(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2), 100.0)
     with pytest.raises(ValueError, match="weights"):
         reprojection_error(torch.zeros(1, 3, 2), torch.zeros(1, 3, 2), torch.zeros(1, 4))
+
+
+def test_robust_loss_gradcheck_float64():
+    g = torch.Generator().manual_seed(0)
+    # residuals across the quadratic and the saturating range of sigma = 3
+    r = (torch.randn(7, generator=g, dtype=torch.float64) * 4).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: gmof(x, 3.0), (r,))
+    proj = (torch.randn(2, 5, 2, generator=g, dtype=torch.float64) * 10).requires_grad_()
+    target = torch.randn(2, 5, 2, generator=g, dtype=torch.float64) * 10
+    w = torch.rand(2, 5, generator=g, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda p, ww: reprojection_energy(p, target, ww, 5.0), (proj, w))
+    assert torch.autograd.gradcheck(lambda p, ww: squared_reprojection_energy(p, target, ww), (proj, w))
+
+
+def test_squared_energy_values():
+    proj = torch.tensor([[[3.0, 4.0], [1.0, 1.0]]])
+    out = squared_reprojection_energy(proj, torch.zeros(1, 2, 2), torch.tensor([[2.0, 0.0]]))
+    assert float(out) == 50.0  # 2 * (9 + 16); the zero-weight keypoint adds nothing

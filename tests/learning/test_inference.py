@@ -191,3 +191,53 @@ def test_smplify_refinement_moves_the_body_onto_the_keypoints(body: BodyModel):
     measured = (refit - uv).norm(dim=-1).mean()
     assert float(error[0]) == pytest.approx(float(measured), rel=0.05)
     assert float(measured) < 0.35 * float(guess_error), (float(measured), float(guess_error))
+
+
+def _three_views_of_one_body(body: BodyModel):
+    """A known body seen by three crop cameras with different root orientations: keypoints in
+    each view's image pixels, and a network-like guess (right roots, rest pose, cameras off)."""
+    from mvspin.geometry import axis_angle_to_matrix
+
+    g = torch.Generator().manual_seed(11)
+    true_pose = 0.25 * torch.randn(1, 69, generator=g)
+    orient = axis_angle_to_matrix(torch.tensor([[np.pi, 0.0, 0.0], [np.pi, 0.6, 0.0], [np.pi, -0.7, 0.1]]))
+    center = torch.tensor([[320.0, 240.0], [300.0, 260.0], [350.0, 230.0]], dtype=torch.float64)
+    scale = torch.tensor([1.8, 2.0, 1.6], dtype=torch.float64)
+    K, transl = crop_camera_to_image_camera(torch.tensor([[0.85, 0.02, -0.05], [0.8, -0.03, 0.0],
+                                                          [0.9, 0.0, 0.04]], dtype=torch.float64), center, scale)
+    with torch.no_grad():
+        kp3d = body.keypoints("openpose25", true_pose.expand(3, 69), torch.zeros(3, 10), orient, transl.float())
+    uv = perspective_projection(kp3d.double(), K)
+    keypoints = torch.cat([uv, torch.full((3, uv.shape[1], 1), 0.9, dtype=torch.float64)], -1).numpy()
+    guess_rot = torch.cat([orient[:, None], torch.eye(3).expand(3, 23, 3, 3)], dim=1)
+    cam_guess = torch.tensor([[0.8, 0.0, 0.0]] * 3)
+    K_guess, transl_guess = crop_camera_to_image_camera(cam_guess.double(), center, scale)
+    guess = Prediction(rotmat=guess_rot, betas=torch.zeros(3, 10), cam_crop=cam_guess, center=center.float(),
+                       scale=scale.float(), K=K_guess, transl=transl_guess.float(), joints=torch.zeros(3, 24, 3))
+    return guess, keypoints, uv
+
+
+def _view_errors(body: BodyModel, pred: Prediction, uv: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        kp = body.keypoints("openpose25", pred.rotmat[:, 1:], pred.betas, pred.rotmat[:, :1], pred.transl)
+    return (perspective_projection(kp.double(), pred.K) - uv).norm(dim=-1).mean(-1)
+
+
+def test_mvsmplify_refinement_fits_one_body_to_all_views(body: BodyModel):
+    from mvspin.fitting import MVSMPLifyConfig
+    from mvspin.learning.inference import refine_views_with_mvsmplify
+
+    guess, keypoints, uv = _three_views_of_one_body(body)
+    before = _view_errors(body, guess, uv)
+    config = MVSMPLifyConfig(mode="per_view", stage1_iterations=20, stage2_iterations=40)
+    refined, error = refine_views_with_mvsmplify(guess, keypoints, body, config=config)
+    assert error.shape == (3,) and refined.vertices.shape == (3, body.num_vertices, 3)
+    # One body: pose and shape shared by the views, roots and cameras per view.
+    assert torch.allclose(refined.rotmat[1:, 1:], refined.rotmat[:1, 1:].expand(2, 23, 3, 3), atol=1e-6)
+    assert torch.allclose(refined.betas[1:], refined.betas[:1].expand(2, 10), atol=1e-6)
+    assert not torch.allclose(refined.rotmat[0, 0], refined.rotmat[1, 0], atol=0.1)
+    after = _view_errors(body, refined, uv)
+    np.testing.assert_allclose(error.numpy(), after.numpy(), rtol=0.1)
+    assert float(after.max()) < 0.35 * float(before.min()), (after, before)
+    with pytest.raises(ValueError, match="mode='per_view'"):
+        refine_views_with_mvsmplify(guess, keypoints, body, config=MVSMPLifyConfig(mode="calibrated"))

@@ -91,7 +91,8 @@ class BuildReport:
 
     def summary(self) -> str:
         """A short text table: bundles per subject, skips per reason."""
-        lines = [f"{self.dataset} {self.split}: {self.num_bundles} bundles -> {self.out_path}"]
+        target = f"-> {self.out_path}" if self.num_bundles else f"(nothing written to {self.out_path})"
+        lines = [f"{self.dataset} {self.split}: {self.num_bundles} bundles {target}"]
         per_subject: dict[str, int] = {}
         for subject, _, _ in self.bundles:
             per_subject[subject] = per_subject.get(subject, 0) + 1
@@ -162,6 +163,22 @@ def resolve_builder(dataset_name: str) -> Callable[..., BuildReport]:
 
 
 # --- helpers shared by the builders --------------------------------------------------------
+def read_source_image(path: Path) -> tuple[bytes, tuple[int, int]]:
+    """A dataset's image file: its bytes (stored unchanged) and ``(width, height)``.
+
+    The image is decoded completely, so a frame a builder writes is one training can read.
+
+    Raises:
+        ValueError: the file is not a decodable image or is truncated (names the file).
+        OSError: it cannot be read.
+    """
+    from mvspin.data.bundle_format import decode_image
+
+    data = Path(path).read_bytes()
+    image = decode_image(data, str(path))
+    return data, (int(image.shape[1]), int(image.shape[0]))
+
+
 def crop_from_keypoints(keypoints: np.ndarray, factor: float = DEFAULT_BBOX_SCALE_FACTOR,
                         min_confidence: float = 0.0) -> tuple[np.ndarray, float]:
     """SPIN-style crop from the bounding box of confident keypoints.

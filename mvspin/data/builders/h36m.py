@@ -54,8 +54,9 @@ from mvspin.data.builders import (
     crop_from_keypoints,
     points_inside_image,
     project_world_points,
+    read_source_image,
 )
-from mvspin.data.video import VideoError, image_size_of_file, iter_video_frames, video_info
+from mvspin.data.video import VideoError, iter_video_frames, video_info
 
 __all__ = [
     "H36M_CAMERA_IDS",
@@ -222,7 +223,7 @@ def build_h36m(
     attrs = {"source": str(root.resolve()), "camera_file": str(cam_path.resolve()), "every_nth": step,
              "bbox_scale_factor": float(bbox_scale_factor),
              "require_joints_in_image": bool(require_joints_in_image)}
-    with BundleWriter(out_path, dataset="h36m", split=split, num_views=len(cameras),
+    with BundleWriter(out_path, allow_empty=False, dataset="h36m", split=split, num_views=len(cameras),
                       keypoint_set="h36m17", joints_3d_keypoint_set="h36m17", joints_3d_frame="world",
                       cameras=True, image_storage=image_storage, image_root=sink.image_root,
                       attrs=attrs) as writer:
@@ -406,9 +407,8 @@ def build_h36m_from_spin_npz(
         if cam in cameras:
             groups.setdefault((subject, action, frame), {})[cam] = row
 
-    size_cache: dict[tuple[str, str], tuple[int, int]] = {}
     attrs = {"source": str(npz_path.resolve()), "every_nth": int(every_nth)}
-    with BundleWriter(out_path, dataset="h36m", split=split, num_views=len(cameras),
+    with BundleWriter(out_path, allow_empty=False, dataset="h36m", split=split, num_views=len(cameras),
                       keypoint_set="spin49", joints_3d_keypoint_set="spin49" if has_3d else None,
                       joints_3d_frame="view0_camera", joints_3d_root_relative=True,
                       image_storage=image_storage,
@@ -441,15 +441,12 @@ def build_h36m_from_spin_npz(
                 report.skip(subject, action, frame, "image not found: "
                             + ", ".join(str(p) for c, p in zip(cameras, paths) if c in lost), camera=lost[0])
                 continue
-            try:
-                sizes = []
-                for c, p in zip(cameras, paths):
-                    if (subject, c) not in size_cache:  # one camera's frames share one size
-                        size_cache[(subject, c)] = image_size_of_file(p)
-                    sizes.append(size_cache[(subject, c)])
-            except ValueError as e:
-                report.skip(subject, action, frame, str(e))
+            try:  # decoded completely: a cut or corrupt jpg is skipped and named
+                sources = [read_source_image(p) for p in paths]
+            except (ValueError, OSError) as e:
+                report.skip(subject, action, frame, f"bad source image: {e}")
                 continue
+            sizes = [size for _, size in sources]
             bundle: dict[str, Any] = {
                 "image_size": np.array(sizes, dtype=np.int32),
                 "center": data["center"][idx],
@@ -461,7 +458,7 @@ def build_h36m_from_spin_npz(
                 "camera_names": list(cameras),
             }
             if image_storage == "bytes":
-                bundle["images"] = [p.read_bytes() for p in paths]
+                bundle["images"] = [data for data, _ in sources]
             else:
                 bundle["image_paths"] = [imgnames[i] for i in idx]
             if has_3d:

@@ -44,8 +44,9 @@ from mvspin.data.builders import (
     FrameSink,
     crop_from_keypoints,
     points_inside_image,
+    read_source_image,
 )
-from mvspin.data.video import VideoError, image_size_of_file, iter_video_frames, video_info
+from mvspin.data.video import VideoError, iter_video_frames, video_info
 
 __all__ = [
     "MPI28_JOINT_NAMES",
@@ -193,7 +194,7 @@ def _build_train(root: Path, out_path: Path, step: int, subjects: tuple[str, ...
     attrs = {"source": str(root.resolve()), "every_nth": step, "bbox_scale_factor": float(bbox_factor),
              "require_joints_in_image": require}
     work = [(s, q) for s in subjects for q in sequences]
-    with BundleWriter(out_path, dataset="mpi_inf_3dhp", split="train", num_views=len(cameras),
+    with BundleWriter(out_path, allow_empty=False, dataset="mpi_inf_3dhp", split="train", num_views=len(cameras),
                       keypoint_set="mpi_inf_3dhp17", joints_3d_keypoint_set="mpi_inf_3dhp17",
                       joints_3d_frame="world", cameras=True, image_storage=image_storage,
                       image_root=sink.image_root, attrs=attrs) as writer:
@@ -340,7 +341,7 @@ def _build_test(root: Path, out_path: Path, step: int, sequences: tuple[str, ...
         raise ValueError(f"image_storage must be 'bytes' or 'paths', got {image_storage!r}")
     attrs = {"source": str(base.resolve()), "every_nth": step, "bbox_scale_factor": float(bbox_factor),
              "require_joints_in_image": require, "joints_3d_source": "univ_annot3"}
-    with BundleWriter(out_path, dataset="mpi_inf_3dhp", split="test", num_views=1,
+    with BundleWriter(out_path, allow_empty=False, dataset="mpi_inf_3dhp", split="test", num_views=1,
                       keypoint_set="mpi_inf_3dhp17", joints_3d_keypoint_set="mpi_inf_3dhp17",
                       joints_3d_frame="view0_camera", image_storage=image_storage,
                       image_root=str(base.resolve()) if image_storage == "paths" else None,
@@ -368,12 +369,11 @@ def _build_test(root: Path, out_path: Path, step: int, sequences: tuple[str, ...
                 if not image_path.is_file():
                     report.skip(seq, seq, frame, f"image not found: {image_path}")
                     continue
-                if size is None:
-                    try:  # one camera per test sequence: every frame has the first one's size
-                        size = image_size_of_file(image_path)
-                    except ValueError as e:
-                        report.skip(seq, seq, frame, str(e))
-                        continue
+                try:  # decoded completely: a cut or corrupt jpg is skipped and named
+                    image_bytes, size = read_source_image(image_path)
+                except (ValueError, OSError) as e:
+                    report.skip(seq, seq, frame, f"bad source image: {e}")
+                    continue
                 inside = points_inside_image(annot2[frame], size)
                 if require and not inside.all():
                     names = [_MPI17.names[j] for j in np.flatnonzero(~inside)]
@@ -397,7 +397,7 @@ def _build_test(root: Path, out_path: Path, step: int, sequences: tuple[str, ...
                     "camera_names": [seq],  # one unnamed camera per test sequence
                 }
                 if image_storage == "bytes":
-                    bundle["images"] = [image_path.read_bytes()]
+                    bundle["images"] = [image_bytes]
                 else:
                     bundle["image_paths"] = [rel]
                 writer.append(bundle)

@@ -6,8 +6,10 @@ Python 2; read with ``encoding="latin1"``) is a dict with, per person, lists of 
 (SMPL axis-angle, world frame), ``betas`` (10 or more; the first 10 are used), ``trans (F, 3)``,
 ``genders`` (``'m'``/``'f'``), ``jointPositions (F, 72)`` (SMPL's 24 joints, world, metres),
 ``poses2d (F, 3, 18)`` (OpenPose detections) and ``campose_valid (F,)``; per frame
-``cam_poses (F, 4, 4)`` (world-to-camera) and one ``cam_intrinsics (3, 3)``; ``img_frame_ids``
-maps pose frames to image numbers.
+``cam_poses (F, 4, 4)`` (world-to-camera) and one ``cam_intrinsics (3, 3)``. Pose frame ``i``
+is image ``image_{i:05d}.jpg``, as in SPIN's and VIBE's preprocessing; ``img_frame_ids`` is the
+index array that down-sampled the 60 Hz capture to the image frames, not an image number, and is
+not used.
 
 Why a restricted unpickler: a pickle can name any Python callable and have it run while
 loading (``os.system``, ``eval``, ...); these files come from the internet. The loader
@@ -39,9 +41,9 @@ from mvspin.data.builders import (
     crop_from_keypoints,
     points_inside_image,
     project_world_points,
+    read_source_image,
 )
 from mvspin.body.safe_pickle import UnsafePickleError, load_restricted_pickle
-from mvspin.data.video import image_size_of_file
 
 __all__ = ["PW3D_SPLITS", "UnsafePickleError", "load_3dpw_pickle", "build_3dpw"]
 
@@ -117,7 +119,7 @@ def build_3dpw(
     report = BuildReport("3dpw", split, out_path)
     attrs = {"source": str(root.resolve()), "every_nth": int(every_nth),
              "bbox_scale_factor": float(bbox_scale_factor)}
-    with BundleWriter(out_path, dataset="3dpw", split=split, num_views=1, keypoint_set="smpl24",
+    with BundleWriter(out_path, allow_empty=False, dataset="3dpw", split=split, num_views=1, keypoint_set="smpl24",
                       joints_3d_keypoint_set="smpl24", joints_3d_frame="world", cameras=True, smpl=True,
                       image_storage=image_storage,
                       image_root=str(root.resolve()) if image_storage == "paths" else None,
@@ -169,10 +171,6 @@ def _person_arrays(data: dict[str, Any], path: Path) -> tuple[int, int, dict[str
         raise ValueError(f"{path}: betas/genders list {len(betas)}/{len(genders)} persons, "
                          f"poses has {persons}")
     out["genders"] = genders
-    ids = data.get("img_frame_ids")
-    out["img_frame_ids"] = np.arange(frames) if ids is None else np.asarray(ids, dtype=np.int64).reshape(-1)
-    if len(out["img_frame_ids"]) != frames:
-        raise ValueError(f"{path}: img_frame_ids has {len(out['img_frame_ids'])} entries, cam_poses {frames}")
     return persons, frames, out
 
 
@@ -188,7 +186,7 @@ def _build_sequence(path: Path, root: Path, step: int, image_storage: str, bbox_
     size: Optional[tuple[int, int]] = None
     K, dist = arr["K"], np.zeros(5)
     for i in range(0, frames, step):
-        frame = int(arr["img_frame_ids"][i])
+        frame = i  # pose frame i is image i (SPIN/VIBE), whatever img_frame_ids says
         rel = f"imageFiles/{seq}/image_{frame:05d}.jpg"
         image_path = root / rel
         image_bytes: Optional[bytes] = None
@@ -205,11 +203,11 @@ def _build_sequence(path: Path, root: Path, step: int, image_storage: str, bbox_
             if not image_path.is_file():
                 report.skip(subject, seq, frame, f"image not found: {image_path}")
                 continue
-            if size is None:
-                try:  # one camera per sequence: every image has the first one's size
-                    size = image_size_of_file(image_path)
-                except ValueError as e:
-                    report.skip(subject, seq, frame, str(e))
+            if image_bytes is None:
+                try:  # decoded completely: a cut or corrupt jpg is skipped and named
+                    image_bytes, size = read_source_image(image_path)
+                except (ValueError, OSError) as e:
+                    report.skip(subject, seq, frame, f"bad source image: {e}")
                     continue
             R, t = arr["cam_poses"][i][:3, :3], arr["cam_poses"][i][:3, 3]
             if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:

@@ -1,0 +1,452 @@
+"""`FittingEngine`: what SMPLify and MV-SMPLify share, and the crop-camera fit itself.
+
+The engine owns the keypoint targets, the energy terms of each stage, the keypoint backend, the
+optimisation loop (Adam or L-BFGS, early stop, NaN guard) and result assembly.
+:meth:`FittingEngine.fit_crop_cameras` is the fit with SPIN crop cameras (focal 5000 px,
+principal point at the centre of a 224 px crop, no distortion) used by MV-SMPLify's per-view
+mode (V views) and by SMPLify (V = 1); MV-SMPLify's calibrated mode builds on the same pieces.
+
+Two keypoint backends compute the model keypoints every iteration (``keypoint_backend``):
+
+- ``"fast"``: the body model's fast keypoint path, one body per bundle and each view's root
+  transform applied afterwards; in stage 1 (body fixed) the body is evaluated once for the
+  whole stage (:meth:`~mvspin.body.BodyModel.canonical_keypoints` and
+  :meth:`~mvspin.body.BodyModel.apply_root`).
+- ``"full"``: smplx's full forward (every vertex, LBS) of every view's body at every iteration,
+  as the published MV-SPIN code does: the reference the fast path is tested and benchmarked
+  against. Both minimise the same energy.
+
+The energies (:meth:`FittingEngine.energy`) are public so tests can check them against the
+reference formulas; the fit minimises exactly these functions.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from mvspin.body import BodyModel, angle_prior, shape_prior
+from mvspin.errors import FitError, ShapeError, check_shape
+from mvspin.fitting.config import SMPLifyConfig, validate_config
+from mvspin.fitting.keypoint_targets import KeypointTargets
+from mvspin.fitting.losses import reprojection_energy, reprojection_error, squared_reprojection_energy
+from mvspin.fitting.result import FitResult, PerViewEstimate
+from mvspin.geometry import (
+    axis_angle_to_matrix,
+    crop_cam_to_translation,
+    matrix_to_axis_angle,
+    so3_mean,
+    translation_to_crop_cam,
+)
+
+__all__ = ["FittingEngine", "STAGES"]
+
+STAGES = (0, 1, 2)
+"""Stage numbers: 0 = the calibrated mode's 3D fit to triangulated keypoints, 1 = root
+orientation and translation on the torso, 2 = the whole body."""
+
+# Depth floor (metres) of the projection, as in mvspin.geometry.perspective_projection: a point
+# behind the camera projects far away but finite.
+MIN_DEPTH = 1e-3
+
+
+def _adam(params: Sequence[Tensor], lr: float) -> torch.optim.Adam:
+    """Adam, fused where torch offers it (one kernel for all parameters: a third of the plain
+    implementation's time for the fitter's few small tensors)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch, or a device without a fused kernel
+        return torch.optim.Adam(params, lr=lr)
+
+
+class FittingEngine:
+    """Shared machinery of :class:`~mvspin.fitting.MVSMPLify` and :class:`~mvspin.fitting.SMPLify`.
+
+    Args:
+        body: the body model; its device and dtype are used throughout.
+        config: weights, stages, optimiser, keypoint backend (see :class:`SMPLifyConfig`).
+        keypoint_set: the keypoint convention of the inputs (e.g. ``"openpose25"``).
+    """
+
+    def __init__(self, body: BodyModel, config: SMPLifyConfig, keypoint_set: str) -> None:
+        validate_config(config)
+        self.body = body
+        self.config = config
+        self.targets = KeypointTargets.build(body, keypoint_set, config.keypoint_weights,
+                                             config.stage2_ignored_points)
+        self.pose_prior = body.pose_prior()
+        self.trace: Optional[list[tuple[int, int, float, float]]] = None
+        """Set to a list to record ``(stage, iteration, energy, time.perf_counter())`` at every
+        energy evaluation (convergence plots, benchmarks); None records nothing."""
+        self._stage = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.body.J_template.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.body.J_template.dtype
+
+    @property
+    def keypoint_set(self) -> str:
+        return self.targets.data_set
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def prepare_keypoints(self, keypoints: Tensor, views: Optional[int] = None) -> tuple[Tensor, Tensor]:
+        """Check ``(B, V, K, 3)`` keypoints; return the matched ``xy (B, V, M, 2)`` and confidence
+        ``(B, V, M)``, with missing, non-finite and low-confidence keypoints zeroed (they then
+        contribute neither energy nor gradient)."""
+        if not isinstance(keypoints, Tensor):
+            raise TypeError(f"keypoints must be a torch.Tensor, got {type(keypoints).__name__}")
+        check_shape(f"{self.keypoint_set} keypoints (x, y, confidence)", keypoints,
+                    ["B", "V", self.targets.num_data_keypoints, 3])
+        if views is not None and keypoints.shape[1] != views:
+            raise ShapeError(f"keypoints have {keypoints.shape[1]} views but there are {views} cameras")
+        kp = self.targets.select(keypoints.to(device=self.device, dtype=self.dtype))
+        xy, conf = kp[..., :2], kp[..., 2]
+        ok = torch.isfinite(xy).all(-1) & torch.isfinite(conf) & (conf > self.config.min_confidence)
+        conf = torch.where(ok, conf, torch.zeros_like(conf))
+        xy = torch.where(ok.unsqueeze(-1), xy, torch.zeros_like(xy))
+        return xy, conf
+
+    # --- model keypoints (the backend switch) -----------------------------------------------------
+
+    def posed_keypoints(self, body_rot: Tensor, betas: Tensor, rot: Tensor, transl: Tensor) -> Tensor:
+        """Matched model keypoints ``(B, V, M, 3)`` of one body per bundle (``body_rot
+        (B, 23, 3, 3)``, ``betas (B, num_betas)``) under per-view root rotations ``(B, V, 3, 3)``
+        and SMPL translations ``(B, V, 3)``, through the configured keypoint backend."""
+        if self.config.keypoint_backend == "full":
+            b, v = rot.shape[:2]
+            out = self.body(body_pose=body_rot.repeat_interleave(v, 0), betas=betas.repeat_interleave(v, 0),
+                            global_orient=rot.flatten(0, 1), transl=transl.flatten(0, 1),
+                            keypoints=self.targets.model_set)
+            kp = out.keypoints.view(b, v, -1, 3)
+        else:
+            kp = self.body.keypoints_multiview(self.targets.model_set, body_rot, betas, rot, transl)
+        return self.targets.model_keypoints(kp)
+
+    def fixed_body_keypoints(self, body_rot: Tensor, betas: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+        """``(rot (B, V, 3, 3), transl (B, V, 3)) -> (B, V, M, 3)`` for a body held fixed (stage 1).
+
+        The fast backend evaluates the body once here and only applies root transforms per
+        call; the full backend runs the full forward at every call."""
+        if self.config.keypoint_backend == "full":
+            body_rot, betas = body_rot.detach(), betas.detach()
+            return lambda rot, transl: self.posed_keypoints(body_rot, betas, rot, transl)
+        with torch.no_grad():
+            kp_c, pelvis = self.body.canonical_keypoints(self.targets.model_set, body_rot, betas)
+        model_set = self.targets.model_set
+        return lambda rot, transl: self.targets.model_keypoints(self.body.apply_root(model_set, kp_c, pelvis, rot,
+                                                                                     transl))
+
+    @staticmethod
+    def rotations(pose: Tensor, d_orient: Tensor, orient0: Tensor) -> tuple[Tensor, Tensor]:
+        """Body rotations ``(B, 23, 3, 3)`` from axis-angle ``pose (B, 69)`` and root rotations
+        ``exp(d_orient) @ orient0`` (``d_orient (B, [V,] 3)``), in one axis-angle conversion (the
+        loop's cost is the number of operations, not their size)."""
+        b = pose.shape[0]
+        rots = axis_angle_to_matrix(torch.cat([pose.view(b, 23, 3), d_orient.reshape(b, -1, 3)], dim=1))
+        return rots[:, :23], rots[:, 23:].reshape(*d_orient.shape, 3) @ orient0
+
+    # --- energy terms -----------------------------------------------------------------------------
+
+    def stage1_weights(self, conf: Tensor) -> Tensor:
+        """Stage-1 keypoint weights ``(B, V, M)`` from confidences ``(B, V, M)``.
+
+        ``stage1_loss="gmof"``: confidence squared on every torso keypoint. ``"squared"``
+        (SPIN's ``camera_fitting_loss``): weight 1 on the detector's four torso keypoints when
+        all four are detected in the view, otherwise on the ground-truth torso keypoints (sets
+        with both, i.e. ``spin49``); confidence is not used beyond detected (> 0) or not.
+        """
+        t = self.targets
+        if self.config.stage1_loss == "gmof":
+            return conf.square() * t.torso
+        detected = conf > 0
+        primary_complete = (detected | ~t.torso_primary).all(-1, keepdim=True)  # (B, V, 1)
+        fallback = t.torso_fallback if bool(t.torso_fallback.any()) else t.torso_primary
+        chosen = torch.where(primary_complete, t.torso_primary, fallback)
+        return (chosen & detected).to(conf.dtype)
+
+    def stage2_weights(self, conf: Tensor) -> Tensor:
+        """Stage-2 keypoint weights ``(B, V, M)``: confidence squared times each keypoint's weight
+        (0 for ``stage2_ignored_points``), as SPIN's ``joints_conf ** 2``."""
+        return conf.square() * self.targets.weights
+
+    def stage1_reprojection(self, uv: Tensor, xy: Tensor, w1: Tensor) -> Tensor:
+        """Stage-1 reprojection energy ``(B,)`` summed over views: Geman-McClure or plain squared
+        pixel error (``stage1_loss``) of projected ``uv (B, V, M, 2)`` against ``xy``."""
+        if self.config.stage1_loss == "squared":
+            return squared_reprojection_energy(uv, xy, w1).sum(-1)
+        return reprojection_energy(uv, xy, w1, self.config.sigma).sum(-1)
+
+    def depth_anchor(self, transl: Tensor, transl0: Tensor, view_weight: Tensor) -> Tensor:
+        """SPIN's stage-1 pull ``(B,)`` of each crop camera's depth towards the network's:
+        ``w * sum_v (tz - tz0)^2`` over the views used (``view_weight (B, V)``)."""
+        return self.config.depth_anchor_weight * ((transl[..., 2] - transl0[..., 2]).square() * view_weight).sum(-1)
+
+    def body_prior_energy(self, body_pose_aa: Tensor, betas: Tensor) -> Tensor:
+        """Prior energy ``(B,)`` of the shared body: pose, elbow/knee and shape priors (once per
+        bundle, not per view)."""
+        c = self.config
+        energy = c.pose_prior_weight * self.pose_prior(body_pose_aa) + c.shape_prior_weight * shape_prior(betas)
+        if c.angle_prior_weight:
+            energy = energy + c.angle_prior_weight * angle_prior(body_pose_aa)
+        return energy
+
+    def stage2_energy(self, uv: Tensor, xy: Tensor, w2: Tensor, body_pose_aa: Tensor, betas: Tensor) -> Tensor:
+        """Stage-2 energy ``(B,)``: Geman-McClure reprojection summed over views plus the priors."""
+        return (reprojection_energy(uv, xy, w2, self.config.sigma).sum(-1)
+                + self.body_prior_energy(body_pose_aa, betas))
+
+    def project_crop(self, points: Tensor) -> Tensor:
+        """SPIN's crop camera (focal ``focal_length``, principal point at the crop centre, no
+        distortion): ``(..., 3)`` camera-frame points, metres -> ``(..., 2)`` crop pixels. The
+        same as ``perspective_projection(points, crop_intrinsics())`` in a quarter of the ops."""
+        c = self.config
+        return float(c.focal_length) * points[..., :2] / points[..., 2:].clamp_min(MIN_DEPTH) + c.crop_size / 2.0
+
+    def energy(self, stage: int, keypoints: Tensor, body_pose: Tensor, betas: Tensor, global_orient: Tensor,
+               transl: Tensor, transl_init: Optional[Tensor] = None) -> Tensor:
+        """The energy ``(B,)`` that stage 1 or 2 of :meth:`fit_crop_cameras` minimises.
+
+        Args:
+            stage: 1 (orientation and translation) or 2 (body).
+            keypoints: ``(B, V, K, 3)`` crop-pixel keypoints.
+            body_pose: ``(B, 69)`` axis-angle or ``(B, 23, 3, 3)``.
+            betas: ``(B, num_betas)``.
+            global_orient: ``(B, V, 3)`` axis-angle or ``(B, V, 3, 3)``, each view's crop camera.
+            transl: ``(B, V, 3)`` SMPL translations in each crop camera, metres.
+            transl_init: ``(B, V, 3)`` the network's translations (stage 1's depth anchor).
+
+        Returns:
+            ``(B,)``; 0 for a bundle with no usable view (it is not fitted).
+        """
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        xy, conf = self.prepare_keypoints(keypoints)
+        b, v = xy.shape[:2]
+        view_used = (conf > 0).any(-1)
+        fit_mask = view_used.any(-1).to(self.dtype)
+        body_rot = body_pose if body_pose.dim() == 4 else axis_angle_to_matrix(body_pose.reshape(b, 23, 3))
+        rot = global_orient if global_orient.dim() == 4 else axis_angle_to_matrix(global_orient)
+        uv = self.project_crop(self.posed_keypoints(body_rot.to(self.dtype), betas.to(self.dtype),
+                                                    rot.to(self.dtype), transl.to(self.dtype)))
+        if stage == 1:
+            if transl_init is None:
+                raise ValueError("stage 1's energy needs transl_init (the depth anchor's target)")
+            e = self.stage1_reprojection(uv, xy, self.stage1_weights(conf))
+            e = e + self.depth_anchor(transl, transl_init, view_used.to(self.dtype))
+        else:
+            e = self.stage2_energy(uv, xy, self.stage2_weights(conf), matrix_to_axis_angle(body_rot).reshape(b, 69),
+                                   betas)
+        return e * fit_mask
+
+    # --- optimisation --------------------------------------------------------------------------
+
+    def _record(self, iteration: int, value: float) -> None:
+        if self.trace is not None:
+            self.trace.append((self._stage, iteration, value, time.perf_counter()))
+
+    def minimise(self, params: Sequence[Tensor], energy: Callable[[], Tensor], iterations: int, stage: int,
+                 lr: Optional[float] = None) -> int:
+        """Minimise ``energy().sum()`` over ``params``; returns the iterations run.
+
+        Stops after ``iterations`` or once the relative energy change has stayed below
+        ``rel_tol`` for ``patience`` consecutive iterations (``patience=0``: never early). Adam
+        takes one step per iteration; L-BFGS one quasi-Newton step with a strong-Wolfe line
+        search (several evaluations).
+
+        Raises:
+            FitError: the energy became NaN or infinite (names the stage and iteration).
+        """
+        c = self.config
+        self._stage = stage
+        if iterations == 0 or not params:
+            return 0
+        if c.optimizer == "lbfgs":
+            step = self._lbfgs_step(params, energy)
+        else:
+            opt = _adam(params, c.lr if lr is None else lr)
+
+            def step(it: int) -> float:
+                opt.zero_grad(set_to_none=True)
+                total = energy().sum()
+                total.backward()
+                opt.step()
+                value = float(total.detach())
+                self._record(it, value)
+                return value
+
+        previous, calm = math.inf, 0
+        for it in range(iterations):
+            value = step(it)
+            if not math.isfinite(value):
+                raise FitError(f"the fitting energy became {value} at iteration {it} of stage {stage}: check the "
+                               "inputs (keypoints, cameras, initial estimates) for extreme values")
+            if c.patience and abs(previous - value) <= c.rel_tol * max(abs(previous), 1e-12):
+                calm += 1
+                if calm >= c.patience:
+                    return it + 1
+            else:
+                calm = 0
+            previous = value
+        return iterations
+
+    def _lbfgs_step(self, params: Sequence[Tensor], energy: Callable[[], Tensor]) -> Callable[[int], float]:
+        """One L-BFGS iteration per call (the optimiser keeps its curvature history between calls)."""
+        c = self.config
+        opt = torch.optim.LBFGS(params, lr=c.lbfgs_lr, max_iter=1, max_eval=25, history_size=c.lbfgs_history,
+                                line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=0.0)
+        cache: dict[str, object] = {}
+        current = [0]
+
+        def closure() -> Tensor:
+            # torch re-evaluates the point its line search just accepted at the start of every
+            # step() call: serve it from the cache instead of running the body again.
+            x = [p.detach().clone() for p in params]
+            if cache and all(torch.equal(a, b) for a, b in zip(x, cache["x"])):  # type: ignore[arg-type]
+                for p, g in zip(params, cache["grad"]):  # type: ignore[arg-type]
+                    p.grad = g.clone()
+                return cache["loss"]  # type: ignore[return-value]
+            opt.zero_grad(set_to_none=True)
+            total = energy().sum()
+            total.backward()
+            loss = total.detach()
+            cache.update(x=x, grad=[torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params],
+                         loss=loss)
+            self._record(current[0], float(loss))
+            return loss
+
+        def step(it: int) -> float:
+            current[0] = it
+            opt.step(closure)
+            return float(closure())  # the accepted point: cached, no extra evaluation
+
+        return step
+
+    # --- the crop-camera fit -------------------------------------------------------------------
+
+    def fit_crop_cameras(self, keypoints: Tensor, init: PerViewEstimate, *, mode: str = "per_view",
+                         return_meshes: bool = False) -> FitResult:
+        """Fit one shared body per bundle to V views seen by SPIN crop cameras.
+
+        Shared: body pose and betas (initialised by rotation averaging of the views' estimates).
+        Per view: root orientation and crop-camera translation. Stage 1 fits the orientations and
+        translations on the torso with SPIN's depth anchor; stage 2 the body and orientations
+        (and the translations with ``stage2_translation``).
+
+        Args:
+            keypoints: ``(B, V, K, 3)`` crop-pixel keypoints (x, y, confidence).
+            init: per-view regressor estimates with crop cameras.
+            mode: the name the result carries (``"per_view"`` or ``"smplify"``).
+            return_meshes: also compute vertices and joints (once, at the end).
+
+        Returns:
+            :class:`FitResult` with per-view ``global_orient``/``transl``/``cam`` in each crop
+            camera's frame.
+        """
+        c = self.config
+        dtype, device = self.dtype, self.device
+        xy, conf = self.prepare_keypoints(keypoints)
+        b, v = xy.shape[:2]
+        if not isinstance(init, PerViewEstimate):
+            raise TypeError(f"init must be a PerViewEstimate, got {type(init).__name__}")
+        init.check(b, v, self.body.num_betas, need_cam=True)
+        rotmat = init.rotmat.to(device, dtype)
+        view_used = (conf > 0).any(-1)
+        fitted = view_used.any(-1)
+        fit_mask = fitted.to(dtype)
+        view_weight = view_used.to(dtype)
+        avg_w = torch.where(fitted[:, None], view_weight, torch.ones_like(view_weight))
+        body_rot0 = so3_mean(rotmat[:, :, 1:], avg_w[..., None], dim=1) if v > 1 else rotmat[:, 0, 1:]
+        betas0 = (avg_w[..., None] * init.betas.to(device, dtype)).sum(1) / avg_w.sum(1, keepdim=True)
+        orient0 = rotmat[:, :, 0]
+        transl0 = crop_cam_to_translation(init.cam.to(device, dtype), c.focal_length, c.crop_size)
+        w1, w2 = self.stage1_weights(conf), self.stage2_weights(conf)
+
+        d_orient = torch.zeros(b, v, 3, dtype=dtype, device=device, requires_grad=True)
+        transl = transl0.clone().requires_grad_(True)
+        fixed_body = self.fixed_body_keypoints(body_rot0, betas0)
+
+        def stage1() -> Tensor:
+            rot = axis_angle_to_matrix(d_orient) @ orient0
+            rep = self.stage1_reprojection(self.project_crop(fixed_body(rot, transl)), xy, w1)
+            return (rep + self.depth_anchor(transl, transl0, view_weight)) * fit_mask
+
+        it1 = self.minimise([d_orient, transl], stage1, c.stage1_iterations, stage=1)
+
+        pose = matrix_to_axis_angle(body_rot0).reshape(b, 69).detach().clone().requires_grad_(True)
+        betas = betas0.detach().clone().requires_grad_(True)
+
+        def stage2_terms() -> tuple[Tensor, Tensor]:
+            body_rot, rot = self.rotations(pose, d_orient, orient0)
+            uv = self.project_crop(self.posed_keypoints(body_rot, betas, rot, transl))
+            return uv, self.stage2_energy(uv, xy, w2, pose, betas)
+
+        params = [pose, betas, d_orient] + ([transl] if c.stage2_translation else [])
+        it2 = self.minimise(params, lambda: stage2_terms()[1] * fit_mask, c.stage2_iterations, stage=2)
+
+        with torch.no_grad():
+            uv, energy = stage2_terms()
+            body_rot, orient = self.rotations(pose, d_orient, orient0)
+            # Unfitted bundles keep their start exactly (no round trip through axis-angle).
+            body_rot = torch.where(fitted[:, None, None, None], body_rot, body_rot0)
+            orient = torch.where(fitted[:, None, None, None], orient, orient0)
+            transl_out = transl.detach()
+            view_err, bundle_err = self.reprojection_errors(uv, xy, conf, view_used)
+            result = FitResult(
+                mode=mode, body_model=self.body.name, keypoint_set=self.keypoint_set,
+                body_pose=body_rot, betas=betas.detach(), global_orient=orient, transl=transl_out,
+                cam=translation_to_crop_cam(transl_out, c.focal_length, c.crop_size),
+                reprojection_error=torch.where(fitted, bundle_err, torch.full_like(bundle_err, math.inf)),
+                view_reprojection_error=view_err,
+                energy=torch.where(fitted, energy, torch.full_like(energy, math.inf)),
+                fitted=fitted, view_used=view_used, iterations=(it1, it2),
+            )
+            if return_meshes:
+                result.vertices, result.joints = self.meshes(body_rot, result.betas, orient, transl_out)
+        return result
+
+    # --- results ---------------------------------------------------------------------------
+
+    def reprojection_errors(self, uv: Tensor, xy: Tensor, conf: Tensor, used: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-view ``(B, V)`` and per-bundle ``(B,)`` reprojection errors in pixels over the
+        keypoints the body stage weighs, weighted by confidence."""
+        w = conf * (self.targets.weights > 0)
+        view_err = reprojection_error(uv, xy, w)
+        wu = w * used[..., None]
+        bundle_err = reprojection_error(uv.flatten(1, 2), xy.flatten(1, 2), wu.flatten(1, 2))
+        return view_err, bundle_err
+
+    def explains_keypoints(self, bundle_error: Tensor, xy: Tensor, conf: Tensor) -> Tensor:
+        """``(B,)`` bool: the fit's mean reprojection error (pixels) is at most
+        ``max_relative_reprojection_error`` times the person's size in the images (the diagonal
+        of the confident keypoints' bounding box, averaged over the views that have them).
+
+        A fit with cameras that do not fit the keypoints converges somewhere with hundreds or
+        thousands of pixels of error; such a bundle must not be reported fitted."""
+        limit = self.config.max_relative_reprojection_error
+        if not limit:
+            return torch.ones_like(bundle_error, dtype=torch.bool)
+        seen = conf > 0
+        big = torch.finfo(xy.dtype).max
+        lo = torch.where(seen[..., None], xy, torch.full_like(xy, big)).amin(-2)
+        hi = torch.where(seen[..., None], xy, torch.full_like(xy, -big)).amax(-2)
+        has = seen.sum(-1) >= 2  # (B, V)
+        diag = torch.where(has, (hi - lo).norm(dim=-1), torch.zeros_like(lo[..., 0]))
+        size = diag.sum(-1) / has.sum(-1).clamp_min(1)
+        return bundle_error <= limit * size
+
+    def meshes(self, body_rot: Tensor, betas: Tensor, rot: Tensor, transl: Tensor) -> tuple[Tensor, Tensor]:
+        """Full forward of each bundle's body under each view's root transform (once, at the
+        end): vertices ``(B, V, N, 3)`` and joints ``(B, V, 24, 3)``."""
+        b, v = rot.shape[:2]
+        with torch.no_grad():
+            out = self.body(body_pose=body_rot.repeat_interleave(v, 0), betas=betas.repeat_interleave(v, 0),
+                            global_orient=rot.flatten(0, 1), transl=transl.flatten(0, 1))
+        return out.vertices.view(b, v, -1, 3), out.joints.view(b, v, 24, 3)

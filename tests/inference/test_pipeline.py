@@ -1,0 +1,238 @@
+"""The inference library called from Python, output naming, all-or-nothing outputs, bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mvspin.body import BodyModel
+from mvspin.cli.main import main
+from mvspin.config import load_config
+from mvspin.inference import InferConfig, InferencePipeline, PersonBox, collect_inputs
+from mvspin.io_outputs import read_smpl_npz
+from mvspin.learning.checkpoint import save_regressor_checkpoint
+from mvspin.learning.regressor import HMRRegressor
+
+W, H = 160, 120
+
+
+@pytest.fixture(scope="module")
+def body() -> BodyModel:
+    return BodyModel.free("low")
+
+
+@pytest.fixture(scope="module")
+def model(body: BodyModel) -> HMRRegressor:
+    torch.manual_seed(0)
+    return HMRRegressor(18, mean_params=body.mean_params).eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, model: HMRRegressor) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "r18.pt"
+    save_regressor_checkpoint(path, model)
+    return path
+
+
+def _image(path: Path, seed: int, size: tuple[int, int] = (W, H)) -> Path:
+    small = np.random.default_rng(seed).integers(0, 255, (size[1] // 8 + 1, size[0] // 8 + 1, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.resize(small, size, interpolation=cv2.INTER_CUBIC))
+    return path
+
+
+def _video(path: Path, frames: int, size: tuple[int, int] = (96, 72)) -> Path:
+    fourcc = "MJPG" if path.suffix == ".avi" else "mp4v"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, size)
+    rng = np.random.default_rng(1)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_api_on_images_and_a_video(tmp_path: Path, body: BodyModel, model: HMRRegressor):
+    images = [_image(tmp_path / "in" / f"img{i}.png", i) for i in range(2)]
+    video = _video(tmp_path / "in" / "clip.mp4", 5)
+    config = InferConfig(allow_untrained=True, out=tmp_path / "out", render=False, batch_size=2, resolution="low")
+    pipeline = InferencePipeline(config, body=body, model=model)
+    report = pipeline.run([*images, video])
+
+    assert (report.images, report.people, report.videos, report.frames, report.failures) == (2, 2, 1, 5, [])
+    assert [item.source.name for item in report.items] == ["img0.png", "img1.png", "clip.mp4"]
+    assert sorted(p.name for p in report.files) == ["clip.npz", "img0.npz", "img0.obj", "img1.npz", "img1.obj",
+                                                    "infer_config.yaml"]
+    # The prediction returned equals the file, and the array API gives the same body.
+    still = read_smpl_npz(tmp_path / "out" / "img1.npz")
+    np.testing.assert_allclose(report.items[1].prediction.global_orient.numpy(), still["global_orient"], atol=1e-6)
+    rgb = cv2.cvtColor(cv2.imread(str(images[1])), cv2.COLOR_BGR2RGB)
+    direct = pipeline.predict_image(rgb)
+    np.testing.assert_allclose(direct.body_pose.numpy(), still["body_pose"], atol=1e-5)
+    np.testing.assert_allclose(direct.transl.numpy(), still["transl"], atol=1e-5)
+    assert direct.vertices.shape == (1, body.num_vertices, 3)
+    np.testing.assert_allclose(still["center"], [[(W - 1) / 2, (H - 1) / 2]])  # whole-image box
+
+    clip = read_smpl_npz(tmp_path / "out" / "clip.npz")
+    assert clip["body_pose"].shape == (5, 69) and clip["betas"].shape == (5, 10)
+    assert float(clip["fps"]) == pytest.approx(10.0) and len(report.items[2].prediction) == 5
+    np.testing.assert_allclose(report.items[2].prediction.transl.numpy(), clip["transl"], atol=1e-6)
+    # The resolved config is saved beside the outputs and reads back.
+    assert load_config(InferConfig, tmp_path / "out" / "infer_config.yaml") == config
+
+
+def test_predict_image_refuses_boxes_that_do_not_fit(body: BodyModel, model: HMRRegressor, tmp_path: Path):
+    pipeline = InferencePipeline(InferConfig(allow_untrained=True, out=tmp_path, render=False), body=body, model=model)
+    image = np.zeros((H, W, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"box centre \(500.0, 60.0\), side 40.0 px lies outside the 160x120 image"):
+        pipeline.predict_image(image, [PersonBox("", np.array([500.0, 60.0]), 0.2)])
+    with pytest.raises(ValueError, match="over 4 times the 160x120 image"):
+        pipeline.predict_image(image, [PersonBox("", np.array([80.0, 60.0]), 5000.0)])
+    with pytest.raises(ValueError, match="the image is 1x1 pixels"):
+        pipeline.predict_image(np.zeros((1, 1, 3), np.uint8))
+
+
+def test_views_with_one_file_name_per_camera_write_one_overlay_each(tmp_path: Path, checkpoint: Path, capsys):
+    views = [_image(tmp_path / f"cam{i}" / "000.png", i) for i in (1, 2, 3)]
+    items, failures = collect_inputs(views, tmp_path / "out")
+    assert not failures and [i.prefix.name for i in items] == ["cam1_000", "cam2_000", "cam3_000"]
+    code = main(["infer", "--views", *map(str, views), "--checkpoint", str(checkpoint), "--out",
+                 str(tmp_path / "out"), "--resolution", "low", "--mesh-format", "ply"])
+    out = capsys.readouterr().out
+    assert code == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["infer_config.yaml", "views.npz", "views.ply", "views_cam1_000_overlay.png",
+                       "views_cam2_000_overlay.png", "views_cam3_000_overlay.png", "views_side.png"]
+    assert f"{len(written)} files written" in out  # the summary counts what exists
+    params = read_smpl_npz(tmp_path / "out" / "views.npz")
+    assert list(params["view_names"]) == ["cam1_000", "cam2_000", "cam3_000"]
+    overlays = [cv2.imread(str(tmp_path / "out" / f"views_cam{i}_000_overlay.png")) for i in (1, 2, 3)]
+    assert all(o.shape == (H, W, 3) for o in overlays) and not np.array_equal(overlays[0], overlays[1])
+
+
+def test_a_failed_item_leaves_no_sibling_outputs(tmp_path: Path, body: BodyModel, model: HMRRegressor, monkeypatch):
+    import mvspin.io_outputs as io_outputs
+
+    real = io_outputs.write_mesh
+
+    def failing(path, vertices, faces):
+        if "bad" in Path(path).name:
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, vertices, faces)
+
+    monkeypatch.setattr(io_outputs, "write_mesh", failing)
+    images = [_image(tmp_path / "in" / "bad.png", 0), _image(tmp_path / "in" / "good.png", 1)]
+    report = InferencePipeline(InferConfig(allow_untrained=True, out=tmp_path / "out", render=False),
+                               body=body, model=model).run(images)
+    assert [f[0] for f in report.failures] == [str(images[0])] and "No space left" in report.failures[0][1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.npz", "good.obj", "infer_config.yaml"]
+    assert report.images == 1 and len(report.files) == 3
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["infer", *argv, "--resolution", "low", "--no-render"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_inputs_that_make_no_sense_get_a_word(tmp_path: Path, checkpoint: Path, capsys):
+    good = _image(tmp_path / "in" / "good.png", 0)
+    tiny = _image(tmp_path / "in" / "tiny.png", 1, size=(1, 1))
+    boxes = tmp_path / "boxes"
+    boxes.mkdir()
+    (boxes / "good.json").write_text(json.dumps({"bbox": [1000, 900, 50, 80]}))  # outside the 160x120 image
+    (boxes / "huge.json").write_text(json.dumps({"bbox": [0, 0, 1e7, 1e7]}))
+    (boxes / "tiny.json").write_text(json.dumps({"bbox": [0, 0, 1, 1]}))
+    huge = _image(tmp_path / "in" / "huge.png", 2)
+    code, _, err = _run(capsys, str(good), str(huge), str(tiny), "--checkpoint", str(checkpoint), "--bbox",
+                        str(boxes), "--out", str(tmp_path / "out"))
+    assert code == 1
+    assert "good.png: " in err and "side 80.0 px lies outside the 160x120 image" in err
+    assert "huge.png: " in err and "is over 4 times the 160x120 image" in err
+    assert "tiny.png: " in err and "the image is 1x1 pixels" in err
+    assert not list((tmp_path / "out").glob("*.npz"))
+
+    # OpenPose keypoints of a 4x larger image: most of them outside this one.
+    kp = np.zeros((25, 3))
+    kp[:, 0], kp[:, 1], kp[:, 2] = np.linspace(300, 500, 25), np.linspace(200, 450, 25), 0.9
+    folder = tmp_path / "openpose"
+    folder.mkdir()
+    (folder / "good_keypoints.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": kp.ravel().tolist()}]}))
+    code, _, err = _run(capsys, str(good), "--checkpoint", str(checkpoint), "--openpose", str(folder),
+                        "--out", str(tmp_path / "out2"))
+    assert code == 1 and "25 of 25 confident keypoints lie outside the 160x120 image" in err
+
+    # A cut video: its frames are counted, not silently dropped.
+    whole = _video(tmp_path / "walk.avi", 20)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    code, _, err = _run(capsys, str(cut), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out3"))
+    assert code == 1 and "truncated or damaged video: decoded" in err and "of the 20 frames the file reports" in err
+    assert not list((tmp_path / "out3").glob("cut*"))
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--batch-size", "0"], "--batch-size must be in [1, 4096], got 0"),
+    (["--person", "first"], "--person must be largest, most_confident, all or an index, got 'first'"),
+    (["--device", "banana"], "device 'banana' is not a torch device"),
+])
+def test_options_out_of_range_are_one_line(tmp_path: Path, checkpoint: Path, capsys, option, message):
+    code, _, err = _run(capsys, str(_image(tmp_path / "a.png", 0)), "--checkpoint", str(checkpoint), *option,
+                        "--out", str(tmp_path / "out"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_output_location_is_checked_before_any_work(tmp_path: Path, capsys):
+    image = _image(tmp_path / "grey.png", 0)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")  # loading it would fail: the output check comes first
+    (tmp_path / "file").write_text("in the way")
+    code, _, err = _run(capsys, str(image), "--checkpoint", str(broken), "--out", str(tmp_path / "file"))
+    assert code == 2 and err.strip() == f"mvspin infer: error: {tmp_path / 'file'}: the output folder is a file"
+    # A directory where an output file goes: refused before the network runs, nothing written.
+    out = tmp_path / "out"
+    (out / "grey.npz").mkdir(parents=True)
+    code, _, err = _run(capsys, str(image), "--allow-untrained", "--backbone", "resnet18", "--out", str(out))
+    assert code == 2 and f"{out / 'grey.npz'}: a directory is in the way of an output file" in err
+    assert sorted(p.name for p in out.iterdir()) == ["grey.npz"]
+
+
+def test_views_refine_fits_one_body_to_every_views_keypoints(tmp_path: Path, body: BodyModel, checkpoint: Path,
+                                                            capsys):
+    """``infer --views --refine``: MV-SMPLify on three views' OpenPose files of a known body."""
+    from mvspin.geometry import perspective_projection
+    from tests.learning.test_inference import _three_views_of_one_body
+
+    _, keypoints, uv = _three_views_of_one_body(body)
+    folder = tmp_path / "openpose"
+    folder.mkdir()
+    views = []
+    for i in range(3):
+        views.append(_image(tmp_path / f"view{i}.png", i, size=(640, 480)))
+        (folder / f"view{i}_keypoints.json").write_text(json.dumps(
+            {"people": [{"pose_keypoints_2d": keypoints[i].ravel().tolist()}]}))
+
+    def errors(npz: Path) -> np.ndarray:
+        p = read_smpl_npz(npz)
+        with torch.no_grad():
+            kp = body.keypoints("openpose25", torch.tensor(p["body_pose"]), torch.tensor(p["betas"]).expand(3, 10),
+                                torch.tensor(p["global_orient"]), torch.tensor(p["transl"]))
+        return (perspective_projection(kp.double(), torch.tensor(p["K"])) - uv).norm(dim=-1).mean(-1).numpy()
+
+    common = ["--views", *map(str, views), "--checkpoint", str(checkpoint), "--openpose", str(folder)]
+    assert _run(capsys, *common, "--out", str(tmp_path / "net"))[0] == 0
+    code, _, _ = _run(capsys, *common, "--refine", "--fit", "stage1_iterations=20", "--fit", "stage2_iterations=40",
+                      "--out", str(tmp_path / "fit"))
+    assert code == 0
+    fit = read_smpl_npz(tmp_path / "fit" / "views.npz")
+    assert bool(fit["refined"]) and fit["reprojection_error_px"].shape == (3,) and fit["betas"].shape == (10,)
+    np.testing.assert_allclose(fit["body_pose"][1:], np.repeat(fit["body_pose"][:1], 2, 0), atol=1e-5)
+    before, after = errors(tmp_path / "net" / "views.npz"), errors(tmp_path / "fit" / "views.npz")
+    # From an untrained network's guess (one orientation for every view) 60 iterations get the
+    # views' mean error well under half (about 42 -> 15 px), every view closer.
+    assert after.mean() < 0.5 * before.mean() and (after < before).all(), (before, after)
+    np.testing.assert_allclose(fit["reprojection_error_px"], after, rtol=0.25)
