@@ -11,6 +11,10 @@ detection counts and reprojection errors.
 
 Frames are matched by index: frame ``i`` of every video (or the ``i``-th image of every folder,
 in natural name order) is the same moment.
+
+aniposelib's bundle adjustment imports JAX (multithreaded, and it switches JAX to 64-bit): a
+program that forks worker processes afterwards (e.g. PyTorch DataLoader workers) should run the
+calibration in a spawned subprocess.
 """
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """Board calibration with aniposelib on ChArUco recordings rendered into synthetic cameras with
 known parameters: focal lengths, camera centres and the floor frame come back within 1% / 1 cm;
 cameras that never see the board or share no views get clear errors."""
+import concurrent.futures
+import json
+import multiprocessing
+
 import cv2
 import numpy as np
 import pytest
@@ -93,11 +97,36 @@ def recordings(tmp_path_factory):
     return Rig(cams), sources, board_image, margin
 
 
-def test_charuco_rig_calibrates_to_known_cameras(recordings):
-    truth, sources, _, _ = recordings
+def _calibrate_with_progress(sources):
     calls = []
     rig, report = calibrate_rig(BOARD, sources, floor_frames=FLOOR_FRAMES, up="z",
                                 progress=lambda v, done, total: calls.append((v, done, total)))
+    return rig, report, calls
+
+
+def _run_command(argv):
+    import contextlib
+    import io
+
+    from mvspin.cli.main import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def child():
+    """One spawned worker process for the calibrations: aniposelib's bundle adjustment imports
+    JAX, which is multithreaded, and later tests in this process fork (DataLoader workers)."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
+def test_charuco_rig_calibrates_to_known_cameras(recordings, child):
+    truth, sources, _, _ = recordings
+    rig, report, calls = child.submit(_calibrate_with_progress, sources).result()
     assert rig.names == truth.names  # from the file and folder names
     assert rig.world == WorldFrame(up="z", origin="floor")
     for est, ref in zip(rig, truth):
@@ -151,7 +180,7 @@ def test_detection_reads_folders_in_natural_order(recordings):
     assert set(every_other) == {f for f in counts if f % 2 == 0}
 
 
-def test_calibrate_command_writes_rig_report_and_board(recordings, tmp_path, capsys):
+def test_calibrate_command_writes_rig_report_and_board(recordings, child, tmp_path, capsys):
     from calibration import load_rig
     from mvspin.cli.main import main
 
@@ -159,15 +188,14 @@ def test_calibrate_command_writes_rig_report_and_board(recordings, tmp_path, cap
     board_file = tmp_path / "board.yaml"
     board_file.write_text("type: charuco\nsquares_x: 7\nsquares_y: 5\nsquare_length: 80\nmarker_length: 60\nunit: mm\n")
     out = tmp_path / "calib" / "intri.yml"  # EasyMocap, from the name
-    code = main(["calibrate", "--board", str(board_file), "--videos", *map(str, sources[2:]), "-o", str(out),
-                 "--every-nth", "2", "--report", str(tmp_path / "report.json"), "--no-progress"])
-    printed = capsys.readouterr().out
+    code, printed = child.submit(_run_command, [
+        "calibrate", "--board", str(board_file), "--videos", *map(str, sources[2:]), "-o", str(out),
+        "--every-nth", "2", "--report", str(tmp_path / "report.json"), "--no-progress"]).result()
     assert code == 0 and "cam3" in printed and "cam4" in printed and "wrote" in printed
     rig = load_rig(out.parent)
     assert rig.names == ["cam3", "cam4"] and (out.parent / "extri.yml").is_file()
     for est, ref in zip(rig, truth.subset([2, 3])):
         assert abs(est.K[0, 0] / ref.K[0, 0] - 1) < 0.02
-    import json
     report = json.loads((tmp_path / "report.json").read_text())
     assert [c["name"] for c in report["cameras"]] == ["cam3", "cam4"] and report["median_error_px"] < 0.5
 
