@@ -3,9 +3,11 @@
     mvspin calibrate --board board.yaml --videos cam1.mp4 cam2.mp4 cam3.mp4 -o rig.toml
     mvspin calibrate --board board.yaml --images cam1/ cam2/ cam3/ -o rig.toml --floor-frames 120 300
     mvspin calibrate board-image --board board.yaml -o board.png --dpi 300
+    mvspin calibrate convert session.qca.txt rig.toml
 
 A thin shell over :func:`calibration.board_calibration.calibrate_rig` and
-:func:`calibration.boards.write_board_png`.
+:func:`calibration.boards.write_board_png` (and :func:`calibration.load_rig` /
+:func:`calibration.save_rig` for ``convert``).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ examples:
   mvspin calibrate --board board.yaml --videos cam1.mp4 cam2.mp4 cam3.mp4 -o rig.toml
   mvspin calibrate --board board.yaml --images cam1/ cam2/ cam3/ -o rig.toml --floor-frames 120 300
   mvspin calibrate board-image --board board.yaml -o board.png --dpi 300
+  mvspin calibrate convert session.qca.txt rig.toml        # any supported format to any other
 
 board file (YAML or TOML; anipose's config.toml [calibration] table works too):
   type: charuco        # or checkerboard
@@ -71,6 +74,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--dpi", type=float, default=300.0, help="print resolution, dots per inch (default 300)")
     b.set_defaults(run=run_board_image)
 
+    c = csub.add_parser("convert", help="convert a calibration file to another format",
+                        description="Read a calibration in any supported format (detected from the file) and "
+                                    "write it in another (from the output name, or --format).")
+    c.add_argument("input", type=Path, help="calibration file (EasyMocap: its folder or intri.yml)")
+    c.add_argument("output", type=Path, help="file to write (.toml, folder or intri.yml, .qca.txt, .json/.h5, "
+                                             ".calibration)")
+    c.add_argument("--format", dest="convert_format", default=None, help="output format instead of the suffix's")
+    c.add_argument("--subject", default=None, help="Human3.6M input files: which subject's cameras")
+    c.set_defaults(run=run_convert)
+
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -118,4 +131,13 @@ def run_board_image(args: argparse.Namespace) -> int:
     path, (w, h) = write_board_png(board, args.output, dpi=args.dpi)
     print(f"wrote {path}: {board.type} {board.squares_x} x {board.squares_y}, print at 100% on "
           f"{w * 100:.1f} x {h * 100:.1f} cm ({args.dpi:g} dpi) for {board.square_length * 1000:.1f} mm squares")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from calibration import detect_format, load_rig, save_rig
+
+    rig = load_rig(args.input, subject=args.subject)
+    path = save_rig(rig, args.output, format=args.convert_format)
+    print(f"read {args.input} ({detect_format(args.input)}, {len(rig)} cameras: {', '.join(rig.names)}); wrote {path}")
     return 0
