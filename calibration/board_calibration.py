@@ -35,7 +35,7 @@ from calibration.boards import BoardDescription
 from calibration.camera import Rig
 from calibration.errors import CalibrationError
 from calibration.triangulation import triangulate_points
-from calibration.world_frame import align_world, transform_rig
+from calibration.world_frame import UP_AXES, align_world, transform_rig
 
 __all__ = ["calibrate_rig", "CalibrationReport", "CameraCalibrationReport", "detect_board", "BoardDetections",
            "IMAGE_SUFFIXES"]
@@ -283,6 +283,8 @@ def calibrate_rig(
     """
     from aniposelib.cameras import Camera as AniCamera, CameraGroup
 
+    if floor_frames and up not in UP_AXES:
+        raise CalibrationError(f"up must be one of {', '.join(UP_AXES)}, got {up!r}")
     paths = [Path(s) for s in sources]
     if len(paths) < 2:
         raise CalibrationError(f"a rig calibration needs at least 2 cameras, got {len(paths)}")
@@ -336,7 +338,7 @@ def _align_to_floor_boards(rig: Rig, detections: Sequence[BoardDetections], boar
         views = [(v, r) for v, d in enumerate(detections) for r in d.rows if int(r["framenum"][1]) == frame]
         if len(views) < 2:
             raise CalibrationError(f"floor frame {frame}: the board is seen by {len(views)} camera(s) in that "
-                                   "frame; it needs 2 or more")
+                                   "frame (frames skipped by every_nth are not searched); it needs 2 or more")
         points = np.zeros((len(rig), board.inner_corners, 2))
         weights = np.zeros((len(rig), board.inner_corners))
         for v, r in views:
