@@ -1,18 +1,27 @@
-"""Cameras and rigs: calibrated pinhole cameras with OpenCV distortion, calibration files,
-world-frame alignment and triangulation.
+"""Cameras and rigs: calibrated pinhole cameras with OpenCV distortion (one implementation of the
+lens model: :mod:`calibration.projection`), calibration files, world-frame alignment and
+triangulation.
 
 A standalone package: it knows cameras, not bodies, and never imports ``mvspin``.
 """
 from calibration.anipose_group import from_camera_group, to_camera_group
-from calibration.camera import DISTORTION_SIZES, Camera, CameraTensors, Rig, stack_rigs
+from calibration.camera import Camera, CameraTensors, Rig, look_at, stack_rigs
 from calibration.errors import CalibrationError
 from calibration.formats import FORMATS, detect_format, load_rig, save_rig
-from calibration.triangulation import Triangulation, triangulate_points, undistort_points
+from calibration.projection import (
+    DISTORTION_SIZES,
+    distort,
+    project_points,
+    undistort,
+    undistort_points,
+)
+from calibration.triangulation import Triangulation, triangulate_points
 from calibration.world_frame import WorldFrame, align_world, set_up_axis, transform_rig
 
 __all__ = [
-    "Camera", "Rig", "CameraTensors", "stack_rigs", "DISTORTION_SIZES",
-    "Triangulation", "triangulate_points", "undistort_points",
+    "Camera", "Rig", "CameraTensors", "stack_rigs", "look_at", "DISTORTION_SIZES",
+    "distort", "undistort", "project_points", "undistort_points",
+    "Triangulation", "triangulate_points",
     "CalibrationError", "FORMATS", "detect_format", "load_rig", "save_rig",
     "to_camera_group", "from_camera_group",
     "WorldFrame", "align_world", "set_up_axis", "transform_rig",

@@ -18,16 +18,43 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from calibration.projection import DISTORTION_SIZES, MIN_DEPTH, project_points
+
 if TYPE_CHECKING:
     from calibration.world_frame import WorldFrame
 
-__all__ = ["Camera", "Rig", "CameraTensors", "stack_rigs", "DISTORTION_SIZES"]
-
-DISTORTION_SIZES = (0, 4, 5, 8)
-"""Allowed numbers of OpenCV distortion coefficients (0: no distortion)."""
+__all__ = ["Camera", "Rig", "CameraTensors", "stack_rigs", "look_at", "DISTORTION_SIZES"]
 
 # Rotation matrices read from files are rounded; beyond this they are not rotations at all.
 _ROTATION_TOL = 1e-4
+
+
+def look_at(
+    eye: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, 1.0, 0.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """World-to-camera ``R (3, 3)``, ``t (3,)`` (OpenCV axes, float64) of a camera at ``eye``
+    looking at ``target``, with the world direction ``up`` pointing up in the image.
+
+    The rows of ``R`` are the camera axes in world coordinates: ``z`` towards the target,
+    ``x = z x up`` (right), ``y = z x x`` (down); ``t = -R @ eye``.
+
+    Example:
+        >>> R, t = look_at(eye=(0, 1, 4), target=(0, 1, 0))
+        >>> R @ np.array([0.0, 1.0, 0.0]) + t  # the target lies on the optical axis, 4 m ahead
+        array([0., 0., 4.])
+    """
+    eye_, target_, up_ = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
+    z = target_ - eye_
+    norm = np.linalg.norm(z)
+    if norm < 1e-12:
+        raise ValueError("look_at: eye and target coincide")
+    z /= norm
+    x = np.cross(z, up_)  # right = forward x up, so that image y (= forward x right) points down
+    if np.linalg.norm(x) < 1e-9:
+        raise ValueError("look_at: viewing direction is parallel to up")
+    x /= np.linalg.norm(x)
+    R = np.stack([x, np.cross(z, x), z])
+    return R, -R @ eye_
 
 
 class CameraTensors(NamedTuple):
@@ -131,20 +158,10 @@ class Camera:
         The principal point is the image centre ``((w - 1) / 2, (h - 1) / 2)`` (pixel-centre
         origin), square pixels, focal length ``focal`` in pixels.
         """
-        eye_, target_, up_ = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
-        z = target_ - eye_
-        norm = np.linalg.norm(z)
-        if norm < 1e-12:
-            raise ValueError("Camera.look_at: eye and target coincide")
-        z /= norm
-        x = np.cross(z, up_)  # right = forward x up, so that image y (= forward x right) points down
-        if np.linalg.norm(x) < 1e-9:
-            raise ValueError("Camera.look_at: viewing direction is parallel to up")
-        x /= np.linalg.norm(x)
-        R = np.stack([x, np.cross(z, x), z])
+        R, t = look_at(eye, target, up)
         w, h = image_size
         K = np.array([[focal, 0.0, (w - 1) / 2.0], [0.0, focal, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
-        return cls(K=K, R=R, t=-R @ eye_, dist=np.zeros(0) if dist is None else np.asarray(dist),
+        return cls(K=K, R=R, t=t, dist=np.zeros(0) if dist is None else np.asarray(dist),
                    image_size=(w, h), name=name)
 
     @property
@@ -160,25 +177,16 @@ class Camera:
     def project(self, points: np.ndarray) -> np.ndarray:
         """Project world points ``(..., 3)`` to pixels ``(..., 2)`` with lens distortion.
 
-        Same model as ``cv2.projectPoints``. Points at or behind the camera plane (depth below
-        1 mm) are divided by 1 mm, which keeps them finite (and far outside the image).
+        Same model as ``cv2.projectPoints`` (:func:`calibration.projection.project_points`, in
+        float64). Points at or behind the camera plane (depth below 1 mm) are divided by 1 mm,
+        which keeps them finite (and far outside the image).
         """
         pts = np.asarray(points, dtype=np.float64)
         if pts.shape[-1] != 3:
             raise ValueError(f"Camera.project: expected points of shape (..., 3), got {pts.shape}")
-        cam = pts @ self.R.T + self.t
-        z = np.maximum(cam[..., 2], 1e-3)
-        x, y = cam[..., 0] / z, cam[..., 1] / z
-        if self.dist.size:
-            k = np.zeros(8)
-            k[: self.dist.size] = self.dist
-            r2 = x * x + y * y
-            radial = (1 + k[0] * r2 + k[1] * r2**2 + k[4] * r2**3) / (1 + k[5] * r2 + k[6] * r2**2 + k[7] * r2**3)
-            x, y = (x * radial + 2 * k[2] * x * y + k[3] * (r2 + 2 * x * x),
-                    y * radial + k[2] * (r2 + 2 * y * y) + 2 * k[3] * x * y)
-        u = self.K[0, 0] * x + self.K[0, 1] * y + self.K[0, 2]
-        v = self.K[1, 1] * y + self.K[1, 2]
-        return np.stack([u, v], axis=-1)
+        uv = project_points(torch.from_numpy(pts.reshape(-1, 3)), torch.from_numpy(self.K), torch.from_numpy(self.R),
+                            torch.from_numpy(self.t), torch.from_numpy(self.dist), MIN_DEPTH)
+        return uv.numpy().reshape(pts.shape[:-1] + (2,))
 
     def scaled(self, factor: float) -> "Camera":
         """The same camera for an image resized by ``factor`` (e.g. 0.5 for half size).
@@ -245,8 +253,13 @@ class Rig:
         return Rig([c.scaled(factor) for c in self.cameras], world=self.world)
 
     def project(self, points: np.ndarray) -> np.ndarray:
-        """Project world points ``(..., N, 3)`` into every camera: ``(..., V, N, 2)`` pixels."""
-        return np.stack([c.project(points) for c in self.cameras], axis=-3)
+        """Project world points ``(..., N, 3)`` into every camera: ``(..., V, N, 2)`` pixels
+        (float64, one batched :func:`calibration.projection.project_points` call)."""
+        pts = np.asarray(points, dtype=np.float64)
+        if pts.ndim < 2 or pts.shape[-1] != 3:
+            raise ValueError(f"Rig.project: expected points of shape (..., N, 3), got {pts.shape}")
+        cams = self.to_torch(torch.float64)
+        return project_points(torch.from_numpy(pts).unsqueeze(-3), cams.K, cams.R, cams.t, cams.dist).numpy()
 
     def to_torch(self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> CameraTensors:
         """Stacked tensors with a leading view axis: ``K (V, 3, 3)``, ``R (V, 3, 3)``, ``t (V, 3)``,

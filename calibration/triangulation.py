@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from calibration.camera import CameraTensors
+from calibration.projection import undistort_points
 
-__all__ = ["undistort_points", "triangulate_points", "Triangulation"]
+__all__ = ["triangulate_points", "Triangulation"]
 
 # A homogeneous solution whose last coordinate is this small is a point at infinity (parallel
 # rays, or too few views): reported invalid instead of dividing by ~0.
@@ -41,37 +42,6 @@ class Triangulation(NamedTuple):
     valid: Tensor
     inliers: Tensor
     error: Tensor
-
-
-def undistort_points(points: Tensor, K: Tensor, dist: Optional[Tensor] = None, iterations: int = 20) -> Tensor:
-    """Pixels ``(*, N, 2)`` to undistorted normalised image coordinates ``(*, N, 2)``.
-
-    Inverts OpenCV's lens model (``(k1, k2, p1, p2[, k3[, k4, k5, k6]])``) by the same
-    fixed-point iteration as ``cv2.undistortPoints``; accurate to well below 0.01 px for
-    ordinary lenses. ``K (*, 3, 3)`` and ``dist (*, D)`` broadcast against the points' leading dims.
-    """
-    if points.shape[-1] != 2 or points.ndim < 2:
-        raise ValueError(f"undistort_points: expected points of shape (..., N, 2), got {tuple(points.shape)}")
-    if K.shape[-2:] != (3, 3):
-        raise ValueError(f"undistort_points: expected K of shape (..., 3, 3), got {tuple(K.shape)}")
-    Kx = K.unsqueeze(-3)  # broadcast over N
-    fx, fy, cx, cy, skew = Kx[..., 0, 0], Kx[..., 1, 1], Kx[..., 0, 2], Kx[..., 1, 2], Kx[..., 0, 1]
-    y = (points[..., 1] - cy) / fy
-    x = (points[..., 0] - cx - skew * y) / fx
-    if dist is None or dist.shape[-1] == 0:
-        return torch.stack([x, y], dim=-1)
-    if dist.shape[-1] not in (4, 5, 8):
-        raise ValueError(f"undistort_points: expected dist of shape (..., D), D in (4, 5, 8), got {tuple(dist.shape)}")
-    k = F.pad(dist, (0, 8 - dist.shape[-1])).unsqueeze(-2)
-    k1, k2, p1, p2, k3, k4, k5, k6 = k.unbind(dim=-1)
-    x0, y0 = x, y
-    for _ in range(iterations):
-        r2 = x * x + y * y
-        inv_radial = (1 + k4 * r2 + k5 * r2 * r2 + k6 * r2 * r2 * r2) / (1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2)
-        dx = 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-        dy = p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
-        x, y = (x0 - dx) * inv_radial, (y0 - dy) * inv_radial
-    return torch.stack([x, y], dim=-1)
 
 
 def _normal_matrices(obs: Tensor, weights: Tensor, Rt: Tensor) -> Tensor:

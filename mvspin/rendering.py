@@ -15,7 +15,10 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["quiet_native_output", "RenderResult", "render_mesh", "overlay", "image_grid", "look_at", "offscreen_renderer", "gl_intrinsics"]
+from calibration.camera import look_at  # re-exported: its one home is calibration
+
+__all__ = ["quiet_native_output", "RenderResult", "render_mesh", "overlay", "image_grid", "look_at",
+           "offscreen_renderer", "gl_intrinsics"]
 
 # open3d 0.19 segfaults on a CPU-only machine unless EGL runs surfaceless (environment.md).
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")
@@ -240,20 +243,3 @@ def image_grid(images: Sequence[np.ndarray], cols: int, pad: int = 4, fill: int 
         y, x = pad + r * (h + pad), pad + c * (w + pad)
         grid[y:y + h, x:x + w] = img[..., :3]
     return grid
-
-
-def look_at(eye: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, 1.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """World-to-camera ``R, t`` (OpenCV axes) of a camera at ``eye`` looking at ``target``.
-
-    ``up`` is the world direction that should appear upwards in the image.
-    """
-    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(-up, z)  # OpenCV: y (down) follows -up, and x = y cross z
-    if np.linalg.norm(x) < 1e-9:
-        raise ValueError("look_at: viewing direction is parallel to up")
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z])
-    return R, -R @ eye

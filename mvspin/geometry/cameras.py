@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from calibration.projection import DISTORTION_SIZES, MIN_DEPTH, project_points
 from mvspin.geometry.rotations import _check_trailing_shape
 
 __all__ = [
@@ -39,7 +39,7 @@ SPIN_SCALE_UNIT: float = 200.0
 
 # SPIN adds this to the denominator of tz = 2 f / (crop s) so s = 0 does not divide by zero.
 _CROP_CAM_EPS = 1e-9
-_DIST_SIZES = (4, 5, 8)
+_DIST_SIZES = DISTORTION_SIZES[1:]  # 0 coefficients: pass dist=None
 
 
 def crop_cam_to_translation(
@@ -188,30 +188,17 @@ def world_to_camera(
     return out
 
 
-def _distort(x: Tensor, y: Tensor, dist: Tensor) -> tuple[Tensor, Tensor]:
-    """OpenCV's rational + tangential lens model on normalised coordinates x, y of shape (*, N)."""
-    coeffs = F.pad(dist, (0, 8 - dist.shape[-1])).unsqueeze(-2)  # (*, 1, 8): broadcast over N
-    k1, k2, p1, p2, k3, k4, k5, k6 = coeffs.unbind(dim=-1)
-    r2 = x * x + y * y
-    r4 = r2 * r2
-    r6 = r4 * r2
-    radial = (1.0 + k1 * r2 + k2 * r4 + k3 * r6) / (1.0 + k4 * r2 + k5 * r4 + k6 * r6)
-    xy2 = 2.0 * x * y
-    x_d = x * radial + p1 * xy2 + p2 * (r2 + 2.0 * x * x)
-    y_d = y * radial + p1 * (r2 + 2.0 * y * y) + p2 * xy2
-    return x_d, y_d
-
-
 def perspective_projection(
     points: Tensor,
     K: Tensor,
     R: Optional[Tensor] = None,
     t: Optional[Tensor] = None,
     dist: Optional[Tensor] = None,
-    min_depth: float = 1e-3,
+    min_depth: float = MIN_DEPTH,
 ) -> Tensor:
     r"""Project 3D points to pixels with OpenCV's camera model (same result as
-    ``cv2.projectPoints``), differentiable in every input.
+    ``cv2.projectPoints``), differentiable in every input: this package's checks around the
+    one implementation of the model, :func:`calibration.projection.project_points`.
 
     ``X_cam = R @ X + t``; ``(x, y) = (X_cam_x, X_cam_y) / max(X_cam_z, min_depth)``; lens
     distortion with OpenCV coefficients ``(k1, k2, p1, p2[, k3[, k4, k5, k6]])``; then
@@ -249,16 +236,7 @@ def perspective_projection(
                 f"perspective_projection: expected dist of shape (..., D) with D in "
                 f"{_DIST_SIZES}, got {shape}"
             )
-    cam = world_to_camera(points, R, t)
-    z = cam[..., 2].clamp(min=min_depth)
-    x = cam[..., 0] / z
-    y = cam[..., 1] / z
-    if dist is not None:
-        x, y = _distort(x, y, dist)
-    Kx = K.unsqueeze(-3)  # (*, 1, 3, 3): broadcast over N
-    u = Kx[..., 0, 0] * x + Kx[..., 0, 1] * y + Kx[..., 0, 2]
-    v = Kx[..., 1, 0] * x + Kx[..., 1, 1] * y + Kx[..., 1, 2]
-    return torch.stack([u, v], dim=-1)
+    return project_points(points, K, R, t, dist, min_depth)
 
 
 def _scale_offset_matrix(ratio: Tensor, offset: Tensor) -> Tensor:

@@ -48,3 +48,20 @@ def test_too_few_views_is_invalid_not_nan():
     w = torch.tensor([[[1.0], [0.0], [0.0], [0.0]]])
     tri = triangulate_points(uv, w, rig.to_torch(torch.float64))
     assert not tri.valid.any() and torch.isfinite(tri.points).all() and torch.isinf(tri.error).all()
+
+
+def test_triangulation_gradcheck():
+    # float64: the DLT point is differentiable in the pixels, the confidences and the cameras
+    # (plain weighted DLT and the robust one, whose inlier choice is piecewise constant).
+    rig = _rig()
+    X = np.random.default_rng(3).normal(size=(2, 3)) * 0.3 + [0.0, 1.0, 0.0]
+    cams = rig.to_torch(torch.float64)
+    uv = torch.tensor(rig.project(X), dtype=torch.float64) + 0.3  # off the exact solution
+    w = torch.tensor([[0.9, 0.5], [1.0, 0.7], [0.6, 1.0], [0.8, 0.4]], dtype=torch.float64)
+    for threshold in (None, 20.0):
+        def points(uv, w, K, dist, threshold=threshold):
+            return triangulate_points(uv, w, cams._replace(K=K, dist=dist), threshold_px=threshold).points
+
+        inputs = (uv.requires_grad_(True), w.requires_grad_(True), cams.K.clone().requires_grad_(True),
+                  cams.dist.clone().requires_grad_(True))
+        assert torch.autograd.gradcheck(points, inputs, atol=1e-7)
