@@ -35,6 +35,8 @@ setup(
         "omegaconf>=2.3,<2.5",
         "PyYAML>=6",
         "tqdm>=4.60",
+        "matplotlib>=3.7",  # fit-rig report plot
+        "pygltflib>=1.16,<1.17",  # animated glTF (fit-rig)
         "rich>=13",
         "cdflib>=1.0",  # Human3.6M CDF pose files
     ],

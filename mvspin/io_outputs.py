@@ -18,6 +18,9 @@ key                 shape         meaning
 ``poses``           (T, 72)       ``[global_orient | body_pose]``
 ``model``           ()            str: the body model the parameters belong to (e.g. ``free-notoes``)
 ``fps``             ()            float: frames per second; 0 for still images and view sets
+``trans``           (T, 3)        = ``transl``, under the name AMASS and the SMPL Blender add-on read
+``gender``          ()            str: ``neutral``, ``male`` or ``female`` (AMASS, Blender add-on)
+``mocap_frame_rate``()            float: = ``fps`` (AMASS SMPL-X name; the Blender add-on reads it)
 ==================  ============  ==================================================================
 
 Writers may add more arrays (camera intrinsics ``K``, ``image_size``, crop boxes, ...); each
@@ -38,7 +41,9 @@ import numpy as np
 from mvspin.atomic import atomic_path, commit_temporary, temporary_path_for, write_bytes_atomic
 
 __all__ = [
+    "AMASS_NPZ_KEYS",
     "SMPL_NPZ_KEYS",
+    "write_animated_gltf",
     "VideoWriter",
     "check_output_folder",
     "json_ready",
@@ -53,6 +58,8 @@ __all__ = [
 ]
 
 SMPL_NPZ_KEYS: tuple[str, ...] = ("global_orient", "body_pose", "betas", "transl", "poses", "model", "fps")
+AMASS_NPZ_KEYS: tuple[str, ...] = ("trans", "gender", "mocap_frame_rate")
+"""Keys written for AMASS tools and the Meshcapade SMPL Blender add-on (reference/formats.md)."""
 _MESH_SUFFIXES = (".obj", ".ply")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Codec per video container that OpenCV's bundled FFmpeg writes without extra libraries.
@@ -74,7 +81,7 @@ def _as_rows(value: Any, width: int, name: str, path: Path) -> np.ndarray:
 
 
 def write_smpl_npz(path: str | os.PathLike[str], *, global_orient: Any, body_pose: Any, betas: Any,
-                   transl: Any, model: str, fps: float = 0.0,
+                   transl: Any, model: str, fps: float = 0.0, gender: str = "neutral",
                    extra: Mapping[str, Any] | None = None) -> Path:
     """Write SMPL parameters as an AMASS-keyed ``.npz`` (atomically); returns the path.
 
@@ -86,6 +93,7 @@ def write_smpl_npz(path: str | os.PathLike[str], *, global_orient: Any, body_pos
         transl: (T, 3) metres.
         model: name of the body model (``BodyModel.name``).
         fps: frames per second of a sequence; 0 for still images and view sets.
+        gender: ``neutral``, ``male`` or ``female`` (the free model is ``neutral``).
         extra: further arrays to store (must not reuse the standard key names).
 
     Raises:
@@ -108,7 +116,9 @@ def write_smpl_npz(path: str | os.PathLike[str], *, global_orient: Any, body_pos
     if not (np.isfinite(fps) and fps >= 0):
         raise ValueError(f"{path}: fps must be a finite number >= 0, got {fps!r}")
     extra = dict(extra or {})
-    reserved = sorted(set(extra) & set(SMPL_NPZ_KEYS))
+    if gender not in ("neutral", "male", "female"):
+        raise ValueError(f"{path}: gender must be neutral, male or female, got {gender!r}")
+    reserved = sorted(set(extra) & (set(SMPL_NPZ_KEYS) | set(AMASS_NPZ_KEYS)))
     if reserved:
         raise ValueError(f"{path}: extra arrays may not reuse the standard keys {reserved}")
     arrays: dict[str, Any] = {
@@ -116,6 +126,7 @@ def write_smpl_npz(path: str | os.PathLike[str], *, global_orient: Any, body_pos
         "betas": shape.astype(np.float32), "transl": trans.astype(np.float32),
         "poses": np.concatenate([root, pose], axis=1).astype(np.float32),
         "model": np.array(str(model)), "fps": np.array(float(fps)),
+        "trans": trans.astype(np.float32), "gender": np.array(gender), "mocap_frame_rate": np.array(float(fps)),
         **{k: np.asarray(v) for k, v in extra.items()},
     }
     def reads_back(tmp: Path) -> bool:  # a cut zip has no central directory: np.load fails
@@ -412,30 +423,161 @@ def write_prediction_npz(path: str | os.PathLike[str], prediction: Any, *, model
                           betas=np.asarray(betas), transl=prediction.transl.numpy(), model=model, fps=fps, extra=arrays)
 
 
-def check_output_folder(folder: str | os.PathLike[str], files: Sequence[str | os.PathLike[str]] = ()) -> Path:
-    """Make sure outputs can go to ``folder`` (created if missing) before any expensive work.
+def check_output_folder(folder: str | os.PathLike[str], files: Sequence[str | os.PathLike[str]] = (),
+                        what: str = "--out") -> Path:
+    """Check, before any expensive work, that ``folder`` can receive the outputs ``files``.
 
-    Args:
-        files: output files planned inside it; none may be an existing directory.
+    The folder is checked (and created) by :func:`mvspin.atomic.check_output_location`; then no
+    planned file may be an existing directory, nor have a file where one of its folders goes.
 
     Raises:
-        NotADirectoryError: ``folder`` (or a parent) is a file.
-        IsADirectoryError: a planned file is a directory.
-        PermissionError: ``folder`` cannot be written.
+        OutputLocationError: naming ``what``, the folder and the path in the way.
     """
-    folder = Path(folder)
-    for parent in (folder, *folder.parents):
-        if parent.exists() and not parent.is_dir():
-            raise NotADirectoryError(20, "the output folder is a file", str(parent))
-    folder.mkdir(parents=True, exist_ok=True)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(13, "the output folder is not writable", str(folder))
+    from mvspin.atomic import OutputLocationError, check_output_location
+
+    folder = Path(check_output_location(folder, kind="folder", what=what))
     for file in map(Path, files):
         if file.is_dir():
-            raise IsADirectoryError(21, "a directory is in the way of an output file", str(file))
+            raise OutputLocationError(f"{what} {folder}: a directory is in the way of the output file {file}")
         for parent in file.parents:
             if parent == folder:
                 break
             if parent.exists() and not parent.is_dir():
-                raise NotADirectoryError(20, "a file is in the way of an output folder", str(parent))
+                raise OutputLocationError(f"{what} {folder}: the file {parent} is in the way of an output folder")
     return folder
+
+
+# --- animated glTF ---------------------------------------------------------------------------
+
+
+def _quaternions_xyzw(rotations: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``(..., 3, 3)`` to unit quaternions ``(..., 4)`` (x, y, z, w), w >= 0."""
+    m = np.asarray(rotations, dtype=np.float64)
+    w = np.sqrt(np.clip(1.0 + m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2], 0.0, None)) / 2
+    x = np.sqrt(np.clip(1.0 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], 0.0, None)) / 2
+    y = np.sqrt(np.clip(1.0 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 0.0, None)) / 2
+    z = np.sqrt(np.clip(1.0 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2], 0.0, None)) / 2
+    x = np.copysign(x, m[..., 2, 1] - m[..., 1, 2])
+    y = np.copysign(y, m[..., 0, 2] - m[..., 2, 0])
+    z = np.copysign(z, m[..., 1, 0] - m[..., 0, 1])
+    q = np.stack([x, y, z, w], -1)
+    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+
+def write_animated_gltf(path: str | os.PathLike[str], *, rest_vertices: np.ndarray, faces: np.ndarray,
+                        skin_weights: np.ndarray, parents: Sequence[int], rest_joints: np.ndarray,
+                        joint_rotations: np.ndarray, root_translation: np.ndarray, fps: float,
+                        joint_names: Sequence[str] | None = None,
+                        world_rotation: np.ndarray | None = None) -> Path:
+    """Write a skinned, animated body as binary glTF 2.0 (``.glb``, atomically).
+
+    The mesh is skinned to one glTF node per joint (the skeleton's rest pose is the body's
+    T-pose, so each inverse bind matrix is a translation by ``-rest_joint``), and one animation
+    clip holds every joint's rotation and the root's translation per frame (linear sampling).
+    Pose-dependent blend shapes are not representable in glTF skinning and are left out.
+
+    Args:
+        path: destination ``.glb``.
+        rest_vertices: ``(N, 3)`` shaped rest-pose vertices, metres.
+        faces: ``(F, 3)`` triangle vertex indices.
+        skin_weights: ``(N, J)`` linear-blend-skinning weights (the 4 largest per vertex are kept
+            and renormalised, as glTF's ``JOINTS_0``/``WEIGHTS_0`` hold 4).
+        parents: ``(J,)`` parent of each joint, -1 for the root (which must be joint 0).
+        rest_joints: ``(J, 3)`` rest-pose joint positions, metres.
+        joint_rotations: ``(T, J, 3, 3)`` each joint's rotation relative to its parent (joint 0:
+            the body's global orientation).
+        root_translation: ``(T, 3)`` world position of the root joint, metres (SMPL: rest pelvis
+            + ``transl``).
+        fps: frames per second of the clip.
+        joint_names: node names (default ``joint_<j>``).
+        world_rotation: optional ``(3, 3)`` rotation of a parent node holding the body, e.g. to
+            show a Z-up rig world in glTF's Y-up convention.
+
+    Raises:
+        ValueError: inconsistent shapes or non-finite values (the message names the file).
+    """
+    import pygltflib as gl
+
+    path = Path(path)
+    if path.suffix != ".glb":
+        raise ValueError(f"{path}: animated glTF files must end in .glb")
+    verts = np.asarray(rest_vertices, dtype=np.float32)
+    tris = np.asarray(faces, dtype=np.uint32)
+    weights = np.asarray(skin_weights, dtype=np.float64)
+    joints = np.asarray(rest_joints, dtype=np.float64)
+    rots = np.asarray(joint_rotations, dtype=np.float64)
+    root = np.asarray(root_translation, dtype=np.float64)
+    n_j = len(parents)
+    t = rots.shape[0] if rots.ndim == 4 else 0
+    if (verts.ndim != 2 or verts.shape[1] != 3 or tris.ndim != 2 or tris.shape[1] != 3
+            or weights.shape != (len(verts), n_j) or joints.shape != (n_j, 3)
+            or rots.shape != (t, n_j, 3, 3) or root.shape != (t, 3) or t == 0 or parents[0] != -1):
+        raise ValueError(f"{path}: inconsistent glTF inputs: vertices {verts.shape}, faces {tris.shape}, skin "
+                         f"weights {weights.shape}, {n_j} joints (root first), rest joints {joints.shape}, "
+                         f"rotations {rots.shape} (T, J, 3, 3), root translation {root.shape} (T, 3), T >= 1")
+    if not all(np.isfinite(a).all() for a in (verts, weights, joints, rots, root)) or not fps > 0:
+        raise ValueError(f"{path}: glTF inputs must be finite and fps positive")
+    names = list(joint_names) if joint_names is not None else [f"joint_{j}" for j in range(n_j)]
+
+    top = np.argsort(-weights, axis=1)[:, :4]
+    top_w = np.take_along_axis(weights, top, 1).clip(0, None)
+    top_w = (top_w / np.maximum(top_w.sum(1, keepdims=True), 1e-12)).astype(np.float32)
+    offsets = joints.copy()
+    for j in range(1, n_j):
+        offsets[j] = joints[j] - joints[parents[j]]
+    inverse_bind = np.tile(np.eye(4, dtype=np.float32), (n_j, 1, 1))
+    inverse_bind[:, :3, 3] = -joints
+    times = (np.arange(t) / float(fps)).astype(np.float32)
+    quats = _quaternions_xyzw(rots).astype(np.float32)  # (T, J, 4)
+
+    blobs: list[bytes] = []
+    views: list[gl.BufferView] = []
+    accessors: list[gl.Accessor] = []
+
+    def add(array: np.ndarray, kind: str, component: int, target: int | None = None, bounds: bool = False) -> int:
+        data = np.ascontiguousarray(array).tobytes()
+        offset = sum(len(b) for b in blobs)
+        blobs.append(data + b"\0" * (-len(data) % 4))
+        views.append(gl.BufferView(buffer=0, byteOffset=offset, byteLength=len(data), target=target))
+        flat = array.reshape(len(array), -1)
+        acc = gl.Accessor(bufferView=len(views) - 1, componentType=component, count=len(array), type=kind,
+                          min=flat.min(0).tolist() if bounds else None, max=flat.max(0).tolist() if bounds else None)
+        accessors.append(acc)
+        return len(accessors) - 1
+
+    pos = add(verts, gl.VEC3, gl.FLOAT, gl.ARRAY_BUFFER, bounds=True)
+    jnt = add(top.astype(np.uint16), gl.VEC4, gl.UNSIGNED_SHORT, gl.ARRAY_BUFFER)
+    wts = add(top_w, gl.VEC4, gl.FLOAT, gl.ARRAY_BUFFER)
+    idx = add(tris.reshape(-1), gl.SCALAR, gl.UNSIGNED_INT, gl.ELEMENT_ARRAY_BUFFER)
+    ibm = add(inverse_bind.transpose(0, 2, 1).reshape(n_j, 16), gl.MAT4, gl.FLOAT)  # glTF is column-major
+    time_acc = add(times, gl.SCALAR, gl.FLOAT, bounds=True)
+    rot_acc = [add(quats[:, j], gl.VEC4, gl.FLOAT) for j in range(n_j)]
+    root_acc = add(root.astype(np.float32), gl.VEC3, gl.FLOAT)  # the root node's offset is its position
+
+    nodes = [gl.Node(name=names[j], translation=offsets[j].tolist(),
+                     children=[c for c in range(n_j) if parents[c] == j]) for j in range(n_j)]
+    mesh_node = len(nodes)
+    nodes.append(gl.Node(name="body", mesh=0, skin=0))
+    scene_nodes = [0, mesh_node]
+    if world_rotation is not None:
+        q = _quaternions_xyzw(np.asarray(world_rotation, dtype=np.float64)).tolist()
+        nodes.append(gl.Node(name="world", rotation=q, children=[0, mesh_node]))
+        scene_nodes = [len(nodes) - 1]
+    samplers = [gl.AnimationSampler(input=time_acc, output=a, interpolation="LINEAR") for a in rot_acc]
+    samplers.append(gl.AnimationSampler(input=time_acc, output=root_acc, interpolation="LINEAR"))
+    channels = [gl.AnimationChannel(sampler=j, target=gl.AnimationChannelTarget(node=j, path="rotation"))
+                for j in range(n_j)]
+    channels.append(gl.AnimationChannel(sampler=n_j, target=gl.AnimationChannelTarget(node=0, path="translation")))
+    binary = b"".join(blobs)
+    doc = gl.GLTF2(
+        asset=gl.Asset(generator="mvspin", version="2.0"),
+        scene=0, scenes=[gl.Scene(nodes=scene_nodes)], nodes=nodes,
+        meshes=[gl.Mesh(name="body", primitives=[gl.Primitive(
+            attributes=gl.Attributes(POSITION=pos, JOINTS_0=jnt, WEIGHTS_0=wts), indices=idx)])],
+        skins=[gl.Skin(name="skeleton", joints=list(range(n_j)), inverseBindMatrices=ibm, skeleton=0)],
+        animations=[gl.Animation(name="motion", samplers=samplers, channels=channels)],
+        accessors=accessors, bufferViews=views, buffers=[gl.Buffer(byteLength=len(binary))],
+    )
+    doc.set_binary_blob(binary)
+    write_bytes_atomic(path, b"".join(doc.save_to_bytes()))
+    return path

@@ -110,6 +110,10 @@ _OPENPOSE25 = (
     ("right_small_toe", "right_small_toe"), ("right_heel", "right_heel"),
 )
 
+# OpenPose's COCO body model (18 points): BODY_25 without MidHip and the feet.
+_COCO18 = tuple(pair for pair in _OPENPOSE25 if pair[0] not in (
+    "mid_hip", "left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe", "right_heel"))
+
 _COCO17 = (
     ("nose", "nose"), ("left_eye", "left_eye"), ("right_eye", "right_eye"),
     ("left_ear", "left_ear"), ("right_ear", "right_ear"),
@@ -194,6 +198,7 @@ KEYPOINT_SETS: dict[str, KeypointSet] = {
         _make("openpose25", _OPENPOSE25, "OpenPose BODY_25"),
         _make("openpose25b", _OPENPOSE25B, "OpenPose BODY_25B (COCO-17 + upper neck, head top, feet)"),
         _make("coco17", _COCO17, "MS-COCO 17 keypoints"),
+        _make("coco18", _COCO18, "OpenPose COCO-18 (nose, neck, arms, legs, eyes, ears)"),
         _make("halpe26", _HALPE26, "HALPE-26 (COCO-17 + head, neck, hip, feet; RTMPose body)"),
         _make("h36m17", _H36M17, "Human3.6M 17 evaluation joints, SPIN's J_regressor_h36m order"),
         _make("lsp14", _LSP14, "Leeds Sports Pose 14 joints (SPIN's ground-truth placement)"),

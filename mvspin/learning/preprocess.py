@@ -14,7 +14,7 @@ Two preprocessing modes (:data:`PREPROCESSING_MODES`) make the network input:
 
 - ``"exact"`` (default for mvspin's own checkpoints): the continuous affine above, bilinear
   resampling with an anti-aliasing blur when shrinking, pixel values unchanged; OpenPose boxes
-  are centred on the middle of the confident keypoints' box (:func:`keypoints_to_center_scale`).
+  are centred on the middle of the confident keypoints' box (:func:`mvspin.geometry.keypoint_crop_box`).
 - ``"spin"`` (default for SPIN's own checkpoints, :func:`preprocessing_for_checkpoint`): what
   SPIN's ``utils/imutils.py`` ``crop()`` and ``demo.py`` do, so its published weights see the
   inputs they were trained on. The box corners are truncated to integers, the box is cut out
@@ -43,20 +43,19 @@ import cv2
 import numpy as np
 import torch
 
-from mvspin.geometry import SPIN_CROP_SIZE, SPIN_SCALE_UNIT, image_to_crop_transform
+from mvspin.geometry import SPIN_BBOX_SCALE_FACTOR, SPIN_CROP_SIZE, SPIN_SCALE_UNIT, image_to_crop_transform
 
 __all__ = [
     "PREPROCESSING_MODES",
     "crop_for_network",
     "preprocessing_for_checkpoint",
     "spin_crop",
+    "spin_crop_box",
     "spin_openpose_center_scale",
-    "DEFAULT_BBOX_RESCALE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "bbox_to_center_scale",
     "crop_image",
-    "keypoints_to_center_scale",
     "normalize_crop",
     "read_image",
     "transform_points",
@@ -65,8 +64,6 @@ __all__ = [
 # ImageNet statistics the torchvision/SPIN ResNet was trained with (RGB, on [0, 1] values).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-# SPIN enlarges keypoint boxes by 1.2 (its demo's bbox_from_openpose and dataset preprocessing).
-DEFAULT_BBOX_RESCALE = 1.2
 # SPIN's demo.py bbox_from_openpose: keypoints with confidence above this place the box.
 SPIN_OPENPOSE_THRESHOLD = 0.2
 PREPROCESSING_MODES: tuple[str, ...] = ("exact", "spin")
@@ -183,7 +180,7 @@ def preprocessing_for_checkpoint(meta: Mapping[str, Any] | None) -> str:
 
 
 def spin_openpose_center_scale(keypoints: np.ndarray, conf_threshold: float = SPIN_OPENPOSE_THRESHOLD,
-                               rescale: float = DEFAULT_BBOX_RESCALE,
+                               rescale: float = SPIN_BBOX_SCALE_FACTOR,
                                scale_unit: float = SPIN_SCALE_UNIT) -> tuple[np.ndarray, float]:
     """SPIN's box from OpenPose keypoints (its ``demo.py`` ``bbox_from_openpose``): centre at the
     *mean* of the keypoints with confidence > ``conf_threshold`` (0.2), scale = their box's longer
@@ -204,6 +201,7 @@ def spin_openpose_center_scale(keypoints: np.ndarray, conf_threshold: float = SP
     if side <= 0:
         raise ValueError("the confident keypoints all lie on one point; cannot size a box")
     return confident.mean(axis=0), side / scale_unit * rescale
+
 
 
 def crop_image(image: np.ndarray, center: np.ndarray | tuple[float, float], scale: float,
@@ -228,7 +226,14 @@ def crop_image(image: np.ndarray, center: np.ndarray | tuple[float, float], scal
         Parts of the box outside the image are black.
     """
     image = np.asarray(image)
-    center_arr = _check_crop_inputs(image, center, scale)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} and "
+                         f"dtype {image.dtype}")
+    center_arr = np.asarray(center, dtype=np.float64).reshape(-1)
+    if center_arr.shape != (2,) or not np.isfinite(center_arr).all():
+        raise ValueError(f"center must be 2 finite numbers (x, y), got {center!r}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
     to_crop = image_to_crop_transform(torch.from_numpy(center_arr),
                                       torch.tensor(float(scale), dtype=torch.float64),
                                       crop_size, scale_unit).numpy()
@@ -281,11 +286,12 @@ def normalize_crop(crop: np.ndarray) -> torch.Tensor:
     return (tensor - mean) / std
 
 
-def bbox_to_center_scale(bbox: np.ndarray | list[float], rescale: float = DEFAULT_BBOX_RESCALE,
+def bbox_to_center_scale(bbox: np.ndarray | list[float], rescale: float = SPIN_BBOX_SCALE_FACTOR,
                          scale_unit: float = SPIN_SCALE_UNIT) -> tuple[np.ndarray, float]:
     """Box ``[x1, y1, x2, y2]`` (pixels) -> (center (2,), scale = longer side * rescale / 200).
 
-    SPIN's demo uses a user-given box as is (``rescale=1.0``) and enlarges keypoint boxes by 1.2.
+    SPIN's demo uses a user-given box as is (``rescale=1.0``) and enlarges keypoint boxes by 1.2;
+    boxes from keypoints come from :func:`mvspin.geometry.keypoint_crop_box`.
     """
     box = np.asarray(bbox, dtype=np.float64).reshape(-1)
     if box.shape != (4,) or not np.isfinite(box).all():
@@ -297,34 +303,6 @@ def bbox_to_center_scale(bbox: np.ndarray | list[float], rescale: float = DEFAUL
         raise ValueError(f"rescale must be positive, got {rescale!r}")
     center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
     return center, float(max(width, height) * rescale / scale_unit)
-
-
-def keypoints_to_center_scale(keypoints: np.ndarray, conf_threshold: float = 0.1,
-                              rescale: float = DEFAULT_BBOX_RESCALE,
-                              scale_unit: float = SPIN_SCALE_UNIT) -> tuple[np.ndarray, float]:
-    """(center (2,), scale) of the box around keypoints (K, 3) with confidence > threshold.
-
-    The centre is the box centre (SPIN's demo takes the keypoint mean, which leans towards the
-    face's many points); the box's longer side is enlarged by ``rescale``.
-    """
-    keypoints = np.asarray(keypoints, dtype=np.float64)
-    if keypoints.ndim != 2 or keypoints.shape[1] != 3:
-        raise ValueError(f"expected keypoints of shape (K, 3) (x, y, confidence), got "
-                         f"{keypoints.shape}")
-    confident = keypoints[keypoints[:, 2] > conf_threshold, :2]
-    confident = confident[np.isfinite(confident).all(axis=1)]
-    if len(confident) < 2:
-        raise ValueError(f"need at least 2 keypoints with confidence > {conf_threshold} to place "
-                         f"a box, got {len(confident)}")
-    low, high = confident.min(axis=0), confident.max(axis=0)
-    side = (high - low).max()
-    if side <= 0:
-        raise ValueError("the confident keypoints all lie on one point; cannot size a box")
-    # Pass on the square of the longer side: a box flat in one direction (collinear points)
-    # still gives a valid crop.
-    center = (low + high) / 2
-    return bbox_to_center_scale([center[0] - side / 2, center[1] - side / 2, center[0] + side / 2,
-                                 center[1] + side / 2], rescale, scale_unit)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

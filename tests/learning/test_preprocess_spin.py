@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mvspin.learning.preprocess import (crop_for_network, crop_image, keypoints_to_center_scale,
+from mvspin.geometry import keypoint_crop_box
+from mvspin.learning.preprocess import (crop_for_network, crop_image,
                                         preprocessing_for_checkpoint, spin_crop, spin_openpose_center_scale)
 
 
@@ -133,7 +134,7 @@ def test_spin_openpose_box_is_centred_on_the_keypoint_mean():
     ref_center, ref_scale = ref_bbox_from_openpose(kp)
     np.testing.assert_allclose(center, ref_center, atol=1e-12)
     assert scale == pytest.approx(ref_scale, rel=1e-12)
-    box_center, _ = keypoints_to_center_scale(kp)  # the exact mode: middle of the box
+    box_center, _ = keypoint_crop_box(kp)  # the exact mode: middle of the box
     assert np.linalg.norm(box_center - ref_center) > 5.0
 
 

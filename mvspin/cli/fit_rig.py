@@ -1,0 +1,91 @@
+"""``mvspin fit-rig``: fit SMPL bodies to a calibrated multi-camera recording's 2D keypoints.
+
+A thin shell over :func:`calibration.load_rig`,
+:func:`mvspin.data.recording_keypoints.read_recording_keypoints`,
+:func:`mvspin.fitting.recording.fit_recording` and
+:func:`mvspin.fitting.recording_outputs.write_recording_outputs`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from mvspin.cli.common import add_body_model_args, add_device_arg, load_body_model, resolve_device
+
+log = logging.getLogger("mvspin")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit-rig", help="fit SMPL bodies to a calibrated rig recording's 2D keypoints",
+        description="Associate each subject's detections across cameras and frames, fit one body per frame in "
+                    "the rig's world frame (one shape per subject, temporally smooth) and write per subject an "
+                    "AMASS-keyed .npz and an animated .glb, plus report.json / report.png.")
+    p.add_argument("--rig", type=Path, required=True,
+                   help="calibration file in any supported format (anipose/Pose2Sim/FreeMoCap TOML, EasyMocap, "
+                        "Qualisys .qca.txt, Human3.6M, MPI-INF-3DHP), metres")
+    p.add_argument("--keypoints", type=Path, required=True,
+                   help="folder with one sub-folder (or .npz) of keypoint files per rig camera")
+    p.add_argument("--keypoint-set", default=None,
+                   help="the files' keypoint set (default: from the keypoint count; BODY_25B must be named: "
+                        "openpose25b)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of the recording (default 30)")
+    p.add_argument("--subjects", type=int, default=1, help="people to fit, each with its own id (default 1)")
+    p.add_argument("--meshes", action="store_true", help="also write one .obj per subject and frame")
+    p.add_argument("--y-up", action="store_true", help="the rig's world is Y-up (default: Z-up)")
+    p.add_argument("--allow-missing-frames", action="store_true",
+                   help="cameras may lack files for some frames (else frame counts must agree)")
+    p.add_argument("--videos", type=Path, nargs="+", default=None,
+                   help="not supported yet: network initialisation and overlay videos need it")
+    p.add_argument("--checkpoint", type=Path, default=None, help="not supported yet (see --videos)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    add_body_model_args(p)
+    add_device_arg(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from calibration import load_rig
+    from mvspin.data.recording_keypoints import read_recording_keypoints
+    from mvspin.fitting.recording import fit_recording, recording_summary
+    from mvspin.fitting.recording_outputs import summary_table, write_recording_outputs
+
+    if args.videos or args.checkpoint:
+        raise ValueError("--videos / --checkpoint: network initialisation and overlay videos are not implemented "
+                         "yet; fit-rig starts from triangulation")
+    if args.subjects < 1:
+        raise ValueError(f"--subjects must be >= 1, got {args.subjects}")
+    if not args.fps > 0:
+        raise ValueError(f"--fps must be positive, got {args.fps}")
+    rig = load_rig(args.rig)
+    log.info("rig: %d cameras (%s) from %s", len(rig), ", ".join(rig.names), args.rig)
+    rec = read_recording_keypoints(args.keypoints, rig.names, args.keypoint_set, args.allow_missing_frames)
+    if rec.matched_by == "order":
+        log.info("keypoint folders matched to the rig's cameras in order (no folder carries a camera's name): %s",
+                 ", ".join(f"{s.name} -> {n}" for s, n in zip(rec.sources, rec.camera_names)))
+    log.info("keypoints: %d frames, %s, up to %d people per camera", rec.num_frames, rec.keypoint_set,
+             rec.keypoints.shape[2])
+    device = resolve_device(args.device)
+    body = load_body_model(args, device)
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="frame", disable=None)
+        bar.update(done - bar.n)
+
+    try:
+        fit = fit_recording(body, rec.keypoints, rig, rec.keypoint_set, args.subjects, fps=args.fps,
+                            frames=rec.frames, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    written = write_recording_outputs(fit, body, args.output, gender=args.gender, z_up=not args.y_up,
+                                      meshes=args.meshes)
+    print(summary_table(recording_summary(fit)))
+    print(f"wrote {len(written)} files to {args.output}")
+    return 0

@@ -1,0 +1,259 @@
+"""2D keypoints of a multi-camera recording: one folder (or file) per camera, frames by number.
+
+Accepted per camera (the layout of ``DIR/<camera>``):
+
+- **OpenPose JSON**, one file per frame (``<name>_000000000012_keypoints.json``): BODY_25,
+  BODY_25B (say ``openpose25b``: it has 25 points too), COCO-18; also what Pose2Sim and
+  RTMPose / rtmlib write in OpenPose's layout (HALPE-26, COCO-17). Parsed by
+  :func:`mvspin.data.keypoint_files.read_openpose_people`.
+- **MMPose JSON**, one file per frame: a list of instances (or ``{"instance_info": [...]}``)
+  with ``keypoints`` ``[[x, y], ...]`` and ``keypoint_scores``.
+- **AlphaPose** ``alphapose-results.json``, one file for the camera: a list of
+  ``{"image_id": "12.jpg", "keypoints": [x, y, c, ...]}``, the frame being the image's number.
+- **.npz**: ``DIR/<camera>.npz`` or ``DIR/<camera>/*.npz`` with ``keypoints`` ``(T, K, 3)`` or
+  ``(T, P, K, 3)`` and optionally ``frames (T,)`` (default ``0..T-1``).
+
+Frame numbers come from the file names (the last number, :func:`~mvspin.data.keypoint_files.frame_number`).
+Cameras are matched to the rig by name; when no folder carries a rig camera's name (a
+Qualisys calibration names cameras by serial number) and the counts agree, in natural order
+(cam_2 before cam_10), and the result says so.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from mvspin.body import get_keypoint_set
+from mvspin.data.keypoint_files import KeypointFileError, frame_number, read_openpose_people
+
+__all__ = ["RecordingKeypoints", "read_recording_keypoints", "keypoint_set_for_count", "natural_key"]
+
+_SETS_BY_COUNT = {25: "openpose25", 18: "coco18", 17: "coco17", 26: "halpe26"}
+
+
+def keypoint_set_for_count(count: int, requested: Optional[str] = None, where: str = "") -> str:
+    """The keypoint set of files with ``count`` keypoints per person (``requested`` when given,
+    checked against the count; BODY_25B must be requested, it has 25 points like BODY_25)."""
+    if requested is not None:
+        size = len(get_keypoint_set(requested))
+        if size != count:
+            raise KeypointFileError(f"{where}: {count} keypoints per person, but {requested} has {size}")
+        return requested
+    try:
+        return _SETS_BY_COUNT[count]
+    except KeyError:
+        known = ", ".join(f"{k} ({v})" for k, v in _SETS_BY_COUNT.items())
+        raise KeypointFileError(f"{where}: {count} keypoints per person is no known layout; known: {known}") from None
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders embedded numbers by value (``cam_2`` before ``cam_10``)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+@dataclass
+class RecordingKeypoints:
+    """Detections of a recording, per frame, camera and listed person.
+
+    Attributes:
+        keypoints: ``(T, V, P, K, 3)`` float32 pixels and confidence; zero rows where a camera
+            lists fewer than P people or has no file for a frame.
+        frames: ``(T,)`` frame numbers (from the file names), increasing.
+        camera_names: the V rig cameras, in the rig's order.
+        sources: the V folders or files read, in the same order.
+        keypoint_set: the keypoints' set name.
+        matched_by: ``"name"`` or ``"order"``.
+        missing: ``(T, V)`` bool, a camera had no file for the frame.
+    """
+
+    keypoints: np.ndarray
+    frames: np.ndarray
+    camera_names: list[str]
+    sources: list[Path]
+    keypoint_set: str
+    matched_by: str
+    missing: np.ndarray
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.keypoints.shape[0])
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise KeypointFileError(f"{path}: not valid JSON ({err})") from None
+
+
+def _mmpose_people(data, path: Path) -> np.ndarray:
+    instances = data.get("instance_info") if isinstance(data, dict) else data
+    rows = []
+    for i, inst in enumerate(instances if isinstance(instances, list) else []):
+        try:
+            xy = np.asarray(inst["keypoints"], dtype=np.float64).reshape(-1, 2)
+            score = np.asarray(inst.get("keypoint_scores", np.ones(len(xy))), dtype=np.float64).reshape(-1)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise KeypointFileError(f"{path}: instance {i} has no valid 'keypoints' / 'keypoint_scores'") from None
+        if len(score) != len(xy):
+            raise KeypointFileError(f"{path}: instance {i} has {len(xy)} keypoints but {len(score)} scores")
+        rows.append(np.concatenate([xy, score[:, None]], 1))
+    if len({len(r) for r in rows}) > 1:
+        raise KeypointFileError(f"{path}: people have different keypoint counts")
+    return np.stack(rows) if rows else np.zeros((0, 0, 3))
+
+
+def _frame_people(path: Path) -> np.ndarray:
+    """``(P, K, 3)`` of one per-frame JSON file, OpenPose or MMPose layout."""
+    data = _read_json(path)
+    if isinstance(data, dict) and "people" in data:
+        return read_openpose_people(path)
+    if isinstance(data, list) or (isinstance(data, dict) and "instance_info" in data):
+        return _mmpose_people(data, path)
+    raise KeypointFileError(f"{path}: neither OpenPose ('people') nor MMPose ('instance_info' or a list of "
+                            f"instances) keypoints")
+
+
+def _alphapose(path: Path) -> dict[int, np.ndarray]:
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise KeypointFileError(f"{path}: AlphaPose results must be a list of detections")
+    frames: dict[int, list[np.ndarray]] = {}
+    for i, det in enumerate(data):
+        try:
+            number = frame_number(str(det["image_id"]))
+            kp = np.asarray(det["keypoints"], dtype=np.float64).reshape(-1, 3)
+        except (KeyError, TypeError, ValueError):
+            raise KeypointFileError(f"{path}: detection {i} has no valid 'image_id' and 'keypoints'") from None
+        if number is None:
+            raise KeypointFileError(f"{path}: detection {i}: no frame number in image_id {det['image_id']!r}")
+        frames.setdefault(number, []).append(kp)
+    return {f: np.stack(v) for f, v in frames.items()}
+
+
+def _read_camera(source: Path) -> dict[int, np.ndarray]:
+    """``{frame: (P, K, 3)}`` of one camera's folder or file."""
+    if source.is_file() and source.suffix == ".npz":
+        files = [source]
+    elif source.is_file() and source.suffix == ".json":
+        return _alphapose(source)
+    elif source.is_dir():
+        files = sorted(source.glob("*.npz"))
+        if not files:
+            alpha = source / "alphapose-results.json"
+            if alpha.is_file():
+                return _alphapose(alpha)
+            out: dict[int, np.ndarray] = {}
+            jsons = sorted(source.glob("*.json"), key=lambda p: natural_key(p.name))
+            for path in jsons:
+                number = frame_number(path)
+                if number is None:
+                    raise KeypointFileError(f"{path}: no frame number in the file name")
+                if number in out:
+                    raise KeypointFileError(f"{path}: a second file for frame {number} in {source}")
+                out[number] = _frame_people(path)
+            if not out:
+                raise KeypointFileError(f"{source}: no keypoint files (.json per frame, alphapose-results.json or .npz)")
+            return out
+    else:
+        raise KeypointFileError(f"{source}: no such keypoint folder or file")
+    out = {}
+    for path in files:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                kp = np.asarray(data["keypoints"], dtype=np.float64)
+                frames = np.asarray(data["frames"]) if "frames" in data.files else np.arange(len(kp))
+        except (OSError, ValueError, KeyError) as err:
+            raise KeypointFileError(f"{path}: not a keypoint .npz with a 'keypoints' array ({err})") from None
+        if kp.ndim == 3:
+            kp = kp[:, None]
+        if kp.ndim != 4 or kp.shape[-1] != 3 or len(frames) != len(kp):
+            raise KeypointFileError(f"{path}: keypoints must be (T, K, 3) or (T, P, K, 3) with frames (T,), got "
+                                    f"{kp.shape} and {len(frames)} frames")
+        for f, people in zip(frames.tolist(), kp):
+            out[int(f)] = people
+    return out
+
+
+def _camera_sources(folder: Path) -> dict[str, Path]:
+    entries = {}
+    for p in folder.iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.is_dir() or p.suffix in (".npz",) or (p.suffix == ".json" and "alphapose" in p.name.lower()):
+            entries[p.stem if p.is_file() else p.name] = p
+    return entries
+
+
+def read_recording_keypoints(
+    folder: str | os.PathLike[str],
+    camera_names: Sequence[str],
+    keypoint_set: Optional[str] = None,
+    allow_missing_frames: bool = False,
+    progress: Optional[Callable[[int], None]] = None,
+) -> RecordingKeypoints:
+    """Read a recording's keypoints: ``folder`` holds one folder (or ``.npz``) per rig camera.
+
+    Args:
+        folder: the keypoints folder.
+        camera_names: the rig's cameras, in its order.
+        keypoint_set: the files' set; by default from the keypoint count (25: ``openpose25``,
+            18: ``coco18``, 17: ``coco17``, 26: ``halpe26``).
+        allow_missing_frames: a camera without a file for some frames reads as seeing nobody
+            there (else the frame counts must agree).
+        progress: called with the number of cameras read.
+
+    Raises:
+        KeypointFileError: camera count or names do not match, frame counts differ, unreadable
+            or malformed files, inconsistent keypoint counts (one line naming the file).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise KeypointFileError(f"{folder}: keypoints folder not found")
+    names = list(camera_names)
+    sources = _camera_sources(folder)
+    if len(sources) != len(names):
+        raise KeypointFileError(
+            f"{folder}: the rig has {len(names)} cameras ({', '.join(names)}) but there are keypoints for "
+            f"{len(sources)} ({', '.join(sorted(sources, key=natural_key)) or 'none'})")
+    if set(names) <= set(sources):
+        ordered, matched_by = [sources[n] for n in names], "name"
+    elif not set(names) & set(sources):
+        ordered, matched_by = [sources[n] for n in sorted(sources, key=natural_key)], "order"
+    else:
+        missing = [n for n in names if n not in sources]
+        raise KeypointFileError(f"{folder}: no keypoints for rig cameras {', '.join(missing)} (folders: "
+                                f"{', '.join(sorted(sources, key=natural_key))})")
+    per_camera = []
+    for i, src in enumerate(ordered):
+        per_camera.append(_read_camera(src))
+        if progress is not None:
+            progress(i + 1)
+    counts = {len(c) for c in per_camera}
+    if len(counts) > 1 and not allow_missing_frames:
+        detail = ", ".join(f"{n}: {len(c)}" for n, c in zip(names, per_camera))
+        raise KeypointFileError(f"{folder}: cameras have different frame counts ({detail})")
+    frames = np.array(sorted(set().union(*[set(c) for c in per_camera])), dtype=np.int64)
+    k_counts = {p.shape[1] for c in per_camera for p in c.values() if p.size}
+    if len(k_counts) > 1:
+        raise KeypointFileError(f"{folder}: files have different keypoint counts per person {sorted(k_counts)}")
+    if not k_counts:
+        raise KeypointFileError(f"{folder}: nobody is detected in any frame of any camera")
+    k = k_counts.pop()
+    kset = keypoint_set_for_count(k, keypoint_set, str(folder))
+    p = max(max((len(x) for x in c.values()), default=0) for c in per_camera)
+    index = {int(f): i for i, f in enumerate(frames)}
+    out = np.zeros((len(frames), len(names), max(p, 1), k, 3), dtype=np.float32)
+    missing_frames = np.ones((len(frames), len(names)), dtype=bool)
+    for v, cam in enumerate(per_camera):
+        for f, people in cam.items():
+            missing_frames[index[f], v] = False
+            if people.size:
+                out[index[f], v, : len(people)] = people
+    return RecordingKeypoints(out, frames, names, ordered, kset, matched_by, missing_frames)

@@ -1,0 +1,131 @@
+"""Files of a fitted rig recording: per subject an AMASS-keyed ``.npz``, an animated ``.glb`` and
+optionally meshes; a report (``report.json``, ``report.png``) for the whole recording.
+
+Every file goes through :mod:`mvspin.atomic`; a subject's files are committed together.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from mvspin.atomic import OutputGroup, write_bytes_atomic
+from mvspin.body import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel
+from mvspin.fitting.recording import RecordingFit, recording_summary
+from mvspin.io_outputs import write_animated_gltf, write_mesh, write_smpl_npz
+
+__all__ = ["write_recording_outputs", "write_report_plot", "summary_table"]
+
+
+def _subject_files(fit: RecordingFit, body: BodyModel, index: int, out: Path, gender: str,
+                   world_rotation: Optional[np.ndarray], meshes: bool, group: OutputGroup) -> list[Path]:
+    """Write one subject's ``.npz`` and ``.glb`` through ``group`` (together or not at all),
+    then its meshes; returns the final paths."""
+    sub = fit.subjects[index]
+    r = sub.result
+    params = {k: v.detach().cpu().numpy() for k, v in r.smpl_params().items()}
+    stem = f"subject{sub.subject_id}"
+    finals = [out / f"{stem}.npz", out / f"{stem}.glb"]
+    write_smpl_npz(
+        group.path(finals[0]), **params, model=body.name, fps=fit.fps, gender=gender,
+        extra={"fitted": r.fitted.cpu().numpy(), "frames": np.asarray(fit.frames),
+               "reprojection_error": r.reprojection_error.cpu().numpy(), "subject_id": np.array(sub.subject_id)})
+    with torch.no_grad():
+        betas = r.betas[None].to(body.J_template)
+        rest = body(betas=betas)
+        rest_joints = body.rest_joints(betas)[0].cpu().numpy()
+        rotations = torch.cat([r.global_orient[:, None], r.body_pose], 1).cpu().numpy()
+        root = (r.transl + body.rest_joints(betas)[:, 0]).cpu().numpy()
+    write_animated_gltf(
+        group.path(finals[1]), rest_vertices=rest.vertices[0].cpu().numpy(), faces=body.faces,
+        skin_weights=body.smpl.lbs_weights.detach().cpu().numpy(), parents=SMPL_PARENTS, rest_joints=rest_joints,
+        joint_rotations=rotations, root_translation=root, fps=fit.fps, joint_names=SMPL_JOINT_NAMES,
+        world_rotation=world_rotation)
+    written = list(finals)
+    if meshes:
+        with torch.no_grad():
+            for t0 in range(0, r.num_frames, 64):
+                sl = slice(t0, min(r.num_frames, t0 + 64))
+                n = sl.stop - sl.start
+                verts = body(body_pose=r.body_pose[sl], betas=betas.expand(n, -1), global_orient=r.global_orient[sl],
+                             transl=r.transl[sl]).vertices.cpu().numpy()
+                for i in range(n):
+                    written.append(write_mesh(out / "meshes" / f"{stem}_{int(fit.frames[sl.start + i]):06d}.obj",
+                                              verts[i], body.faces))
+    return written
+
+
+def write_report_plot(summary: dict, path: Path) -> Path:
+    """Per-frame mean reprojection error over time (one line per subject), failed frames marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.5), dpi=100)
+    frames = None
+    for sub in summary["subjects"]:
+        err = np.array([np.nan if e is None else e for e in sub["per_frame_px"]], dtype=float)
+        frames = np.arange(len(err)) if frames is None else frames
+        ax.plot(frames, err, lw=1, label=f"subject {sub['id']}")
+        failed = [f["frame"] for f in sub["frames_failed"]]
+        if failed:
+            ax.plot(failed, np.zeros(len(failed)), "rx", ms=4, label=f"subject {sub['id']}: not fitted")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("mean reprojection error (px)")
+    ax.set_title("fit-rig: reprojection error per frame")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def summary_table(summary: dict) -> str:
+    """The printed table: per subject and camera, mean reprojection error and frames seen."""
+    lines = []
+    for sub in summary["subjects"]:
+        mean = sub["mean_reprojection_px"]
+        lines.append(f"subject {sub['id']}: {sub['frames_fitted']}/{summary['frames']} frames fitted, "
+                     f"mean reprojection {mean:.2f} px" if mean is not None else f"subject {sub['id']}: no fit")
+        lines.append(f"  {'camera':<16} {'mean px':>9} {'frames':>7}")
+        for name, row in sub["per_camera"].items():
+            px = "-" if row["mean_px"] is None else f"{row['mean_px']:.2f}"
+            lines.append(f"  {name:<16} {px:>9} {row['frames_seen']:>7}")
+        for f in sub["frames_failed"][:10]:
+            lines.append(f"  frame {f['frame']}: {f['reason']}")
+        if len(sub["frames_failed"]) > 10:
+            lines.append(f"  ... {len(sub['frames_failed']) - 10} more failed frames in report.json")
+    return "\n".join(lines)
+
+
+def write_recording_outputs(fit: RecordingFit, body: BodyModel, out: str | Path, *, gender: str = "neutral",
+                            z_up: bool = True, meshes: bool = False,
+                            progress: Optional[Callable[[int], None]] = None) -> list[Path]:
+    """Write every subject's files and the report into ``out``; returns the paths written.
+
+    Args:
+        z_up: the rig's world is Z-up: the ``.glb`` gets a parent node turning it into glTF's
+            Y-up (Blender turns it back), so the body stands upright in every viewer.
+        meshes: also one ``.obj`` per subject and frame under ``meshes/``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    world = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]) if z_up else None  # Z-up -> Y-up
+    written: list[Path] = []
+    for i in range(len(fit.subjects)):
+        with OutputGroup() as group:
+            written.extend(_subject_files(fit, body, i, out, gender, world, meshes, group))
+        if progress is not None:
+            progress(i + 1)
+    summary = recording_summary(fit)
+    written.append(write_bytes_atomic(out / "report.json", json.dumps(summary, indent=1).encode()))
+    written.append(write_report_plot(summary, out / "report.png"))
+    return written

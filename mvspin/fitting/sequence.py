@@ -1,0 +1,365 @@
+"""Sequence fitting: one subject over a whole calibrated recording.
+
+Calibrated MV-SMPLify extended over time (what a rig user wants, rather than independent frames):
+
+- **one betas** per subject: estimated with the first chunk's poses, then held for the rest;
+- **temporal smoothness**: the squared acceleration of the body's keypoints in the world,
+  turned into pixels at the subject's distance, added to the reprojection energy;
+- **warm starts**: key frames (every ``keyframe_step``-th) are fitted independently by
+  :class:`~mvspin.fitting.MVSMPLify` (calibrated mode, initialised from robust triangulation);
+  the frames between start from their neighbours (geodesic interpolation of every joint
+  rotation, linear in translation), and each chunk after the first starts its overlap from the
+  previous chunk's result;
+- **joint refinement**: every frame of a chunk is refined together (Adam over pose, root and
+  translation per frame), batched over frames and cameras in one call of the body model's fast
+  keypoint path per iteration;
+- **missing views or joints** weigh zero through their confidence; a frame where no camera
+  sees the subject is carried by smoothness and flagged unfitted, never a crash;
+- **chunks** of ``chunk_frames`` with ``chunk_overlap`` frames shared (cross-faded), so memory
+  stays bounded for recordings of any length.
+
+Network initialisation (a checkpoint and videos) is not implemented: key frames start from
+triangulation only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from calibration import CameraTensors, Rig
+from mvspin.body import BodyModel, angle_prior, shape_prior
+from mvspin.fitting.config import MVSMPLifyConfig, validate_config
+from mvspin.fitting.keypoint_targets import KeypointTargets
+from mvspin.fitting.losses import reprojection_energy, reprojection_error
+from mvspin.fitting.mv_smplify import MVSMPLify
+from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle, perspective_projection
+
+__all__ = ["SequenceFitConfig", "SequenceResult", "fit_sequence", "slerp_matrices"]
+
+
+def _keyframe_default() -> MVSMPLifyConfig:
+    return MVSMPLifyConfig(mode="calibrated", calibrated_init="triangulation")
+
+
+@dataclass
+class SequenceFitConfig:
+    """Sequence fitting (not in SPIN / MV-SPIN, which fit single bundles; values tuned on the
+    synthetic rig recordings of ``tests/fitting/test_sequence.py``)."""
+
+    keyframe_step: int = 4
+    """Every this many frames a key frame is fitted independently; the rest start interpolated."""
+    refine_iterations: int = 100
+    """Adam iterations of the joint refinement of each chunk."""
+    refine_lr: float = 0.01
+    """Adam learning rate of the refinement (radians, metres; SPIN's 0.01)."""
+    smooth_weight: float = 2.0
+    """Weight of the keypoint acceleration term, per camera, on accelerations in pixels at the
+    subject's distance (so it weighs as the reprojection terms do)."""
+    chunk_frames: int = 300
+    """Frames refined together (memory grows linearly with it)."""
+    chunk_overlap: int = 16
+    """Frames shared by consecutive chunks: warm-started from the previous chunk, cross-faded."""
+    keyframe_reject_ratio: float = 1.75
+    """Key frames whose reprojection error exceeds this multiple of the chunk's median key
+    frame error are not used as starts (a per-frame fit stuck in a wrong minimum)."""
+    shape_prior_frames_exponent: float = 0.0
+    """The shape prior of the shared betas weighs ``n ** exponent`` frames' worth (SMPLify's
+    per-frame weight; 1 would weigh it as n independent frames do, which pulls a shape that
+    n frames agree on back towards the mean as strongly as a single frame's)."""
+    refine_betas: bool = True
+    refine_betas_lr: float = 0.1
+    """Adam learning rate of the shared betas: the key frames' per-frame shape prior leaves
+    them shrunk towards the mean, further than the pose's step size would undo."""
+    """Optimise the shared betas in the first chunk (else keep the key frames' median)."""
+    keyframe: MVSMPLifyConfig = field(default_factory=_keyframe_default)
+    """The per-frame calibrated MV-SMPLify of the key frames (its energy weights and ``sigma``
+    are the refinement's too)."""
+
+
+@dataclass
+class SequenceResult:
+    """A subject fitted over T frames (world frame, rotation matrices inside).
+
+    Attributes:
+        body_pose: ``(T, 23, 3, 3)``. global_orient: ``(T, 3, 3)`` world root orientation.
+        betas: ``(num_betas,)`` one shape for the whole recording.
+        transl: ``(T, 3)`` SMPL translation in the world, metres.
+        fitted: ``(T,)`` bool: some camera saw the subject (else carried by smoothness).
+        reprojection_error: ``(T,)`` mean pixel error over the cameras used (inf where unfitted).
+        view_reprojection_error: ``(T, V)`` per camera (inf where it had no keypoint).
+        body_model: the fitted model's name. keypoint_set: the data's keypoint set.
+    """
+
+    body_pose: Tensor
+    global_orient: Tensor
+    betas: Tensor
+    transl: Tensor
+    fitted: Tensor
+    reprojection_error: Tensor
+    view_reprojection_error: Tensor
+    body_model: str
+    keypoint_set: str
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.transl.shape[0])
+
+    def smpl_params(self) -> dict[str, Tensor]:
+        """Axis-angle parameters with SMPL/AMASS names: ``global_orient (T, 3)``,
+        ``body_pose (T, 69)``, ``betas (num_betas,)``, ``transl (T, 3)``."""
+        t = self.num_frames
+        return {"global_orient": matrix_to_axis_angle(self.global_orient),
+                "body_pose": matrix_to_axis_angle(self.body_pose).reshape(t, 69),
+                "betas": self.betas, "transl": self.transl}
+
+
+def slerp_matrices(r0: Tensor, r1: Tensor, u: Tensor) -> Tensor:
+    """Geodesic interpolation ``r0 exp(u log(r0^T r1))`` of rotations ``(..., 3, 3)``;
+    ``u`` broadcasts against the leading dims (0 gives r0, 1 gives r1)."""
+    rel = matrix_to_axis_angle(r0.transpose(-1, -2) @ r1)
+    return r0 @ axis_angle_to_matrix(rel * u[..., None])
+
+
+def _interpolate(key_t: Tensor, values: dict[str, Tensor], frames: Tensor) -> dict[str, Tensor]:
+    """Key-frame values at sorted times ``key_t (n,)`` to ``frames (L,)``: rotations geodesic,
+    translations linear; before the first / after the last key frame, the nearest."""
+    n = key_t.numel()
+    hi = torch.searchsorted(key_t, frames).clamp(1, max(n - 1, 1)) if n > 1 else torch.zeros_like(frames)
+    lo = (hi - 1).clamp_min(0)
+    span = (key_t[hi] - key_t[lo]).clamp_min(1).to(values["transl"].dtype)
+    u = ((frames - key_t[lo]).to(span.dtype) / span).clamp(0, 1)
+    if n == 1:
+        u = torch.zeros_like(u)
+    out = {}
+    for name, x in values.items():
+        if name == "transl":
+            out[name] = x[lo] + (x[hi] - x[lo]) * u[:, None]
+        else:
+            uu = u.view(-1, *([1] * (x.ndim - 3)))
+            out[name] = slerp_matrices(x[lo], x[hi], uu)
+    return out
+
+
+class _SequenceFitter:
+    """State of one subject's fit across chunks (targets, priors, the fixed betas)."""
+
+    def __init__(self, body: BodyModel, keypoint_set: str, config: SequenceFitConfig, cams: CameraTensors,
+                 rig: Rig | CameraTensors) -> None:
+        self.body, self.config, self.cams, self.rig = body, config, cams, rig
+        self.kf_fitter = MVSMPLify(body, config.keyframe, keypoint_set)
+        c = config.keyframe
+        self.targets = KeypointTargets.build(body, keypoint_set, c.keypoint_weights, c.stage2_ignored_points)
+        self.pose_prior = body.pose_prior()
+        self.betas: Optional[Tensor] = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.body.J_template.dtype
+
+    def _prepare(self, keypoints: Tensor) -> tuple[Tensor, Tensor]:
+        kp = self.targets.select(keypoints.to(self.body.J_template.device, self.dtype))
+        xy, conf = kp[..., :2], kp[..., 2]
+        ok = torch.isfinite(xy).all(-1) & torch.isfinite(conf) & (conf > self.config.keyframe.min_confidence)
+        return torch.where(ok[..., None], xy, torch.zeros_like(xy)), torch.where(ok, conf, torch.zeros_like(conf))
+
+    def _keyframes(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int) -> dict[str, Tensor]:
+        """Initial values for every frame of a chunk: key frames fitted, the rest interpolated."""
+        L = keypoints.shape[0]
+        step = max(1, self.config.keyframe_step)
+        keys = list(range(n_fixed, L, step))
+        if not keys or keys[-1] != L - 1:
+            keys.append(L - 1)
+        keys = sorted(set(k for k in keys if k >= n_fixed)) if L > n_fixed else []
+        times, vals = [], {"body_pose": [], "global_orient": [], "transl": [], "betas": []}
+        if keys:
+            res = self.kf_fitter.fit_calibrated(keypoints[keys], self.rig)
+            ok = res.fitted
+            if bool(ok.any()):
+                # A key frame caught in a wrong minimum reprojects clearly worse than its
+                # neighbours: leave it out and let the good ones carry the interpolation.
+                typical = res.reprojection_error[ok].median()
+                ok = ok & (res.reprojection_error <= self.config.keyframe_reject_ratio * typical)
+            for i, k in enumerate(keys):
+                if bool(ok[i]):
+                    times.append(k)
+                    vals["body_pose"].append(res.body_pose[i])
+                    vals["global_orient"].append(res.world_orient[i])
+                    vals["transl"].append(res.world_transl[i])
+                    vals["betas"].append(res.betas[i])
+        if fixed is not None:  # warm start: the previous chunk's overlap frames are key frames too
+            for i in range(n_fixed):
+                times.append(i)
+                for name in ("body_pose", "global_orient", "transl"):
+                    vals[name].append(fixed[name][i])
+        if not times:
+            return {}
+        order = sorted(range(len(times)), key=lambda i: times[i])
+        key_t = torch.tensor([times[i] for i in order])
+        stacked = {n: torch.stack([vals[n][i] for i in order]) for n in ("body_pose", "global_orient", "transl")}
+        init = _interpolate(key_t, stacked, torch.arange(L))
+        if self.betas is None:
+            init["betas"] = torch.stack(vals["betas"]).median(0).values if vals["betas"] else \
+                torch.zeros(self.body.num_betas, dtype=self.dtype)
+        return init
+
+    def fit_chunk(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int) -> Optional[dict[str, Tensor]]:
+        """Fit one chunk ``(L, V, K, 3)``; the first ``n_fixed`` frames start from ``fixed``."""
+        c, kc = self.config, self.config.keyframe
+        init = self._keyframes(keypoints, fixed, n_fixed)
+        L = keypoints.shape[0]
+        xy, conf = self._prepare(keypoints)
+        if not init:
+            return None
+        first = self.betas is None
+        betas0 = init["betas"] if first else self.betas
+        cams = self.cams
+        dev, dt = self.body.J_template.device, self.dtype
+        pose = matrix_to_axis_angle(init["body_pose"].to(dev, dt)).reshape(L, 69).clone().requires_grad_(True)
+        orient0 = init["global_orient"].to(dev, dt)
+        d_orient = torch.zeros(L, 3, dtype=dt, device=dev, requires_grad=True)
+        transl = init["transl"].to(dev, dt).clone().requires_grad_(True)
+        betas = betas0.to(dev, dt).clone().requires_grad_(first and c.refine_betas)
+        w_body = conf.square() * self.targets.weights
+        fitted = (conf > 0).any(-1).any(-1)
+        n_fit = max(int(fitted.sum()), 1)
+        shape_frames = n_fit ** c.shape_prior_frames_exponent
+        v = xy.shape[1]
+        # Pixels per metre at the subject's distance, over the cameras (median across the chunk).
+        pelvis_w = transl.detach() + self.body.rest_joints(betas.detach()[None])[:, 0]
+        depth = torch.einsum("vij,tj->tv", cams.R, pelvis_w) + cams.t[:, 2]
+        focal = 0.5 * (cams.K[:, 0, 0] + cams.K[:, 1, 1])
+        px_per_m = float((focal / depth.clamp_min(0.1)).median())
+        smooth = c.smooth_weight * v * px_per_m ** 2
+        model_set = self.targets.model_set
+
+        def keypoints_world() -> Tensor:
+            rots = axis_angle_to_matrix(torch.cat([pose.view(L, 23, 3), d_orient[:, None]], 1))
+            rot = rots[:, 23] @ orient0
+            kp = self.body.keypoints_multiview(model_set, rots[:, :23], betas.expand(L, -1), rot[:, None],
+                                               transl[:, None])
+            return self.targets.model_keypoints(kp)  # (L, 1, M, 3)
+
+        def energy() -> tuple[Tensor, Tensor]:
+            kp = keypoints_world()
+            uv = perspective_projection(kp, cams.K, cams.R, cams.t, cams.dist)  # (L, V, M, 2)
+            e = reprojection_energy(uv, xy, w_body, kc.sigma).sum()
+            e = e + kc.pose_prior_weight * self.pose_prior(pose).sum()
+            if kc.angle_prior_weight:
+                e = e + kc.angle_prior_weight * angle_prior(pose).sum()
+            if betas.requires_grad:
+                e = e + kc.shape_prior_weight * shape_frames * shape_prior(betas[None]).sum()
+            if L >= 3:
+                x = kp[:, 0]
+                acc = x[2:] - 2 * x[1:-1] + x[:-2]
+                e = e + smooth * acc.square().sum()
+            return e, uv
+
+        groups = [{"params": [pose, d_orient, transl]}]
+        if betas.requires_grad:
+            groups.append({"params": [betas], "lr": c.refine_betas_lr})
+        opt = torch.optim.Adam(groups, lr=c.refine_lr)
+        for it in range(c.refine_iterations):
+            opt.zero_grad(set_to_none=True)
+            e, _ = energy()
+            e.backward()
+            opt.step()
+            if not math.isfinite(float(e.detach())):
+                raise FloatingPointError(f"sequence fitting energy became {float(e)} at iteration {it}")
+        with torch.no_grad():
+            _, uv = energy()
+            if first:
+                self.betas = betas.detach().clone()
+            rots = axis_angle_to_matrix(torch.cat([pose.view(L, 23, 3), d_orient[:, None]], 1))
+            w = conf * (self.targets.weights > 0)
+            view_err = reprojection_error(uv, xy, w)
+            err = reprojection_error(uv.flatten(1, 2), xy.flatten(1, 2), w.flatten(1, 2))
+            return {"body_pose": rots[:, :23], "global_orient": rots[:, 23] @ orient0, "transl": transl.detach(),
+                    "fitted": fitted, "error": torch.where(fitted, err, torch.full_like(err, math.inf)),
+                    "view_error": view_err}
+
+
+def fit_sequence(
+    body: BodyModel,
+    keypoints: Tensor,
+    cameras: Rig | CameraTensors,
+    keypoint_set: str,
+    config: Optional[SequenceFitConfig] = None,
+    progress: Optional[Callable[[int], None]] = None,
+) -> SequenceResult:
+    """Fit one subject over a calibrated recording.
+
+    Args:
+        body: the body model (its device and dtype are used).
+        keypoints: ``(T, V, K, 3)`` one subject's image-pixel keypoints per frame and camera
+            (confidence 0 where missing; see :func:`~mvspin.fitting.associate_subjects`).
+        cameras: the rig (V cameras, metres).
+        keypoint_set: the keypoints' set, e.g. ``"openpose25"``.
+        config: see :class:`SequenceFitConfig`.
+        progress: called with the number of frames done after each chunk.
+
+    Returns:
+        :class:`SequenceResult`; frames no camera saw are interpolated by the smoothness term
+        and flagged ``fitted = False``.
+
+    Raises:
+        ValueError: wrong shapes, or no frame of the recording can be fitted.
+    """
+    c = config or SequenceFitConfig()
+    validate_config(c.keyframe)
+    if c.keyframe.mode != "calibrated":
+        raise ValueError(f"sequence fitting needs keyframe.mode='calibrated', got {c.keyframe.mode!r}")
+    if c.chunk_frames < 2 or not 0 <= c.chunk_overlap < c.chunk_frames or c.keyframe_step < 1:
+        raise ValueError(f"need chunk_frames >= 2, 0 <= chunk_overlap < chunk_frames and keyframe_step >= 1, got "
+                         f"{c.chunk_frames}, {c.chunk_overlap}, {c.keyframe_step}")
+    if c.refine_iterations < 0 or c.smooth_weight < 0 or not c.refine_lr > 0:
+        raise ValueError("refine_iterations and smooth_weight must be >= 0 and refine_lr > 0")
+    dev, dt = body.J_template.device, body.J_template.dtype
+    cams = cameras.to_torch(dt, dev) if isinstance(cameras, Rig) else cameras.to(dev, dt)
+    if keypoints.ndim != 4 or keypoints.shape[-1] != 3:
+        raise ValueError(f"keypoints must be (T, V, K, 3), got {tuple(keypoints.shape)}")
+    t, v = keypoints.shape[:2]
+    if cams.K.shape[0] != v or cams.K.ndim != 3:
+        raise ValueError(f"keypoints are for {v} cameras but the rig has {cams.K.shape[0]}")
+    fitter = _SequenceFitter(body, keypoint_set, c, cams, cameras)
+    out = {"body_pose": torch.zeros(t, 23, 3, 3, dtype=dt, device=dev),
+           "global_orient": torch.eye(3, dtype=dt, device=dev).repeat(t, 1, 1),
+           "transl": torch.zeros(t, 3, dtype=dt, device=dev),
+           "fitted": torch.zeros(t, dtype=torch.bool, device=dev),
+           "error": torch.full((t,), math.inf, dtype=dt, device=dev),
+           "view_error": torch.full((t, v), math.inf, dtype=dt, device=dev)}
+    start, prev_end, have_prev = 0, 0, False
+    while start < t:
+        lo = max(0, start - c.chunk_overlap) if have_prev else start
+        hi = min(t, lo + c.chunk_frames)
+        n_fixed = start - lo
+        fixed = {n: out[n][lo:start] for n in ("body_pose", "global_orient", "transl")} if n_fixed else None
+        res = fitter.fit_chunk(keypoints[lo:hi], fixed, n_fixed)
+        if res is not None:
+            # Cross-fade the overlap from the previous chunk's result into this one's.
+            blend = torch.ones(hi - lo, dtype=dt, device=dev)
+            if n_fixed:
+                blend[:n_fixed] = torch.arange(1, n_fixed + 1, dtype=dt, device=dev) / (n_fixed + 1)
+                for name in ("body_pose", "global_orient"):
+                    u = blend[:n_fixed].view(-1, *([1] * (res[name].ndim - 3)))
+                    res[name][:n_fixed] = slerp_matrices(out[name][lo:start], res[name][:n_fixed], u)
+                res["transl"][:n_fixed] = out["transl"][lo:start] + (res["transl"][:n_fixed] - out["transl"][lo:start]) \
+                    * blend[:n_fixed, None]
+            for name, value in res.items():
+                out[name][lo:hi] = value
+            have_prev = True
+        start = hi
+        prev_end = hi
+        if progress is not None:
+            progress(prev_end)
+    if fitter.betas is None:
+        raise ValueError("no frame of the recording could be fitted: no camera saw the subject with enough "
+                         "keypoints")
+    return SequenceResult(
+        body_pose=out["body_pose"], global_orient=out["global_orient"], betas=fitter.betas, transl=out["transl"],
+        fitted=out["fitted"], reprojection_error=out["error"], view_reprojection_error=out["view_error"],
+        body_model=body.name, keypoint_set=keypoint_set,
+    )
