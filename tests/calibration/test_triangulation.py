@@ -64,4 +64,4 @@ def test_triangulation_gradcheck():
 
         inputs = (uv.requires_grad_(True), w.requires_grad_(True), cams.K.clone().requires_grad_(True),
                   cams.dist.clone().requires_grad_(True))
-        assert torch.autograd.gradcheck(points, inputs, atol=1e-7)
+        assert torch.autograd.gradcheck(points, inputs, atol=1e-7, fast_mode=True)  # random Jacobian projections
