@@ -158,7 +158,8 @@ def make_protocol_data(out_dir: str | Path, config: SyntheticProtocolConfig, bod
     """
     from mvspin.data.bundle_format import BundleFile
     from mvspin.data.derived_files import derive_bundle_file
-    from mvspin.data.synthetic_capture import CaptureOptions, generate_capture_file
+    from mvspin.data.synthetic_capture import generate_capture_file
+    from mvspin.data.synthetic_options import SyntheticOptions
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +171,7 @@ def make_protocol_data(out_dir: str | Path, config: SyntheticProtocolConfig, bod
     for name, seed in seeds.items():
         path = out_dir / f"synthetic_{name}.h5"
         split = "train" if name.startswith("train") else name
-        options = CaptureOptions(num_views=config.num_views, image_size=(config.image_size, config.image_size),
+        options = SyntheticOptions.preset("capture", num_views=config.num_views, image_size=(config.image_size, config.image_size),
                                  focal=360.0 * config.image_size / 224, split=split)
         if not _same_capture(path, seed, sizes[name], options, body):
             generate_capture_file(path, sizes[name], seed=seed, options=options, body=body, progress=progress)
