@@ -130,3 +130,16 @@ def test_fit_dataset_writes_a_store_training_starts_from(capture, tmp_path):
     assert (after.error <= store.error).all()
     replaced = after.step == 1
     np.testing.assert_array_equal(after.error[~replaced], store.error[~replaced])
+
+
+def test_torch_threads_sets_and_restores():
+    from mvspin.learning.threads import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
