@@ -63,6 +63,7 @@ from mvspin.inference.inputs import (
     people_in_image,
 )
 from mvspin.learning.inference import Prediction, Predictor
+from mvspin.learning.preprocess import PREPROCESSING_MODES, preprocessing_for_checkpoint
 
 if TYPE_CHECKING:
     from mvspin.body import BodyModel
@@ -135,8 +136,12 @@ class _StageTimer:
 
 
 def load_regressor(checkpoint: Optional[Path], body: BodyModel, device: torch.device,
-                   backbone: Optional[str] = None, seed: int = 0) -> tuple[HMRRegressor, str]:
+                   backbone: Optional[str] = None, seed: int = 0,
+                   meta_out: Optional[dict[str, Any]] = None) -> tuple[HMRRegressor, str]:
     """(regressor in eval mode on ``device``, a line saying what it is).
+
+    ``meta_out``, when given, receives the checkpoint's non-weight entries (how it describes
+    itself: SPIN's files have no ``mvspin`` entry).
 
     ``checkpoint=None`` gives a randomly initialised network (seed ``seed``) with the body's
     mean parameters: meaningless bodies, for tests and benchmarks.
@@ -151,6 +156,8 @@ def load_regressor(checkpoint: Optional[Path], body: BodyModel, device: torch.de
         return model, (f"UNTRAINED ResNet-{model.depth} HMR regressor (--allow-untrained, seed {seed}): "
                        f"its predictions are meaningless")
     model, meta = load_regressor_checkpoint(checkpoint, depth=depth, map_location=device)
+    if meta_out is not None:
+        meta_out.update(meta)
     epoch = f", epoch {meta['epoch']}" if "epoch" in meta else ""
     return model, f"{checkpoint} (ResNet-{model.depth} HMR regressor{epoch})"
 
@@ -170,6 +177,9 @@ def validate_infer_config(config: InferConfig) -> None:
         raise InferError(f"--backbone must be one of {', '.join(BACKBONES)}, got {config.backbone!r}")
     if config.mesh_format not in MESH_FORMATS:
         raise InferError(f"--mesh-format must be obj or ply, got {config.mesh_format!r}")
+    if config.preprocessing is not None and config.preprocessing not in PREPROCESSING_MODES:
+        raise InferError(f"--preprocessing must be one of {', '.join(PREPROCESSING_MODES)}, "
+                         f"got {config.preprocessing!r}")
     if not 1 <= config.batch_size <= 4096:
         raise InferError(f"--batch-size must be in [1, 4096], got {config.batch_size}")
     try:
@@ -205,6 +215,13 @@ def _overlay_meshes(pred: Prediction, order: Optional[list[int]] = None) -> list
     # Smaller boxes first: people nearer the camera (bigger) are painted over farther ones.
     order = order if order is not None else sorted(range(len(pred)), key=lambda i: float(pred.scale[i]))
     return [(pred.vertices[i].numpy(), pred.K[i].numpy()) for i in order]
+
+
+def _output_group() -> OutputGroup:
+    """One input's files, committed together. The writers (mvspin.io_outputs) already flush,
+    fsync and re-read each file before it takes the group's temporary name, so the group's own
+    commit only checks and renames (a second fsync per file doubled the write time)."""
+    return OutputGroup(fsync=False)
 
 
 def _suffixed(prefix: Path, suffix: str) -> Path:
@@ -249,14 +266,20 @@ class InferencePipeline:
                                   device=self.device)
         log.info("body model: %s (%s)", body.name, body.source)
         self.body = body.to(self.device)
+        meta: Optional[dict[str, Any]] = None
         if model is None:
+            meta = {} if config.checkpoint is not None else None
             model, description = load_regressor(config.checkpoint, self.body, self.device, config.backbone,
-                                                config.seed)
+                                                config.seed, meta_out=meta)
         else:
             description = f"{type(model).__name__} given by the caller"
         log.info("checkpoint: %s", description)
         self.model = model
-        self.predictor = Predictor(model, self.body, device=self.device, batch_size=config.batch_size)
+        self.preprocessing = config.preprocessing or preprocessing_for_checkpoint(meta)
+        log.info("preprocessing: %s%s", self.preprocessing,
+                 "" if config.preprocessing else " (the checkpoint's default)")
+        self.predictor = Predictor(model, self.body, device=self.device, batch_size=config.batch_size,
+                                   preprocessing=self.preprocessing)
         self.load_seconds = time.perf_counter() - started
 
     # --- arrays in, predictions out ----------------------------------------------------------
@@ -395,7 +418,7 @@ class InferencePipeline:
                 bbox_file = matching_file(cfg.bbox, item.path, BBOX_NAME_PATTERNS, "bbox")
             except FileNotFoundError as err:
                 raise InputError(str(err)) from None
-            people = people_in_image(width, height, keypoints_file, bbox_file, self.person)
+            people = people_in_image(width, height, keypoints_file, bbox_file, self.person, self.preprocessing)
             crops = torch.stack([self.predictor.crop(image, p.center, p.scale) for p in people])
         return _Pending(item, image, people, crops)
 
@@ -406,7 +429,7 @@ class InferencePipeline:
 
         cfg, body = self.config, self.body
         height, width = p.image.shape[:2]
-        with OutputGroup() as group:
+        with _output_group() as group:
             for i, person in enumerate(p.people):
                 prefix = _suffixed(p.item.prefix, person.label)
                 row = rows.select([i])
@@ -494,7 +517,7 @@ class InferencePipeline:
         missing = (isinstance(keypoint_files, dict) and kp is None) or (isinstance(bbox_files, dict) and bb is None)
         if not missing:
             try:
-                return people_in_image(width, height, kp, bb, self.person)[0], True
+                return people_in_image(width, height, kp, bb, self.person, self.preprocessing)[0], True
             except NoPersonError:
                 pass
         if last is not None:
@@ -522,7 +545,7 @@ class InferencePipeline:
         batch_people: list[PersonBox] = []
         last: Optional[PersonBox] = None
 
-        with OutputGroup() as group, progress(total=frames.reported_frames or None, desc=item.path.name,
+        with _output_group() as group, progress(total=frames.reported_frames or None, desc=item.path.name,
                                               unit="frame", leave=False) as bar:
             video = None if not cfg.render else VideoWriter(group.path(_suffixed(item.prefix, "_overlay.mp4")),
                                                             frames.fps)
@@ -633,7 +656,7 @@ class InferencePipeline:
                 body_rot, betas = fuse_view_predictions(pred.rotmat[None], pred.betas[None])
                 fused = _pose_views(body, body_rot[0], betas[0], pred)
         out = Path(cfg.out)
-        with OutputGroup() as group:
+        with _output_group() as group:
             with report.time("write"):
                 write_prediction_npz(
                     group.path(out / "views.npz"), fused, model=body.name,
