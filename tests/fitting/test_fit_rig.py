@@ -89,7 +89,8 @@ def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
         for t in (10, 11):
             (tmp_path / "kp" / cam / f"frame_{t:012d}_keypoints.json").write_text('{"version": 1.3, "people": []}')
     rc = main(["fit-rig", "--rig", str(tmp_path / "rig.toml"), "--keypoints", str(tmp_path / "kp"),
-               "--resolution", "low", "-o", str(tmp_path / "out"), "--fps", "25"])
+               "--resolution", "low", "-o", str(tmp_path / "out"), "--fps", "25", "--config", str(Path(__file__).resolve().parents[2] / "configs" / "fit_rig.yaml"),
+               "--set", "sequence.refine_iterations=80"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "subject 0: 22/24 frames fitted" in printed and "cam0" in printed
@@ -109,6 +110,7 @@ def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
     seen = torch.as_tensor(npz["fitted"])
     assert float((pred - gt).norm(dim=-1)[seen].mean()) < 0.03
 
+    assert "refine_iterations: 80" in (tmp_path / "out" / "config.yaml").read_text()  # the resolved config is kept
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     sub = report["subjects"][0]
     assert [f["frame"] for f in sub["frames_failed"]] == [10, 11]
