@@ -419,32 +419,27 @@ def write_prediction_npz(path: str | os.PathLike[str], prediction: Any, *, model
                           betas=np.asarray(betas), transl=prediction.transl.numpy(), model=model, fps=fps, extra=arrays)
 
 
-def check_output_folder(folder: str | os.PathLike[str], files: Sequence[str | os.PathLike[str]] = ()) -> Path:
-    """Make sure outputs can go to ``folder`` (created if missing) before any expensive work.
+def check_output_folder(folder: str | os.PathLike[str], files: Sequence[str | os.PathLike[str]] = (),
+                        what: str = "--out") -> Path:
+    """Check, before any expensive work, that ``folder`` can receive the outputs ``files``.
 
-    Args:
-        files: output files planned inside it; none may be an existing directory.
+    The folder is checked (and created) by :func:`mvspin.atomic.check_output_location`; then no
+    planned file may be an existing directory, nor have a file where one of its folders goes.
 
     Raises:
-        NotADirectoryError: ``folder`` (or a parent) is a file.
-        IsADirectoryError: a planned file is a directory.
-        PermissionError: ``folder`` cannot be written.
+        OutputLocationError: naming ``what``, the folder and the path in the way.
     """
-    folder = Path(folder)
-    for parent in (folder, *folder.parents):
-        if parent.exists() and not parent.is_dir():
-            raise NotADirectoryError(20, "the output folder is a file", str(parent))
-    folder.mkdir(parents=True, exist_ok=True)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(13, "the output folder is not writable", str(folder))
+    from mvspin.atomic import OutputLocationError, check_output_location
+
+    folder = Path(check_output_location(folder, kind="folder", what=what))
     for file in map(Path, files):
         if file.is_dir():
-            raise IsADirectoryError(21, "a directory is in the way of an output file", str(file))
+            raise OutputLocationError(f"{what} {folder}: a directory is in the way of the output file {file}")
         for parent in file.parents:
             if parent == folder:
                 break
             if parent.exists() and not parent.is_dir():
-                raise NotADirectoryError(20, "a file is in the way of an output folder", str(parent))
+                raise OutputLocationError(f"{what} {folder}: the file {parent} is in the way of an output folder")
     return folder
 
 

@@ -50,7 +50,8 @@ from mvspin import rendering
 from mvspin.body import BodyModel
 from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES, get_keypoint_set
 from mvspin.data.bundle_format import BundleWriter
-from mvspin.data.synthetic_keypoints import SyntheticOptions, crop_boxes, make_capture, sample_bodies
+from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, sample_bodies
+from mvspin.geometry import SPIN_BBOX_SCALE_FACTOR, keypoint_crop_boxes
 
 __all__ = [
     "CaptureOptions",
@@ -127,7 +128,7 @@ class CaptureOptions:
     outlier_views: int = 0
     pose_spread: float = 0.35
     betas_std: float = 1.0
-    crop_margin: float = 1.2
+    crop_margin: float = SPIN_BBOX_SCALE_FACTOR
     colors: str = "clothes"
     background: str = "varied"
     background_color: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -511,7 +512,7 @@ def make_bundle(body: BodyModel, index: int, seed: int = 0, options: Optional[Ca
     # ground-truth boxes), not the corrupted detections.
     clean = cap.keypoints_clean[0].clone()
     clean[..., 2] = 1.0
-    center, scale = crop_boxes(clean, opt.crop_margin)
+    center, scale, _ = keypoint_crop_boxes(clean, scale_factor=opt.crop_margin)
     t1 = time.perf_counter()
 
     look = np.random.default_rng(look_seed)

@@ -31,20 +31,23 @@ from calibration import Camera, CameraTensors, Rig, stack_rigs
 from mvspin.body import BodyModel, FreePosePrior
 from mvspin.fitting.result import PerViewEstimate
 from mvspin.geometry import (
+    SPIN_BBOX_SCALE_FACTOR,
     SPIN_CROP_SIZE,
     SPIN_FOCAL_LENGTH,
     SPIN_SCALE_UNIT,
     axis_angle_to_matrix,
     crop_camera_rotation,
     image_to_crop_points,
+    keypoint_crop_boxes,
     matrix_to_axis_angle,
     perspective_projection,
+    points_inside_image,
     translation_to_crop_cam,
 )
 
 __all__ = [
     "SyntheticOptions", "SyntheticCapture", "BodyParams", "random_rig", "sample_bodies", "smooth_motion",
-    "make_capture", "crop_boxes", "crop_frame_params",
+    "make_capture", "crop_frame_params",
 ]
 
 PELVIS_HEIGHT = 1.0
@@ -115,7 +118,7 @@ class SyntheticOptions:
     estimate_betas_std: float = 0.3
     estimate_scale_rel: float = 0.05
     estimate_trans_m: float = 0.02
-    crop_margin: float = 1.2
+    crop_margin: float = SPIN_BBOX_SCALE_FACTOR
     shared_rig: bool = False
 
 
@@ -272,24 +275,8 @@ def _project(points: Tensor, cameras: CameraTensors) -> tuple[Tensor, Tensor]:
     """World points ``(B, K, 3)`` -> pixels ``(B, V, K, 2)`` and visibility (in front, inside)."""
     uv = perspective_projection(points[:, None], cameras.K, cameras.R, cameras.t, cameras.dist)
     depth = torch.einsum("bvij,bkj->bvki", cameras.R, points)[..., 2] + cameras.t[..., 2:3]
-    size = cameras.image_size.to(uv.dtype)[..., None, :]
-    inside = (uv >= -0.5).all(-1) & (uv <= size - 0.5).all(-1) & (depth > 0.1)
+    inside = points_inside_image(uv, cameras.image_size[..., None, :]) & (depth > 0.1)
     return uv, inside
-
-
-def crop_boxes(keypoints: Tensor, margin: float = 1.2) -> tuple[Tensor, Tensor]:
-    """SPIN crop boxes around the confident keypoints ``(..., K, 3)``: centre ``(..., 2)`` (the
-    bounding box centre) and scale ``(...)`` (``margin`` x the longer box side / 200 px).
-    A view with no keypoint gets centre 0 and scale 1."""
-    conf = keypoints[..., 2] > 0
-    big = torch.finfo(keypoints.dtype).max
-    xy = keypoints[..., :2]
-    lo = torch.where(conf[..., None], xy, torch.full_like(xy, big)).amin(-2)
-    hi = torch.where(conf[..., None], xy, torch.full_like(xy, -big)).amax(-2)
-    any_kp = conf.any(-1)
-    center = torch.where(any_kp[..., None], (lo + hi) / 2, torch.zeros_like(lo))
-    side = torch.where(any_kp, (hi - lo).amax(-1).clamp_min(1.0) * margin, torch.full_like(lo[..., 0], SPIN_SCALE_UNIT))
-    return center, side / SPIN_SCALE_UNIT
 
 
 def crop_frame_params(
@@ -379,7 +366,7 @@ def make_capture(
     keep = inside & (torch.rand(b, v, k, generator=gen) >= opt.drop_rate)
     keypoints = torch.cat([noisy, torch.ones(b, v, k, 1)], -1) * keep[..., None]
 
-    center, scale = crop_boxes(keypoints, opt.crop_margin)
+    center, scale, _ = keypoint_crop_boxes(keypoints, scale_factor=opt.crop_margin)
     crop_xy = image_to_crop_points(keypoints[..., :2], center, scale)
     crop_kp = torch.cat([crop_xy, keypoints[..., 2:]], -1) * keep[..., None]
     orient_crop, transl_crop = crop_frame_params(body, params, cams, center, scale)

@@ -1,5 +1,6 @@
 """Geometry for SMPL regression and fitting: rotations (SPIN 6D, axis-angle, SO(3) mean),
-SPIN's crop camera and OpenCV-model projection, similarity Procrustes, and 3D pose metrics."""
+SPIN's crop camera and OpenCV-model projection, SPIN's crop conventions (crop boxes, inside the
+image), similarity Procrustes, and 3D pose metrics."""
 from mvspin.geometry.cameras import (
     SPIN_CROP_SIZE,
     SPIN_FOCAL_LENGTH,
@@ -14,6 +15,14 @@ from mvspin.geometry.cameras import (
     perspective_projection,
     translation_to_crop_cam,
     world_to_camera,
+)
+from mvspin.geometry.crop import (
+    KEYPOINT_MIN_CONFIDENCE,
+    SPIN_BBOX_SCALE_FACTOR,
+    CropBoxes,
+    keypoint_crop_box,
+    keypoint_crop_boxes,
+    points_inside_image,
 )
 from mvspin.geometry.metrics import (
     MPI_INF_3DHP_AUC_THRESHOLDS_MM,
@@ -56,6 +65,13 @@ __all__ = [
     "crop_to_image_transform",
     "image_to_crop_points",
     "crop_to_image_points",
+    # crop conventions
+    "SPIN_BBOX_SCALE_FACTOR",
+    "KEYPOINT_MIN_CONFIDENCE",
+    "CropBoxes",
+    "keypoint_crop_boxes",
+    "keypoint_crop_box",
+    "points_inside_image",
     # procrustes
     "similarity_procrustes",
     # metrics

@@ -26,7 +26,6 @@ from mvspin.inference.pipeline import (
     InferItem,
     InferReport,
     load_regressor,
-    resolve_device,
     run_inference,
     validate_infer_config,
 )
@@ -34,5 +33,5 @@ from mvspin.inference.pipeline import (
 __all__ = [
     "BACKBONES", "STAGES", "InferConfig", "InferError", "InferInput", "InferItem", "InferReport",
     "InferencePipeline", "InputError", "NoPersonError", "PersonBox", "collect_inputs", "load_regressor",
-    "people_in_image", "resolve_device", "run_inference", "validate_infer_config",
+    "people_in_image", "run_inference", "validate_infer_config",
 ]

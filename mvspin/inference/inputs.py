@@ -26,7 +26,7 @@ from mvspin.data.keypoint_files import (
     read_openpose_people,
 )
 from mvspin.errors import MvspinError
-from mvspin.geometry import SPIN_SCALE_UNIT
+from mvspin.geometry import KEYPOINT_MIN_CONFIDENCE, SPIN_SCALE_UNIT, keypoint_crop_box, points_inside_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -54,8 +54,8 @@ MAX_BOX_TO_IMAGE = 4.0
 """Largest crop box side as a multiple of the image's longer side (a whole-image box is 1; a
 keypoint box at most ~1.2 x the diagonal). Larger boxes are mistakes (a box for another image
 size) and would make the anti-aliased crop blur with a huge kernel for minutes."""
-# A keypoint counts as found above this confidence (SPIN's demo and the box rule).
-CONF_THRESHOLD = 0.1
+# A keypoint counts as found above this confidence (the crop-box rule's threshold).
+CONF_THRESHOLD = KEYPOINT_MIN_CONFIDENCE
 
 
 class InputError(MvspinError, ValueError):
@@ -175,8 +175,6 @@ def check_box(center: np.ndarray, scale: float, width: int, height: int, source:
 
 
 def _check_keypoints(keypoints: np.ndarray, width: int, height: int, source: Path, person: int) -> None:
-    from mvspin.data.builders import points_inside_image
-
     confident = keypoints[keypoints[:, 2] > CONF_THRESHOLD, :2]
     if not len(confident):
         return
@@ -205,7 +203,7 @@ def people_in_image(width: int, height: int, keypoints_file: Optional[Path] = No
             fit the image (:func:`check_box`).
     """
     from mvspin.learning.inference import whole_image_box
-    from mvspin.learning.preprocess import bbox_to_center_scale, keypoints_to_center_scale
+    from mvspin.learning.preprocess import bbox_to_center_scale
 
     try:
         detected: list[tuple[str, int, np.ndarray]] = []
@@ -231,7 +229,7 @@ def people_in_image(width: int, height: int, keypoints_file: Optional[Path] = No
         people = []
         for label, _, keypoints in detected:
             try:
-                center, scale = keypoints_to_center_scale(keypoints)
+                center, scale = keypoint_crop_box(keypoints)
             except ValueError:  # too few confident keypoints: a bystander, not an error
                 continue
             check_box(center, scale, width, height, keypoints_file)

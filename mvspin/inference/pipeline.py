@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from mvspin.learning.regressor import HMRRegressor
 
 __all__ = ["STAGES", "InferError", "InferItem", "InferReport", "InferencePipeline", "run_inference",
-           "load_regressor", "resolve_device", "validate_infer_config"]
+           "load_regressor", "validate_infer_config"]
 
 log = logging.getLogger("mvspin")
 
@@ -242,7 +242,7 @@ class InferencePipeline:
         self.config = config
         self.person = parse_person_choice(config.person)
         self.fit_settings = _fit_settings(config) if config.refine else None
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(config.device, what="--device")
         check_output_folder(config.out)
         if body is None:
             body = BodyModel.load(config.smpl_dir, gender=config.gender, resolution=config.resolution,

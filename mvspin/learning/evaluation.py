@@ -565,7 +565,12 @@ def _find_setting(meta: Any, keys: tuple[str, ...], depth: int = 0) -> Any:
     for k in keys:
         if k in meta and not isinstance(meta[k], Mapping):
             return meta[k]
-    for value in meta.values():
+    for key, value in meta.items():
+        if key == "config" and isinstance(value, str):  # the trainer stores its config as JSON
+            try:
+                value = json.loads(value)
+            except ValueError:
+                continue
         found = _find_setting(value, keys, depth + 1)
         if found is not None:
             return found
@@ -588,6 +593,10 @@ def checkpoint_input_size(meta: Mapping[str, Any], body: "BodyModel", path: str 
     from mvspin.learning.checkpoint import CheckpointError
 
     recorded = _find_setting(meta, _BODY_MODEL_KEYS)
+    if recorded is None:  # the trainer's config: model.smpl_dir / model.body_resolution
+        model_cfg = _find_model_section(meta)
+        if model_cfg is not None:
+            recorded = "smpl" if model_cfg.get("smpl_dir") else f"free-{model_cfg.get('body_resolution', 'full')}"
     if isinstance(recorded, str) and recorded and recorded != body.name and not _same_model(recorded, body):
         raise CheckpointError(f"{path}: trained for body model {recorded!r}, but the evaluation uses "
                               f"{body.name!r}; pass the same --smpl-dir/--resolution as in training")
@@ -595,6 +604,24 @@ def checkpoint_input_size(meta: Mapping[str, Any], body: "BodyModel", path: str 
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
         return int(size)
     return default
+
+
+def _find_model_section(meta: Any, depth: int = 0) -> Optional[Mapping[str, Any]]:
+    """The ``model`` section of a training config stored in a checkpoint (has ``body_resolution``)."""
+    if not isinstance(meta, Mapping) or depth > 4:
+        return None
+    for key, value in meta.items():
+        if key == "config" and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                continue
+        if key == "model" and isinstance(value, Mapping) and "body_resolution" in value:
+            return value
+        found = _find_model_section(value, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def _same_model(recorded: str, body: "BodyModel") -> bool:

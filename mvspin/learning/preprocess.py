@@ -28,15 +28,13 @@ import cv2
 import numpy as np
 import torch
 
-from mvspin.geometry import SPIN_CROP_SIZE, SPIN_SCALE_UNIT, image_to_crop_transform
+from mvspin.geometry import SPIN_BBOX_SCALE_FACTOR, SPIN_CROP_SIZE, SPIN_SCALE_UNIT, image_to_crop_transform
 
 __all__ = [
-    "DEFAULT_BBOX_RESCALE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "bbox_to_center_scale",
     "crop_image",
-    "keypoints_to_center_scale",
     "normalize_crop",
     "read_image",
     "transform_points",
@@ -45,8 +43,6 @@ __all__ = [
 # ImageNet statistics the torchvision/SPIN ResNet was trained with (RGB, on [0, 1] values).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-# SPIN enlarges keypoint boxes by 1.2 (its demo's bbox_from_openpose and dataset preprocessing).
-DEFAULT_BBOX_RESCALE = 1.2
 
 
 def crop_image(image: np.ndarray, center: np.ndarray | tuple[float, float], scale: float,
@@ -131,11 +127,12 @@ def normalize_crop(crop: np.ndarray) -> torch.Tensor:
     return (tensor - mean) / std
 
 
-def bbox_to_center_scale(bbox: np.ndarray | list[float], rescale: float = DEFAULT_BBOX_RESCALE,
+def bbox_to_center_scale(bbox: np.ndarray | list[float], rescale: float = SPIN_BBOX_SCALE_FACTOR,
                          scale_unit: float = SPIN_SCALE_UNIT) -> tuple[np.ndarray, float]:
     """Box ``[x1, y1, x2, y2]`` (pixels) -> (center (2,), scale = longer side * rescale / 200).
 
-    SPIN's demo uses a user-given box as is (``rescale=1.0``) and enlarges keypoint boxes by 1.2.
+    SPIN's demo uses a user-given box as is (``rescale=1.0``) and enlarges keypoint boxes by 1.2;
+    boxes from keypoints come from :func:`mvspin.geometry.keypoint_crop_box`.
     """
     box = np.asarray(bbox, dtype=np.float64).reshape(-1)
     if box.shape != (4,) or not np.isfinite(box).all():
@@ -147,34 +144,6 @@ def bbox_to_center_scale(bbox: np.ndarray | list[float], rescale: float = DEFAUL
         raise ValueError(f"rescale must be positive, got {rescale!r}")
     center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
     return center, float(max(width, height) * rescale / scale_unit)
-
-
-def keypoints_to_center_scale(keypoints: np.ndarray, conf_threshold: float = 0.1,
-                              rescale: float = DEFAULT_BBOX_RESCALE,
-                              scale_unit: float = SPIN_SCALE_UNIT) -> tuple[np.ndarray, float]:
-    """(center (2,), scale) of the box around keypoints (K, 3) with confidence > threshold.
-
-    The centre is the box centre (SPIN's demo takes the keypoint mean, which leans towards the
-    face's many points); the box's longer side is enlarged by ``rescale``.
-    """
-    keypoints = np.asarray(keypoints, dtype=np.float64)
-    if keypoints.ndim != 2 or keypoints.shape[1] != 3:
-        raise ValueError(f"expected keypoints of shape (K, 3) (x, y, confidence), got "
-                         f"{keypoints.shape}")
-    confident = keypoints[keypoints[:, 2] > conf_threshold, :2]
-    confident = confident[np.isfinite(confident).all(axis=1)]
-    if len(confident) < 2:
-        raise ValueError(f"need at least 2 keypoints with confidence > {conf_threshold} to place "
-                         f"a box, got {len(confident)}")
-    low, high = confident.min(axis=0), confident.max(axis=0)
-    side = (high - low).max()
-    if side <= 0:
-        raise ValueError("the confident keypoints all lie on one point; cannot size a box")
-    # Pass on the square of the longer side: a box flat in one direction (collinear points)
-    # still gives a valid crop.
-    center = (low + high) / 2
-    return bbox_to_center_scale([center[0] - side / 2, center[1] - side / 2, center[0] + side / 2,
-                                 center[1] + side / 2], rescale, scale_unit)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

@@ -8,7 +8,8 @@ What it runs (:func:`run`):
    MPI-INF-3DHP in the paper: 2D keypoints and 3D joints only); a second training file keeps the
    3D joints of only a share of the bundles (SPIN's in-the-wild case: fits are the only 3D
    supervision of the rest). Validation and test keep their SMPL ground truth for evaluation.
-2. **Arms**: for each training seed, the full loop (``configs/synthetic_cpu.yaml``) and the
+2. **Arms**: for each training seed, the full loop (``configs/synthetic_cpu.yaml``, starting
+   from static MV-SMPLify fits of the training bundles as SPIN starts from static fits) and the
    no-fitting ablation (``configs/ablation_no_fitting.yaml``) with the same steps and data; the
    same pair on the partial-3D training file; and the untrained network (the seed's
    initialisation) as the floor.
@@ -24,8 +25,12 @@ split exists for any later tuning.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
+import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,6 +62,12 @@ class SyntheticProtocolConfig:
         partial_3d_share: share of training bundles keeping their 3D joints in the partial variant.
         partial_3d_seeds: training seeds of the partial-3D variant (empty: skip it).
         val_samples: cap on validation images per checkpoint (None: all).
+        static_fit_iterations: the full arm starts from static MV-SMPLify fits of every training
+            bundle (``mvspin fit-dataset``, as SPIN starts from static fits) with this many
+            iterations per stage (MV-SPIN / SPIN: 100); 0 starts from an empty store.
+        parallel_arms: training runs at once (separate processes).
+        threads_per_arm: torch threads of each run (None: torch's default). On a shared CPU,
+            ``parallel_arms`` x ``threads_per_arm`` should not exceed the cores.
     """
 
     full_config: str = str(_REPO_CONFIGS / "synthetic_cpu.yaml")
@@ -74,10 +85,14 @@ class SyntheticProtocolConfig:
     partial_3d_share: float = 0.25
     partial_3d_seeds: list[int] = field(default_factory=lambda: [0])
     val_samples: Optional[int] = None
+    static_fit_iterations: int = 100
+    parallel_arms: int = 1
+    threads_per_arm: Optional[int] = None
 
 
 QUICK = {"train_bundles": 48, "val_bundles": 8, "test_bundles": 16, "training_seeds": [0],
-         "partial_3d_seeds": [0], "overrides": ["optim.max_steps=40", "optim.checkpoint_every=20"]}
+         "partial_3d_seeds": [0], "overrides": ["optim.max_steps=40", "optim.checkpoint_every=20"],
+         "static_fit_iterations": 50}
 """Overrides of :class:`SyntheticProtocolConfig` for ``--quick`` (a few minutes on 2 cores)."""
 
 
@@ -187,10 +202,14 @@ def _same_capture(path: Path, seed: int, n: int, options: Any, body: Any) -> boo
 # --- arms -----------------------------------------------------------------------------------------
 
 def _train_config(yaml_path: str, overrides: list[str], files: list[Path], seed: int) -> Any:
-    from mvspin.learning.trainer import load_train_config
+    """The arm's training config: the YAML and overrides, with the protocol's files and seed."""
+    from mvspin.config import load_config
+    from mvspin.learning.train_config import TrainConfig, validate_train_config
 
-    config = load_train_config(yaml_path, [*overrides, f"optim.seed={seed}",
-                                           "data.files=[" + ",".join(str(f) for f in files) + "]"])
+    config = load_config(TrainConfig, yaml_path, overrides)
+    config.data.files = [str(f) for f in files]
+    config.optim.seed = int(seed)
+    validate_train_config(config)
     return config
 
 
@@ -205,30 +224,23 @@ def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-_STEP_KEYS = ("total_step_count", "step")
-
-
 def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every checkpoint a run wrote, by step (read from each file's entries)."""
-    from mvspin.learning.backbone import read_weights_file
-
-    out = []
-    for path in sorted(run_dir.rglob("*.pt")):
-        raw = read_weights_file(path, map_location="cpu")
-        if not isinstance(raw, dict) or "model" not in raw:
-            continue
-        step = next((raw[k] for k in _STEP_KEYS if isinstance(raw.get(k), int)), None)
-        if step is not None:
-            out.append((int(step), path))
-    return sorted(out)
+    """(step, path) of every checkpoint a run wrote (the trainer's ``checkpoints/step_*.pt``), by step."""
+    folder = run_dir / "checkpoints"
+    found = []
+    for path in folder.glob("step_*.pt") if folder.is_dir() else []:
+        match = re.fullmatch(r"step_(\d+)\.pt", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
 
 
 def _store_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = [k for k in ("store/mean_error_px", "store/acceptance", "fits/acceptance", "fits/accepted_share",
-                        "store/error_px", "fit/acceptance") if any(k in m for m in metrics)]
+    keys = [k for k in ("store/mean_error_px", "store/accepted_share", "store/fitted_share", "fits/accepted_share",
+                        "fits/new_error_px") if any(k in m for m in metrics)]
     out: dict[str, Any] = {}
     for k in keys:
-        rows = [(int(m.get("step", 0)), float(m[k])) for m in metrics if k in m and m[k] is not None]
+        rows = [(int(m.get("step", 0)), float(m[k])) for m in metrics if k in m and _is_number(m[k])]
         if rows:
             out[k] = {"first": rows[0], "last": rows[-1]}
     return out
@@ -249,7 +261,11 @@ def _run_arm(arm: str, variant: str, seed: int, yaml_path: str, config: Syntheti
 
     train_file = files["train" if variant == "all_3d" else "train_partial_3d"]
     run_dir = out_dir / f"{variant}_{arm}_seed{seed}"
+    if run_dir.exists():  # this protocol's own folder from an earlier run: start afresh
+        shutil.rmtree(run_dir)
     tc = _train_config(yaml_path, config.overrides, [train_file], seed)
+    if tc.fits.enabled and config.static_fit_iterations > 0:
+        tc.fits.store = str(_static_fits(tc, train_file, config.static_fit_iterations, log))
     log(f"training {arm} ({variant}, seed {seed}) -> {run_dir}")
     start = time.perf_counter()
     summary = train(tc, run_dir)
@@ -266,11 +282,26 @@ def _run_arm(arm: str, variant: str, seed: int, yaml_path: str, config: Syntheti
     metrics = _read_metrics(run_dir)
     losses = [(int(m.get("step", 0)), {k: float(v) for k, v in m.items() if k.startswith("loss") and _is_number(v)})
               for m in metrics]
-    steps = int(getattr(summary, "steps", checkpoints[-1][0]))
+    steps = int(summary.final_step)
     log(f"  {arm} ({variant}, seed {seed}): {steps} steps in {wall:.0f} s; test MPJPE {mpjpe_mm:.1f} mm, "
         f"PA-MPJPE {pa_mm:.1f} mm")
     return ArmResult(arm=arm, variant=variant, seed=seed, steps=steps, wall_s=wall, mpjpe=mpjpe_mm, pa_mpjpe=pa_mm,
                      curve=curve, losses=losses, store=_store_summary(metrics), out_dir=str(run_dir))
+
+
+def _static_fits(tc: Any, train_file: Path, iterations: int, log: Callable[[str], None]) -> Path:
+    """Static fits of a training file (shared by the seeds; made once)."""
+    from mvspin.learning.dataset_fits import fit_dataset
+
+    path = train_file.with_name(f"{train_file.stem}_static_fits_{iterations}it.h5")
+    if path.is_file() and path.stat().st_mtime >= train_file.stat().st_mtime:
+        return path
+    fit_config = copy.deepcopy(tc)
+    fit_config.fits.store = None
+    fit_config.fits.fitting.stage1_iterations = fit_config.fits.fitting.stage2_iterations = int(iterations)
+    summary = fit_dataset(fit_config, path)
+    log(f"static fits of {train_file.name}: {summary.store}")
+    return path
 
 
 def _is_number(v: Any) -> bool:
@@ -280,11 +311,10 @@ def _is_number(v: Any) -> bool:
 def _untrained(seed: int, variant: str, yaml_path: str, config: SyntheticProtocolConfig, files: dict[str, Path],
                body: Any) -> ArmResult:
     """The seed's initial network (the trainer's initialisation), evaluated like the others."""
-    from mvspin.learning.regressor import HMRRegressor
+    from mvspin.learning.trainer import build_regressor
 
     tc = _train_config(yaml_path, config.overrides, [files["train"]], seed)
-    torch.manual_seed(tc.optim.seed)
-    model = HMRRegressor(tc.model.depth, mean_params=body.mean_params)
+    model = build_regressor(tc, body)
     mpjpe_mm, pa_mm = _evaluate_model(model, body, files["test"], tc.data.crop_size, None)
     val = _evaluate_model(model, body, files["val"], tc.data.crop_size, config.val_samples)
     return ArmResult(arm="untrained", variant=variant, seed=seed, steps=0, wall_s=0.0, mpjpe=mpjpe_mm,
@@ -319,24 +349,65 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
     arms: list[ArmResult] = []
     plan = [("all_3d", s) for s in config.training_seeds] + [("partial_3d", s) for s in config.partial_3d_seeds]
     results = ProtocolResults(arms=arms, data={k: str(v) for k, v in files.items()}, config=config)
-    for variant, seed in plan:
-        if variant == "all_3d":
-            arms.append(_untrained(seed, variant, config.full_config, config, files, body))
-        for arm, yaml_path in (("ablation", config.ablation_config), ("full", config.full_config)):
-            arms.append(_run_arm(arm, variant, seed, yaml_path, config, files, body, out_dir / "runs", log))
-            results.seconds = time.perf_counter() - start
-            _write_results(out_dir, results)  # after every arm: an interrupted run keeps what it did
+    for seed in config.training_seeds:
+        arms.append(_untrained(seed, "all_3d", config.full_config, config, files, body))
+    jobs = [(arm, variant, seed, yaml_path) for variant, seed in plan
+            for arm, yaml_path in (("ablation", config.ablation_config), ("full", config.full_config))]
+    for variant in {v for v, _ in plan}:  # static fits before the runs fork (each file once)
+        full = next((j for j in jobs if j[0] == "full" and j[1] == variant), None)
+        tc = _train_config(config.full_config, config.overrides,
+                           [files["train" if variant == "all_3d" else "train_partial_3d"]], 0)
+        if full is not None and tc.fits.enabled and config.static_fit_iterations > 0:
+            _static_fits(tc, Path(tc.data.files[0]), config.static_fit_iterations, log)
+
+    def finished(result: ArmResult) -> None:
+        arms.append(result)
+        results.seconds = time.perf_counter() - start
+        _write_results(out_dir, results)  # after every arm: an interrupted run keeps what it did
+
+    if config.parallel_arms <= 1:
+        for job in jobs:
+            with _torch_threads(config.threads_per_arm):
+                finished(_run_arm(*job, config, files, body, out_dir / "runs", log))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(config.parallel_arms, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_arm_worker, job, config, files, out_dir / "runs") for job in jobs]
+            for future in futures:
+                finished(future.result())
     results.plot = str(plot_results(results, out_dir / "protocol.png"))
     results.seconds = time.perf_counter() - start
     _write_results(out_dir, results)
     return results
 
 
+@contextlib.contextmanager
+def _torch_threads(n: Optional[int]) -> Any:
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _arm_worker(job: tuple[str, str, int, str], config: SyntheticProtocolConfig, files: dict[str, Path],
+                runs_dir: Path) -> ArmResult:
+    """One training run in its own process (spawned: nothing inherited but the arguments)."""
+    if config.threads_per_arm is not None:
+        torch.set_num_threads(int(config.threads_per_arm))
+    body = _training_body(config)
+    return _run_arm(*job, config, files, body, runs_dir, lambda line: print(line, flush=True))
+
+
 def _training_body(config: SyntheticProtocolConfig) -> Any:
     """The body model the full arm trains with (the ablation must use the same one)."""
     from mvspin.body import BodyModel
     from mvspin.config import load_config
-    from mvspin.learning.trainer import TrainConfig
+    from mvspin.learning.train_config import TrainConfig
 
     models = []
     for path in (config.full_config, config.ablation_config):
@@ -368,8 +439,7 @@ def plot_results(results: ProtocolResults, path: str | Path) -> Path:
         style = "-" if a.variant == "all_3d" else "--"
         label = f"{a.arm} {a.variant} s{a.seed}"
         if a.losses:
-            key = "loss" if any("loss" in l for _, l in a.losses) else sorted(a.losses[0][1])[0] if a.losses[0][1] else None
-            pts = [(s, l[key]) for s, l in a.losses if key in l]
+            pts = [(s, l["loss/total"]) for s, l in a.losses if "loss/total" in l]
             if pts:
                 ax_loss.plot(*zip(*pts), style, color=colours.get(a.arm), label=label, alpha=0.8)
         if a.arm == "untrained":

@@ -7,7 +7,6 @@ from mvspin.body import BodyModel
 from mvspin.data.synthetic_keypoints import (
     PELVIS_HEIGHT,
     SyntheticOptions,
-    crop_boxes,
     make_capture,
     random_rig,
     sample_bodies,
@@ -102,12 +101,3 @@ def test_determinism_and_smooth_motion(body, bodies):
     assert float(step.max()) < 0.35  # radians per frame: smooth
     root = motion.transl + 0  # pelvis path: moves, but little per frame
     assert 0.02 < float((root[1:] - root[:-1]).norm(dim=1).max()) < 0.1
-
-
-def test_crop_boxes_handle_empty_views():
-    kp = torch.zeros(1, 2, 3, 3)
-    kp[0, 0] = torch.tensor([[10.0, 20.0, 1.0], [110.0, 60.0, 1.0], [0.0, 0.0, 0.0]])
-    center, scale = crop_boxes(kp, margin=1.2)
-    torch.testing.assert_close(center[0, 0], torch.tensor([60.0, 40.0]))
-    assert float(scale[0, 0]) == pytest.approx(1.2 * 100 / 200)
-    assert float(scale[0, 1]) == 1.0 and torch.all(center[0, 1] == 0)

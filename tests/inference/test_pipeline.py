@@ -192,12 +192,13 @@ def test_output_location_is_checked_before_any_work(tmp_path: Path, capsys):
     broken.write_bytes(b"not a checkpoint")  # loading it would fail: the output check comes first
     (tmp_path / "file").write_text("in the way")
     code, _, err = _run(capsys, str(image), "--checkpoint", str(broken), "--out", str(tmp_path / "file"))
-    assert code == 2 and err.strip() == f"mvspin infer: error: {tmp_path / 'file'}: the output folder is a file"
+    assert code == 2
+    assert err.strip() == f"mvspin infer: error: --out {tmp_path / 'file'}: a file is in the way (expected a folder)"
     # A directory where an output file goes: refused before the network runs, nothing written.
     out = tmp_path / "out"
     (out / "grey.npz").mkdir(parents=True)
     code, _, err = _run(capsys, str(image), "--allow-untrained", "--backbone", "resnet18", "--out", str(out))
-    assert code == 2 and f"{out / 'grey.npz'}: a directory is in the way of an output file" in err
+    assert code == 2 and f"--out {out}: a directory is in the way of the output file {out / 'grey.npz'}" in err
     assert sorted(p.name for p in out.iterdir()) == ["grey.npz"]
 
 
@@ -236,3 +237,29 @@ def test_views_refine_fits_one_body_to_every_views_keypoints(tmp_path: Path, bod
     # views' mean error well under half (about 42 -> 15 px), every view closer.
     assert after.mean() < 0.5 * before.mean() and (after < before).all(), (before, after)
     np.testing.assert_allclose(fit["reprojection_error_px"], after, rtol=0.25)
+
+
+def test_every_npz_infer_writes_is_an_axis_angle_smpl_file(tmp_path: Path, checkpoint: Path, capsys):
+    image = _image(tmp_path / "in" / "two.png", 0)
+    kp = np.zeros((2, 25, 3))
+    kp[:, :, 0] = np.linspace(10, 60, 25) + np.array([[0], [80]])
+    kp[:, :, 1], kp[:, :, 2] = np.linspace(10, 110, 25), 0.9
+    (tmp_path / "in" / "two_keypoints.json").write_text(json.dumps(
+        {"people": [{"pose_keypoints_2d": k.ravel().tolist()} for k in kp]}))
+    video = _video(tmp_path / "in" / "clip.mp4", 3)
+    assert _run(capsys, str(image), "--openpose", str(tmp_path / "in"), "--person", "all", "--checkpoint",
+                str(checkpoint), "--out", str(tmp_path / "out"))[0] == 0
+    assert _run(capsys, str(video), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"))[0] == 0
+    views = [_image(tmp_path / f"cam{i}" / "000.png", i) for i in (1, 2)]
+    assert _run(capsys, "--views", *map(str, views), "--checkpoint", str(checkpoint), "--out",
+                str(tmp_path / "out"))[0] == 0
+    files = sorted(p.name for p in (tmp_path / "out").rglob("*.npz"))
+    assert files == ["clip.npz", "two_p0.npz", "two_p1.npz", "views.npz"]
+    rows = {"clip.npz": 3, "two_p0.npz": 1, "two_p1.npz": 1, "views.npz": 2}
+    for path in (tmp_path / "out").rglob("*.npz"):
+        p = read_smpl_npz(path)
+        t = rows[path.name]
+        assert p["body_pose"].shape == (t, 69) and p["global_orient"].shape == (t, 3), path
+        assert p["transl"].shape == (t, 3) and p["K"].shape == (t, 3, 3)
+        # Axis-angle, not matrices flattened: rotation angles below pi.
+        assert np.linalg.norm(p["body_pose"].reshape(t, 23, 3), axis=-1).max() <= np.pi + 1e-5

@@ -48,12 +48,17 @@ def files(tmp_path_factory: pytest.TempPathFactory, body: BodyModel) -> dict[str
     root = tmp_path_factory.mktemp("eval")
     torch.manual_seed(0)
     model = HMRRegressor(18, mean_params=body.mean_params)
-    save_regressor_checkpoint(root / "r18.pt", model, config={"body_model": "free-low", "crop_size": 64})
-    save_regressor_checkpoint(root / "smpl.pt", model, config={"body_model": "smpl-neutral"})
+    # the trainer's layout: its resolved config as JSON under train_state
+    def config(resolution: str) -> dict:
+        return {"config": json.dumps({"data": {"crop_size": 64}, "model": {"smpl_dir": None,
+                                                                          "body_resolution": resolution}})}
+
+    save_regressor_checkpoint(root / "r18.pt", model, total_step_count=5, train_state=config("low"))
+    save_regressor_checkpoint(root / "full.pt", model, train_state=config("full"))
     classifier = {k: v for k, v in model.state_dict().items() if k.startswith(("conv1", "bn1", "layer"))}
     classifier["fc.weight"] = torch.zeros(1000, 512)
     torch.save(classifier, root / "imagenet.pt")
-    return {"root": root, "ckpt": root / "r18.pt", "smpl_ckpt": root / "smpl.pt", "imagenet": root / "imagenet.pt",
+    return {"root": root, "ckpt": root / "r18.pt", "full_ckpt": root / "full.pt", "imagenet": root / "imagenet.pt",
             "data": write_smpl_test_file(root / "synthetic_test.h5"),
             "other": write_smpl_test_file(root / "pw3d_like.h5", dataset="3dpw")}
 
@@ -93,12 +98,12 @@ def test_eval_synthetic_writes_table_json_and_samples(files, body, capsys):
 @pytest.mark.parametrize("case, pattern", [
     ("wrong_dataset", "is a '3dpw' bundle file, but protocol synthetic needs a 'synthetic' file"),
     ("classifier", "ResNet image classifier"),
-    ("other_body", "trained for body model 'smpl-neutral'"),
+    ("other_body", "trained for body model 'free-full', but the evaluation uses 'free-collapse10pc'"),
     ("missing", "bundle file does not exist"),
 ])
 def test_bad_input_is_one_line_before_any_work(files, capsys, case, pattern):
     out = files["root"] / f"bad_{case}"
-    ckpt = {"classifier": files["imagenet"], "other_body": files["smpl_ckpt"]}.get(case, files["ckpt"])
+    ckpt = {"classifier": files["imagenet"], "other_body": files["full_ckpt"]}.get(case, files["ckpt"])
     data = {"wrong_dataset": files["other"], "missing": files["root"] / "nope.h5"}.get(case, files["data"])
     code, stdout, stderr = _run(capsys, "--checkpoint", str(ckpt), "--dataset", "synthetic", "--data", str(data),
                                 "--out", str(out))

@@ -205,3 +205,33 @@ def test_evaluate_predictions_of_ground_truth_bodies(pw3d_root, tmp_path, body):
     expected = 1000 * torch.linalg.norm(pred - samples.gt_joints, dim=-1).mean(-1)
     np.testing.assert_allclose(errors["mpjpe"].numpy(), expected.numpy(), rtol=1e-12)
     assert float(errors["mpjpe"].min()) > 1.0  # the right wrist moved
+
+
+def test_h36m_protocol_on_spin_npz_file(tmp_path):
+    """SPIN's preprocessed Human3.6M files: root-centred S, its J24_TO_J14 slots are the ground truth."""
+    import cv2
+
+    rng = np.random.default_rng(9)
+    (tmp_path / "images").mkdir()
+    frames1 = (1, 4, 6, 11)  # 1-based; 0-based 0, 3, 5, 10: frame 3 is not in the every-5th protocol
+    names = []
+    for frame1 in frames1:
+        for cam in ("54138969", "60457274"):
+            names.append(f"images/S9_Eating.{cam}_{frame1:06d}.jpg")
+            cv2.imwrite(str(tmp_path / names[-1]), np.full((48, 64, 3), 50, np.uint8))
+    n = len(names)
+    S = np.concatenate([rng.normal(size=(n, 24, 3)), np.ones((n, 24, 1))], -1)
+    np.savez(tmp_path / "h36m_valid.npz", imgname=np.array(names), center=np.full((n, 2), 30.0),
+             scale=np.full(n, 0.2), part=np.ones((n, 24, 3)), S=S)
+    frontal = tmp_path / "p2.h5"
+    build("h36m_spin_npz", tmp_path / "h36m_valid.npz", frontal, cameras=["60457274"], split="test", progress=False)
+    samples = select_samples(BundleFile(frontal), "h36m-p2")
+    assert samples.frame.tolist() == [0, 5, 10]
+    rows = [names.index(f"images/S9_Eating.60457274_{f + 1:06d}.jpg") for f in (0, 5, 10)]
+    spin_j24_to_j14 = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18]
+    np.testing.assert_allclose(samples.gt_joints.numpy(), S[rows][:, spin_j24_to_j14, :3], rtol=1e-6)
+    two_views = tmp_path / "p1.h5"
+    build("h36m_spin_npz", tmp_path / "h36m_valid.npz", two_views, cameras=["54138969", "60457274"], split="test",
+          progress=False)
+    with pytest.raises(EvaluationDataError, match="view 0's camera only"):
+        select_samples(BundleFile(two_views), "h36m-p1")

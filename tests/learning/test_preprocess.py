@@ -12,7 +12,6 @@ from mvspin.learning.preprocess import (
     IMAGENET_STD,
     bbox_to_center_scale,
     crop_image,
-    keypoints_to_center_scale,
     normalize_crop,
     read_image,
     transform_points,
@@ -130,21 +129,6 @@ def test_bbox_to_center_scale():
         bbox_to_center_scale([10, 10, 5, 20])
     with pytest.raises(ValueError, match="4 finite numbers"):
         bbox_to_center_scale([0, 0, 1])
-
-
-def test_keypoints_to_center_scale_uses_confident_points_only():
-    keypoints = np.array([[100, 100, 0.9], [200, 400, 0.8], [1000, 1000, 0.05], [0, 0, 0.0]])
-    center, scale = keypoints_to_center_scale(keypoints)
-    np.testing.assert_allclose(center, [150, 250])
-    assert scale == pytest.approx(300 * 1.2 / 200)
-    # Collinear confident points still give a square box from the longer extent.
-    center, scale = keypoints_to_center_scale(np.array([[50, 0, 1], [50, 100, 1]]), rescale=1.0)
-    np.testing.assert_allclose(center, [50, 50])
-    assert scale == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="at least 2 keypoints"):
-        keypoints_to_center_scale(np.array([[1, 1, 0.9], [5, 5, 0.01]]))
-    with pytest.raises(ValueError, match=r"\(K, 3\)"):
-        keypoints_to_center_scale(np.zeros((5, 2)))
 
 
 def test_read_image_returns_rgb(tmp_path):

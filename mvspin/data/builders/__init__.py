@@ -26,18 +26,12 @@ __all__ = [
     "SkippedItem",
     "BUILDERS",
     "build",
-    "crop_from_keypoints",
     "project_world_points",
-    "points_inside_image",
     "FrameSink",
-    "DEFAULT_BBOX_SCALE_FACTOR",
 ]
 
-# SPIN's preprocessing of MPI-INF-3DHP and 3DPW enlarges the keypoints' bounding box by 1.2 so
-# the crop keeps a margin around the body (head top, hands and feet lie beyond the joints).
-DEFAULT_BBOX_SCALE_FACTOR = 1.2
-# SPIN's box scale unit: scale = box side / 200 pixels.
-_SCALE_UNIT = 200.0
+# Crop boxes and the "inside the image" rule are mvspin.geometry.crop's (keypoint_crop_box,
+# points_inside_image, SPIN_BBOX_SCALE_FACTOR): one rule for builders, synthetic data and inference.
 
 
 @dataclass(frozen=True)
@@ -179,32 +173,6 @@ def read_source_image(path: Path) -> tuple[bytes, tuple[int, int]]:
     return data, (int(image.shape[1]), int(image.shape[0]))
 
 
-def crop_from_keypoints(keypoints: np.ndarray, factor: float = DEFAULT_BBOX_SCALE_FACTOR,
-                        min_confidence: float = 0.0) -> tuple[np.ndarray, float]:
-    """SPIN-style crop from the bounding box of confident keypoints.
-
-    Args:
-        keypoints: ``(K, 3)`` pixels + confidence (or ``(K, 2)``: all used).
-        factor: box enlargement; ``scale = factor * max(box w, box h) / 200``.
-        min_confidence: keypoints with confidence <= this are ignored.
-
-    Returns:
-        ``center (2,)`` pixels and ``scale`` (box side / 200 px).
-
-    Raises:
-        ValueError: fewer than two usable keypoints, or a degenerate (zero-size) box.
-    """
-    kp = np.asarray(keypoints, dtype=np.float64)
-    pts = kp[:, :2] if kp.shape[1] == 2 else kp[kp[:, 2] > min_confidence, :2]
-    if len(pts) < 2:
-        raise ValueError(f"only {len(pts)} confident keypoints, need 2 for a crop")
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    side = float(np.max(hi - lo))
-    if not side > 0:
-        raise ValueError("keypoints span a zero-size box")
-    return (lo + hi) / 2.0, factor * side / _SCALE_UNIT
-
-
 def project_world_points(points: np.ndarray, K: np.ndarray, dist: np.ndarray, R: np.ndarray,
                          t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Project world points through one camera of the bundle format (OpenCV model), float64.
@@ -224,17 +192,6 @@ def project_world_points(points: np.ndarray, K: np.ndarray, dist: np.ndarray, R:
                                 torch.from_numpy(R), torch.from_numpy(t),
                                 torch.from_numpy(np.asarray(dist, np.float64))).numpy()
     return uv, depth
-
-
-def points_inside_image(uv: np.ndarray, image_size: Sequence[int]) -> np.ndarray:
-    """Boolean mask of pixel coordinates ``(..., 2)`` inside a ``(width, height)`` image.
-
-    Pixel centres are integers (OpenCV), so the image spans ``[-0.5, w - 0.5)``; a point is
-    inside when ``0 <= x < w`` and ``0 <= y < h`` (SPIN's and MV-SPIN's visibility test).
-    """
-    w, h = image_size
-    x, y = uv[..., 0], uv[..., 1]
-    return (x >= 0) & (x < w) & (y >= 0) & (y < h) & np.isfinite(x) & np.isfinite(y)
 
 
 class FrameSink:

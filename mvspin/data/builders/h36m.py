@@ -48,14 +48,12 @@ from calibration.formats.h36m import H36M_CAMERA_IDS, read_h36m_cameras
 from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.data.bundle_format import BundleWriter
 from mvspin.data.builders import (
-    DEFAULT_BBOX_SCALE_FACTOR,
     BuildReport,
     FrameSink,
-    crop_from_keypoints,
-    points_inside_image,
     project_world_points,
     read_source_image,
 )
+from mvspin.geometry.crop import SPIN_BBOX_SCALE_FACTOR, keypoint_crop_box, points_inside_image
 from mvspin.data.video import VideoError, iter_video_frames, video_info
 
 __all__ = [
@@ -152,7 +150,7 @@ def build_h36m(
     image_storage: str = "bytes",
     frames_dir: Optional[str | os.PathLike] = None,
     jpeg_quality: int = 95,
-    bbox_scale_factor: float = DEFAULT_BBOX_SCALE_FACTOR,
+    bbox_scale_factor: float = SPIN_BBOX_SCALE_FACTOR,
     require_joints_in_image: bool = True,
     progress: bool = True,
 ) -> BuildReport:
@@ -294,7 +292,7 @@ def _build_sequence(subject: str, cdf: Path, root: Path, cams: list[Camera], ste
             keypoints = np.concatenate([uv[:, k], inside[..., None].astype(np.float64)], axis=-1)
             keypoints[depth[:, k] <= 0, :2] = 0.0  # a projection from behind the camera means nothing
             try:
-                crops = [crop_from_keypoints(keypoints[v], bbox_factor) for v in range(len(cams))]
+                crops = [keypoint_crop_box(keypoints[v], scale_factor=bbox_factor) for v in range(len(cams))]
             except ValueError as e:
                 report.skip(subject, sequence, frame, f"no crop: {e}")
                 continue

@@ -39,13 +39,11 @@ from calibration.formats.mpi_inf_3dhp import read_mpi_calibration as read_mpi_ri
 from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.data.bundle_format import BundleWriter
 from mvspin.data.builders import (
-    DEFAULT_BBOX_SCALE_FACTOR,
     BuildReport,
     FrameSink,
-    crop_from_keypoints,
-    points_inside_image,
     read_source_image,
 )
+from mvspin.geometry.crop import SPIN_BBOX_SCALE_FACTOR, keypoint_crop_box, points_inside_image
 from mvspin.data.video import VideoError, iter_video_frames, video_info
 
 __all__ = [
@@ -105,7 +103,7 @@ def build_mpi_inf_3dhp(
     image_storage: str = "bytes",
     frames_dir: Optional[str | os.PathLike] = None,
     jpeg_quality: int = 95,
-    bbox_scale_factor: float = DEFAULT_BBOX_SCALE_FACTOR,
+    bbox_scale_factor: float = SPIN_BBOX_SCALE_FACTOR,
     require_joints_in_image: Optional[bool] = None,
     progress: bool = True,
 ) -> BuildReport:
@@ -264,7 +262,7 @@ def _train_sequence(subject: str, seq: str, seq_dir: Path, cameras: tuple[int, .
                 continue
             keypoints = np.concatenate([xy, inside[..., None].astype(np.float64)], axis=-1)
             try:
-                crops = [crop_from_keypoints(keypoints[v], bbox_factor) for v in range(len(cams))]
+                crops = [keypoint_crop_box(keypoints[v], scale_factor=bbox_factor) for v in range(len(cams))]
             except ValueError as e:
                 report.skip(subject, seq, frame, f"no crop: {e}")
                 continue
@@ -381,7 +379,7 @@ def _build_test(root: Path, out_path: Path, step: int, sequences: tuple[str, ...
                     continue
                 keypoints = np.concatenate([annot2[frame], inside[:, None].astype(np.float64)], axis=1)
                 try:
-                    center, scale = crop_from_keypoints(annot2[frame], bbox_factor)
+                    center, scale = keypoint_crop_box(annot2[frame], scale_factor=bbox_factor)
                 except ValueError as e:
                     report.skip(seq, seq, frame, f"no crop: {e}")
                     continue

@@ -36,12 +36,15 @@ from tqdm import tqdm
 from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.data.bundle_format import BundleWriter
 from mvspin.data.builders import (
-    DEFAULT_BBOX_SCALE_FACTOR,
     BuildReport,
-    crop_from_keypoints,
-    points_inside_image,
     project_world_points,
     read_source_image,
+)
+from mvspin.geometry.crop import (
+    KEYPOINT_MIN_CONFIDENCE,
+    SPIN_BBOX_SCALE_FACTOR,
+    keypoint_crop_box,
+    points_inside_image,
 )
 from mvspin.body.safe_pickle import UnsafePickleError, load_restricted_pickle
 
@@ -81,7 +84,7 @@ def build_3dpw(
     every_nth: int = 1,
     sequences: Optional[list[str]] = None,
     image_storage: str = "bytes",
-    bbox_scale_factor: float = DEFAULT_BBOX_SCALE_FACTOR,
+    bbox_scale_factor: float = SPIN_BBOX_SCALE_FACTOR,
     progress: bool = True,
 ) -> BuildReport:
     """Build 3DPW single-view bundles (one per valid person-frame) with SMPL ground truth.
@@ -258,6 +261,6 @@ def _crop(arr: dict[str, Any], person: int, index: int, projected: np.ndarray,
           factor: float) -> tuple[np.ndarray, float]:
     if "poses2d" in arr:
         detections = arr["poses2d"][person][index].T  # (18, 3): x, y, confidence
-        if np.all(np.isfinite(detections)) and np.count_nonzero(detections[:, 2] > 0) >= 2:
-            return crop_from_keypoints(detections, factor)
-    return crop_from_keypoints(projected, factor)
+        if np.all(np.isfinite(detections)) and np.count_nonzero(detections[:, 2] > KEYPOINT_MIN_CONFIDENCE) >= 2:
+            return keypoint_crop_box(detections, scale_factor=factor)
+    return keypoint_crop_box(projected, scale_factor=factor)
