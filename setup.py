@@ -38,6 +38,7 @@ setup(
         "pygltflib>=1.16,<1.17",  # animated glTF (fit-rig)
         "rich>=13",
         "cdflib>=1.0",  # Human3.6M CDF pose files
+        "tensorboard>=2.10",  # training logs (torch.utils.tensorboard)
     ],
     extras_require={
         "test": ["pytest>=7"],

@@ -35,6 +35,7 @@ from typing import Any, Union
 import numpy as np
 
 from mvspin.errors import MvspinError
+from mvspin.geometry import KEYPOINT_MIN_CONFIDENCE
 
 __all__ = [
     "KeypointFileError",
@@ -74,8 +75,8 @@ PERSON_CHOICES = ("largest", "most_confident")
 
 PersonChoice = Union[str, int]
 
-# SPIN's demo and mvspin's box rule count a keypoint as found above this confidence.
-DEFAULT_CONF_THRESHOLD = 0.1
+# A keypoint counts as found above the crop-box rule's confidence (one home: mvspin.geometry).
+DEFAULT_CONF_THRESHOLD = KEYPOINT_MIN_CONFIDENCE
 
 _FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
 

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from mvspin.body import BodyModel, KeypointSetUnavailable, get_keypoint_set, keypoint_index_map
+from mvspin.errors import check_shape
 
 __all__ = ["KeypointTargets", "DETECTOR_TORSO", "TORSO_POINTS"]
 
@@ -136,9 +137,7 @@ class KeypointTargets:
 
     def select(self, keypoints: Tensor) -> Tensor:
         """Data keypoints ``(..., K_data, C)`` -> matched ``(..., M, C)``."""
-        k = self.num_data_keypoints
-        if keypoints.ndim < 2 or keypoints.shape[-2] != k:
-            raise ValueError(f"expected {self.data_set} keypoints of shape (..., {k}, C), got {tuple(keypoints.shape)}")
+        check_shape(f"{self.data_set} keypoints", keypoints, ["*", self.num_data_keypoints, None])
         return keypoints.index_select(-2, self.data_index.to(keypoints.device))
 
     def model_keypoints(self, keypoints: Tensor) -> Tensor:

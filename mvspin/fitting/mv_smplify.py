@@ -139,11 +139,15 @@ class MVSMPLify(FittingEngine):
             :meth:`MVSMPLifyConfig.preset` for ``spin`` and ``mvspin_paper``).
         keypoint_set: name of the keypoint convention of the inputs (e.g. ``"openpose25"``).
 
-    Example:
-        >>> fitter = MVSMPLify(BodyModel.free("low"), MVSMPLifyConfig(mode="calibrated"), "openpose25")
-        >>> result = fitter.fit(keypoints, cameras=rig)   # keypoints (B, V, 25, 3) image pixels
-        >>> result.world_orient.shape, result.reprojection_error.shape
-        (torch.Size([B, 3, 3]), torch.Size([B]))
+    Example (2 bundles of 4 views, crop-pixel keypoints; ``mode="calibrated"`` and
+    ``fit(keypoints, cameras=rig)`` for a calibrated rig):
+        >>> fitter = MVSMPLify(BodyModel.free("low"), MVSMPLifyConfig(stage1_iterations=2, stage2_iterations=2))
+        >>> keypoints = torch.rand(2, 4, 25, 3) * torch.tensor([224.0, 224.0, 1.0])  # x, y, confidence
+        >>> init = PerViewEstimate(rotmat=torch.eye(3).expand(2, 4, 24, 3, 3), betas=torch.zeros(2, 4, 10),
+        ...                        cam=torch.tensor([0.9, 0.0, 0.0]).expand(2, 4, 3))
+        >>> result = fitter.fit_per_view(keypoints, init)
+        >>> result.body_pose.shape, result.global_orient.shape, result.fitted.tolist()
+        (torch.Size([2, 23, 3, 3]), torch.Size([2, 4, 3, 3]), [True, True])
     """
 
     def __init__(self, body: BodyModel, config: Optional[MVSMPLifyConfig] = None,

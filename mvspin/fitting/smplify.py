@@ -30,10 +30,13 @@ class SMPLify(FittingEngine):
         keypoint_set: the keypoint convention of the inputs.
 
     Example:
-        >>> smplify = SMPLify(BodyModel.free("low"), keypoint_set="openpose25")
-        >>> result = smplify.fit(keypoints, rotmat, betas, cam)   # (B, 25, 3) crop pixels
-        >>> result.body_pose.shape, result.global_orient.shape    # V = 1 view axis kept
-        (torch.Size([B, 23, 3, 3]), torch.Size([B, 1, 3, 3]))
+        >>> import torch
+        >>> smplify = SMPLify(BodyModel.free("low"), SMPLifyConfig(stage1_iterations=2, stage2_iterations=2))
+        >>> keypoints = torch.rand(2, 25, 3) * torch.tensor([224.0, 224.0, 1.0])  # crop pixels, confidence
+        >>> rotmat, cam = torch.eye(3).expand(2, 24, 3, 3), torch.tensor([[0.9, 0.0, 0.0]] * 2)
+        >>> result = smplify.fit(keypoints, rotmat, torch.zeros(2, 10), cam)
+        >>> result.body_pose.shape, result.global_orient.shape  # a view axis of length 1
+        (torch.Size([2, 23, 3, 3]), torch.Size([2, 1, 3, 3]))
     """
 
     def __init__(self, body: BodyModel, config: Optional[SMPLifyConfig] = None,

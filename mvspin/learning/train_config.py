@@ -1,0 +1,188 @@
+"""Typed configuration of the collaborative training loop (``mvspin train``, ``mvspin fit-dataset``).
+
+One dataclass per section, merged with YAML and ``key=value`` overrides by
+:func:`mvspin.config.load_config` (``load_train_config`` here adds the checks that need the file
+system, so a bad path fails before any work). Every number the papers set is a field with the
+paper's value as default and its source in a comment: MV-SPIN = Li et al. (paper 003) section 3,
+SPIN = Kolotouros et al. (paper 000) and its code (nkolot/SPIN ``train/trainer.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from mvspin.config import ConfigError, load_config
+from mvspin.fitting.config import MVSMPLifyConfig, validate_config
+from mvspin.learning.backbone import RESNET_DEPTHS
+from mvspin.learning.training_dataset import DataConfig
+
+__all__ = ["ModelConfig", "LossWeights", "FitsConfig", "OptimConfig", "TrainConfig", "load_train_config",
+           "validate_train_config"]
+
+
+@dataclass
+class ModelConfig:
+    """The regressor and the body model it predicts."""
+
+    depth: int = 50
+    """ResNet depth of the HMR regressor (SPIN / MV-SPIN: ResNet-50)."""
+    init_checkpoint: Optional[str] = None
+    """Start from these regressor weights (an mvspin or SPIN checkpoint, same depth); None: fresh."""
+    imagenet_weights: Optional[str] = None
+    """torchvision ResNet weights file for a fresh trunk (SPIN starts from ImageNet); None: random."""
+    dropout: float = 0.5
+    """Dropout probability of the head's drop1/drop2 (SPIN: ``nn.Dropout()``, p = 0.5)."""
+    freeze_batchnorm: bool = False
+    """Keep BatchNorm layers in eval mode (running statistics) while training. SPIN trains them;
+    frozen, a sample's prediction does not depend on its batch (small batches, exact DDP parity)."""
+    smpl_dir: Optional[str] = None
+    """Official SMPL files; None: the bundled free model."""
+    body_resolution: str = "full"
+    """Free model resolution, ``full`` or ``low`` (ignored with ``smpl_dir``)."""
+
+
+@dataclass
+class LossWeights:
+    """Weights of the training losses (all mean squared errors, as the MV-SPIN paper states).
+
+    The paper's text gives ``(L2D, L3D, L_Theta, L_M) = (5.0, 5.0, 1.0, 0.001)``; those are the
+    defaults of ``keypoints_2d``, ``keypoints_3d``, ``pose`` and ``mesh``. ``betas`` and
+    ``camera`` follow SPIN's code (MV-SPIN's code too: betas 0.001, camera-scale penalty
+    ``exp(-10 s)^2`` with weight 1, everything times 60).
+    """
+
+    keypoints_2d: float = 5.0
+    """2D keypoints of every view, normalised crop coordinates (MV-SPIN: 5.0)."""
+    keypoints_3d: float = 5.0
+    """Pelvis-centred 3D joints where ground truth exists (MV-SPIN: 5.0)."""
+    pose: float = 1.0
+    """Rotation matrices (each view's orientation and the shared body) against the fit (MV-SPIN: 1.0)."""
+    betas: float = 0.001
+    """Betas against the fit (SPIN / MV-SPIN code: 0.001)."""
+    mesh: float = 0.001
+    """Per-vertex positions against the fit's mesh (MV-SPIN paper: 0.001; its code used 0)."""
+    camera: float = 1.0
+    """SPIN's camera-scale penalty ``exp(-10 s)^2`` (SPIN / MV-SPIN code: 1)."""
+    scale: float = 60.0
+    """Factor on the total (SPIN / MV-SPIN code: 60)."""
+
+
+@dataclass
+class FitsConfig:
+    """The in-the-loop fits (MV-SMPLify) and the fits store."""
+
+    enabled: bool = True
+    """Fit in the loop (the method). False: no fitting, no pose/betas/mesh supervision from fits
+    (the paper's Table 7 baseline when the SMPL weights are zero too)."""
+    store: Optional[str] = None
+    """Initial fits store (``mvspin fit-dataset``); None: every bundle starts without a fit (the
+    model's mean, SPIN's start without static fits)."""
+    fitting: MVSMPLifyConfig = field(default_factory=MVSMPLifyConfig)
+    """MV-SMPLify settings (MV-SPIN: Adam lr 0.01, at most 100 iterations per stage)."""
+    reject_error_px: float = 10.0
+    """A fit whose mean reprojection error exceeds this (pixels of a 224 px crop; scaled with
+    ``data.crop_size``) supervises nothing. SPIN rejects above 100 of its per-joint
+    ``conf^2 * GMoF`` loss, about a squared pixel distance for small residuals: ~10 px."""
+    max_abs_beta: float = 3.0
+    """A fit with any ``|beta|`` above this supervises nothing (SPIN: 3)."""
+    use_ground_truth_smpl: bool = True
+    """Where a bundle carries SMPL ground truth, it replaces the fit as target (SPIN: has_smpl)."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation, schedule, checkpoints and logging."""
+
+    lr: float = 3e-5
+    """Adam learning rate (MV-SPIN: 3e-5; SPIN 5e-5)."""
+    weight_decay: float = 0.0
+    """Adam weight decay (SPIN: 0)."""
+    batch_size: int = 16
+    """Bundles per step over all processes (MV-SPIN: 16 bundles x 4 views = 64 images)."""
+    epochs: int = 20
+    """Epochs (MV-SPIN: 20)."""
+    max_steps: Optional[int] = None
+    """Stop after this many steps (None: all epochs)."""
+    num_workers: int = 0
+    """DataLoader worker processes per training process."""
+    seed: int = 0
+    """Seeds the model initialisation, dropout and the data order."""
+    device: str = "cpu"
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available); under torchrun each
+    process uses ``cuda:LOCAL_RANK`` when CUDA is asked for."""
+    checkpoint_every: int = 1000
+    """Write a checkpoint (and the fits store) every this many steps, and at the end."""
+    log_every: int = 10
+    """Log scalars (TensorBoard and metrics.jsonl) every this many steps."""
+    image_every: int = 0
+    """Log an image grid (crop | network mesh | fit mesh) every this many steps (0: never)."""
+    keep_fits: int = 2
+    """Fits stores kept beside the newest checkpoints (older ones are deleted; the checkpoints
+    themselves are all kept, for error-over-steps curves)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``mvspin train`` needs; its resolved copy is saved beside each checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    fits: FitsConfig = field(default_factory=FitsConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+def validate_train_config(config: TrainConfig) -> None:
+    """Check values and paths before any work; raise :class:`~mvspin.config.ConfigError` naming the key."""
+    if not config.data.files:
+        raise ConfigError("data.files is empty: give the training bundle files (.h5)")
+    for i, f in enumerate(config.data.files):
+        if not Path(f).is_file():
+            raise ConfigError(f"data.files[{i}]: bundle file {f} does not exist")
+    if config.model.depth not in RESNET_DEPTHS:
+        raise ConfigError(f"model.depth must be one of {sorted(RESNET_DEPTHS)}, got {config.model.depth}")
+    for key in ("init_checkpoint", "imagenet_weights", "smpl_dir"):
+        value = getattr(config.model, key)
+        if value is not None and not Path(value).exists():
+            raise ConfigError(f"model.{key}: {value} does not exist")
+    if config.model.body_resolution not in ("full", "low"):
+        raise ConfigError(f"model.body_resolution must be 'full' or 'low', got {config.model.body_resolution!r}")
+    if not 0.0 <= config.model.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {config.model.dropout}")
+    if config.fits.store is not None and not Path(config.fits.store).is_file():
+        raise ConfigError(f"fits.store: fits store {config.fits.store} does not exist")
+    for name, value in vars(config.loss).items():
+        if value < 0:
+            raise ConfigError(f"loss.{name} must be >= 0, got {value}")
+    o = config.optim
+    if not o.lr > 0:
+        raise ConfigError(f"optim.lr must be positive, got {o.lr}")
+    for name in ("batch_size", "epochs", "checkpoint_every", "log_every"):
+        if getattr(o, name) < 1:
+            raise ConfigError(f"optim.{name} must be >= 1, got {getattr(o, name)}")
+    for name in ("num_workers", "image_every", "keep_fits"):
+        if getattr(o, name) < 0:
+            raise ConfigError(f"optim.{name} must be >= 0, got {getattr(o, name)}")
+    if o.max_steps is not None and o.max_steps < 1:
+        raise ConfigError(f"optim.max_steps must be >= 1, got {o.max_steps}")
+    if not config.fits.reject_error_px > 0 or not config.fits.max_abs_beta > 0:
+        raise ConfigError("fits.reject_error_px and fits.max_abs_beta must be positive")
+    try:
+        validate_config(config.fits.fitting)
+    except ValueError as err:
+        raise ConfigError(f"fits.fitting: {err}") from None
+    if config.fits.fitting.mode != "per_view":
+        raise ConfigError("fits.fitting.mode: the training loop fits in the per_view mode (crop cameras); "
+                          "the calibrated mode is not available in training yet")
+
+
+def load_train_config(yaml_path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """:class:`TrainConfig` from a YAML file and ``key=value`` overrides, validated (paths included).
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, a value out of range, a missing file (one line).
+    """
+    config = load_config(TrainConfig, yaml_path, overrides)
+    validate_train_config(config)
+    return config

@@ -1,0 +1,534 @@
+"""The collaborative training loop of MV-SPIN (paper 003 sections 3.2-3.5; SPIN, paper 000).
+
+One step, for a batch of B bundles of V views (``(B, V, ...)`` throughout):
+
+1. the regressor runs on the ``B * V`` crops (flattened only at the network call);
+2. MV-SMPLify (``per_view``) fits one shared body per bundle to the 2D keypoints of its views,
+   started from the network's per-view estimates (detached);
+3. the new fit is compared with the bundle's stored fit (:mod:`mvspin.learning.fits_store`,
+   un-augmented frame, mapped through the bundle's augmentation when read) and the better one is
+   kept, in the store and as the step's target; a target whose reprojection error exceeds the
+   threshold or with ``|beta| > 3`` supervises nothing (SPIN). Ground-truth SMPL, where a bundle
+   has it, replaces the fit (``fits.use_ground_truth_smpl``);
+4. losses (:mod:`mvspin.learning.training_losses`): 2D keypoints of all views, 3D joints where
+   known, pose/betas/mesh against the target, SPIN's camera-scale penalty; Adam step.
+
+Outputs under ``out_dir``: ``checkpoints/step_NNNNNNN.pt`` (loadable by
+:func:`mvspin.learning.checkpoint.load_regressor_checkpoint`, SPIN's layout: ``model``,
+``optimizer``, ``epoch``, ``batch_idx``, ``batch_size``, ``dataset_perm``,
+``total_step_count``, plus ``train_state`` with every RNG and the sampler position), beside it
+``step_NNNNNNN_fits.h5`` (the fits store) and ``step_NNNNNNN.yaml`` (the resolved config),
+written together or not at all; ``metrics.jsonl`` (one JSON object per logged step with every
+scalar); ``tensorboard/`` (the same scalars and image grids); ``config.yaml``.
+
+Exact resume: the data order depends only on (seed, epoch) and the sampler position, the
+augmentation on (seed, epoch, item), fitting is deterministic, and the checkpoint restores the
+model, optimiser, store and the torch / numpy / python RNGs of every process, so on CPU
+``N steps + resume + N steps`` equals ``2N steps`` bit for bit.
+
+Distributed: under ``torchrun`` each process takes ``batch_size / world_size`` bundles of every
+global batch (a :class:`~torch.utils.data.distributed.DistributedSampler` over the epoch's
+plan), DistributedDataParallel averages the gradients, every process applies every process's
+new fits to its copy of the store (gathered with ``torch.distributed``, applied in rank order,
+lower error wins), and only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from mvspin.atomic import OutputGroup, write_bytes_atomic
+from mvspin.body import BodyModel
+from mvspin.config import config_to_dict, save_config
+from mvspin.errors import MvspinError
+from mvspin.fitting import MVSMPLify, PerViewEstimate
+from mvspin.learning.backbone import load_imagenet_weights
+from mvspin.learning.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
+from mvspin.learning.distributed import DistContext, setup_distributed
+from mvspin.learning.fits_store import FitsStore, from_augmented, source_fingerprint, to_augmented
+from mvspin.learning.regressor import HMRRegressor, RegressorOutput
+from mvspin.learning.train_config import TrainConfig, validate_train_config
+from mvspin.learning.training_dataset import TrainingDataset, seed_worker
+from mvspin.learning.training_losses import LossInputs, training_losses
+
+__all__ = ["TrainSummary", "TrainingError", "train", "latest_checkpoint", "build_body_model", "build_regressor",
+           "checkpoint_paths"]
+
+log = logging.getLogger("mvspin")
+_CKPT = re.compile(r"^step_(\d+)\.pt$")
+STEP_TIMES = ("data", "network", "fitting", "backward", "store_io")
+
+
+class TrainingError(MvspinError, RuntimeError):
+    """Training cannot start or continue (nothing to resume, a NaN loss, a batch size that does not
+    split over the processes)."""
+
+
+@dataclass
+class TrainSummary:
+    """What :func:`train` did.
+
+    Attributes:
+        final_step: global steps done (including those before a resume).
+        epoch: epoch the next step would be in.
+        checkpoint: the last checkpoint written.
+        fits_store: its fits store (None without fitting).
+        wall_seconds: time of this call.
+        final_losses: the last step's unweighted terms and ``total`` (averaged over processes).
+        store: statistics of the final store (fitted share, mean error, accepted share).
+        steps_run: steps done by this call.
+        is_main: this process is rank 0 (the one that wrote the files and reports).
+        checkpoint_seconds: time to write the last checkpoint with its fits store (rank 0).
+    """
+
+    final_step: int
+    epoch: int
+    checkpoint: Path
+    fits_store: Optional[Path]
+    wall_seconds: float
+    final_losses: dict[str, float] = field(default_factory=dict)
+    store: dict[str, float] = field(default_factory=dict)
+    steps_run: int = 0
+    is_main: bool = True
+    checkpoint_seconds: float = 0.0
+
+
+def checkpoint_paths(out_dir: Path, step: int) -> dict[str, Path]:
+    """The files of the checkpoint at ``step``: ``checkpoint`` (.pt), ``fits`` (.h5), ``config`` (.yaml)."""
+    base = Path(out_dir) / "checkpoints" / f"step_{step:07d}"
+    return {"checkpoint": base.with_suffix(".pt"), "fits": Path(f"{base}_fits.h5"), "config": base.with_suffix(".yaml")}
+
+
+def latest_checkpoint(out_dir: Path) -> Optional[tuple[int, Path]]:
+    """``(step, path)`` of the newest complete checkpoint under ``out_dir/checkpoints``, or None."""
+    folder = Path(out_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT.match(p.name)))
+    return found[-1] if found else None
+
+
+def build_body_model(config: TrainConfig, device: torch.device) -> BodyModel:
+    """The body model of ``config.model`` (SMPL files or the free model) on ``device``."""
+    m = config.model
+    if m.smpl_dir is not None:
+        return BodyModel.from_smpl_dir(m.smpl_dir, device=device)
+    return BodyModel.free(m.body_resolution, device=device)
+
+
+def build_regressor(config: TrainConfig, body: BodyModel) -> HMRRegressor:
+    """A fresh regressor (seeded by ``optim.seed``), with ImageNet trunk weights or a starting
+    checkpoint when configured; the body model's mean parameters are its initial estimate."""
+    m = config.model
+    torch.manual_seed(config.optim.seed)
+    model = HMRRegressor(m.depth, mean_params=body.mean_params)
+    if m.imagenet_weights is not None:
+        load_imagenet_weights(model, m.imagenet_weights)
+    if m.init_checkpoint is not None:
+        start, _ = load_regressor_checkpoint(m.init_checkpoint, depth=m.depth)
+        model.load_state_dict(start.state_dict(), strict=True)
+    model.drop1.p = model.drop2.p = float(m.dropout)
+    return model
+
+
+def _set_train_mode(model: nn.Module, freeze_batchnorm: bool) -> None:
+    model.train()
+    if freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def _rng_state() -> dict[str, Any]:
+    """This process's torch / numpy / python RNG states as weights_only-loadable values."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": [str(np_state[0]), torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                       int(np_state[3]), float(np_state[4])],
+             "python": [int(py_state[0]), list(py_state[1]), py_state[2]]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _Trainer:
+    """State of one training run (one process of it)."""
+
+    def __init__(self, config: TrainConfig, out_dir: Path, resume: bool, progress: bool) -> None:
+        validate_train_config(config)
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        o = config.optim
+        self.ctx = setup_distributed(o.device)
+        ctx = self.ctx
+        if o.batch_size % ctx.world_size:
+            raise TrainingError(f"optim.batch_size={o.batch_size} does not split over {ctx.world_size} processes")
+        self.local_batch = o.batch_size // ctx.world_size
+        self.device = ctx.device
+
+        # Everything that can be refused is checked before the first step.
+        self.dataset = TrainingDataset.from_config(config.data)
+        self.sources = [source_fingerprint(s) for s in self.dataset.sources]
+        self.steps_per_epoch = len(self.dataset) // o.batch_size
+        if self.steps_per_epoch < 1:
+            raise TrainingError(f"an epoch of {len(self.dataset)} bundles holds no batch of {o.batch_size}")
+        self.total_steps = self.steps_per_epoch * o.epochs
+        if o.max_steps is not None:
+            self.total_steps = min(self.total_steps, o.max_steps)
+        resume_from = None
+        if resume:
+            resume_from = latest_checkpoint(self.out_dir)
+            if resume_from is None:
+                raise TrainingError(f"--resume: no checkpoint under {self.out_dir / 'checkpoints'}")
+        self.body = build_body_model(config, self.device)
+        self.model = build_regressor(config, self.body).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        self.store = (FitsStore.load(config.fits.store, self.sources) if config.fits.store
+                      else FitsStore.for_bundle_files(self.dataset.sources, self.body.num_betas))
+        self.step, self.epoch, self.batch_idx = 0, 0, 0
+        if resume_from is not None:
+            self._restore(*resume_from)
+        else:
+            torch.manual_seed(o.seed * 1000 + 1 + ctx.rank)  # dropout; distinct per process
+            np.random.seed(o.seed)
+            random.seed(o.seed)
+        self.net: nn.Module = self.model
+        if ctx.distributed:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        fit_cfg = dataclasses.replace(config.fits.fitting, crop_size=config.data.crop_size)
+        self.fitter = MVSMPLify(self.body, fit_cfg, self.dataset.keypoint_set) if config.fits.enabled else None
+        self.focal = fit_cfg.focal_length
+        self.reject_px = config.fits.reject_error_px * config.data.crop_size / 224.0
+        self.writer = None
+        self.checkpoint_seconds = 0.0
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def _restore(self, step: int, path: Path) -> None:
+        model, meta = load_regressor_checkpoint(path, depth=self.config.model.depth, map_location=self.device)
+        self.model.load_state_dict(model.state_dict(), strict=True)
+        self.optimizer.load_state_dict(meta["optimizer"])
+        state = meta["train_state"]
+        self.step, self.epoch, self.batch_idx = int(meta["total_step_count"]), int(meta["epoch"]), int(meta["batch_idx"])
+        if int(meta["batch_size"]) != self.config.optim.batch_size:
+            raise TrainingError(f"{path}: written with batch_size={meta['batch_size']}, the config has "
+                                f"{self.config.optim.batch_size}; resume with the same batch size")
+        fits = checkpoint_paths(self.out_dir, step)["fits"]
+        self.store = FitsStore.load(fits, self.sources)
+        rngs = state["rng"]
+        if len(rngs) == self.ctx.world_size:
+            _set_rng_state(rngs[self.ctx.rank])
+        else:
+            log.warning("%s was written by %d processes, this run has %d: RNG streams restart from the seed",
+                        path, len(rngs), self.ctx.world_size)
+            torch.manual_seed(self.config.optim.seed * 1000 + 1 + self.step + self.ctx.rank)
+        if self.ctx.is_main:
+            log.info("resuming from %s (step %d, epoch %d, batch %d)", path, self.step, self.epoch, self.batch_idx)
+
+    def save_checkpoint(self) -> dict[str, Path]:
+        rngs = self.ctx.all_gather(_rng_state())
+        paths = checkpoint_paths(self.out_dir, self.step)
+        if self.ctx.is_main:
+            t0 = time.perf_counter()
+            paths["checkpoint"].parent.mkdir(parents=True, exist_ok=True)
+            plan_idx = torch.from_numpy(self.dataset.plan()[1].copy())
+            with OutputGroup(fsync=True) as group:
+                save_config(self.config, group.path(paths["config"]))
+                self.store.write_to(group.path(paths["fits"]))
+                save_regressor_checkpoint(
+                    group.path(paths["checkpoint"]), self.model, optimizer=self.optimizer.state_dict(),
+                    epoch=self.epoch, batch_idx=self.batch_idx, batch_size=self.config.optim.batch_size,
+                    dataset_perm=plan_idx, total_step_count=self.step,
+                    train_state={"rng": rngs, "world_size": self.ctx.world_size,
+                                 "config": json.dumps(config_to_dict(self.config))})
+            self._prune_fits()
+            self.checkpoint_seconds = time.perf_counter() - t0
+            self.times["store_io"] += self.checkpoint_seconds
+        self.ctx.barrier()
+        return paths
+
+    def _prune_fits(self) -> None:
+        keep = self.config.optim.keep_fits
+        folder = self.out_dir / "checkpoints"
+        fits = sorted(folder.glob("step_*_fits.h5"))
+        for old in fits[:max(len(fits) - max(keep, 1), 0)]:
+            old.unlink(missing_ok=True)
+
+    # --- data -------------------------------------------------------------------------------
+    def _epoch_batches(self) -> Iterator[dict[str, Tensor]]:
+        o = self.config.optim
+        self.dataset.set_epoch(self.epoch)
+        sampler = DistributedSampler(self.dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
+                                     shuffle=False, drop_last=True)
+        indices = list(sampler)[:self.steps_per_epoch * self.local_batch][self.batch_idx * self.local_batch:]
+        generator = torch.Generator().manual_seed(o.seed * 1_000_003 + self.epoch * 1009 + self.ctx.rank)
+        loader = DataLoader(self.dataset, batch_size=self.local_batch, sampler=indices, num_workers=o.num_workers,
+                            worker_init_fn=seed_worker if o.num_workers else None, generator=generator,
+                            drop_last=False, pin_memory=self.device.type == "cuda")
+        yield from loader
+
+    # --- one step ---------------------------------------------------------------------------
+    def _targets(self, batch: dict[str, Tensor], pred: RegressorOutput) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
+        """Per-view target rotmat ``(B, V, 24, 3, 3)``, betas ``(B, 10)``, valid ``(B,)``, error
+        ``(B,)`` and statistics; updates the store (all processes' new fits)."""
+        b, v = pred.betas.shape[:2]
+        dev, dt = self.device, pred.betas.dtype
+        M = batch["camera_augmentation"]
+        flip = batch["flip"]
+        t_io = time.perf_counter()
+        flat = self.store.flat_index(batch["dataset_index"].cpu().numpy(), batch["bundle_index"].cpu().numpy())
+        stored = self.store.read(flat, dev)
+        io_seconds = time.perf_counter() - t_io
+        orient, pose = to_augmented(stored["global_orient"].to(dt), stored["body_pose"].to(dt), M, flip)
+        betas, error = stored["betas"].to(dt), stored["error"].to(dt)
+        stats: dict[str, float] = {}
+        if self.fitter is not None:
+            fit = self.fitter.fit_per_view(batch["keypoints_2d"], PerViewEstimate(
+                rotmat=pred.rotmat.detach(), betas=pred.betas.detach(), cam=pred.cam.detach()))
+            used = fit.view_used.to(dt)
+            view_err = torch.where(fit.view_used, fit.view_reprojection_error, torch.zeros_like(fit.view_reprojection_error))
+            new_err = (view_err * batch["scale_factor"] * used).sum(1) / used.sum(1).clamp(min=1)
+            new_err = torch.where(fit.fitted, new_err, torch.full_like(new_err, math.inf))
+            better = new_err < error
+            new_orient_un, new_pose_un = from_augmented(fit.global_orient, fit.body_pose, M, flip)
+            updates = self.ctx.all_gather((flat, new_pose_un.cpu().numpy(), fit.betas.cpu().numpy(),
+                                           new_orient_un.cpu().numpy(), new_err.cpu().numpy()))
+            t_io = time.perf_counter()
+            replaced = sum(int(self.store.update(*u, step=self.step + 1).sum()) for u in updates)
+            io_seconds += time.perf_counter() - t_io
+            stats["fits/replaced_share"] = replaced / (b * self.ctx.world_size)
+            stats["fits/new_error_px"] = float(new_err[torch.isfinite(new_err)].mean()) if torch.isfinite(new_err).any() else float("nan")
+            sel = better.view(b, 1, 1, 1)
+            orient = torch.where(sel, fit.global_orient, orient)
+            pose = torch.where(sel, fit.body_pose, pose)
+            betas = torch.where(better.view(b, 1), fit.betas, betas)
+            error = torch.where(better, new_err, error)
+        valid = (error <= self.reject_px) & (betas.abs() <= self.config.fits.max_abs_beta).all(-1)
+        if self.config.fits.use_ground_truth_smpl:
+            gt = batch["has_smpl"]
+            orient = torch.where(gt.view(b, 1, 1, 1), batch["smpl_global_orient"], orient)
+            pose = torch.where(gt.view(b, 1, 1, 1), batch["smpl_body_pose"], pose)
+            betas = torch.where(gt.view(b, 1), batch["smpl_betas"], betas)
+            valid = valid | gt
+        rotmat = torch.cat([orient.unsqueeze(2), pose.unsqueeze(1).expand(b, v, 23, 3, 3)], dim=2)
+        stats["fits/accepted_share"] = float(valid.float().mean())
+        self.times["store_io"] += io_seconds
+        self.times["fitting"] -= io_seconds  # the caller times the whole call as fitting
+        return rotmat, betas, valid, error, stats
+
+    def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        c = self.config
+        t0 = time.perf_counter()
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        images = batch["images"]
+        b, v = images.shape[:2]
+        _set_train_mode(self.model, c.model.freeze_batchnorm)
+        out = self.net(images.reshape(b * v, *images.shape[2:]))
+        pred = out.reshape_leading(b, v)
+        t1 = time.perf_counter()
+        # The fit starts from detached predictions: no gradient path to the network.
+        rotmat_t, betas_t, valid, error, stats = self._targets(batch, pred)
+        t2 = time.perf_counter()
+
+        n = b * v
+        rotmat = pred.rotmat.reshape(n, 24, 3, 3)
+        pbetas = pred.betas.reshape(n, -1)
+        zeros = rotmat.new_zeros(n, 3)
+        set2, set3 = self.dataset.keypoint_set, self.dataset.joints_3d_set
+        kp2 = self.body.keypoints(set2, rotmat[:, 1:], pbetas, rotmat[:, 0], zeros)
+        kp3 = kp2 if set3 == set2 else self.body.keypoints(set3, rotmat[:, 1:], pbetas, rotmat[:, 0], zeros)
+        target_rotmat = rotmat_t.reshape(n, 24, 3, 3)
+        target_betas = betas_t.unsqueeze(1).expand(b, v, -1).reshape(n, -1)
+        valid_n = valid.unsqueeze(1).expand(b, v).reshape(n)
+        pred_vertices = target_vertices = None
+        if c.loss.mesh > 0 and c.fits.enabled:
+            pred_vertices = self.body(rotmat[:, 1:], pbetas, rotmat[:, 0], zeros).vertices
+            with torch.no_grad():
+                target_vertices = self.body(target_rotmat[:, 1:], target_betas, target_rotmat[:, 0], zeros).vertices
+        inputs = LossInputs(
+            pred_keypoints_2d_3d=kp2, pred_joints_3d=kp3, pred_rotmat=rotmat, pred_betas=pbetas,
+            pred_cam=pred.cam.reshape(n, 3), pred_vertices=pred_vertices,
+            keypoints_2d=batch["keypoints_2d"].reshape(n, *batch["keypoints_2d"].shape[2:]),
+            joints_3d=batch["joints_3d"].reshape(n, *batch["joints_3d"].shape[2:]),
+            target_rotmat=target_rotmat, target_betas=target_betas, target_vertices=target_vertices,
+            target_valid=valid_n.to(rotmat.dtype))
+        total, terms = training_losses(inputs, c.loss, c.data.crop_size, set3, self.focal)
+        if not bool(torch.isfinite(total)):
+            raise TrainingError(f"loss became {float(total)} at step {self.step + 1} "
+                                f"(terms: {', '.join(f'{k}={float(x):.4g}' for k, x in terms.items())})")
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in self.model.parameters() if p.grad is not None))
+        self.optimizer.step()
+        t3 = time.perf_counter()
+        self.times["network"] += t1 - t0
+        self.times["fitting"] += t2 - t1
+        self.times["backward"] += t3 - t2
+        self._last_pred, self._last_target = (pred, rotmat_t, betas_t), batch
+        scalars = {f"loss/{k}": float(x) for k, x in terms.items()}
+        scalars["loss/total"] = float(total.detach())
+        scalars["grad_norm"] = float(grad_norm)
+        scalars.update(stats)
+        return scalars
+
+    # --- logging ----------------------------------------------------------------------------
+    def _log(self, scalars: dict[str, float]) -> dict[str, float]:
+        keys = sorted(scalars)
+        values = self.ctx.mean(torch.tensor([scalars[k] for k in keys], dtype=torch.float64))
+        merged = dict(zip(keys, values.tolist()))
+        if not self.ctx.is_main:
+            return merged
+        merged.update({f"store/{k}": v for k, v in self.store.statistics(self.reject_px).items()})
+        merged["lr"] = self.optimizer.param_groups[0]["lr"]
+        steps = max(self.step - self._last_log_step, 1)
+        for k in STEP_TIMES:
+            merged[f"time/{k}"] = self.times[k] / steps
+        self.times = dict.fromkeys(STEP_TIMES, 0.0)
+        self._last_log_step = self.step
+        record = {"step": self.step, "epoch": self.epoch, **merged}
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for k, x in merged.items():
+                if math.isfinite(x):
+                    self.writer.add_scalar(k, x, self.step)
+        return merged
+
+    def _log_images(self) -> None:
+        if self.writer is None or self._last_pred is None:
+            return
+        from mvspin.learning.training_images import training_image_grid
+
+        (pred, rotmat_t, betas_t), batch = self._last_pred, self._last_target
+        grid = training_image_grid(self.body, batch, pred, rotmat_t, betas_t, self.config.data.crop_size, self.focal)
+        self.writer.add_image("bundle_0", grid, self.step, dataformats="HWC")
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self) -> TrainSummary:
+        start = time.perf_counter()
+        o = self.config.optim
+        ctx = self.ctx
+        self.times = dict.fromkeys(STEP_TIMES, 0.0)
+        self._last_log_step = self.step
+        self._last_pred = None
+        if ctx.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.out_dir / "config.yaml")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step or None)
+            if self.step == 0 and self.metrics_path.exists():
+                self.metrics_path.unlink()
+            elif self.step:
+                _truncate_metrics(self.metrics_path, self.step)
+            log.info("training %s: ResNet-%d, %s, %d bundle files, %d bundles/epoch, %d steps/epoch, batch %d x %d views, "
+                     "%d process(es), device %s", self.out_dir, self.config.model.depth, self.body.name,
+                     len(self.dataset.sources), len(self.dataset), self.steps_per_epoch, o.batch_size,
+                     self.dataset.num_views, ctx.world_size, self.device)
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
+                   disable=not (self.progress and ctx.is_main))
+        steps_run = 0
+        last: dict[str, float] = {}
+        paths = None
+        try:
+            while self.step < self.total_steps:
+                t_data = time.perf_counter()
+                for batch in self._epoch_batches():
+                    self.times["data"] += time.perf_counter() - t_data
+                    scalars = self.train_step(batch)
+                    self.step += 1
+                    self.batch_idx += 1
+                    steps_run += 1
+                    if self.batch_idx >= self.steps_per_epoch:
+                        self.epoch += 1
+                        self.batch_idx = 0
+                    if self.step % o.log_every == 0 or self.step == self.total_steps:
+                        last = self._log(scalars)
+                        bar.set_postfix(loss=f"{last['loss/total']:.4g}", acc=f"{last.get('fits/accepted_share', 0):.2f}")
+                    if o.image_every and self.step % o.image_every == 0 and ctx.is_main:
+                        self._log_images()
+                    bar.update(1)
+                    if self.step % o.checkpoint_every == 0 or self.step == self.total_steps:
+                        paths = self.save_checkpoint()
+                    if self.step >= self.total_steps:
+                        break
+                    t_data = time.perf_counter()
+            if paths is None:
+                paths = self.save_checkpoint()
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.close()
+        summary = TrainSummary(
+            final_step=self.step, epoch=self.epoch, checkpoint=paths["checkpoint"], fits_store=paths["fits"],
+            wall_seconds=time.perf_counter() - start,
+            final_losses={k.removeprefix("loss/"): v for k, v in last.items() if k.startswith("loss/")},
+            store=self.store.statistics(self.reject_px), steps_run=steps_run, is_main=self.ctx.is_main,
+            checkpoint_seconds=self.checkpoint_seconds)
+        return summary
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics lines after ``step`` (a run resumed from an earlier checkpoint repeats them)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            and json.loads(line).get("step", 0) <= step]
+    write_bytes_atomic(path, ("\n".join(kept) + "\n" if kept else "").encode())
+
+
+def train(config: TrainConfig, out_dir: Path, resume: bool = False, progress: bool = False) -> TrainSummary:
+    """Train the regressor with the MV-SPIN loop; see the module docstring for what is written.
+
+    Args:
+        config: the job (:func:`mvspin.learning.train_config.load_train_config`).
+        out_dir: output folder (created).
+        resume: continue from the newest checkpoint in ``out_dir`` (bit-exact on CPU).
+        progress: show a progress bar with ETA (rank 0).
+
+    Returns:
+        :class:`TrainSummary`.
+
+    Raises:
+        ConfigError / CheckpointError / FitsStoreError / TrainingError: before the first step for
+        a bad key or path, a checkpoint of another architecture, a fits store of another dataset
+        or nothing to resume; TrainingError for a NaN loss.
+
+    Example:
+        >>> cfg = load_train_config("configs/synthetic_cpu.yaml", ["data.files=[train.h5]"])  # doctest: +SKIP
+        >>> summary = train(cfg, Path("runs/a"))  # doctest: +SKIP
+    """
+    trainer = _Trainer(config, Path(out_dir), resume, progress)
+    try:
+        return trainer.run()
+    finally:
+        trainer.ctx.close()
