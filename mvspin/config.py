@@ -25,7 +25,7 @@ class ConfigError(MvspinError, ValueError):
 
 
 def load_config(schema: type[T], yaml_path: Optional[str | Path] = None,
-                overrides: Sequence[str] = ()) -> T:
+                overrides: Sequence[str] = (), default_preset: Optional[str] = None) -> T:
     """Build a config object of dataclass type ``schema``.
 
     Args:
@@ -34,7 +34,8 @@ def load_config(schema: type[T], yaml_path: Optional[str | Path] = None,
         overrides: ``key=value`` strings (dotted keys for nested fields), applied last.
 
     A ``preset`` key (in the YAML or as ``preset=NAME``) starts from ``schema.preset(NAME)``
-    instead of the defaults, for schemas that offer presets (the fitting configs).
+    instead of the defaults, for schemas that offer presets (the fitting configs);
+    ``default_preset`` is the one used when neither names a preset.
 
     Returns:
         An instance of ``schema`` (type-checked by OmegaConf: wrong types or unknown keys raise
@@ -62,6 +63,7 @@ def load_config(schema: type[T], yaml_path: Optional[str | Path] = None,
         if bad:
             raise ConfigError(f"overrides must look like key=value, got {bad[0]!r}")
         loaded, overrides, preset = _take_preset(loaded, list(overrides))
+        preset = preset if preset is not None else default_preset
         cfg = OmegaConf.structured(_preset_base(schema, preset))
         if loaded is not None:
             try:

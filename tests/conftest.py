@@ -28,8 +28,9 @@ def tol(dtype: torch.dtype) -> float:
 
 
 @pytest.fixture(params=DEVICES)
-def device(request) -> torch.device:
-    return torch.device(request.param)
+def device(request) -> str:
+    """``"cpu"``, and ``"cuda"`` when present (a string, like torch's ``device=`` arguments take)."""
+    return request.param
 
 
 @pytest.fixture(params=DTYPES, ids=["float32", "float64"])

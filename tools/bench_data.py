@@ -31,13 +31,14 @@ import torch
 
 from _bench import median_time  # tools/ is on sys.path when run as a script
 from mvspin.body import BodyModel
-from mvspin.data.synthetic_capture import CaptureOptions, generate_capture_file, make_bundle, part_labels, render_views
+from mvspin.data.synthetic_capture import generate_capture_file, make_bundle, part_labels, render_views
+from mvspin.data.synthetic_options import SyntheticOptions
 from mvspin.learning.training_dataset import TrainingDataset, make_loader
 from mvspin.rendering import render_mesh
 
 
 def bench_generator(body: BodyModel, bundles: int, views: int, size: int, repeats: int, tmp: Path) -> float:
-    opts = CaptureOptions(num_views=views, image_size=(size, size), focal=360.0 * size / 224)
+    opts = SyntheticOptions.preset("capture", num_views=views, image_size=(size, size), focal=360.0 * size / 224)
     t = median_time(lambda: generate_capture_file(tmp / f"gen_{body.name}.h5", bundles, seed=0, options=opts,
                                                    body=body), repeats)
     return bundles * views / t
@@ -45,7 +46,7 @@ def bench_generator(body: BodyModel, bundles: int, views: int, size: int, repeat
 
 def bench_render(body: BodyModel, bundles: int, views: int, size: int, repeats: int) -> tuple[float, float]:
     """Views/s of the render stage: tiled pass vs one render_mesh per view."""
-    opts = CaptureOptions(num_views=views, image_size=(size, size), focal=360.0 * size / 224)
+    opts = SyntheticOptions.preset("capture", num_views=views, image_size=(size, size), focal=360.0 * size / 224)
     labels = part_labels(body)
     made = [make_bundle(body, i, 0, opts, labels) for i in range(bundles)]
     colors = np.full((body.num_vertices, 3), 0.6)
@@ -106,7 +107,7 @@ def main() -> None:
         body = BodyModel.free("low")
         for size in args.loader_sizes:
             path = tmp / f"loader_{size}.h5"
-            opts = CaptureOptions(num_views=args.views, image_size=(size, size), focal=360.0 * size / 224)
+            opts = SyntheticOptions.preset("capture", num_views=args.views, image_size=(size, size), focal=360.0 * size / 224)
             generate_capture_file(path, args.loader_bundles, seed=1, options=opts, body=body)
             for workers in (0, 2):
                 bps = bench_loader(path, workers, args.batch, args.loader_items, args.repeats)

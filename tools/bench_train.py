@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")  # open3d offscreen rendering on CPU
 
 from mvspin.body import BodyModel  # noqa: E402
-from mvspin.data.synthetic_capture import CaptureOptions, generate_capture_file  # noqa: E402
+from mvspin.data.synthetic_capture import generate_capture_file  # noqa: E402
+from mvspin.data.synthetic_options import SyntheticOptions  # noqa: E402
 from mvspin.config import load_config  # noqa: E402
 from mvspin.learning.train_config import TrainConfig, load_train_config  # noqa: E402
 from mvspin.learning.trainer import STEP_TIMES, train  # noqa: E402
@@ -63,7 +64,7 @@ def bench(name: str, steps: int, device: str, folder: Path) -> dict:
     probe = load_config(TrainConfig, s["config"], [f"{k}={v}" for k, v in s["overrides"].items()])
     bundles = probe.optim.batch_size * (steps + 1)
     capture = folder / f"{name}.h5"
-    generate_capture_file(capture, bundles, seed=0, options=CaptureOptions(**s["capture"]),
+    generate_capture_file(capture, bundles, seed=0, options=SyntheticOptions.preset("capture", **s["capture"]),
                           body=BodyModel.free(s["resolution"]))
     overrides = {**s["overrides"], "data.files": f"[{capture}]", "optim.max_steps": steps + 1,
                  "optim.log_every": 1, "optim.checkpoint_every": 10 ** 9, "optim.device": device,

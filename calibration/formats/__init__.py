@@ -12,7 +12,7 @@ format              files                                           read from
 
 Example:
     >>> rig = load_rig("calibration.toml")            # doctest: +SKIP
-    >>> save_rig(rig, "easymocap_calib/")             # doctest: +SKIP  (intri.yml + extri.yml)
+    >>> save_rig(rig, "easymocap_calib/")  # writes intri.yml + extri.yml  # doctest: +SKIP
 """
 from __future__ import annotations
 

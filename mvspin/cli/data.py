@@ -1,6 +1,6 @@
 """``mvspin data``: make bundle files (synthetic captures, dataset builders) and inspect them.
 
-    mvspin data synthetic --out synth.h5 --bundles 1000 --views 4 --seed 0
+    mvspin data synthetic --out synth.h5 --bundles 1000 --seed 0 num_views=4
     mvspin data build h36m /data/human36m --out h36m_train.h5 --split train
     mvspin data info synth.h5 --validate
 """
@@ -28,31 +28,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "parameters and cameras. Deterministic for a seed.")
     s.add_argument("--out", type=Path, required=True, help="output bundle file (.h5)")
     s.add_argument("--bundles", type=int, required=True, help="number of bundles N")
-    s.add_argument("--views", type=int, default=4, help="cameras per bundle V (default 4)")
     s.add_argument("--seed", type=int, default=0, help="seed (bundle i depends only on seed and i)")
-    s.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=(224, 224),
-                   help="image width and height in pixels (default 224 224)")
-    s.add_argument("--focal", type=float, default=360.0, help="focal length in pixels (default 360)")
-    s.add_argument("--radius", type=float, nargs=2, metavar=("MIN", "MAX"), default=(3.5, 5.0),
-                   help="camera distance range to the subject, metres (default 3.5 5.0)")
-    s.add_argument("--height", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.8, 2.0),
-                   help="camera height range, metres (default 0.8 2.0)")
-    s.add_argument("--keypoint-set", default="h36m17", help="2D keypoint set stored (default h36m17)")
-    s.add_argument("--joints-3d-set", default="h36m17", help="3D joint set stored (default h36m17)")
-    s.add_argument("--noise-px", type=float, default=1.0, help="2D keypoint noise std, pixels (default 1)")
-    s.add_argument("--drop-rate", type=float, default=0.05, help="share of 2D keypoints dropped (default 0.05)")
-    s.add_argument("--outlier-views", type=int, default=0,
-                   help="views per bundle whose 2D keypoints belong to another person (default 0)")
-    s.add_argument("--pose-spread", type=float, default=0.35, help="free pose prior spread (default 0.35)")
-    s.add_argument("--betas-std", type=float, default=1.0, help="betas standard deviation (default 1)")
-    s.add_argument("--colors", choices=("clothes", "parts"), default="clothes",
-                   help="body colours: random clothes or one colour per body part (default clothes)")
-    s.add_argument("--background", choices=("varied", "plain"), default="varied",
-                   help="procedural varied backgrounds or a plain grey one (default varied)")
-    s.add_argument("--shadows", action="store_true", help="cast sun shadows on the body (slower)")
-    s.add_argument("--image-format", choices=(".jpg", ".png"), default=".jpg", help="image encoding (default .jpg)")
-    s.add_argument("--jpeg-quality", type=int, default=92, help="JPEG quality (default 92)")
-    s.add_argument("--split", default="train", help="split name stored in the file (default train)")
+    s.add_argument("--config", type=Path, default=None,
+                   help="YAML file of SyntheticOptions fields (mvspin.data.synthetic_options)")
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="option overrides, given together (e.g. at the end): num_views=4 "
+                        "image_size=[320,240] noise_px=2 colors=parts "
+                        "(preset=capture, the default, or preset=keypoints; the resolved options are "
+                        "saved in the file's 'options' attribute)")
     add_body_model_args(s)
     s.set_defaults(run=run_synthetic)
 
@@ -85,16 +68,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_synthetic(args: argparse.Namespace) -> int:
     from mvspin.cli.common import load_body_model
-    from mvspin.data.synthetic_capture import CaptureOptions, generate_capture_file
+    from mvspin.config import load_config
+    from mvspin.data.synthetic_capture import generate_capture_file
+    from mvspin.data.synthetic_options import SyntheticOptions
 
-    _check_synthetic_options(args)  # named by option, before the library's own checks
-    options = CaptureOptions(
-        num_views=args.views, image_size=tuple(args.image_size), focal=args.focal, distance=tuple(args.radius),
-        height=tuple(args.height), keypoint_set=args.keypoint_set, joints_3d_set=args.joints_3d_set,
-        noise_px=args.noise_px, drop_rate=args.drop_rate, outlier_views=args.outlier_views,
-        pose_spread=args.pose_spread, betas_std=args.betas_std, colors=args.colors, background=args.background,
-        shadows=args.shadows, image_format=args.image_format, jpeg_quality=args.jpeg_quality, split=args.split,
-    )
+    options = load_config(SyntheticOptions, args.config, args.overrides, default_preset="capture")
     if args.bundles < 1:
         raise ValueError(f"--bundles must be >= 1, got {args.bundles}")
     check_output(args.out, "--out")  # before the body model and the renderer start
@@ -102,22 +80,6 @@ def run_synthetic(args: argparse.Namespace) -> int:
     report = generate_capture_file(args.out, args.bundles, seed=args.seed, options=options, body=body, progress=True)
     print(report.summary())
     return 0
-
-
-def _check_synthetic_options(args: argparse.Namespace) -> None:
-    """Options out of range are one-line errors naming the option, before any work."""
-    check_range("--views", args.views, 1, 64)
-    for option, value in (("--image-size W", args.image_size[0]), ("--image-size H", args.image_size[1])):
-        check_range(option, value, 16, 8192)
-    check_range("--focal", args.focal, 0, low_open=True)
-    for option, (low, high) in (("--radius", args.radius), ("--height", args.height)):
-        if not low <= high:
-            raise ValueError(f"{option} MIN MAX: MIN must not exceed MAX, got {low} {high}")
-    check_range("--radius MIN", args.radius[0], 0, low_open=True)
-    check_range("--noise-px", args.noise_px, 0)
-    check_range("--pose-spread", args.pose_spread, 0)
-    check_range("--betas-std", args.betas_std, 0)
-    check_range("--jpeg-quality", args.jpeg_quality, 0, 100)
 
 
 # CLI option -> builder keyword argument.

@@ -48,13 +48,14 @@ import torch
 
 from mvspin import rendering
 from mvspin.body import BodyModel
-from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES, get_keypoint_set
+from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES
 from mvspin.data.bundle_format import BundleWriter
-from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, sample_bodies
-from mvspin.geometry import SPIN_BBOX_SCALE_FACTOR, keypoint_crop_boxes
+from mvspin.data.synthetic_keypoints import make_capture, sample_bodies
+from mvspin.data.synthetic_options import SyntheticOptions
+from mvspin.geometry import keypoint_crop_boxes
 
 __all__ = [
-    "CaptureOptions",
+    "SyntheticOptions",
     "SyntheticBundle",
     "GenerationReport",
     "render_views",
@@ -85,107 +86,11 @@ _LEGS = ("left_knee", "right_knee")
 _SHOES = ("left_ankle", "right_ankle", "left_foot", "right_foot")
 
 
-@dataclass
-class CaptureOptions:
-    """How synthetic captures are made.
-
-    Attributes:
-        num_views: cameras per bundle (V).
-        image_size: (width, height) of every image, pixels.
-        focal: focal length, pixels (randomised by +-3% per camera); the default frames a
-            standing body at 3.5-5 m in about 120-180 px of a 224 px image.
-        distance: range of camera distances to the subject ("radius"), metres.
-        height: range of camera heights above the floor, metres.
-        keypoint_set: 2D keypoint set stored.
-        joints_3d_set: 3D joint set stored (world frame).
-        noise_px: std of the Gaussian noise on 2D keypoints, pixels.
-        drop_rate: share of 2D keypoints dropped (confidence 0).
-        outlier_views: views per bundle whose 2D keypoints belong to another (unrendered) person.
-        pose_spread: spread of the free pose prior's samples.
-        betas_std: std of the betas.
-        crop_margin: crop side = margin x the box around the exactly projected keypoints.
-        colors: ``"clothes"`` (random skin/garment colours, stripes, shading noise) or
-            ``"parts"`` (one fixed colour per SMPL part: left and right differ).
-        background: ``"varied"`` (procedural, random per view) or ``"plain"``.
-        background_color: RGB in [0, 1] of plain backgrounds.
-        light_intensity: range of the sun's intensity (open3d units).
-        ambient_intensity: range of the ambient (image-based) light's intensity.
-        shadows: cast sun shadows on the body (about 2x slower rendering).
-        image_format: ``".jpg"`` or ``".png"`` (lossless).
-        jpeg_quality: JPEG quality.
-        split: split name stored in the file.
-    """
-
-    num_views: int = 4
-    image_size: tuple[int, int] = (224, 224)
-    focal: float = 360.0
-    distance: tuple[float, float] = (3.5, 5.0)
-    height: tuple[float, float] = (0.8, 2.0)
-    keypoint_set: str = "h36m17"
-    joints_3d_set: str = "h36m17"
-    noise_px: float = 1.0
-    drop_rate: float = 0.05
-    outlier_views: int = 0
-    pose_spread: float = 0.35
-    betas_std: float = 1.0
-    crop_margin: float = SPIN_BBOX_SCALE_FACTOR
-    colors: str = "clothes"
-    background: str = "varied"
-    background_color: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    light_intensity: tuple[float, float] = (60000.0, 120000.0)
-    ambient_intensity: tuple[float, float] = (15000.0, 35000.0)
-    shadows: bool = False
-    image_format: str = ".jpg"
-    jpeg_quality: int = 92
-    split: str = "train"
-
-    def __post_init__(self) -> None:
-        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
-        self.distance = (float(self.distance[0]), float(self.distance[1]))
-        self.height = (float(self.height[0]), float(self.height[1]))
-        self.light_intensity = (float(self.light_intensity[0]), float(self.light_intensity[1]))
-        self.ambient_intensity = (float(self.ambient_intensity[0]), float(self.ambient_intensity[1]))
-        self.background_color = tuple(float(c) for c in self.background_color)  # type: ignore[assignment]
-        if self.num_views < 1:
-            raise ValueError(f"num_views must be >= 1, got {self.num_views}")
-        if min(self.image_size) < 16 or max(self.image_size) > _MAX_FRAMEBUFFER:
-            raise ValueError(f"image_size must be between 16 and {_MAX_FRAMEBUFFER} pixels per side, "
-                             f"got {self.image_size}")
-        if self.focal <= 0:
-            raise ValueError(f"focal must be positive, got {self.focal}")
-        for name in ("distance", "height", "light_intensity", "ambient_intensity"):
-            lo, hi = getattr(self, name)
-            if hi < lo:
-                raise ValueError(f"{name} must be (min, max) with min <= max, got {(lo, hi)}")
-        if self.distance[0] <= 0.5:
-            raise ValueError(f"distance must stay above 0.5 m (cameras inside the body), got {self.distance}")
-        for name in ("keypoint_set", "joints_3d_set"):
-            get_keypoint_set(getattr(self, name))  # KeyError listing the known sets
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
-        if self.noise_px < 0:
-            raise ValueError(f"noise_px must be >= 0, got {self.noise_px}")
-        if self.outlier_views and not 0 < self.outlier_views < self.num_views:
-            raise ValueError(f"outlier_views must be in 0..{self.num_views - 1}, got {self.outlier_views}")
-        if self.colors not in ("clothes", "parts"):
-            raise ValueError(f"colors must be 'clothes' or 'parts', got {self.colors!r}")
-        if self.background not in ("varied", "plain"):
-            raise ValueError(f"background must be 'varied' or 'plain', got {self.background!r}")
-        if len(self.background_color) != 3 or not all(0.0 <= c <= 1.0 for c in self.background_color):
-            raise ValueError(f"background_color must be 3 values in [0, 1], got {self.background_color}")
-        if self.image_format not in (".jpg", ".png"):
-            raise ValueError(f"image_format must be '.jpg' or '.png', got {self.image_format!r}")
-        if self.crop_margin <= 0:
-            raise ValueError(f"crop_margin must be positive, got {self.crop_margin}")
-
-    def keypoint_options(self) -> SyntheticOptions:
-        """The options of :func:`mvspin.data.synthetic_keypoints.make_capture` these imply."""
-        return SyntheticOptions(
-            keypoint_set=self.keypoint_set, image_size=self.image_size, focal=self.focal,
-            distance=self.distance, height=self.height, noise_px=self.noise_px, drop_rate=self.drop_rate,
-            outlier_views=self.outlier_views, pose_spread=self.pose_spread, betas_std=self.betas_std,
-            crop_margin=self.crop_margin,
-        )
+def _check_renderable(opt: SyntheticOptions) -> None:
+    """The renderer's own limit: one framebuffer side (GL textures; memory)."""
+    if max(opt.image_size) > _MAX_FRAMEBUFFER:
+        raise ValueError(f"image_size must be at most {_MAX_FRAMEBUFFER} pixels per side for rendering, "
+                         f"got {opt.image_size}")
 
 
 @dataclass
@@ -478,27 +383,29 @@ def _bundle_seeds(seed: int, index: int) -> tuple[int, int, int]:
     return int(s[0]), int(s[1]), int(s[2])
 
 
-def make_bundle(body: BodyModel, index: int, seed: int = 0, options: Optional[CaptureOptions] = None,
+def make_bundle(body: BodyModel, index: int, seed: int = 0, options: Optional[SyntheticOptions] = None,
                 labels: Optional[np.ndarray] = None, timings: Optional[dict[str, float]] = None) -> SyntheticBundle:
     """Sample, render and describe bundle ``index`` of the capture ``seed``.
 
     Args:
         body: the body model (its mesh is rendered; its parameters are stored as SMPL fields).
         index: bundle index (with ``seed``, determines everything).
-        options: see :class:`CaptureOptions`.
+        options: see :class:`~mvspin.data.synthetic_options.SyntheticOptions` (default: its
+            ``"capture"`` preset).
         labels: :func:`part_labels` of ``body`` (computed when None; pass it to save time).
         timings: if given, seconds per stage are added to it.
 
     Returns:
         the bundle's fields (cameras, keypoints, crops, joints, SMPL, ids), rendered images, masks.
     """
-    opt = options or CaptureOptions()
+    opt = options or SyntheticOptions.preset("capture")
+    _check_renderable(opt)
     if body.num_betas != 10:
         raise ValueError(f"the bundle format stores 10 betas; body model {body.name} has {body.num_betas}")
     t0 = time.perf_counter()
     body_seed, capture_seed, look_seed = _bundle_seeds(seed, index)
     params = sample_bodies(body, 1, torch.Generator().manual_seed(body_seed), opt.pose_spread, opt.betas_std)
-    cap = make_capture(body, params, opt.num_views, seed=capture_seed, options=opt.keypoint_options())
+    cap = make_capture(body, params, opt.num_views, seed=capture_seed, options=opt)
     rig = cap.rigs[0]
     if any(np.any(c.dist != 0) for c in rig):
         raise ValueError("synthetic rigs must be distortion-free: the renderer draws pinhole images")
@@ -574,7 +481,7 @@ def generate_capture_file(
     out: str | os.PathLike,
     num_bundles: int,
     seed: int = 0,
-    options: Optional[CaptureOptions] = None,
+    options: Optional[SyntheticOptions] = None,
     body: Optional[BodyModel] = None,
     progress: bool = False,
     num_threads: Optional[int] = 1,
@@ -588,14 +495,16 @@ def generate_capture_file(
         out: output ``.h5`` bundle file.
         num_bundles: N.
         seed: the capture's seed; bundle i depends only on (seed, i) and the options.
-        options: see :class:`CaptureOptions`.
+        options: see :class:`~mvspin.data.synthetic_options.SyntheticOptions` (default: its
+            ``"capture"`` preset).
         body: the body model (default: the free model at full resolution).
         progress: show a tqdm progress bar.
         num_threads: torch intra-op threads while generating (restored after; None: leave as
             is). One body per bundle is too little work to share: extra threads only contend
             with the renderer's (measured 1.5x slower with 2 threads on a 2-core machine).
     """
-    opt = options or CaptureOptions()
+    opt = options or SyntheticOptions.preset("capture")
+    _check_renderable(opt)
     if num_bundles < 1:
         raise ValueError(f"num_bundles must be >= 1, got {num_bundles}")
     body = body if body is not None else BodyModel.free("full")
@@ -608,7 +517,7 @@ def generate_capture_file(
         torch.set_num_threads(threads)
 
 
-def _generate(out: str | os.PathLike, num_bundles: int, seed: int, opt: CaptureOptions, body: BodyModel,
+def _generate(out: str | os.PathLike, num_bundles: int, seed: int, opt: SyntheticOptions, body: BodyModel,
               progress: bool) -> GenerationReport:
     from tqdm import tqdm
 

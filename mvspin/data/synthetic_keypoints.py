@@ -29,9 +29,9 @@ from torch import Tensor
 
 from calibration import Camera, CameraTensors, Rig, stack_rigs
 from mvspin.body import BodyModel, FreePosePrior
+from mvspin.data.synthetic_options import SyntheticOptions
 from mvspin.fitting.result import PerViewEstimate
 from mvspin.geometry import (
-    SPIN_BBOX_SCALE_FACTOR,
     SPIN_CROP_SIZE,
     SPIN_FOCAL_LENGTH,
     SPIN_SCALE_UNIT,
@@ -76,50 +76,6 @@ class BodyParams:
 
     def as_dict(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k).detach().cpu().numpy() for k in ("global_orient", "body_pose", "betas", "transl")}
-
-
-@dataclass
-class SyntheticOptions:
-    """How a synthetic capture is made (defaults: the fitting tests' 4-camera setting).
-
-    Attributes:
-        keypoint_set: 2D keypoint convention produced.
-        image_size: (width, height) pixels.
-        focal: focal length, pixels.
-        distance: range of camera distances to the subject, metres.
-        height: range of camera heights, metres (the floor is about y = 0).
-        noise_px: standard deviation of the Gaussian pixel noise.
-        drop_rate: share of keypoints dropped at random (confidence 0, coordinates 0).
-        outlier_views: number of views per bundle whose keypoints are replaced by another
-            person's (a bystander 1.5-2.5 m away, in another pose).
-        pose_spread: spread of prior samples (see :meth:`FreePosePrior.sample`).
-        betas_std: standard deviation of the betas.
-        estimate_pose_deg: per-axis noise (degrees) of the simulated network's body pose.
-        estimate_orient_deg: per-axis noise (degrees) of its per-view orientation.
-        estimate_betas_std: noise of its betas.
-        estimate_scale_rel: relative noise of its crop-camera scale.
-        estimate_trans_m: noise (metres) of its crop-camera x/y translation.
-        crop_margin: crop side = margin x the keypoints' bounding box side (SPIN uses 1.2).
-        shared_rig: one rig for every bundle (a recording) instead of one rig per bundle.
-    """
-
-    keypoint_set: str = "openpose25"
-    image_size: tuple[int, int] = (1000, 1000)
-    focal: float = 1000.0
-    distance: tuple[float, float] = (3.5, 5.0)
-    height: tuple[float, float] = (0.8, 2.0)
-    noise_px: float = 2.0
-    drop_rate: float = 0.1
-    outlier_views: int = 0
-    pose_spread: float = 0.35
-    betas_std: float = 1.0
-    estimate_pose_deg: float = 6.0
-    estimate_orient_deg: float = 8.0
-    estimate_betas_std: float = 0.3
-    estimate_scale_rel: float = 0.05
-    estimate_trans_m: float = 0.02
-    crop_margin: float = SPIN_BBOX_SCALE_FACTOR
-    shared_rig: bool = False
 
 
 @dataclass

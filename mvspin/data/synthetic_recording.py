@@ -7,8 +7,9 @@ a camera lists fewer people (a missing person or joint is ``0, 0, 0``, as OpenPo
 The world is Z-up (floor at z = 0) or Y-up.
 
 Example:
-    >>> rec = make_rig_recording(BodyModel.free("low"), RecordingOptions(num_frames=120))
+    >>> rec = make_rig_recording(BodyModel.free("low"), RecordingOptions(num_frames=10))
     >>> rec.detections.shape            # (T, V, P, 25, 3)
+    torch.Size([10, 4, 2, 25, 3])
 """
 from __future__ import annotations
 

@@ -5,10 +5,10 @@
     >>> from calibration import load_rig
     >>> from mvspin.body import BodyModel
     >>> from mvspin.data.recording_keypoints import read_recording_keypoints
-    >>> rig = load_rig("rig.toml")
-    >>> rec = read_recording_keypoints("keypoints/", rig.names)
-    >>> fit = fit_recording(BodyModel.free(), rec.keypoints, rig, rec.keypoint_set, fps=30)
-    >>> fit.subjects[0].result.smpl_params()["body_pose"].shape     # (T, 69)
+    >>> rig = load_rig("rig.toml")  # doctest: +SKIP
+    >>> rec = read_recording_keypoints("keypoints/", rig.names)  # doctest: +SKIP
+    >>> fit = fit_recording(BodyModel.free(), rec.keypoints, rig, rec.keypoint_set, fps=30)  # doctest: +SKIP
+    >>> fit.subjects[0].result.smpl_params()["body_pose"].shape     # (T, 69)  # doctest: +SKIP
 """
 from __future__ import annotations
 

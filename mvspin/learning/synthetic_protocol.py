@@ -65,7 +65,9 @@ class SyntheticProtocolConfig:
         static_fit_iterations: the full arm starts from static MV-SMPLify fits of every training
             bundle (``mvspin fit-dataset``, as SPIN starts from static fits) with this many
             iterations per stage (MV-SPIN / SPIN: 100); 0 starts from an empty store.
-        parallel_arms: training runs at once (separate processes).
+        parallel_arms: training runs at once (separate processes, started with ``spawn``: a
+            script calling :func:`run` with more than one must do so under
+            ``if __name__ == "__main__":``).
         threads_per_arm: torch threads of each run (None: torch's default). On a shared CPU,
             ``parallel_arms`` x ``threads_per_arm`` should not exceed the cores.
     """
@@ -158,7 +160,8 @@ def make_protocol_data(out_dir: str | Path, config: SyntheticProtocolConfig, bod
     """
     from mvspin.data.bundle_format import BundleFile
     from mvspin.data.derived_files import derive_bundle_file
-    from mvspin.data.synthetic_capture import CaptureOptions, generate_capture_file
+    from mvspin.data.synthetic_capture import generate_capture_file
+    from mvspin.data.synthetic_options import SyntheticOptions
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +173,7 @@ def make_protocol_data(out_dir: str | Path, config: SyntheticProtocolConfig, bod
     for name, seed in seeds.items():
         path = out_dir / f"synthetic_{name}.h5"
         split = "train" if name.startswith("train") else name
-        options = CaptureOptions(num_views=config.num_views, image_size=(config.image_size, config.image_size),
+        options = SyntheticOptions.preset("capture", num_views=config.num_views, image_size=(config.image_size, config.image_size),
                                  focal=360.0 * config.image_size / 224, split=split)
         if not _same_capture(path, seed, sizes[name], options, body):
             generate_capture_file(path, sizes[name], seed=seed, options=options, body=body, progress=progress)
@@ -299,7 +302,7 @@ def _static_fits(tc: Any, train_file: Path, iterations: int, log: Callable[[str]
     fit_config = copy.deepcopy(tc)
     fit_config.fits.store = None
     fit_config.fits.fitting.stage1_iterations = fit_config.fits.fitting.stage2_iterations = int(iterations)
-    summary = fit_dataset(fit_config, path)
+    summary = fit_dataset(fit_config, path, batch_size=64)  # fits are independent: large batches are faster
     log(f"static fits of {train_file.name}: {summary.store}")
     return path
 
@@ -349,11 +352,10 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
     arms: list[ArmResult] = []
     plan = [("all_3d", s) for s in config.training_seeds] + [("partial_3d", s) for s in config.partial_3d_seeds]
     results = ProtocolResults(arms=arms, data={k: str(v) for k, v in files.items()}, config=config)
-    for seed in config.training_seeds:
-        arms.append(_untrained(seed, "all_3d", config.full_config, config, files, body))
-    jobs = [(arm, variant, seed, yaml_path) for variant, seed in plan
-            for arm, yaml_path in (("ablation", config.ablation_config), ("full", config.full_config))]
-    for variant in {v for v, _ in plan}:  # static fits before the runs fork (each file once)
+    jobs = [("untrained", "all_3d", seed, config.full_config) for seed in config.training_seeds]
+    jobs += [(arm, variant, seed, yaml_path) for variant, seed in plan
+             for arm, yaml_path in (("ablation", config.ablation_config), ("full", config.full_config))]
+    for variant in sorted({v for v, _ in plan}):  # static fits before the runs fork (each file once)
         full = next((j for j in jobs if j[0] == "full" and j[1] == variant), None)
         tc = _train_config(config.full_config, config.overrides,
                            [files["train" if variant == "all_3d" else "train_partial_3d"]], 0)
@@ -368,7 +370,7 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
     if config.parallel_arms <= 1:
         for job in jobs:
             with _torch_threads(config.threads_per_arm):
-                finished(_run_arm(*job, config, files, body, out_dir / "runs", log))
+                finished(_run_job(job, config, files, body, out_dir / "runs", log))
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -400,7 +402,17 @@ def _arm_worker(job: tuple[str, str, int, str], config: SyntheticProtocolConfig,
     if config.threads_per_arm is not None:
         torch.set_num_threads(int(config.threads_per_arm))
     body = _training_body(config)
-    return _run_arm(*job, config, files, body, runs_dir, lambda line: print(line, flush=True))
+    return _run_job(job, config, files, body, runs_dir, lambda line: print(line, flush=True))
+
+
+def _run_job(job: tuple[str, str, int, str], config: SyntheticProtocolConfig, files: dict[str, Path], body: Any,
+             runs_dir: Path, log: Callable[[str], None]) -> ArmResult:
+    arm, variant, seed, yaml_path = job
+    if arm == "untrained":
+        result = _untrained(seed, variant, yaml_path, config, files, body)
+        log(f"  untrained (seed {seed}): test MPJPE {result.mpjpe:.1f} mm, PA-MPJPE {result.pa_mpjpe:.1f} mm")
+        return result
+    return _run_arm(arm, variant, seed, yaml_path, config, files, body, runs_dir, log)
 
 
 def _training_body(config: SyntheticProtocolConfig) -> Any:

@@ -15,9 +15,10 @@ from tests.data.test_builder_h36m import h36m_root  # noqa: F401  (fixture: a ti
 def test_synthetic_writes_the_asked_capture(tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO, logger="mvspin")
     out = tmp_path / "synth.h5"
-    rc = main(["data", "synthetic", "--out", str(out), "--bundles", "2", "--views", "2", "--seed", "3",
-               "--resolution", "low", "--image-size", "160", "120", "--focal", "260", "--radius", "3", "4",
-               "--keypoint-set", "coco17", "--image-format", ".png"])
+    config = tmp_path / "synth.yaml"
+    config.write_text("num_views: 2\nimage_size: [160, 120]\nfocal: 300\nkeypoint_set: coco17\n")
+    rc = main(["data", "synthetic", "--out", str(out), "--bundles", "2", "--seed", "3", "--resolution", "low",
+               "--config", str(config), "focal=260", "distance=[3,4]", "image_format=.png"])
     assert rc == 0
     text = capsys.readouterr()
     assert "2 bundles x 2 views (free-collapse10pc)" in text.out and "views/s" in text.out
@@ -31,6 +32,10 @@ def test_synthetic_writes_the_asked_capture(tmp_path, capsys, caplog):
                               - rec["smpl_transl"][[0, 2]], axis=1)
     assert np.all((distance > 2.4) & (distance < 4.6))  # radius 3-4 m around a subject within 0.3 m + pelvis offset
     assert bf.load_images(0)[0].shape == (120, 160, 3)
+    # The resolved options (capture preset < YAML < overrides) are saved with the file.
+    saved = json.loads(bf.attrs["options"])
+    assert saved["focal"] == 260 and saved["image_size"] == [160, 120] and saved["distance"] == [3.0, 4.0]
+    assert saved["noise_px"] == 1.0 and saved["joints_3d_set"] == "h36m17"  # the capture preset's
 
     rc = main(["data", "info", str(out), "--validate"])
     text = capsys.readouterr().out
@@ -38,8 +43,8 @@ def test_synthetic_writes_the_asked_capture(tmp_path, capsys, caplog):
 
 
 def test_synthetic_bad_options_are_one_line_errors(tmp_path, capsys):
-    rc = main(["data", "synthetic", "--out", str(tmp_path / "x.h5"), "--bundles", "1", "--views", "2",
-               "--outlier-views", "3"])
+    rc = main(["data", "synthetic", "--out", str(tmp_path / "x.h5"), "--bundles", "1", "num_views=2",
+               "outlier_views=3"])
     err = capsys.readouterr().err
     assert rc == 2 and err.strip() == "mvspin data: error: outlier_views must be in 0..1, got 3"
     rc = main(["data", "synthetic", "--out", str(tmp_path / "x.h5"), "--bundles", "0"])
@@ -78,7 +83,7 @@ def test_build_bad_input_is_a_one_line_error(tmp_path, capsys):
 
 def test_info_on_a_truncated_file_names_it(tmp_path, capsys):
     out = tmp_path / "s.h5"
-    assert main(["data", "synthetic", "--out", str(out), "--bundles", "1", "--views", "1", "--resolution", "low"]) == 0
+    assert main(["data", "synthetic", "--out", str(out), "--bundles", "1", "num_views=1", "--resolution", "low"]) == 0
     capsys.readouterr()
     data = out.read_bytes()
     out.write_bytes(data[: len(data) // 2])
@@ -88,16 +93,19 @@ def test_info_on_a_truncated_file_names_it(tmp_path, capsys):
 
 
 def test_options_out_of_range_and_outputs_in_the_way_fail_before_work(tmp_path, capsys):
-    base = ["data", "synthetic", "--bundles", "1", "--views", "1", "--resolution", "low"]
+    base = ["data", "synthetic", "--bundles", "1", "--resolution", "low"]
     cases = [
-        (["--jpeg-quality", "500"], "--jpeg-quality must be in 0..100, got 500"),
-        (["--drop-rate", "1.5"], "drop_rate must be in [0, 1), got 1.5"),  # the library's check
-        (["--focal", "-3"], "--focal must be > 0, got -3.0"),
-        (["--radius", "5", "2"], "--radius MIN MAX: MIN must not exceed MAX, got 5.0 2.0"),
-        (["--image-size", "0", "10"], "--image-size W must be in 16..8192, got 0"),
+        (["jpeg_quality=500"], "jpeg_quality must be in 0..100, got 500"),
+        (["drop_rate=1.5"], "drop_rate must be in [0, 1), got 1.5"),
+        (["focal=-3"], "focal must be positive, got -3.0"),
+        (["distance=[5,2]"], "distance must be (min, max) with min <= max, got (5.0, 2.0)"),
+        (["image_size=[0,10]"], "image_size must be at least 16 pixels per side, got (0, 10)"),
+        (["image_size=[5000,100]"], "image_size must be at most 4096 pixels per side for rendering, got (5000, 100)"),
+        (["views=2"], "invalid configuration: Key 'views' not in 'SyntheticOptions'. Did you mean: 'num_views'?"),
+        (["preset=nope"], "unknown synthetic preset 'nope'; known presets: keypoints, capture"),
     ]
     for extra, message in cases:
-        assert main([*base, "--out", str(tmp_path / "x.h5"), *extra]) == 2
+        assert main([*base, "--out", str(tmp_path / "x.h5"), "num_views=1", *extra]) == 2
         assert capsys.readouterr().err.strip() == f"mvspin data: error: {message}"
     (tmp_path / "a_dir.h5").mkdir()
     assert main([*base, "--out", str(tmp_path / "a_dir.h5")]) == 2

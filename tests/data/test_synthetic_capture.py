@@ -11,8 +11,8 @@ import torch
 
 from mvspin.body import BodyModel
 from mvspin.data.bundle_format import BundleFile
+from mvspin.data.synthetic_options import SyntheticOptions
 from mvspin.data.synthetic_capture import (
-    CaptureOptions,
     generate_capture_file,
     make_bundle,
     part_labels,
@@ -31,8 +31,8 @@ def body():
 @pytest.fixture(scope="module")
 def plain_file(tmp_path_factory, body):
     path = tmp_path_factory.mktemp("capture") / "plain.h5"
-    opts = CaptureOptions(num_views=3, colors="parts", background="plain", image_format=".png",
-                          noise_px=0.0, drop_rate=0.0)
+    opts = SyntheticOptions.preset("capture", num_views=3, colors="parts", background="plain", image_format=".png",
+                                   noise_px=0.0, drop_rate=0.0)
     report = generate_capture_file(path, 3, seed=4, options=opts, body=body)
     assert report.num_bundles == 3 and report.views_per_second > 0
     return path
@@ -58,6 +58,10 @@ def test_rendered_views_show_the_body_where_the_mesh_projects(plain_file, body):
     plain background exactly there (IoU > 0.9)."""
     bf = BundleFile(plain_file)
     assert bf.attrs["body_model"] == body.name and json.loads(bf.attrs["options"])["num_views"] == 3
+    # the saved options are the resolved config: they rebuild the options that made the file
+    saved = SyntheticOptions(**json.loads(bf.attrs["options"]))
+    assert saved == SyntheticOptions.preset("capture", num_views=3, colors="parts", background="plain",
+                                            image_format=".png", noise_px=0.0, drop_rate=0.0)
     for i in range(len(bf)):
         rec, images = bf.read_bundle(i), bf.load_images(i)
         with torch.no_grad():
@@ -97,7 +101,7 @@ def test_stored_ground_truth_is_consistent(plain_file, body):
 
 
 def test_generation_is_deterministic_and_per_bundle(tmp_path, body):
-    opts = CaptureOptions(num_views=2, noise_px=2.0, drop_rate=0.2)
+    opts = SyntheticOptions.preset("capture", num_views=2, noise_px=2.0, drop_rate=0.2)
     a = generate_capture_file(tmp_path / "a.h5", 3, seed=7, options=opts, body=body).path
     b = generate_capture_file(tmp_path / "b.h5", 2, seed=7, options=opts, body=body).path
     c = generate_capture_file(tmp_path / "c.h5", 2, seed=8, options=opts, body=body).path
@@ -123,7 +127,7 @@ def test_generation_is_deterministic_and_per_bundle(tmp_path, body):
 def test_tiled_rendering_equals_one_render_per_view(body):
     """All views in one pass (tiles) give the same silhouettes as rendering each view alone; a
     view whose body leaves the image is rendered alone."""
-    opts = CaptureOptions(num_views=3)
+    opts = SyntheticOptions.preset("capture", num_views=3)
     bundle = make_bundle(body, 0, seed=1, options=opts)
     rec = bundle.fields
     K = rec["camera_K"].copy()
@@ -141,18 +145,18 @@ def test_tiled_rendering_equals_one_render_per_view(body):
 def test_appearance_options(body):
     labels = part_labels(body)
     assert labels.shape == (body.num_vertices,) and set(np.unique(labels)) <= set(range(24))
-    varied = make_bundle(body, 2, seed=0, options=CaptureOptions(num_views=2), labels=labels)
+    varied = make_bundle(body, 2, seed=0, options=SyntheticOptions.preset("capture", num_views=2), labels=labels)
     bg = varied.images[~varied.masks]
     assert bg.std() > 10  # procedural backgrounds are not flat
-    plain = make_bundle(body, 2, seed=0, options=CaptureOptions(num_views=2, background="plain",
+    plain = make_bundle(body, 2, seed=0, options=SyntheticOptions.preset("capture", num_views=2, background="plain",
                                                                 background_color=(0.2, 0.4, 0.6)))
     assert np.all(plain.images[~plain.masks] == np.round(np.array([0.2, 0.4, 0.6]) * 255))
     np.testing.assert_array_equal(plain.masks, varied.masks)  # same body and cameras
     with pytest.raises(ValueError, match="colors must be"):
-        CaptureOptions(colors="rainbow")
+        SyntheticOptions.preset("capture", colors="rainbow")
     with pytest.raises(ValueError, match="outlier_views must be in 0..1"):
-        CaptureOptions(num_views=2, outlier_views=2)
+        SyntheticOptions.preset("capture", num_views=2, outlier_views=2)
     with pytest.raises(KeyError, match="unknown keypoint set"):
-        CaptureOptions(keypoint_set="nope")
+        SyntheticOptions.preset("capture", keypoint_set="nope")
     with pytest.raises(ValueError, match="distance"):
-        CaptureOptions(distance=(5.0, 4.0))
+        SyntheticOptions.preset("capture", distance=(5.0, 4.0))

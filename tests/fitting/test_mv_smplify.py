@@ -63,10 +63,10 @@ def test_per_view_mode_and_single_view_comparison(body, capture, calibrated_fit)
     est, gt = capture.estimate, capture.gt
     _, est_pa = pose_errors(body, est.rotmat[:, 0, 1:], est.betas[:, 0], est.rotmat[:, 0, 0], gt.body_pose, gt.betas)
     est_pa = float(est_pa.mean())
-    print(f"PA-MPJPE mm: calibrated {cal_pa:.1f}, per-view {mv_pa:.1f}, single-view {sv_pa:.1f}, "
-          f"network estimate {est_pa:.1f}")
-    assert sv_pa > mv_pa > cal_pa  # more views, better; known cameras, best
-    assert est_pa > sv_pa  # every fit improves on its start
+    errors = (f"PA-MPJPE mm: calibrated {cal_pa:.1f}, per-view {mv_pa:.1f}, single-view {sv_pa:.1f}, "
+              f"network estimate {est_pa:.1f}")
+    assert sv_pa > mv_pa > cal_pa, errors  # more views, better; known cameras, best
+    assert est_pa > sv_pa, errors  # every fit improves on its start
 
 
 def test_calibrated_from_mean_pose_without_network(body, capture):

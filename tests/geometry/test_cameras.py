@@ -17,8 +17,6 @@ from mvspin.geometry import (
     world_to_camera,
 )
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-DTYPES = [torch.float32, torch.float64]
 
 
 def as_tensor(x, device, dtype) -> torch.Tensor:
@@ -34,8 +32,6 @@ def test_spin_constants():
     assert SPIN_CROP_SIZE == 224
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_crop_cam_to_translation_value_and_round_trip(device, dtype):
     cam = as_tensor([[0.9, 0.1, -0.2], [1.25, -0.05, 0.3]], device, dtype)
     transl = crop_cam_to_translation(cam)
@@ -52,7 +48,6 @@ def test_crop_cam_to_translation_value_and_round_trip(device, dtype):
     torch.testing.assert_close(round_trip, cam)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_crop_camera_is_weak_perspective_for_flat_body(device):
     # A body at the origin seen by the crop camera (K with f = 5000, principal point 112) at the
     # translation from [s, tx, ty] lands where SPIN's weak-perspective camera puts it:
@@ -107,8 +102,6 @@ DISTORTIONS = {
 }
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_dist", [0, 4, 5, 8])
 def test_projection_matches_cv2(device, dtype, n_dist):
     points, rvec, R, tvec, K = _scene(seed=n_dist)
@@ -127,7 +120,6 @@ def test_projection_matches_cv2(device, dtype, n_dist):
     assert np.abs(uv.double().cpu().numpy() - expected).max() < tolerance
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_projection_broadcasts_over_batch_and_views(device):
     dtype = torch.float64
     B, V, N = 2, 3, 7
@@ -151,7 +143,6 @@ def test_projection_broadcasts_over_batch_and_views(device):
             assert np.abs(uv[b, v].cpu().numpy() - expected).max() < 1e-6
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_projection_camera_frame_known_answer(device):
     K = torch.tensor([[1000.0, 0.0, 320.0], [0.0, 1000.0, 240.0], [0.0, 0.0, 1.0]], device=device)
     uv = perspective_projection(torch.tensor([[0.1, 0.2, 2.0], [0.0, 0.0, 5.0]], device=device), K)
@@ -162,8 +153,6 @@ def test_projection_camera_frame_known_answer(device):
     torch.testing.assert_close(uv, torch.tensor([[370.2, 340.0]], device=device))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_projection_points_on_or_behind_camera_are_finite(device, dtype):
     K = as_tensor([[1000.0, 0.0, 320.0], [0.0, 1000.0, 240.0], [0.0, 0.0, 1.0]], device, dtype)
     points = as_tensor([[0.5, 0.0, 0.0], [0.3, -0.4, -2.0], [0.1, 0.1, 1e-9]], device, dtype)
@@ -180,7 +169,6 @@ def test_projection_points_on_or_behind_camera_are_finite(device, dtype):
     torch.testing.assert_close(uv[0], as_tensor([500320.0, 240.0], device, dtype))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_projection_gradcheck(device):
     points, _, R, tvec, K = _scene(seed=40, n=4)
     dtype = torch.float64
@@ -225,8 +213,6 @@ def test_world_to_camera_known_answer():
 # crop <-> image
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_crop_transform_known_values_and_inverse(device, dtype):
     # Box side h = 2.0 * 200 = 400 px around (320, 240) resized to 224: ratio 0.56,
     # offset 112 - 0.56 * (320, 240) = (-67.2, -22.4), as in SPIN's transform.

@@ -5,9 +5,8 @@ from scipy.spatial.transform import Rotation
 
 from mvspin.geometry import similarity_procrustes
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-DTYPES = [torch.float32, torch.float64]
-TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+from tests.conftest import tol
+
 
 
 def as_tensor(x, device, dtype) -> torch.Tensor:
@@ -24,23 +23,20 @@ def _similarity_case(seed: int, batch: int = 4, n: int = 20):
     return source, target, scale, R, t
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_recovers_known_similarity(device, dtype):
     source, target, scale, R, t = _similarity_case(seed=0)
     target_t = as_tensor(target, device, dtype)
     aligned, s_hat, R_hat, t_hat = similarity_procrustes(as_tensor(source, device, dtype), target_t)
     assert aligned.shape == (4, 20, 3) and s_hat.shape == (4,)
     assert R_hat.shape == (4, 3, 3) and t_hat.shape == (4, 3)
-    tol = dict(atol=TOL[dtype], rtol=0)
-    torch.testing.assert_close(s_hat, as_tensor(scale, device, dtype), **tol)
-    torch.testing.assert_close(R_hat, as_tensor(R, device, dtype), **tol)
-    torch.testing.assert_close(t_hat, as_tensor(t, device, dtype), **tol)
-    torch.testing.assert_close(aligned, target_t, atol=10 * TOL[dtype], rtol=0)
-    torch.testing.assert_close(torch.det(R_hat), torch.ones(4, dtype=dtype, device=device), **tol)
+    close = dict(atol=tol(dtype), rtol=0)
+    torch.testing.assert_close(s_hat, as_tensor(scale, device, dtype), **close)
+    torch.testing.assert_close(R_hat, as_tensor(R, device, dtype), **close)
+    torch.testing.assert_close(t_hat, as_tensor(t, device, dtype), **close)
+    torch.testing.assert_close(aligned, target_t, atol=10 * tol(dtype), rtol=0)
+    torch.testing.assert_close(torch.det(R_hat), torch.ones(4, dtype=dtype, device=device), **close)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_mirrored_target_gives_best_proper_rotation(device):
     # The target is a mirror image: the best fit among reflections would be exact, but the result
     # must be a rotation. Reference: scipy's Wahba solver (proper rotations) on the centred sets.
@@ -68,8 +64,6 @@ def test_mirrored_target_gives_best_proper_rotation(device):
         np.testing.assert_allclose(t_hat[b].cpu().numpy(), t_ref, atol=1e-9)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_zero_weights_ignore_outliers(device, dtype):
     source, target, scale, R, t = _similarity_case(seed=2, batch=2, n=12)
     target[:, :3] += 5.0  # gross outliers on the first three points
@@ -80,10 +74,10 @@ def test_zero_weights_ignore_outliers(device, dtype):
         as_tensor(target, device, dtype),
         torch.as_tensor(mask, device=device),
     )
-    tol = dict(atol=TOL[dtype], rtol=0)
-    torch.testing.assert_close(s_hat, as_tensor(scale, device, dtype), **tol)
-    torch.testing.assert_close(R_hat, as_tensor(R, device, dtype), **tol)
-    torch.testing.assert_close(t_hat, as_tensor(t, device, dtype), **tol)
+    close = dict(atol=tol(dtype), rtol=0)
+    torch.testing.assert_close(s_hat, as_tensor(scale, device, dtype), **close)
+    torch.testing.assert_close(R_hat, as_tensor(R, device, dtype), **close)
+    torch.testing.assert_close(t_hat, as_tensor(t, device, dtype), **close)
 
 
 def test_leading_batch_dims_and_degenerate_source():
@@ -100,7 +94,6 @@ def test_leading_batch_dims_and_degenerate_source():
     torch.testing.assert_close(aligned[0], torch.tensor(target[0, :5]).mean(dim=0).expand(5, 3))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_gradcheck(device):
     rng = np.random.default_rng(4)
     source = torch.tensor(rng.normal(size=(2, 6, 3)), device=device, requires_grad=True)

@@ -14,9 +14,8 @@ from mvspin.geometry import (
     so3_mean,
 )
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-DTYPES = [torch.float32, torch.float64]
-TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+from tests.conftest import tol
+
 
 
 def random_rotations(n: int, seed: int) -> np.ndarray:
@@ -31,8 +30,6 @@ def as_tensor(x, device, dtype) -> torch.Tensor:
 # 6D representation
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_rot6d_spin_convention_hand_cases(device, dtype):
     # 90 deg about +z: R = [[0,-1,0],[1,0,0],[0,0,1]]; SPIN's 6 numbers are R[:, :2] row-major.
     x = as_tensor([0.0, -1.0, 1.0, 0.0, 0.0, 0.0], device, dtype)
@@ -49,26 +46,24 @@ def test_rot6d_spin_convention_hand_cases(device, dtype):
     b2 = [3.2 / r20, 2.0 / r20, -2.4 / r20]
     b3 = [-1.6 / r20, 4.0 / r20, 1.2 / r20]
     expected = as_tensor(np.stack([b1, b2, b3], axis=1), device, dtype)  # b's are columns
-    torch.testing.assert_close(rot6d_to_matrix(x), expected, atol=10 * TOL[dtype], rtol=0)
+    torch.testing.assert_close(rot6d_to_matrix(x), expected, atol=10 * tol(dtype), rtol=0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_rot6d_round_trip_and_orthonormality(device, dtype):
     R = as_tensor(random_rotations(40, seed=0), device, dtype).reshape(2, 4, 5, 3, 3)
     x6 = matrix_to_rot6d(R)
     assert x6.shape == (2, 4, 5, 6)
-    torch.testing.assert_close(rot6d_to_matrix(x6), R, atol=10 * TOL[dtype], rtol=0)
+    torch.testing.assert_close(rot6d_to_matrix(x6), R, atol=10 * tol(dtype), rtol=0)
 
     # Arbitrary (network-like) 6D vectors always give proper rotations.
     x = torch.randn(7, 24, 6, generator=torch.Generator().manual_seed(1), dtype=dtype).to(device)
     Rx = rot6d_to_matrix(x)
     eye = torch.eye(3, dtype=dtype, device=device).expand_as(Rx)
-    torch.testing.assert_close(Rx @ Rx.transpose(-1, -2), eye, atol=10 * TOL[dtype], rtol=0)
+    torch.testing.assert_close(Rx @ Rx.transpose(-1, -2), eye, atol=10 * tol(dtype), rtol=0)
     torch.testing.assert_close(torch.det(Rx), torch.ones(7, 24, dtype=dtype, device=device))
     # ... and reading the 6 numbers back yields the same rotation, not the same numbers.
     round_trip = rot6d_to_matrix(matrix_to_rot6d(Rx))
-    torch.testing.assert_close(round_trip, Rx, atol=10 * TOL[dtype], rtol=0)
+    torch.testing.assert_close(round_trip, Rx, atol=10 * tol(dtype), rtol=0)
 
 
 def test_rot6d_empty_batch():
@@ -76,7 +71,6 @@ def test_rot6d_empty_batch():
     assert matrix_to_rot6d(torch.zeros(2, 0, 3, 3)).shape == (2, 0, 6)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_rot6d_gradcheck(device):
     x = torch.randn(3, 6, dtype=torch.float64, device=device, requires_grad=True)
     assert torch.autograd.gradcheck(rot6d_to_matrix, (x,))
@@ -102,13 +96,11 @@ def _test_rotvecs() -> np.ndarray:
     return np.concatenate([axes * angles[:, None], generic])  # (24, 3)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_axis_angle_to_matrix_matches_scipy(device, dtype):
     rotvecs = _test_rotvecs()
     expected = Rotation.from_rotvec(rotvecs).as_matrix().reshape(4, 6, 3, 3)
     R = axis_angle_to_matrix(as_tensor(rotvecs.reshape(4, 6, 3), device, dtype))
-    torch.testing.assert_close(R, as_tensor(expected, device, dtype), atol=10 * TOL[dtype], rtol=0)
+    torch.testing.assert_close(R, as_tensor(expected, device, dtype), atol=10 * tol(dtype), rtol=0)
 
 
 def test_axis_angle_to_matrix_matches_cv2_rodrigues(device, dtype):
@@ -122,7 +114,7 @@ def test_axis_angle_to_matrix_matches_cv2_rodrigues(device, dtype):
     expected = np.stack([cv2.Rodrigues(v.reshape(3, 1))[0] for v in rotvecs])
     R = axis_angle_to_matrix(as_tensor(rotvecs.reshape(5, 8, 3), device, dtype))
     torch.testing.assert_close(R.reshape(40, 3, 3), as_tensor(expected, device, dtype),
-                               atol=10 * TOL[dtype], rtol=0)
+                               atol=10 * tol(dtype), rtol=0)
 
 
 def test_axis_angle_to_matrix_gradcheck(device):
@@ -157,7 +149,6 @@ def test_axis_angle_to_matrix_exact_near_zero(device, dtype):
         torch.testing.assert_close(got.double().cpu(), ref, atol=5e-7 if dtype == torch.float32 else 1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_matrix_to_axis_angle_matches_scipy(device):
     dtype = torch.float64
     rotvecs = _test_rotvecs()
@@ -198,8 +189,6 @@ def _noisy_copies(center: np.ndarray, n: int, noise_deg: float, seed: int) -> np
     return center @ Rotation.from_rotvec(noise).as_matrix()
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_so3_mean_recovers_rotation_from_noisy_copies(device, dtype):
     center = Rotation.from_rotvec([0.3, -1.2, 2.0]).as_matrix()
     samples = _noisy_copies(center, 50, noise_deg=5.0, seed=4)
@@ -217,7 +206,6 @@ def test_so3_mean_recovers_rotation_from_noisy_copies(device, dtype):
     assert math.degrees(gap) < 0.005
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_so3_mean_weights(device):
     dtype = torch.float64
     center = Rotation.from_rotvec([-2.0, 0.5, 0.1]).as_matrix()
@@ -244,7 +232,6 @@ def test_so3_mean_weights(device):
     torch.testing.assert_close(so3_mean(samples[:0]), eye, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_so3_mean_view_axis_and_broadcast_weights(device):
     dtype = torch.float64
     B, V, J = 2, 4, 3
@@ -265,7 +252,6 @@ def test_so3_mean_view_axis_and_broadcast_weights(device):
     torch.testing.assert_close(so3_mean(per_view, dim=-4), so3_mean(per_view, dim=1))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_so3_mean_chordal_initialisation(device):
     # iterations=0 is the chordal L2 mean: SVD projection of the matrix average (numpy reference).
     samples = _noisy_copies(random_rotations(1, seed=8)[0], 6, 30.0, seed=9)
@@ -275,7 +261,6 @@ def test_so3_mean_chordal_initialisation(device):
     torch.testing.assert_close(mean, as_tensor(expected, device, torch.float64), atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_so3_mean_gradient(device):
     samples = as_tensor(_noisy_copies(np.eye(3), 5, 10.0, seed=11), device, torch.float64)
     samples.requires_grad_(True)
@@ -305,18 +290,15 @@ def test_so3_mean_errors():
 # geodesic distance
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_geodesic_distance_matches_scipy(device, dtype):
     R1 = random_rotations(20, seed=12)
     R2 = random_rotations(20, seed=13)
     expected = np.linalg.norm(Rotation.from_matrix(R1.transpose(0, 2, 1) @ R2).as_rotvec(), axis=-1)
     angle = geodesic_distance(as_tensor(R1, device, dtype), as_tensor(R2, device, dtype))
     expected = as_tensor(expected, device, dtype)
-    torch.testing.assert_close(angle, expected, atol=10 * TOL[dtype], rtol=0)
+    torch.testing.assert_close(angle, expected, atol=10 * tol(dtype), rtol=0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_geodesic_distance_precision_and_gradient(device):
     dtype = torch.float64
     base = as_tensor(random_rotations(1, seed=14), device, dtype)  # (1, 3, 3), broadcasts

@@ -15,7 +15,8 @@ from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.config import load_config
 from mvspin.learning.augment import AugmentConfig, AugmentParams, flip_smpl_pose
 from mvspin.data.bundle_format import BundleFormatError, BundleWriter
-from mvspin.data.synthetic_capture import CaptureOptions, generate_capture_file
+from mvspin.data.synthetic_capture import generate_capture_file
+from mvspin.data.synthetic_options import SyntheticOptions
 from mvspin.learning.training_dataset import DataConfig, TrainingDataset, make_loader
 from mvspin.geometry import perspective_projection
 
@@ -95,7 +96,7 @@ def body():
 @pytest.fixture(scope="module")
 def synthetic_file(tmp_path_factory, body):
     path = tmp_path_factory.mktemp("synthetic") / "synth.h5"
-    opts = CaptureOptions(num_views=3, noise_px=0.0, drop_rate=0.0, background="plain", image_format=".png",
+    opts = SyntheticOptions.preset("capture", num_views=3, noise_px=0.0, drop_rate=0.0, background="plain", image_format=".png",
                           colors="parts")
     generate_capture_file(path, 3, seed=11, options=opts, body=body)
     return path

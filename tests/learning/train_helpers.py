@@ -4,13 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from mvspin.body import BodyModel
-from mvspin.data.synthetic_capture import CaptureOptions, generate_capture_file
+from mvspin.data.synthetic_capture import generate_capture_file
+from mvspin.data.synthetic_options import SyntheticOptions
 from mvspin.learning.train_config import load_train_config
 
 
 def tiny_capture(path: Path, num_bundles: int = 4, seed: int = 0, num_views: int = 2) -> Path:
     generate_capture_file(path, num_bundles, seed=seed, body=BodyModel.free("low"),
-                          options=CaptureOptions(num_views=num_views, image_size=(64, 64), focal=100.0,
+                          options=SyntheticOptions.preset("capture", num_views=num_views, image_size=(64, 64), focal=100.0,
                                                  background="plain"))
     return path
 
