@@ -175,12 +175,16 @@ def write_mesh(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.nda
         raise ValueError(f"{path}: vertices contain NaN or infinite values")
     mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices),
                                      o3d.utility.Vector3iVector(faces.astype(np.int32)))
+    from mvspin.rendering import quiet_native_output
+
     def reads_back(tmp: Path) -> bool:
         # open3d reports success after a short write (full disk): count what is in the file.
-        back = o3d.io.read_triangle_mesh(str(tmp))
+        with quiet_native_output():  # a cut file makes its reader print a line per element
+            back = o3d.io.read_triangle_mesh(str(tmp))
         return len(back.vertices) == len(vertices) and len(back.triangles) == len(faces)
 
-    with atomic_path(path, verify=reads_back) as tmp:
+    with atomic_path(path, verify=reads_back) as tmp, quiet_native_output():
+        # On a full disk open3d's PLY writer prints one line per element it failed to write.
         ok = o3d.io.write_triangle_mesh(str(tmp), mesh, write_ascii=path.suffix.lower() == ".obj",
                                         write_vertex_normals=False, write_vertex_colors=False,
                                         write_triangle_uvs=False)

@@ -17,7 +17,8 @@ import numpy as np
 
 from calibration.camera import look_at  # re-exported: its one home is calibration
 
-__all__ = ["RenderResult", "render_mesh", "overlay", "image_grid", "look_at", "offscreen_renderer", "gl_intrinsics"]
+__all__ = ["quiet_native_output", "RenderResult", "render_mesh", "overlay", "image_grid", "look_at",
+           "offscreen_renderer", "gl_intrinsics"]
 
 # open3d 0.19 segfaults on a CPU-only machine unless EGL runs surfaceless (environment.md).
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")
@@ -43,10 +44,10 @@ def _ensure_runtime_dir() -> None:
 
 
 @contextlib.contextmanager
-def _native_output_silenced() -> Iterator[None]:
+def quiet_native_output() -> Iterator[None]:
     """Send what C/C++ code writes to file descriptors 1 and 2 to ``/dev/null`` for the block.
 
-    Creating open3d's renderer prints Filament's and EGL's start-up banners ("FEngine ...
+    For open3d calls whose native libraries print to the terminal. Creating open3d's renderer prints Filament's and EGL's start-up banners ("FEngine ...
     created", "EGL(1.5)", "OpenGL(4.5)", "[Open3D INFO] EGL headless mode enabled"), which
     alarm users of a run that works. Errors still reach Python as exceptions.
     """
@@ -132,7 +133,7 @@ def _renderer(width: int, height: int):
         w, h = max(width, size[0]), max(height, size[1])
         _ensure_runtime_dir()
         o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Warning)
-        with _native_output_silenced():
+        with quiet_native_output():
             r = o3d.visualization.rendering.OffscreenRenderer(w, h)
         # No tone mapping/antialiasing: background and silhouettes come out exactly as asked.
         r.scene.view.set_post_processing(False)

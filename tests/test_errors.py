@@ -109,3 +109,15 @@ def test_disk_errors_without_a_file_name_get_one(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(info, "run", run)
     assert main(["info"]) == 2
     assert capsys.readouterr().err.strip() == f"mvspin info: error: {tmp_path / 'out.json'}: No space left on device"
+
+
+def test_render_model_checks_options_and_output_before_work(tmp_path, capsys):
+    cases = [(["--cols", "0"], "--cols must be in 1..64, got 0"),
+             (["--size", "10", "100"], "--size W must be in 32..4096, got 10"),
+             (["--out", str(tmp_path / "m.jpg")], f"--out {tmp_path / 'm.jpg'}: the gallery is a PNG; give a name ending in .png"),
+             (["--out", str(tmp_path / "d.png")], f"--out {tmp_path / 'd.png'}: is a directory (expected a file name)")]
+    (tmp_path / "d.png").mkdir()
+    for extra, message in cases:
+        assert main(["render-model", "--resolution", "low", *extra]) == 2
+        assert capsys.readouterr().err.strip() == f"mvspin render-model: error: {message}"
+    assert [p.name for p in tmp_path.iterdir()] == ["d.png"]

@@ -59,6 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="crops per network call (default: %(default)s)")
     p.add_argument("--no-render", action="store_true", help="skip overlays and side views (no open3d rendering)")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="weight initialisation seed with --allow-untrained")
+    p.add_argument("--preprocessing", choices=("exact", "spin"), default=None,
+                   help="how crops are cut: exact (mvspin's sub-pixel crop) or spin (SPIN's own crop, contrast "
+                        "stretch and OpenPose box centring); default: spin for SPIN's own checkpoints, exact for "
+                        "mvspin's")
     add_device_arg(p)
     add_body_model_args(p)
     p.set_defaults(run=run)
@@ -71,7 +75,8 @@ def config_from_args(args: argparse.Namespace) -> InferConfig:
         openpose=args.openpose, person=args.person, views=args.views, refine=args.refine,
         fit_config=args.fit_config, fit=list(args.fit), out=args.out, mesh_format=args.mesh_format,
         batch_size=args.batch_size, render=not args.no_render, seed=args.seed, device=args.device,
-        smpl_dir=args.smpl_dir, gender=args.gender, resolution=args.resolution)
+        smpl_dir=args.smpl_dir, gender=args.gender, resolution=args.resolution,
+        preprocessing=args.preprocessing)
 
 
 def _print_summary(report, config: InferConfig) -> None:

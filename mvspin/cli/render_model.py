@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from mvspin.cli.common import add_body_model_args, atomic_write_bytes, load_body_model, log
+from mvspin.cli.common import add_body_model_args, atomic_write_bytes, check_output, check_range, load_body_model, log
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,8 +48,13 @@ def model_gallery(body, samples: int, seed: int) -> list[tuple[str, torch.Tensor
 def run(args: argparse.Namespace) -> int:
     from mvspin.rendering import image_grid, look_at, render_mesh
 
-    if args.cols < 1 or args.samples < 0 or min(args.size) < 32:
-        raise ValueError("--cols must be >= 1, --samples >= 0 and --size at least 32x32")
+    check_range("--cols", args.cols, 1, 64)
+    check_range("--samples", args.samples, 0, 256)
+    for option, value in (("--size W", args.size[0]), ("--size H", args.size[1])):
+        check_range(option, value, 32, 4096)
+    if args.out.suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out}: the gallery is a PNG; give a name ending in .png")
+    check_output(args.out, "--out")  # before the body model and the renderer start
     body = load_body_model(args)
     panels = model_gallery(body, args.samples, args.seed)
     w, h = args.size

@@ -35,6 +35,8 @@ class InferConfig:
         seed: weight initialisation seed with ``allow_untrained``.
         device: torch device name; None: CUDA when available, else CPU.
         smpl_dir, gender, resolution: the body model (:meth:`mvspin.body.BodyModel.load`).
+        preprocessing: ``exact`` or ``spin`` (:mod:`mvspin.learning.preprocess`); None: ``spin``
+            for SPIN's own checkpoints, ``exact`` for mvspin's.
     """
 
     checkpoint: Optional[Path] = None
@@ -56,3 +58,4 @@ class InferConfig:
     smpl_dir: Optional[Path] = None
     gender: str = "neutral"
     resolution: str = "full"
+    preprocessing: Optional[str] = None

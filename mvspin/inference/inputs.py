@@ -187,7 +187,8 @@ def _check_keypoints(keypoints: np.ndarray, width: int, height: int, source: Pat
 
 
 def people_in_image(width: int, height: int, keypoints_file: Optional[Path] = None,
-                    bbox_file: Optional[Path] = None, person: PersonChoice = "largest") -> list[PersonBox]:
+                    bbox_file: Optional[Path] = None, person: PersonChoice = "largest",
+                    preprocessing: str = "exact") -> list[PersonBox]:
     """Crop boxes (and keypoints) of one image from its box / OpenPose files, else the whole image.
 
     Args:
@@ -196,6 +197,8 @@ def people_in_image(width: int, height: int, keypoints_file: Optional[Path] = No
         bbox_file: SPIN box JSON of the image (used as it is, as SPIN's demo does), or None.
         person: which OpenPose person (:func:`mvspin.data.keypoint_files.choose_person`), or
             ``"all"``: one box per person with enough confident keypoints for a box.
+        preprocessing: ``"spin"`` places OpenPose boxes as SPIN's demo does (centre at the mean of
+            the keypoints with confidence > 0.2); ``"exact"`` at the middle of their box.
 
     Raises:
         NoPersonError: the OpenPose file holds nobody usable.
@@ -203,7 +206,9 @@ def people_in_image(width: int, height: int, keypoints_file: Optional[Path] = No
             fit the image (:func:`check_box`).
     """
     from mvspin.learning.inference import whole_image_box
-    from mvspin.learning.preprocess import bbox_to_center_scale
+    from mvspin.learning.preprocess import bbox_to_center_scale, spin_openpose_center_scale
+
+    box_of_keypoints = spin_openpose_center_scale if preprocessing == "spin" else keypoint_crop_box
 
     try:
         detected: list[tuple[str, int, np.ndarray]] = []
@@ -229,7 +234,7 @@ def people_in_image(width: int, height: int, keypoints_file: Optional[Path] = No
         people = []
         for label, _, keypoints in detected:
             try:
-                center, scale = keypoint_crop_box(keypoints)
+                center, scale = box_of_keypoints(keypoints)
             except ValueError:  # too few confident keypoints: a bystander, not an error
                 continue
             check_box(center, scale, width, height, keypoints_file)

@@ -63,6 +63,7 @@ from mvspin.inference.inputs import (
     people_in_image,
 )
 from mvspin.learning.inference import Prediction, Predictor
+from mvspin.learning.preprocess import PREPROCESSING_MODES, preprocessing_for_checkpoint
 
 if TYPE_CHECKING:
     from mvspin.body import BodyModel
@@ -135,8 +136,12 @@ class _StageTimer:
 
 
 def load_regressor(checkpoint: Optional[Path], body: BodyModel, device: torch.device,
-                   backbone: Optional[str] = None, seed: int = 0) -> tuple[HMRRegressor, str]:
+                   backbone: Optional[str] = None, seed: int = 0,
+                   meta_out: Optional[dict[str, Any]] = None) -> tuple[HMRRegressor, str]:
     """(regressor in eval mode on ``device``, a line saying what it is).
+
+    ``meta_out``, when given, receives the checkpoint's non-weight entries (how it describes
+    itself: SPIN's files have no ``mvspin`` entry).
 
     ``checkpoint=None`` gives a randomly initialised network (seed ``seed``) with the body's
     mean parameters: meaningless bodies, for tests and benchmarks.
@@ -151,6 +156,8 @@ def load_regressor(checkpoint: Optional[Path], body: BodyModel, device: torch.de
         return model, (f"UNTRAINED ResNet-{model.depth} HMR regressor (--allow-untrained, seed {seed}): "
                        f"its predictions are meaningless")
     model, meta = load_regressor_checkpoint(checkpoint, depth=depth, map_location=device)
+    if meta_out is not None:
+        meta_out.update(meta)
     epoch = f", epoch {meta['epoch']}" if "epoch" in meta else ""
     return model, f"{checkpoint} (ResNet-{model.depth} HMR regressor{epoch})"
 
@@ -170,6 +177,9 @@ def validate_infer_config(config: InferConfig) -> None:
         raise InferError(f"--backbone must be one of {', '.join(BACKBONES)}, got {config.backbone!r}")
     if config.mesh_format not in MESH_FORMATS:
         raise InferError(f"--mesh-format must be obj or ply, got {config.mesh_format!r}")
+    if config.preprocessing is not None and config.preprocessing not in PREPROCESSING_MODES:
+        raise InferError(f"--preprocessing must be one of {', '.join(PREPROCESSING_MODES)}, "
+                         f"got {config.preprocessing!r}")
     if not 1 <= config.batch_size <= 4096:
         raise InferError(f"--batch-size must be in [1, 4096], got {config.batch_size}")
     try:
@@ -256,14 +266,20 @@ class InferencePipeline:
                                   device=self.device)
         log.info("body model: %s (%s)", body.name, body.source)
         self.body = body.to(self.device)
+        meta: Optional[dict[str, Any]] = None
         if model is None:
+            meta = {} if config.checkpoint is not None else None
             model, description = load_regressor(config.checkpoint, self.body, self.device, config.backbone,
-                                                config.seed)
+                                                config.seed, meta_out=meta)
         else:
             description = f"{type(model).__name__} given by the caller"
         log.info("checkpoint: %s", description)
         self.model = model
-        self.predictor = Predictor(model, self.body, device=self.device, batch_size=config.batch_size)
+        self.preprocessing = config.preprocessing or preprocessing_for_checkpoint(meta)
+        log.info("preprocessing: %s%s", self.preprocessing,
+                 "" if config.preprocessing else " (the checkpoint's default)")
+        self.predictor = Predictor(model, self.body, device=self.device, batch_size=config.batch_size,
+                                   preprocessing=self.preprocessing)
         self.load_seconds = time.perf_counter() - started
 
     # --- arrays in, predictions out ----------------------------------------------------------
@@ -402,7 +418,7 @@ class InferencePipeline:
                 bbox_file = matching_file(cfg.bbox, item.path, BBOX_NAME_PATTERNS, "bbox")
             except FileNotFoundError as err:
                 raise InputError(str(err)) from None
-            people = people_in_image(width, height, keypoints_file, bbox_file, self.person)
+            people = people_in_image(width, height, keypoints_file, bbox_file, self.person, self.preprocessing)
             crops = torch.stack([self.predictor.crop(image, p.center, p.scale) for p in people])
         return _Pending(item, image, people, crops)
 
@@ -501,7 +517,7 @@ class InferencePipeline:
         missing = (isinstance(keypoint_files, dict) and kp is None) or (isinstance(bbox_files, dict) and bb is None)
         if not missing:
             try:
-                return people_in_image(width, height, kp, bb, self.person)[0], True
+                return people_in_image(width, height, kp, bb, self.person, self.preprocessing)[0], True
             except NoPersonError:
                 pass
         if last is not None:

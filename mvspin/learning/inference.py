@@ -48,7 +48,7 @@ from mvspin.geometry import (
     matrix_to_axis_angle,
     so3_mean,
 )
-from mvspin.learning.preprocess import crop_image, normalize_crop
+from mvspin.learning.preprocess import PREPROCESSING_MODES, crop_for_network, normalize_crop
 from mvspin.learning.regressor import HMRRegressor
 
 if TYPE_CHECKING:
@@ -231,11 +231,16 @@ class Predictor:
             always refers to SPIN's 224-px crop, so a different input size only changes the
             resampling.
         focal_length: the crop camera's focal length (SPIN: 5000 px).
+        preprocessing: how crops are cut (:data:`mvspin.learning.preprocess.PREPROCESSING_MODES`):
+            ``"exact"`` (mvspin's sub-pixel crop) or ``"spin"`` (SPIN's own crop and contrast
+            stretch, for SPIN's checkpoints; see :func:`~mvspin.learning.preprocess.spin_crop`).
     """
 
     def __init__(self, model: HMRRegressor, body: BodyModel, device: torch.device | str | None = None,
                  batch_size: int = 16, input_size: int = SPIN_CROP_SIZE,
-                 focal_length: float = SPIN_FOCAL_LENGTH) -> None:
+                 focal_length: float = SPIN_FOCAL_LENGTH, preprocessing: str = "exact") -> None:
+        if preprocessing not in PREPROCESSING_MODES:
+            raise ValueError(f"preprocessing must be one of {', '.join(PREPROCESSING_MODES)}, got {preprocessing!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if input_size < 32:
@@ -246,10 +251,11 @@ class Predictor:
         self.batch_size = batch_size
         self.input_size = input_size
         self.focal_length = focal_length
+        self.preprocessing = preprocessing
 
     def crop(self, image: np.ndarray, center: np.ndarray, scale: float) -> Tensor:
         """One network input (3, S, S): SPIN's crop of an (H, W, 3) uint8 RGB image, normalised."""
-        crop, _ = crop_image(image, center, scale, crop_size=self.input_size)
+        crop, _ = crop_for_network(image, center, scale, mode=self.preprocessing, crop_size=self.input_size)
         return normalize_crop(crop)
 
     @torch.no_grad()

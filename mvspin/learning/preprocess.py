@@ -10,6 +10,19 @@ OpenCV), optionally rotated about the crop centre for augmentation; the same mat
 keypoints (:func:`transform_points`), so image and keypoints stay consistent to sub-pixel level.
 SPIN itself rounds the box corners to integers, which shifts its crops by up to a pixel.
 
+Two preprocessing modes (:data:`PREPROCESSING_MODES`) make the network input:
+
+- ``"exact"`` (default for mvspin's own checkpoints): the continuous affine above, bilinear
+  resampling with an anti-aliasing blur when shrinking, pixel values unchanged; OpenPose boxes
+  are centred on the middle of the confident keypoints' box (:func:`mvspin.geometry.keypoint_crop_box`).
+- ``"spin"`` (default for SPIN's own checkpoints, :func:`preprocessing_for_checkpoint`): what
+  SPIN's ``utils/imutils.py`` ``crop()`` and ``demo.py`` do, so its published weights see the
+  inputs they were trained on. The box corners are truncated to integers, the box is cut out
+  (black outside the image) and resized with ``scipy.misc.imresize``, which first stretches the
+  cut-out's own min..max range to 0..255 (scipy's ``bytescale``) and then resizes with PIL's
+  bilinear filter (:func:`spin_crop`); OpenPose boxes are centred on the *mean* of the keypoints
+  with confidence > 0.2 (:func:`spin_openpose_center_scale`).
+
 Example:
     >>> import numpy as np
     >>> image = np.zeros((480, 640, 3), np.uint8)
@@ -22,7 +35,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,6 +46,12 @@ import torch
 from mvspin.geometry import SPIN_BBOX_SCALE_FACTOR, SPIN_CROP_SIZE, SPIN_SCALE_UNIT, image_to_crop_transform
 
 __all__ = [
+    "PREPROCESSING_MODES",
+    "crop_for_network",
+    "preprocessing_for_checkpoint",
+    "spin_crop",
+    "spin_crop_box",
+    "spin_openpose_center_scale",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "bbox_to_center_scale",
@@ -43,6 +64,144 @@ __all__ = [
 # ImageNet statistics the torchvision/SPIN ResNet was trained with (RGB, on [0, 1] values).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# SPIN's demo.py bbox_from_openpose: keypoints with confidence above this place the box.
+SPIN_OPENPOSE_THRESHOLD = 0.2
+PREPROCESSING_MODES: tuple[str, ...] = ("exact", "spin")
+"""``exact``: mvspin's sub-pixel crop; ``spin``: SPIN's own crop, resize and box centring."""
+# A SPIN-mode cut-out is an array of the box's full size: refuse boxes that could not fit in memory
+# rather than allocating them (an absurd --bbox).
+_MAX_SPIN_BOX_PIXELS = 20000 * 20000
+
+
+def _check_crop_inputs(image: np.ndarray, center, scale: float) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} and "
+                         f"dtype {image.dtype}")
+    center_arr = np.asarray(center, dtype=np.float64).reshape(-1)
+    if center_arr.shape != (2,) or not np.isfinite(center_arr).all():
+        raise ValueError(f"center must be 2 finite numbers (x, y), got {center!r}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    return center_arr
+
+
+def spin_crop_box(center: np.ndarray | tuple[float, float], scale: float, crop_size: int = SPIN_CROP_SIZE,
+                  scale_unit: float = SPIN_SCALE_UNIT) -> tuple[np.ndarray, np.ndarray]:
+    """SPIN's integer box: upper-left and bottom-right corners ``(2,)`` (x, y), pixels.
+
+    SPIN maps the crop's corner pixels back through the inverse of its crop matrix and truncates
+    the result towards zero (``astype(int)``), with its 1-based pixel offsets; the inverse is
+    taken numerically as SPIN does, so corners on exact integers round the same way.
+    """
+    side = scale_unit * float(scale)
+    c = np.asarray(center, dtype=np.float64).reshape(2)
+    to_crop = np.array([[crop_size / side, 0.0, crop_size * (0.5 - c[0] / side)],
+                        [0.0, crop_size / side, crop_size * (0.5 - c[1] / side)],
+                        [0.0, 0.0, 1.0]])
+    to_image = np.linalg.inv(to_crop)
+
+    def corner(crop_pixel_1based: float) -> np.ndarray:
+        # SPIN works in 1-based pixels: it subtracts 1 going in, truncates, adds 1 coming out and
+        # its crop() subtracts that 1 again.
+        p = to_image @ np.array([crop_pixel_1based - 1.0, crop_pixel_1based - 1.0, 1.0])
+        return p[:2].astype(np.int64)
+
+    return corner(1.0), corner(crop_size + 1.0)
+
+
+def spin_crop(image: np.ndarray, center: np.ndarray | tuple[float, float], scale: float,
+              crop_size: int = SPIN_CROP_SIZE, scale_unit: float = SPIN_SCALE_UNIT) -> tuple[np.ndarray, np.ndarray]:
+    """SPIN's crop of an RGB image, as its ``utils/imutils.py`` ``crop()`` makes it (no rotation).
+
+    The integer box (:func:`spin_crop_box`) is cut out into a black canvas, the canvas's value
+    range ``[min, max]`` is stretched to ``[0, 255]`` (``scipy.misc.imresize`` converts float
+    arrays with ``bytescale``), and it is resized to ``crop_size`` with PIL's bilinear filter.
+
+    Returns:
+        (crop (crop_size, crop_size, 3) uint8, M (2, 3) float64 affine image -> crop pixels of the
+        integer box; pixel centres at integers).
+
+    Raises:
+        ValueError: bad inputs, or a box too large to cut out (over 20,000 x 20,000 pixels).
+    """
+    from PIL import Image
+
+    image = np.asarray(image)
+    center_arr = _check_crop_inputs(image, center, scale)
+    ul, br = spin_crop_box(center_arr, scale, crop_size, scale_unit)
+    w, h = int(br[0] - ul[0]), int(br[1] - ul[1])
+    if w < 1 or h < 1:
+        raise ValueError(f"the crop box of scale {scale} is smaller than a pixel")
+    if w * h > _MAX_SPIN_BOX_PIXELS:
+        raise ValueError(f"the crop box ({w} x {h} pixels, scale {scale}) is far larger than any image")
+    height, width = image.shape[:2]
+    canvas = np.zeros((h, w, 3), dtype=np.float64)
+    x0, x1 = max(0, int(ul[0])), min(width, int(br[0]))
+    y0, y1 = max(0, int(ul[1])), min(height, int(br[1]))
+    if x1 > x0 and y1 > y0:
+        canvas[y0 - ul[1]:y1 - ul[1], x0 - ul[0]:x1 - ul[0]] = image[y0:y1, x0:x1]
+    low, high = canvas.min(), canvas.max()
+    stretch = 255.0 / ((high - low) if high > low else 1.0)
+    as_bytes = (np.clip((canvas - low) * stretch, 0, 255) + 0.5).astype(np.uint8)
+    crop = np.array(Image.fromarray(as_bytes, "RGB").resize((crop_size, crop_size), Image.BILINEAR))
+    # PIL samples output pixel i at input (i + 0.5) * w / S - 0.5 of the cut-out.
+    M = np.array([[crop_size / w, 0.0, (0.5 - ul[0]) * crop_size / w - 0.5],
+                  [0.0, crop_size / h, (0.5 - ul[1]) * crop_size / h - 0.5]])
+    return crop, M
+
+
+def crop_for_network(image: np.ndarray, center: np.ndarray | tuple[float, float], scale: float,
+                     mode: str = "exact", crop_size: int = SPIN_CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """The network's crop in a preprocessing ``mode`` (``"exact"``: :func:`crop_image`;
+    ``"spin"``: :func:`spin_crop`). Returns ``(crop uint8 (S, S, 3), M (2, 3))``."""
+    if mode == "exact":
+        return crop_image(image, center, scale, crop_size=crop_size)
+    if mode == "spin":
+        return spin_crop(image, center, scale, crop_size=crop_size)
+    raise ValueError(f"preprocessing must be one of {', '.join(PREPROCESSING_MODES)}, got {mode!r}")
+
+
+def preprocessing_for_checkpoint(meta: Mapping[str, Any] | None) -> str:
+    """The default preprocessing mode for a checkpoint, from its metadata (the non-weight entries
+    :func:`mvspin.learning.checkpoint.load_regressor_checkpoint` returns).
+
+    mvspin's checkpoints carry an ``mvspin`` entry (and may name their ``preprocessing``); a
+    checkpoint without one is SPIN's own ``model_checkpoint.pt`` (or a bare state dict from SPIN's
+    code) and gets ``"spin"``. No metadata (an untrained network) gets ``"exact"``.
+    """
+    if meta is None:
+        return "exact"
+    own = meta.get("mvspin")
+    if not isinstance(own, Mapping):
+        return "spin"
+    mode = own.get("preprocessing", "exact")
+    return mode if mode in PREPROCESSING_MODES else "exact"
+
+
+def spin_openpose_center_scale(keypoints: np.ndarray, conf_threshold: float = SPIN_OPENPOSE_THRESHOLD,
+                               rescale: float = SPIN_BBOX_SCALE_FACTOR,
+                               scale_unit: float = SPIN_SCALE_UNIT) -> tuple[np.ndarray, float]:
+    """SPIN's box from OpenPose keypoints (its ``demo.py`` ``bbox_from_openpose``): centre at the
+    *mean* of the keypoints with confidence > ``conf_threshold`` (0.2), scale = their box's longer
+    side * ``rescale`` / 200.
+
+    Raises:
+        ValueError: keypoints not (K, 3), or fewer than 2 confident ones, or all on one point.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if keypoints.ndim != 2 or keypoints.shape[1] != 3:
+        raise ValueError(f"expected keypoints of shape (K, 3) (x, y, confidence), got {keypoints.shape}")
+    confident = keypoints[keypoints[:, 2] > conf_threshold, :2]
+    confident = confident[np.isfinite(confident).all(axis=1)]
+    if len(confident) < 2:
+        raise ValueError(f"need at least 2 keypoints with confidence > {conf_threshold} to place "
+                         f"a box, got {len(confident)}")
+    side = float((confident.max(axis=0) - confident.min(axis=0)).max())
+    if side <= 0:
+        raise ValueError("the confident keypoints all lie on one point; cannot size a box")
+    return confident.mean(axis=0), side / scale_unit * rescale
+
 
 
 def crop_image(image: np.ndarray, center: np.ndarray | tuple[float, float], scale: float,

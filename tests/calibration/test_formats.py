@@ -245,3 +245,14 @@ def test_failed_easymocap_write_keeps_the_old_pair(tmp_path):
     with pytest.raises(CalibrationError, match="camera names .* have other characters"):
         save_rig(bad, tmp_path / "intri.yml")
     assert ((tmp_path / "intri.yml").read_text(), (tmp_path / "extri.yml").read_text()) == before
+
+
+def test_convert_command(tmp_path, capsys):
+    from mvspin.cli.main import main
+
+    (tmp_path / "a.qca.txt").write_text(_qualisys_xml(_truth(num=3)))
+    assert main(["calibrate", "convert", str(tmp_path / "a.qca.txt"), str(tmp_path / "rig.toml")]) == 0
+    assert "qualisys, 3 cameras: 20000, 20001, 20002" in capsys.readouterr().out
+    np.testing.assert_allclose(load_rig(tmp_path / "rig.toml").project(POINTS), _reference_pixels(_truth(num=3)), atol=1e-6)
+    assert main(["calibrate", "convert", str(tmp_path / "a.qca.txt"), str(tmp_path / "rig.txt")]) == 2
+    assert "cannot tell the calibration format from the name" in capsys.readouterr().err
