@@ -5,6 +5,8 @@
   ``axis_angle_to_rotation_matrix`` (baseline), forward and forward + backward, at the sizes the
   fitting loop uses (B bundles x 27 rotations: 23 body joints + 4 views' root corrections) and
   at a larger batch.
+- the one lens model from numpy (``calibration.Rig.project``: one batched torch float64 call)
+  against ``cv2.projectPoints`` once per camera (baseline), 8-coefficient distortion.
 
 Each row is the median of --repeats runs of --inner calls, after one warm-up.
 
@@ -17,12 +19,15 @@ import platform
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 from kornia.geometry.conversions import axis_angle_to_rotation_matrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from _bench import median_time  # noqa: E402  (tools/ is on sys.path when run as a script)
+from calibration import Camera, Rig  # noqa: E402
 from mvspin.geometry import axis_angle_to_matrix  # noqa: E402
 
 
@@ -54,6 +59,22 @@ def main(argv=None) -> None:
             ours = _per_call(axis_angle_to_matrix, x, backward, args.repeats, args.inner)
             print(f"{'axis_angle_to_matrix':<22} {str(tuple(shape)):<14} {'fwd+bwd' if backward else 'fwd':<10} "
                   f"{base * 1e6:>10.1f} {ours * 1e6:>10.1f} {base / ours:>8.2f}x")
+
+    dist = [0.3, -0.05, 0.0012, -0.0008, 0.01, 0.5, -0.02, 0.04]
+    for views, points in [(4, 25), (8, 2000)]:
+        rig = Rig([Camera.look_at((4 * np.sin(a), 1.3, 4 * np.cos(a)), (0, 1, 0), 1000, (1000, 1000), dist=dist,
+                                  name=f"c{i}") for i, a in enumerate(np.linspace(0, 2 * np.pi, views, endpoint=False))])
+        X = np.random.default_rng(0).normal(size=(points, 3)) * 0.4 + [0.0, 1.0, 0.0]
+        rvecs = [cv2.Rodrigues(c.R)[0] for c in rig]
+
+        def opencv() -> None:
+            for c, rvec in zip(rig, rvecs):
+                cv2.projectPoints(X, rvec, c.t, c.K, c.dist)
+
+        base = median_time(lambda: [opencv() for _ in range(args.inner // 10)], args.repeats) / (args.inner // 10)
+        ours = median_time(lambda: [rig.project(X) for _ in range(args.inner // 10)], args.repeats) / (args.inner // 10)
+        print(f"{'Rig.project (numpy)':<22} {f'{views} x {points}':<14} {'fwd':<10} "
+              f"{base * 1e6:>10.1f} {ours * 1e6:>10.1f} {base / ours:>8.2f}x   (baseline: cv2.projectPoints per camera)")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from torch import Tensor
 from calibration import Camera, Rig
 from mvspin.body import BodyModel, get_keypoint_set
 from mvspin.data.synthetic_keypoints import BodyParams, random_rig, smooth_motion
-from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle
+from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle, points_inside_image
 
 __all__ = ["RecordingOptions", "SyntheticRecording", "make_rig_recording", "Y_UP_TO_Z_UP", "rotate_world",
            "write_openpose_folders"]
@@ -157,8 +157,7 @@ def make_rig_recording(body: BodyModel, options: Optional[RecordingOptions] = No
         world = _world_keypoints(body, params, opt.keypoint_set)  # (T, K, 3)
         uv = perspective_projection(world[:, None], cams.K, cams.R, cams.t, cams.dist)  # (T, V, K, 2)
         depth = torch.einsum("vij,tkj->tvki", cams.R, world)[..., 2] + cams.t[:, None, 2]
-        size = cams.image_size.to(uv.dtype)[:, None, :]
-        inside = (uv >= 0).all(-1) & (uv <= size - 1).all(-1) & (depth > 0.1)
+        inside = points_inside_image(uv, cams.image_size[:, None, :]) & (depth > 0.1)
         return torch.cat([uv, inside[..., None].float()], -1)
 
     noise = torch.as_tensor(rng.uniform(*opt.noise_px, size=v), dtype=torch.float32)  # per camera
