@@ -37,8 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-missing-frames", action="store_true",
                    help="cameras may lack files for some frames (else frame counts must agree)")
     p.add_argument("--videos", type=Path, nargs="+", default=None,
-                   help="not supported yet: network initialisation and overlay videos need it")
-    p.add_argument("--checkpoint", type=Path, default=None, help="not supported yet (see --videos)")
+                   help="one video per camera (matched by file stem, else in order): writes overlay_<camera>.mp4 "
+                        "with the fitted skeletons and the detections used")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="not supported yet: network initialisation (fit-rig starts from triangulation)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML with fields of mvspin.fitting.recording.RigFitConfig (see configs/fit_rig.yaml)")
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. sequence.smooth_weight=4 association.radius_m=0.2")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     add_body_model_args(p)
     add_device_arg(p)
@@ -50,17 +56,22 @@ def run(args: argparse.Namespace) -> int:
 
     from calibration import load_rig
     from mvspin.data.recording_keypoints import read_recording_keypoints
-    from mvspin.fitting.recording import fit_recording, recording_summary
-    from mvspin.fitting.recording_outputs import summary_table, write_recording_outputs
+    from mvspin.config import load_config, save_config
+    from mvspin.fitting.recording import RigFitConfig, fit_recording, recording_summary
+    from mvspin.fitting.recording_outputs import (match_videos, summary_table, write_overlay_videos,
+                                                  write_recording_outputs)
 
-    if args.videos or args.checkpoint:
-        raise ValueError("--videos / --checkpoint: network initialisation and overlay videos are not implemented "
-                         "yet; fit-rig starts from triangulation")
+    if args.checkpoint:
+        raise ValueError("--checkpoint: network initialisation is not implemented yet; fit-rig starts from "
+                         "triangulation (--videos alone writes overlay videos)")
     if args.subjects < 1:
         raise ValueError(f"--subjects must be >= 1, got {args.subjects}")
     if not args.fps > 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
+    config = load_config(RigFitConfig, args.config, args.overrides)
     rig = load_rig(args.rig)
+    if args.videos:
+        match_videos(args.videos, rig.names)  # a count mismatch is reported before any fitting
     log.info("rig: %d cameras (%s) from %s", len(rig), ", ".join(rig.names), args.rig)
     rec = read_recording_keypoints(args.keypoints, rig.names, args.keypoint_set, args.allow_missing_frames)
     if rec.matched_by == "order":
@@ -79,13 +90,18 @@ def run(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     try:
-        fit = fit_recording(body, rec.keypoints, rig, rec.keypoint_set, args.subjects, fps=args.fps,
+        fit = fit_recording(body, rec.keypoints, rig, rec.keypoint_set, args.subjects, config=config, fps=args.fps,
                             frames=rec.frames, progress=progress)
     finally:
         for bar in bars.values():
             bar.close()
     written = write_recording_outputs(fit, body, args.output, gender=args.gender, z_up=not args.y_up,
                                       meshes=args.meshes)
+    if args.videos:
+        with tqdm(total=len(rig), desc="overlays", unit="camera", disable=None) as bar:
+            written += write_overlay_videos(fit, body, rig, args.videos, args.output,
+                                            progress=lambda n: bar.update(n - bar.n))
+    save_config(config, args.output / "config.yaml")
     print(summary_table(recording_summary(fit)))
     print(f"wrote {len(written)} files to {args.output}")
     return 0

@@ -103,4 +103,4 @@ def check_cameras_explain_keypoints(model_keypoints: Tensor, tri: Triangulation,
                 break
         raise CameraMismatchError(
             f"the cameras do not explain the keypoints: the triangulated person is {ratio:.3g} times the body "
-            f"model's size (camera translations must be in metres){hint}")
+            f"model's size (camera translations must be in metres, keypoints one person's){hint}")

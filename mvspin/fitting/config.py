@@ -163,10 +163,11 @@ class MVSMPLifyConfig(SMPLifyConfig):
     (with ``optimizer="lbfgs"`` the line search sets the step instead)."""
     triangulation_threshold_px: float = 30.0
     """Inlier threshold of the robust triangulation used to initialise the calibrated mode."""
-    max_relative_reprojection_error: float = 0.25
+    max_relative_reprojection_error: float = 0.1
     """Calibrated mode: a bundle whose final mean reprojection error exceeds this fraction of the
     person's size in the images (keypoint box diagonal) is reported unfitted (``fitted=False``):
-    its cameras or keypoints do not describe one body. Good fits are near 0.01; 0 disables."""
+    its cameras or keypoints do not describe one body. A good fit is a few pixels on a
+    person hundreds of pixels tall (about 0.01); 0 disables."""
     outlier_view_fraction: float = 0.5
     """Calibrated mode: a view whose keypoints agree with the triangulated consensus for less
     than this fraction of its confident keypoints is treated as a wrong detection (another

@@ -17,7 +17,7 @@ from mvspin.body import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel
 from mvspin.fitting.recording import RecordingFit, recording_summary
 from mvspin.io_outputs import write_animated_gltf, write_mesh, write_smpl_npz
 
-__all__ = ["write_recording_outputs", "write_report_plot", "summary_table"]
+__all__ = ["write_recording_outputs", "write_report_plot", "summary_table", "write_overlay_videos", "match_videos"]
 
 
 def _subject_files(fit: RecordingFit, body: BodyModel, index: int, out: Path, gender: str,
@@ -128,4 +128,68 @@ def write_recording_outputs(fit: RecordingFit, body: BodyModel, out: str | Path,
     summary = recording_summary(fit)
     written.append(write_bytes_atomic(out / "report.json", json.dumps(summary, indent=1).encode()))
     written.append(write_report_plot(summary, out / "report.png"))
+    return written
+
+
+_SUBJECT_COLOURS = ((255, 80, 60), (60, 200, 255), (120, 255, 80), (255, 200, 40))
+
+
+def match_videos(videos: list[Path], camera_names: list[str]) -> list[Path]:
+    """Videos in the rig's camera order: by file stem when every camera has one, else in the
+    given order when the counts agree (ValueError otherwise)."""
+    by_stem = {Path(v).stem: Path(v) for v in videos}
+    if set(camera_names) <= set(by_stem):
+        return [by_stem[n] for n in camera_names]
+    if len(videos) != len(camera_names):
+        raise ValueError(f"{len(videos)} videos for a rig of {len(camera_names)} cameras ({', '.join(camera_names)})")
+    return [Path(v) for v in videos]
+
+
+def write_overlay_videos(fit: RecordingFit, body: BodyModel, rig, videos: list[Path], out: str | Path,
+                         progress: Optional[Callable[[int], None]] = None) -> list[Path]:
+    """Per camera, the video with each subject's fitted skeleton (SMPL's 24 joints projected,
+    one colour per subject) and the detections used (white dots): ``overlay_<camera>.mp4``.
+
+    Video frame ``n`` shows keypoint frame number ``n``; frames without a fit are copied as they are.
+    """
+    import cv2
+
+    from mvspin.data.video import VideoFrames
+    from mvspin.geometry import perspective_projection
+    from mvspin.io_outputs import VideoWriter
+
+    out = Path(out)
+    videos = match_videos(list(videos), fit.camera_names)
+    cams = rig.to_torch(body.J_template.dtype, body.J_template.device)
+    joints2d, used2d = [], []
+    with torch.no_grad():
+        for sub in fit.subjects:
+            r = sub.result
+            j = body.keypoints("smpl24", r.body_pose, r.betas.expand(r.num_frames, -1), r.global_orient, r.transl)
+            joints2d.append(perspective_projection(j[:, None], cams.K, cams.R, cams.t, cams.dist).cpu().numpy())
+            used2d.append(sub.keypoints.cpu().numpy())
+    index = {int(f): i for i, f in enumerate(fit.frames)}
+    written = []
+    for v, (name, path) in enumerate(zip(fit.camera_names, videos)):
+        with VideoWriter(out / f"overlay_{name}.mp4", fit.fps) as writer:
+            for n, frame in enumerate(VideoFrames(path)):
+                i = index.get(n)
+                if i is not None:
+                    frame = frame.copy()
+                    for s, sub in enumerate(fit.subjects):
+                        if not bool(sub.result.fitted[i]):
+                            continue
+                        colour = _SUBJECT_COLOURS[s % len(_SUBJECT_COLOURS)]
+                        pts = joints2d[s][i, v]
+                        for child, parent in enumerate(SMPL_PARENTS):
+                            if parent >= 0 and np.isfinite(pts[[child, parent]]).all():
+                                cv2.line(frame, tuple(int(round(c)) for c in pts[child]),
+                                         tuple(int(round(c)) for c in pts[parent]), colour, 3, cv2.LINE_AA)
+                        for x, y, conf in used2d[s][i, v]:
+                            if conf > 0:
+                                cv2.circle(frame, (int(round(x)), int(round(y))), 3, (255, 255, 255), -1)
+                writer.write(frame)
+        written.append(writer.path)
+        if progress is not None:
+            progress(v + 1)
     return written

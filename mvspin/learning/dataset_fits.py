@@ -26,6 +26,7 @@ from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.geometry import rot6d_to_matrix
 from mvspin.learning.distributed import setup_distributed
 from mvspin.learning.fits_store import FitsStore
+from mvspin.learning.threads import torch_threads
 from mvspin.learning.train_config import TrainConfig, validate_train_config
 from mvspin.learning.trainer import build_body_model, build_regressor
 from mvspin.learning.training_dataset import TrainingDataset
@@ -92,7 +93,8 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
                 init = PerViewEstimate(rotmat=rot.expand(b, v, 24, 3, 3).clone(),
                                        betas=mean["shape"].float().expand(b, v, -1).clone(),
                                        cam=mean["cam"].float().expand(b, v, 3).clone())
-            fit = fitter.fit_per_view(kp, init)
+            with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
+                fit = fitter.fit_per_view(kp, init)
             used = fit.view_used.to(kp.dtype)
             view_err = torch.where(fit.view_used, fit.view_reprojection_error, torch.zeros_like(fit.view_reprojection_error))
             err = (view_err * used).sum(1) / used.sum(1).clamp(min=1)

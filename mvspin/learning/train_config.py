@@ -106,6 +106,9 @@ class OptimConfig:
     """Stop after this many steps (None: all epochs)."""
     num_workers: int = 0
     """DataLoader worker processes per training process."""
+    fitting_threads: Optional[int] = 1
+    """Torch CPU threads while MV-SMPLify runs (None: as for the network). Its tensors are small:
+    one thread is fastest, by 10x and more on a loaded CPU (:mod:`mvspin.learning.threads`)."""
     seed: int = 0
     """Seeds the model initialisation, dropout and the data order."""
     device: str = "cpu"
@@ -161,6 +164,8 @@ def validate_train_config(config: TrainConfig) -> None:
     for name in ("batch_size", "epochs", "checkpoint_every", "log_every"):
         if getattr(o, name) < 1:
             raise ConfigError(f"optim.{name} must be >= 1, got {getattr(o, name)}")
+    if o.fitting_threads is not None and o.fitting_threads < 1:
+        raise ConfigError(f"optim.fitting_threads must be >= 1 or null, got {o.fitting_threads}")
     for name in ("num_workers", "image_every", "keep_fits"):
         if getattr(o, name) < 0:
             raise ConfigError(f"optim.{name} must be >= 0, got {getattr(o, name)}")

@@ -61,6 +61,7 @@ from mvspin.learning.checkpoint import load_regressor_checkpoint, save_regressor
 from mvspin.learning.distributed import DistContext, setup_distributed
 from mvspin.learning.fits_store import FitsStore, from_augmented, source_fingerprint, to_augmented
 from mvspin.learning.regressor import HMRRegressor, RegressorOutput
+from mvspin.learning.threads import torch_threads
 from mvspin.learning.train_config import TrainConfig, validate_train_config
 from mvspin.learning.training_dataset import TrainingDataset, seed_worker
 from mvspin.learning.training_losses import LossInputs, training_losses
@@ -310,8 +311,9 @@ class _Trainer:
         betas, error = stored["betas"].to(dt), stored["error"].to(dt)
         stats: dict[str, float] = {}
         if self.fitter is not None:
-            fit = self.fitter.fit_per_view(batch["keypoints_2d"], PerViewEstimate(
-                rotmat=pred.rotmat.detach(), betas=pred.betas.detach(), cam=pred.cam.detach()))
+            with torch_threads(self.config.optim.fitting_threads if self.device.type == "cpu" else None):
+                fit = self.fitter.fit_per_view(batch["keypoints_2d"], PerViewEstimate(
+                    rotmat=pred.rotmat.detach(), betas=pred.betas.detach(), cam=pred.cam.detach()))
             used = fit.view_used.to(dt)
             view_err = torch.where(fit.view_used, fit.view_reprojection_error, torch.zeros_like(fit.view_reprojection_error))
             new_err = (view_err * batch["scale_factor"] * used).sum(1) / used.sum(1).clamp(min=1)
@@ -368,7 +370,7 @@ class _Trainer:
         target_betas = betas_t.unsqueeze(1).expand(b, v, -1).reshape(n, -1)
         valid_n = valid.unsqueeze(1).expand(b, v).reshape(n)
         pred_vertices = target_vertices = None
-        if c.loss.mesh > 0 and c.fits.enabled:
+        if c.loss.mesh > 0:  # against accepted fits or ground-truth SMPL
             pred_vertices = self.body(rotmat[:, 1:], pbetas, rotmat[:, 0], zeros).vertices
             with torch.no_grad():
                 target_vertices = self.body(target_rotmat[:, 1:], target_betas, target_rotmat[:, 0], zeros).vertices

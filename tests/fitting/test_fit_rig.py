@@ -88,8 +88,17 @@ def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
     for cam in rec.rig.names:
         for t in (10, 11):
             (tmp_path / "kp" / cam / f"frame_{t:012d}_keypoints.json").write_text('{"version": 1.3, "people": []}')
+    from mvspin.io_outputs import VideoWriter
+
+    for cam in rec.rig.names:  # dark 1000 x 1000 videos, one per camera, named after it
+        with VideoWriter(tmp_path / "videos" / f"{cam}.mp4", 25) as video:
+            for _ in range(24):
+                video.write(np.full((1000, 1000, 3), 20, np.uint8))
     rc = main(["fit-rig", "--rig", str(tmp_path / "rig.toml"), "--keypoints", str(tmp_path / "kp"),
-               "--resolution", "low", "-o", str(tmp_path / "out"), "--fps", "25"])
+               "--videos", *[str(tmp_path / "videos" / f"{c}.mp4") for c in reversed(rec.rig.names)],
+               "--resolution", "low", "-o", str(tmp_path / "out"), "--fps", "25",
+               "--config", str(Path(__file__).resolve().parents[2] / "configs" / "fit_rig.yaml"),
+               "--set", "sequence.refine_iterations=80"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "subject 0: 22/24 frames fitted" in printed and "cam0" in printed
@@ -109,6 +118,7 @@ def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
     seen = torch.as_tensor(npz["fitted"])
     assert float((pred - gt).norm(dim=-1)[seen].mean()) < 0.03
 
+    assert "refine_iterations: 80" in (tmp_path / "out" / "config.yaml").read_text()  # the resolved config is kept
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     sub = report["subjects"][0]
     assert [f["frame"] for f in sub["frames_failed"]] == [10, 11]
@@ -116,6 +126,17 @@ def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
     assert set(sub["per_camera"]) == set(rec.rig.names)
     assert all(row["mean_px"] < 8 for row in sub["per_camera"].values())
     assert (tmp_path / "out" / "report.png").stat().st_size > 1000
+
+    # Overlays: the fitted skeleton drawn where the subject's pelvis projects, untouched where nobody was fitted.
+    from mvspin.data.video import VideoFrames
+
+    frames = list(VideoFrames(tmp_path / "out" / "overlay_cam2.mp4"))
+    assert len(frames) == 24
+    pelvis_uv = rec.rig[2].project(gt[:, 8].double().numpy())  # openpose mid_hip = SMPL pelvis
+    for t in (3, 17):
+        x, y = np.round(pelvis_uv[t]).astype(int)
+        assert frames[t][y - 6:y + 7, x - 6:x + 7].max() > 120  # drawn (the video is dark, 20)
+    assert frames[10].max() < 60
 
     gltf = pygltflib.GLTF2().load(str(tmp_path / "out" / "subject0.glb"))
     assert len(gltf.skins) == 1 and len(gltf.skins[0].joints) == 24

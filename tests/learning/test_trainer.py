@@ -110,3 +110,36 @@ def test_image_grid_shows_crop_network_and_fit_meshes(capture):
     changed_fit = (np.abs(fit - net).sum(-1) > 30).mean()
     assert 0.05 < changed_net < 0.9  # the network's mesh covers part of the crop
     assert changed_fit > 0.005  # the fit's mesh differs from the network's (the raised arm)
+
+
+def test_fit_dataset_writes_a_store_training_starts_from(capture, tmp_path):
+    from mvspin.learning.dataset_fits import fit_dataset
+
+    config = tiny_config([capture])
+    summary = fit_dataset(config, tmp_path / "fits.h5", batch_size=3)  # 4 bundles: batches of 3 and 1
+    store = FitsStore.load(summary.path)
+    assert summary.num_bundles == len(store) == 4
+    assert (store.step == 0).all() and np.isfinite(store.error).all() and (store.error > 0).all()
+    # The fits moved away from the mean start (identity body pose) and are proper rotations.
+    eye = np.eye(3, dtype=np.float32)
+    assert np.abs(store.body_pose - eye).max() > 1e-3
+    np.testing.assert_allclose(np.linalg.det(store.global_orient), 1.0, atol=1e-4)
+    # Training starts from it; a loop fit replaces a static fit only when it is better.
+    s = train(tiny_config([capture], **{"fits.store": summary.path, "optim.max_steps": 1}), tmp_path / "run")
+    after = FitsStore.load(s.fits_store)
+    assert (after.error <= store.error).all()
+    replaced = after.step == 1
+    np.testing.assert_array_equal(after.error[~replaced], store.error[~replaced])
+
+
+def test_torch_threads_sets_and_restores():
+    from mvspin.learning.threads import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Benchmark: ``fit-rig`` (subject association + sequence fitting) on a synthetic rig recording.
+
+Speed: frames/s of :func:`mvspin.fitting.recording.fit_recording` for V cameras x T frames on
+the full free model (the hard recording of the tests: 2-4 px noise, 10% dropped joints, flips in
+one camera, outlier detections in another, a bystander half of the time), the median of
+--repeats runs after one warm-up; the same process also times per-frame calibrated MV-SMPLify on
+the same associated keypoints (the baseline) and reports the ratio, and both fits' world
+keypoint error.
+
+Memory: peak resident memory (``resource.getrusage`` max RSS of a fresh subprocess) of
+fit_recording on a --memory-frames recording (default 18,000 frames: 10 minutes at 30 fps).
+Memory is set by the chunk size, not the iteration count, so by default that run uses few
+iterations (--memory-full-iterations runs the real ones; it then takes minutes).
+
+    python tools/bench_fit_rig.py --frames 300 --views 4 --repeats 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from _bench import median_time  # noqa: E402  (tools/ is on sys.path when run as a script)
+from mvspin.body import BodyModel  # noqa: E402
+from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording  # noqa: E402
+from mvspin.fitting import MVSMPLify, MVSMPLifyConfig  # noqa: E402
+from mvspin.fitting.association import associate_subjects  # noqa: E402
+from mvspin.fitting.recording import RigFitConfig, fit_recording  # noqa: E402
+from mvspin.fitting.sequence import SequenceFitConfig  # noqa: E402
+from mvspin.geometry import axis_angle_to_matrix  # noqa: E402
+
+
+def _memory_child(frames: int, views: int, full_iterations: bool, resolution: str) -> None:
+    import resource
+
+    body = BodyModel.free(resolution)
+    rec = make_rig_recording(body, RecordingOptions(num_frames=frames, num_views=views), seed=0)
+    config = RigFitConfig()
+    if not full_iterations:
+        config.sequence = SequenceFitConfig(refine_iterations=5, keyframe=MVSMPLifyConfig(
+            mode="calibrated", calibrated_init="triangulation", stage1_iterations=5, stage2_iterations=5,
+            triangulation_fit_iterations=5))
+    t0 = time.perf_counter()
+    fit = fit_recording(body, rec.detections, rec.rig, "openpose25", config=config)
+    seconds = time.perf_counter() - t0
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mb": peak_kib / 1024, "seconds": seconds,
+                      "fitted": int(fit.subjects[0].result.fitted.sum())}))
+
+
+def _world_error_mm(body, params, rec) -> float:
+    g = rec.gt
+    gt = body.keypoints("openpose25", g.body_pose, g.betas, axis_angle_to_matrix(g.global_orient), g.transl)
+    return float((body.keypoints("openpose25", *params) - gt).norm(dim=-1).mean()) * 1000
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=300, help="frames T of the speed run (default: %(default)s)")
+    p.add_argument("--views", type=int, default=4, help="cameras V (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
+    p.add_argument("--resolution", default="full", choices=["low", "full"])
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--memory-frames", type=int, default=18000, help="frames of the memory run (0 skips it)")
+    p.add_argument("--memory-full-iterations", action="store_true",
+                   help="the memory run uses the real iteration counts (slow)")
+    p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        _memory_child(args.memory_frames, args.views, args.memory_full_iterations, args.resolution)
+        return
+
+    body = BodyModel.free(args.resolution)
+    rec = make_rig_recording(body, RecordingOptions(num_frames=args.frames, num_views=args.views), seed=0)
+    result = {}
+
+    def run_fit_rig() -> None:
+        result["fit"] = fit_recording(body, rec.detections, rec.rig, "openpose25")
+
+    t_rig = median_time(run_fit_rig, args.repeats)
+    t_assoc = median_time(lambda: associate_subjects(rec.detections, rec.rig, "openpose25"), args.repeats)
+    kp = result["fit"].subjects[0].keypoints
+    per_frame = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated"), "openpose25")
+    result["pf"] = None
+
+    def run_per_frame() -> None:
+        result["pf"] = per_frame.fit_calibrated(kp, rec.rig)
+
+    t_pf = median_time(run_per_frame, args.repeats)
+    seq = result["fit"].subjects[0].result
+    t = args.frames
+    err_seq = _world_error_mm(body, (seq.body_pose, seq.betas.expand(t, -1), seq.global_orient, seq.transl), rec)
+    pf = result["pf"]
+    err_pf = _world_error_mm(body, (pf.body_pose, pf.betas, pf.world_orient, pf.world_transl), rec)
+
+    print(f"fit-rig benchmark: {args.views} cameras x {t} frames, free model ({args.resolution}, "
+          f"{body.num_vertices} vertices), {args.threads} thread(s), {platform.processor() or platform.machine()}, "
+          f"median of {args.repeats}")
+    print(f"{'what':<44} {'seconds':>8} {'frames/s':>9} {'world kp err mm':>16}")
+    print(f"{'fit-rig (association + sequence fit)':<44} {t_rig:8.2f} {t / t_rig:9.1f} {err_seq:16.1f}")
+    print(f"{'  of which association':<44} {t_assoc:8.2f} {t / t_assoc:9.1f} {'':>16}")
+    print(f"{'per-frame calibrated MV-SMPLify (baseline)':<44} {t_pf:8.2f} {t / t_pf:9.1f} {err_pf:16.1f}")
+    print(f"fit-rig speed vs per-frame: {t_pf / t_rig:.2f}x (goal >= 100 frames/s, floor 50)")
+    if args.memory_frames:
+        cmd = [sys.executable, __file__, "--memory-child", "--memory-frames", str(args.memory_frames),
+               "--views", str(args.views), "--resolution", args.resolution, "--threads", str(args.threads)]
+        if args.memory_full_iterations:
+            cmd.append("--memory-full-iterations")
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        mem = json.loads(out)
+        its = "full iterations" if args.memory_full_iterations else "5 iterations per stage"
+        print(f"peak memory, {args.views} cameras x {args.memory_frames} frames ({its}): {mem['peak_mb']:.0f} MB "
+              f"max RSS (goal < 2048 MB), {mem['seconds']:.0f} s, {mem['fitted']} frames fitted")
+
+
+if __name__ == "__main__":
+    main()
