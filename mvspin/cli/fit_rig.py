@@ -3,7 +3,7 @@
 A thin shell over :func:`calibration.load_rig`,
 :func:`mvspin.data.recording_keypoints.read_recording_keypoints`,
 :func:`mvspin.fitting.recording.fit_recording` and
-:func:`mvspin.fitting.recording_outputs.write_recording_outputs`.
+:func:`mvspin.data.recording_outputs.write_recording_outputs`.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from mvspin.data.recording_keypoints import read_recording_keypoints
     from mvspin.config import load_config, save_config
     from mvspin.fitting.recording import RigFitConfig, fit_recording, recording_summary
-    from mvspin.fitting.recording_outputs import (match_videos, summary_table, write_overlay_videos,
+    from mvspin.data.recording_outputs import (match_videos, summary_table, write_overlay_videos,
                                                   write_recording_outputs)
 
     if args.checkpoint:

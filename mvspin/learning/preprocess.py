@@ -226,14 +226,7 @@ def crop_image(image: np.ndarray, center: np.ndarray | tuple[float, float], scal
         Parts of the box outside the image are black.
     """
     image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} and "
-                         f"dtype {image.dtype}")
-    center_arr = np.asarray(center, dtype=np.float64).reshape(-1)
-    if center_arr.shape != (2,) or not np.isfinite(center_arr).all():
-        raise ValueError(f"center must be 2 finite numbers (x, y), got {center!r}")
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    center_arr = _check_crop_inputs(image, center, scale)
     to_crop = image_to_crop_transform(torch.from_numpy(center_arr),
                                       torch.tensor(float(scale), dtype=torch.float64),
                                       crop_size, scale_unit).numpy()

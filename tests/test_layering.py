@@ -1,11 +1,16 @@
-"""Commands are thin shells: nothing outside ``mvspin/cli`` imports it, and the inference
-pipeline sits right under the command line (only ``mvspin.cli`` and ``tools/`` import it)."""
+"""The layers import downward only (docs/ARCHITECTURE.md), ``calibration`` never imports
+``mvspin``, commands are thin shells (nothing outside ``mvspin/cli`` imports it), and the
+inference pipeline sits right under the command line (only ``mvspin.cli`` and ``tools/`` import it)."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
+# Lowest first. The shared modules (atomic, config, errors, io_outputs, rendering) may be used by
+# any layer and import no layer above geometry.
+LAYERS = ("geometry", "body", "fitting", "data", "learning", "inference", "cli")
+SHARED = ("atomic", "config", "errors", "io_outputs", "rendering", "_version")
 
 
 def _imports(path: Path) -> set[str]:
@@ -38,3 +43,24 @@ def test_only_the_command_line_and_tools_import_the_inference_pipeline():
     assert _importers("mvspin.inference", library) == []
     assert "tools/bench_inference.py" in _importers("mvspin.inference", list((ROOT / "tools").glob("*.py")))
     assert "mvspin/cli/infer.py" in _importers("mvspin.inference", list((ROOT / "mvspin" / "cli").glob("*.py")))
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "mvspin" and len(parts) > 1 else None
+
+
+def test_layers_import_downward_only_and_calibration_stands_alone():
+    upward = []
+    for f in (ROOT / "mvspin").rglob("*.py"):
+        rel = f.relative_to(ROOT / "mvspin").parts
+        own = rel[0].removesuffix(".py")
+        if own not in LAYERS and own not in SHARED:
+            continue
+        limit = LAYERS.index("geometry") if own in SHARED else LAYERS.index(own)
+        for name in _imports(f):
+            layer = _layer(name)
+            if layer in LAYERS and LAYERS.index(layer) > limit:
+                upward.append(f"{f.relative_to(ROOT)} imports {name}")
+    assert upward == []
+    assert _importers("mvspin", list((ROOT / "calibration").rglob("*.py"))) == []
