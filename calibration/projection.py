@@ -74,6 +74,18 @@ def _coefficients(dist: Tensor) -> tuple[Tensor, ...]:
     return F.pad(dist, (0, 8 - dist.shape[-1])).unsqueeze(-2).unbind(dim=-1)
 
 
+def _lens_terms(x: Tensor, y: Tensor, c: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """OpenCV's distortion at undistorted ``(x, y)``: rational radial numerator and denominator
+    and the tangential offsets, so ``x_d = x * num / den + dx`` (and the same for y)."""
+    k1, k2, p1, p2, k3, k4, k5, k6 = c
+    r2 = x * x + y * y
+    r4 = r2 * r2
+    r6 = r4 * r2
+    xy2 = 2.0 * x * y
+    return (1.0 + k1 * r2 + k2 * r4 + k3 * r6, 1.0 + k4 * r2 + k5 * r4 + k6 * r6,
+            p1 * xy2 + p2 * (r2 + 2.0 * x * x), p1 * (r2 + 2.0 * y * y) + p2 * xy2)
+
+
 def distort(xy: Tensor, dist: Optional[Tensor]) -> Tensor:
     """Apply OpenCV's lens distortion to normalised image coordinates.
 
@@ -92,15 +104,10 @@ def distort(xy: Tensor, dist: Optional[Tensor]) -> Tensor:
     _check(xy, (2,), "xy", "distort", points=True)
     if not _check_dist(dist, "distort"):
         return xy
-    k1, k2, p1, p2, k3, k4, k5, k6 = _coefficients(dist)
     x, y = xy.unbind(dim=-1)
-    r2 = x * x + y * y
-    r4 = r2 * r2
-    r6 = r4 * r2
-    radial = (1.0 + k1 * r2 + k2 * r4 + k3 * r6) / (1.0 + k4 * r2 + k5 * r4 + k6 * r6)
-    xy2 = 2.0 * x * y
-    return torch.stack([x * radial + p1 * xy2 + p2 * (r2 + 2.0 * x * x),
-                        y * radial + p1 * (r2 + 2.0 * y * y) + p2 * xy2], dim=-1)
+    num, den, dx, dy = _lens_terms(x, y, _coefficients(dist))
+    radial = num / den
+    return torch.stack([x * radial + dx, y * radial + dy], dim=-1)
 
 
 def undistort(xy: Tensor, dist: Optional[Tensor], iterations: int = 20) -> Tensor:
@@ -125,17 +132,13 @@ def undistort(xy: Tensor, dist: Optional[Tensor], iterations: int = 20) -> Tenso
     _check(xy, (2,), "xy", "undistort", points=True)
     if not _check_dist(dist, "undistort"):
         return xy
-    k1, k2, p1, p2, k3, k4, k5, k6 = _coefficients(dist)
+    c = _coefficients(dist)
     x0, y0 = xy.unbind(dim=-1)
     x, y = x0, y0
     for _ in range(iterations):
-        r2 = x * x + y * y
-        r4 = r2 * r2
-        r6 = r4 * r2
-        inv_radial = (1.0 + k4 * r2 + k5 * r4 + k6 * r6) / (1.0 + k1 * r2 + k2 * r4 + k3 * r6)
-        xy2 = 2.0 * x * y
-        x, y = ((x0 - p1 * xy2 - p2 * (r2 + 2.0 * x * x)) * inv_radial,
-                (y0 - p1 * (r2 + 2.0 * y * y) - p2 * xy2) * inv_radial)
+        num, den, dx, dy = _lens_terms(x, y, c)
+        inv_radial = den / num
+        x, y = (x0 - dx) * inv_radial, (y0 - dy) * inv_radial
     return torch.stack([x, y], dim=-1)
 
 
