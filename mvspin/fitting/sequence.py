@@ -31,12 +31,13 @@ import torch
 from torch import Tensor
 
 from calibration import CameraTensors, Rig
-from mvspin.body import BodyModel, angle_prior, shape_prior
+from mvspin.body import BodyModel
+from mvspin.fitting.chunk_refinement import ChunkEnergy, ChunkParams, refine_levenberg_marquardt
 from mvspin.fitting.config import MVSMPLifyConfig, validate_config
 from mvspin.fitting.keypoint_targets import KeypointTargets
-from mvspin.fitting.losses import reprojection_energy, reprojection_error
+from mvspin.fitting.losses import reprojection_error
 from mvspin.fitting.mv_smplify import MVSMPLify
-from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle, perspective_projection
+from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = ["SequenceFitConfig", "SequenceResult", "fit_sequence", "slerp_matrices"]
 
@@ -210,6 +211,36 @@ class _SequenceFitter:
                 torch.zeros(self.body.num_betas, dtype=self.dtype)
         return init
 
+    def _first_order(self, energy: Callable[[], Tensor], params: list[Tensor], betas: Optional[Tensor]) -> None:
+        """Adam or L-BFGS on the chunk energy (``refine_optimizer``), ``refine_iterations``."""
+        c = self.config
+        if c.refine_optimizer == "lbfgs":
+            opt = torch.optim.LBFGS(params + ([betas] if betas is not None else []), lr=1.0,
+                                    max_iter=c.refine_iterations, history_size=20, line_search_fn="strong_wolfe",
+                                    tolerance_grad=1e-9, tolerance_change=1e-12)
+
+            def closure() -> Tensor:
+                opt.zero_grad(set_to_none=True)
+                e = energy()
+                if not math.isfinite(float(e.detach())):
+                    raise FloatingPointError(f"sequence fitting energy became {float(e)}")
+                e.backward()
+                return e
+
+            opt.step(closure)
+            return
+        groups = [{"params": params}]
+        if betas is not None:
+            groups.append({"params": [betas], "lr": c.refine_betas_lr})
+        opt = torch.optim.Adam(groups, lr=c.refine_lr)
+        for it in range(c.refine_iterations):
+            opt.zero_grad(set_to_none=True)
+            e = energy()
+            e.backward()
+            opt.step()
+            if not math.isfinite(float(e.detach())):
+                raise FloatingPointError(f"sequence fitting energy became {float(e)} at iteration {it}")
+
     def fit_chunk(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int) -> Optional[dict[str, Tensor]]:
         """Fit one chunk ``(L, V, K, 3)``; the first ``n_fixed`` frames start from ``fixed``."""
         c, kc = self.config, self.config.keyframe
@@ -222,74 +253,42 @@ class _SequenceFitter:
         betas0 = init["betas"] if first else self.betas
         cams = self.cams
         dev, dt = self.body.J_template.device, self.dtype
-        pose = matrix_to_axis_angle(init["body_pose"].to(dev, dt)).reshape(L, 69).clone().requires_grad_(True)
+        pose = matrix_to_axis_angle(init["body_pose"].to(dev, dt)).reshape(L, 69).clone()
         orient0 = init["global_orient"].to(dev, dt)
-        d_orient = torch.zeros(L, 3, dtype=dt, device=dev, requires_grad=True)
-        transl = init["transl"].to(dev, dt).clone().requires_grad_(True)
-        betas = betas0.to(dev, dt).clone().requires_grad_(first and c.refine_betas)
+        d_orient = torch.zeros(L, 3, dtype=dt, device=dev)
+        transl = init["transl"].to(dev, dt).clone()
+        betas = betas0.to(dev, dt).clone()
+        betas_free = first and c.refine_betas
         w_body = conf.square() * self.targets.weights
         fitted = (conf > 0).any(-1).any(-1)
         n_fit = max(int(fitted.sum()), 1)
-        shape_frames = n_fit ** c.shape_prior_frames_exponent
         v = xy.shape[1]
         # Pixels per metre at the subject's distance, over the cameras (median across the chunk).
-        pelvis_w = transl.detach() + self.body.rest_joints(betas.detach()[None])[:, 0]
+        pelvis_w = transl + self.body.rest_joints(betas[None])[:, 0]
         depth = torch.einsum("vij,tj->tv", cams.R, pelvis_w) + cams.t[:, 2]
         focal = 0.5 * (cams.K[:, 0, 0] + cams.K[:, 1, 1])
         px_per_m = float((focal / depth.clamp_min(0.1)).median())
-        smooth = c.smooth_weight * v * px_per_m ** 2
-        model_set = self.targets.model_set
+        chunk_energy = ChunkEnergy(
+            self.body, self.targets, cams, xy, w_body, kc.sigma, self.pose_prior, kc.pose_prior_weight,
+            kc.angle_prior_weight, kc.shape_prior_weight * n_fit ** c.shape_prior_frames_exponent,
+            c.smooth_weight * v * px_per_m ** 2)
 
-        def keypoints_world() -> Tensor:
-            rots = axis_angle_to_matrix(torch.cat([pose.view(L, 23, 3), d_orient[:, None]], 1))
-            rot = rots[:, 23] @ orient0
-            kp = self.body.keypoints_multiview(model_set, rots[:, :23], betas.expand(L, -1), rot[:, None],
-                                               transl[:, None])
-            return self.targets.model_keypoints(kp)  # (L, 1, M, 3)
-
-        def energy() -> tuple[Tensor, Tensor]:
-            kp = keypoints_world()
-            uv = perspective_projection(kp, cams.K, cams.R, cams.t, cams.dist)  # (L, V, M, 2)
-            e = reprojection_energy(uv, xy, w_body, kc.sigma).sum()
-            e = e + kc.pose_prior_weight * self.pose_prior(pose).sum()
-            if kc.angle_prior_weight:
-                e = e + kc.angle_prior_weight * angle_prior(pose).sum()
-            if betas.requires_grad:
-                e = e + kc.shape_prior_weight * shape_frames * shape_prior(betas[None]).sum()
-            if L >= 3:
-                x = kp[:, 0]
-                acc = x[2:] - 2 * x[1:-1] + x[:-2]
-                e = e + smooth * acc.square().sum()
-            return e, uv
-
-        if c.refine_optimizer == "lbfgs":
-            params = [pose, d_orient, transl] + ([betas] if betas.requires_grad else [])
-            opt = torch.optim.LBFGS(params, lr=1.0, max_iter=c.refine_iterations, history_size=20,
-                                    line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
-
-            def closure() -> Tensor:
-                opt.zero_grad(set_to_none=True)
-                e, _ = energy()
-                if not math.isfinite(float(e.detach())):
-                    raise FloatingPointError(f"sequence fitting energy became {float(e)}")
-                e.backward()
-                return e
-
-            opt.step(closure)
+        if c.refine_optimizer == "lm":
+            refined, _ = refine_levenberg_marquardt(chunk_energy, ChunkParams(pose, orient0, transl, betas),
+                                                    betas_free, c.refine_iterations)
+            pose, orient0, transl, betas = refined.pose, refined.orient, refined.transl, refined.betas
         else:
-            groups = [{"params": [pose, d_orient, transl]}]
-            if betas.requires_grad:
-                groups.append({"params": [betas], "lr": c.refine_betas_lr})
-            opt = torch.optim.Adam(groups, lr=c.refine_lr)
-            for it in range(c.refine_iterations):
-                opt.zero_grad(set_to_none=True)
-                e, _ = energy()
-                e.backward()
-                opt.step()
-                if not math.isfinite(float(e.detach())):
-                    raise FloatingPointError(f"sequence fitting energy became {float(e)} at iteration {it}")
+            pose.requires_grad_(True)
+            d_orient.requires_grad_(True)
+            transl.requires_grad_(True)
+            betas.requires_grad_(betas_free)
+
+            def energy() -> Tensor:
+                return chunk_energy(pose, d_orient, orient0, transl, betas, betas_free)[0]
+
+            self._first_order(energy, [pose, d_orient, transl], betas if betas_free else None)
         with torch.no_grad():
-            _, uv = energy()
+            _, uv = chunk_energy(pose, d_orient, orient0, transl, betas, betas_free)
             if first:
                 self.betas = betas.detach().clone()
             rots = axis_angle_to_matrix(torch.cat([pose.view(L, 23, 3), d_orient[:, None]], 1))
