@@ -16,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from mvspin.atomic import write_bytes_atomic
+from mvspin.atomic import check_output_location, write_bytes_atomic
 
 log = logging.getLogger("mvspin")
 
@@ -91,6 +91,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from calibration.board_calibration import calibrate_rig
     from calibration.boards import load_board
     from calibration.formats import format_for_output, save_rig
+    from calibration.formats.easymocap import easymocap_paths
 
     missing = [flag for flag, value in (("--board", args.board), ("--videos", args.sources), ("-o", args.output))
                if not value]
@@ -98,6 +99,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise ValueError(f"missing {', '.join(missing)} (see mvspin calibrate --help)")
     board = load_board(args.board)
     fmt = args.format or format_for_output(args.output)  # fail on a bad output name before the long work
+    # ... and on an unwritable place (this also removes temporaries a killed run left there)
+    check_output_location(easymocap_paths(args.output)[0] if fmt == "easymocap" else args.output, what="-o")
+    if args.report is not None:
+        check_output_location(args.report, what="--report")
     log.info("board: %s %d x %d squares of %.1f mm; %d cameras", board.type, board.squares_x, board.squares_y,
              board.square_length * 1000, len(args.sources))
     bars: dict[int, tqdm] = {}
