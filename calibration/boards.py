@@ -2,7 +2,7 @@
 
 A board description file (YAML or TOML) names the board the way it is printed::
 
-    type: charuco          # or checkerboard
+    type: charuco          # or checkerboard (best with one odd and one even side, e.g. 7 x 6)
     squares_x: 7           # squares along the board's width
     squares_y: 5           # squares along its height
     square_length: 0.08    # side of one square, in `unit`
