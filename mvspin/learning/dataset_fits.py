@@ -25,6 +25,7 @@ from mvspin.config import ConfigError
 from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.geometry import rot6d_to_matrix
 from mvspin.learning.distributed import setup_distributed
+from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
 from mvspin.learning.fits_store import FitsStore
 from mvspin.learning.threads import torch_threads
 from mvspin.learning.train_config import TrainConfig, validate_train_config
@@ -70,8 +71,8 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
         dataset = TrainingDataset.from_config(data)
         body = build_body_model(config, ctx.device)
         store = FitsStore.for_bundle_files(dataset.sources, body.num_betas)
-        fit_cfg = dataclasses.replace(config.fits.fitting, crop_size=config.data.crop_size)
-        fitter = MVSMPLify(body, fit_cfg, dataset.keypoint_set)
+        # Fits run in SPIN's 224 px crop whatever data.crop_size is (mvspin.learning.fit_frame).
+        fitter = MVSMPLify(body, fitting_config(config.fits.fitting), dataset.keypoint_set)
         model = build_regressor(config, body).to(ctx.device).eval() if config.model.init_checkpoint else None
         mean = body.mean_params_tensors(ctx.device)
         sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False, drop_last=False)
@@ -81,7 +82,7 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
 
         results = []
         for batch in tqdm(loader, desc="fit-dataset", unit="batch", disable=not (progress and ctx.is_main)):
-            kp = batch["keypoints_2d"].to(ctx.device)
+            kp = to_fitting_frame(batch["keypoints_2d"].to(ctx.device), config.data.crop_size)
             b, v = kp.shape[:2]
             if model is not None:
                 with torch.no_grad():
@@ -103,7 +104,7 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
             results.append((flat, fit.body_pose.cpu().numpy(), fit.betas.cpu().numpy(), fit.global_orient.cpu().numpy(),
                             err.cpu().numpy()))
         gathered = ctx.all_gather(results)
-        reject = config.fits.reject_error_px * config.data.crop_size / 224.0
+        reject = config.fits.reject_error_px
         if ctx.is_main:
             for rank_results in gathered:
                 for r in rank_results:

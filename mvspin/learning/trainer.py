@@ -4,7 +4,9 @@ One step, for a batch of B bundles of V views (``(B, V, ...)`` throughout):
 
 1. the regressor runs on the ``B * V`` crops (flattened only at the network call);
 2. MV-SMPLify (``per_view``) fits one shared body per bundle to the 2D keypoints of its views,
-   started from the network's per-view estimates (detached);
+   started from the network's per-view estimates (detached), in SPIN's 224 px crop whatever
+   ``data.crop_size`` is (:mod:`mvspin.learning.fit_frame`: SMPLify's weights are tuned for
+   224 px residuals);
 3. the new fit is compared with the bundle's stored fit (:mod:`mvspin.learning.fits_store`,
    un-augmented frame, mapped through the bundle's augmentation when read) and the better one is
    kept, in the store and as the step's target; a target whose reprojection error exceeds the
@@ -34,7 +36,6 @@ lower error wins), and only rank 0 writes files.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -59,6 +60,7 @@ from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.learning.backbone import load_imagenet_weights
 from mvspin.learning.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
 from mvspin.learning.distributed import DistContext, setup_distributed
+from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
 from mvspin.learning.fits_store import FitsStore, from_augmented, source_fingerprint, to_augmented
 from mvspin.learning.regressor import HMRRegressor, RegressorOutput
 from mvspin.learning.threads import torch_threads
@@ -223,10 +225,11 @@ class _Trainer:
         if ctx.distributed:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        fit_cfg = dataclasses.replace(config.fits.fitting, crop_size=config.data.crop_size)
+        # Fits run in SPIN's 224 px crop whatever data.crop_size is (mvspin.learning.fit_frame).
+        fit_cfg = fitting_config(config.fits.fitting)
         self.fitter = MVSMPLify(self.body, fit_cfg, self.dataset.keypoint_set) if config.fits.enabled else None
         self.focal = fit_cfg.focal_length
-        self.reject_px = config.fits.reject_error_px * config.data.crop_size / 224.0
+        self.reject_px = config.fits.reject_error_px
         self.writer = None
         self.checkpoint_seconds = 0.0
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -312,7 +315,8 @@ class _Trainer:
         stats: dict[str, float] = {}
         if self.fitter is not None:
             with torch_threads(self.config.optim.fitting_threads if self.device.type == "cpu" else None):
-                fit = self.fitter.fit_per_view(batch["keypoints_2d"], PerViewEstimate(
+                keypoints = to_fitting_frame(batch["keypoints_2d"], self.config.data.crop_size)
+                fit = self.fitter.fit_per_view(keypoints, PerViewEstimate(
                     rotmat=pred.rotmat.detach(), betas=pred.betas.detach(), cam=pred.cam.detach()))
             used = fit.view_used.to(dt)
             view_err = torch.where(fit.view_used, fit.view_reprojection_error, torch.zeros_like(fit.view_reprojection_error))
