@@ -100,10 +100,10 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
                                        cam=mean["cam"].float().expand(b, v, 3).clone())
             if calibrated:  # world-frame fit on the stored cameras (no augmentation: the store's frame)
                 on_device = {k: x.to(ctx.device) for k, x in batch.items()}
-                start = None if model is None else network_start(pred.rotmat, pred.betas,
+                net_start = None if model is None else network_start(pred.rotmat, pred.betas,
                                                                  on_device["camera_augmentation"], on_device["flip"])
                 with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
-                    cal = fit_calibrated_batch(fitter, on_device, start, config.fits.calibrated_agreement_deg)
+                    cal = fit_calibrated_batch(fitter, on_device, net_start, config.fits.calibrated_agreement_deg)
                 fit, err = cal.fit, cal.error
             else:
                 with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
