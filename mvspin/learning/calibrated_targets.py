@@ -20,10 +20,11 @@ frames and its result is brought back:
 3. The world fit becomes the fits store's entry: per view ``R_v @ orient_world`` (the
    un-augmented camera frame, the frame the store keeps), the shared body pose and betas.
 4. Its error is comparable with the per-view mode's: the fitted body is projected through every
-   real camera (distortion included) into image pixels, mapped by ``A`` into the augmented crop
-   and compared with the crop keypoints by the fitter's own reprojection error; each view's error
-   times its crop-scale factor is in un-augmented crop pixels, and the bundle's error is the mean
-   over the views the fit used, exactly as in the per-view mode.
+   real camera (distortion included) into image pixels, mapped by ``A`` into the augmented crop,
+   and compared with the crop keypoints by the fitter's own reprojection error in the 224 px
+   fitting crop (:mod:`mvspin.learning.fit_frame`); each view's error times its crop-scale factor
+   is in un-augmented 224 px crop pixels, and the bundle's error is the mean over the views the
+   fit used, exactly as in the per-view mode.
 
 Why the network and not the stored fit as the start: this is the loop's premise (paper 003,
 section 3.4: the network's estimates initialise MV-SMPLify, a better network gives better fits),
@@ -49,7 +50,8 @@ from torch import Tensor
 
 from calibration import CameraTensors
 from mvspin.fitting import FitResult, MVSMPLify, PerViewEstimate
-from mvspin.geometry import SPIN_CROP_SIZE, SPIN_SCALE_UNIT, geodesic_distance, perspective_projection, so3_mean
+from mvspin.geometry import SPIN_SCALE_UNIT, geodesic_distance, perspective_projection, so3_mean
+from mvspin.learning.fit_frame import FIT_CROP_SIZE, to_fitting_frame
 from mvspin.learning.augment import swap_left_right
 from mvspin.learning.fits_store import flip_body_pose, from_augmented
 
@@ -67,7 +69,7 @@ class CalibratedFit:
         body_pose: ``(B, 23, 3, 3)`` shared body pose (the subject as recorded, not mirrored).
         betas: ``(B, num_betas)``.
         error: ``(B,)`` mean over used views of the crop-frame reprojection error, un-augmented
-            crop pixels (``inf`` where the fit failed).
+            pixels of the 224 px fitting crop (``inf`` where the fit failed).
         view_error: ``(B, V)`` the same per view (augmented crop pixels times the crop-scale factor).
         fit: the fitter's result (world frame, image pixels).
     """
@@ -133,7 +135,7 @@ def network_start(rotmat: Tensor, betas: Tensor, camera_augmentation: Tensor, fl
 
 
 def to_crop_scale(keypoints: Tensor, cameras: CameraTensors, box_scale: Tensor,
-                  crop_size: int = SPIN_CROP_SIZE) -> tuple[Tensor, CameraTensors]:
+                  crop_size: int = FIT_CROP_SIZE) -> tuple[Tensor, CameraTensors]:
     """Image keypoints and cameras rescaled per view so that each view's crop box is
     ``crop_size`` pixels: ``s_v = crop_size / (200 * scale_v)`` on x, y and on the first two
     rows of ``K`` (distortion acts before ``K``, so the scaled camera projects exactly onto the
@@ -177,13 +179,18 @@ def views_agree(start: PerViewEstimate, camera_R: Tensor, view_weight: Tensor, m
     return (torch.where(w > 0, angle, torch.zeros_like(angle)) <= max_deg).all(1)
 
 
-def crop_reprojection_error(fitter: MVSMPLify, fit: FitResult, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+def crop_reprojection_error(fitter: MVSMPLify, fit: FitResult, batch: dict[str, Tensor],
+                            crop_size: int) -> tuple[Tensor, Tensor]:
     """Error of a world-frame fit in the batch's crops, comparable with the per-view mode's.
 
     The fitted body's keypoints are projected through each view's real camera (distortion
     included), mapped into the augmented crop by ``crop_transform`` and compared with the crop
-    keypoints (left/right order undone for flipped bundles) by the fitter's reprojection error;
-    times ``scale_factor`` this is in un-augmented crop pixels.
+    keypoints (left/right order undone for flipped bundles) by the fitter's reprojection error,
+    both in the 224 px fitting crop (:func:`~mvspin.learning.fit_frame.to_fitting_frame`); times
+    ``scale_factor`` this is in un-augmented 224 px crop pixels, the per-view mode's unit.
+
+    Args:
+        crop_size: side of the batch's crops (``data.crop_size``), pixels.
 
     Returns:
         ``(view_error (B, V), error (B,))``: per view, and the mean over the views the fit used
@@ -191,7 +198,9 @@ def crop_reprojection_error(fitter: MVSMPLify, fit: FitResult, batch: dict[str, 
     """
     dev, dt = fitter.device, fitter.dtype
     cams = batch_cameras(batch).to(dev, dt)
-    A = batch["crop_transform"].to(dev, dt)
+    # Image pixels -> augmented crop pixels of the 224 px fitting crop (a pure scale of the crop).
+    A = batch["crop_transform"].to(dev, dt).clone()
+    A[..., :2, :] = A[..., :2, :] * (FIT_CROP_SIZE / float(crop_size))
     with torch.no_grad():
         points = fitter.posed_keypoints(fit.body_pose, fit.betas, fit.world_orient[:, None],
                                         fit.world_transl[:, None])  # (B, 1, M, 3) world
@@ -202,7 +211,7 @@ def crop_reprojection_error(fitter: MVSMPLify, fit: FitResult, batch: dict[str, 
         if bool(flip.any()):
             unswapped = torch.from_numpy(swap_left_right(crop.detach().cpu().numpy(), fitter.keypoint_set))
             crop = torch.where(flip.view(-1, 1, 1, 1), unswapped.to(crop), crop)
-        xy, conf = fitter.prepare_keypoints(crop)
+        xy, conf = fitter.prepare_keypoints(to_fitting_frame(crop, crop_size))
         used = fit.view_used.to(dev)
         view_err, _ = fitter.reprojection_errors(uv, xy, conf, used)
         view_err = view_err * batch["scale_factor"].to(dev, dt)
@@ -213,7 +222,8 @@ def crop_reprojection_error(fitter: MVSMPLify, fit: FitResult, batch: dict[str, 
 
 
 def fit_calibrated_batch(fitter: MVSMPLify, batch: dict[str, Tensor], start: PerViewEstimate | None,
-                         agreement_deg: float = 180.0, fit_crop_size: Optional[int] = SPIN_CROP_SIZE) -> CalibratedFit:
+                         crop_size: int, agreement_deg: float = 180.0,
+                         fit_crop_size: Optional[int] = FIT_CROP_SIZE) -> CalibratedFit:
     """Fit every bundle of a training batch in the rig's world frame and express it in the store's frame.
 
     Args:
@@ -222,6 +232,7 @@ def fit_calibrated_batch(fitter: MVSMPLify, batch: dict[str, Tensor], start: Per
             fields, ``(B, V, ...)``), with cameras.
         start: :func:`network_start` of the network's estimates, or None (every bundle starts
             from its triangulated keypoints: static fits without a network).
+        crop_size: side of the batch's crops (``data.crop_size``), pixels.
         agreement_deg: bundles whose views' estimates disagree by more than this
             (:func:`views_agree`) start from triangulated keypoints; 180 keeps every network start.
         fit_crop_size: fit in each view's image scaled so its crop box is this many pixels
@@ -257,7 +268,7 @@ def fit_calibrated_batch(fitter: MVSMPLify, batch: dict[str, Tensor], start: Per
         cams = type(cameras)(*(None if x is None else sub(x) for x in cameras))
         parts.append((idx, fitter.fit_calibrated(sub(keypoints), cams, init)))
     fit = parts[0][1] if len(parts) == 1 else _merge_fits(parts, b)
-    view_err, err = crop_reprojection_error(fitter, fit, batch)
+    view_err, err = crop_reprojection_error(fitter, fit, batch, crop_size)
     return CalibratedFit(global_orient=fit.global_orient, body_pose=fit.body_pose, betas=fit.betas, error=err,
                          view_error=view_err, fit=fit)
 

@@ -29,6 +29,7 @@ from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.geometry import rot6d_to_matrix
 from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
 from mvspin.learning.distributed import setup_distributed
+from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
 from mvspin.learning.fits_store import FitsStore
 from mvspin.learning.threads import torch_threads
 from mvspin.learning.train_config import TrainConfig, validate_train_config
@@ -74,7 +75,8 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
         dataset = TrainingDataset.from_config(data)
         body = build_body_model(config, ctx.device)
         store = FitsStore.for_bundle_files(dataset.sources, body.num_betas)
-        fit_cfg = dataclasses.replace(config.fits.fitting, crop_size=config.data.crop_size)
+        # Fits run in SPIN's 224 px crop whatever data.crop_size is (mvspin.learning.fit_frame).
+        fit_cfg = fitting_config(config.fits.fitting)
         fitter = MVSMPLify(body, fit_cfg, dataset.keypoint_set)
         calibrated = fit_cfg.mode == "calibrated"
         model = build_regressor(config, body).to(ctx.device).eval() if config.model.init_checkpoint else None
@@ -86,7 +88,7 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
 
         results = []
         for batch in tqdm(loader, desc="fit-dataset", unit="batch", disable=not (progress and ctx.is_main)):
-            kp = batch["keypoints_2d"].to(ctx.device)
+            kp = to_fitting_frame(batch["keypoints_2d"].to(ctx.device), config.data.crop_size)
             b, v = kp.shape[:2]
             if model is not None:
                 with torch.no_grad():
@@ -103,7 +105,8 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
                 net_start = None if model is None else network_start(pred.rotmat, pred.betas,
                                                                  on_device["camera_augmentation"], on_device["flip"])
                 with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
-                    cal = fit_calibrated_batch(fitter, on_device, net_start, config.fits.calibrated_agreement_deg)
+                    cal = fit_calibrated_batch(fitter, on_device, net_start, config.data.crop_size,
+                                               config.fits.calibrated_agreement_deg)
                 fit, err = cal.fit, cal.error
             else:
                 with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
@@ -117,7 +120,7 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
             results.append((flat, fit.body_pose.cpu().numpy(), fit.betas.cpu().numpy(), fit.global_orient.cpu().numpy(),
                             err.cpu().numpy()))
         gathered = ctx.all_gather(results)
-        reject = config.fits.reject_error_px * config.data.crop_size / 224.0
+        reject = config.fits.reject_error_px
         if ctx.is_main:
             for rank_results in gathered:
                 for r in rank_results:

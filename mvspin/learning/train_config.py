@@ -84,8 +84,8 @@ class FitsConfig:
     ``per_view`` (the paper: crop cameras) or ``calibrated`` (one world-frame body on the stored
     cameras, every training file must carry them; :mod:`mvspin.learning.calibrated_targets`)."""
     reject_error_px: float = 10.0
-    """A fit whose mean reprojection error exceeds this (pixels of a 224 px crop; scaled with
-    ``data.crop_size``) supervises nothing. SPIN rejects above 100 of its per-joint
+    """A fit whose mean reprojection error exceeds this (pixels of the 224 px crop the fits run
+    in, whatever ``data.crop_size``: :mod:`mvspin.learning.fit_frame`) supervises nothing. SPIN rejects above 100 of its per-joint
     ``conf^2 * GMoF`` loss, about a squared pixel distance for small residuals: ~10 px."""
     max_abs_beta: float = 3.0
     """A fit with any ``|beta|`` above this supervises nothing (SPIN: 3)."""

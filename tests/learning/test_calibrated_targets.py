@@ -97,15 +97,16 @@ def test_in_loop_fit_is_in_the_store_frame_and_error_in_crop_pixels(clean, body)
     ds, batch = _batch(clean, FLIP_ROTATE)
     fitter = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated", stage1_iterations=5, stage2_iterations=5,
                                              triangulation_fit_iterations=20), ds.keypoint_set)
-    cal = fit_calibrated_batch(fitter, batch, None)
+    cal = fit_calibrated_batch(fitter, batch, None, 32)
     R = batch["camera_R"]
     torch.testing.assert_close(cal.global_orient, R @ cal.fit.world_orient[:, None], atol=1e-5, rtol=0)
     assert cal.fit.fitted.all() and torch.isfinite(cal.error).all()
-    # Error in un-augmented 32 px crop pixels from the projection into the augmented crops; the
-    # fit ran at 224 px crop scale (A is a similarity): the fit's own view errors times 32 / 224.
-    torch.testing.assert_close(cal.view_error, cal.fit.view_reprojection_error * 32.0 / 224.0, rtol=1e-4, atol=1e-5)
+    # Error in un-augmented 224 px crop pixels (the per-view mode's unit), from the projection into
+    # the augmented 32 px crops: the fit ran at the same 224 px crop scale and A is a similarity,
+    # so it equals the fit's own view errors.
+    torch.testing.assert_close(cal.view_error, cal.fit.view_reprojection_error, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(cal.error, cal.view_error.mean(1))
-    assert cal.error.max() < 1.0
+    assert cal.error.max() < 10.0  # 5 + 5 iterations
     # The step's targets (augmented frame) are the store's entry mapped as the dataset maps
     # ground truth: M_v R_v W F under the flip.
     orient_aug, _ = to_augmented(cal.global_orient, cal.body_pose, batch["camera_augmentation"], batch["flip"])
@@ -121,7 +122,7 @@ def test_fit_from_exact_keypoints_is_close_to_the_ground_truth(clean, body):
                                              triangulation_fit_iterations=30), ds.keypoint_set)
     errors = {}
     for scale in (224, None):  # the 224 px crop scale SMPLify's weights are tuned for / image pixels
-        fit = fit_calibrated_batch(fitter, batch, None, fit_crop_size=scale).fit
+        fit = fit_calibrated_batch(fitter, batch, None, 32, fit_crop_size=scale).fit
         joints = body(fit.body_pose, fit.betas, fit.world_orient, fit.world_transl, keypoints="h36m17").keypoints
         errors[scale] = pa_mpjpe(joints.double(), gt)
     # Measured: 16-22 mm at crop scale, 44-53 mm in the 96 px images' pixels.
@@ -134,7 +135,7 @@ def test_fit_dataset_calibrated_writes_world_consistent_fits(clean, tmp_path):
 
     config = tiny_config([clean], **{"fits.fitting.mode": "calibrated", "fits.fitting.triangulation_fit_iterations": 10})
     store = FitsStore.load(fit_dataset(config, tmp_path / "fits.h5", batch_size=4).path)
-    assert np.isfinite(store.error).all() and (store.error < 2.0).all()  # un-augmented 32 px crop pixels
+    assert np.isfinite(store.error).all() and (store.error < 10.0).all()  # 224 px crop pixels
     R = BundleFile(clean).read_field("camera_R").astype(np.float32)
     world = np.swapaxes(R, -1, -2) @ store.global_orient  # R_v^T (R_v W) = W for every view
     np.testing.assert_allclose(world, np.broadcast_to(world[:, :1], world.shape), atol=1e-5)
