@@ -2,8 +2,11 @@
 
 SPIN starts training from static fits of every training image; MV-SPIN's loop does the same per
 bundle. Every bundle is read once without augmentation (so the store's un-augmented frame is the
-frame of the fit) and fitted in the ``per_view`` mode, started from the regressor's estimates
-when ``model.init_checkpoint`` is given, else from the body model's mean parameters. Under
+frame of the fit) and fitted in the configured mode: ``per_view``, started from the regressor's
+estimates when ``model.init_checkpoint`` is given, else from the body model's mean parameters;
+``calibrated`` (:mod:`mvspin.learning.calibrated_targets`), started from the regressor's
+estimates when given, else from triangulated keypoints (the mean pose with the identity
+orientation says nothing about where a calibrated body faces). Under
 ``torchrun`` the bundles are sharded over the processes (a
 :class:`~torch.utils.data.distributed.DistributedSampler`), the results gathered with
 ``torch.distributed`` and written by rank 0 only.
@@ -24,7 +27,9 @@ from torch.utils.data.distributed import DistributedSampler
 from mvspin.config import ConfigError
 from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.geometry import rot6d_to_matrix
+from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
 from mvspin.learning.distributed import setup_distributed
+from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
 from mvspin.learning.fits_store import FitsStore
 from mvspin.learning.threads import torch_threads
 from mvspin.learning.train_config import TrainConfig, validate_train_config
@@ -70,8 +75,10 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
         dataset = TrainingDataset.from_config(data)
         body = build_body_model(config, ctx.device)
         store = FitsStore.for_bundle_files(dataset.sources, body.num_betas)
-        fit_cfg = dataclasses.replace(config.fits.fitting, crop_size=config.data.crop_size)
+        # Fits run in SPIN's 224 px crop whatever data.crop_size is (mvspin.learning.fit_frame).
+        fit_cfg = fitting_config(config.fits.fitting)
         fitter = MVSMPLify(body, fit_cfg, dataset.keypoint_set)
+        calibrated = fit_cfg.mode == "calibrated"
         model = build_regressor(config, body).to(ctx.device).eval() if config.model.init_checkpoint else None
         mean = body.mean_params_tensors(ctx.device)
         sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False, drop_last=False)
@@ -81,7 +88,7 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
 
         results = []
         for batch in tqdm(loader, desc="fit-dataset", unit="batch", disable=not (progress and ctx.is_main)):
-            kp = batch["keypoints_2d"].to(ctx.device)
+            kp = to_fitting_frame(batch["keypoints_2d"].to(ctx.device), config.data.crop_size)
             b, v = kp.shape[:2]
             if model is not None:
                 with torch.no_grad():
@@ -93,17 +100,27 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
                 init = PerViewEstimate(rotmat=rot.expand(b, v, 24, 3, 3).clone(),
                                        betas=mean["shape"].float().expand(b, v, -1).clone(),
                                        cam=mean["cam"].float().expand(b, v, 3).clone())
-            with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
-                fit = fitter.fit_per_view(kp, init)
-            used = fit.view_used.to(kp.dtype)
-            view_err = torch.where(fit.view_used, fit.view_reprojection_error, torch.zeros_like(fit.view_reprojection_error))
-            err = (view_err * used).sum(1) / used.sum(1).clamp(min=1)
-            err = torch.where(fit.fitted, err, torch.full_like(err, float("inf")))
+            if calibrated:  # world-frame fit on the stored cameras (no augmentation: the store's frame)
+                on_device = {k: x.to(ctx.device) for k, x in batch.items()}
+                net_start = None if model is None else network_start(pred.rotmat, pred.betas,
+                                                                 on_device["camera_augmentation"], on_device["flip"])
+                with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
+                    cal = fit_calibrated_batch(fitter, on_device, net_start, config.data.crop_size,
+                                               config.fits.calibrated_agreement_deg)
+                fit, err = cal.fit, cal.error
+            else:
+                with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
+                    fit = fitter.fit_per_view(kp, init)
+                used = fit.view_used.to(kp.dtype)
+                view_err = torch.where(fit.view_used, fit.view_reprojection_error,
+                                       torch.zeros_like(fit.view_reprojection_error))
+                err = (view_err * used).sum(1) / used.sum(1).clamp(min=1)
+                err = torch.where(fit.fitted, err, torch.full_like(err, float("inf")))
             flat = store.flat_index(batch["dataset_index"].numpy(), batch["bundle_index"].numpy())
             results.append((flat, fit.body_pose.cpu().numpy(), fit.betas.cpu().numpy(), fit.global_orient.cpu().numpy(),
                             err.cpu().numpy()))
         gathered = ctx.all_gather(results)
-        reject = config.fits.reject_error_px * config.data.crop_size / 224.0
+        reject = config.fits.reject_error_px
         if ctx.is_main:
             for rank_results in gathered:
                 for r in rank_results:

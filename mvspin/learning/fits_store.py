@@ -10,9 +10,10 @@ crop scale, :mod:`mvspin.learning.augment`); the store keeps every fit in the **
 frame: orientations in each view's un-augmented crop camera frame, the pose of the subject as
 recorded (not mirrored). :func:`to_augmented` and :func:`from_augmented` map between the two
 with the bundle's camera map ``M_v`` and flip, exactly as the training dataset maps ground-truth
-SMPL. The error is a reprojection error in **un-augmented crop pixels**: the augmentation is a
-2D similarity of each crop (rotation and flip keep distances; a crop-scale factor ``f`` shrinks
-them by ``1 / f``), so a fit made under any augmentation is compared with the stored one without
+SMPL. The error is a reprojection error in **un-augmented pixels of the 224 px fitting crop**
+(fits run in SPIN's 224 px crop whatever the network's crop size, :mod:`mvspin.learning.fit_frame`):
+the augmentation is a 2D similarity of each crop (rotation and flip keep distances; a crop-scale
+factor ``f`` shrinks them by ``1 / f``), so a fit made under any augmentation is compared with the stored one without
 re-evaluating either.
 
 Identity. Entries are addressed by ``(dataset_index, bundle_index)`` (the training dataset's

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from mvspin.config import ConfigError, load_config
+from mvspin.data.bundle_format import BundleFile
 from mvspin.fitting.config import MVSMPLifyConfig, validate_config
 from mvspin.learning.backbone import RESNET_DEPTHS
 from mvspin.learning.training_dataset import DataConfig
@@ -79,15 +80,22 @@ class FitsConfig:
     """Initial fits store (``mvspin fit-dataset``); None: every bundle starts without a fit (the
     model's mean, SPIN's start without static fits)."""
     fitting: MVSMPLifyConfig = field(default_factory=MVSMPLifyConfig)
-    """MV-SMPLify settings (MV-SPIN: Adam lr 0.01, at most 100 iterations per stage)."""
+    """MV-SMPLify settings (MV-SPIN: Adam lr 0.01, at most 100 iterations per stage). ``mode``:
+    ``per_view`` (the paper: crop cameras) or ``calibrated`` (one world-frame body on the stored
+    cameras, every training file must carry them; :mod:`mvspin.learning.calibrated_targets`)."""
     reject_error_px: float = 10.0
-    """A fit whose mean reprojection error exceeds this (pixels of a 224 px crop; scaled with
-    ``data.crop_size``) supervises nothing. SPIN rejects above 100 of its per-joint
+    """A fit whose mean reprojection error exceeds this (pixels of the 224 px crop the fits run
+    in, whatever ``data.crop_size``: :mod:`mvspin.learning.fit_frame`) supervises nothing. SPIN rejects above 100 of its per-joint
     ``conf^2 * GMoF`` loss, about a squared pixel distance for small residuals: ~10 px."""
     max_abs_beta: float = 3.0
     """A fit with any ``|beta|`` above this supervises nothing (SPIN: 3)."""
     use_ground_truth_smpl: bool = True
     """Where a bundle carries SMPL ground truth, it replaces the fit as target (SPIN: has_smpl)."""
+    calibrated_agreement_deg: float = 45.0
+    """Calibrated mode: a bundle starts from the network's estimates when every view's estimate,
+    taken to the world frame, lies within this angle of the views' mean orientation; otherwise
+    from its triangulated keypoints (an untrained network's views do not describe one body).
+    Not in the papers (MV-SPIN fits per view); 180: always the network."""
 
 
 @dataclass
@@ -171,15 +179,20 @@ def validate_train_config(config: TrainConfig) -> None:
             raise ConfigError(f"optim.{name} must be >= 0, got {getattr(o, name)}")
     if o.max_steps is not None and o.max_steps < 1:
         raise ConfigError(f"optim.max_steps must be >= 1, got {o.max_steps}")
+    if not 0.0 <= config.fits.calibrated_agreement_deg <= 180.0:
+        raise ConfigError(f"fits.calibrated_agreement_deg must be in [0, 180], got {config.fits.calibrated_agreement_deg}")
     if not config.fits.reject_error_px > 0 or not config.fits.max_abs_beta > 0:
         raise ConfigError("fits.reject_error_px and fits.max_abs_beta must be positive")
     try:
         validate_config(config.fits.fitting)
     except ValueError as err:
         raise ConfigError(f"fits.fitting: {err}") from None
-    if config.fits.fitting.mode != "per_view":
-        raise ConfigError("fits.fitting.mode: the training loop fits in the per_view mode (crop cameras); "
-                          "the calibrated mode is not available in training yet")
+    if config.fits.fitting.mode == "calibrated":
+        # The calibrated fit projects into the stored cameras: every file must carry them.
+        for i, f in enumerate(config.data.files):
+            if not BundleFile(f).has_cameras:
+                raise ConfigError(f"fits.fitting.mode=calibrated needs cameras in every training file, but "
+                                  f"data.files[{i}] ({f}) has none; use fits.fitting.mode=per_view")
 
 
 def load_train_config(yaml_path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> TrainConfig:

@@ -3,8 +3,12 @@
 One step, for a batch of B bundles of V views (``(B, V, ...)`` throughout):
 
 1. the regressor runs on the ``B * V`` crops (flattened only at the network call);
-2. MV-SMPLify (``per_view``) fits one shared body per bundle to the 2D keypoints of its views,
-   started from the network's per-view estimates (detached);
+2. MV-SMPLify fits one shared body per bundle to the 2D keypoints of its views, started from the
+   network's per-view estimates (detached): ``per_view`` (crop cameras, the paper) in SPIN's
+   224 px crop whatever ``data.crop_size`` is (:mod:`mvspin.learning.fit_frame`: SMPLify's
+   weights are tuned for 224 px residuals) or, with ``fits.fitting.mode: calibrated`` and
+   cameras in every file, one world-frame body on the stored cameras
+   (:mod:`mvspin.learning.calibrated_targets`, errors in the same 224 px crop units);
 3. the new fit is compared with the bundle's stored fit (:mod:`mvspin.learning.fits_store`,
    un-augmented frame, mapped through the bundle's augmentation when read) and the better one is
    kept, in the store and as the step's target; a target whose reprojection error exceeds the
@@ -34,7 +38,6 @@ lower error wins), and only rank 0 writes files.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -57,8 +60,10 @@ from mvspin.config import config_to_dict, save_config
 from mvspin.errors import MvspinError
 from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.learning.backbone import load_imagenet_weights
+from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
 from mvspin.learning.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
 from mvspin.learning.distributed import DistContext, setup_distributed
+from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
 from mvspin.learning.fits_store import FitsStore, from_augmented, source_fingerprint, to_augmented
 from mvspin.learning.regressor import HMRRegressor, RegressorOutput
 from mvspin.learning.threads import torch_threads
@@ -223,10 +228,12 @@ class _Trainer:
         if ctx.distributed:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        fit_cfg = dataclasses.replace(config.fits.fitting, crop_size=config.data.crop_size)
+        # Fits run in SPIN's 224 px crop whatever data.crop_size is (mvspin.learning.fit_frame).
+        fit_cfg = fitting_config(config.fits.fitting)
         self.fitter = MVSMPLify(self.body, fit_cfg, self.dataset.keypoint_set) if config.fits.enabled else None
+        self.calibrated = fit_cfg.mode == "calibrated"
         self.focal = fit_cfg.focal_length
-        self.reject_px = config.fits.reject_error_px * config.data.crop_size / 224.0
+        self.reject_px = config.fits.reject_error_px
         self.writer = None
         self.checkpoint_seconds = 0.0
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -312,14 +319,24 @@ class _Trainer:
         stats: dict[str, float] = {}
         if self.fitter is not None:
             with torch_threads(self.config.optim.fitting_threads if self.device.type == "cpu" else None):
-                fit = self.fitter.fit_per_view(batch["keypoints_2d"], PerViewEstimate(
-                    rotmat=pred.rotmat.detach(), betas=pred.betas.detach(), cam=pred.cam.detach()))
-            used = fit.view_used.to(dt)
-            view_err = torch.where(fit.view_used, fit.view_reprojection_error, torch.zeros_like(fit.view_reprojection_error))
-            new_err = (view_err * batch["scale_factor"] * used).sum(1) / used.sum(1).clamp(min=1)
-            new_err = torch.where(fit.fitted, new_err, torch.full_like(new_err, math.inf))
+                if self.calibrated:  # world-frame fit on the stored cameras, in the store's frame
+                    cal = fit_calibrated_batch(self.fitter, batch, network_start(pred.rotmat, pred.betas, M, flip),
+                                               self.config.data.crop_size, self.config.fits.calibrated_agreement_deg)
+                    fit, new_orient_un, new_pose_un, new_err = cal.fit, cal.global_orient, cal.body_pose, cal.error
+                    fit_orient, fit_pose = to_augmented(new_orient_un, new_pose_un, M, flip)
+                else:
+                    keypoints = to_fitting_frame(batch["keypoints_2d"], self.config.data.crop_size)
+                    fit = self.fitter.fit_per_view(keypoints, PerViewEstimate(
+                        rotmat=pred.rotmat.detach(), betas=pred.betas.detach(), cam=pred.cam.detach()))
+                    fit_orient, fit_pose = fit.global_orient, fit.body_pose
+            if not self.calibrated:
+                used = fit.view_used.to(dt)
+                view_err = torch.where(fit.view_used, fit.view_reprojection_error,
+                                       torch.zeros_like(fit.view_reprojection_error))
+                new_err = (view_err * batch["scale_factor"] * used).sum(1) / used.sum(1).clamp(min=1)
+                new_err = torch.where(fit.fitted, new_err, torch.full_like(new_err, math.inf))
+                new_orient_un, new_pose_un = from_augmented(fit.global_orient, fit.body_pose, M, flip)
             better = new_err < error
-            new_orient_un, new_pose_un = from_augmented(fit.global_orient, fit.body_pose, M, flip)
             updates = self.ctx.all_gather((flat, new_pose_un.cpu().numpy(), fit.betas.cpu().numpy(),
                                            new_orient_un.cpu().numpy(), new_err.cpu().numpy()))
             t_io = time.perf_counter()
@@ -328,8 +345,8 @@ class _Trainer:
             stats["fits/replaced_share"] = replaced / (b * self.ctx.world_size)
             stats["fits/new_error_px"] = float(new_err[torch.isfinite(new_err)].mean()) if torch.isfinite(new_err).any() else float("nan")
             sel = better.view(b, 1, 1, 1)
-            orient = torch.where(sel, fit.global_orient, orient)
-            pose = torch.where(sel, fit.body_pose, pose)
+            orient = torch.where(sel, fit_orient.to(dt), orient)
+            pose = torch.where(sel, fit_pose.to(dt), pose)
             betas = torch.where(better.view(b, 1), fit.betas, betas)
             error = torch.where(better, new_err, error)
         valid = (error <= self.reject_px) & (betas.abs() <= self.config.fits.max_abs_beta).all(-1)
