@@ -27,7 +27,7 @@ from mvspin.body import BodyModel, angle_prior, shape_prior
 from mvspin.body.priors import FreePosePrior
 from mvspin.fitting.keypoint_targets import KeypointTargets
 from mvspin.fitting.losses import reprojection_energy
-from mvspin.geometry import axis_angle_to_matrix, perspective_projection
+from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle, perspective_projection
 
 __all__ = ["ChunkEnergy", "ChunkParams", "refine_levenberg_marquardt"]
 
@@ -136,10 +136,11 @@ class ChunkEnergy:
             kp, jac = kp.index_select(1, idx), jac.index_select(1, idx)
         return kp, jac[..., :75], (jac[..., 75:] if betas_free else None)
 
-    def keypoint_information(self, kp: Tensor) -> Tensor:
-        """``(L, M, 3, 3)`` Gauss-Newton curvature of the reprojection term per world keypoint:
+    def keypoint_information(self, kp: Tensor) -> tuple[Tensor, Tensor]:
+        """``(L, M, 3, 3)`` Gauss-Newton curvature of the reprojection term per world keypoint,
         ``2 sum_v w J_pi^T diag(psi) J_pi`` with the projection's Jacobian ``J_pi`` (forward mode,
-        distortion included) and Geman-McClure's IRLS weights ``psi = s^4 / (s^2 + r^2)^2``."""
+        distortion included) and Geman-McClure's IRLS weights ``psi = s^4 / (s^2 + r^2)^2``, and
+        the term's exact gradient ``(L, M, 3)`` by the world keypoints, ``2 sum_v w J_pi^T (psi r)``."""
         cams = self.cams
 
         def project(x: Tensor) -> Tensor:
@@ -153,8 +154,30 @@ class ChunkEnergy:
             cols.append(col)
         a = torch.stack(cols, -1)  # (L, V, M, 2, 3)
         s2 = self.sigma ** 2
-        psi = (s2 / (s2 + (uv - self.xy).square())).square()  # (L, V, M, 2)
-        return 2 * torch.einsum("lvm,lvmc,lvmci,lvmcj->lmij", self.weights, psi, a, a)
+        r = uv - self.xy
+        psi = (s2 / (s2 + r.square())).square()  # (L, V, M, 2)
+        info = 2 * torch.einsum("lvm,lvmc,lvmci,lvmcj->lmij", self.weights, psi, a, a)
+        return info, 2 * torch.einsum("lvm,lvmc,lvmci->lmi", self.weights, psi * r, a)
+
+    def gradient(self, params: ChunkParams, kp: Tensor, jac: Tensor, jac_b: Optional[Tensor],
+                 grad_x: Tensor) -> tuple[Tensor, Tensor]:
+        """The energy's gradient ``(L, 75)`` (and ``(num_betas,)`` by the betas when ``jac_b`` is
+        given) through the keypoint Jacobians, without autograd through the body: exact where the
+        Jacobians are (models without pose blend shapes). ``grad_x`` from :meth:`keypoint_information`."""
+        d = grad_x
+        if kp.shape[0] >= 3:
+            d = d + 2 * self.smooth * _acc_normal(kp)
+        g = (jac * d[..., None]).sum((1, 2))
+        with torch.enable_grad():  # the priors act on the pose alone: a tiny graph
+            pose = params.pose.detach().requires_grad_(True)
+            e = self.pose_prior_weight * self.pose_prior(pose).sum()
+            if self.angle_prior_weight:
+                e = e + self.angle_prior_weight * angle_prior(pose).sum()
+            (g_pose,) = torch.autograd.grad(e, pose)
+        g = torch.cat([g[:, :3], g[:, 3:72] + g_pose, g[:, 72:]], -1)
+        if jac_b is None:
+            return g, torch.zeros(0, dtype=g.dtype, device=g.device)
+        return g, (jac_b * d[..., None]).sum((0, 1, 2)) + 2 * self.shape_prior_weight * params.betas
 
 
 def _acc_normal(y: Tensor) -> Tensor:
@@ -217,16 +240,19 @@ def refine_levenberg_marquardt(
         g_frames = torch.cat(g[:3], -1)
         return e.detach(), (g_frames, g[3] if betas_free else torch.zeros(0, dtype=dt, device=dev))
 
-    e, grads = evaluate(params, True)
+    # Without pose blend shapes the closed-form Jacobians are exact and give the gradient too;
+    # otherwise autograd on the energy does.
+    analytic = not energy.body.has_pose_blendshapes
+    e, grads = evaluate(params, not analytic)
     lam = _DAMPING_START
     steps = 0
     for _ in range(iterations):
         if not math.isfinite(float(e)):
             raise FloatingPointError(f"sequence fitting energy became {float(e)}")
-        g, g_b = grads
         with torch.no_grad():
             kp, jac, jac_b = energy.jacobians(params, betas_free)
-            info = energy.keypoint_information(kp)  # (L, M, 3, 3)
+            info, grad_x = energy.keypoint_information(kp)  # (L, M, 3, 3), (L, M, 3)
+            g, g_b = energy.gradient(params, kp, jac, jac_b, grad_x) if analytic else grads
             prior = torch.zeros(n, 75, dtype=dt, device=dev)
             prior[:, 3:72] = energy.prior_curvature(params.pose)
             # Per-frame blocks: reprojection + the diagonal of the acceleration coupling + priors.
@@ -282,10 +308,13 @@ def refine_levenberg_marquardt(
         steps += 1
         params = trial
         decrease = float(e) - float(e_new)
-        e, grads = evaluate(params, True)
+        e, grads = (e_new, None) if analytic else evaluate(params, True)
         if decrease < rel_tol * abs(float(e_new)):
             break
-    return params, steps
+    # The root rotations are products of a few float32 updates: make them exactly orthonormal
+    # again (the axis-angle written to files and a matrix-derived quaternion must agree).
+    orient = axis_angle_to_matrix(matrix_to_axis_angle(params.orient))
+    return ChunkParams(params.pose, orient, params.transl, params.betas), steps
 
 
 def _pcg(matvec, precondition, b: Tensor, b2: Tensor, iterations: int, tol: float) -> tuple[Tensor, Tensor]:

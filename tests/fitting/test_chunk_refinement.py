@@ -82,3 +82,19 @@ def test_each_kept_step_lowers_the_energy(problem):
     assert all(b < a for a, b in zip(values, values[1:])), values
     fixed, _ = refine_levenberg_marquardt(energy, start, betas_free=False, iterations=2)
     assert torch.equal(fixed.betas, start.betas)  # betas held when not free
+
+
+def test_closed_form_gradient_equals_autograd(problem):
+    # The refinement's gradient through the closed-form Jacobians (no pose blend shapes in the
+    # free model) is the energy's own gradient.
+    _, energy, start, _ = problem
+    kp, jac, jac_b = energy.jacobians(start, betas_free=True)
+    _, grad_x = energy.keypoint_information(kp)
+    g, g_b = energy.gradient(start, kp, jac, jac_b, grad_x)
+    leaves = [torch.zeros(30, 3, requires_grad=True), start.pose.clone().requires_grad_(True),
+              start.transl.clone().requires_grad_(True), start.betas.clone().requires_grad_(True)]
+    e, _ = energy(leaves[1], leaves[0], start.orient, leaves[2], leaves[3], True)
+    ref = torch.autograd.grad(e, leaves)
+    ref_g = torch.cat(ref[:3], -1)
+    assert float((g - ref_g).norm() / ref_g.norm()) < 1e-4
+    assert float((g_b - ref[3]).norm() / ref[3].norm()) < 1e-4
