@@ -9,6 +9,11 @@ metres whose world frame is the first camera's (or, with ``floor_frames``, a Z-u
 with the floor where the board lay in those frames), and a :class:`CalibrationReport` with per-camera
 detection counts and reprojection errors.
 
+A checkerboard is used only where it is seen whole (a partial one has no corner identities) and
+its corners are numbered from the pattern (:func:`detect_corners`), which a board with one odd and
+one even number of squares (7 x 6) allows whichever way it is turned; a symmetric one (8 x 6)
+does not, and is warned about.
+
 Frames are matched by index: frame ``i`` of every video (or the ``i``-th image of every folder,
 in natural name order) is the same moment.
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -37,8 +43,10 @@ from calibration.errors import CalibrationError
 from calibration.triangulation import triangulate_points
 from calibration.world_frame import UP_AXES, align_world, transform_rig
 
-__all__ = ["calibrate_rig", "CalibrationReport", "CameraCalibrationReport", "detect_board", "BoardDetections",
-           "IMAGE_SUFFIXES"]
+__all__ = ["calibrate_rig", "CalibrationReport", "CameraCalibrationReport", "detect_board", "detect_corners",
+           "checkerboard_is_symmetric", "BoardDetections", "IMAGE_SUFFIXES"]
+
+log = logging.getLogger("calibration")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _MIN_CORNERS_INTRINSICS = 9  # aniposelib's default for a view to enter the intrinsics estimate
@@ -157,6 +165,63 @@ def _frames(source: Path) -> tuple[Iterator[np.ndarray], int]:
     return video(), total
 
 
+def checkerboard_is_symmetric(board: BoardDescription) -> bool:
+    """True when a checkerboard looks the same turned by 180 degrees (``squares_x + squares_y``
+    even, square boards included): its corners cannot be numbered from the image alone, and two
+    cameras may number them from opposite ends. Boards with one odd and one even side (7 x 6)
+    can be numbered unambiguously (:func:`detect_corners` does)."""
+    return board.type == "checkerboard" and (board.squares_x + board.squares_y) % 2 == 0
+
+
+def _checkerboard_in_board_order(gray: np.ndarray, corners: np.ndarray, board: BoardDescription) -> np.ndarray:
+    """``(N, 1, 2)`` checkerboard corners renumbered in board order (row by row from the corner at
+    the top-left black square, as :meth:`BoardDescription.object_points` numbers them).
+
+    OpenCV numbers a checkerboard's corners from any end of the grid: mirrored orders are undone
+    by the image-space handedness of the grid (a board seen from its printed side keeps x right of
+    y), the 180-degree turn by the colour of the squares (inner square ``(i, j)`` is black when
+    ``i + j`` is even), which only a board with one odd and one even side can tell."""
+    cols, rows = board.squares_x - 1, board.squares_y - 1
+    grid = corners.reshape(rows, cols, 2)
+    along_x, along_y = grid[0, 1] - grid[0, 0], grid[1, 0] - grid[0, 0]
+    if along_x[0] * along_y[1] - along_x[1] * along_y[0] < 0:  # a mirrored numbering
+        grid = grid[:, ::-1]
+    if not checkerboard_is_symmetric(board):
+        centres = (grid[:-1, :-1] + grid[1:, :-1] + grid[:-1, 1:] + grid[1:, 1:]) / 4.0  # inner squares
+        h, w = gray.shape
+        u = np.clip(np.rint(centres[..., 0]).astype(int), 0, w - 1)
+        v = np.clip(np.rint(centres[..., 1]).astype(int), 0, h - 1)
+        values = gray[v, u].astype(np.float64)
+        black = (np.add.outer(np.arange(rows - 1), np.arange(cols - 1)) % 2) == 0
+        if values[black].mean() > values[~black].mean():  # numbered from the far end
+            grid = grid[::-1, ::-1]
+    return np.ascontiguousarray(grid.reshape(-1, 1, 2))
+
+
+def detect_corners(board: BoardDescription, gray: np.ndarray, detector: Any = None) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """The board's corners in one grayscale image ``(H, W)`` uint8.
+
+    ChArUco: aniposelib's detector (``detector``, default ``board.to_aniposelib()``).
+    Checkerboard: OpenCV's ``findChessboardCorners`` with aniposelib's settings, only when the
+    whole board is found (a partly seen checkerboard has no corner identities), refined to
+    sub-pixel and numbered in board order (see :func:`checkerboard_is_symmetric`).
+
+    Returns:
+        ``(corners (N, 1, 2) float32 pixels, ids (N,) int)``, or ``(None, None)`` when the board
+        is not found.
+    """
+    detector = board.to_aniposelib() if detector is None else detector
+    if board.type == "charuco":
+        corners, ids = detector.detect_image(gray)
+        return (corners, ids) if corners is not None and len(corners) > 0 else (None, None)
+    size = (board.squares_x - 1, board.squares_y - 1)
+    found, corners = cv2.findChessboardCorners(gray, size, type(detector).DETECT_PARAMS)
+    if not found or corners is None or len(corners) != board.inner_corners:
+        return None, None
+    corners = cv2.cornerSubPix(gray, corners, (3, 3), (-1, -1), type(detector).SUBPIX_CRITERIA)
+    return _checkerboard_in_board_order(gray, corners, board), np.arange(board.inner_corners)
+
+
 def detect_board(board: BoardDescription, source: str | os.PathLike, name: str, every_nth: int = 1,
                  progress: Optional[Callable[[int, int], None]] = None) -> BoardDetections:
     """Find ``board`` in every ``every_nth`` frame of one camera's video or image folder.
@@ -181,8 +246,8 @@ def detect_board(board: BoardDescription, source: str | os.PathLike, name: str, 
         elif shape != size:
             raise CalibrationError(f"{source}: frame {index} is {shape[0]}x{shape[1]}, the first was {size[0]}x{size[1]}")
         if index % every_nth == 0:
-            corners, ids = detector.detect_image(gray)
-            if corners is not None and len(corners) > 0:
+            corners, ids = detect_corners(board, gray, detector)
+            if corners is not None:
                 rows.append({"framenum": (0, index), "corners": corners, "ids": ids})
         if progress is not None:
             progress(count, total)
@@ -291,6 +356,11 @@ def calibrate_rig(
     names = list(names) if names is not None else _camera_names(paths)
     if len(names) != len(paths) or len(set(names)) != len(names):
         raise CalibrationError(f"need {len(paths)} distinct camera names, got {names}")
+    if checkerboard_is_symmetric(board):
+        log.warning("a %d x %d checkerboard looks the same turned by 180 degrees: cameras that see it turned "
+                    "differently number its corners from opposite ends and the calibration fails; a board with "
+                    "one odd and one even number of squares (e.g. 7 x 6) avoids this",
+                    board.squares_x, board.squares_y)
     detections = []
     for v, (path, name) in enumerate(zip(paths, names)):
         callback = None if progress is None else (lambda done, total, v=v: progress(v, done, total))

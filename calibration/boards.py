@@ -2,7 +2,7 @@
 
 A board description file (YAML or TOML) names the board the way it is printed::
 
-    type: charuco          # or checkerboard
+    type: charuco          # or checkerboard (best with one odd and one even side, e.g. 7 x 6)
     squares_x: 7           # squares along the board's width
     squares_y: 5           # squares along its height
     square_length: 0.08    # side of one square, in `unit`
@@ -233,7 +233,8 @@ def write_board_png(board: BoardDescription, path: str | os.PathLike, dpi: float
     ok, png = cv2.imencode(".png", image)
     if not ok:
         raise CalibrationError(f"{path}: could not encode the board image")
-    with atomic_paths([path]) as (tmp,):
-        tmp.write_bytes(_png_with_dpi(png.tobytes(), dpi))
+    data = _png_with_dpi(png.tobytes(), dpi)
+    with atomic_paths([path], verify=[lambda tmp: tmp.read_bytes() == data]) as (tmp,):
+        tmp.write_bytes(data)
     h, w = image.shape
     return Path(path), (w / dpi * 0.0254, h / dpi * 0.0254)

@@ -148,7 +148,9 @@ def write_easymocap(rig: Rig, path: str | os.PathLike) -> tuple[Path, Path]:
                   + _yaml_matrix(f"T_{c.name}", c.t.reshape(3, 1)))
     if rig.world is not None:
         extri += [f'world_up: "{rig.world.up}"', f'world_origin: "{rig.world.origin}"']
-    with atomic_paths([intri_path, extri_path]) as (tmp_intri, tmp_extri):
-        tmp_intri.write_text("\n".join(intri) + "\n", encoding="utf-8")
-        tmp_extri.write_text("\n".join(extri) + "\n", encoding="utf-8")
+    texts = [("\n".join(lines) + "\n").encode("utf-8") for lines in (intri, extri)]
+    with atomic_paths([intri_path, extri_path],
+                      verify=[lambda tmp, data=data: tmp.read_bytes() == data for data in texts]) as temps:
+        for tmp, data in zip(temps, texts):
+            tmp.write_bytes(data)
     return intri_path, extri_path

@@ -192,7 +192,11 @@ def write_h36m_cameras(rigs: Mapping[str, Rig], path: str | os.PathLike) -> Path
         data = {s: {c.name: {k: np.asarray(v).tolist() for k, v in p.items()} for c, p in zip(rigs[s], ps)}
                 for s, ps in params.items()}
         return write_text_atomic(path, json.dumps(data, indent=1))
-    with atomic_paths([path]) as (tmp,):
+    def reads_back(tmp: Path) -> bool:  # every camera group is there (a truncated HDF5 does not open)
+        with h5py.File(tmp, "r") as f:
+            return all(f"subject{int(s[1:])}/camera{m}/Name" in f for s, rig in rigs.items() for m in range(1, len(rig) + 1))
+
+    with atomic_paths([path], verify=[reads_back]) as (tmp,):
         with h5py.File(tmp, "w") as f:
             for s, ps in params.items():
                 for m, (c, p) in enumerate(zip(rigs[s], ps), 1):

@@ -16,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from mvspin.atomic import write_bytes_atomic
+from mvspin.atomic import check_output_location, write_bytes_atomic
 
 log = logging.getLogger("mvspin")
 
@@ -26,6 +26,7 @@ examples:
   mvspin calibrate --board board.yaml --images cam1/ cam2/ cam3/ -o rig.toml --floor-frames 120 300
   mvspin calibrate board-image --board board.yaml -o board.png --dpi 300
   mvspin calibrate convert session.qca.txt rig.toml        # any supported format to any other
+  mvspin calibrate convert session.qca.txt rig.toml --world-up z   # and label its world Z-up, floor origin
 
 board file (YAML or TOML; anipose's config.toml [calibration] table works too):
   type: charuco        # or checkerboard
@@ -82,6 +83,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                              ".calibration)")
     c.add_argument("--format", dest="convert_format", default=None, help="output format instead of the suffix's")
     c.add_argument("--subject", default=None, help="Human3.6M input files: which subject's cameras")
+    c.add_argument("--world-up", choices=("z", "y"), default=None,
+                   help="the input's world is z-up (or y-up) with its origin on the floor: for inputs that cannot "
+                        "record it (Qualisys, Human3.6M, MPI-INF-3DHP), so the output (.toml, EasyMocap) keeps it")
     c.set_defaults(run=run_convert)
 
 
@@ -91,6 +95,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from calibration.board_calibration import calibrate_rig
     from calibration.boards import load_board
     from calibration.formats import format_for_output, save_rig
+    from calibration.formats.easymocap import easymocap_paths
 
     missing = [flag for flag, value in (("--board", args.board), ("--videos", args.sources), ("-o", args.output))
                if not value]
@@ -98,6 +103,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise ValueError(f"missing {', '.join(missing)} (see mvspin calibrate --help)")
     board = load_board(args.board)
     fmt = args.format or format_for_output(args.output)  # fail on a bad output name before the long work
+    # ... and on an unwritable place (this also removes temporaries a killed run left there)
+    check_output_location(easymocap_paths(args.output)[0] if fmt == "easymocap" else args.output, what="-o")
+    if args.report is not None:
+        check_output_location(args.report, what="--report")
     log.info("board: %s %d x %d squares of %.1f mm; %d cameras", board.type, board.squares_x, board.squares_y,
              board.square_length * 1000, len(args.sources))
     bars: dict[int, tqdm] = {}
@@ -135,9 +144,10 @@ def run_board_image(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from calibration import detect_format, load_rig, save_rig
+    from calibration import WorldFrame, detect_format, load_rig, save_rig
 
-    rig = load_rig(args.input, subject=args.subject)
+    world = None if args.world_up is None else WorldFrame(up=args.world_up, origin="floor")
+    rig = load_rig(args.input, subject=args.subject, world=world)
     path = save_rig(rig, args.output, format=args.convert_format)
     print(f"read {args.input} ({detect_format(args.input)}, {len(rig)} cameras: {', '.join(rig.names)}); wrote {path}")
     return 0

@@ -2,7 +2,8 @@
 
 A thin shell over :func:`calibration.load_rig`,
 :func:`mvspin.data.recording_keypoints.read_recording_keypoints`,
-:func:`mvspin.fitting.recording.fit_recording` and
+:func:`mvspin.fitting.recording.fit_recording` (started from
+:func:`mvspin.inference.rig_init.network_world_estimate` with ``--checkpoint`` and ``--videos``) and
 :func:`mvspin.data.recording_outputs.write_recording_outputs`.
 """
 from __future__ import annotations
@@ -38,9 +39,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="cameras may lack files for some frames (else frame counts must agree)")
     p.add_argument("--videos", type=Path, nargs="+", default=None,
                    help="one video per camera (matched by file stem, else in order): writes overlay_<camera>.mp4 "
-                        "with the fitted skeletons and the detections used")
+                        "with the fitted skeletons and the detections used; video frame n is keypoint frame n")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="not supported yet: network initialisation (fit-rig starts from triangulation)")
+                   help="HMR regressor checkpoint (SPIN's or mvspin's): the fit starts from the network run on each "
+                        "camera's crop of the subject (needs --videos; default: start from triangulation)")
+    p.add_argument("--batch-size", type=int, default=32, help="crops per network call with --checkpoint (default 32)")
     p.add_argument("--config", type=Path, default=None,
                    help="YAML with fields of mvspin.fitting.recording.RigFitConfig (see configs/fit_rig.yaml)")
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
@@ -61,9 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from mvspin.data.recording_outputs import (match_videos, summary_table, write_overlay_videos,
                                                   write_recording_outputs)
 
-    if args.checkpoint:
-        raise ValueError("--checkpoint: network initialisation is not implemented yet; fit-rig starts from "
-                         "triangulation (--videos alone writes overlay videos)")
+    if args.checkpoint and not args.videos:
+        raise ValueError("--checkpoint needs --videos (one per camera): the network runs on each camera's crop "
+                         "of the subject")
+    if not 1 <= args.batch_size <= 4096:
+        raise ValueError(f"--batch-size must be in [1, 4096], got {args.batch_size}")
     if args.subjects < 1:
         raise ValueError(f"--subjects must be >= 1, got {args.subjects}")
     if not args.fps > 0:
@@ -81,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
              rec.keypoints.shape[2])
     device = resolve_device(args.device)
     body = load_body_model(args, device)
+    initial_estimate, initialisation = None, None
+    if args.checkpoint:
+        initial_estimate, initialisation = _network_start(args, body, device, rig, rec.frames, match_videos(args.videos, rig.names),
+                                          config.sequence.keyframe.calibrated_init)
     bars: dict[str, tqdm] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -91,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         fit = fit_recording(body, rec.keypoints, rig, rec.keypoint_set, args.subjects, config=config, fps=args.fps,
-                            frames=rec.frames, progress=progress)
+                            frames=rec.frames, progress=progress, initial_estimate=initial_estimate,
+                            initialisation=initialisation)
     finally:
         for bar in bars.values():
             bar.close()
@@ -105,3 +115,27 @@ def run(args: argparse.Namespace) -> int:
     print(summary_table(recording_summary(fit)))
     print(f"wrote {len(written)} files to {args.output}")
     return 0
+
+
+def _network_start(args: argparse.Namespace, body, device, rig, frames, videos: list[Path], calibrated_init: str):
+    """Load and check the regressor (before any fitting) and return fit_recording's
+    ``initial_estimate``: the network on each subject's crops, with a progress bar."""
+    from tqdm import tqdm
+
+    from mvspin.inference.rig_init import load_rig_predictor, network_world_estimate
+
+    if calibrated_init == "triangulation":
+        raise ValueError("--checkpoint: sequence.keyframe.calibrated_init=triangulation would ignore the network; "
+                         "set it to auto or network")
+    predictor, about = load_rig_predictor(args.checkpoint, body, device, args.batch_size)
+    log.info("network initialisation: %s", about)
+
+    def estimate(subject: int, keypoints):
+        with tqdm(desc=f"network {subject}", unit="crop", disable=None) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            return network_world_estimate(predictor, videos, keypoints, rig, frames, progress)
+
+    return estimate, f"network: {about}"

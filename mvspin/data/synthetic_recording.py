@@ -28,7 +28,7 @@ from mvspin.data.synthetic_keypoints import BodyParams, random_rig, smooth_motio
 from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle, points_inside_image
 
 __all__ = ["RecordingOptions", "SyntheticRecording", "make_rig_recording", "Y_UP_TO_Z_UP", "rotate_world",
-           "write_openpose_folders"]
+           "write_openpose_folders", "write_recording_videos"]
 
 Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 """World rotation taking a Y-up world (the synthetic generators') to a Z-up one (+Y becomes +Z)."""
@@ -229,3 +229,46 @@ def write_openpose_folders(detections: Tensor | np.ndarray, camera_names: list[s
             path = folder / name / f"{stem}_{t:012d}_keypoints.json"
             written.append(write_bytes_atomic(path, json.dumps({"version": 1.3, "people": people}).encode()))
     return written
+
+
+def write_recording_videos(body: BodyModel, recording: SyntheticRecording, folder: str | Path, fps: float = 25.0,
+                           background: int = 90) -> list[Path]:
+    """Render the subject of a recording into one video per camera, ``<folder>/<camera>.mp4``
+    (the body mesh coloured by body part on a grey background, lit by a sun; the bystander is
+    not drawn). Frame ``n`` shows the recording's frame ``n``. Needs offscreen rendering
+    (open3d); the rig's lens distortion is not rendered (:func:`make_rig_recording` makes none).
+
+    Returns:
+        the video paths, in the rig's camera order.
+    """
+    from mvspin.data.synthetic_capture import _part_palette, part_labels, render_views
+    from mvspin.io_outputs import VideoWriter
+
+    rig = recording.rig
+    sizes = {tuple(c.image_size) for c in rig}
+    if len(sizes) != 1:
+        raise ValueError(f"write_recording_videos renders cameras of one image size, got {sorted(sizes)}")
+    width, height = sizes.pop()
+    cams = rig.to_torch(torch.float64)
+    colours = _part_palette()[part_labels(body)]
+    g = recording.gt
+    folder = Path(folder)
+    writers = [VideoWriter(folder / f"{cam.name}.mp4", fps) for cam in rig]
+    try:
+        for t0 in range(0, recording.num_frames, 32):
+            sl = slice(t0, min(recording.num_frames, t0 + 32))
+            with torch.no_grad():
+                verts = body(body_pose=g.body_pose[sl], betas=g.betas[sl], global_orient=g.global_orient[sl],
+                             transl=g.transl[sl]).vertices.double().cpu().numpy()
+            for vert in verts:
+                images, masks, _ = render_views(vert, body.faces, colours, cams.K.numpy(), cams.R.numpy(),
+                                                cams.t.numpy(), (width, height))
+                for writer, image, mask in zip(writers, images, masks):
+                    writer.write(np.where(mask[..., None], image, np.uint8(background)))
+        for writer in writers:
+            writer.close()
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    return [w.path for w in writers]

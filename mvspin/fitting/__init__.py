@@ -9,6 +9,7 @@ from mvspin.fitting.losses import gmof, reprojection_energy, reprojection_error,
 from mvspin.fitting.mv_smplify import MVSMPLify
 from mvspin.fitting.result import FitResult, PerViewEstimate
 from mvspin.fitting.smplify import SMPLify
+from mvspin.fitting.view_estimates import WorldEstimate, fuse_view_predictions, world_estimate_from_views
 from mvspin.fitting.association import Association, AssociationConfig, associate_subjects
 from mvspin.fitting.sequence import SequenceFitConfig, SequenceResult, fit_sequence
 from mvspin.fitting.recording import RecordingError, RecordingFit, RigFitConfig, SubjectFit, fit_recording
@@ -16,7 +17,8 @@ from mvspin.geometry import crop_camera_rotation  # its home is geometry; re-exp
 
 __all__ = [
     "SMPLify", "MVSMPLify", "FittingEngine", "SMPLifyConfig", "MVSMPLifyConfig", "validate_config", "PRESETS",
-    "FitResult", "PerViewEstimate", "KeypointTargets", "DETECTOR_TORSO", "TORSO_POINTS", "CameraMismatchError",
+    "FitResult", "PerViewEstimate", "WorldEstimate", "fuse_view_predictions", "world_estimate_from_views",
+    "KeypointTargets", "DETECTOR_TORSO", "TORSO_POINTS", "CameraMismatchError",
     "gmof", "reprojection_energy", "squared_reprojection_energy", "reprojection_error", "evaluation_joints",
     "pose_errors", "crop_camera_rotation",
     "associate_subjects", "AssociationConfig", "Association", "fit_sequence", "SequenceFitConfig", "SequenceResult",

@@ -48,6 +48,7 @@ from mvspin.fitting.config import MVSMPLifyConfig
 from mvspin.fitting.engine import FittingEngine
 from mvspin.fitting.losses import gmof
 from mvspin.fitting.result import FitResult, PerViewEstimate
+from mvspin.fitting.view_estimates import WorldEstimate, world_estimate_from_views
 from mvspin.geometry import (
     axis_angle_to_matrix,
     crop_camera_rotation,
@@ -104,7 +105,7 @@ class _CalibratedStart:
     betas: Tensor
     orient: Tensor
     transl: Tensor
-    from_network: bool
+    from_network: Tensor  # (B,) bool: started from a network (world) estimate, so no stage 0
 
 
 class _WorldBody:
@@ -193,7 +194,7 @@ class MVSMPLify(FittingEngine):
         self,
         keypoints: Tensor,
         cameras: CameraTensors | Rig,
-        init: Optional[PerViewEstimate] = None,
+        init: Optional[PerViewEstimate | WorldEstimate] = None,
         *,
         return_meshes: bool = False,
     ) -> FitResult:
@@ -206,9 +207,11 @@ class MVSMPLify(FittingEngine):
             keypoints: ``(B, V, K, 3)`` image-pixel keypoints (x, y, confidence) per camera.
             cameras: a :class:`~calibration.Rig` of V cameras or :class:`~calibration.CameraTensors`
                 with leading dims ``(V,)`` or ``(B, V)``; world-to-camera extrinsics in metres.
-            init: optional per-view regressor estimates (orientations in each camera's frame);
-                without them (or with ``calibrated_init="triangulation"``) the fit starts from
-                the mean pose oriented on triangulated torso keypoints.
+            init: optional per-view regressor estimates (orientations in each camera's frame) or
+                a :class:`~mvspin.fitting.view_estimates.WorldEstimate` (already fused in the
+                world frame; its invalid bundles start from triangulation); without them (or
+                with ``calibrated_init="triangulation"``) the fit starts from the mean pose
+                oriented on triangulated torso keypoints.
             return_meshes: also compute vertices and joints (once, at the end).
 
         Returns:
@@ -224,13 +227,13 @@ class MVSMPLify(FittingEngine):
         data = self._calibrated_inputs(keypoints, cameras, init)
         start = self.calibrated_start(data, init)
         body = _WorldBody(self, start)
-        it0 = self._calibrated_stage0(data, body) if not start.from_network else 0
+        it0 = self._calibrated_stage0(data, body, start.from_network) if not bool(start.from_network.all()) else 0
         it1 = self._calibrated_stage1(data, body)
         it2 = self._calibrated_stage2(data, body)
         return self._calibrated_result(data, start, body, (it0, it1, it2), return_meshes)
 
     def _calibrated_inputs(self, keypoints: Tensor, cameras: CameraTensors | Rig,
-                           init: Optional[PerViewEstimate]) -> _CalibratedInputs:
+                           init: Optional[PerViewEstimate | WorldEstimate]) -> _CalibratedInputs:
         """Check keypoints, cameras and estimates; triangulate; drop views of another person."""
         c = self.config
         cams = _camera_tensors(cameras, self.dtype, self.device)
@@ -244,7 +247,9 @@ class MVSMPLify(FittingEngine):
             raise ValueError(f"cameras are given for {cams.K.shape[0]} bundles but keypoints for {b}")
         if c.calibrated_init == "network" and init is None:
             raise ValueError("calibrated_init='network' needs per-view estimates (init=...)")
-        if init is not None:
+        if isinstance(init, WorldEstimate):
+            init.check(b, self.body.num_betas)
+        elif init is not None:
             init.check(b, v, self.body.num_betas, need_cam=False)
         # Robust triangulation: a consensus that finds wrong-person views, and the start when
         # there is no network estimate.
@@ -261,36 +266,46 @@ class MVSMPLify(FittingEngine):
         return _CalibratedInputs(xy=xy, conf=conf * view_used[..., None], conf_given=conf, cams=cams, R=R, t=t,
                                  tri=tri, view_used=view_used, fitted=view_used.any(-1))
 
-    def calibrated_start(self, data: _CalibratedInputs, init: Optional[PerViewEstimate]) -> _CalibratedStart:
+    def calibrated_start(self, data: _CalibratedInputs,
+                         init: Optional[PerViewEstimate | WorldEstimate]) -> _CalibratedStart:
         """Initial world body: from the network's per-view estimates mapped through the camera
-        rotations (and each crop's camera when ``crop_center`` is given), or from the mean pose
+        rotations (and each crop's camera when ``crop_center`` is given,
+        :func:`~mvspin.fitting.view_estimates.world_estimate_from_views`) or a given world
+        estimate, else (and for the bundles a world estimate marks invalid) from the mean pose
         oriented on the triangulated torso; the translation then follows from a linear solve."""
         b, v = data.xy.shape[:2]
         use_network = init is not None and self.config.calibrated_init in ("auto", "network")
-        w = data.view_weight
-        avg_w = torch.where(data.fitted[:, None], w, torch.ones_like(w))
-        if use_network:
-            assert init is not None
-            body_rot = so3_mean(init.rotmat[:, :, 1:].to(self.device, self.dtype), avg_w[..., None], dim=1)
-            view_orient = init.rotmat[:, :, 0].to(self.device, self.dtype)
-            if init.crop_center is not None:  # the estimate is relative to its crop's camera
-                K = data.cams.K.expand(b, v, 3, 3) if data.cams.K.ndim == 3 else data.cams.K
-                view_orient = crop_camera_rotation(init.crop_center.to(self.device, self.dtype), K).transpose(
-                    -1, -2) @ view_orient
-            orient = so3_mean(data.R.transpose(-1, -2) @ view_orient, avg_w, dim=1)
-            betas = (avg_w[..., None] * init.betas.to(self.device, self.dtype)).sum(1) / avg_w.sum(1, keepdim=True)
+        est: Optional[WorldEstimate] = None
+        if use_network and isinstance(init, PerViewEstimate):
+            w = data.view_weight
+            avg_w = torch.where(data.fitted[:, None], w, torch.ones_like(w))
+            est = world_estimate_from_views(
+                init.rotmat.to(self.device, self.dtype), init.betas.to(self.device, self.dtype), data.R, avg_w,
+                None if init.crop_center is None else init.crop_center.to(self.device, self.dtype), data.cams.K)
+        elif use_network:
+            assert isinstance(init, WorldEstimate)
+            est = init.to(self.device, self.dtype)
+        from_network = torch.zeros(b, dtype=torch.bool, device=self.device) if est is None \
+            else est.valid.to(self.device, torch.bool)
+        if bool(from_network.all()):
+            assert est is not None
+            body_rot, betas, orient = est.body_pose, est.betas, est.global_orient
         else:
             body_rot, betas = self._mean_body(b)
             orient = self._orient_from_triangulation(body_rot, betas, data)
+            if est is not None:
+                body_rot = torch.where(from_network[:, None, None, None], est.body_pose, body_rot)
+                betas = torch.where(from_network[:, None], est.betas, betas)
+                orient = torch.where(from_network[:, None, None], est.global_orient, orient)
         check_cameras_explain_keypoints(self.targets.model_keypoints(self._canonical(body_rot, betas)[0]), data.tri,
                                         data.conf > 0)
         transl = self._linear_translation(body_rot, betas, orient, data)
-        return _CalibratedStart(body_rot, betas, orient, transl, from_network=use_network)
+        return _CalibratedStart(body_rot, betas, orient, transl, from_network=from_network)
 
-    def _calibrated_stage0(self, data: _CalibratedInputs, body: _WorldBody) -> int:
-        """Stage 0, from the mean pose: fit the triangulated keypoints in 3D. Residuals are scaled
-        to pixels (focal / depth) and weighted by the number of views, so the priors weigh as in
-        the 2D energy."""
+    def _calibrated_stage0(self, data: _CalibratedInputs, body: _WorldBody, from_network: Tensor) -> int:
+        """Stage 0, for the bundles started from the mean pose (not ``from_network``): fit the
+        triangulated keypoints in 3D. Residuals are scaled to pixels (focal / depth) and weighted
+        by the number of views, so the priors weigh as in the 2D energy."""
         c = self.config
         if not c.triangulation_fit_iterations:
             return 0
@@ -298,7 +313,7 @@ class MVSMPLify(FittingEngine):
         w3 = (tri.valid & (data.conf > 0).any(1)).to(self.dtype) * self.targets.weights
         # Too few 3D points (e.g. a bundle seen by one camera): only the priors would act,
         # pulling the pose to the prior's centre, so such bundles skip stage 0.
-        mask0 = data.fit_mask * ((w3 > 0).sum(-1) >= _MIN_POINTS_3D)
+        mask0 = data.fit_mask * ((w3 > 0).sum(-1) >= _MIN_POINTS_3D) * (~from_network).to(self.dtype)
         depth = torch.einsum("bvij,bj->bvi", data.R, tri.points.mean(1))[..., 2] + data.t[..., 2]
         focal = 0.5 * (data.cams.K[..., 0, 0] + data.cams.K[..., 1, 1]).expand_as(depth)
         px_per_m = (focal / depth.clamp_min(0.1) * w).sum(1) / w.sum(1).clamp_min(1.0)

@@ -25,6 +25,7 @@ from mvspin.body import BodyModel
 from mvspin.errors import MvspinError
 from mvspin.fitting.association import Association, AssociationConfig, associate_subjects
 from mvspin.fitting.sequence import SequenceFitConfig, SequenceResult, fit_sequence
+from mvspin.fitting.view_estimates import WorldEstimate
 
 __all__ = ["RigFitConfig", "SubjectFit", "RecordingFit", "RecordingError", "fit_recording", "check_rig_units"]
 
@@ -70,6 +71,9 @@ class RecordingFit:
     frames: np.ndarray
     fps: float
     keypoint_set: str
+    initialisation: str = "triangulation"
+    """How the key frames started: ``"triangulation"``, or ``"network"`` (a world estimate per
+    frame from ``fit_recording(initial_estimate=...)``)."""
 
 
 def check_rig_units(rig: Rig, max_spread_m: float = 200.0) -> None:
@@ -99,6 +103,8 @@ def fit_recording(
     fps: float = 30.0,
     frames: Optional[np.ndarray] = None,
     progress: Optional[Callable[[str, int, int], None]] = None,
+    initial_estimate: Optional[Callable[[int, Tensor], WorldEstimate]] = None,
+    initialisation: Optional[str] = None,
 ) -> RecordingFit:
     """Associate the detections to subjects and fit each over the whole recording.
 
@@ -111,6 +117,13 @@ def fit_recording(
         fps: frame rate (tracking gate, outputs).
         frames: ``(T,)`` frame numbers (default ``0..T-1``).
         progress: ``progress(stage, done, total)`` with stage ``"associate"`` or ``"fit <id>"``.
+        initial_estimate: ``initial_estimate(subject_id, keypoints (T, V, K, 3))`` -> a
+            :class:`~mvspin.fitting.view_estimates.WorldEstimate` per frame, called after
+            association for each subject; the sequence fit starts from it (e.g. a regressor on
+            the subject's crops, :func:`mvspin.inference.rig_init.network_world_estimate`).
+            None: the fit starts from triangulation.
+        initialisation: how the report names the start (default ``"network"`` with
+            ``initial_estimate``, else ``"triangulation"``), e.g. the checkpoint.
 
     Raises:
         RecordingError: millimetre calibration, or no subject found in any frame (cameras that
@@ -125,6 +138,13 @@ def fit_recording(
     if v != len(rig):
         raise RecordingError(f"keypoints are for {v} cameras but the rig has {len(rig)}")
     check_rig_units(rig, c.max_camera_spread_m)
+    how = c.sequence.keyframe.calibrated_init
+    if initial_estimate is not None and how == "triangulation":
+        raise RecordingError("a network initial estimate was given but sequence.keyframe.calibrated_init="
+                             "triangulation ignores it; use auto or network")
+    if initial_estimate is None and how == "network":
+        raise RecordingError("sequence.keyframe.calibrated_init=network needs a network initial estimate "
+                             "(fit-rig: --checkpoint with --videos)")
     frames = np.arange(t) if frames is None else np.asarray(frames)
     report = (lambda stage: (lambda done: progress(stage, done, t))) if progress else (lambda stage: None)
     assoc = associate_subjects(det, rig, keypoint_set, num_subjects, c.association, fps, progress=report("associate"))
@@ -138,7 +158,8 @@ def fit_recording(
             continue
         kp = assoc.keypoints[s]
         try:
-            result = fit_sequence(body, kp, rig, keypoint_set, c.sequence, progress=report(f"fit {s}"))
+            start = None if initial_estimate is None else initial_estimate(s, kp)
+            result = fit_sequence(body, kp, rig, keypoint_set, c.sequence, progress=report(f"fit {s}"), init=start)
         except ValueError as err:
             if "no frame of the recording could be fitted" not in str(err):
                 raise
@@ -147,14 +168,15 @@ def fit_recording(
         failed = {i: _failure_reason(bool(assoc.found[s, i]), int(views[i]), c.association.min_views)
                   for i in range(t) if not bool(result.fitted[i]) or not bool(assoc.found[s, i])}
         subjects.append(SubjectFit(s, result, kp, failed))
-    return RecordingFit(subjects, assoc, list(rig.names), frames, float(fps), keypoint_set)
+    return RecordingFit(subjects, assoc, list(rig.names), frames, float(fps), keypoint_set,
+                        initialisation or ("triangulation" if initial_estimate is None else "network"))
 
 
 def recording_summary(fit: RecordingFit) -> dict:
     """The report's numbers: per subject, frames fitted and failed (with reasons), per-camera
     mean reprojection error (pixels) and the per-frame error over time."""
     out = {"fps": fit.fps, "frames": int(len(fit.frames)), "cameras": fit.camera_names,
-           "keypoint_set": fit.keypoint_set, "subjects": []}
+           "keypoint_set": fit.keypoint_set, "initialisation": fit.initialisation, "subjects": []}
     for sub in fit.subjects:
         r = sub.result
         view_err = r.view_reprojection_error.detach().cpu().numpy()

@@ -18,8 +18,10 @@ Calibrated MV-SMPLify extended over time (what a rig user wants, rather than ind
 - **chunks** of ``chunk_frames`` with ``chunk_overlap`` frames shared (cross-faded), so memory
   stays bounded for recordings of any length.
 
-Network initialisation (a checkpoint and videos) is not implemented: key frames start from
-triangulation only.
+Network initialisation: given a world-frame estimate per frame
+(:class:`~mvspin.fitting.view_estimates.WorldEstimate`, e.g. from a regressor run on each
+camera's crops, :mod:`mvspin.inference.rig_init`), key frames start from it (frames without one
+from triangulation).
 """
 from __future__ import annotations
 
@@ -36,13 +38,14 @@ from mvspin.fitting.config import MVSMPLifyConfig, validate_config
 from mvspin.fitting.keypoint_targets import KeypointTargets
 from mvspin.fitting.losses import reprojection_energy, reprojection_error
 from mvspin.fitting.mv_smplify import MVSMPLify
+from mvspin.fitting.view_estimates import WorldEstimate
 from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle, perspective_projection
 
 __all__ = ["SequenceFitConfig", "SequenceResult", "fit_sequence", "slerp_matrices"]
 
 
 def _keyframe_default() -> MVSMPLifyConfig:
-    return MVSMPLifyConfig(mode="calibrated", calibrated_init="triangulation")
+    return MVSMPLifyConfig(mode="calibrated", calibrated_init="auto")  # network estimate when given
 
 
 @dataclass
@@ -170,7 +173,8 @@ class _SequenceFitter:
         ok = torch.isfinite(xy).all(-1) & torch.isfinite(conf) & (conf > self.config.keyframe.min_confidence)
         return torch.where(ok[..., None], xy, torch.zeros_like(xy)), torch.where(ok, conf, torch.zeros_like(conf))
 
-    def _keyframes(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int) -> dict[str, Tensor]:
+    def _keyframes(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int,
+                   init: Optional[WorldEstimate] = None) -> dict[str, Tensor]:
         """Initial values for every frame of a chunk: key frames fitted, the rest interpolated."""
         L = keypoints.shape[0]
         step = max(1, self.config.keyframe_step)
@@ -180,7 +184,7 @@ class _SequenceFitter:
         keys = sorted(set(k for k in keys if k >= n_fixed)) if L > n_fixed else []
         times, vals = [], {"body_pose": [], "global_orient": [], "transl": [], "betas": []}
         if keys:
-            res = self.kf_fitter.fit_calibrated(keypoints[keys], self.rig)
+            res = self.kf_fitter.fit_calibrated(keypoints[keys], self.rig, None if init is None else init[keys])
             ok = res.fitted
             if bool(ok.any()):
                 # A key frame caught in a wrong minimum reprojects clearly worse than its
@@ -210,10 +214,12 @@ class _SequenceFitter:
                 torch.zeros(self.body.num_betas, dtype=self.dtype)
         return init
 
-    def fit_chunk(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int) -> Optional[dict[str, Tensor]]:
-        """Fit one chunk ``(L, V, K, 3)``; the first ``n_fixed`` frames start from ``fixed``."""
+    def fit_chunk(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int,
+                  estimate: Optional[WorldEstimate] = None) -> Optional[dict[str, Tensor]]:
+        """Fit one chunk ``(L, V, K, 3)``; the first ``n_fixed`` frames start from ``fixed``,
+        key frames from ``estimate`` (L frames) where given."""
         c, kc = self.config, self.config.keyframe
-        init = self._keyframes(keypoints, fixed, n_fixed)
+        init = self._keyframes(keypoints, fixed, n_fixed, estimate)
         L = keypoints.shape[0]
         xy, conf = self._prepare(keypoints)
         if not init:
@@ -308,6 +314,7 @@ def fit_sequence(
     keypoint_set: str,
     config: Optional[SequenceFitConfig] = None,
     progress: Optional[Callable[[int], None]] = None,
+    init: Optional[WorldEstimate] = None,
 ) -> SequenceResult:
     """Fit one subject over a calibrated recording.
 
@@ -319,6 +326,8 @@ def fit_sequence(
         keypoint_set: the keypoints' set, e.g. ``"openpose25"``.
         config: see :class:`SequenceFitConfig`.
         progress: called with the number of frames done after each chunk.
+        init: a world-frame start per frame (T frames; ``keyframe.calibrated_init`` ``auto`` or
+            ``network`` uses it), e.g. :func:`mvspin.inference.rig_init.network_world_estimate`.
 
     Returns:
         :class:`SequenceResult`; frames no camera saw are interpolated by the smoothness term
@@ -343,6 +352,8 @@ def fit_sequence(
     t, v = keypoints.shape[:2]
     if cams.K.shape[0] != v or cams.K.ndim != 3:
         raise ValueError(f"keypoints are for {v} cameras but the rig has {cams.K.shape[0]}")
+    if init is not None:
+        init.check(t, body.num_betas)
     fitter = _SequenceFitter(body, keypoint_set, c, cams, cameras)
     out = {"body_pose": torch.zeros(t, 23, 3, 3, dtype=dt, device=dev),
            "global_orient": torch.eye(3, dtype=dt, device=dev).repeat(t, 1, 1),
@@ -356,7 +367,7 @@ def fit_sequence(
         hi = min(t, lo + c.chunk_frames)
         n_fixed = start - lo
         fixed = {n: out[n][lo:start] for n in ("body_pose", "global_orient", "transl")} if n_fixed else None
-        res = fitter.fit_chunk(keypoints[lo:hi], fixed, n_fixed)
+        res = fitter.fit_chunk(keypoints[lo:hi], fixed, n_fixed, None if init is None else init[lo:hi])
         if res is not None:
             # Cross-fade the overlap from the previous chunk's result into this one's.
             blend = torch.ones(hi - lo, dtype=dt, device=dev)

@@ -46,8 +46,8 @@ from mvspin.geometry import (
     crop_cam_to_translation,
     image_to_crop_points,
     matrix_to_axis_angle,
-    so3_mean,
 )
+from mvspin.fitting.view_estimates import fuse_view_predictions  # its home is fitting; re-exported here
 from mvspin.learning.preprocess import PREPROCESSING_MODES, crop_for_network, normalize_crop
 from mvspin.learning.regressor import HMRRegressor
 
@@ -170,37 +170,6 @@ class Prediction:
         """A copy with every tensor on ``device``."""
         return Prediction(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
                              for f in fields(self)})
-
-
-def fuse_view_predictions(rotmat: Tensor, betas: Tensor,
-                          weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Fuse per-view predictions of one body: rotation mean of the body pose, mean betas.
-
-    Every view sees the same person at the same moment, so the 23 body-joint rotations (relative
-    to their parents) and the betas are shared; only the root orientation and the translation
-    differ per camera. Rotations are averaged on SO(3) (Karcher mean,
-    :func:`mvspin.geometry.so3_mean`), not by averaging axis-angle vectors.
-
-    Args:
-        rotmat: (B, V, 24, 3, 3) per-view rotations (joint 0, the root, is ignored here).
-        betas: (B, V, 10) per-view shapes.
-        weights: optional (B, V) non-negative view weights.
-
-    Returns:
-        ``(body_rotmat (B, 23, 3, 3), betas (B, 10))``.
-    """
-    if rotmat.ndim != 5 or rotmat.shape[2:] != (24, 3, 3) or betas.ndim != 3 \
-            or betas.shape[:2] != rotmat.shape[:2]:
-        raise ValueError(f"expected rotmat (B, V, 24, 3, 3) and betas (B, V, 10), got "
-                         f"{tuple(rotmat.shape)} and {tuple(betas.shape)}")
-    if weights is None:
-        weights = torch.ones(rotmat.shape[:2], dtype=rotmat.dtype, device=rotmat.device)
-    if weights.shape != rotmat.shape[:2] or bool((weights < 0).any()) or bool((weights.sum(1) <= 0).any()):
-        raise ValueError(f"weights must be (B, V) = {tuple(rotmat.shape[:2])}, non-negative, with a "
-                         f"positive sum per bundle; got {tuple(weights.shape)}")
-    body = so3_mean(rotmat[:, :, 1:], weights=weights[:, :, None], dim=1)
-    w = weights / weights.sum(1, keepdim=True)
-    return body, (w[..., None] * betas).sum(1)
 
 
 @contextmanager

@@ -75,3 +75,58 @@ def test_alignment_errors():
         align_world(rig, floor, up="x")
     with pytest.raises(CalibrationError, match="no known up axis"):
         set_up_axis(rig, "y")
+
+
+@pytest.mark.parametrize("name, fmt", [("rig.qca.txt", "qualisys"), ("cams.json", "h36m"), ("cams.h5", "h36m"),
+                                       ("camera.calibration", "mpi_inf_3dhp")])
+def test_formats_without_a_world_label_store_the_frame_and_say_so(tmp_path, caplog, name, fmt):
+    rig, floor, _ = _tilted_rig_and_floor()
+    z_up = align_world(rig, floor, up="z")
+    feet = np.array([[0.3, -0.2, 0.0], [-0.5, 0.4, 0.0], [0.0, 0.0, 1.7]])  # on the floor, and a head 1.7 m up
+    with caplog.at_level("INFO", logger="calibration"):
+        path = save_rig(z_up, tmp_path / name)
+    lines = [r for r in caplog.records if r.name == "calibration"]
+    assert len(lines) == 1 and lines[0].levelname == "INFO"  # Z-up suits every one of these formats
+    assert name in lines[0].getMessage() and f"z-up world (origin: floor), but a {fmt} file cannot" in lines[0].getMessage()
+    back = load_rig(path)
+    assert back.world is None  # the file holds the frame, not its name
+    # The file is in the chosen frame itself: floor heights are z = 0 in it, camera heights 2.5 m.
+    np.testing.assert_allclose(back.project(feet), z_up.project(feet), atol=1e-6)
+    np.testing.assert_allclose([c.center[2] for c in back], 2.5, atol=1e-9)
+    labelled = load_rig(path, world=WorldFrame(up="z"))
+    assert labelled.world == z_up.world and labelled.names == z_up.names
+
+
+def test_y_up_rig_to_a_z_up_format_is_written_as_is_with_a_warning(tmp_path, caplog):
+    rig, floor, _ = _tilted_rig_and_floor()
+    y_up = align_world(rig, floor, up="y")
+    with caplog.at_level("INFO", logger="calibration"):
+        save_rig(y_up, tmp_path / "rig.qca.txt")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{tmp_path / 'rig.qca.txt'}: qualisys tools expect a z-up world and this rig is y-up; "
+                        "convert it first with calibration.set_up_axis(rig, 'z') if they are to read it"]
+    back = load_rig(tmp_path / "rig.qca.txt")
+    np.testing.assert_allclose([c.center[1] for c in back], 2.5, atol=1e-9)  # not re-oriented behind the user's back
+    caplog.clear()
+    with caplog.at_level("INFO", logger="calibration"):
+        save_rig(y_up, tmp_path / "rig.toml")  # a format that keeps the label: nothing to say
+    assert [r for r in caplog.records if r.name == "calibration"] == []
+    with pytest.raises(CalibrationError, match=r"rig.toml: the file records a y-up world \(origin: floor\), not the "
+                                               r"z-up world"):
+        load_rig(tmp_path / "rig.toml", world=WorldFrame(up="z"))
+    assert load_rig(tmp_path / "rig.toml", world=WorldFrame(up="y")).world == y_up.world
+
+
+def test_convert_command_restores_the_world_label(tmp_path, capsys):
+    from mvspin.cli.main import main
+
+    rig, floor, _ = _tilted_rig_and_floor()
+    z_up = align_world(rig, floor, up="z")
+    save_rig(z_up, tmp_path / "rig.qca.txt")
+    assert main(["calibrate", "convert", str(tmp_path / "rig.qca.txt"), str(tmp_path / "rig.toml"), "--world-up", "z"]) == 0
+    back = load_rig(tmp_path / "rig.toml")
+    assert back.world == WorldFrame(up="z", origin="floor")
+    np.testing.assert_allclose([c.center for c in back], [c.center for c in z_up], atol=1e-9)
+    capsys.readouterr()
+    assert main(["calibrate", "convert", str(tmp_path / "rig.toml"), str(tmp_path / "b.toml"), "--world-up", "y"]) == 2
+    assert "rig.toml: the file records a z-up world (origin: floor), not the y-up world" in capsys.readouterr().err
