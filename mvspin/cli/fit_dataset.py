@@ -11,8 +11,10 @@ from mvspin.cli.common import log
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fit-dataset", help="fit every training bundle once (MV-SMPLify) and write the fits store",
-        description="Fit every bundle of the config's training files with MV-SMPLify (per-view mode), started "
-                    "from model.init_checkpoint's predictions or the body model's mean, and write the fits "
+        description="Fit every bundle of the config's training files with MV-SMPLify (fits.fitting.mode: per_view, "
+                    "or calibrated on the stored cameras), started "
+                    "from model.init_checkpoint's predictions, else the body model's mean (per_view) or "
+                    "triangulated keypoints (calibrated), and write the fits "
                     "store that `mvspin train` starts from (fits.store=FILE). "
                     "Sharded over processes with torchrun --nproc-per-node N -m mvspin fit-dataset ...",
     )

@@ -2,8 +2,11 @@
 
 SPIN starts training from static fits of every training image; MV-SPIN's loop does the same per
 bundle. Every bundle is read once without augmentation (so the store's un-augmented frame is the
-frame of the fit) and fitted in the ``per_view`` mode, started from the regressor's estimates
-when ``model.init_checkpoint`` is given, else from the body model's mean parameters. Under
+frame of the fit) and fitted in the configured mode: ``per_view``, started from the regressor's
+estimates when ``model.init_checkpoint`` is given, else from the body model's mean parameters;
+``calibrated`` (:mod:`mvspin.learning.calibrated_targets`), started from the regressor's
+estimates when given, else from triangulated keypoints (the mean pose with the identity
+orientation says nothing about where a calibrated body faces). Under
 ``torchrun`` the bundles are sharded over the processes (a
 :class:`~torch.utils.data.distributed.DistributedSampler`), the results gathered with
 ``torch.distributed`` and written by rank 0 only.
@@ -24,6 +27,7 @@ from torch.utils.data.distributed import DistributedSampler
 from mvspin.config import ConfigError
 from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.geometry import rot6d_to_matrix
+from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
 from mvspin.learning.distributed import setup_distributed
 from mvspin.learning.fit_acceptance import score_fit
 from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
@@ -73,7 +77,9 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
         body = build_body_model(config, ctx.device)
         store = FitsStore.for_bundle_files(dataset.sources, body.num_betas)
         # Fits run in SPIN's 224 px crop whatever data.crop_size is (mvspin.learning.fit_frame).
-        fitter = MVSMPLify(body, fitting_config(config.fits.fitting), dataset.keypoint_set)
+        fit_cfg = fitting_config(config.fits.fitting)
+        fitter = MVSMPLify(body, fit_cfg, dataset.keypoint_set)
+        calibrated = fit_cfg.mode == "calibrated"
         model = build_regressor(config, body).to(ctx.device).eval() if config.model.init_checkpoint else None
         mean = body.mean_params_tensors(ctx.device)
         sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False, drop_last=False)
@@ -95,9 +101,18 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
                 init = PerViewEstimate(rotmat=rot.expand(b, v, 24, 3, 3).clone(),
                                        betas=mean["shape"].float().expand(b, v, -1).clone(),
                                        cam=mean["cam"].float().expand(b, v, 3).clone())
-            with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
-                fit = fitter.fit_per_view(kp, init)
-                scores = score_fit(fitter, kp, fit)  # SPIN's fitting loss, 224 px crop (no augmentation)
+            if calibrated:  # world-frame fit on the stored cameras (no augmentation: the store's frame)
+                on_device = {k: x.to(ctx.device) for k, x in batch.items()}
+                net_start = None if model is None else network_start(pred.rotmat, pred.betas,
+                                                                 on_device["camera_augmentation"], on_device["flip"])
+                with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
+                    cal = fit_calibrated_batch(fitter, on_device, net_start, config.data.crop_size,
+                                               config.fits.calibrated_agreement_deg)
+                fit, scores = cal.fit, cal.scores
+            else:
+                with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
+                    fit = fitter.fit_per_view(kp, init)
+                    scores = score_fit(fitter, kp, fit)  # SPIN's fitting loss, 224 px crop (no augmentation)
             flat = store.flat_index(batch["dataset_index"].numpy(), batch["bundle_index"].numpy())
             results.append((flat, fit.body_pose.cpu().numpy(), fit.betas.cpu().numpy(), fit.global_orient.cpu().numpy(),
                             scores.loss.cpu().numpy(), scores.error_px.cpu().numpy()))

@@ -48,7 +48,7 @@ from mvspin.fitting.losses import gmof, reprojection_error
 from mvspin.fitting.result import FitResult
 
 __all__ = ["SPIN_SMPLIFY_THRESHOLD", "SPIN_MAX_ABS_BETA", "EXTREME_BETAS", "FitScores", "spin_fitting_loss",
-           "unaugment_residuals", "score_fit", "accept_fits"]
+           "unaugment_residuals", "score_residuals", "score_fit", "accept_fits"]
 
 SPIN_SMPLIFY_THRESHOLD: float = 100.0
 """SPIN's ``smplify_threshold``: fits with a fitting loss at or above it are not used."""
@@ -138,9 +138,41 @@ def _mean_over_used(value: Tensor, used: Tensor, fitted: Tensor) -> Tensor:
     return torch.where(fitted & used.any(-1), mean, torch.full_like(mean, math.inf))
 
 
+def score_residuals(fitter: FittingEngine, residual: Tensor, conf: Tensor, view_used: Tensor, fitted: Tensor,
+                    camera_augmentation: Optional[Tensor] = None, scale_factor: Optional[Tensor] = None) -> FitScores:
+    """Score fits from their keypoint residuals, the way SPIN ranks and accepts them (any fitting mode).
+
+    Args:
+        fitter: the fitter that made the fits (its keypoint weights, ignored points and sigma).
+        residual: ``(B, V, M, 2)`` projected minus observed matched keypoints, pixels of the
+            (possibly augmented) 224 px fitting crops.
+        conf: ``(B, V, M)`` the keypoints' confidences as the fitter sees them
+            (:meth:`~mvspin.fitting.engine.FittingEngine.prepare_keypoints`).
+        view_used: ``(B, V)`` bool, the views the fit used; fitted: ``(B,)`` bool.
+        camera_augmentation: ``(B, V, 3, 3)`` and ``scale_factor (B, V)``: the bundles'
+            augmentation, to score in the un-augmented frame; None: the crops are not augmented.
+
+    Returns:
+        :class:`FitScores`.
+    """
+    if camera_augmentation is not None:
+        if scale_factor is None:
+            raise ValueError("score_residuals: camera_augmentation needs scale_factor too")
+        residual = unaugment_residuals(residual, camera_augmentation.to(residual.device),
+                                       scale_factor.to(residual.device))
+    targets = fitter.targets
+    view_loss = spin_fitting_loss(residual, fitter.stage2_weights(conf), fitter.config.sigma,
+                                  targets.num_data_keypoints)
+    px_weights = conf * (targets.weights > 0)
+    view_px = reprojection_error(residual, torch.zeros_like(residual), px_weights)
+    used, fitted = view_used.to(residual.device), fitted.to(residual.device)
+    return FitScores(loss=_mean_over_used(view_loss, used, fitted), error_px=_mean_over_used(view_px, used, fitted),
+                     view_loss=view_loss, view_error_px=view_px)
+
+
 def score_fit(fitter: FittingEngine, keypoints: Tensor, fit: FitResult, camera_augmentation: Optional[Tensor] = None,
               scale_factor: Optional[Tensor] = None) -> FitScores:
-    """Score crop-camera fits (per-view mode) the way SPIN ranks and accepts them.
+    """Score crop-camera fits (per-view mode): :func:`score_residuals` of the fit's projection.
 
     Args:
         fitter: the fitter that made ``fit`` (its keypoint matching, weights, sigma, camera).
@@ -157,19 +189,7 @@ def score_fit(fitter: FittingEngine, keypoints: Tensor, fit: FitResult, camera_a
     with torch.no_grad():
         uv = fitter.project_crop(fitter.posed_keypoints(fit.body_pose.to(xy.dtype), fit.betas.to(xy.dtype),
                                                         fit.global_orient.to(xy.dtype), fit.transl.to(xy.dtype)))
-        residual = uv - xy
-        if camera_augmentation is not None:
-            if scale_factor is None:
-                raise ValueError("score_fit: camera_augmentation needs scale_factor too")
-            residual = unaugment_residuals(residual, camera_augmentation.to(xy.device), scale_factor.to(xy.device))
-        targets = fitter.targets
-        view_loss = spin_fitting_loss(residual, fitter.stage2_weights(conf), fitter.config.sigma,
-                                      targets.num_data_keypoints)
-        px_weights = conf * (targets.weights > 0)
-        view_px = reprojection_error(residual, torch.zeros_like(residual), px_weights)
-        used, fitted = fit.view_used.to(xy.device), fit.fitted.to(xy.device)
-        return FitScores(loss=_mean_over_used(view_loss, used, fitted), error_px=_mean_over_used(view_px, used, fitted),
-                         view_loss=view_loss, view_error_px=view_px)
+        return score_residuals(fitter, uv - xy, conf, fit.view_used, fit.fitted, camera_augmentation, scale_factor)
 
 
 def accept_fits(loss: Tensor, betas: Tensor, reject_loss: float = SPIN_SMPLIFY_THRESHOLD,

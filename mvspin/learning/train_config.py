@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from mvspin.config import ConfigError, load_config
+from mvspin.data.bundle_format import BundleFile
 from mvspin.fitting.config import MVSMPLifyConfig, validate_config
 from mvspin.learning.backbone import RESNET_DEPTHS
 from mvspin.learning.fit_acceptance import EXTREME_BETAS
@@ -80,12 +81,14 @@ class FitsConfig:
     """Initial fits store (``mvspin fit-dataset``); None: every bundle starts without a fit (the
     model's mean, SPIN's start without static fits)."""
     fitting: MVSMPLifyConfig = field(default_factory=MVSMPLifyConfig)
-    """MV-SMPLify settings (MV-SPIN: Adam lr 0.01, at most 100 iterations per stage)."""
+    """MV-SMPLify settings (MV-SPIN: Adam lr 0.01, at most 100 iterations per stage). ``mode``:
+    ``per_view`` (the paper: crop cameras) or ``calibrated`` (one world-frame body on the stored
+    cameras, every training file must carry them; :mod:`mvspin.learning.calibrated_targets`)."""
     reject_loss: float = 100.0
     """A fit whose SPIN fitting loss is not below this supervises no pose / betas / mesh term (the
     keypoint losses still apply). The loss: mean over keypoints of ``conf^2 * GMoF(residual,
     sigma)`` summed over x, y, in pixels of the 224 px fitting crop, mean over the bundle's used
-    views (:mod:`mvspin.learning.fit_acceptance`). SPIN: ``smplify_threshold = 100``."""
+    views (:mod:`mvspin.learning.fit_acceptance`; both fitting modes). SPIN: ``smplify_threshold = 100``."""
     max_abs_beta: float = 3.0
     """Bound on a fit's ``|beta|`` (SPIN: 3); what happens beyond it: ``extreme_betas``."""
     extreme_betas: str = "zero"
@@ -94,6 +97,11 @@ class FitsConfig:
     supervise nothing."""
     use_ground_truth_smpl: bool = True
     """Where a bundle carries SMPL ground truth, it replaces the fit as target (SPIN: has_smpl)."""
+    calibrated_agreement_deg: float = 45.0
+    """Calibrated mode: a bundle starts from the network's estimates when every view's estimate,
+    taken to the world frame, lies within this angle of the views' mean orientation; otherwise
+    from its triangulated keypoints (an untrained network's views do not describe one body).
+    Not in the papers (MV-SPIN fits per view); 180: always the network."""
 
     @property
     def rejecting_beta_bound(self) -> Optional[float]:
@@ -183,6 +191,8 @@ def validate_train_config(config: TrainConfig) -> None:
             raise ConfigError(f"optim.{name} must be >= 0, got {getattr(o, name)}")
     if o.max_steps is not None and o.max_steps < 1:
         raise ConfigError(f"optim.max_steps must be >= 1, got {o.max_steps}")
+    if not 0.0 <= config.fits.calibrated_agreement_deg <= 180.0:
+        raise ConfigError(f"fits.calibrated_agreement_deg must be in [0, 180], got {config.fits.calibrated_agreement_deg}")
     if not config.fits.reject_loss > 0 or not config.fits.max_abs_beta > 0:
         raise ConfigError("fits.reject_loss and fits.max_abs_beta must be positive")
     if config.fits.extreme_betas not in EXTREME_BETAS:
@@ -191,9 +201,12 @@ def validate_train_config(config: TrainConfig) -> None:
         validate_config(config.fits.fitting)
     except ValueError as err:
         raise ConfigError(f"fits.fitting: {err}") from None
-    if config.fits.fitting.mode != "per_view":
-        raise ConfigError("fits.fitting.mode: the training loop fits in the per_view mode (crop cameras); "
-                          "the calibrated mode is not available in training yet")
+    if config.fits.fitting.mode == "calibrated":
+        # The calibrated fit projects into the stored cameras: every file must carry them.
+        for i, f in enumerate(config.data.files):
+            if not BundleFile(f).has_cameras:
+                raise ConfigError(f"fits.fitting.mode=calibrated needs cameras in every training file, but "
+                                  f"data.files[{i}] ({f}) has none; use fits.fitting.mode=per_view")
 
 
 def load_train_config(yaml_path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> TrainConfig:

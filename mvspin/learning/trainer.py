@@ -3,10 +3,12 @@
 One step, for a batch of B bundles of V views (``(B, V, ...)`` throughout):
 
 1. the regressor runs on the ``B * V`` crops (flattened only at the network call);
-2. MV-SMPLify (``per_view``) fits one shared body per bundle to the 2D keypoints of its views,
-   started from the network's per-view estimates (detached), in SPIN's 224 px crop whatever
-   ``data.crop_size`` is (:mod:`mvspin.learning.fit_frame`: SMPLify's weights are tuned for
-   224 px residuals);
+2. MV-SMPLify fits one shared body per bundle to the 2D keypoints of its views, started from the
+   network's per-view estimates (detached): ``per_view`` (crop cameras, the paper) in SPIN's
+   224 px crop whatever ``data.crop_size`` is (:mod:`mvspin.learning.fit_frame`: SMPLify's
+   weights are tuned for 224 px residuals) or, with ``fits.fitting.mode: calibrated`` and
+   cameras in every file, one world-frame body on the stored cameras
+   (:mod:`mvspin.learning.calibrated_targets`, scored in the same 224 px crop units);
 3. the new fit is compared with the bundle's stored fit (:mod:`mvspin.learning.fits_store`,
    un-augmented frame, mapped through the bundle's augmentation when read) and the better one is
    kept, in the store and as the step's target, ranked by SPIN's fitting loss; a target whose
@@ -60,6 +62,7 @@ from mvspin.config import config_to_dict, save_config
 from mvspin.errors import MvspinError
 from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.learning.backbone import load_imagenet_weights
+from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
 from mvspin.learning.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
 from mvspin.learning.distributed import DistContext, setup_distributed
 from mvspin.learning.fit_acceptance import accept_fits, score_fit
@@ -231,6 +234,7 @@ class _Trainer:
         # Fits run in SPIN's 224 px crop whatever data.crop_size is (mvspin.learning.fit_frame).
         fit_cfg = fitting_config(config.fits.fitting)
         self.fitter = MVSMPLify(self.body, fit_cfg, self.dataset.keypoint_set) if config.fits.enabled else None
+        self.calibrated = fit_cfg.mode == "calibrated"
         self.focal = fit_cfg.focal_length
         self.writer = None
         self.checkpoint_seconds = 0.0
@@ -320,15 +324,22 @@ class _Trainer:
         stats: dict[str, float] = {}
         if self.fitter is not None:
             with torch_threads(self.config.optim.fitting_threads if self.device.type == "cpu" else None):
-                keypoints = to_fitting_frame(batch["keypoints_2d"], self.config.data.crop_size)
-                fit = self.fitter.fit_per_view(keypoints, PerViewEstimate(
-                    rotmat=pred.rotmat.detach(), betas=pred.betas.detach(), cam=pred.cam.detach()))
-                # SPIN's fitting loss, in the un-augmented frame of the 224 px fitting crop.
-                scores = score_fit(self.fitter, keypoints, fit, camera_augmentation=M,
-                                   scale_factor=batch["scale_factor"])
+                if self.calibrated:  # world-frame fit on the stored cameras, in the store's frame
+                    cal = fit_calibrated_batch(self.fitter, batch, network_start(pred.rotmat, pred.betas, M, flip),
+                                               self.config.data.crop_size, self.config.fits.calibrated_agreement_deg)
+                    fit, new_orient_un, new_pose_un, scores = cal.fit, cal.global_orient, cal.body_pose, cal.scores
+                    fit_orient, fit_pose = to_augmented(new_orient_un, new_pose_un, M, flip)
+                else:
+                    keypoints = to_fitting_frame(batch["keypoints_2d"], self.config.data.crop_size)
+                    fit = self.fitter.fit_per_view(keypoints, PerViewEstimate(
+                        rotmat=pred.rotmat.detach(), betas=pred.betas.detach(), cam=pred.cam.detach()))
+                    # SPIN's fitting loss, in the un-augmented frame of the 224 px fitting crop.
+                    scores = score_fit(self.fitter, keypoints, fit, camera_augmentation=M,
+                                       scale_factor=batch["scale_factor"])
+                    fit_orient, fit_pose = fit.global_orient, fit.body_pose
+                    new_orient_un, new_pose_un = from_augmented(fit.global_orient, fit.body_pose, M, flip)
             new_err, new_px = scores.loss.to(dt), scores.error_px.to(dt)
             better = new_err < error
-            new_orient_un, new_pose_un = from_augmented(fit.global_orient, fit.body_pose, M, flip)
             updates = self.ctx.all_gather((flat, new_pose_un.cpu().numpy(), fit.betas.cpu().numpy(),
                                            new_orient_un.cpu().numpy(), new_err.cpu().numpy(), new_px.cpu().numpy()))
             t_io = time.perf_counter()
@@ -339,8 +350,8 @@ class _Trainer:
             stats["fits/new_error"] = float(new_err[finite].mean()) if finite.any() else float("nan")
             stats["fits/new_error_px"] = float(new_px[finite].mean()) if finite.any() else float("nan")
             sel = better.view(b, 1, 1, 1)
-            orient = torch.where(sel, fit.global_orient, orient)
-            pose = torch.where(sel, fit.body_pose, pose)
+            orient = torch.where(sel, fit_orient.to(dt), orient)
+            pose = torch.where(sel, fit_pose.to(dt), pose)
             betas = torch.where(better.view(b, 1), fit.betas, betas)
             error = torch.where(better, new_err, error)
         f = self.config.fits

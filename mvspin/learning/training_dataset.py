@@ -22,7 +22,10 @@ Returned fields (float32 unless noted; ``S`` = crop size, 224):
 - ``camera_augmentation (V, 3, 3)``: ``M_v``, the orthogonal map of camera-frame points
   (in-plane rotation, mirrored x when flipped; det -1 then).
 - ``camera_R (V, 3, 3)``, ``camera_t (V, 3)``: the stored world-to-camera extrinsics (not
-  augmented), ``has_camera`` (bool).
+  augmented), ``camera_K (V, 3, 3)`` the stored image intrinsics (pixels) and ``camera_dist (V, 5)``
+  the stored OpenCV distortion (k1, k2, p1, p2, k3), ``has_camera`` (bool); all zero without
+  cameras. With them and ``crop_transform`` a fit in the rig's world frame can be projected into
+  the augmented crops exactly, distortion included (:mod:`mvspin.learning.calibrated_targets`).
 - ``smpl_global_orient (V, 3, 3)``: root orientation in each augmented camera frame;
   ``smpl_body_pose (23, 3, 3)`` shared by the views (mirrored when flipped); ``smpl_betas (10,)``;
   ``has_smpl`` (bool; needs SMPL ground truth and cameras). Translation is not returned (SPIN's
@@ -353,8 +356,9 @@ class TrainingDataset(Dataset):
         eye = np.broadcast_to(np.eye(3), (v_count, 3, 3))
         R = np.asarray(rec["camera_R"], dtype=np.float64) if has_camera else np.zeros((v_count, 3, 3))
         t = np.asarray(rec["camera_t"], dtype=np.float64) if has_camera else np.zeros((v_count, 3))
-        crop_K = augmented_intrinsics(np.asarray(rec["camera_K"], dtype=np.float64), A, M) if has_camera \
-            else np.zeros((v_count, 3, 3))
+        K = np.asarray(rec["camera_K"], dtype=np.float64) if has_camera else np.zeros((v_count, 3, 3))
+        dist = np.asarray(rec["camera_dist"], dtype=np.float64) if has_camera else np.zeros((v_count, 5))
+        crop_K = augmented_intrinsics(K, A, M) if has_camera else np.zeros((v_count, 3, 3))
 
         joints, root_relative = self._joints_3d(bf, source, rec, R, t, M, p.flip)
 
@@ -383,6 +387,8 @@ class TrainingDataset(Dataset):
             "camera_augmentation": f32(M),
             "camera_R": f32(R),
             "camera_t": f32(t),
+            "camera_K": f32(K),
+            "camera_dist": f32(dist),
             "has_camera": torch.tensor(has_camera),
             "smpl_global_orient": f32(orient),
             "smpl_body_pose": f32(pose),

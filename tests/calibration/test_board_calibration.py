@@ -1,7 +1,7 @@
 """Board calibration with aniposelib on ChArUco and checkerboard recordings rendered into synthetic
 cameras with known parameters and barrel distortion (k1 -0.1 .. -0.25, principal point at the
 centre: aniposelib's lens model): focal lengths, camera centres and the floor frame come back
-within 1% / 1 cm and k1 within 0.015; cameras that never see the board or share no views get clear
+within 1% / 1 cm and k1 within 0.02; cameras that never see the board or share no views get clear
 errors."""
 import concurrent.futures
 import json
@@ -22,10 +22,12 @@ BOARD = BoardDescription("charuco", 7, 5, square_length=0.08, marker_length=0.06
 CHECKERBOARD = BoardDescription("checkerboard", 7, 6, square_length=0.07)
 SIZE = (480, 360)
 K1 = (-0.10, -0.15, -0.20, -0.25)  # barrel distortion of the four cameras
-# k1 is pinned down only by corners away from the image centre; the boards reach r ~ 0.35 (normalised)
-# in these 480 x 360 frames, and the estimates land 0.001-0.009 from the truth. 0.015 keeps a margin
-# while a lens left unmodelled (k1 = 0) misses by 0.1-0.25.
-K1_TOLERANCE = 0.015
+# k1 is pinned down only by corners away from the image centre (the boards reach r ~ 0.35,
+# normalised, in these 480 x 360 frames). Measured: within 0.012 of the truth for the ChArUco
+# recordings (three of them MJPG videos), 0.002 for the checkerboard (PNG). 0.02 leaves a margin and
+# is a fifth of the weakest lens's k1: a lens left unmodelled (off by 0.1-0.25) or with the wrong
+# sign fails clearly.
+K1_TOLERANCE = 0.02
 FLOOR_FRAMES = (15, 16, 17)  # the board lies on the floor in the last three frames
 FLOOR_SPOTS = ((-0.25, 0.35), (0.25, 0.35), (0.0, 0.65))
 
@@ -258,3 +260,7 @@ def test_calibrate_command_writes_rig_report_and_board(recordings, child, tmp_pa
 
     assert main(["calibrate", "--board", str(board_file), "-o", str(tmp_path / "r.toml")]) == 2
     assert "error: missing --videos" in capsys.readouterr().err
+    (tmp_path / "blocker").write_text("")  # refused before any detection: no minutes lost
+    assert main(["calibrate", "--board", str(board_file), "--videos", *map(str, sources[2:]),
+                 "-o", str(tmp_path / "blocker" / "rig.toml")]) == 2
+    assert f"error: -o {tmp_path / 'blocker' / 'rig.toml'}: {tmp_path / 'blocker'} is a file" in capsys.readouterr().err

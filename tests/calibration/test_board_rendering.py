@@ -103,3 +103,15 @@ def test_rendering_arguments_are_checked():
         render_board_views(CHECKER, cam, [_pose(CHECKER)], supersample=0)
     with pytest.raises(CalibrationError, match="has no image size"):
         render_board_views(CHECKER, Camera(K=cam.K, R=cam.R, t=cam.t), [_pose(CHECKER)])
+
+
+def test_partly_seen_or_absent_checkerboard_is_no_detection():
+    # aniposelib's own Checkerboard.detect_image passes OpenCV 5's empty "not found" array to
+    # cornerSubPix and raises; a partial checkerboard has no corner identities either.
+    cam = _camera(-0.2)
+    half_out = _pose(CHECKER, offset=(0.45, 0.0, 0.0))
+    frames = render_board_views(CHECKER, cam, [half_out])
+    frames.append(np.full((360, 480), 90, np.uint8))
+    assert (frames[0] != 90).mean() > 0.05  # part of the board is in the frame
+    for frame in frames:
+        assert detect_corners(CHECKER, frame) == (None, None)

@@ -27,11 +27,17 @@ def _state(out, step):
     return ckpt, FitsStore.load(p["fits"])
 
 
-def test_resume_continues_bit_exactly(capture, tmp_path):
+# The calibrated mode (one world-frame body on the stored cameras) resumes just as exactly.
+MODES = {"per_view": {}, "calibrated": {"fits.fitting.mode": "calibrated", "fits.fitting.triangulation_fit_iterations": 5}}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_resume_continues_bit_exactly(capture, tmp_path, mode):
     # 4 bundles, batch 2: steps 1-2 are epoch 0, steps 3-4 epoch 1 (resume crosses the epoch).
-    straight = train(tiny_config([capture], **{"optim.max_steps": 4}), tmp_path / "a")
-    train(tiny_config([capture], **{"optim.max_steps": 2}), tmp_path / "b")
-    resumed = train(tiny_config([capture], **{"optim.max_steps": 4}), tmp_path / "b", resume=True)
+    extra = MODES[mode]
+    straight = train(tiny_config([capture], **{"optim.max_steps": 4}, **extra), tmp_path / "a")
+    train(tiny_config([capture], **{"optim.max_steps": 2}, **extra), tmp_path / "b")
+    resumed = train(tiny_config([capture], **{"optim.max_steps": 4}, **extra), tmp_path / "b", resume=True)
     assert straight.final_step == resumed.final_step == 4 and resumed.steps_run == 2
     a, store_a = _state(tmp_path / "a", 4)
     b, store_b = _state(tmp_path / "b", 4)
@@ -50,6 +56,11 @@ def test_resume_continues_bit_exactly(capture, tmp_path):
     assert [x["loss/total"] for x in lines_a] == [x["loss/total"] for x in lines_b]
     for key in ("loss/keypoints_2d", "loss/pose", "fits/accepted_share", "store/mean_error_px", "time/fitting", "lr"):
         assert key in lines_a[0]
+    if mode == "calibrated":  # every view's stored orientation is R_v @ one world orientation
+        from mvspin.data.bundle_format import BundleFile
+        R = BundleFile(capture).read_field("camera_R").astype(np.float32)
+        world = np.swapaxes(R, -1, -2) @ store_a.global_orient
+        np.testing.assert_allclose(world, np.broadcast_to(world[:, :1], world.shape), atol=1e-5)
 
 
 def test_checkpoint_loads_for_inference_in_spin_layout(capture, tmp_path):
