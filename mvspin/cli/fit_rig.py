@@ -38,8 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-missing-frames", action="store_true",
                    help="cameras may lack files for some frames (else frame counts must agree)")
     p.add_argument("--videos", type=Path, nargs="+", default=None,
-                   help="one video per camera (matched by file stem, else in order): writes overlay_<camera>.mp4 "
-                        "with the fitted skeletons and the detections used; video frame n is keypoint frame n")
+                   help="one video (or image folder) per camera, matched by file stem, else in order: writes "
+                        "overlay_<camera>.mp4 with the fitted skeletons and the detections used (videos only); video "
+                        "frame n is keypoint frame n, in a folder the number in an image's file name")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="HMR regressor checkpoint (SPIN's or mvspin's): the fit starts from the network run on each "
                         "camera's crop of the subject (needs --videos; default: start from triangulation)")
@@ -107,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
     written = write_recording_outputs(fit, body, args.output, gender=args.gender, z_up=not args.y_up,
                                       meshes=args.meshes)
-    if args.videos:
+    if args.videos and any(Path(v).is_dir() for v in args.videos):
+        log.info("no overlay videos: --videos gave image folders")
+    elif args.videos:
         with tqdm(total=len(rig), desc="overlays", unit="camera", disable=None) as bar:
             written += write_overlay_videos(fit, body, rig, args.videos, args.output,
                                             progress=lambda n: bar.update(n - bar.n))

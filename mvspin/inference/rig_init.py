@@ -12,7 +12,9 @@ mean / mean, the root orientation through each crop's camera and each camera's r
 (``R_v^T R_crop^T R_net``) and averaged on SO(3). The fitter solves the translation from the
 keypoints, as it does for its triangulation start.
 
-Video frame ``n`` is keypoint frame number ``n`` (the convention of the overlay videos).
+Video frame ``n`` is keypoint frame number ``n`` (the convention of the overlay videos); in an
+image folder per camera the frame number is the last number in the file name, as for keypoint
+files.
 
 Example:
     >>> predictor, about = load_rig_predictor("model_checkpoint.pt", body)  # doctest: +SKIP
@@ -24,7 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,16 +34,18 @@ from torch import Tensor
 
 from calibration import Rig, undistort_points
 from mvspin.body import BodyModel
+from mvspin.data.keypoint_files import frame_number
 from mvspin.data.video import VideoError, VideoFrames
 from mvspin.errors import check_shape
 from mvspin.fitting.view_estimates import WorldEstimate, world_estimate_from_views
 from mvspin.geometry import keypoint_crop_boxes
+from mvspin.inference.inputs import IMAGE_SUFFIXES
 from mvspin.learning.checkpoint import CheckpointError, load_regressor_checkpoint
 from mvspin.learning.evaluation import checkpoint_input_size
 from mvspin.learning.inference import Predictor
-from mvspin.learning.preprocess import preprocessing_for_checkpoint
+from mvspin.learning.preprocess import preprocessing_for_checkpoint, read_image
 
-__all__ = ["RigViewPredictions", "load_rig_predictor", "predict_rig_views", "network_world_estimate",
+__all__ = ["RigViewPredictions", "load_rig_predictor", "camera_frames", "predict_rig_views", "network_world_estimate",
            "world_estimate_from_rig_views"]
 
 
@@ -115,6 +119,51 @@ def _undistorted_centres(center: Tensor, rig: Rig) -> Tensor:
     return torch.stack([u, v], -1).transpose(0, 1)
 
 
+def camera_frames(source: str | os.PathLike[str], wanted: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """``(frame number, (H, W, 3) uint8 RGB image)`` for the ``wanted`` frame numbers, in order,
+    from a video (frame ``n`` is the ``n``-th decoded frame, read in order up to the last one
+    wanted) or a folder of images (the frame number is the last number in the file name, as for
+    keypoint files).
+
+    Raises:
+        VideoError: missing or unreadable source, or a wanted frame it does not have.
+    """
+    path = Path(source)
+    want = sorted(set(int(n) for n in wanted))
+    if not want:
+        return
+    if path.is_dir():
+        images: dict[int, Path] = {}
+        for f in sorted(path.iterdir()):
+            number = frame_number(f) if f.suffix.lower() in IMAGE_SUFFIXES else None
+            if number is not None:
+                images.setdefault(number, f)
+        missing = [n for n in want if n not in images]
+        if missing:
+            raise VideoError(f"{path}: no image for frame {missing[0]} ({len(missing)} of the {len(want)} frames "
+                             f"with keypoints have none; frame numbers come from the file names)")
+        for n in want:
+            try:
+                image = read_image(images[n])
+            except (OSError, ValueError) as err:  # the message names the file
+                raise VideoError(str(err)) from None
+            yield n, image
+        return
+    video = VideoFrames(path)
+    wanted_set, last, count = set(want), want[-1], 0
+    try:
+        for n, image in enumerate(video):
+            count = n + 1
+            if n in wanted_set:
+                yield n, image
+            if n >= last:
+                break
+    finally:
+        video.close()
+    if count <= last:
+        raise VideoError(f"{path}: has {count} frames but the keypoints go up to frame {last}")
+
+
 def predict_rig_views(
     predictor: Predictor,
     videos: Sequence[str | os.PathLike[str]],
@@ -127,7 +176,8 @@ def predict_rig_views(
 
     Args:
         predictor: the regressor (:func:`load_rig_predictor`).
-        videos: one video per rig camera, in the rig's order.
+        videos: one video (or image folder, :func:`camera_frames`) per rig camera, in the rig's
+            order.
         keypoints: ``(T, V, K, 3)`` the subject's image-pixel keypoints per frame and camera
             (confidence 0 where missing), e.g. ``fit_recording``'s associated keypoints.
         rig: the V cameras (image sizes, when known, are checked against the videos).
@@ -161,7 +211,6 @@ def predict_rig_views(
         wanted = {int(frames[i]): i for i in range(t) if bool(seen[i, view])}
         if not wanted:
             continue
-        last = max(wanted)
         crops: list[Tensor] = []
         rows: list[int] = []
 
@@ -180,27 +229,16 @@ def predict_rig_views(
             if progress is not None:
                 progress(done, total)
 
-        video = VideoFrames(path)
-        n = -1
-        try:
-            for n, image in enumerate(video):
-                if n == 0 and min(cam.image_size) > 0 and (image.shape[1], image.shape[0]) != tuple(cam.image_size):
-                    raise VideoError(f"{path}: frames are {image.shape[1]}x{image.shape[0]} but camera {cam.name} is "
-                                     f"calibrated for {cam.image_size[0]}x{cam.image_size[1]}")
-                i = wanted.get(n)
-                if i is not None:
-                    crops.append(predictor.crop(image, boxes.center[i, view].numpy(), float(boxes.scale[i, view])))
-                    rows.append(i)
-                    if len(rows) == predictor.batch_size:
-                        flush()
-                if n >= last:
-                    break
-        finally:
-            video.close()
+        for n, image in camera_frames(path, wanted):
+            if min(cam.image_size) > 0 and (image.shape[1], image.shape[0]) != tuple(cam.image_size):
+                raise VideoError(f"{path}: frames are {image.shape[1]}x{image.shape[0]} but camera {cam.name} is "
+                                 f"calibrated for {cam.image_size[0]}x{cam.image_size[1]}")
+            i = wanted[n]
+            crops.append(predictor.crop(image, boxes.center[i, view].numpy(), float(boxes.scale[i, view])))
+            rows.append(i)
+            if len(rows) == predictor.batch_size:
+                flush()
         flush()
-        if n < last:
-            raise VideoError(f"{path}: has {n + 1} frames but the keypoints of camera {cam.name} go up to frame "
-                             f"{last}")
     return RigViewPredictions(rotmat, betas, boxes.center.float(), boxes.scale.float(), seen)
 
 

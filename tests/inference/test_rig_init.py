@@ -13,8 +13,8 @@ from mvspin.body import BodyModel
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording
 from mvspin.fitting import WorldEstimate
 from mvspin.geometry import (axis_angle_to_matrix, crop_camera_rotation, geodesic_distance, keypoint_crop_boxes)
-from mvspin.inference.rig_init import load_rig_predictor, network_world_estimate, predict_rig_views
-from mvspin.io_outputs import VideoWriter
+from mvspin.inference.rig_init import camera_frames, load_rig_predictor, network_world_estimate, predict_rig_views
+from mvspin.io_outputs import VideoWriter, write_image
 from mvspin.learning.checkpoint import CheckpointError, save_regressor_checkpoint
 from mvspin.learning.inference import Prediction
 from mvspin.learning.regressor import HMRRegressor
@@ -99,6 +99,11 @@ def test_world_estimate_equals_ground_truth(body, recording, tmp_path):
     kp[4] = 0  # no camera sees it in frame 4
     kp[5, 2:] = 0  # frame 5: two cameras only
     videos = _dark_videos(tmp_path, rec.rig, T)
+    for v in (0, 1):  # cameras 0 and 1 as image folders, frame numbers in the file names
+        folder = tmp_path / f"images{v}"
+        for n in range(T):
+            write_image(folder / f"{rec.rig[v].name}_{n:06d}.png", np.full((240, 320, 3), 30, np.uint8))
+        videos[v] = folder
     fake = GroundTruthPredictor(body, rec, kp)
     done = []
     est = network_world_estimate(fake, videos, kp, rec.rig, progress=lambda n, total: done.append((n, total)))
@@ -164,8 +169,18 @@ def test_video_problems_are_clear(body, recording, tmp_path):
     short = _dark_videos(tmp_path / "short", rec.rig, T - 2)
     from mvspin.data.video import VideoError
 
-    with pytest.raises(VideoError, match=r"cam0.mp4: has 4 frames but the keypoints of camera cam0 go up to frame 5"):
+    with pytest.raises(VideoError, match=r"cam0.mp4: has 4 frames but the keypoints go up to frame 5"):
         predict_rig_views(fake, short, kp, rec.rig)
+    for n in (0, 1, 2, 4):
+        write_image(tmp_path / "images" / f"img{n}.png", np.full((240, 320, 3), 10 * n, np.uint8))
+    (tmp_path / "images" / "notes.txt").write_text("not a frame")
+    got = [(n, int(image[0, 0, 0])) for n, image in camera_frames(tmp_path / "images", [4, 1])]
+    assert got == [(1, 10), (4, 40)]
+    with pytest.raises(VideoError, match=r"images: no image for frame 3 \(2 of the 3 frames"):
+        list(camera_frames(tmp_path / "images", [3, 4, 5]))
+    (tmp_path / "images" / "img1.png").write_bytes(b"broken")
+    with pytest.raises(VideoError, match="img1.png: not an image OpenCV can read"):
+        list(camera_frames(tmp_path / "images", [1]))
     big = []
     for cam in rec.rig:
         with VideoWriter(tmp_path / "big" / f"{cam.name}.mp4", 25) as video:
