@@ -4,9 +4,10 @@
 Speed: frames/s of :func:`mvspin.fitting.recording.fit_recording` for V cameras x T frames on
 the full free model (the hard recording of the tests: 2-4 px noise, 10% dropped joints, flips in
 one camera, outlier detections in another, a bystander half of the time), the median of
---repeats runs after one warm-up; the same process also times per-frame calibrated MV-SMPLify on
-the same associated keypoints (the baseline) and reports the ratio, and both fits' world
-keypoint error.
+--repeats runs after one warm-up; the same process also times the previous sequence fit (Adam
+refinement, 100 iterations, key frames every 8th frame with full per-frame fits) and per-frame
+calibrated MV-SMPLify on the same associated keypoints (the baselines) and reports the ratios,
+with every fit's world keypoint error and mean joint acceleration error.
 
 Memory: peak resident memory (``resource.getrusage`` max RSS of a fresh subprocess) of
 fit_recording on a --memory-frames recording (default 18,000 frames: 10 minutes at 30 fps).
@@ -46,7 +47,7 @@ def _memory_child(frames: int, views: int, full_iterations: bool, resolution: st
     rec = make_rig_recording(body, RecordingOptions(num_frames=frames, num_views=views), seed=0)
     config = RigFitConfig()
     if not full_iterations:
-        config.sequence = SequenceFitConfig(refine_iterations=5, keyframe=MVSMPLifyConfig(
+        config.sequence = SequenceFitConfig(refine_iterations=2, keyframe=MVSMPLifyConfig(
             mode="calibrated", calibrated_init="triangulation", stage1_iterations=5, stage2_iterations=5,
             triangulation_fit_iterations=5))
     t0 = time.perf_counter()
@@ -57,10 +58,24 @@ def _memory_child(frames: int, views: int, full_iterations: bool, resolution: st
                       "fitted": int(fit.subjects[0].result.fitted.sum())}))
 
 
-def _world_error_mm(body, params, rec) -> float:
+def _errors_mm(body, params, rec) -> tuple[float, float]:
+    """World keypoint error and mean acceleration error (second differences), millimetres."""
     g = rec.gt
     gt = body.keypoints("openpose25", g.body_pose, g.betas, axis_angle_to_matrix(g.global_orient), g.transl)
-    return float((body.keypoints("openpose25", *params) - gt).norm(dim=-1).mean()) * 1000
+    pred = body.keypoints("openpose25", *params)
+
+    def acc(x):
+        return x[2:] - 2 * x[1:-1] + x[:-2]
+
+    return (float((pred - gt).norm(dim=-1).mean()) * 1000,
+            float((acc(pred) - acc(gt)).norm(dim=-1).mean()) * 1000)
+
+
+def _previous_sequence_config() -> SequenceFitConfig:
+    """The sequence fit before the Gauss-Newton refinement: Adam, 100 iterations, key frames
+    every 8th frame fitted with the stand-alone iteration counts."""
+    return SequenceFitConfig(keyframe_step=8, refine_optimizer="adam", refine_iterations=100,
+                             keyframe=MVSMPLifyConfig(mode="calibrated", calibrated_init="triangulation"))
 
 
 def main() -> None:
@@ -87,7 +102,12 @@ def main() -> None:
     def run_fit_rig() -> None:
         result["fit"] = fit_recording(body, rec.detections, rec.rig, "openpose25")
 
+    def run_previous() -> None:
+        result["prev"] = fit_recording(body, rec.detections, rec.rig, "openpose25",
+                                       config=RigFitConfig(sequence=_previous_sequence_config()))
+
     t_rig = median_time(run_fit_rig, args.repeats)
+    t_prev = median_time(run_previous, args.repeats)
     t_assoc = median_time(lambda: associate_subjects(rec.detections, rec.rig, "openpose25"), args.repeats)
     kp = result["fit"].subjects[0].keypoints
     per_frame = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated"), "openpose25")
@@ -97,20 +117,31 @@ def main() -> None:
         result["pf"] = per_frame.fit_calibrated(kp, rec.rig)
 
     t_pf = median_time(run_per_frame, args.repeats)
-    seq = result["fit"].subjects[0].result
     t = args.frames
-    err_seq = _world_error_mm(body, (seq.body_pose, seq.betas.expand(t, -1), seq.global_orient, seq.transl), rec)
+
+    def seq_errors(fit) -> tuple[float, float]:
+        r = fit.subjects[0].result
+        return _errors_mm(body, (r.body_pose, r.betas.expand(t, -1), r.global_orient, r.transl), rec)
+
+    err_seq, acc_seq = seq_errors(result["fit"])
+    err_prev, acc_prev = seq_errors(result["prev"])
     pf = result["pf"]
-    err_pf = _world_error_mm(body, (pf.body_pose, pf.betas, pf.world_orient, pf.world_transl), rec)
+    err_pf, acc_pf = _errors_mm(body, (pf.body_pose, pf.betas, pf.world_orient, pf.world_transl), rec)
 
     print(f"fit-rig benchmark: {args.views} cameras x {t} frames, free model ({args.resolution}, "
           f"{body.num_vertices} vertices), {args.threads} thread(s), {platform.processor() or platform.machine()}, "
           f"median of {args.repeats}")
-    print(f"{'what':<44} {'seconds':>8} {'frames/s':>9} {'world kp err mm':>16}")
-    print(f"{'fit-rig (association + sequence fit)':<44} {t_rig:8.2f} {t / t_rig:9.1f} {err_seq:16.1f}")
-    print(f"{'  of which association':<44} {t_assoc:8.2f} {t / t_assoc:9.1f} {'':>16}")
-    print(f"{'per-frame calibrated MV-SMPLify (baseline)':<44} {t_pf:8.2f} {t / t_pf:9.1f} {err_pf:16.1f}")
-    print(f"fit-rig speed vs per-frame: {t_pf / t_rig:.2f}x (goal >= 100 frames/s, floor 50)")
+    print(f"{'what':<46} {'seconds':>8} {'frames/s':>9} {'world kp err mm':>16} {'accel err mm':>13}")
+    print(f"{'fit-rig (association + sequence fit)':<46} {t_rig:8.2f} {t / t_rig:9.1f} {err_seq:16.1f} "
+          f"{acc_seq:13.2f}")
+    print(f"{'  of which association':<46} {t_assoc:8.2f} {t / t_assoc:9.1f} {'':>16} {'':>13}")
+    print(f"{'fit-rig, previous sequence fit (Adam x 100)':<46} {t_prev:8.2f} {t / t_prev:9.1f} {err_prev:16.1f} "
+          f"{acc_prev:13.2f}")
+    print(f"{'per-frame calibrated MV-SMPLify (baseline)':<46} {t_pf:8.2f} {t / t_pf:9.1f} {err_pf:16.1f} "
+          f"{acc_pf:13.2f}")
+    print(f"fit-rig speed vs previous: {t_prev / t_rig:.2f}x, vs per-frame: {t_pf / t_rig:.2f}x "
+          f"(goal >= 100 frames/s, floor 50); acceleration error vs per-frame: {acc_seq / acc_pf:.2f} "
+          f"(must be <= 0.5)")
     if args.memory_frames:
         cmd = [sys.executable, __file__, "--memory-child", "--memory-frames", str(args.memory_frames),
                "--views", str(args.views), "--resolution", args.resolution, "--threads", str(args.threads)]
@@ -118,7 +149,7 @@ def main() -> None:
             cmd.append("--memory-full-iterations")
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         mem = json.loads(out)
-        its = "full iterations" if args.memory_full_iterations else "5 iterations per stage"
+        its = "full iterations" if args.memory_full_iterations else "5 key-frame iterations per stage, 2 refinement steps"
         print(f"peak memory, {args.views} cameras x {args.memory_frames} frames ({its}): {mem['peak_mb']:.0f} MB "
               f"max RSS (goal < 2048 MB), {mem['seconds']:.0f} s, {mem['fitted']} frames fitted")
 

@@ -32,7 +32,7 @@ from mvspin.body.keypoint_sets import KEYPOINT_SETS, SMPL_PARENTS
 from mvspin.body.model_files import BodyModelFilesError
 from mvspin.body.points import DERIVED_POINTS, KeypointMap, KeypointSetUnavailable, PointSources
 from mvspin.body.priors import FreePosePrior, GMMPosePrior
-from mvspin.geometry.rotations import axis_angle_to_matrix
+from mvspin.geometry.rotations import axis_angle_to_matrix, so3_right_jacobian
 
 __all__ = ["BodyModel", "BodyOutput"]
 
@@ -159,6 +159,8 @@ class BodyModel(nn.Module):
         self.has_pose_blendshapes = bool(self.smpl.posedirs.abs().max() > 0)
         self.register_buffer("_ancestors", _ancestor_tables(SMPL_PARENTS), persistent=False)
         self.register_buffer("_parent_index", torch.tensor([max(p, 0) for p in SMPL_PARENTS]), persistent=False)
+        # [a, j] = 1 where joint j is a strict ancestor of joint a (its rotation moves joint a)
+        self.register_buffer("_moved_by", _strict_ancestors(SMPL_PARENTS).to(dtype), persistent=False)
         self._kmaps: dict[str, KeypointMap] = {}
         self._kmap_tensors: dict[tuple, tuple[Tensor, ...]] = {}
 
@@ -451,6 +453,101 @@ class BodyModel(nn.Module):
         root_rot = _as_rotmat(global_orient, 1, "global_orient", lead=2)[..., 0, :, :]
         return _apply_root(keypoints, weight_sum, pelvis, root_rot, transl)
 
+    def keypoint_jacobian(self, set_name: str, body_pose: Tensor, betas: Tensor, global_orient: Tensor,
+                          transl: Tensor, with_betas: bool = False,
+                          pose_coordinates: str = "perturbation") -> tuple[Tensor, Tensor]:
+        """Keypoints ``(B, K, 3)`` and their derivatives ``(B, K, 3, 75)`` with respect to small
+        rotation perturbations and the translation, in closed form (no autograd).
+
+        The 75 columns are: the root perturbation ``d0`` in the world frame (``exp(d0) R0``), the
+        23 body joints' local perturbations ``d_j`` (``R_j exp(d_j)``), then ``transl``; with
+        ``with_betas`` the ``num_betas`` derivatives by the betas follow. A rigid
+        point ``q`` moved by joint ``j`` changes by ``(W_j d_j) x (q - p_j)`` (``W_j``, ``p_j``
+        the joint's world rotation and position); keypoints are linear blends of such points.
+        Pose blend shapes are held fixed (exact for models without them, such as the free
+        model; a Gauss-Newton approximation otherwise). With ``pose_coordinates="axis_angle"``
+        (``body_pose`` then given as axis-angle) the body columns are derivatives by the 69
+        axis-angle components instead (through :func:`~mvspin.geometry.so3_right_jacobian`).
+
+        Args:
+            set_name: keypoint set.
+            body_pose: ``(B, 23, 3, 3)`` or ``(B, 69)``. betas: ``(B, num_betas)``.
+            global_orient: ``(B, 3, 3)`` or ``(B, 3)``. transl: ``(B, 3)`` metres.
+
+        Example:
+            >>> body = BodyModel.free("low")
+            >>> kp, jac = body.keypoint_jacobian("openpose25", torch.zeros(2, 69), torch.zeros(2, 10),
+            ...                                  torch.zeros(2, 3), torch.zeros(2, 3))
+            >>> jac.shape
+            torch.Size([2, 25, 3, 75])
+        """
+        if pose_coordinates not in ("perturbation", "axis_angle"):
+            raise ValueError(f"pose_coordinates must be 'perturbation' or 'axis_angle', got {pose_coordinates!r}")
+        if pose_coordinates == "axis_angle" and body_pose.shape[-2:] == (3, 3):
+            raise ValueError("pose_coordinates='axis_angle' needs body_pose as axis-angle (B, 69) or (B, 23, 3)")
+        body_rot, betas, root_rot, transl = self._standardise(body_pose, betas, global_orient, transl)
+        mix, vids, v_tmpl, v_dirs, p_dirs, w_lbs, s = self._map_tensors(set_name)
+        b, dtype, dev = body_rot.shape[0], self.J_template.dtype, body_rot.device
+        rest = self.rest_joints(betas)
+        eye = torch.eye(3, dtype=dtype, device=dev)
+        world_rot, joints = self._forward_kinematics(torch.cat([eye.expand(b, 1, 3, 3), body_rot], 1), rest)
+        strict = self._moved_by  # (24 points, 24 joints): joint j moves joint a
+        with_self = strict + torch.eye(24, dtype=dtype, device=dev)  # joint j moves what a skins
+        mix_j = mix[:, :24]
+        count = mix_j @ strict  # (K, 24) weight of each keypoint that joint j moves
+        moved = torch.einsum("ka,aj,bad->bkjd", mix_j, strict, joints)  # weighted positions it moves
+        points = joints
+        if vids.numel():
+            m = vids.numel()
+            verts = v_tmpl + (betas @ v_dirs).view(b, m, 3)
+            if p_dirs is not None:
+                verts = verts + ((body_rot - eye).reshape(b, -1) @ p_dirs).view(b, m, 3)
+            # each vertex as carried rigidly by each joint: W_i (v - J_i) + p_i   (B, m, 24, 3)
+            carried = _mat3vec(world_rot[:, None], verts[:, :, None] - rest[:, None]) + joints[:, None]
+            points = torch.cat([joints, torch.einsum("mi,bmid->bmd", w_lbs, carried)], 1)
+            mix_v = mix[:, 24:]
+            count = count + mix_v @ (w_lbs @ with_self)
+            moved = moved + torch.einsum("km,mi,ij,bmid->bkjd", mix_v, w_lbs, with_self, carried)
+        canon = torch.matmul(mix, points)
+        lever = moved - count[..., None] * joints[:, None]  # (B, K, 24, 3): sum of w (q - p_j)
+        r0 = root_rot
+        lever_w = torch.einsum("bcd,bkjd->bkjc", r0, lever)
+        # a local perturbation d_j turns joint j's frame about the world axis W_j d_j
+        axis_map = _mat3(r0[:, None], world_rot[:, 1:])  # (B, 23, 3, 3)
+        if pose_coordinates == "axis_angle":
+            axis_map = _mat3(axis_map, so3_right_jacobian(body_pose.reshape(b, 23, 3).to(dtype)))
+        j_body = -_skew_times(lever_w[:, :, 1:], axis_map)  # (B, K, 3, 23, 3)
+        pivot = s[:, None] * (rest[:, None, 0] + transl[:, None])  # (B, K, 3)
+        kp = torch.einsum("bcd,bkd->bkc", r0, canon - s[:, None] * rest[:, None, 0]) + pivot
+        j_root = -_skew(kp - pivot)  # (B, K, 3, 3)
+        j_transl = s[:, None, None] * eye  # (K, 3, 3)
+        parts = [j_root, j_body.reshape(b, -1, 3, 69), j_transl.expand(b, -1, 3, 3)]
+        if with_betas:
+            parts.append(self._shape_jacobian(set_name, world_rot, r0, carried if vids.numel() else None))
+        return kp, torch.cat(parts, -1)
+
+    def _shape_jacobian(self, set_name: str, world_rot: Tensor, root_rot: Tensor,
+                        carried: Optional[Tensor]) -> Tensor:
+        """``(B, K, 3, num_betas)``: with the rotations fixed, posed joints and skinned vertices
+        are linear in the rest joints and rest vertices, which are linear in the betas."""
+        mix, vids, _, v_dirs, _, w_lbs, s = self._map_tensors(set_name)
+        nb = self.num_betas
+        d_rest = self.J_shapedirs_flat.view(nb, 24, 3).permute(1, 2, 0)  # (24, 3, nb)
+        d_local = torch.cat([d_rest[:1], d_rest[1:] - d_rest[self._parent_index[1:]]])
+        eye = torch.eye(3, dtype=world_rot.dtype, device=world_rot.device)
+        parent_rot = torch.cat([eye.expand(world_rot.shape[0], 1, 3, 3), world_rot[:, self._parent_index[1:]]], 1)
+        with_self = self._moved_by + torch.eye(24, dtype=eye.dtype, device=eye.device)
+        d_joints = torch.einsum("kj,bjcn->bkcn", with_self, torch.einsum("bjcd,jdn->bjcn", parent_rot, d_local))
+        points = d_joints
+        if carried is not None:
+            m = vids.numel()
+            d_verts = v_dirs.view(nb, m, 3).permute(1, 2, 0)  # (m, 3, nb)
+            d_carried = torch.einsum("bicd,midn->bmicn", world_rot, d_verts[:, None] - d_rest[None]) + d_joints[:, None]
+            points = torch.cat([d_joints, torch.einsum("mi,bmicn->bmcn", w_lbs, d_carried)], 1)
+        d_canon = torch.einsum("ka,bacn->bkcn", mix, points)
+        d_pivot = s[:, None, None] * d_rest[0]  # (K, 3, nb)
+        return torch.einsum("bcd,bkdn->bkcn", root_rot, d_canon - d_pivot) + d_pivot
+
     def _canonical(self, set_name: str, body_rot: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
         """:meth:`canonical_keypoints` for rotation matrices ``(B, 23, 3, 3)`` (no input checks).
 
@@ -570,9 +667,35 @@ def _mat3(a: Tensor, b: Tensor) -> Tensor:
     return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
 
 
+def _skew_times(a: Tensor, m: Tensor) -> Tensor:
+    """``[a]x @ m`` for ``a (B, K, J, 3)`` and ``m (B, J, 3, 3)``, laid out ``(B, K, 3, J, 3)``
+    (rows before joints): the cross products written out, twice as fast as torch's."""
+    x, y, z = (c[..., None] for c in a.unbind(-1))
+    m0, m1, m2 = m[:, None].unbind(-2)  # rows of m, (B, 1, J, 3)
+    return torch.stack([y * m2 - z * m1, z * m0 - x * m2, x * m1 - y * m0], 2)
+
+
+def _skew(v: Tensor) -> Tensor:
+    """``(..., 3)`` -> ``(..., 3, 3)`` cross-product matrices: ``_skew(a) @ b == a x b``."""
+    x, y, z = v.unbind(-1)
+    zero = torch.zeros_like(x)
+    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).view(*v.shape, 3)
+
+
 def _mat3vec(a: Tensor, v: Tensor) -> Tensor:
     """Batched 3x3 @ 3-vector."""
     return (a * v.unsqueeze(-2)).sum(-1)
+
+
+def _strict_ancestors(parents: tuple[int, ...]) -> Tensor:
+    """``(J, J)`` with ``[a, j] = 1`` where ``j`` is a strict ancestor of ``a``."""
+    out = torch.zeros(len(parents), len(parents))
+    for a in range(len(parents)):
+        j = parents[a]
+        while j >= 0:
+            out[a, j] = 1.0
+            j = parents[j]
+    return out
 
 
 def _ancestor_tables(parents: tuple[int, ...]) -> Tensor:

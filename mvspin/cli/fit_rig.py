@@ -89,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     body = load_body_model(args, device)
     initial_estimate, initialisation = None, None
     if args.checkpoint:
-        initial_estimate, initialisation = _network_start(args, body, device, rig, rec.frames, match_videos(args.videos, rig.names),
-                                          config.sequence.keyframe.calibrated_init)
+        videos = match_videos(args.videos, rig.names)
+        initial_estimate, initialisation = _network_start(args, body, device, rig, rec.frames, videos,
+                                                          config.sequence.keyframe.calibrated_init)
     bars: dict[str, tqdm] = {}
 
     def progress(stage: str, done: int, total: int) -> None:

@@ -95,6 +95,8 @@ def summary_table(summary: dict) -> str:
         mean = sub["mean_reprojection_px"]
         lines.append(f"subject {sub['id']}: {sub['frames_fitted']}/{summary['frames']} frames fitted, "
                      f"mean reprojection {mean:.2f} px" if mean is not None else f"subject {sub['id']}: no fit")
+        if sub.get("frames_with_network_estimate") is not None:
+            lines.append(f"  network estimate in {sub['frames_with_network_estimate']} frames")
         lines.append(f"  {'camera':<16} {'mean px':>9} {'frames':>7}")
         for name, row in sub["per_camera"].items():
             px = "-" if row["mean_px"] is None else f"{row['mean_px']:.2f}"

@@ -59,6 +59,8 @@ class SubjectFit:
     result: SequenceResult
     keypoints: Tensor
     failed: dict[int, str]
+    network_frames: Optional[int] = None
+    """Frames with a network estimate (a camera saw the subject); None without one."""
 
 
 @dataclass
@@ -167,7 +169,7 @@ def fit_recording(
         views = (kp[..., 2] > 0).any(-1).sum(-1)
         failed = {i: _failure_reason(bool(assoc.found[s, i]), int(views[i]), c.association.min_views)
                   for i in range(t) if not bool(result.fitted[i]) or not bool(assoc.found[s, i])}
-        subjects.append(SubjectFit(s, result, kp, failed))
+        subjects.append(SubjectFit(s, result, kp, failed, None if start is None else int(start.valid.sum())))
     return RecordingFit(subjects, assoc, list(rig.names), frames, float(fps), keypoint_set,
                         initialisation or ("triangulation" if initial_estimate is None else "network"))
 
@@ -188,6 +190,7 @@ def recording_summary(fit: RecordingFit) -> dict:
         err = r.reprojection_error.detach().cpu().numpy()
         out["subjects"].append({
             "id": sub.subject_id,
+            "frames_with_network_estimate": sub.network_frames,
             "frames_fitted": int((~np.isin(np.arange(r.num_frames), list(sub.failed))).sum()),
             "frames_failed": [{"frame": int(fit.frames[i]), "reason": why} for i, why in sorted(sub.failed.items())],
             "mean_reprojection_px": float(err[np.isfinite(err)].mean()) if np.isfinite(err).any() else None,

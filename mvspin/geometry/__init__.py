@@ -41,6 +41,7 @@ from mvspin.geometry.rotations import (
     matrix_to_rot6d,
     rot6d_to_matrix,
     so3_mean,
+    so3_right_jacobian,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "axis_angle_to_matrix",
     "matrix_to_axis_angle",
     "so3_mean",
+    "so3_right_jacobian",
     "geodesic_distance",
     # cameras
     "SPIN_FOCAL_LENGTH",

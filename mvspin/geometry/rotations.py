@@ -18,6 +18,7 @@ __all__ = [
     "matrix_to_rot6d",
     "axis_angle_to_matrix",
     "matrix_to_axis_angle",
+    "so3_right_jacobian",
     "so3_mean",
     "geodesic_distance",
 ]
@@ -164,6 +165,40 @@ def matrix_to_axis_angle(R: Tensor) -> Tensor:
     """
     _check_trailing_shape(R, (3, 3), "R", "matrix_to_axis_angle")
     return rotation_matrix_to_axis_angle(R)
+
+
+def so3_right_jacobian(axis_angle: Tensor) -> Tensor:
+    r"""Right Jacobian of the exponential map: ``exp(v + dv) = exp(v) exp(J_r(v) dv)`` to first order.
+
+    :math:`J_r(v) = I - \frac{1 - \cos\theta}{\theta^2} [v]_\times + \frac{\theta - \sin\theta}{\theta^3} [v]_\times^2`
+    (Taylor terms below :math:`\theta^2 = 10^{-4}`). It turns derivatives with respect to a
+    local rotation perturbation ``R exp(d)`` into derivatives with respect to the axis-angle
+    vector itself (Gauss-Newton fits in axis-angle coordinates).
+
+    Args:
+        axis_angle: ``(*, 3)`` radians.
+
+    Returns:
+        ``(*, 3, 3)``.
+
+    Example:
+        >>> so3_right_jacobian(torch.zeros(3))
+        tensor([[1., 0., 0.],
+                [0., 1., 0.],
+                [0., 0., 1.]])
+    """
+    _check_trailing_shape(axis_angle, (3,), "axis_angle", "so3_right_jacobian")
+    t2 = (axis_angle * axis_angle).sum(-1, keepdim=True)[..., None]
+    small = t2 < 1e-4
+    safe = torch.where(small, torch.ones_like(t2), t2)
+    theta = safe.sqrt()
+    b = torch.where(small, 0.5 - t2 / 24, (1 - torch.cos(theta)) / safe)
+    c = torch.where(small, 1.0 / 6 - t2 / 120, (theta - torch.sin(theta)) / (safe * theta))
+    x, y, z = axis_angle.unbind(-1)
+    zero = torch.zeros_like(x)
+    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).view(*axis_angle.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
+    return eye - b * skew + c * (skew @ skew)
 
 
 def _project_to_so3(M: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ from mvspin.geometry import (
     matrix_to_rot6d,
     rot6d_to_matrix,
     so3_mean,
+    so3_right_jacobian,
 )
 
 from tests.conftest import tol
@@ -316,3 +317,20 @@ def test_geodesic_distance_precision_and_gradient(device):
 def test_geodesic_distance_shape_errors():
     with pytest.raises(ValueError, match=r"expected R2 of shape \(\.\.\., 3, 3\), got \(3, 4\)"):
         geodesic_distance(torch.eye(3), torch.zeros(3, 4))
+
+
+def test_so3_right_jacobian_first_order_and_small_angles():
+    # exp(v + dv) = exp(v) exp(J_r(v) dv): compare with autograd's derivative of
+    # log(exp(v)^T exp(v + dv)) at dv = 0, at large, moderate and tiny angles (Taylor branch).
+    v = torch.tensor([[1.2, -0.7, 2.0], [0.3, 0.1, -0.2], [1e-4, -2e-4, 5e-5], [0.0, 0.0, 0.0]],
+                     dtype=torch.float64)
+
+    def rel(dv: torch.Tensor) -> torch.Tensor:
+        return matrix_to_axis_angle(axis_angle_to_matrix(v).transpose(-1, -2) @ axis_angle_to_matrix(v + dv))
+
+    jac = torch.autograd.functional.jacobian(rel, torch.zeros_like(v))
+    ref = torch.stack([jac[i, :, i] for i in range(len(v))])
+    out = so3_right_jacobian(v)
+    assert torch.allclose(out, ref, atol=1e-8)
+    assert torch.allclose(out[-1], torch.eye(3, dtype=torch.float64))
+    assert float((out[0] - torch.eye(3, dtype=torch.float64)).abs().max()) > 0.3  # far from identity there

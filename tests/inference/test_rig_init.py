@@ -152,7 +152,8 @@ def test_predictor_checks_before_any_work(body, tmp_path):
     save_regressor_checkpoint(tmp_path / "ok.pt", model, config='{"model": {"body_resolution": "low"}}')
     predictor, about = load_rig_predictor(tmp_path / "ok.pt", body)
     assert predictor.input_size == 224 and "ResNet-18" in about
-    save_regressor_checkpoint(tmp_path / "smpl.pt", model, config='{"model": {"smpl_dir": "/x", "body_resolution": "full"}}')
+    smpl_config = '{"model": {"smpl_dir": "/x", "body_resolution": "full"}}'
+    save_regressor_checkpoint(tmp_path / "smpl.pt", model, config=smpl_config)
     with pytest.raises(CheckpointError, match="trained for body model 'smpl'"):
         load_rig_predictor(tmp_path / "smpl.pt", body)
     save_regressor_checkpoint(tmp_path / "tiny.pt", model, input_size=16)
@@ -268,6 +269,7 @@ def test_fit_rig_from_an_untrained_network(body, rendered, capsys):
     assert "initialisation: network: " in printed and "ResNet-18" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["initialisation"].startswith("network: ")
+    assert report["subjects"][0]["frames_with_network_estimate"] == 12
     assert all(row["mean_px"] < 8 for row in report["subjects"][0]["per_camera"].values())
     n = rec.num_frames
     g = rec.gt
@@ -311,7 +313,8 @@ def test_fit_rig_checkpoint_bad_input_one_line_each(body, rendered, capsys):
     err = _one_line_error(base + ["--checkpoint", str(folder / "resnet18.pt")], capsys)
     assert "--checkpoint needs --videos" in err
     model = HMRRegressor(depth=18, mean_params=body.mean_params)
-    save_regressor_checkpoint(folder / "smpl.pt", model, config='{"model": {"smpl_dir": "/x", "body_resolution": "full"}}')
+    smpl_config = '{"model": {"smpl_dir": "/x", "body_resolution": "full"}}'
+    save_regressor_checkpoint(folder / "smpl.pt", model, config=smpl_config)
     err = _one_line_error(base + ["--checkpoint", str(folder / "smpl.pt"), "--videos", *map(str, videos)], capsys)
     assert "trained for body model 'smpl'" in err
     err = _one_line_error(base + ["--checkpoint", str(folder / "resnet18.pt"), "--videos", *map(str, videos),
