@@ -7,7 +7,10 @@ made for it (rendered once, not timed):
 - ``paper``: the MV-SPIN setting, 16 bundles x 4 views (64 crops), 224 px crops, ResNet-50,
   MV-SMPLify 100 + 100 iterations (early stopping off), the full-resolution free model;
 - ``synthetic_cpu``: ``configs/synthetic_cpu.yaml`` as it is (ResNet-18, 64 px crops, the
-  low-resolution model, its fitting iterations and batch).
+  low-resolution model, its fitting iterations and batch);
+- ``synthetic_cpu_cal``: the same with ``fits.fitting.mode=calibrated`` (one world-frame body on
+  the stored cameras, :mod:`mvspin.learning.calibrated_targets`). The fresh network's views
+  disagree, so every bundle starts from triangulated keypoints (stage 0's 3D fit included).
 
 The trainer records every step's split in ``metrics.jsonl`` (``time/*``, per step): ``data``
 (waiting for the loader), ``network`` (regressor forward), ``fitting`` (MV-SMPLify),
@@ -16,7 +19,7 @@ updates). The table shows the median over the timed steps (the first step is a w
 dropped), the fitting's share of the step, and the time to write one checkpoint with its fits
 store. The issue's goal: fitting under 10% of a ResNet-50 step on CPU.
 
-    python tools/bench_train.py --steps 4 --settings paper synthetic_cpu
+    python tools/bench_train.py --steps 4 --settings paper synthetic_cpu synthetic_cpu_cal
 """
 from __future__ import annotations
 
@@ -54,6 +57,11 @@ SETTINGS = {
         "config": ROOT / "configs" / "synthetic_cpu.yaml",
         "capture": {"num_views": 4, "image_size": (96, 96), "focal": 150.0}, "resolution": "low",
         "overrides": {},
+    },
+    "synthetic_cpu_cal": {
+        "config": ROOT / "configs" / "synthetic_cpu.yaml",
+        "capture": {"num_views": 4, "image_size": (96, 96), "focal": 150.0}, "resolution": "low",
+        "overrides": {"fits.fitting.mode": "calibrated"},
     },
 }
 
@@ -94,14 +102,14 @@ def main() -> None:
             results.append(bench(name, args.steps, args.device, Path(tmp)))
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
-    head = f"{'setting':<14} {'batch':>9} {'crop':>5} {'net':>7} {'fit it':>8} " + " ".join(
+    head = f"{'setting':<17} {'mode':<10} {'batch':>9} {'crop':>5} {'net':>7} {'fit it':>8} " + " ".join(
         f"{k:>9}" for k in (*STEP_TIMES, "step")) + f" {'fit share':>9} {'ckpt s':>7}"
     print(head)
     print("-" * len(head))
     for r in results:
         c, t = r["config"], r["times"]
         f = c.fits.fitting
-        print(f"{r['name']:<14} {c.optim.batch_size:>4} x {r['views']:<2} {c.data.crop_size:>5} {'R-' + str(c.model.depth):>7} "
+        print(f"{r['name']:<17} {f.mode:<10} {c.optim.batch_size:>4} x {r['views']:<2} {c.data.crop_size:>5} {'R-' + str(c.model.depth):>7} "
               f"{f.stage1_iterations:>3}+{f.stage2_iterations:<4} "
               + " ".join(f"{t[k]:>9.3f}" for k in (*STEP_TIMES, "step"))
               + f" {100 * t['fitting'] / t['step']:>8.1f}% {r['checkpoint']:>7.3f}")

@@ -21,16 +21,16 @@ frames and its result is brought back:
    un-augmented camera frame, the frame the store keeps), the shared body pose and betas.
 4. Its error is comparable with the per-view mode's: the fitted body is projected through every
    real camera (distortion included) into image pixels, mapped by ``A`` into the augmented crop,
-   and compared with the crop keypoints by the fitter's own reprojection error in the 224 px
-   fitting crop (:mod:`mvspin.learning.fit_frame`); each view's error times its crop-scale factor
-   is in un-augmented 224 px crop pixels, and the bundle's error is the mean over the views the
-   fit used, exactly as in the per-view mode.
+   and compared with the crop keypoints in the 224 px fitting crop (:mod:`mvspin.learning.fit_frame`);
+   the residuals, taken back to the un-augmented crop, are scored exactly as in the per-view mode
+   (:func:`mvspin.learning.fit_acceptance.score_residuals`: SPIN's fitting loss, which the store
+   ranks by, and the mean pixel error, each the mean over the views the fit used).
 
 Why the network and not the stored fit as the start: this is the loop's premise (paper 003,
 section 3.4: the network's estimates initialise MV-SMPLify, a better network gives better fits),
 and it is what the per-view mode does; the store still keeps the better of the new and the
 stored fit. One guard: a bundle whose views' estimates disagree about the body's world
-orientation (:func:`views_agree`, more than ``fits.calibrated_agreement_deg`` from their mean)
+orientation (:func:`world_start`, more than ``fits.calibrated_agreement_deg`` from their mean)
 does not describe one body; an untrained network, which predicts about the same camera-frame
 orientation in every view, is the typical case. Such a bundle starts from its triangulated
 keypoints instead (the calibrated mode's start without a network), so a network trained from
@@ -40,8 +40,7 @@ triangulated start 1.2-2.5 px.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -49,14 +48,15 @@ import torch
 from torch import Tensor
 
 from calibration import CameraTensors
-from mvspin.fitting import FitResult, MVSMPLify, PerViewEstimate
-from mvspin.geometry import SPIN_SCALE_UNIT, geodesic_distance, perspective_projection, so3_mean
+from mvspin.fitting import FitResult, MVSMPLify, PerViewEstimate, WorldEstimate, world_estimate_from_views
+from mvspin.geometry import SPIN_SCALE_UNIT, geodesic_distance, perspective_projection
+from mvspin.learning.fit_acceptance import FitScores, score_residuals
 from mvspin.learning.fit_frame import FIT_CROP_SIZE, to_fitting_frame
 from mvspin.learning.augment import swap_left_right
 from mvspin.learning.fits_store import flip_body_pose, from_augmented
 
-__all__ = ["CalibratedFit", "image_keypoints", "batch_cameras", "network_start", "to_crop_scale", "views_agree",
-           "crop_reprojection_error", "fit_calibrated_batch"]
+__all__ = ["CalibratedFit", "image_keypoints", "batch_cameras", "network_start", "to_crop_scale", "world_start",
+           "crop_scores", "fit_calibrated_batch"]
 
 
 @dataclass
@@ -72,6 +72,9 @@ class CalibratedFit:
             pixels of the 224 px fitting crop (``inf`` where the fit failed).
         view_error: ``(B, V)`` the same per view (augmented crop pixels times the crop-scale factor).
         fit: the fitter's result (world frame, image pixels).
+        scores: SPIN's fitting loss and the pixel errors from the same crop residuals
+            (:func:`~mvspin.learning.fit_acceptance.score_residuals`, un-augmented 224 px crop):
+            what the store keeps and ranks by (``scores.error_px`` is ``error``).
     """
 
     global_orient: Tensor
@@ -80,6 +83,7 @@ class CalibratedFit:
     error: Tensor
     view_error: Tensor
     fit: FitResult
+    scores: Optional[FitScores] = None
 
 
 def image_keypoints(keypoints_2d: Tensor, crop_transform: Tensor, flip: Tensor, keypoint_set: str) -> Tensor:
@@ -162,39 +166,42 @@ def to_crop_scale(keypoints: Tensor, cameras: CameraTensors, box_scale: Tensor,
     return kp, cameras._replace(K=K)
 
 
-def views_agree(start: PerViewEstimate, camera_R: Tensor, view_weight: Tensor, max_deg: float) -> Tensor:
-    """``(B,)`` bool: every weighted view's world orientation ``R_v^T @ orient_v`` lies within
-    ``max_deg`` degrees (geodesic) of the views' SO(3) mean.
+def world_start(start: PerViewEstimate, camera_R: Tensor, view_weight: Tensor, agreement_deg: float) -> WorldEstimate:
+    """The network's per-view estimates fused into one world-frame start per bundle
+    (:func:`~mvspin.fitting.world_estimate_from_views`: ``R_v^T @ orient_v`` averaged on SO(3),
+    body pose by rotation mean, mean betas), valid only where the views agree.
 
     Args:
-        start: :func:`network_start` estimates (camera-frame orientations).
+        start: :func:`network_start` estimates (orientations in the stored camera frames).
         camera_R: ``(B, V, 3, 3)`` world-to-camera rotations.
         view_weight: ``(B, V)`` views that count (e.g. those with a confident keypoint).
-        max_deg: the largest angle allowed.
+        agreement_deg: a bundle is ``valid`` when every counted view's world orientation lies
+            within this angle (geodesic) of the views' mean; the others start from triangulation.
     """
-    world = camera_R.transpose(-1, -2) @ start.rotmat[:, :, 0].to(camera_R)
-    w = view_weight.to(camera_R)
-    mean = so3_mean(world, w, dim=1)
-    angle = torch.rad2deg(geodesic_distance(mean[:, None], world))
-    return (torch.where(w > 0, angle, torch.zeros_like(angle)) <= max_deg).all(1)
+    est = world_estimate_from_views(start.rotmat, start.betas, camera_R.to(start.rotmat), view_weight)
+    world = camera_R.to(start.rotmat).transpose(-1, -2) @ start.rotmat[:, :, 0]
+    angle = torch.rad2deg(geodesic_distance(est.global_orient[:, None], world))
+    agree = (torch.where(view_weight > 0, angle, torch.zeros_like(angle)) <= agreement_deg).all(1)
+    est.valid = est.valid & agree
+    return est
 
 
-def crop_reprojection_error(fitter: MVSMPLify, fit: FitResult, batch: dict[str, Tensor],
-                            crop_size: int) -> tuple[Tensor, Tensor]:
-    """Error of a world-frame fit in the batch's crops, comparable with the per-view mode's.
+def crop_scores(fitter: MVSMPLify, fit: FitResult, batch: dict[str, Tensor], crop_size: int) -> FitScores:
+    """Scores of a world-frame fit in the batch's crops, comparable with the per-view mode's.
 
     The fitted body's keypoints are projected through each view's real camera (distortion
     included), mapped into the augmented crop by ``crop_transform`` and compared with the crop
-    keypoints (left/right order undone for flipped bundles) by the fitter's reprojection error,
-    both in the 224 px fitting crop (:func:`~mvspin.learning.fit_frame.to_fitting_frame`); times
-    ``scale_factor`` this is in un-augmented 224 px crop pixels, the per-view mode's unit.
+    keypoints (left/right order undone for flipped bundles), both in the 224 px fitting crop
+    (:func:`~mvspin.learning.fit_frame.to_fitting_frame`); the residuals, taken back to the
+    un-augmented crop, give SPIN's fitting loss and the mean pixel error exactly as in the
+    per-view mode (:func:`~mvspin.learning.fit_acceptance.score_residuals`).
 
     Args:
         crop_size: side of the batch's crops (``data.crop_size``), pixels.
 
     Returns:
-        ``(view_error (B, V), error (B,))``: per view, and the mean over the views the fit used
-        (``inf`` for bundles the fit reports unfitted).
+        :class:`~mvspin.learning.fit_acceptance.FitScores` (``inf`` for bundles the fit reports
+        unfitted).
     """
     dev, dt = fitter.device, fitter.dtype
     cams = batch_cameras(batch).to(dev, dt)
@@ -212,13 +219,8 @@ def crop_reprojection_error(fitter: MVSMPLify, fit: FitResult, batch: dict[str, 
             unswapped = torch.from_numpy(swap_left_right(crop.detach().cpu().numpy(), fitter.keypoint_set))
             crop = torch.where(flip.view(-1, 1, 1, 1), unswapped.to(crop), crop)
         xy, conf = fitter.prepare_keypoints(to_fitting_frame(crop, crop_size))
-        used = fit.view_used.to(dev)
-        view_err, _ = fitter.reprojection_errors(uv, xy, conf, used)
-        view_err = view_err * batch["scale_factor"].to(dev, dt)
-        usedf = used.to(dt)
-        err = (torch.where(used, view_err, torch.zeros_like(view_err)) * usedf).sum(1) / usedf.sum(1).clamp(min=1)
-        err = torch.where(fit.fitted.to(dev), err, torch.full_like(err, math.inf))
-    return view_err, err
+        return score_residuals(fitter, uv - xy, conf, fit.view_used, fit.fitted, batch["camera_augmentation"],
+                               batch["scale_factor"])
 
 
 def fit_calibrated_batch(fitter: MVSMPLify, batch: dict[str, Tensor], start: PerViewEstimate | None,
@@ -234,7 +236,7 @@ def fit_calibrated_batch(fitter: MVSMPLify, batch: dict[str, Tensor], start: Per
             from its triangulated keypoints: static fits without a network).
         crop_size: side of the batch's crops (``data.crop_size``), pixels.
         agreement_deg: bundles whose views' estimates disagree by more than this
-            (:func:`views_agree`) start from triangulated keypoints; 180 keeps every network start.
+            (:func:`world_start`) start from triangulated keypoints; 180 keeps every network start.
         fit_crop_size: fit in each view's image scaled so its crop box is this many pixels
             (:func:`to_crop_scale`; SPIN's 224, the scale SMPLify's weights are tuned for);
             None: in image pixels.
@@ -252,41 +254,11 @@ def fit_calibrated_batch(fitter: MVSMPLify, batch: dict[str, Tensor], start: Per
     cameras = batch_cameras(batch)
     if fit_crop_size is not None:
         keypoints, cameras = to_crop_scale(keypoints, cameras, batch["scale"], fit_crop_size)
-    b = keypoints.shape[0]
-    if start is None:
-        use_net = torch.zeros(b, dtype=torch.bool)
-    else:
-        seen = (batch["keypoints_2d"][..., 2] > 0).any(-1)
-        use_net = views_agree(start, batch["camera_R"], seen, agreement_deg).cpu()
-    parts = []
-    for from_net in (True, False):
-        idx = torch.nonzero(use_net == from_net).flatten()
-        if len(idx) == 0:
-            continue
-        sub = lambda x: x[idx.to(x.device)]  # noqa: E731
-        init = PerViewEstimate(rotmat=sub(start.rotmat), betas=sub(start.betas)) if from_net else None
-        cams = type(cameras)(*(None if x is None else sub(x) for x in cameras))
-        parts.append((idx, fitter.fit_calibrated(sub(keypoints), cams, init)))
-    fit = parts[0][1] if len(parts) == 1 else _merge_fits(parts, b)
-    view_err, err = crop_reprojection_error(fitter, fit, batch, crop_size)
-    return CalibratedFit(global_orient=fit.global_orient, body_pose=fit.body_pose, betas=fit.betas, error=err,
-                         view_error=view_err, fit=fit)
-
-
-def _merge_fits(parts: list[tuple[Tensor, FitResult]], batch_size: int) -> FitResult:
-    """One :class:`FitResult` of ``batch_size`` bundles from results of disjoint index sets."""
-    first = parts[0][1]
-    values = {}
-    for f in fields(FitResult):
-        x = getattr(first, f.name)
-        if isinstance(x, Tensor):
-            out = x.new_empty((batch_size,) + tuple(x.shape[1:]))
-            for idx, r in parts:
-                out[idx.to(out.device)] = getattr(r, f.name)
-            values[f.name] = out
-        elif f.name in ("iterations", "iterations_3d"):
-            its = [getattr(r, f.name) for _, r in parts]
-            values[f.name] = tuple(max(i) for i in zip(*its)) if isinstance(x, tuple) else max(its)
-        else:
-            values[f.name] = x
-    return FitResult(**values)
+    init = None
+    if start is not None:
+        seen = (batch["keypoints_2d"][..., 2] > 0).any(-1).to(start.rotmat)
+        init = world_start(start, batch["camera_R"], seen, agreement_deg)
+    fit = fitter.fit_calibrated(keypoints, cameras, init)
+    scores = crop_scores(fitter, fit, batch, crop_size)
+    return CalibratedFit(global_orient=fit.global_orient, body_pose=fit.body_pose, betas=fit.betas,
+                         error=scores.error_px, view_error=scores.view_error_px, fit=fit, scores=scores)

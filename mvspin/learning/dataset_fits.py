@@ -29,6 +29,7 @@ from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.geometry import rot6d_to_matrix
 from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
 from mvspin.learning.distributed import setup_distributed
+from mvspin.learning.fit_acceptance import score_fit
 from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
 from mvspin.learning.fits_store import FitsStore
 from mvspin.learning.threads import torch_threads
@@ -107,29 +108,25 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
                 with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
                     cal = fit_calibrated_batch(fitter, on_device, net_start, config.data.crop_size,
                                                config.fits.calibrated_agreement_deg)
-                fit, err = cal.fit, cal.error
+                fit, scores = cal.fit, cal.scores
             else:
                 with torch_threads(config.optim.fitting_threads if ctx.device.type == "cpu" else None):
                     fit = fitter.fit_per_view(kp, init)
-                used = fit.view_used.to(kp.dtype)
-                view_err = torch.where(fit.view_used, fit.view_reprojection_error,
-                                       torch.zeros_like(fit.view_reprojection_error))
-                err = (view_err * used).sum(1) / used.sum(1).clamp(min=1)
-                err = torch.where(fit.fitted, err, torch.full_like(err, float("inf")))
+                    scores = score_fit(fitter, kp, fit)  # SPIN's fitting loss, 224 px crop (no augmentation)
             flat = store.flat_index(batch["dataset_index"].numpy(), batch["bundle_index"].numpy())
             results.append((flat, fit.body_pose.cpu().numpy(), fit.betas.cpu().numpy(), fit.global_orient.cpu().numpy(),
-                            err.cpu().numpy()))
+                            scores.loss.cpu().numpy(), scores.error_px.cpu().numpy()))
         gathered = ctx.all_gather(results)
-        reject = config.fits.reject_error_px
         if ctx.is_main:
             for rank_results in gathered:
                 for r in rank_results:
-                    store.update(*r, step=0)
+                    store.update(*r[:5], error_px=r[5], step=0)
             out = Path(out)
             out.parent.mkdir(parents=True, exist_ok=True)
             store.save(out)
         ctx.barrier()
-        return FitDatasetSummary(path=Path(out), num_bundles=len(store), store=store.statistics(reject),
+        stats = store.statistics(config.fits.reject_loss, config.fits.rejecting_beta_bound)
+        return FitDatasetSummary(path=Path(out), num_bundles=len(store), store=stats,
                                  wall_seconds=time.perf_counter() - start, world_size=ctx.world_size,
                                  is_main=ctx.is_main)
     finally:

@@ -1,30 +1,34 @@
 """The fits store: the best MV-SMPLify fit of every bundle of a training set (one HDF5 file).
 
 MV-SPIN (paper 003 section 3.4, after SPIN section 3) keeps, per bundle, the best fit found so
-far: a new in-the-loop fit replaces the stored one only when its reprojection error is lower.
-Per bundle the store holds the shared body pose ``(23, 3, 3)`` and betas, each view's root
-orientation ``(V, 3, 3)``, the fit's error and the training step that produced it.
+far: a new in-the-loop fit replaces the stored one only when its SPIN fitting loss is lower
+(:mod:`mvspin.learning.fit_acceptance`). Per bundle the store holds the shared body pose
+``(23, 3, 3)`` and betas, each view's root orientation ``(V, 3, 3)``, the fit's loss
+(``error``) and mean reprojection distance (``error_px``), and the training step that produced it.
 
 Frames. Bundles are augmented when read (flip shared by the views, per-view in-plane rotation and
 crop scale, :mod:`mvspin.learning.augment`); the store keeps every fit in the **un-augmented**
 frame: orientations in each view's un-augmented crop camera frame, the pose of the subject as
 recorded (not mirrored). :func:`to_augmented` and :func:`from_augmented` map between the two
 with the bundle's camera map ``M_v`` and flip, exactly as the training dataset maps ground-truth
-SMPL. The error is a reprojection error in **un-augmented pixels of the 224 px fitting crop**
-(fits run in SPIN's 224 px crop whatever the network's crop size, :mod:`mvspin.learning.fit_frame`):
-the augmentation is a 2D similarity of each crop (rotation and flip keep distances; a crop-scale
-factor ``f`` shrinks them by ``1 / f``), so a fit made under any augmentation is compared with the stored one without
-re-evaluating either.
+SMPL. ``error`` is SPIN's fitting loss (mean over keypoints of ``conf^2 * GMoF``, pixels squared,
+mean over the bundle's used views) and ``error_px`` the mean reprojection distance, both from the
+residuals in **un-augmented pixels of the 224 px fitting crop** (fits run in SPIN's 224 px crop
+whatever the network's crop size, :mod:`mvspin.learning.fit_frame`; the augmentation's rotation,
+flip and crop scale are undone on the residuals), so a fit made under any augmentation is
+compared with the stored one without re-evaluating either.
 
 Identity. Entries are addressed by ``(dataset_index, bundle_index)`` (the training dataset's
 fields). The file records a fingerprint of every bundle file (dataset name, split, bundle and
 view counts, a hash of the crop boxes), so a store of another training set is refused before
 any work (:class:`FitsStoreError`).
 
-Layout (HDF5, ``format = "mvspin-fits"``, version 1): datasets ``body_pose (N, 23, 3, 3)``,
-``betas (N, 10)``, ``global_orient (N, V, 3, 3)`` float32, ``error (N,)`` float32 (``inf``: no
-fit yet), ``step (N,)`` int64 (-1: none; 0 for fits made before training by ``fit-dataset``);
-attribute ``sources`` (JSON list of fingerprints, in dataset order) and ``offsets``.
+Layout (HDF5, ``format = "mvspin-fits"``, version 2): datasets ``body_pose (N, 23, 3, 3)``,
+``betas (N, 10)``, ``global_orient (N, V, 3, 3)`` float32, ``error (N,)`` and ``error_px (N,)``
+float32 (``inf``: no fit yet), ``step (N,)`` int64 (-1: none; 0 for fits made before training by ``fit-dataset``);
+attribute ``sources`` (JSON list of fingerprints, in dataset order) and ``offsets``. Version 1
+stored a mean pixel error (crop pixels) as ``error``: such a store is refused (re-run
+``mvspin fit-dataset``).
 """
 from __future__ import annotations
 
@@ -49,8 +53,8 @@ __all__ = ["FitsStore", "FitsStoreError", "source_fingerprint", "to_augmented", 
            "flip_body_pose"]
 
 FORMAT = "mvspin-fits"
-VERSION = 1
-_FIELDS = ("body_pose", "betas", "global_orient", "error", "step")
+VERSION = 2
+_FIELDS = ("body_pose", "betas", "global_orient", "error", "error_px", "step")
 _SMPL_BODY_FLIP = torch.as_tensor(np.asarray(get_keypoint_set("smpl24").flip_permutation)[1:] - 1)
 _MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
 
@@ -116,7 +120,7 @@ class FitsStore:
     Attributes:
         sources: one fingerprint per bundle file (:func:`source_fingerprint`), dataset order.
         offsets: ``(S + 1,)`` first flat index of each source.
-        body_pose, betas, global_orient, error, step: the arrays of the module docstring.
+        body_pose, betas, global_orient, error, error_px, step: the arrays of the module docstring.
 
     Example:
         >>> store = FitsStore.empty([fp], num_views=4)  # doctest: +SKIP
@@ -129,19 +133,20 @@ class FitsStore:
     betas: np.ndarray
     global_orient: np.ndarray
     error: np.ndarray
+    error_px: np.ndarray
     step: np.ndarray
 
     # --- construction ---------------------------------------------------------------------
     @classmethod
     def empty(cls, sources: Sequence[dict], num_views: int, num_betas: int = 10) -> "FitsStore":
-        """Every bundle without a fit: identity rotations, zero betas, error inf, step -1."""
+        """Every bundle without a fit: identity rotations, zero betas, errors inf, step -1."""
         sizes = [int(s["num_bundles"]) for s in sources]
         n = int(sum(sizes))
         eye = np.eye(3, dtype=np.float32)
         return cls(sources=[dict(s) for s in sources], offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
                    body_pose=np.tile(eye, (n, 23, 1, 1)), betas=np.zeros((n, num_betas), np.float32),
                    global_orient=np.tile(eye, (n, num_views, 1, 1)), error=np.full(n, np.inf, np.float32),
-                   step=np.full(n, -1, np.int64))
+                   error_px=np.full(n, np.inf, np.float32), step=np.full(n, -1, np.int64))
 
     @classmethod
     def for_bundle_files(cls, files: Sequence[BundleFile], num_betas: int = 10) -> "FitsStore":
@@ -165,7 +170,11 @@ class FitsStore:
                 if f.attrs.get("format") != FORMAT:
                     raise FitsStoreError(f"{path}: not an mvspin fits store (format attribute "
                                          f"{f.attrs.get('format')!r})")
-                if int(f.attrs.get("version", -1)) != VERSION:
+                version = int(f.attrs.get("version", -1))
+                if version == 1:
+                    raise FitsStoreError(f"{path}: fits store version 1 ranks fits by a pixel error; this mvspin "
+                                         f"stores SPIN's fitting loss (version {VERSION}): re-run `mvspin fit-dataset`")
+                if version != VERSION:
                     raise FitsStoreError(f"{path}: fits store version {f.attrs.get('version')} is not supported "
                                          f"(expected {VERSION})")
                 missing = [k for k in _FIELDS if k not in f]
@@ -214,17 +223,20 @@ class FitsStore:
 
     def read(self, flat: np.ndarray, device: torch.device | str = "cpu") -> dict[str, Tensor]:
         """Entries ``flat`` as tensors: ``body_pose (B, 23, 3, 3)``, ``betas (B, 10)``,
-        ``global_orient (B, V, 3, 3)``, ``error (B,)``, ``step (B,)`` (un-augmented frame)."""
+        ``global_orient (B, V, 3, 3)``, ``error (B,)``, ``error_px (B,)``, ``step (B,)``
+        (un-augmented frame)."""
         return {k: torch.as_tensor(getattr(self, k)[flat], device=device) for k in _FIELDS}
 
     def update(self, flat: np.ndarray, body_pose: np.ndarray, betas: np.ndarray, global_orient: np.ndarray,
-               error: np.ndarray, step: int | np.ndarray) -> np.ndarray:
-        """Keep each new fit whose error is lower than the stored one; returns ``(B,)`` bool, replaced.
+               error: np.ndarray, *, error_px: np.ndarray, step: int | np.ndarray) -> np.ndarray:
+        """Keep each new fit whose fitting loss ``error`` is lower than the stored one (SPIN:
+        ``new < stored``); returns ``(B,)`` bool, replaced. ``error_px`` is stored beside it.
 
         Entries are applied in order, so a bundle appearing twice keeps the better of the two.
         """
         flat = np.asarray(flat, dtype=np.int64)
         error = np.asarray(error, dtype=np.float32)
+        error_px = np.broadcast_to(np.asarray(error_px, dtype=np.float32), flat.shape)
         steps = np.broadcast_to(np.asarray(step, dtype=np.int64), flat.shape)
         replaced = np.zeros(flat.shape, dtype=bool)
         for i, j in enumerate(flat):
@@ -233,17 +245,25 @@ class FitsStore:
                 self.betas[j] = betas[i]
                 self.global_orient[j] = global_orient[i]
                 self.error[j] = error[i]
+                self.error_px[j] = error_px[i]
                 self.step[j] = steps[i]
                 replaced[i] = True
         return replaced
 
-    def statistics(self, reject_error_px: float | None = None) -> dict[str, float]:
-        """Share of bundles with a fit, their mean error, and the share under ``reject_error_px``."""
+    def statistics(self, reject_loss: float | None = None, max_abs_beta: float | None = None) -> dict[str, float]:
+        """``fitted_share`` (bundles with a fit), their ``mean_error`` (fitting loss) and
+        ``mean_error_px`` (pixels, 224 px crop), and with ``reject_loss`` the ``accepted_share``:
+        bundles whose fit would supervise (loss ``< reject_loss``; with ``max_abs_beta`` also no
+        ``|beta|`` above it, for ``extreme_betas="reject"``)."""
         have = np.isfinite(self.error)
         out = {"fitted_share": float(have.mean()) if len(self) else 0.0,
-               "mean_error_px": float(self.error[have].mean()) if have.any() else float("nan")}
-        if reject_error_px is not None:
-            out["accepted_share"] = float((self.error <= reject_error_px).mean()) if len(self) else 0.0
+               "mean_error": float(self.error[have].mean()) if have.any() else float("nan"),
+               "mean_error_px": float(self.error_px[have].mean()) if have.any() else float("nan")}
+        if reject_loss is not None:
+            accepted = self.error < reject_loss
+            if max_abs_beta is not None:
+                accepted &= (np.abs(self.betas) <= max_abs_beta).all(-1)
+            out["accepted_share"] = float(accepted.mean()) if len(self) else 0.0
         return out
 
     # --- files ------------------------------------------------------------------------------

@@ -251,8 +251,8 @@ def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _store_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = [k for k in ("store/mean_error_px", "store/accepted_share", "store/fitted_share", "fits/accepted_share",
-                        "fits/new_error_px") if any(k in m for m in metrics)]
+    keys = [k for k in ("store/mean_error", "store/mean_error_px", "store/accepted_share", "store/fitted_share",
+                        "fits/accepted_share", "fits/new_error", "fits/new_error_px") if any(k in m for m in metrics)]
     out: dict[str, Any] = {}
     for k in keys:
         rows = [(int(m.get("step", 0)), float(m[k])) for m in metrics if k in m and _is_number(m[k])]

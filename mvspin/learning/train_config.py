@@ -16,6 +16,7 @@ from mvspin.config import ConfigError, load_config
 from mvspin.data.bundle_format import BundleFile
 from mvspin.fitting.config import MVSMPLifyConfig, validate_config
 from mvspin.learning.backbone import RESNET_DEPTHS
+from mvspin.learning.fit_acceptance import EXTREME_BETAS
 from mvspin.learning.training_dataset import DataConfig
 
 __all__ = ["ModelConfig", "LossWeights", "FitsConfig", "OptimConfig", "TrainConfig", "load_train_config",
@@ -83,12 +84,17 @@ class FitsConfig:
     """MV-SMPLify settings (MV-SPIN: Adam lr 0.01, at most 100 iterations per stage). ``mode``:
     ``per_view`` (the paper: crop cameras) or ``calibrated`` (one world-frame body on the stored
     cameras, every training file must carry them; :mod:`mvspin.learning.calibrated_targets`)."""
-    reject_error_px: float = 10.0
-    """A fit whose mean reprojection error exceeds this (pixels of the 224 px crop the fits run
-    in, whatever ``data.crop_size``: :mod:`mvspin.learning.fit_frame`) supervises nothing. SPIN rejects above 100 of its per-joint
-    ``conf^2 * GMoF`` loss, about a squared pixel distance for small residuals: ~10 px."""
+    reject_loss: float = 100.0
+    """A fit whose SPIN fitting loss is not below this supervises no pose / betas / mesh term (the
+    keypoint losses still apply). The loss: mean over keypoints of ``conf^2 * GMoF(residual,
+    sigma)`` summed over x, y, in pixels of the 224 px fitting crop, mean over the bundle's used
+    views (:mod:`mvspin.learning.fit_acceptance`; both fitting modes). SPIN: ``smplify_threshold = 100``."""
     max_abs_beta: float = 3.0
-    """A fit with any ``|beta|`` above this supervises nothing (SPIN: 3)."""
+    """Bound on a fit's ``|beta|`` (SPIN: 3); what happens beyond it: ``extreme_betas``."""
+    extreme_betas: str = "zero"
+    """A fit with any ``|beta| > max_abs_beta``: ``zero`` keeps it as a target with zero betas
+    (SPIN's code: ``opt_betas[(opt_betas.abs() > 3).any(dim=-1)] = 0.``); ``reject`` makes it
+    supervise nothing."""
     use_ground_truth_smpl: bool = True
     """Where a bundle carries SMPL ground truth, it replaces the fit as target (SPIN: has_smpl)."""
     calibrated_agreement_deg: float = 45.0
@@ -96,6 +102,12 @@ class FitsConfig:
     taken to the world frame, lies within this angle of the views' mean orientation; otherwise
     from its triangulated keypoints (an untrained network's views do not describe one body).
     Not in the papers (MV-SPIN fits per view); 180: always the network."""
+
+    @property
+    def rejecting_beta_bound(self) -> Optional[float]:
+        """``max_abs_beta`` when it rejects fits (``extreme_betas="reject"``), else None (SPIN's
+        zeroing leaves the fit accepted): the bound for :meth:`FitsStore.statistics`."""
+        return self.max_abs_beta if self.extreme_betas == "reject" else None
 
 
 @dataclass
@@ -181,8 +193,10 @@ def validate_train_config(config: TrainConfig) -> None:
         raise ConfigError(f"optim.max_steps must be >= 1, got {o.max_steps}")
     if not 0.0 <= config.fits.calibrated_agreement_deg <= 180.0:
         raise ConfigError(f"fits.calibrated_agreement_deg must be in [0, 180], got {config.fits.calibrated_agreement_deg}")
-    if not config.fits.reject_error_px > 0 or not config.fits.max_abs_beta > 0:
-        raise ConfigError("fits.reject_error_px and fits.max_abs_beta must be positive")
+    if not config.fits.reject_loss > 0 or not config.fits.max_abs_beta > 0:
+        raise ConfigError("fits.reject_loss and fits.max_abs_beta must be positive")
+    if config.fits.extreme_betas not in EXTREME_BETAS:
+        raise ConfigError(f"fits.extreme_betas must be one of {', '.join(EXTREME_BETAS)}, got {config.fits.extreme_betas!r}")
     try:
         validate_config(config.fits.fitting)
     except ValueError as err:

@@ -8,12 +8,14 @@ One step, for a batch of B bundles of V views (``(B, V, ...)`` throughout):
    224 px crop whatever ``data.crop_size`` is (:mod:`mvspin.learning.fit_frame`: SMPLify's
    weights are tuned for 224 px residuals) or, with ``fits.fitting.mode: calibrated`` and
    cameras in every file, one world-frame body on the stored cameras
-   (:mod:`mvspin.learning.calibrated_targets`, errors in the same 224 px crop units);
+   (:mod:`mvspin.learning.calibrated_targets`, scored in the same 224 px crop units);
 3. the new fit is compared with the bundle's stored fit (:mod:`mvspin.learning.fits_store`,
    un-augmented frame, mapped through the bundle's augmentation when read) and the better one is
-   kept, in the store and as the step's target; a target whose reprojection error exceeds the
-   threshold or with ``|beta| > 3`` supervises nothing (SPIN). Ground-truth SMPL, where a bundle
-   has it, replaces the fit (``fits.use_ground_truth_smpl``);
+   kept, in the store and as the step's target, ranked by SPIN's fitting loss; a target whose
+   loss is not below ``fits.reject_loss`` (SPIN: 100) supervises no pose / betas / mesh term, one
+   with any ``|beta| > 3`` has its betas target zeroed (SPIN; ``fits.extreme_betas``)
+   (:mod:`mvspin.learning.fit_acceptance`). Ground-truth SMPL, where a bundle has it, replaces
+   the fit (``fits.use_ground_truth_smpl``);
 4. losses (:mod:`mvspin.learning.training_losses`): 2D keypoints of all views, 3D joints where
    known, pose/betas/mesh against the target, SPIN's camera-scale penalty; Adam step.
 
@@ -63,6 +65,7 @@ from mvspin.learning.backbone import load_imagenet_weights
 from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
 from mvspin.learning.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
 from mvspin.learning.distributed import DistContext, setup_distributed
+from mvspin.learning.fit_acceptance import accept_fits, score_fit
 from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
 from mvspin.learning.fits_store import FitsStore, from_augmented, source_fingerprint, to_augmented
 from mvspin.learning.regressor import HMRRegressor, RegressorOutput
@@ -233,7 +236,6 @@ class _Trainer:
         self.fitter = MVSMPLify(self.body, fit_cfg, self.dataset.keypoint_set) if config.fits.enabled else None
         self.calibrated = fit_cfg.mode == "calibrated"
         self.focal = fit_cfg.focal_length
-        self.reject_px = config.fits.reject_error_px
         self.writer = None
         self.checkpoint_seconds = 0.0
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -302,6 +304,9 @@ class _Trainer:
                             drop_last=False, pin_memory=self.device.type == "cuda")
         yield from loader
 
+    def _store_statistics(self) -> dict[str, float]:
+        return self.store.statistics(self.config.fits.reject_loss, self.config.fits.rejecting_beta_bound)
+
     # --- one step ---------------------------------------------------------------------------
     def _targets(self, batch: dict[str, Tensor], pred: RegressorOutput) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
         """Per-view target rotmat ``(B, V, 24, 3, 3)``, betas ``(B, 10)``, valid ``(B,)``, error
@@ -322,34 +327,35 @@ class _Trainer:
                 if self.calibrated:  # world-frame fit on the stored cameras, in the store's frame
                     cal = fit_calibrated_batch(self.fitter, batch, network_start(pred.rotmat, pred.betas, M, flip),
                                                self.config.data.crop_size, self.config.fits.calibrated_agreement_deg)
-                    fit, new_orient_un, new_pose_un, new_err = cal.fit, cal.global_orient, cal.body_pose, cal.error
+                    fit, new_orient_un, new_pose_un, scores = cal.fit, cal.global_orient, cal.body_pose, cal.scores
                     fit_orient, fit_pose = to_augmented(new_orient_un, new_pose_un, M, flip)
                 else:
                     keypoints = to_fitting_frame(batch["keypoints_2d"], self.config.data.crop_size)
                     fit = self.fitter.fit_per_view(keypoints, PerViewEstimate(
                         rotmat=pred.rotmat.detach(), betas=pred.betas.detach(), cam=pred.cam.detach()))
+                    # SPIN's fitting loss, in the un-augmented frame of the 224 px fitting crop.
+                    scores = score_fit(self.fitter, keypoints, fit, camera_augmentation=M,
+                                       scale_factor=batch["scale_factor"])
                     fit_orient, fit_pose = fit.global_orient, fit.body_pose
-            if not self.calibrated:
-                used = fit.view_used.to(dt)
-                view_err = torch.where(fit.view_used, fit.view_reprojection_error,
-                                       torch.zeros_like(fit.view_reprojection_error))
-                new_err = (view_err * batch["scale_factor"] * used).sum(1) / used.sum(1).clamp(min=1)
-                new_err = torch.where(fit.fitted, new_err, torch.full_like(new_err, math.inf))
-                new_orient_un, new_pose_un = from_augmented(fit.global_orient, fit.body_pose, M, flip)
+                    new_orient_un, new_pose_un = from_augmented(fit.global_orient, fit.body_pose, M, flip)
+            new_err, new_px = scores.loss.to(dt), scores.error_px.to(dt)
             better = new_err < error
             updates = self.ctx.all_gather((flat, new_pose_un.cpu().numpy(), fit.betas.cpu().numpy(),
-                                           new_orient_un.cpu().numpy(), new_err.cpu().numpy()))
+                                           new_orient_un.cpu().numpy(), new_err.cpu().numpy(), new_px.cpu().numpy()))
             t_io = time.perf_counter()
-            replaced = sum(int(self.store.update(*u, step=self.step + 1).sum()) for u in updates)
+            replaced = sum(int(self.store.update(*u[:5], error_px=u[5], step=self.step + 1).sum()) for u in updates)
             io_seconds += time.perf_counter() - t_io
             stats["fits/replaced_share"] = replaced / (b * self.ctx.world_size)
-            stats["fits/new_error_px"] = float(new_err[torch.isfinite(new_err)].mean()) if torch.isfinite(new_err).any() else float("nan")
+            finite = torch.isfinite(new_err)
+            stats["fits/new_error"] = float(new_err[finite].mean()) if finite.any() else float("nan")
+            stats["fits/new_error_px"] = float(new_px[finite].mean()) if finite.any() else float("nan")
             sel = better.view(b, 1, 1, 1)
             orient = torch.where(sel, fit_orient.to(dt), orient)
             pose = torch.where(sel, fit_pose.to(dt), pose)
             betas = torch.where(better.view(b, 1), fit.betas, betas)
             error = torch.where(better, new_err, error)
-        valid = (error <= self.reject_px) & (betas.abs() <= self.config.fits.max_abs_beta).all(-1)
+        f = self.config.fits
+        valid, betas = accept_fits(error, betas, f.reject_loss, f.max_abs_beta, f.extreme_betas)
         if self.config.fits.use_ground_truth_smpl:
             gt = batch["has_smpl"]
             orient = torch.where(gt.view(b, 1, 1, 1), batch["smpl_global_orient"], orient)
@@ -424,7 +430,7 @@ class _Trainer:
         merged = dict(zip(keys, values.tolist()))
         if not self.ctx.is_main:
             return merged
-        merged.update({f"store/{k}": v for k, v in self.store.statistics(self.reject_px).items()})
+        merged.update({f"store/{k}": v for k, v in self._store_statistics().items()})
         merged["lr"] = self.optimizer.param_groups[0]["lr"]
         steps = max(self.step - self._last_log_step, 1)
         for k in STEP_TIMES:
@@ -511,7 +517,7 @@ class _Trainer:
             final_step=self.step, epoch=self.epoch, checkpoint=paths["checkpoint"], fits_store=paths["fits"],
             wall_seconds=time.perf_counter() - start,
             final_losses={k.removeprefix("loss/"): v for k, v in last.items() if k.startswith("loss/")},
-            store=self.store.statistics(self.reject_px), steps_run=steps_run, is_main=self.ctx.is_main,
+            store=self._store_statistics(), steps_run=steps_run, is_main=self.ctx.is_main,
             checkpoint_seconds=self.checkpoint_seconds)
         return summary
 

@@ -51,14 +51,16 @@ def test_update_keeps_the_lower_error_and_files_round_trip(tmp_path):
     betas = rng.normal(size=(3, 10)).astype(np.float32)
     orient = rng.normal(size=(3, 2, 3, 3)).astype(np.float32)
     # Bundle 3 appears twice: the second (error 2.0) beats the first (5.0).
-    replaced = store.update(flat, pose, betas, orient, np.array([4.0, 5.0, 2.0]), step=7)
+    replaced = store.update(flat, pose, betas, orient, np.array([4.0, 5.0, 2.0]), error_px=np.array([0.4, 0.5, 0.2]),
+                            step=7)
     np.testing.assert_array_equal(replaced, [True, True, True])
     assert store.error[3] == 2.0 and np.array_equal(store.betas[3], betas[2]) and store.step[3] == 7
     # A worse fit, and an unfitted one (inf), change nothing.
-    replaced = store.update(np.array([2, 4]), pose[:2], betas[:2], orient[:2], np.array([4.5, np.inf]), step=8)
+    replaced = store.update(np.array([2, 4]), pose[:2], betas[:2], orient[:2], np.array([4.5, np.inf]),
+                            error_px=np.array([0.1, 0.1]), step=8)
     assert not replaced.any() and store.error[2] == 4.0 and np.isinf(store.error[4])
-    stats = store.statistics(reject_error_px=3.0)
-    assert stats == {"fitted_share": 0.4, "mean_error_px": 3.0, "accepted_share": 0.2}
+    stats = store.statistics(reject_loss=3.0)
+    assert stats == pytest.approx({"fitted_share": 0.4, "mean_error": 3.0, "mean_error_px": 0.3, "accepted_share": 0.2})
     path = store.save(tmp_path / "fits.h5")
     again = FitsStore.load(path, _sources())
     assert again.equal(store)

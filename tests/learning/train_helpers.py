@@ -21,7 +21,7 @@ def tiny_overrides(files: list[Path], **extra: object) -> list[str]:
         "data.files": "[" + ",".join(str(f) for f in files) + "]", "data.crop_size": 32, "model.depth": 18,
         "model.body_resolution": "low", "optim.batch_size": 2, "optim.log_every": 1, "optim.checkpoint_every": 2,
         "optim.lr": 1e-3, "fits.fitting.stage1_iterations": 3, "fits.fitting.stage2_iterations": 3,
-        "fits.use_ground_truth_smpl": False, "fits.reject_error_px": 200.0,
+        "fits.use_ground_truth_smpl": False, "fits.reject_loss": 1.0e6,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
