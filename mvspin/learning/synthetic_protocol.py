@@ -310,7 +310,7 @@ def _static_fits(tc: Any, train_file: Path, iterations: int, log: Callable[[str]
     from mvspin.learning.dataset_fits import fit_dataset
 
     path = train_file.with_name(f"{train_file.stem}_static_fits_{iterations}it.h5")
-    if path.is_file() and path.stat().st_mtime >= train_file.stat().st_mtime:
+    if path.is_file() and path.stat().st_mtime >= train_file.stat().st_mtime and _readable_store(path):
         return path
     fit_config = copy.deepcopy(tc)
     fit_config.fits.store = None
@@ -318,6 +318,17 @@ def _static_fits(tc: Any, train_file: Path, iterations: int, log: Callable[[str]
     summary = fit_dataset(fit_config, path, batch_size=64)  # fits are independent: large batches are faster
     log(f"static fits of {train_file.name}: {summary.store}")
     return path
+
+
+def _readable_store(path: Path) -> bool:
+    """Whether an earlier run's store loads with this version (an older format is made again)."""
+    from mvspin.learning.fits_store import FitsStore, FitsStoreError
+
+    try:
+        FitsStore.load(path)
+    except FitsStoreError:
+        return False
+    return True
 
 
 def _is_number(v: Any) -> bool:

@@ -61,3 +61,18 @@ def test_derive_rejects_bad_share(protocol_data, tmp_path):
     with pytest.raises(ValueError, match=r"joints_3d_share must be in \[0, 1\]"):
         derive_bundle_file(files["val"], tmp_path / "x.h5", joints_3d_share=1.5)
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_static_fits_of_an_older_store_version_are_made_again(tmp_path):
+    """A store an older mvspin wrote (another version) is not reused as the protocol's static fits."""
+    import h5py
+
+    from mvspin.learning.fits_store import FitsStore
+    from mvspin.learning.synthetic_protocol import _readable_store
+
+    path = tmp_path / "fits.h5"
+    FitsStore.empty([{"name": "a.h5", "num_bundles": 3}], num_views=2).save(path)
+    assert _readable_store(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["version"] = 1
+    assert not _readable_store(path)
