@@ -9,8 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Lowest first. The shared modules (atomic, config, errors, io_outputs, rendering) may be used by
 # any layer and import no layer above geometry.
-LAYERS = ("geometry", "body", "fitting", "data", "learning", "inference", "cli")
-SHARED = ("atomic", "config", "errors", "io_outputs", "rendering", "_version")
+LAYERS = ("geometry", "body", "fitting", "data", "detection", "regressor", "learning", "inference", "apps", "cli")
+SHARED = ("atomic", "config", "errors", "io_outputs", "progress", "rendering", "_version")
 
 
 def _imports(path: Path) -> set[str]:
