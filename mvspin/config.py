@@ -15,13 +15,63 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mvspin.errors import MvspinError
 
-__all__ = ["load_config", "save_config", "config_to_dict", "ConfigError", "resolve_device"]
+__all__ = ["load_config", "save_config", "config_to_dict", "ConfigError", "check_range", "resolve_device"]
 
 T = TypeVar("T")
 
 
 class ConfigError(MvspinError, ValueError):
-    """A YAML file or an override does not fit the job's configuration schema."""
+    """A YAML file, an override or a config value does not fit the job's configuration.
+
+    ``field`` is the dotted name of the config field at fault when there is one
+    (``"batch_size"``, ``"sequence.smooth_weight"``); the message names it by that name, and the
+    command line shows the matching flag instead (``--batch-size``).
+
+    Example:
+        >>> err = ConfigError("batch_size must be >= 1, got 0", field="batch_size")
+        >>> err.field, str(err)
+        ('batch_size', 'batch_size must be >= 1, got 0')
+    """
+
+    def __init__(self, message: str, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_range(field: str, value: Any, low: Optional[float] = None, high: Optional[float] = None, *,
+                low_open: bool = False, integer: bool = False) -> None:
+    """Raise :class:`ConfigError` naming ``field`` unless ``low <= value <= high`` (``low < value``
+    with ``low_open``; NaN and infinities fail unless a bound allows them); ``None`` passes.
+    For the ``__post_init__`` checks of job configs.
+
+    Example:
+        >>> check_range("fps", 30.0, 0, 1000, low_open=True)
+        >>> check_range("fps", float("inf"), 0, 1000, low_open=True)
+        Traceback (most recent call last):
+        ...
+        mvspin.config.ConfigError: fps must be in (0, 1000], got inf
+    """
+    if value is None:
+        return
+    if integer and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{field} must be an integer, got {value!r}", field=field)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{field} must be a number, got {value!r}", field=field) from None
+    ok = number == number  # not NaN
+    if low is not None:
+        ok = ok and (number > low if low_open else number >= low)
+    if high is not None:
+        ok = ok and number <= high
+    if not ok:
+        if low is not None and high is not None:
+            want = f"in ({low}, {high}]" if low_open else f"in {low}..{high}"
+        elif low is not None:
+            want = f"> {low}" if low_open else f">= {low}"
+        else:
+            want = f"<= {high}"
+        raise ConfigError(f"{field} must be {want}, got {value}", field=field)
 
 
 def load_config(schema: type[T], yaml_path: Optional[str | Path] = None,
