@@ -33,9 +33,11 @@ class ConfigError(MvspinError, ValueError):
         ('batch_size', 'batch_size must be >= 1, got 0')
     """
 
-    def __init__(self, message: str, field: Optional[str] = None) -> None:
+    def __init__(self, message: str, field: Optional[str] = None, related: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.field = field
+        self.related = tuple(related)
+        """Other fields the message names (``checkpoint needs videos``: ``("videos",)``)."""
 
 
 def check_range(field: str, value: Any, low: Optional[float] = None, high: Optional[float] = None, *,
