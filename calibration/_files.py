@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
+from mvspin.errors import IncompleteWriteError
+
 __all__ = ["atomic_paths", "write_text_atomic", "IncompleteWriteError", "TEMPORARY_MARK", "temporary_prefix"]
 
 TEMPORARY_MARK = "mvspin-tmp"
@@ -29,11 +31,6 @@ _HOST = re.sub(r"[^A-Za-z0-9-]", "_", socket.gethostname()) or "host"
 
 Verify = Callable[[Path], object]
 """A re-reading check, called with the temporary file: raising or returning ``False`` rejects it."""
-
-
-class IncompleteWriteError(OSError):
-    """A calibration file did not reach the disk completely (typically: the disk is full).
-    The message names the final file."""
 
 
 def _default_mode() -> int:

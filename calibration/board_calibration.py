@@ -39,7 +39,7 @@ import torch
 from calibration.anipose_group import from_camera_group
 from calibration.boards import BoardDescription
 from calibration.camera import Rig
-from calibration.errors import CalibrationError
+from mvspin.errors import CalibrationError
 from calibration.triangulation import triangulate_points
 from calibration.world_frame import UP_AXES, align_world, transform_rig
 

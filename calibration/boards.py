@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from calibration._files import atomic_paths, write_text_atomic
-from calibration.errors import CalibrationError
+from mvspin.errors import CalibrationError
 
 __all__ = ["BoardDescription", "BOARD_TYPES", "load_board", "save_board", "render_board", "write_board_png"]
 

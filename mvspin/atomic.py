@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from mvspin.errors import MvspinError
+from mvspin.errors import IncompleteWriteError, MvspinError, OutputLocationError
 
 __all__ = [
     "atomic_path",
@@ -52,15 +52,6 @@ FOREIGN_STALE_AFTER_S = 24 * 3600.0
 
 Verify = Callable[[Path], object]
 """A re-reading check: called with the temporary file; raising or returning ``False`` rejects it."""
-
-
-class IncompleteWriteError(MvspinError, OSError):
-    """A file did not reach the disk completely (typically: the disk is full)."""
-
-
-class OutputLocationError(MvspinError, OSError):
-    """An output path cannot be written: a file or folder is in the way, no permission, a full
-    disk. The message names the path (and the option it came from)."""
 
 
 # Below this much free space a job is refused before it starts: it could not write its outputs.

@@ -25,7 +25,7 @@ import numpy as np
 
 from calibration._files import write_text_atomic
 from calibration.camera import Camera, Rig
-from calibration.errors import CalibrationError
+from mvspin.errors import CalibrationError
 from calibration.world_frame import WorldFrame
 
 __all__ = ["read_anipose_toml", "write_anipose_toml", "rig_from_dicts", "camera_to_dict"]

@@ -22,7 +22,7 @@ import numpy as np
 
 from calibration._files import atomic_paths
 from calibration.camera import Camera, Rig
-from calibration.errors import CalibrationError
+from mvspin.errors import CalibrationError
 from calibration.world_frame import WorldFrame
 
 __all__ = ["read_easymocap", "write_easymocap", "easymocap_paths"]

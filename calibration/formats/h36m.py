@@ -31,7 +31,7 @@ import numpy as np
 
 from calibration._files import atomic_paths, write_text_atomic
 from calibration.camera import Camera, Rig
-from calibration.errors import CalibrationError
+from mvspin.errors import CalibrationError
 
 __all__ = ["H36M_CAMERA_IDS", "H36M_IMAGE_SIZES", "read_h36m_cameras", "read_h36m_rig", "write_h36m_cameras"]
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from calibration._files import write_text_atomic
 from calibration.camera import Camera, Rig
-from calibration.errors import CalibrationError
+from mvspin.errors import CalibrationError
 
 __all__ = ["read_mpi_calibration", "write_mpi_calibration", "MPI_HEADER"]
 
