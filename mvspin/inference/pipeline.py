@@ -51,7 +51,7 @@ from mvspin.data.keypoint_files import (
     parse_person_choice,
 )
 from mvspin.data.video import VideoError, VideoFrames
-from mvspin.errors import MvspinError
+from mvspin.errors import InferError
 from mvspin.inference.config import BACKBONES, MESH_FORMATS, InferConfig
 from mvspin.inference.inputs import (
     InferInput,
@@ -76,10 +76,6 @@ log = logging.getLogger("mvspin")
 
 STAGES = ("read", "crop", "network", "body model", "refine", "render", "write")
 CONFIG_FILE = "infer_config.yaml"
-
-
-class InferError(MvspinError, ValueError):
-    """The run as a whole cannot go ahead (options, checkpoint, ``views`` inputs)."""
 
 
 @dataclass
