@@ -3,7 +3,7 @@
 A thin shell over :func:`calibration.load_rig`,
 :func:`mvspin.data.recording_keypoints.read_recording_keypoints`,
 :func:`mvspin.fitting.recording.fit_recording` (started from
-:func:`mvspin.inference.rig_init.network_world_estimate` with ``--checkpoint`` and ``--videos``) and
+:func:`mvspin.apps.rig.network_start.network_world_estimate` with ``--checkpoint`` and ``--videos``) and
 :func:`mvspin.data.recording_outputs.write_recording_outputs`.
 """
 from __future__ import annotations
@@ -124,9 +124,8 @@ def run(args: argparse.Namespace) -> int:
 def _network_start(args: argparse.Namespace, body, device, rig, frames, videos: list[Path], calibrated_init: str):
     """Load and check the regressor (before any fitting) and return fit_recording's
     ``initial_estimate``: the network on each subject's crops, with a progress bar."""
-    from tqdm import tqdm
-
-    from mvspin.inference.rig_init import load_rig_predictor, network_world_estimate
+    from mvspin.apps.rig.network_start import load_rig_predictor, network_world_estimate
+    from mvspin.cli.common import TqdmProgress
 
     if calibrated_init == "triangulation":
         raise ValueError("--checkpoint: sequence.keyframe.calibrated_init=triangulation would ignore the network; "
@@ -135,11 +134,7 @@ def _network_start(args: argparse.Namespace, body, device, rig, frames, videos: 
     log.info("network initialisation: %s", about)
 
     def estimate(subject: int, keypoints):
-        with tqdm(desc=f"network {subject}", unit="crop", disable=None) as bar:
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            return network_world_estimate(predictor, videos, keypoints, rig, frames, progress)
+        with TqdmProgress(unit="crop") as progress:
+            return network_world_estimate(predictor, videos, keypoints, rig, frames, progress, f"network {subject}")
 
     return estimate, f"network: {about}"

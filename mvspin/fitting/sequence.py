@@ -21,7 +21,7 @@ Calibrated MV-SMPLify extended over time (what a rig user wants, rather than ind
 
 Network initialisation: given a world-frame estimate per frame
 (:class:`~mvspin.fitting.view_estimates.WorldEstimate`, e.g. from a regressor run on each
-camera's crops, :mod:`mvspin.inference.rig_init`), key frames start from it (frames without one
+camera's crops, :mod:`mvspin.apps.rig.network_start`), key frames start from it (frames without one
 from triangulation).
 """
 from __future__ import annotations
@@ -335,7 +335,7 @@ def fit_sequence(
         config: see :class:`SequenceFitConfig`.
         progress: called with the number of frames done after each chunk.
         init: a world-frame start per frame (T frames; ``keyframe.calibrated_init`` ``auto`` or
-            ``network`` uses it), e.g. :func:`mvspin.inference.rig_init.network_world_estimate`.
+            ``network`` uses it), e.g. :func:`mvspin.apps.rig.network_start.network_world_estimate`.
 
     Returns:
         :class:`SequenceResult`; frames no camera saw are interpolated by the smoothness term

@@ -4,7 +4,7 @@ into one world-frame start per frame.
 For a subject already associated across cameras and frames (its 2D keypoints ``(T, V, K, 3)``),
 :func:`predict_rig_views` cuts SPIN's crop around the keypoints in every camera and frame
 (:func:`mvspin.geometry.keypoint_crop_boxes`, the one crop rule) from the camera's video, and runs
-the regressor on the crops in batches (:class:`mvspin.regressor.predictor.Predictor`). A camera
+the regressor on the crops in batches (:class:`mvspin.regressor.Predictor`). A camera
 that does not see the subject in a frame (fewer than two confident keypoints) is skipped there.
 :func:`network_world_estimate` then fuses each frame's views in the rig's world frame
 (:func:`mvspin.fitting.view_estimates.world_estimate_from_views`): body pose and betas by rotation
@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,11 +35,11 @@ from torch import Tensor
 from calibration import Rig, undistort_points
 from mvspin.body import BodyModel
 from mvspin.data.keypoint_files import frame_number
-from mvspin.data.video import VideoError, VideoFrames
+from mvspin.data.video import IMAGE_SUFFIXES, VideoError, VideoFrames
 from mvspin.errors import check_shape
 from mvspin.fitting.view_estimates import WorldEstimate, world_estimate_from_views
 from mvspin.geometry import keypoint_crop_boxes
-from mvspin.inference.inputs import IMAGE_SUFFIXES
+from mvspin.progress import Progress, no_progress
 from mvspin.regressor.checkpoint import CheckpointError, checkpoint_input_size, load_regressor_checkpoint
 from mvspin.regressor.predictor import Predictor
 from mvspin.regressor.preprocess import preprocessing_for_checkpoint, read_image
@@ -89,7 +89,7 @@ def load_rig_predictor(checkpoint: str | os.PathLike[str], body: BodyModel,
     """
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint {path}: no such file")
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
     model, meta = load_regressor_checkpoint(path, map_location=device)
     input_size = checkpoint_input_size(meta, body, path)
     num_betas = int(model.init_shape.shape[-1])
@@ -169,7 +169,8 @@ def predict_rig_views(
     keypoints: Tensor,
     rig: Rig,
     frames: Optional[np.ndarray] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Progress = no_progress,
+    stage: str = "network",
 ) -> RigViewPredictions:
     """Run the regressor on the subject's crop in every camera and frame that sees it.
 
@@ -182,7 +183,9 @@ def predict_rig_views(
         rig: the V cameras (image sizes, when known, are checked against the videos).
         frames: ``(T,)`` keypoint frame numbers (video frame ``n`` = frame number ``n``;
             default ``0..T-1``).
-        progress: ``progress(crops done, crops in all)`` after each network batch.
+        progress: :class:`~mvspin.progress.Progress`, called as ``progress(stage, crops done,
+            crops in all)`` after each network batch.
+        stage: the progress stage's name (e.g. ``"network subject 0"``).
 
     Returns:
         :class:`RigViewPredictions`.
@@ -225,8 +228,7 @@ def predict_rig_views(
             done += len(rows)
             crops.clear()
             rows.clear()
-            if progress is not None:
-                progress(done, total)
+            progress(stage, done, total)
 
         for n, image in camera_frames(path, wanted):
             if min(cam.image_size) > 0 and (image.shape[1], image.shape[0]) != tuple(cam.image_size):
@@ -247,7 +249,8 @@ def network_world_estimate(
     keypoints: Tensor,
     rig: Rig,
     frames: Optional[np.ndarray] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Progress = no_progress,
+    stage: str = "network",
 ) -> WorldEstimate:
     """The regressor's world-frame start for one subject, per frame (module doc).
 
@@ -257,7 +260,7 @@ def network_world_estimate(
         :class:`~mvspin.fitting.view_estimates.WorldEstimate` of T frames (float64); frames no
         camera saw are ``valid = False``.
     """
-    views = predict_rig_views(predictor, videos, keypoints, rig, frames, progress)
+    views = predict_rig_views(predictor, videos, keypoints, rig, frames, progress, stage)
     return world_estimate_from_rig_views(views, rig)
 
 
