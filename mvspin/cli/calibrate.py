@@ -109,15 +109,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
         check_output_location(args.report, what="--report")
     log.info("board: %s %d x %d squares of %.1f mm; %d cameras", board.type, board.squares_x, board.squares_y,
              board.square_length * 1000, len(args.sources))
-    bars: dict[int, tqdm] = {}
+    bars: dict[str, tqdm] = {}
 
-    def progress(camera: int, done: int, total: int) -> None:
+    def progress(stage: str, done: int, total: int) -> None:
         if args.no_progress:
             return
-        if camera not in bars:
-            bars[camera] = tqdm(total=total or None, desc=f"detect {args.sources[camera].name}", unit="frame",
-                                leave=False)
-        bars[camera].update(done - bars[camera].n)
+        if stage not in bars:
+            bars[stage] = tqdm(total=total or None, desc=stage, unit="frame", leave=False)
+        bars[stage].update(done - bars[stage].n)
 
     try:
         rig, report = calibrate_rig(board, args.sources, names=args.names, every_nth=args.every_nth,

@@ -34,7 +34,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from mvspin.errors import MvspinError
+from mvspin.errors import KeypointFileError, MissingKeypointFileError
 from mvspin.geometry import KEYPOINT_MIN_CONFIDENCE
 
 __all__ = [
@@ -52,14 +52,6 @@ __all__ = [
     "read_bbox_json",
     "read_openpose_people",
 ]
-
-
-class KeypointFileError(MvspinError, ValueError):
-    """A keypoint or box file is unreadable, malformed or missing; the message names the file."""
-
-
-class MissingKeypointFileError(KeypointFileError, FileNotFoundError):
-    """A keypoint or box file (or the one matching an image) does not exist."""
 
 
 OPENPOSE_KEYPOINT_SETS: dict[int, str] = {

@@ -47,7 +47,7 @@ from torch import Tensor
 from mvspin.atomic import OutputGroup
 from mvspin.body.keypoint_sets import H36M17_TO_LSP14, get_keypoint_set, keypoint_index_map
 from mvspin.data.bundle_format import BundleFile
-from mvspin.errors import MvspinError
+from mvspin.errors import EvaluationDataError
 from mvspin.geometry import auc, axis_angle_to_matrix, mpjpe, pa_mpjpe, pck, similarity_procrustes
 
 if TYPE_CHECKING:
@@ -150,11 +150,6 @@ PROTOCOLS: dict[str, Protocol] = {
 
 _METRIC_UNITS = {"mpjpe": "mm", "pa_mpjpe": "mm", "pck": "%", "auc": "%", "pck_unaligned": "%",
                  "auc_unaligned": "%"}
-
-
-class EvaluationDataError(MvspinError, ValueError):
-    """A bundle file cannot be evaluated with a protocol (wrong dataset, no samples, missing
-    ground truth); the message names the file and what is wrong."""
 
 
 def get_protocol(name: str | Protocol) -> Protocol:

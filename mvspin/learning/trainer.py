@@ -59,7 +59,7 @@ from torch.utils.data.distributed import DistributedSampler
 from mvspin.atomic import OutputGroup, write_bytes_atomic
 from mvspin.body import BodyModel
 from mvspin.config import config_to_dict, save_config
-from mvspin.errors import MvspinError
+from mvspin.errors import TrainingError
 from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.regressor.backbone import load_imagenet_weights
 from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
@@ -80,11 +80,6 @@ __all__ = ["TrainSummary", "TrainingError", "train", "latest_checkpoint", "build
 log = logging.getLogger("mvspin")
 _CKPT = re.compile(r"^step_(\d+)\.pt$")
 STEP_TIMES = ("data", "network", "fitting", "backward", "store_io")
-
-
-class TrainingError(MvspinError, RuntimeError):
-    """Training cannot start or continue (nothing to resume, a NaN loss, a batch size that does not
-    split over the processes)."""
 
 
 @dataclass

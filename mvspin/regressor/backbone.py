@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvspin.errors import MvspinError
+from mvspin.errors import CheckpointError
 
 try:
     from numpy._core import multiarray as _NUMPY_MULTIARRAY  # numpy >= 2
@@ -63,10 +63,6 @@ RESNET_DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
 
 # First components of every parameter/buffer name that belongs to the trunk.
 TRUNK_PREFIXES: tuple[str, ...] = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
-
-
-class CheckpointError(MvspinError, ValueError):
-    """A weight file cannot be read or does not fit the model it is loaded into."""
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

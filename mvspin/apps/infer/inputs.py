@@ -26,7 +26,7 @@ from mvspin.data.keypoint_files import (
     read_openpose_people,
 )
 from mvspin.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from mvspin.errors import MvspinError
+from mvspin.errors import InputError, NoPersonError
 from mvspin.geometry import KEYPOINT_MIN_CONFIDENCE, SPIN_SCALE_UNIT, keypoint_crop_box, points_inside_image
 
 __all__ = [
@@ -55,15 +55,6 @@ keypoint box at most ~1.2 x the diagonal). Larger boxes are mistakes (a box for 
 size) and would make the anti-aliased crop blur with a huge kernel for minutes."""
 # A keypoint counts as found above this confidence (the crop-box rule's threshold).
 CONF_THRESHOLD = KEYPOINT_MIN_CONFIDENCE
-
-
-class InputError(MvspinError, ValueError):
-    """One input cannot be processed (unreadable, no box, a box that does not fit the image);
-    the run goes on with the others."""
-
-
-class NoPersonError(InputError):
-    """A keypoint file names nobody usable (a video frame then keeps the previous box)."""
 
 
 @dataclass

@@ -13,7 +13,6 @@ from mvspin.apps.infer.inputs import InferInput, collect_inputs
 from mvspin.apps.infer.session import CONFIG_FILE, InferReport, InferSession, resolve_config_device
 from mvspin.apps.infer.video import run_video, video_files
 from mvspin.apps.infer.views import run_views, views_files
-from mvspin.atomic import OutputLocationError
 from mvspin.config import ConfigError, save_config
 from mvspin.progress import Progress, no_progress
 
@@ -45,13 +44,11 @@ def _planned_files(config: InferConfig, items: list[InferInput]) -> list[Path]:
 
 
 def _check_out(config: InferConfig, items: list[InferInput]) -> None:
+    """The output folder, and the place of every file the inputs will write (OutputLocationError
+    with ``field="out"``)."""
     from mvspin.io_outputs import check_output_folder
 
-    try:
-        check_output_folder(config.out, _planned_files(config, items), what="out")
-    except OutputLocationError as err:
-        err.field = "out"  # type: ignore[attr-defined]  # the CLI names the flag (-o/--out)
-        raise
+    check_output_folder(config.out, _planned_files(config, items), what="out")
 
 
 def run(config: InferConfig, progress: Progress = no_progress, *, body: Optional[BodyModel] = None,

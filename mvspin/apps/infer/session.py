@@ -20,7 +20,7 @@ from mvspin.apps.infer.inputs import InputError, PersonBox, check_box, check_ima
 from mvspin.atomic import OutputGroup
 from mvspin.config import ConfigError, resolve_device
 from mvspin.data.keypoint_files import openpose_keypoint_set, parse_person_choice
-from mvspin.errors import MvspinError
+from mvspin.errors import InferError
 from mvspin.regressor.predictor import Prediction, Predictor, refine_with_smplify, timed, whole_image_box
 from mvspin.regressor.preprocess import preprocessing_for_checkpoint
 
@@ -37,10 +37,6 @@ log = logging.getLogger("mvspin")
 STAGES = ("read", "crop", "network", "body model", "refine", "render", "write")
 """The stages :attr:`InferReport.timings` splits a run's seconds into."""
 CONFIG_FILE = "infer_config.yaml"
-
-
-class InferError(MvspinError, ValueError):
-    """The run as a whole cannot go ahead (the ``views`` inputs, keypoint files that disagree)."""
 
 
 @dataclass

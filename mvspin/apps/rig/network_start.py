@@ -4,7 +4,7 @@ into one world-frame start per frame.
 For a subject already associated across cameras and frames (its 2D keypoints ``(T, V, K, 3)``),
 :func:`predict_rig_views` cuts SPIN's crop around the keypoints in every camera and frame
 (:func:`mvspin.geometry.keypoint_crop_boxes`, the one crop rule) from the camera's video, and runs
-the regressor on the crops in batches (:class:`mvspin.regressor.Predictor`). A camera
+the regressor on the crops in batches (:class:`mvspin.regressor.predictor.Predictor`). A camera
 that does not see the subject in a frame (fewer than two confident keypoints) is skipped there.
 :func:`network_world_estimate` then fuses each frame's views in the rig's world frame
 (:func:`mvspin.fitting.view_estimates.world_estimate_from_views`): body pose and betas by rotation
@@ -39,10 +39,10 @@ from mvspin.data.video import IMAGE_SUFFIXES, VideoError, VideoFrames
 from mvspin.errors import check_shape
 from mvspin.fitting.view_estimates import WorldEstimate, world_estimate_from_views
 from mvspin.geometry import keypoint_crop_boxes
-from mvspin.progress import Progress, no_progress
 from mvspin.regressor.checkpoint import CheckpointError, checkpoint_input_size, load_regressor_checkpoint
 from mvspin.regressor.predictor import Predictor
 from mvspin.regressor.preprocess import preprocessing_for_checkpoint, read_image
+from mvspin.progress import Progress, no_progress
 
 __all__ = ["RigViewPredictions", "load_rig_predictor", "camera_frames", "predict_rig_views", "network_world_estimate",
            "world_estimate_from_rig_views"]
@@ -170,7 +170,6 @@ def predict_rig_views(
     rig: Rig,
     frames: Optional[np.ndarray] = None,
     progress: Progress = no_progress,
-    stage: str = "network",
 ) -> RigViewPredictions:
     """Run the regressor on the subject's crop in every camera and frame that sees it.
 
@@ -183,9 +182,7 @@ def predict_rig_views(
         rig: the V cameras (image sizes, when known, are checked against the videos).
         frames: ``(T,)`` keypoint frame numbers (video frame ``n`` = frame number ``n``;
             default ``0..T-1``).
-        progress: :class:`~mvspin.progress.Progress`, called as ``progress(stage, crops done,
-            crops in all)`` after each network batch.
-        stage: the progress stage's name (e.g. ``"network subject 0"``).
+        progress: :class:`~mvspin.progress.Progress`, stage ``"network"``: crops done after each batch.
 
     Returns:
         :class:`RigViewPredictions`.
@@ -228,7 +225,7 @@ def predict_rig_views(
             done += len(rows)
             crops.clear()
             rows.clear()
-            progress(stage, done, total)
+            progress("network", done, total)
 
         for n, image in camera_frames(path, wanted):
             if min(cam.image_size) > 0 and (image.shape[1], image.shape[0]) != tuple(cam.image_size):
@@ -250,7 +247,6 @@ def network_world_estimate(
     rig: Rig,
     frames: Optional[np.ndarray] = None,
     progress: Progress = no_progress,
-    stage: str = "network",
 ) -> WorldEstimate:
     """The regressor's world-frame start for one subject, per frame (module doc).
 
@@ -260,7 +256,7 @@ def network_world_estimate(
         :class:`~mvspin.fitting.view_estimates.WorldEstimate` of T frames (float64); frames no
         camera saw are ``valid = False``.
     """
-    views = predict_rig_views(predictor, videos, keypoints, rig, frames, progress, stage)
+    views = predict_rig_views(predictor, videos, keypoints, rig, frames, progress)
     return world_estimate_from_rig_views(views, rig)
 
 

@@ -106,8 +106,12 @@ def test_world_estimate_equals_ground_truth(body, recording, tmp_path):
         videos[v] = folder
     fake = GroundTruthPredictor(body, rec, kp)
     done = []
+<<<<<<<< HEAD:tests/apps/rig/test_network_start.py
     est = network_world_estimate(fake, videos, kp, rec.rig, progress=lambda *call: done.append(call),
                                  stage="network 0")
+========
+    est = network_world_estimate(fake, videos, kp, rec.rig, progress=lambda _, n, total: done.append((n, total)))
+>>>>>>>> main:tests/apps/test_rig_network_start.py
     # One crop per camera and frame that sees the subject, batched by the predictor's batch size.
     seen = (kp[..., 2] > 0).sum(-1) >= 2
     assert int(seen.sum()) == T * V - 1 - V - 2 == sum(fake.calls) and max(fake.calls) <= 5
