@@ -49,6 +49,7 @@ import torch
 from mvspin import rendering
 from mvspin.body import BodyModel
 from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES
+from mvspin.config import ConfigError
 from mvspin.data.bundle_format import BundleWriter
 from mvspin.data.synthetic_keypoints import make_capture, sample_bodies
 from mvspin.data.synthetic_options import SyntheticOptions
@@ -56,6 +57,7 @@ from mvspin.geometry import keypoint_crop_boxes
 from mvspin.progress import Progress, no_progress, stage_progress
 
 __all__ = [
+    "check_renderable",
     "SyntheticOptions",
     "SyntheticBundle",
     "GenerationReport",
@@ -87,11 +89,12 @@ _LEGS = ("left_knee", "right_knee")
 _SHOES = ("left_ankle", "right_ankle", "left_foot", "right_foot")
 
 
-def _check_renderable(opt: SyntheticOptions) -> None:
-    """The renderer's own limit: one framebuffer side (GL textures; memory)."""
+def check_renderable(opt: SyntheticOptions) -> None:
+    """Raise :class:`~mvspin.config.ConfigError` (field ``image_size``) beyond the renderer's own
+    limit: one framebuffer side (GL textures; memory). Checked before any body model loads."""
     if max(opt.image_size) > _MAX_FRAMEBUFFER:
-        raise ValueError(f"image_size must be at most {_MAX_FRAMEBUFFER} pixels per side for rendering, "
-                         f"got {opt.image_size}")
+        raise ConfigError(f"image_size must be at most {_MAX_FRAMEBUFFER} pixels per side for rendering, "
+                          f"got {opt.image_size}", field="image_size")
 
 
 @dataclass
@@ -400,7 +403,7 @@ def make_bundle(body: BodyModel, index: int, seed: int = 0, options: Optional[Sy
         the bundle's fields (cameras, keypoints, crops, joints, SMPL, ids), rendered images, masks.
     """
     opt = options or SyntheticOptions.preset("capture")
-    _check_renderable(opt)
+    check_renderable(opt)
     if body.num_betas != 10:
         raise ValueError(f"the bundle format stores 10 betas; body model {body.name} has {body.num_betas}")
     t0 = time.perf_counter()
@@ -505,7 +508,7 @@ def generate_capture_file(
             with the renderer's (measured 1.5x slower with 2 threads on a 2-core machine).
     """
     opt = options or SyntheticOptions.preset("capture")
-    _check_renderable(opt)
+    check_renderable(opt)
     if num_bundles < 1:
         raise ValueError(f"num_bundles must be >= 1, got {num_bundles}")
     body = body if body is not None else BodyModel.free("full")
