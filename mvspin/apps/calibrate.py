@@ -35,7 +35,7 @@ __all__ = ["CalibrateConfig", "CalibrateReport", "run", "BoardImageConfig", "Boa
 
 log = logging.getLogger("mvspin")
 
-MAX_DPI = 2400.0
+MAX_DPI = 2400
 """The finest print resolution :func:`run_board_image` renders for (dots per inch; photo printers)."""
 MAX_BOARD_PIXELS = 250_000_000
 """The largest board image :func:`run_board_image` renders (pixels; 250 MB of grey levels): a
@@ -51,11 +51,13 @@ def _check_format(name: str, value: Optional[str]) -> None:
 class CalibrateConfig:
     """Everything ``mvspin calibrate`` needs."""
 
-    board: Path
+    # Optional in type only: the command line parses them after `calibrate board-image` is ruled
+    # out; __post_init__ requires them.
+    board: Optional[Path]
     """Board description file (.yaml or .toml; anipose's config.toml [calibration] table works too)."""
-    videos: list[Path]
+    videos: Optional[list[Path]]
     """One video file or image folder per camera, in rig order (frame i of each is the same moment)."""
-    out: Path
+    out: Optional[Path]
     """Calibration file to write (format from the suffix: .toml anipose, a folder or intri.yml
     EasyMocap, .qca.txt Qualisys, .json/.h5 Human3.6M, .calibration MPI-INF-3DHP)."""
     format: Optional[str] = None
@@ -73,6 +75,9 @@ class CalibrateConfig:
     """Also write the calibration report as JSON here."""
 
     def __post_init__(self) -> None:
+        for name in ("board", "videos", "out"):
+            if getattr(self, name) is None:
+                raise ConfigError(f"{name} is required for a calibration", field=name)
         self.board, self.out = Path(self.board), Path(self.out)
         self.videos = [Path(v) for v in self.videos]
         _check_format("format", self.format)

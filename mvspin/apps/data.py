@@ -74,7 +74,11 @@ def run_synthetic(config: SyntheticDataConfig, progress: Progress = no_progress)
 
 
 class BuildDataError(MvspinError, ValueError):
-    """A dataset build wrote no bundle (every item skipped, see the report)."""
+    """A dataset build wrote no bundle (every item skipped); ``report`` says what was skipped and why."""
+
+    def __init__(self, message: str, report: BuildReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 # Config field -> builder keyword argument (the builders name them alike).
@@ -118,7 +122,8 @@ class BuildDataConfig:
         try:
             builder = resolve_builder(self.dataset)
         except ValueError as err:
-            raise ConfigError(str(err), field="dataset") from None
+            # no field: on the command line it is the first argument, not a flag to name
+            raise ConfigError(str(err)) from None
         check_range("every_nth", self.every_nth, 1, integer=True)
         check_range("jpeg_quality", self.jpeg_quality, 0, 100, integer=True)
         check_range("bbox_scale_factor", self.bbox_scale_factor, 0, 100, low_open=True)
@@ -177,7 +182,7 @@ def run_build(config: BuildDataConfig, progress: Progress = no_progress) -> Buil
     if report.num_bundles == 0:
         raise BuildDataError(f"no bundle could be built from {config.root} ({len(report.skipped)} items skipped: "
                              f"{report.skipped[0].reason if report.skipped else 'nothing found'}); "
-                             f"{config.out} was not written")
+                             f"{config.out} was not written", report)
     return report
 
 

@@ -39,7 +39,7 @@ class EvalConfig:
 
     checkpoint: Path
     """Regressor checkpoint (SPIN or mvspin layout)."""
-    dataset: str
+    dataset: str = field(metadata={"choices": tuple(PROTOCOLS)})
     """Evaluation protocol: h36m-p1, h36m-p2, mpi-inf-3dhp, 3dpw or synthetic."""
     data: Path
     """Bundle file of the protocol's dataset (mvspin data)."""
