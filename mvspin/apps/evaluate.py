@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from mvspin.apps._outputs import removed_if_unused
 from mvspin.atomic import check_output_location
 from mvspin.body import BodyModelConfig
 from mvspin.config import ConfigError, check_range, resolve_device
@@ -96,7 +97,14 @@ def run(config: EvalConfig, progress: Progress = no_progress) -> EvalReport:
         OutputLocationError: ``out`` cannot receive the results (before any evaluation).
         EvaluationDataError: the data file does not fit the protocol.
         CheckpointError: the checkpoint cannot be read or was trained for another body model.
+
+    An ``out`` folder made for this run is removed again when the run fails.
     """
+    with removed_if_unused(config.out):
+        return _run(config, progress)
+
+
+def _run(config: EvalConfig, progress: Progress) -> EvalReport:
     from mvspin.body import BodyModel
     from mvspin.data.bundle_format import BundleFile
     from mvspin.learning.checkpoint import load_regressor_checkpoint

@@ -56,8 +56,9 @@ class RenderModelConfig:
         if len(self.size) != 2:
             raise ConfigError(f"size must be W H, got {list(self.size)}", field="size")
         self.size = (self.size[0], self.size[1])
-        for value in self.size:
-            check_range("size", value, 32, 4096, integer=True)
+        for side, value in zip("WH", self.size):
+            if isinstance(value, bool) or not isinstance(value, int) or not 32 <= value <= 4096:
+                raise ConfigError(f"size {side} must be in 32..4096, got {value}", field="size")
         if self.out.suffix.lower() != ".png":
             raise ConfigError(f"out {self.out}: the gallery is a PNG; give a name ending in .png", field="out")
         w, h = self.grid_pixels()
