@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from mvspin.errors import MvspinError
+from mvspin.errors import IncompleteWriteError, MvspinError, OutputLocationError
 
 __all__ = [
     "atomic_path",
@@ -41,6 +41,7 @@ __all__ = [
     "TEMPORARY_MARK",
     "OutputLocationError",
     "check_output_location",
+    "output_folder",
 ]
 
 TEMPORARY_MARK = "mvspin-tmp"
@@ -54,13 +55,10 @@ Verify = Callable[[Path], object]
 """A re-reading check: called with the temporary file; raising or returning ``False`` rejects it."""
 
 
-class IncompleteWriteError(MvspinError, OSError):
-    """A file did not reach the disk completely (typically: the disk is full)."""
-
-
-class OutputLocationError(MvspinError, OSError):
-    """An output path cannot be written: a file or folder is in the way, no permission, a full
-    disk. The message names the path (and the option it came from)."""
+def location_error(message: str, what: str) -> OutputLocationError:
+    """An :class:`OutputLocationError`; when ``what`` is a config field name (``"out"``) the
+    error's ``field`` names it, so the command line shows the flag (``--out``)."""
+    return OutputLocationError(message, field=what if what.isidentifier() else None)
 
 
 # Below this much free space a job is refused before it starts: it could not write its outputs.
@@ -84,28 +82,59 @@ def check_output_location(path: str | os.PathLike, kind: str = "file", what: str
     path = Path(path).expanduser()
     folder = path if kind == "folder" else path.parent
     if kind == "file" and path.is_dir():
-        raise OutputLocationError(f"{what} {path}: is a directory (expected a file name)")
+        raise location_error(f"{what} {path}: is a directory (expected a file name)", what)
     if kind == "folder" and path.exists() and not path.is_dir():
-        raise OutputLocationError(f"{what} {path}: a file is in the way (expected a folder)")
+        raise location_error(f"{what} {path}: a file is in the way (expected a folder)", what)
     for ancestor in (folder, *folder.parents):
         if ancestor.exists():
             if not ancestor.is_dir():
-                raise OutputLocationError(f"{what} {path}: {ancestor} is a file, not a folder")
+                raise location_error(f"{what} {path}: {ancestor} is a file, not a folder", what)
             break
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = temporary_path_for(folder / ".mvspin-write-probe")
         probe.unlink()
     except OSError as err:
-        raise OutputLocationError(f"{what} {path}: cannot write there ({err.strerror or err})") from None
+        raise location_error(f"{what} {path}: cannot write there ({err.strerror or err})", what) from None
     try:
         stats = os.statvfs(folder)
         free = stats.f_bavail * stats.f_frsize
     except (OSError, AttributeError):
         free = None
     if free is not None and free < min_free_bytes:
-        raise OutputLocationError(f"{what} {path}: the disk is full ({free} bytes free)")
+        raise location_error(f"{what} {path}: the disk is full ({free} bytes free)", what)
     return path
+
+
+@contextlib.contextmanager
+def output_folder(path: str | os.PathLike, what: str = "out") -> Iterator[Path]:
+    """Check (and create) an output folder with :func:`check_output_location` for the duration of
+    a job; when the job fails and the folder was created here and is still empty, remove it
+    again, so a refused job leaves nothing behind.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> try:
+        ...     with output_folder(root / "run"):
+        ...         raise ValueError("bad input")
+        ... except ValueError:
+        ...     pass
+        >>> (root / "run").exists()
+        False
+    """
+    path = Path(path).expanduser()
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    check_output_location(path, kind="folder", what=what)
+    try:
+        yield path
+    except BaseException:
+        for folder in created:  # deepest first; stop at the first one that holds something
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _default_mode() -> int:
@@ -316,13 +345,15 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 
 class OutputGroup:
-    """Files that belong together (one input's ``.npz``, mesh and overlay) appear together or
-    not at all.
+    """Files that belong together (one input's ``.npz``, mesh and overlay; a camera's
+    ``intri.yml`` and ``extri.yml``) appear together or not at all.
 
     Each :meth:`path` call gives a temporary path beside its final name; when the ``with`` block
-    succeeds every temporary is committed (checked and renamed) in order, when it raises, or a
-    commit fails, every temporary and every file already committed by this group is removed, so
-    no lone ``.npz`` is left next to a missing mesh.
+    succeeds every temporary is checked (:func:`check_complete`) and only when all passed are
+    they renamed, in order, so a file that fails its check leaves the previous files of the whole
+    group as they were. When the block raises, a check fails or a rename fails, every temporary
+    and every file already renamed by this group is removed, so no lone ``.npz`` is left next to a
+    missing mesh.
 
     Example:
         >>> import tempfile
@@ -356,8 +387,14 @@ class OutputGroup:
         if exc_type is None:
             try:
                 for tmp, final, verify in self._pending:
-                    commit_temporary(tmp, final, fsync=self._fsync, verify=verify)
+                    check_complete(tmp, final, fsync=self._fsync, verify=verify)
+                for tmp, final, _ in self._pending:
+                    os.chmod(tmp, _MODE)
+                    os.replace(tmp, final)
                     self.committed.append(final)
+                if self._fsync:
+                    for folder in {final.parent for final in self.committed}:
+                        _fsync_folder(folder)
                 return
             except BaseException:
                 self._discard()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES, KeypointSet, get_keypoint_set
-from mvspin.errors import MvspinError
+from mvspin.errors import KeypointSetUnavailable
 
 __all__ = ["KeypointMap", "PointSources", "KeypointSetUnavailable", "DERIVED_POINTS"]
 
@@ -50,13 +50,6 @@ DERIVED_POINTS: dict[str, tuple[tuple[str, float], ...]] = {
     "h36m_head": (("head_top", 1.0),),
     **_H36M_LIMB_POINTS,
 }
-
-
-class KeypointSetUnavailable(MvspinError, KeyError):
-    """A keypoint set needs a point the loaded body model cannot provide."""
-
-    def __str__(self) -> str:  # KeyError would print the message with quotes
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ import numpy as np
 from mvspin._version import __version__
 from mvspin.atomic import commit_temporary, temporary_path_for
 from mvspin.body.keypoint_sets import KEYPOINT_SETS
-from mvspin.errors import MvspinError
+from mvspin.errors import BundleFormatError
 from mvspin.progress import Progress, no_progress, stage_progress
 
 __all__ = [
@@ -153,13 +153,6 @@ _STR_DTYPE = h5py.string_dtype("utf-8")
 _BYTES_DTYPE = h5py.vlen_dtype(np.uint8)
 # Tolerance for accepting a stored rotation: text calibrations carry ~7 significant digits.
 _ROTATION_TOL = 1e-4
-
-
-class BundleFormatError(MvspinError, ValueError):
-    """A bundle file (or a bundle being written) does not follow :data:`SCHEMA`.
-
-    The message names the file and, where it applies, the field.
-    """
 
 
 def _err(path: Any, field: Optional[str], message: str) -> BundleFormatError:

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
-from mvspin.errors import MvspinError
+from mvspin.errors import VideoError
 
 __all__ = ["VideoError", "VideoInfo", "VideoFrames", "video_info", "iter_video_frames", "encode_image",
            "image_size_of_file", "FALLBACK_FPS"]
@@ -24,10 +24,6 @@ FALLBACK_FPS = 30.0
 # Frames a container's count may be off by (some muxers count one frame more or less) before a
 # shorter stream is called truncated.
 FRAME_COUNT_TOLERANCE = 1
-
-
-class VideoError(MvspinError, OSError):
-    """A video file is missing or cannot be opened or decoded; the message names the file."""
 
 
 @dataclass(frozen=True)

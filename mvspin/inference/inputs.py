@@ -25,7 +25,7 @@ from mvspin.data.keypoint_files import (
     read_bbox_json,
     read_openpose_people,
 )
-from mvspin.errors import MvspinError
+from mvspin.errors import InputError, NoPersonError
 from mvspin.geometry import KEYPOINT_MIN_CONFIDENCE, SPIN_SCALE_UNIT, keypoint_crop_box, points_inside_image
 
 __all__ = [
@@ -56,15 +56,6 @@ keypoint box at most ~1.2 x the diagonal). Larger boxes are mistakes (a box for 
 size) and would make the anti-aliased crop blur with a huge kernel for minutes."""
 # A keypoint counts as found above this confidence (the crop-box rule's threshold).
 CONF_THRESHOLD = KEYPOINT_MIN_CONFIDENCE
-
-
-class InputError(MvspinError, ValueError):
-    """One input cannot be processed (unreadable, no box, a box that does not fit the image);
-    the run goes on with the others."""
-
-
-class NoPersonError(InputError):
-    """A keypoint file names nobody usable (a video frame then keeps the previous box)."""
 
 
 @dataclass
@@ -205,8 +196,8 @@ def people_in_image(width: int, height: int, keypoints_file: Optional[Path] = No
         InputError: a file is missing, unreadable or malformed, or a box / the keypoints do not
             fit the image (:func:`check_box`).
     """
-    from mvspin.learning.inference import whole_image_box
-    from mvspin.learning.preprocess import bbox_to_center_scale, spin_openpose_center_scale
+    from mvspin.regressor.predictor import whole_image_box
+    from mvspin.regressor.preprocess import bbox_to_center_scale, spin_openpose_center_scale
 
     box_of_keypoints = spin_openpose_center_scale if preprocessing == "spin" else keypoint_crop_box
 
