@@ -26,7 +26,7 @@ __all__ = [
     # body
     "BodyModelFilesError", "UnsafePickleError", "KeypointSetUnavailable",
     # fitting
-    "RecordingError", "CameraMismatchError",
+    "RecordingError", "NoFrameFittedError", "CameraMismatchError",
     # data
     "BundleFormatError", "VideoError", "KeypointFileError", "MissingKeypointFileError",
     # network, training and evaluation
@@ -106,6 +106,10 @@ class KeypointSetUnavailable(MvspinError, KeyError):
 
 class RecordingError(MvspinError, ValueError):
     """A recording cannot be fitted as given (units, cameras that see nothing, no subject)."""
+
+
+class NoFrameFittedError(RecordingError):
+    """No frame of a sequence could be fitted: no camera saw the subject with enough keypoints."""
 
 
 class CameraMismatchError(MvspinError, ValueError):

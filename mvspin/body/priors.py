@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES
 from mvspin.body.safe_pickle import load_restricted_pickle
+from mvspin.errors import ShapeError, check_shape
 
 __all__ = ["GMMPosePrior", "FreePosePrior", "angle_prior", "shape_prior", "JOINT_LIMITS_DEG"]
 
@@ -29,7 +30,7 @@ def _check_body_pose(body_pose: Tensor) -> Tensor:
     if body_pose.shape[-1] == 3 and body_pose.dim() >= 2 and body_pose.shape[-2] == 23:
         body_pose = body_pose.flatten(-2)
     if body_pose.shape[-1] != 69:
-        raise ValueError(f"body_pose must be axis-angle (B, 69) or (B, 23, 3), got {tuple(body_pose.shape)}")
+        raise ShapeError(f"body_pose must be axis-angle (B, 69) or (B, 23, 3), got {tuple(body_pose.shape)}")
     return body_pose
 
 
@@ -47,12 +48,9 @@ class GMMPosePrior(nn.Module):
     def __init__(self, means: np.ndarray, covars: np.ndarray, weights: np.ndarray) -> None:
         super().__init__()
         means, covars, weights = (np.asarray(a, dtype=np.float64) for a in (means, covars, weights))
-        c = means.shape[0]
-        if means.shape != (c, 69) or covars.shape != (c, 69, 69) or weights.shape != (c,):
-            raise ValueError(
-                "GMM prior expects means (C, 69), covars (C, 69, 69), weights (C,); got "
-                f"{means.shape}, {covars.shape}, {weights.shape}"
-            )
+        sizes = check_shape("GMM prior means", means, ["C", 69])
+        check_shape("GMM prior covars", covars, ["C", 69, 69], sizes)
+        check_shape("GMM prior weights", weights, ["C"], sizes)
         precisions = np.linalg.inv(covars)
         sqrt_dets = np.sqrt(np.linalg.det(covars))
         const = (2 * math.pi) ** (69 / 2)

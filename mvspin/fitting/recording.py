@@ -22,7 +22,7 @@ from torch import Tensor
 
 from calibration import Rig
 from mvspin.body import BodyModel
-from mvspin.errors import RecordingError
+from mvspin.errors import NoFrameFittedError, RecordingError
 from mvspin.fitting.association import Association, AssociationConfig, associate_subjects
 from mvspin.fitting.sequence import SequenceFitConfig, SequenceResult, fit_sequence
 from mvspin.fitting.view_estimates import WorldEstimate
@@ -158,9 +158,7 @@ def fit_recording(
         try:
             start = None if initial_estimate is None else initial_estimate(s, kp)
             result = fit_sequence(body, kp, rig, keypoint_set, c.sequence, progress=report(f"fit {s}"), init=start)
-        except ValueError as err:
-            if "no frame of the recording could be fitted" not in str(err):
-                raise
+        except NoFrameFittedError:
             raise RecordingError(f"subject {s}: no frame could be fitted: {not_seen}") from None
         views = (kp[..., 2] > 0).any(-1).sum(-1)
         failed = {i: _failure_reason(bool(assoc.found[s, i]), int(views[i]), c.association.min_views)

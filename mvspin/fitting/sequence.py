@@ -35,6 +35,7 @@ from torch import Tensor
 
 from calibration import CameraTensors, Rig
 from mvspin.body import BodyModel
+from mvspin.errors import NoFrameFittedError
 from mvspin.fitting.chunk_refinement import ChunkEnergy, ChunkParams, refine_levenberg_marquardt
 from mvspin.fitting.config import MVSMPLifyConfig, validate_config
 from mvspin.fitting.keypoint_targets import KeypointTargets
@@ -342,7 +343,8 @@ def fit_sequence(
         and flagged ``fitted = False``.
 
     Raises:
-        ValueError: wrong shapes, or no frame of the recording can be fitted.
+        ValueError: wrong shapes.
+        NoFrameFittedError: no frame of the recording can be fitted (a ``RecordingError``).
     """
     c = config or SequenceFitConfig()
     validate_config(c.keyframe)
@@ -396,7 +398,7 @@ def fit_sequence(
         if progress is not None:
             progress(prev_end)
     if fitter.betas is None:
-        raise ValueError("no frame of the recording could be fitted: no camera saw the subject with enough "
+        raise NoFrameFittedError("no frame of the recording could be fitted: no camera saw the subject with enough "
                          "keypoints")
     return SequenceResult(
         body_pose=out["body_pose"], global_orient=out["global_orient"], betas=fitter.betas, transl=out["transl"],

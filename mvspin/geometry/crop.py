@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from mvspin.geometry.cameras import SPIN_SCALE_UNIT
-from mvspin.geometry.rotations import _check_trailing_shape
+from mvspin.errors import check_shape
 
 __all__ = [
     "SPIN_BBOX_SCALE_FACTOR",
@@ -88,7 +88,7 @@ def keypoint_crop_boxes(
         >>> keypoint_crop_boxes(kp)  # box 40 x 200 px -> side 240 px
         CropBoxes(center=tensor([[120., 150.]]), scale=tensor([1.2000]), valid=tensor([True]))
     """
-    _check_trailing_shape(keypoints, (3,), "keypoints", "keypoint_crop_boxes", leading=("K",))
+    check_shape("keypoint_crop_boxes: keypoints", keypoints, ["*", None, 3])
     xy = keypoints[..., :2]
     use = (keypoints[..., 2] > min_confidence) & torch.isfinite(xy).all(-1)
     big = torch.finfo(keypoints.dtype).max
@@ -127,8 +127,8 @@ def keypoint_crop_box(
         ([120.0, 150.0], 1.2)
     """
     kp = np.asarray(keypoints, dtype=np.float64)
-    if kp.ndim != 2 or kp.shape[1] not in (2, 3):
-        raise ValueError(f"expected keypoints of shape (K, 3) (x, y, confidence) or (K, 2), got {kp.shape}")
+    if kp.ndim != 2 or kp.shape[1] != 2:
+        check_shape("keypoints ((K, 3) with confidence, or (K, 2))", kp, [None, 3])
     if kp.shape[1] == 2:
         kp = np.concatenate([kp, np.ones((len(kp), 1))], axis=1)
         min_confidence = min(min_confidence, 0.0)
@@ -165,7 +165,6 @@ def points_inside_image(
     else:
         uv = np.asarray(uv, dtype=np.float64)
         size = np.asarray(image_size, dtype=np.float64)
-    if uv.shape[-1:] != (2,):
-        raise ValueError(f"points_inside_image: expected uv of shape (..., 2), got {tuple(uv.shape)}")
+    check_shape("points_inside_image: uv", uv, ["*", 2])
     # NaN fails both comparisons and inf one of them, so non-finite points are outside.
     return ((uv >= -0.5) & (uv < size - 0.5)).all(-1)
