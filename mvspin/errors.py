@@ -58,7 +58,8 @@ class ConfigError(MvspinError, ValueError):
 
     ``field`` is the dotted name of the config field at fault when there is one
     (``"batch_size"``, ``"sequence.smooth_weight"``); the message names it by that name, and the
-    command line shows the matching flag instead (``--batch-size``).
+    command line shows the matching flag instead (``--batch-size``); ``related`` lists other
+    fields the message names.
 
     Example:
         >>> err = ConfigError("batch_size must be >= 1, got 0", field="batch_size")
@@ -66,9 +67,11 @@ class ConfigError(MvspinError, ValueError):
         ('batch_size', 'batch_size must be >= 1, got 0')
     """
 
-    def __init__(self, message: str, field: Optional[str] = None) -> None:
+    def __init__(self, message: str, field: Optional[str] = None, related: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.field = field
+        self.related = tuple(related)
+        """Other fields the message names (``checkpoint needs videos``: ``("videos",)``)."""
 
 
 class IncompleteWriteError(MvspinError, OSError):
@@ -76,7 +79,12 @@ class IncompleteWriteError(MvspinError, OSError):
 
 
 class OutputLocationError(MvspinError, OSError):
-    """An output path cannot be written (a file or folder in the way, no permission, a full disk)."""
+    """An output path cannot be written (a file or folder in the way, no permission, a full disk);
+    ``field`` names the config field it came from (``"out"``) when there is one."""
+
+    def __init__(self, message: str, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 # --- calibration ------------------------------------------------------------------------------------
