@@ -39,10 +39,10 @@ import torch
 from calibration.anipose_group import from_camera_group
 from calibration.boards import BoardDescription
 from calibration.camera import Rig
-from mvspin.errors import CalibrationError
-from mvspin.progress import Progress, no_progress
 from calibration.triangulation import triangulate_points
 from calibration.world_frame import UP_AXES, align_world, transform_rig
+from mvspin.errors import CalibrationError
+from mvspin.progress import Progress, no_progress
 
 __all__ = ["calibrate_rig", "CalibrationReport", "CameraCalibrationReport", "detect_board", "detect_corners",
            "checkerboard_is_symmetric", "BoardDetections", "IMAGE_SUFFIXES"]

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from calibration.camera import Camera, Rig
+from calibration.world_frame import WorldFrame
 from mvspin.atomic import OutputGroup
 from mvspin.errors import CalibrationError
-from calibration.world_frame import WorldFrame
 
 __all__ = ["read_easymocap", "write_easymocap", "easymocap_paths"]
 

@@ -15,7 +15,6 @@ from typing import Any
 from mvspin.cli.common import add_body_model_args, atomic_write_bytes, check_output, check_range
 
 
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="make bundle files (synthetic captures, dataset builders) and inspect them",
                        description="Make and inspect multi-view bundle files (HDF5).")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -124,7 +124,6 @@ def _frame_people(cand: Tensor, cams: CameraTensors, config: AssociationConfig, 
     seeds_b = c if v <= 3 else flip_twin
     prop = [(a, b, i, j) for a, b in pairs for i in range(flip_twin) for j in range(seeds_b)]
     pa, pb, pi, pj = (torch.tensor(col) for col in zip(*prop))
-    n = len(prop)
     xy = torch.stack([cand[:, pa, pi, :, :2], cand[:, pb, pj, :, :2]], 2)  # (T, N, 2, K, 2)
     w = torch.stack([conf[:, pa, pi], conf[:, pb, pj]], 2)  # (T, N, 2, K)
     tri = triangulate_points(xy, w, _pair_cameras(cams, pa, pb), threshold_px=None)

@@ -51,11 +51,9 @@ from mvspin.fitting.result import FitResult, PerViewEstimate
 from mvspin.fitting.view_estimates import WorldEstimate, world_estimate_from_views
 from mvspin.geometry import (
     axis_angle_to_matrix,
-    crop_camera_rotation,
     matrix_to_axis_angle,
     perspective_projection,
     rot6d_to_matrix,
-    so3_mean,
 )
 
 __all__ = ["MVSMPLify"]

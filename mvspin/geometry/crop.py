@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mvspin.geometry.cameras import SPIN_SCALE_UNIT
 from mvspin.errors import check_shape
+from mvspin.geometry.cameras import SPIN_SCALE_UNIT
 
 __all__ = [
     "SPIN_BBOX_SCALE_FACTOR",

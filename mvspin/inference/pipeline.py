@@ -50,7 +50,7 @@ from mvspin.data.keypoint_files import (
     openpose_keypoint_set,
     parse_person_choice,
 )
-from mvspin.data.video import VideoError, VideoFrames
+from mvspin.data.video import VideoFrames
 from mvspin.errors import InferError
 from mvspin.inference.config import BACKBONES, MESH_FORMATS, InferConfig
 from mvspin.inference.inputs import (

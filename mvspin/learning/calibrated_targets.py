@@ -50,9 +50,9 @@ from torch import Tensor
 from calibration import CameraTensors
 from mvspin.fitting import FitResult, MVSMPLify, PerViewEstimate, WorldEstimate, world_estimate_from_views
 from mvspin.geometry import SPIN_SCALE_UNIT, geodesic_distance, perspective_projection
+from mvspin.learning.augment import swap_left_right
 from mvspin.learning.fit_acceptance import FitScores, score_residuals
 from mvspin.learning.fit_frame import FIT_CROP_SIZE, to_fitting_frame
-from mvspin.learning.augment import swap_left_right
 from mvspin.learning.fits_store import flip_body_pose, from_augmented
 
 __all__ = ["CalibratedFit", "image_keypoints", "batch_cameras", "network_start", "to_crop_scale", "world_start",

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mvspin.fitting.view_estimates import fuse_view_predictions  # its home is fitting; re-exported here
 from mvspin.geometry import (
     SPIN_CROP_SIZE,
     SPIN_FOCAL_LENGTH,
@@ -47,7 +48,6 @@ from mvspin.geometry import (
     image_to_crop_points,
     matrix_to_axis_angle,
 )
-from mvspin.fitting.view_estimates import fuse_view_predictions  # its home is fitting; re-exported here
 from mvspin.learning.preprocess import PREPROCESSING_MODES, crop_for_network, normalize_crop
 from mvspin.learning.regressor import HMRRegressor
 

@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
 from mvspin.atomic import write_bytes_atomic
@@ -475,7 +474,7 @@ def plot_results(results: ProtocolResults, path: str | Path) -> Path:
         style = "-" if a.variant == "all_3d" else "--"
         label = f"{a.arm} {a.variant} s{a.seed}"
         if a.losses:
-            pts = [(s, l["loss/total"]) for s, l in a.losses if "loss/total" in l]
+            pts = [(s, logged["loss/total"]) for s, logged in a.losses if "loss/total" in logged]
             if pts:
                 ax_loss.plot(*zip(*pts), style, color=colours.get(a.arm), label=label, alpha=0.8)
         if a.arm == "untrained":

@@ -59,12 +59,12 @@ from torch.utils.data.distributed import DistributedSampler
 from mvspin.atomic import OutputGroup, write_bytes_atomic
 from mvspin.body import BodyModel
 from mvspin.config import config_to_dict, save_config
-from mvspin.errors import TrainingError
+from mvspin.errors import TrainingError, import_optional
 from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.learning.backbone import load_imagenet_weights
 from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
 from mvspin.learning.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
-from mvspin.learning.distributed import DistContext, setup_distributed
+from mvspin.learning.distributed import setup_distributed
 from mvspin.learning.fit_acceptance import accept_fits, score_fit
 from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
 from mvspin.learning.fits_store import FitsStore, from_augmented, source_fingerprint, to_augmented
@@ -461,9 +461,9 @@ class _Trainer:
         if ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.out_dir / "config.yaml")
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step or None)
+            tensorboard = import_optional("torch.utils.tensorboard", extra="train", purpose="training logs",
+                                          package="tensorboard")
+            self.writer = tensorboard.SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step or None)
             if self.step == 0 and self.metrics_path.exists():
                 self.metrics_path.unlink()
             elif self.step:
