@@ -29,7 +29,7 @@ import torch
 
 from _bench import median_time  # tools/ is on sys.path when run as a script
 from mvspin.inference import STAGES, InferConfig, InferencePipeline
-from mvspin.learning.regressor import HMRRegressor
+from mvspin.regressor.hmr import HMRRegressor
 
 
 def bench_network(depth: int, batch: int, size: int, repeats: int, device: torch.device) -> float:

@@ -37,8 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mvspin.body import BodyModel
     from mvspin.data.bundle_format import BundleFile
-    from mvspin.learning.checkpoint import load_regressor_checkpoint
-    from mvspin.learning.evaluation import check_protocol_file, checkpoint_input_size, evaluate
+    from mvspin.learning.evaluation import check_protocol_file, evaluate
+    from mvspin.regressor.checkpoint import checkpoint_input_size, load_regressor_checkpoint
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -216,7 +216,7 @@ def read_bbox_json(path: str | os.PathLike[str]) -> np.ndarray:
 
     Returns:
         (4,) float64 box ``[x1, y1, x2, y2]``; pass it to
-        :func:`mvspin.learning.preprocess.bbox_to_center_scale` with ``rescale=1.0`` to crop as
+        :func:`mvspin.regressor.preprocess.bbox_to_center_scale` with ``rescale=1.0`` to crop as
         SPIN's demo does.
 
     Raises:

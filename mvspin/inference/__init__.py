@@ -7,8 +7,8 @@
 - :func:`run_inference`: both in one call.
 - :mod:`mvspin.inference.inputs`: input collection, output names and crop boxes.
 
-The network-level pieces (:class:`~mvspin.learning.inference.Predictor`, refinement with
-SMPLify / MV-SMPLify, view fusion) stay in :mod:`mvspin.learning.inference`, which training and
+The network-level pieces (:class:`~mvspin.regressor.predictor.Predictor`, refinement with
+SMPLify / MV-SMPLify, view fusion) stay in :mod:`mvspin.regressor.predictor`, which training and
 evaluation use too.
 
 Example:

@@ -35,7 +35,7 @@ class InferConfig:
         seed: weight initialisation seed with ``allow_untrained``.
         device: torch device name; None: CUDA when available, else CPU.
         smpl_dir, gender, resolution: the body model (:meth:`mvspin.body.BodyModel.load`).
-        preprocessing: ``exact`` or ``spin`` (:mod:`mvspin.learning.preprocess`); None: ``spin``
+        preprocessing: ``exact`` or ``spin`` (:mod:`mvspin.regressor.preprocess`); None: ``spin``
             for SPIN's own checkpoints, ``exact`` for mvspin's.
     """
 

@@ -196,8 +196,8 @@ def people_in_image(width: int, height: int, keypoints_file: Optional[Path] = No
         InputError: a file is missing, unreadable or malformed, or a box / the keypoints do not
             fit the image (:func:`check_box`).
     """
-    from mvspin.learning.inference import whole_image_box
-    from mvspin.learning.preprocess import bbox_to_center_scale, spin_openpose_center_scale
+    from mvspin.regressor.predictor import whole_image_box
+    from mvspin.regressor.preprocess import bbox_to_center_scale, spin_openpose_center_scale
 
     box_of_keypoints = spin_openpose_center_scale if preprocessing == "spin" else keypoint_crop_box
 

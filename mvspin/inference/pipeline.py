@@ -62,12 +62,12 @@ from mvspin.inference.inputs import (
     collect_inputs,
     people_in_image,
 )
-from mvspin.learning.inference import Prediction, Predictor
-from mvspin.learning.preprocess import PREPROCESSING_MODES, preprocessing_for_checkpoint
+from mvspin.regressor.predictor import Prediction, Predictor
+from mvspin.regressor.preprocess import PREPROCESSING_MODES, preprocessing_for_checkpoint
 
 if TYPE_CHECKING:
     from mvspin.body import BodyModel
-    from mvspin.learning.regressor import HMRRegressor
+    from mvspin.regressor.hmr import HMRRegressor
 
 __all__ = ["STAGES", "InferError", "InferItem", "InferReport", "InferencePipeline", "run_inference",
            "load_regressor", "validate_infer_config"]
@@ -142,8 +142,8 @@ def load_regressor(checkpoint: Optional[Path], body: BodyModel, device: torch.de
     ``checkpoint=None`` gives a randomly initialised network (seed ``seed``) with the body's
     mean parameters: meaningless bodies, for tests and benchmarks.
     """
-    from mvspin.learning.checkpoint import load_regressor_checkpoint
-    from mvspin.learning.regressor import HMRRegressor
+    from mvspin.regressor.checkpoint import load_regressor_checkpoint
+    from mvspin.regressor.hmr import HMRRegressor
 
     depth = BACKBONES[backbone] if backbone else None
     if checkpoint is None:
@@ -292,7 +292,7 @@ class InferencePipeline:
             One :class:`Prediction` row per person, in the image's camera.
         """
         from mvspin.inference.inputs import check_box
-        from mvspin.learning.inference import whole_image_box
+        from mvspin.regressor.predictor import whole_image_box
 
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -317,7 +317,7 @@ class InferencePipeline:
         values. Returns the refined rows and their reprojection errors in image pixels (inf
         where unfitted).
         """
-        from mvspin.learning.inference import refine_with_smplify
+        from mvspin.regressor.predictor import refine_with_smplify
 
         given = [p.keypoints for p in people if p.keypoints is not None]
         if not given:
@@ -398,7 +398,7 @@ class InferencePipeline:
                 _suffixed(item.prefix, "_overlay.png"), _suffixed(item.prefix, "_side.png")]
 
     def _read_image(self, item: InferInput, report: InferReport) -> _Pending:
-        from mvspin.learning.preprocess import read_image
+        from mvspin.regressor.preprocess import read_image
 
         cfg = self.config
         with report.time("read"):
@@ -616,7 +616,7 @@ class InferencePipeline:
     def _run_views(self, items: list[InferInput], report: InferReport) -> None:
         """All inputs are views of one moment: one fused body, per-view orientation and translation."""
         from mvspin.io_outputs import overlay_image, side_view_image, write_image, write_mesh, write_prediction_npz
-        from mvspin.learning.inference import fuse_view_predictions, refine_views_with_mvsmplify
+        from mvspin.regressor.predictor import fuse_view_predictions, refine_views_with_mvsmplify
 
         cfg, body = self.config, self.body
         if len(items) < 2:

@@ -52,7 +52,7 @@ from mvspin.geometry import auc, axis_angle_to_matrix, mpjpe, pa_mpjpe, pck, sim
 
 if TYPE_CHECKING:
     from mvspin.body import BodyModel
-    from mvspin.learning.regressor import HMRRegressor
+    from mvspin.regressor.hmr import HMRRegressor
 
 __all__ = [
     "PROTOCOLS",
@@ -67,7 +67,6 @@ __all__ = [
     "protocol_errors",
     "evaluate",
     "evaluate_predictions",
-    "checkpoint_input_size",
 ]
 
 H36M_FRONTAL_CAMERA = "60457274"
@@ -521,7 +520,7 @@ def evaluate(model: "HMRRegressor", body: "BodyModel", bundles: BundleFile | str
     Raises:
         EvaluationDataError: the file does not fit the protocol (before any network work).
     """
-    from mvspin.learning.inference import Predictor
+    from mvspin.regressor.predictor import Predictor
 
     start = time.perf_counter()
     bundles = bundles if isinstance(bundles, BundleFile) else BundleFile(bundles)
@@ -547,91 +546,6 @@ def evaluate(model: "HMRRegressor", body: "BodyModel", bundles: BundleFile | str
     return EvaluationResult(protocol=p.name, data=str(bundles.path), checkpoint=str(checkpoint),
                             body_model=body.name, samples=samples, errors=errors, pred_joints=pred_joints,
                             seconds=time.perf_counter() - start)
-
-
-_INPUT_SIZE_KEYS = ("input_size", "crop_size", "img_res")
-_BODY_MODEL_KEYS = ("body_model",)
-
-
-def _find_setting(meta: Any, keys: tuple[str, ...], depth: int = 0) -> Any:
-    """The first value under one of ``keys`` in nested mappings (the trainer's saved config)."""
-    if not isinstance(meta, Mapping) or depth > 4:
-        return None
-    for k in keys:
-        if k in meta and not isinstance(meta[k], Mapping):
-            return meta[k]
-    for key, value in meta.items():
-        if key == "config" and isinstance(value, str):  # the trainer stores its config as JSON
-            try:
-                value = json.loads(value)
-            except ValueError:
-                continue
-        found = _find_setting(value, keys, depth + 1)
-        if found is not None:
-            return found
-    return None
-
-
-def checkpoint_input_size(meta: Mapping[str, Any], body: "BodyModel", path: str | Path = "checkpoint",
-                          default: int = 224) -> int:
-    """The network input size a checkpoint was trained with (``default``: SPIN's 224 when it does
-    not say), after checking it was trained for ``body``.
-
-    Args:
-        meta: the checkpoint's entries besides the weights (:func:`load_regressor_checkpoint`).
-        body: the body model the evaluation uses.
-
-    Raises:
-        CheckpointError: the checkpoint records another body model than ``body`` (its mean
-            parameters and keypoints would not match).
-    """
-    from mvspin.learning.checkpoint import CheckpointError
-
-    recorded = _find_setting(meta, _BODY_MODEL_KEYS)
-    if recorded is None:  # the trainer's config: model.smpl_dir / model.body_resolution
-        model_cfg = _find_model_section(meta)
-        if model_cfg is not None:
-            recorded = "smpl" if model_cfg.get("smpl_dir") else f"free-{model_cfg.get('body_resolution', 'full')}"
-    if isinstance(recorded, str) and recorded and recorded != body.name and not _same_model(recorded, body):
-        raise CheckpointError(f"{path}: trained for body model {recorded!r}, but the evaluation uses "
-                              f"{body.name!r}; pass the same --smpl-dir/--resolution as in training")
-    size = _find_setting(meta, _INPUT_SIZE_KEYS)
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
-        return int(size)
-    return default
-
-
-def _find_model_section(meta: Any, depth: int = 0) -> Optional[Mapping[str, Any]]:
-    """The ``model`` section of a training config stored in a checkpoint (has ``body_resolution``)."""
-    if not isinstance(meta, Mapping) or depth > 4:
-        return None
-    for key, value in meta.items():
-        if key == "config" and isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                continue
-        if key == "model" and isinstance(value, Mapping) and "body_resolution" in value:
-            return value
-        found = _find_model_section(value, depth + 1)
-        if found is not None:
-            return found
-    return None
-
-
-def _same_model(recorded: str, body: "BodyModel") -> bool:
-    """Configs may name the model by its option (``free-low``, ``free``, ``smpl``) rather than
-    the loaded model's full name."""
-    aliases = {"free": body.is_free, "smpl": not body.is_free}
-    if recorded in aliases:
-        return aliases[recorded]
-    if recorded.startswith("free-") and body.is_free:
-        from mvspin.body import model_files
-
-        resolution = recorded.removeprefix("free-")
-        stem = Path(model_files.FREE_MODEL_FILES.get(resolution, "")).stem.removeprefix("free_smpl_")
-        return bool(stem) and body.name == f"free-{stem}"
-    return False
 
 
 def _first(samples: ProtocolSamples, n: int) -> ProtocolSamples:

@@ -270,8 +270,8 @@ def _evaluate_model(model: Any, body: Any, data: Path, input_size: int, max_samp
 
 def _run_arm(arm: str, variant: str, seed: int, yaml_path: str, config: SyntheticProtocolConfig,
              files: dict[str, Path], body: Any, out_dir: Path, log: Callable[[str], None]) -> ArmResult:
-    from mvspin.learning.checkpoint import load_regressor_checkpoint
     from mvspin.learning.trainer import train
+    from mvspin.regressor.checkpoint import load_regressor_checkpoint
 
     train_file = files["train" if variant == "all_3d" else "train_partial_3d"]
     run_dir = out_dir / f"{variant}_{arm}_seed{seed}"

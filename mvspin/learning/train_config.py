@@ -15,9 +15,9 @@ from typing import Optional, Sequence
 from mvspin.config import ConfigError, load_config
 from mvspin.data.bundle_format import BundleFile
 from mvspin.fitting.config import MVSMPLifyConfig, validate_config
-from mvspin.learning.backbone import RESNET_DEPTHS
 from mvspin.learning.fit_acceptance import EXTREME_BETAS
 from mvspin.learning.training_dataset import DataConfig
+from mvspin.regressor.backbone import RESNET_DEPTHS
 
 __all__ = ["ModelConfig", "LossWeights", "FitsConfig", "OptimConfig", "TrainConfig", "load_train_config",
            "validate_train_config"]

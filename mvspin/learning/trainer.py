@@ -20,7 +20,7 @@ One step, for a batch of B bundles of V views (``(B, V, ...)`` throughout):
    known, pose/betas/mesh against the target, SPIN's camera-scale penalty; Adam step.
 
 Outputs under ``out_dir``: ``checkpoints/step_NNNNNNN.pt`` (loadable by
-:func:`mvspin.learning.checkpoint.load_regressor_checkpoint`, SPIN's layout: ``model``,
+:func:`mvspin.regressor.checkpoint.load_regressor_checkpoint`, SPIN's layout: ``model``,
 ``optimizer``, ``epoch``, ``batch_idx``, ``batch_size``, ``dataset_perm``,
 ``total_step_count``, plus ``train_state`` with every RNG and the sampler position), beside it
 ``step_NNNNNNN_fits.h5`` (the fits store) and ``step_NNNNNNN.yaml`` (the resolved config),
@@ -61,18 +61,18 @@ from mvspin.body import BodyModel
 from mvspin.config import config_to_dict, save_config
 from mvspin.errors import TrainingError, import_optional
 from mvspin.fitting import MVSMPLify, PerViewEstimate
-from mvspin.learning.backbone import load_imagenet_weights
 from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
-from mvspin.learning.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
 from mvspin.learning.distributed import setup_distributed
 from mvspin.learning.fit_acceptance import accept_fits, score_fit
 from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
 from mvspin.learning.fits_store import FitsStore, from_augmented, source_fingerprint, to_augmented
-from mvspin.learning.regressor import HMRRegressor, RegressorOutput
 from mvspin.learning.threads import torch_threads
 from mvspin.learning.train_config import TrainConfig, validate_train_config
 from mvspin.learning.training_dataset import TrainingDataset, seed_worker
 from mvspin.learning.training_losses import LossInputs, training_losses
+from mvspin.regressor.backbone import load_imagenet_weights
+from mvspin.regressor.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
+from mvspin.regressor.hmr import HMRRegressor, RegressorOutput
 
 __all__ = ["TrainSummary", "TrainingError", "train", "latest_checkpoint", "build_body_model", "build_regressor",
            "checkpoint_paths"]

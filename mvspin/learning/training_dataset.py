@@ -72,7 +72,7 @@ from mvspin.learning.augment import (
     swap_left_right,
     transform_keypoints,
 )
-from mvspin.learning.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from mvspin.regressor.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "DEFAULT_DATASET_RATIOS",

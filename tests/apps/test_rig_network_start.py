@@ -15,9 +15,9 @@ from mvspin.fitting import WorldEstimate
 from mvspin.geometry import (axis_angle_to_matrix, crop_camera_rotation, geodesic_distance, keypoint_crop_boxes)
 from mvspin.apps.rig.network_start import camera_frames, load_rig_predictor, network_world_estimate, predict_rig_views
 from mvspin.io_outputs import VideoWriter, write_image
-from mvspin.learning.checkpoint import CheckpointError, save_regressor_checkpoint
-from mvspin.learning.inference import Prediction
-from mvspin.learning.regressor import HMRRegressor
+from mvspin.regressor.checkpoint import CheckpointError, save_regressor_checkpoint
+from mvspin.regressor.predictor import Prediction
+from mvspin.regressor.hmr import HMRRegressor
 
 T, V = 6, 4
 
@@ -57,7 +57,7 @@ def _dark_videos(folder: Path, rig, frames: int) -> list[Path]:
 
 
 class GroundTruthPredictor:
-    """Stands in for :class:`~mvspin.learning.inference.Predictor`: each crop gets the subject's
+    """Stands in for :class:`~mvspin.regressor.predictor.Predictor`: each crop gets the subject's
     ground truth as a regressor should see it, the root orientation in the crop's camera frame
     ``R_crop(center) R_v R_world`` (found by the crop centre)."""
 

@@ -14,8 +14,8 @@ from mvspin.cli.main import main
 from mvspin.config import load_config
 from mvspin.inference import InferConfig, InferencePipeline, PersonBox, collect_inputs
 from mvspin.io_outputs import read_smpl_npz
-from mvspin.learning.checkpoint import save_regressor_checkpoint
-from mvspin.learning.regressor import HMRRegressor
+from mvspin.regressor.checkpoint import save_regressor_checkpoint
+from mvspin.regressor.hmr import HMRRegressor
 
 W, H = 160, 120
 
@@ -206,7 +206,7 @@ def test_views_refine_fits_one_body_to_every_views_keypoints(tmp_path: Path, bod
                                                             capsys):
     """``infer --views --refine``: MV-SMPLify on three views' OpenPose files of a known body."""
     from mvspin.geometry import perspective_projection
-    from tests.learning.test_inference import _three_views_of_one_body
+    from tests.regressor.test_predictor import _three_views_of_one_body
 
     _, keypoints, uv = _three_views_of_one_body(body)
     folder = tmp_path / "openpose"

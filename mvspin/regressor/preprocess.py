@@ -164,7 +164,7 @@ def crop_for_network(image: np.ndarray, center: np.ndarray | tuple[float, float]
 
 def preprocessing_for_checkpoint(meta: Mapping[str, Any] | None) -> str:
     """The default preprocessing mode for a checkpoint, from its metadata (the non-weight entries
-    :func:`mvspin.learning.checkpoint.load_regressor_checkpoint` returns).
+    :func:`mvspin.regressor.checkpoint.load_regressor_checkpoint` returns).
 
     mvspin's checkpoints carry an ``mvspin`` entry (and may name their ``preprocessing``); a
     checkpoint without one is SPIN's own ``model_checkpoint.pt`` (or a bare state dict from SPIN's

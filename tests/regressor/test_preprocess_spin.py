@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from mvspin.geometry import keypoint_crop_box
-from mvspin.learning.preprocess import (crop_for_network, crop_image,
+from mvspin.regressor.preprocess import (crop_for_network, crop_image,
                                         preprocessing_for_checkpoint, spin_crop, spin_openpose_center_scale)
 
 
@@ -157,10 +157,10 @@ def test_inference_uses_spin_preprocessing_for_spin_checkpoints(tmp_path):
 
     from mvspin.body import BodyModel
     from mvspin.inference import InferConfig, InferencePipeline
-    from mvspin.learning.checkpoint import save_regressor_checkpoint
-    from mvspin.learning.inference import Predictor
-    from mvspin.learning.preprocess import normalize_crop
-    from mvspin.learning.regressor import HMRRegressor
+    from mvspin.regressor.checkpoint import save_regressor_checkpoint
+    from mvspin.regressor.predictor import Predictor
+    from mvspin.regressor.preprocess import normalize_crop
+    from mvspin.regressor.hmr import HMRRegressor
 
     body = BodyModel.free("low")
     model = HMRRegressor(18, mean_params=body.mean_params)
