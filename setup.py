@@ -34,7 +34,7 @@ setup(
         "aniposelib>=0.8,<0.9",
         "open3d>=0.18,<0.20",  # 0.20 needs libusb and Vulkan to render (environment.md)
         "h5py>=3.8,<4",
-        "Pillow>=9",  # SPIN-exact preprocessing resizes as scipy.misc.imresize did (PIL bilinear)
+        "Pillow>=9.1",  # SPIN-exact preprocessing resizes as scipy.misc.imresize did (PIL bilinear)
         "omegaconf>=2.3,<2.5",
         "PyYAML>=6",
         "tqdm>=4.60",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from calibration.projection import DISTORTION_SIZES, MIN_DEPTH, project_points
@@ -31,7 +32,7 @@ _ROTATION_TOL = 1e-4
 
 
 def look_at(
-    eye: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, 1.0, 0.0)
+    eye: ArrayLike, target: ArrayLike, up: ArrayLike = (0.0, 1.0, 0.0)
 ) -> tuple[np.ndarray, np.ndarray]:
     """World-to-camera ``R (3, 3)``, ``t (3,)`` (OpenCV axes, float64) of a camera at ``eye``
     looking at ``target``, with the world direction ``up`` pointing up in the image.
@@ -145,8 +146,8 @@ class Camera:
     @classmethod
     def look_at(
         cls,
-        eye: Sequence[float],
-        target: Sequence[float],
+        eye: ArrayLike,
+        target: ArrayLike,
         focal: float,
         image_size: tuple[int, int],
         up: Sequence[float] = (0.0, 1.0, 0.0),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from calibration.camera import Camera, Rig
 from mvspin.errors import CalibrationError
@@ -46,7 +47,7 @@ class WorldFrame:
             raise CalibrationError(f"world origin must be a non-empty one-line text, got {self.origin!r}")
 
 
-def transform_rig(rig: Rig, rotation: np.ndarray, translation: Sequence[float] = (0.0, 0.0, 0.0),
+def transform_rig(rig: Rig, rotation: np.ndarray, translation: ArrayLike = (0.0, 0.0, 0.0),
                   scale: float = 1.0, world: Optional[WorldFrame] = None) -> Rig:
     """The same cameras in a new world frame ``x_new = scale * rotation @ x_old + translation``.
 

@@ -297,7 +297,7 @@ class VideoWriter:
         size = (frame_rgb.shape[1], frame_rgb.shape[0])
         if self._writer is None:
             self._tmp = temporary_path_for(self.path)
-            fourcc = cv2.VideoWriter_fourcc(*_VIDEO_CODECS[self.path.suffix.lower()])
+            fourcc = cv2.VideoWriter.fourcc(*_VIDEO_CODECS[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
             if not self._writer.isOpened():
                 self.abort()

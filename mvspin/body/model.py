@@ -114,6 +114,13 @@ class BodyModel(nn.Module):
         (torch.Size([2, 1229, 3]), torch.Size([2, 17, 3]))
     """
 
+    # buffers (registered in __init__; declared for type checkers)
+    J_template: Tensor
+    J_shapedirs_flat: Tensor
+    _ancestors: Tensor
+    _parent_index: Tensor
+    _moved_by: Tensor
+
     def __init__(
         self,
         arrays: dict[str, Any],
@@ -695,7 +702,7 @@ def _ancestor_tables(parents: tuple[int, ...]) -> Tensor:
     ancestor ``2^k`` levels up; index ``J`` is the identity sentinel above the root."""
     n = len(parents)
     anc = torch.tensor([p if p >= 0 else n for p in parents] + [n])
-    tables = []
+    tables: list[Tensor] = []
     while not bool((anc == n).all()) or not tables:
         tables.append(anc)
         anc = anc[anc]

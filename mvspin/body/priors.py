@@ -45,6 +45,10 @@ class GMMPosePrior(nn.Module):
         means: ``(C, 69)``. covars: ``(C, 69, 69)``. weights: ``(C,)``.
     """
 
+    means: Tensor  # buffers, registered in __init__
+    precisions: Tensor
+    log_weights: Tensor
+
     def __init__(self, means: np.ndarray, covars: np.ndarray, weights: np.ndarray) -> None:
         super().__init__()
         means, covars, weights = (np.asarray(a, dtype=np.float64) for a in (means, covars, weights))
@@ -123,6 +127,9 @@ class FreePosePrior(nn.Module):
     Args:
         l2_weight: weight of the L2 term relative to the limit term.
     """
+
+    lower: Tensor  # buffers, registered in __init__
+    upper: Tensor
 
     def __init__(self, l2_weight: float = 0.01) -> None:
         super().__init__()

@@ -5,6 +5,7 @@ import argparse
 import importlib.metadata
 import json
 import platform
+from typing import Any
 
 import torch
 
@@ -31,7 +32,7 @@ def collect(args: argparse.Namespace) -> dict:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    device = {"cuda_available": torch.cuda.is_available(), "threads": torch.get_num_threads()}
+    device: dict[str, Any] = {"cuda_available": torch.cuda.is_available(), "threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         device["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     body = BodyModel.load(args.smpl_dir, gender=args.gender, resolution=args.resolution)

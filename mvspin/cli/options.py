@@ -158,7 +158,7 @@ def add_config_options(parser: argparse.ArgumentParser, schema: type, *, positio
                         _config_flatten=tuple(sorted(flatten)))
 
 
-def _add_flat(parser: argparse.ArgumentParser, prefix: str, schema: type) -> None:
+def _add_flat(parser: argparse.ArgumentParser, prefix: str, schema: Any) -> None:
     docs = field_docs(schema)
     group = parser.add_argument_group(prefix)
     for f, kind in _resolved_fields(schema):

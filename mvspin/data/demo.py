@@ -132,7 +132,7 @@ def _planned_files(out: Path, config: DemoConfig) -> list[Path]:
     return files + [out / "rig.json", out / "metrics.json", out / CONFIG_FILE]
 
 
-def _crop_fit_arrays(result: FitResult) -> dict[str, np.ndarray]:
+def _crop_fit_arrays(result: FitResult) -> dict[str, Any]:
     """A crop-camera fit as one row per (bundle, view), bundle-major, axis-angle."""
     r = result.numpy()
     v = result.num_views
@@ -300,7 +300,8 @@ def run_demo(out: str | Path, config: Optional[DemoConfig] = None, body: Optiona
     if config.render:
         files += _overlays(out, body, capture, cal, sorted({0, config.frames // 2, config.frames - 1}))
 
-    rows = [("network estimate (simulated)", est_m, est_pa, None, None, config.frames)]
+    rows: list[tuple[str, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[float], int]] = [
+        ("network estimate (simulated)", est_m, est_pa, None, None, config.frames)]
     rows += [(r["label"], r["mpjpe"], r["pa_mpjpe"], r["reproj"], r["seconds"], r["fitted"]) for r in runs.values()]
     metrics = {
         "body_model": body.describe()["name"], "body_model_source": body.source, "frames": config.frames,

@@ -104,7 +104,7 @@ def _pair_cameras(cams: CameraTensors, a: Tensor, b: Tensor) -> CameraTensors:
     return CameraTensors(pick(cams.K), pick(cams.R), pick(cams.t), pick(cams.dist), pick(cams.image_size))
 
 
-def _frame_people(cand: Tensor, cams: CameraTensors, config: AssociationConfig, flip_twin: int) -> list[dict]:
+def _frame_people(cand: Tensor, cams: CameraTensors, config: AssociationConfig, flip_twin: int) -> list[list[dict]]:
     """People in a block of frames.
 
     Args:

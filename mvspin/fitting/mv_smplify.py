@@ -149,6 +149,8 @@ class MVSMPLify(FittingEngine):
         (torch.Size([2, 23, 3, 3]), torch.Size([2, 4, 3, 3]), [True, True])
     """
 
+    config: MVSMPLifyConfig
+
     def __init__(self, body: BodyModel, config: Optional[MVSMPLifyConfig] = None,
                  keypoint_set: str = "openpose25") -> None:
         super().__init__(body, config if config is not None else MVSMPLifyConfig(), keypoint_set)
@@ -361,7 +363,8 @@ class MVSMPLify(FittingEngine):
             orient = torch.where(fitted[:, None, None], orient, start.orient)
             betas, transl = body.betas.detach(), body.transl.detach()
             view_err, bundle_err = self.reprojection_errors(uv, data.xy, data.conf_given, data.view_used)
-            explained = self.explains_keypoints(bundle_err, data.xy, data.conf)
+            explained = self.explains_keypoints(bundle_err, data.xy, data.conf,
+                                                self.config.max_relative_reprojection_error)
             fitted = fitted & explained
             pelvis = self.body.rest_joints(betas)[:, 0]
             cam_orient = data.R @ orient[:, None]

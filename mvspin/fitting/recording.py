@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -172,7 +172,7 @@ def fit_recording(
 def recording_summary(fit: RecordingFit) -> dict:
     """The report's numbers: per subject, frames fitted and failed (with reasons), per-camera
     mean reprojection error (pixels) and the per-frame error over time."""
-    out = {"fps": fit.fps, "frames": int(len(fit.frames)), "cameras": fit.camera_names,
+    out: dict[str, Any] = {"fps": fit.fps, "frames": int(len(fit.frames)), "cameras": fit.camera_names,
            "keypoint_set": fit.keypoint_set, "initialisation": fit.initialisation, "subjects": []}
     for sub in fit.subjects:
         r = sub.result

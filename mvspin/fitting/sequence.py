@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -194,7 +194,8 @@ class _SequenceFitter:
         if not keys or keys[-1] != L - 1:
             keys.append(L - 1)
         keys = sorted(set(k for k in keys if k >= n_fixed)) if L > n_fixed else []
-        times, vals = [], {"body_pose": [], "global_orient": [], "transl": [], "betas": []}
+        times: list[int] = []
+        vals: dict[str, list[Tensor]] = {"body_pose": [], "global_orient": [], "transl": [], "betas": []}
         if keys:
             res = self.kf_fitter.fit_calibrated(keypoints[keys], self.rig, None if init is None else init[keys])
             ok = res.fitted
@@ -220,11 +221,11 @@ class _SequenceFitter:
         order = sorted(range(len(times)), key=lambda i: times[i])
         key_t = torch.tensor([times[i] for i in order])
         stacked = {n: torch.stack([vals[n][i] for i in order]) for n in ("body_pose", "global_orient", "transl")}
-        init = _interpolate(key_t, stacked, torch.arange(L))
+        start = _interpolate(key_t, stacked, torch.arange(L))
         if self.betas is None:
-            init["betas"] = torch.stack(vals["betas"]).median(0).values if vals["betas"] else \
+            start["betas"] = torch.stack(vals["betas"]).median(0).values if vals["betas"] else \
                 torch.zeros(self.body.num_betas, dtype=self.dtype)
-        return init
+        return start
 
     def _first_order(self, energy: Callable[[], Tensor], params: list[Tensor], betas: Optional[Tensor]) -> None:
         """Adam or L-BFGS on the chunk energy (``refine_optimizer``), ``refine_iterations``."""
@@ -244,15 +245,15 @@ class _SequenceFitter:
 
             opt.step(closure)
             return
-        groups = [{"params": params}]
+        groups: list[dict[str, Any]] = [{"params": params}]
         if betas is not None:
             groups.append({"params": [betas], "lr": c.refine_betas_lr})
-        opt = torch.optim.Adam(groups, lr=c.refine_lr)
+        adam = torch.optim.Adam(groups, lr=c.refine_lr)
         for it in range(c.refine_iterations):
-            opt.zero_grad(set_to_none=True)
+            adam.zero_grad(set_to_none=True)
             e = energy()
             e.backward()
-            opt.step()
+            adam.step()
             if not math.isfinite(float(e.detach())):
                 raise FloatingPointError(f"sequence fitting energy became {float(e)} at iteration {it}")
 

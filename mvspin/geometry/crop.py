@@ -21,7 +21,7 @@ Pixels follow OpenCV: pixel centres at integer coordinates, so pixel ``(i, j)`` 
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence, Union
+from typing import NamedTuple, Sequence, Union, overload
 
 import numpy as np
 import torch
@@ -142,6 +142,14 @@ def keypoint_crop_box(
     return box.center.numpy(), float(box.scale)
 
 
+@overload
+def points_inside_image(uv: Tensor, image_size: Union[Sequence[int], np.ndarray, Tensor]) -> Tensor: ...
+
+
+@overload
+def points_inside_image(uv: np.ndarray, image_size: Union[Sequence[int], np.ndarray, Tensor]) -> np.ndarray: ...
+
+
 def points_inside_image(
     uv: Union[np.ndarray, Tensor], image_size: Union[Sequence[int], np.ndarray, Tensor]
 ) -> Union[np.ndarray, Tensor]:
@@ -160,11 +168,11 @@ def points_inside_image(
         >>> points_inside_image(np.array([[0.0, 0.0], [-0.5, 9.4], [99.5, 5.0], [np.nan, 1.0]]), (100, 10))
         array([ True,  True, False, False])
     """
+    # NaN fails both comparisons and inf one of them, so non-finite points are outside.
     if isinstance(uv, Tensor):
         size = torch.as_tensor(image_size, dtype=uv.dtype, device=uv.device)
-    else:
-        uv = np.asarray(uv, dtype=np.float64)
-        size = np.asarray(image_size, dtype=np.float64)
-    check_shape("points_inside_image: uv", uv, ["*", 2])
-    # NaN fails both comparisons and inf one of them, so non-finite points are outside.
-    return ((uv >= -0.5) & (uv < size - 0.5)).all(-1)
+        check_shape("points_inside_image: uv", uv, ["*", 2])
+        return ((uv >= -0.5) & (uv < size - 0.5)).all(-1)
+    points = np.asarray(uv, dtype=np.float64)
+    check_shape("points_inside_image: uv", points, ["*", 2])
+    return np.asarray(((points >= -0.5) & (points < np.asarray(image_size, dtype=np.float64) - 0.5)).all(-1))

@@ -202,7 +202,7 @@ def _fit_settings(config: InferConfig) -> Any:
 
     settings = load_config(MVSMPLifyConfig if config.views else SMPLifyConfig, config.fit_config, config.fit)
     validate_config(settings)
-    if config.views and settings.mode != "per_view":
+    if isinstance(settings, MVSMPLifyConfig) and settings.mode != "per_view":
         raise InferError(f"--views without calibration fits in mode=per_view, got mode={settings.mode}")
     return settings
 

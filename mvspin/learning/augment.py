@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -316,9 +316,6 @@ def crop_and_augment(image: np.ndarray, center: np.ndarray, scale: float, rotati
 def normalize_keypoints(keypoints: np.ndarray | torch.Tensor, crop_size: int = SPIN_CROP_SIZE):
     """Crop pixels -> SPIN's normalised coordinates ``2 x / crop_size - 1`` (x, y of
     ``(..., 2|3)``; a confidence column is kept). The crop centre maps to 0."""
-    if isinstance(keypoints, torch.Tensor):
-        out = keypoints.clone()
-    else:
-        out = np.array(keypoints, dtype=np.float64, copy=True)
+    out: Any = keypoints.clone() if isinstance(keypoints, torch.Tensor) else np.array(keypoints, dtype=np.float64)
     out[..., :2] = 2.0 * out[..., :2] / crop_size - 1.0
     return out

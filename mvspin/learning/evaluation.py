@@ -461,7 +461,7 @@ class EvaluationResult:
         out_dir.mkdir(parents=True, exist_ok=True)
         prefix = prefix or f"eval_{self.protocol}"
         json_path, npz_path = out_dir / f"{prefix}.json", out_dir / f"{prefix}_samples.npz"
-        arrays = {n: v.double().numpy() for n, v in self.errors.items()}
+        arrays: dict[str, Any] = {n: v.double().numpy() for n, v in self.errors.items()}
         s = self.samples
         arrays.update(bundle=s.bundle, view=s.view, frame=s.frame, subject=s.subject.astype(str),
                       sequence=s.sequence.astype(str), camera=s.camera.astype(str),

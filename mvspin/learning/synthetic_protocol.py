@@ -98,7 +98,7 @@ class SyntheticProtocolConfig:
     render: dict[str, Any] = field(default_factory=lambda: {"colors": "parts"})
 
 
-QUICK = {"train_bundles": 48, "val_bundles": 8, "test_bundles": 16, "training_seeds": [0],
+QUICK: dict[str, Any] = {"train_bundles": 48, "val_bundles": 8, "test_bundles": 16, "training_seeds": [0],
          "partial_3d_seeds": [0], "overrides": ["optim.max_steps=40", "optim.checkpoint_every=20"],
          "static_fit_iterations": 50}
 """Overrides of :class:`SyntheticProtocolConfig` for ``--quick`` (a few minutes on 2 cores)."""

@@ -48,7 +48,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, cast
 
 import numpy as np
 import torch
@@ -159,7 +159,7 @@ def _set_train_mode(model: nn.Module, freeze_batchnorm: bool) -> None:
 
 def _rng_state() -> dict[str, Any]:
     """This process's torch / numpy / python RNG states as weights_only-loadable values."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple
     py_state = random.getstate()
     state = {"torch": torch.get_rng_state(),
              "numpy": [str(np_state[0]), torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
@@ -182,6 +182,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 class _Trainer:
     """State of one training run (one process of it)."""
+
+    times: dict[str, float]  # seconds per STEP_TIMES part since the last log line (set by train)
+    _last_log_step: int
 
     def __init__(self, config: TrainConfig, out_dir: Path, resume: bool, progress: bool) -> None:
         validate_train_config(config)
@@ -290,7 +293,7 @@ class _Trainer:
     def _epoch_batches(self) -> Iterator[dict[str, Tensor]]:
         o = self.config.optim
         self.dataset.set_epoch(self.epoch)
-        sampler = DistributedSampler(self.dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
+        sampler: DistributedSampler = DistributedSampler(self.dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
                                      shuffle=False, drop_last=True)
         indices = list(sampler)[:self.steps_per_epoch * self.local_batch][self.batch_idx * self.local_batch:]
         generator = torch.Generator().manual_seed(o.seed * 1_000_003 + self.epoch * 1009 + self.ctx.rank)
@@ -405,7 +408,8 @@ class _Trainer:
                                 f"(terms: {', '.join(f'{k}={float(x):.4g}' for k, x in terms.items())})")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        grad_norm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in self.model.parameters() if p.grad is not None))
+        grad_norm = torch.sqrt(cast(Tensor, sum((p.grad.detach() ** 2).sum() for p in self.model.parameters()
+                                                if p.grad is not None)))
         self.optimizer.step()
         t3 = time.perf_counter()
         self.times["network"] += t1 - t0
