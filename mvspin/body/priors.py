@@ -39,7 +39,8 @@ class GMMPosePrior(nn.Module):
 
     The energy of a pose is ``min_k [0.5 (x - mu_k)^T Sigma_k^-1 (x - mu_k) - log(w'_k)]`` with
     ``w'_k = w_k / ((2 pi)^(69/2) sqrt(det Sigma_k) / min_j sqrt(det Sigma_j))``: the negative log
-    of the best single component, as in SMPLify (Bogo et al. 2016) and SPIN.
+    of the best single component, as in SMPLify (Bogo, Kanazawa, Lassner, Gehler, Romero, Black, *Keep
+    it SMPL: Automatic Estimation of 3D Human Pose and Shape from a Single Image*, ECCV 2016) and SPIN.
 
     Args:
         means: ``(C, 69)``. covars: ``(C, 69, 69)``. weights: ``(C,)``.

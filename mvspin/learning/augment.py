@@ -6,7 +6,8 @@ One augmentation of a bundle (:class:`AugmentParams`) is a horizontal **flip sha
 in-plane **rotation**, a crop **scale** factor and per-channel colour **gains** (SPIN's "pn"
 noise). Defaults (:class:`AugmentConfig`) are MV-SPIN's: flip p=0.5, gains U[0.6, 1.4],
 rotation N(0, 10 deg) clipped to +-20 deg and zero with p=0.6, scale N(1, 0.25) clipped to
-[0.75, 1.25] (see ``reference/spin_and_mvspin.md``).
+[0.75, 1.25], as in the published MV-SPIN code (https://github.com/leezhongguo/MVSPIN_NEW), after
+SPIN's (https://github.com/nkolot/SPIN).
 
 Geometry. Every per-view augmentation is one affine map of image pixels to augmented crop pixels
 (:func:`augmented_crop_transform`)::

@@ -26,7 +26,7 @@ frames and its result is brought back:
    (:func:`mvspin.learning.fit_acceptance.score_residuals`: SPIN's fitting loss, which the store
    ranks by, and the mean pixel error, each the mean over the views the fit used).
 
-Why the network and not the stored fit as the start: this is the loop's premise (paper 003,
+Why the network and not the stored fit as the start: this is the loop's premise (MV-SPIN,
 section 3.4: the network's estimates initialise MV-SMPLify, a better network gives better fits),
 and it is what the per-view mode does; the store still keeps the better of the new and the
 stored fit. One guard: a bundle whose views' estimates disagree about the body's world

@@ -1,4 +1,8 @@
-"""The collaborative training loop of MV-SPIN (paper 003 sections 3.2-3.5; SPIN, paper 000).
+"""The collaborative training loop of MV-SPIN (sections 3.2-3.5) after SPIN.
+
+MV-SPIN: Li, Oskarsson, Heyden, *3D Human Pose and Shape Estimation Through Collaborative
+Learning and Multi-view Model-fitting*, WACV 2021. SPIN: Kolotouros, Pavlakos, Black, Daniilidis,
+*Learning to Reconstruct 3D Human Pose and Shape via Model-fitting in the Loop*, ICCV 2019.
 
 One step, for a batch of B bundles of V views (``(B, V, ...)`` throughout):
 
