@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike
 from torch import Tensor
 
 from calibration.projection import DISTORTION_SIZES, MIN_DEPTH, project_points
-from mvspin.errors import check_shape
+from mvspin.errors import ShapeError, check_shape
 
 if TYPE_CHECKING:
     from calibration.world_frame import WorldFrame
@@ -136,7 +136,7 @@ class Camera:
                 or abs(np.linalg.det(self.R) - 1.0) > _ROTATION_TOL):
             raise ValueError(f"{where}: R is not a rotation matrix (R R^T != I or det != 1)")
         if self.dist.shape[0] not in DISTORTION_SIZES:
-            raise ValueError(f"{where}: distortion must have one of {DISTORTION_SIZES} coefficients, "
+            raise ShapeError(f"{where}: distortion must have one of {DISTORTION_SIZES} coefficients, "
                              f"got {self.dist.shape[0]}")
         if not all(np.isfinite(a).all() for a in (self.K, self.R, self.t, self.dist)):
             raise ValueError(f"{where}: parameters contain NaN or inf")

@@ -484,7 +484,7 @@ class BodyModel(nn.Module):
         if pose_coordinates not in ("perturbation", "axis_angle"):
             raise ValueError(f"pose_coordinates must be 'perturbation' or 'axis_angle', got {pose_coordinates!r}")
         if pose_coordinates == "axis_angle" and body_pose.shape[-2:] == (3, 3):
-            raise ValueError("pose_coordinates='axis_angle' needs body_pose as axis-angle (B, 69) or (B, 23, 3)")
+            raise ShapeError("pose_coordinates='axis_angle' needs body_pose as axis-angle (B, 69) or (B, 23, 3)")
         body_rot, betas, root_rot, transl = self._standardise(body_pose, betas, global_orient, transl)
         mix, vids, v_tmpl, v_dirs, p_dirs, w_lbs, s = self._map_tensors(set_name)
         b, dtype, dev = body_rot.shape[0], self.J_template.dtype, body_rot.device
