@@ -30,7 +30,7 @@ __all__ = [
     # fitting
     "RecordingError", "NoFrameFittedError", "CameraMismatchError",
     # data
-    "BundleFormatError", "VideoError", "KeypointFileError", "MissingKeypointFileError",
+    "BundleFormatError", "VideoError", "KeypointFileError", "MissingKeypointFileError", "BuildDataError",
     # network, training and evaluation
     "CheckpointError", "TrainingError", "FitsStoreError", "EvaluationDataError",
     # inference
@@ -146,6 +146,15 @@ class KeypointFileError(MvspinError, ValueError):
 
 class MissingKeypointFileError(KeypointFileError, FileNotFoundError):
     """A keypoint or box file (or the one matching an image) does not exist."""
+
+
+class BuildDataError(MvspinError, ValueError):
+    """A dataset build wrote no bundle (every item skipped); ``report`` says what was skipped and why."""
+
+    def __init__(self, message: str, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+        """The build's ``mvspin.data.builders.BuildReport``."""
 
 
 # --- network, training and evaluation ---------------------------------------------------------------

@@ -311,7 +311,7 @@ class BodyModel(nn.Module):
         """Mean parameters (SPIN layout): ``pose (144,)`` 6D, ``shape (10,)``, ``cam (3,)``."""
         return {k: torch.as_tensor(v, device=device) for k, v in self.mean_params.items()}
 
-    def pose_prior(self) -> nn.Module:
+    def pose_prior(self) -> GMMPosePrior | FreePosePrior:
         """SMPLify's GMM prior when ``gmm_08.pkl`` was found, else the free hand-set prior."""
         prior = GMMPosePrior.from_pickle(self.gmm_path) if self.gmm_path else FreePosePrior()
         return prior.to(self.J_template.device)

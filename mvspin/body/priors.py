@@ -49,6 +49,8 @@ class GMMPosePrior(nn.Module):
     means: Tensor  # buffers, registered in __init__
     precisions: Tensor
     log_weights: Tensor
+    weights: Tensor
+    covar_cholesky: Tensor
 
     def __init__(self, means: np.ndarray, covars: np.ndarray, weights: np.ndarray) -> None:
         super().__init__()
@@ -63,6 +65,19 @@ class GMMPosePrior(nn.Module):
         self.register_buffer("means", torch.as_tensor(means, dtype=torch.float32))
         self.register_buffer("precisions", torch.as_tensor(precisions, dtype=torch.float32))
         self.register_buffer("log_weights", torch.as_tensor(np.log(nll_weights), dtype=torch.float32))
+        # for sample(): the mixture itself (not part of the energy, so not saved with a module)
+        self.register_buffer("weights", torch.as_tensor(weights / weights.sum(), dtype=torch.float64), persistent=False)
+        self.register_buffer("covar_cholesky", torch.as_tensor(np.linalg.cholesky(covars), dtype=torch.float64),
+                             persistent=False)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, spread: float = 1.0) -> Tensor:
+        """Random axis-angle body poses ``(n, 69)`` from the mixture: a component drawn with the
+        mixture's weights, then its Gaussian with the standard deviation scaled by ``spread``
+        (``1``: the mixture itself; smaller stays nearer the component means)."""
+        k = torch.multinomial(self.weights.cpu(), n, replacement=True, generator=generator)
+        z = torch.randn(n, 69, 1, generator=generator, dtype=torch.float64)
+        x = self.means.cpu().double()[k] + spread * (self.covar_cholesky.cpu()[k] @ z)[..., 0]
+        return x.to(self.means.dtype)
 
     @classmethod
     def from_pickle(cls, path: str | Path) -> "GMMPosePrior":
