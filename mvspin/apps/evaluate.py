@@ -107,8 +107,8 @@ def run(config: EvalConfig, progress: Progress = no_progress) -> EvalReport:
 def _run(config: EvalConfig, progress: Progress) -> EvalReport:
     from mvspin.body import BodyModel
     from mvspin.data.bundle_format import BundleFile
-    from mvspin.regressor.checkpoint import checkpoint_input_size, load_regressor_checkpoint
     from mvspin.learning.evaluation import check_protocol_file, evaluate
+    from mvspin.regressor.checkpoint import checkpoint_input_size, load_regressor_checkpoint
 
     files = output_files(config)
     if config.out is not None:
