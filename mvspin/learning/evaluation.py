@@ -38,7 +38,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -47,8 +47,10 @@ from torch import Tensor
 from mvspin.atomic import OutputGroup
 from mvspin.body.keypoint_sets import H36M17_TO_LSP14, get_keypoint_set, keypoint_index_map
 from mvspin.data.bundle_format import BundleFile
+from mvspin.config import check_range
 from mvspin.errors import EvaluationDataError
 from mvspin.geometry import auc, axis_angle_to_matrix, mpjpe, pa_mpjpe, pck, similarity_procrustes
+from mvspin.progress import Progress, no_progress
 
 if TYPE_CHECKING:
     from mvspin.body import BodyModel
@@ -498,7 +500,7 @@ def evaluate(model: "HMRRegressor", body: "BodyModel", bundles: BundleFile | str
              protocol: str | Protocol, *, gt_bodies: Optional[Mapping[str, "BodyModel"]] = None,
              device: torch.device | str | None = None, batch_size: int = 32, input_size: int = 224,
              max_samples: Optional[int] = None, checkpoint: str = "",
-             progress: Optional[Callable[[int, int], None]] = None) -> EvaluationResult:
+             progress: Progress = no_progress) -> EvaluationResult:
     """Run a regressor on every sample of a protocol (one image each) and score it.
 
     Args:
@@ -512,16 +514,20 @@ def evaluate(model: "HMRRegressor", body: "BodyModel", bundles: BundleFile | str
         input_size: side of the network's input crops, pixels (SPIN: 224).
         max_samples: evaluate only the first samples (quick checks during training).
         checkpoint: recorded in the result.
-        progress: called as ``progress(done, total)`` after each batch.
+        progress: told ``("eval <protocol>", samples done, samples)`` after each batch.
 
     Returns:
         the :class:`EvaluationResult`.
 
     Raises:
         EvaluationDataError: the file does not fit the protocol (before any network work).
+        ConfigError: ``batch_size``, ``input_size`` or ``max_samples`` out of range.
     """
     from mvspin.regressor.predictor import Predictor
 
+    check_range("batch_size", batch_size, 1, MAX_BATCH_SIZE, integer=True)
+    check_range("input_size", input_size, MIN_INPUT_SIZE, MAX_INPUT_SIZE, integer=True)
+    check_range("max_samples", max_samples, 1, integer=True)
     start = time.perf_counter()
     bundles = bundles if isinstance(bundles, BundleFile) else BundleFile(bundles)
     p = get_protocol(protocol)
@@ -540,12 +546,18 @@ def evaluate(model: "HMRRegressor", body: "BodyModel", bundles: BundleFile | str
         pred = predictor.predict_crops(crops, centers[s:stop], scales[s:stop], with_vertices=False)
         rotmats.append(pred.rotmat)
         betas.append(pred.betas)
-        if progress is not None:
-            progress(stop, n)
+        progress(f"eval {p.name}", stop, n)
     errors, pred_joints = evaluate_predictions(torch.cat(rotmats), torch.cat(betas), samples, body, p)
     return EvaluationResult(protocol=p.name, data=str(bundles.path), checkpoint=str(checkpoint),
                             body_model=body.name, samples=samples, errors=errors, pred_joints=pred_joints,
                             seconds=time.perf_counter() - start)
+
+
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024
+"""Network input crop sides :func:`evaluate` accepts, pixels: ResNet's five stride-2 stages need
+32 px for one cell; beyond 1024 px a crop costs gigabytes per batch and no checkpoint uses it."""
+MAX_BATCH_SIZE = 4096
+"""The largest ``batch_size`` :func:`evaluate` accepts (crops per network call)."""
 
 
 def _first(samples: ProtocolSamples, n: int) -> ProtocolSamples:

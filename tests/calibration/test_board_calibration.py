@@ -260,7 +260,7 @@ def test_calibrate_command_writes_rig_report_and_board(recordings, child, tmp_pa
     assert "print at 100%" in capsys.readouterr().out
 
     assert main(["calibrate", "--board", str(board_file), "-o", str(tmp_path / "r.toml")]) == 2
-    assert "error: missing --videos" in capsys.readouterr().err
+    assert "error: --videos is required" in capsys.readouterr().err
     (tmp_path / "blocker").write_text("")  # refused before any detection: no minutes lost
     assert main(["calibrate", "--board", str(board_file), "--videos", *map(str, sources[2:]),
                  "-o", str(tmp_path / "blocker" / "rig.toml")]) == 2
