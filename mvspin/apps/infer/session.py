@@ -194,9 +194,9 @@ class InferSession:
             people = [PersonBox("", *whole_image_box(width, height))]
         for p in people:
             check_box(p.center, p.scale, width, height, "image")
-        crops = torch.stack([self.predictor.crop(image, p.center, p.scale) for p in people])
-        pred = self.predictor.predict_crops(crops, np.stack([p.center for p in people]),
-                                            np.array([p.scale for p in people]), with_vertices=with_vertices)
+        centers, scales = boxes_of(people)
+        pred = self.predictor.predict_crops(crops_of(self.predictor, [image] * len(people), people), centers, scales,
+                                            with_vertices=with_vertices)
         if self.fit_settings is not None:
             pred, _ = self.refine(pred, list(people))
         return pred
