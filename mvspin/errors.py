@@ -30,11 +30,13 @@ __all__ = [
     # fitting
     "RecordingError", "NoFrameFittedError", "CameraMismatchError",
     # data
-    "BundleFormatError", "VideoError", "KeypointFileError", "MissingKeypointFileError", "BuildDataError",
+    "BundleFormatError", "VideoError", "KeypointFileError", "MissingKeypointFileError",
     # network, training and evaluation
     "CheckpointError", "TrainingError", "FitsStoreError", "EvaluationDataError",
     # inference
     "InferError", "InputError", "NoPersonError",
+    # jobs
+    "BuildDataError",
 ]
 
 Dim = Union[int, str, None]
@@ -148,15 +150,6 @@ class MissingKeypointFileError(KeypointFileError, FileNotFoundError):
     """A keypoint or box file (or the one matching an image) does not exist."""
 
 
-class BuildDataError(MvspinError, ValueError):
-    """A dataset build wrote no bundle (every item skipped); ``report`` says what was skipped and why."""
-
-    def __init__(self, message: str, report: Any) -> None:
-        super().__init__(message)
-        self.report = report
-        """The build's ``mvspin.data.builders.BuildReport``."""
-
-
 # --- network, training and evaluation ---------------------------------------------------------------
 
 class CheckpointError(MvspinError, ValueError):
@@ -187,6 +180,16 @@ class InputError(MvspinError, ValueError):
 
 class NoPersonError(InputError):
     """A keypoint file names nobody usable (a video frame then keeps the previous box)."""
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+
+class BuildDataError(MvspinError, ValueError):
+    """A dataset build wrote no bundle (every item skipped); ``report`` says what was skipped and why."""
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def import_optional(module: str, *, extra: str, purpose: str, package: Optional[str] = None) -> ModuleType:
