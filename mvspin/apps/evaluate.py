@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mvspin.apps._outputs import removed_if_unused
-from mvspin.atomic import check_output_location
+from mvspin.atomic import check_output_location, removed_if_unused
 from mvspin.body import BodyModelConfig
 from mvspin.config import ConfigError, check_range, resolve_device
 from mvspin.learning.evaluation import (
