@@ -38,13 +38,13 @@ import torch
 
 from calibration.anipose_group import from_camera_group
 from calibration.boards import BoardDescription
-from calibration.camera import Rig
+from calibration.camera import Camera, Rig
 from calibration.triangulation import triangulate_points
 from calibration.world_frame import UP_AXES, align_world, transform_rig
-from mvspin.errors import CalibrationError
+from mvspin.errors import CalibrationError, CalibrationRefusedError
 from mvspin.progress import Progress, no_progress
 
-__all__ = ["calibrate_rig", "CalibrationReport", "CameraCalibrationReport", "detect_board", "detect_corners",
+__all__ = ["calibrate_rig", "check_synchronised", "no_board_message", "CalibrationReport", "CameraCalibrationReport", "detect_board", "detect_corners",
            "checkerboard_is_symmetric", "BoardDetections", "IMAGE_SUFFIXES"]
 
 log = logging.getLogger("calibration")
@@ -70,6 +70,12 @@ class BoardDetections:
     image_size: tuple[int, int]
     frames: int
     rows: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[int, str] = field(default_factory=dict)
+    """``{frame index: image file name}`` for image folders (empty for videos)."""
+
+    def label(self, frame: int) -> str:
+        """The image file name of ``frame`` (``frame <i>`` in a video)."""
+        return self.labels.get(frame, f"frame {frame}")
 
     def corners_per_frame(self) -> dict[int, int]:
         """``{frame index: detected corners}`` for the frames with a detection."""
@@ -95,6 +101,8 @@ class CameraCalibrationReport:
     median_error_px: float
     max_error_px: float
     focal_px: float
+    problems: list[str] = field(default_factory=list)
+    """What makes this camera implausible (:func:`calibration.intrinsics.plausibility_problems`)."""
 
 
 @dataclass
@@ -106,6 +114,13 @@ class CalibrationReport:
     shared_frames: int
     median_error_px: float
     world: str
+    intrinsics: str = "own board views (OpenCV)"
+    max_median_error_px: float = 2.0
+
+    @property
+    def problems(self) -> list[str]:
+        """Every camera's problems, ``"camera <name>: <problem>"``; empty for a plausible rig."""
+        return [f"camera {c.name}: {p}" for c in self.cameras for p in c.problems]
 
     def table(self) -> str:
         """The per-camera report as an aligned text table."""
@@ -117,7 +132,8 @@ class CalibrationReport:
         fmt = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
         lines = [fmt(head), fmt(tuple("-" * w for w in widths)), *map(fmt, rows)]
         lines.append(f"{self.shared_frames} frames with the board in 2+ cameras; median reprojection error "
-                     f"{self.median_error_px:.3f} px; world frame: {self.world}")
+                     f"{self.median_error_px:.3f} px; intrinsics: {self.intrinsics}; world frame: {self.world}")
+        lines += [f"PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,12 +145,17 @@ def _natural_key(name: str) -> list[Any]:
     return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
 
 
+def _image_files(source: Path) -> list[Path]:
+    files = sorted((p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: _natural_key(p.name))
+    if not files:
+        raise CalibrationError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
 def _frames(source: Path) -> tuple[Iterator[np.ndarray], int]:
     """Grayscale frames of a video or an image folder, and their count (0 if unknown)."""
     if source.is_dir():
-        files = sorted((p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: _natural_key(p.name))
-        if not files:
-            raise CalibrationError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        files = _image_files(source)
 
         def images() -> Iterator[np.ndarray]:
             for f in files:
@@ -215,7 +236,12 @@ def detect_corners(board: BoardDescription, gray: np.ndarray, detector: Any = No
     found, corners = cv2.findChessboardCorners(gray, size, type(detector).DETECT_PARAMS)
     if not found or corners is None or len(corners) != board.inner_corners:
         return None, None
-    corners = cv2.cornerSubPix(gray, corners, (3, 3), (-1, -1), type(detector).SUBPIX_CRITERIA)
+    # Sub-pixel refinement in a window of about a third of a square (3 px is too small for the
+    # 50-150 px squares of a full-HD frame: the corner's gradient field reaches further).
+    spacing = float(np.median(np.linalg.norm(np.diff(corners.reshape(-1, 2), axis=0), axis=1)))
+    win = int(np.clip(spacing / 6.0, 3, 11))
+    corners = cv2.cornerSubPix(gray, corners, (win, win), (-1, -1),
+                               (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 0.001))
     return _checkerboard_in_board_order(gray, corners, board), np.arange(board.inner_corners)
 
 
@@ -252,8 +278,37 @@ def detect_board(board: BoardDescription, source: str | os.PathLike, name: str, 
         progress(f"detect {name}", count, total)
     if size is None:
         raise CalibrationError(f"{source}: no frames")
+    labels = {i: f.name for i, f in enumerate(_image_files(source))} if source.is_dir() else {}
     return BoardDetections(name=name, source=str(source), image_size=size, frames=count,
-                           rows=detector.fill_points_rows(rows))
+                           rows=detector.fill_points_rows(rows), labels=labels)
+
+
+def _board_words(board: BoardDescription) -> str:
+    return (f"a {board.type} of {board.squares_x - 1} x {board.squares_y - 1} inner corners "
+            f"({board.squares_x} x {board.squares_y} squares, either way up)")
+
+
+def no_board_message(board: BoardDescription, detections: BoardDetections, tries: int = 4) -> str:
+    """The error when a camera's frames show no board: what was looked for, in how many frames,
+    and, when a board one square larger or smaller each way is found in some of the first
+    ``tries`` frames, the board file line that describes it (the squares / inner-corners mix-up)."""
+    message = (f"camera {detections.name} ({detections.source}): looked for {_board_words(board)} in "
+               f"{detections.frames} frames and found it in 0")
+    if board.type != "checkerboard" or not Path(detections.source).exists():
+        return message
+    for delta in (1, -1):
+        try:
+            other = BoardDescription(board.type, board.squares_x + delta, board.squares_y + delta, board.square_length)
+        except CalibrationError:
+            continue
+        frames, _ = _frames(Path(detections.source))
+        found = sum(detect_corners(other, gray)[0] is not None for _, gray in zip(range(tries), frames))
+        if found:
+            return (f"{message}; a board of {other.squares_x - 1} x {other.squares_y - 1} inner corners is in {found} "
+                    f"of the first {min(tries, detections.frames)}: if that is yours, the board file should say "
+                    f"inner_corners: [{other.squares_x - 1}, {other.squares_y - 1}] (= squares: "
+                    f"[{other.squares_x}, {other.squares_y}])")
+    return message
 
 
 def _camera_names(sources: Sequence[Path]) -> list[str]:
@@ -263,15 +318,14 @@ def _camera_names(sources: Sequence[Path]) -> list[str]:
     return [f"cam_{i}" for i in range(len(sources))]
 
 
-def _check_coverage(detections: Sequence[BoardDetections]) -> None:
+def _check_coverage(detections: Sequence[BoardDetections], board: BoardDescription) -> None:
     """Every camera sees the board well enough for intrinsics, and the cameras form one group
     linked by frames in which two of them see it."""
     seen = []
     for d in detections:
         counts = d.corners_per_frame()
         if not counts:
-            raise CalibrationError(f"camera {d.name} ({d.source}): the board was not detected in any of its "
-                                   f"{d.frames} frames")
+            raise CalibrationError(no_board_message(board, d))
         if max(counts.values()) < _MIN_CORNERS_INTRINSICS:
             raise CalibrationError(f"camera {d.name} ({d.source}): the board was seen in {len(counts)} frames but never "
                                    f"with {_MIN_CORNERS_INTRINSICS}+ corners; show it closer or more frontally")
@@ -289,6 +343,61 @@ def _check_coverage(detections: Sequence[BoardDetections]) -> None:
         outside = ", ".join(d.name for i, d in enumerate(detections) if i not in group)
         raise CalibrationError(f"cameras share no board views: {outside} never see(s) the board in the same frame as "
                                f"{inside}; record frames where cameras of both groups see the board at once")
+
+
+def _board_poses(detections: BoardDetections, camera: Camera, board: BoardDescription) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``{frame: (R, t)}`` board-to-camera poses (solvePnP) of the frames with 8+ corners."""
+    obj_all = board.object_points()
+    poses = {}
+    for r in detections.rows:
+        ids = np.asarray(r["ids"]).reshape(-1).astype(int)
+        if ids.size < _MIN_CORNERS_SHARED:
+            continue
+        ok, rvec, tvec = cv2.solvePnP(obj_all[ids], np.asarray(r["corners"], dtype=np.float64).reshape(-1, 2),
+                                      camera.K, camera.dist, flags=cv2.SOLVEPNP_IPPE)
+        if ok:
+            poses[int(r["framenum"][1])] = (cv2.Rodrigues(rvec)[0], tvec.reshape(3))
+    return poses
+
+
+def _angle_deg(R: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+def check_synchronised(detections: Sequence[BoardDetections], cameras: Sequence[Camera], board: BoardDescription,
+                       max_rotation_deg: float = 5.0) -> None:
+    """Refuse sources that are not synchronised although given as such.
+
+    In a fixed rig, the board seen by cameras ``a`` and ``b`` at the same moment gives the same
+    relative pose ``T_b T_a^-1`` in every frame. For each pair of cameras that see the board in
+    2+ common frames, the median angle between each frame's relative rotation and the most
+    central one must stay under ``max_rotation_deg`` (board corner noise gives well under a
+    degree; unrelated moments give tens).
+
+    Raises:
+        CalibrationRefusedError: naming the first pair of cameras that disagree, the spread and
+            the frames.
+    """
+    poses = [_board_poses(d, c, board) for d, c in zip(detections, cameras)]
+    for a in range(len(poses)):
+        for b in range(a + 1, len(poses)):
+            shared = sorted(set(poses[a]) & set(poses[b]))
+            if len(shared) < 2:
+                continue
+            rel = [poses[b][f][0] @ poses[a][f][0].T for f in shared]
+            spread = np.array([[_angle_deg(Ri @ Rj.T) for Rj in rel] for Ri in rel])
+            centre = int(np.argmin(np.median(spread, axis=1)))
+            median = float(np.median(np.delete(spread[centre], centre)))
+            if median > max_rotation_deg:
+                da, db = detections[a], detections[b]
+                raise CalibrationRefusedError(
+                    f"the sources are not synchronised: cameras {da.name} and {db.name} both see the board in "
+                    f"{len(shared)} frames ({', '.join(da.label(f) for f in shared[:4])}{', ...' if len(shared) > 4 else ''}), "
+                    f"but the board's poses imply their relative rotation changes by {median:.1f} degrees (median) "
+                    f"from frame to frame; in a fixed rig it does not. Frame i of every source must be the same "
+                    f"moment: calibrate intrinsics per camera on its own stills (calibrate intrinsics), and "
+                    f"extrinsics from recordings in which several cameras see the board at once",
+                    problems=[f"cameras {da.name} and {db.name}: relative rotation varies by {median:.1f} degrees"])
 
 
 def _reprojection(rig: Rig, detections: Sequence[BoardDetections], board: BoardDescription) -> tuple[list[np.ndarray], int]:
@@ -319,8 +428,20 @@ def calibrate_rig(
     floor_frames: Sequence[int] = (),
     up: str = "z",
     progress: Progress = no_progress,
+    intrinsics: Optional[Sequence[Camera]] = None,
+    refine_intrinsics: bool = False,
+    max_median_error_px: float = 2.0,
 ) -> tuple[Rig, CalibrationReport]:
     """Calibrate a rig from synchronised board recordings, one per camera.
+
+    Each camera's intrinsics come from ``intrinsics`` (one camera per source, e.g. from
+    :func:`calibration.intrinsics.calibrate_intrinsics` run on its own stills) or, without them,
+    from its own board views (OpenCV, :func:`calibration.intrinsics.intrinsics_from_detections`).
+    The board poses they imply must agree with a fixed rig (:func:`check_synchronised`: image
+    sets taken at different moments are refused); then aniposelib's bundle adjustment solves the
+    extrinsics, intrinsics fixed unless ``refine_intrinsics``. The report lists every camera's
+    plausibility problems (``report.problems``: focal, distortion, a median reprojection error over
+    ``max_median_error_px``); the caller decides whether to write a calibration that has any.
 
     Args:
         board: the printed board (lengths in metres).
@@ -334,6 +455,9 @@ def calibrate_rig(
         up: ``"z"`` or ``"y"``, with ``floor_frames``.
         progress: :class:`mvspin.progress.Progress`, one stage per camera while detecting the
             board: ``progress(f"detect {name}", frames_read, frames_total)``.
+        intrinsics: known intrinsics, one camera per source (their extrinsics are ignored).
+        refine_intrinsics: let the bundle adjustment refine focal length and k1 too.
+        max_median_error_px: a camera whose median reprojection error is larger has a problem.
 
     Returns:
         ``(rig, report)``: the calibrated :class:`Rig` (metres) and a :class:`CalibrationReport`.
@@ -341,12 +465,15 @@ def calibrate_rig(
     Raises:
         CalibrationError: fewer than 2 cameras, a camera that never sees the board, cameras that
             share no views, a floor frame without the board in 2+ cameras, or a failed calibration.
+        CalibrationRefusedError: the sources are not synchronised (:func:`check_synchronised`).
 
     Example:
         >>> rig, report = calibrate_rig(load_board("board.yaml"), ["cam1.mp4", "cam2.mp4"])  # doctest: +SKIP
         >>> print(report.table())                                                         # doctest: +SKIP
     """
     from aniposelib.cameras import Camera as AniCamera, CameraGroup
+
+    from calibration.intrinsics import intrinsics_from_detections, plausibility_problems
 
     if floor_frames and up not in UP_AXES:
         raise CalibrationError(f"up must be one of {', '.join(UP_AXES)}, got {up!r}")
@@ -364,16 +491,27 @@ def calibrate_rig(
     detections = []
     for path, name in zip(paths, names):
         detections.append(detect_board(board, path, name, every_nth, progress))
-    _check_coverage(detections)
+    _check_coverage(detections, board)
+    if intrinsics is not None and len(intrinsics) != len(detections):
+        raise CalibrationError(f"{len(intrinsics)} intrinsics for {len(detections)} cameras")
+    own = intrinsics is None
+    cameras = list(intrinsics) if intrinsics is not None else [intrinsics_from_detections(board, d)[0] for d in detections]
+    check_synchronised(detections, cameras, board)
     detector = board.to_aniposelib()
-    group = CameraGroup([AniCamera(name=d.name, size=list(d.image_size)) for d in detections])
+    group = CameraGroup([AniCamera(name=d.name, size=list(d.image_size), matrix=c.K.copy(),
+                                   dist=np.pad(c.dist[:5], (0, max(0, 5 - c.dist.size))))
+                         for d, c in zip(detections, cameras)])
     rows = [[dict(r) for r in d.rows] for d in detections]  # aniposelib adds pose entries
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # aniposelib prints its progress
-            group.calibrate_rows(rows, detector, init_intrinsics=True, init_extrinsics=True, verbose=False)
+            group.calibrate_rows(rows, detector, init_intrinsics=False, init_extrinsics=True, verbose=False,
+                                 only_extrinsics=not refine_intrinsics)
     except ValueError as e:
         raise CalibrationError(f"aniposelib could not calibrate the rig: {' '.join(str(e).split())}") from None
     rig = from_camera_group(group)
+    if not refine_intrinsics:  # aniposelib keeps one radial term; the fixed intrinsics are the given ones
+        rig = Rig([Camera(K=k.K, R=c.R, t=c.t, dist=k.dist, image_size=c.image_size, name=c.name)
+                   for c, k in zip(rig, cameras)], world=rig.world)
     rig = transform_rig(rig, rig[0].R, rig[0].t)  # world = the first camera's frame, exactly
     world = f"camera {rig[0].name}"
     errors, shared_frames = _reprojection(rig, detections, board)
@@ -390,11 +528,14 @@ def calibrate_rig(
             shared_views=len(good[v] & others),
             mean_error_px=float(e_px.mean()) if e_px.size else float("nan"),
             median_error_px=float(np.median(e_px)) if e_px.size else float("nan"),
-            max_error_px=float(e_px.max()) if e_px.size else float("nan"), focal_px=float(c.K[0, 0])))
+            max_error_px=float(e_px.max()) if e_px.size else float("nan"), focal_px=float(c.K[0, 0]),
+            problems=plausibility_problems(c, float(np.median(e_px)) if e_px.size else float("inf"),
+                                           max_median_error_px)))
     all_errors = np.concatenate(errors)
     report = CalibrationReport(board=board, cameras=cams, shared_frames=shared_frames,
                                median_error_px=float(np.median(all_errors)) if all_errors.size else float("nan"),
-                               world=world)
+                               world=world, intrinsics="own board views (OpenCV)" if own else "given",
+                               max_median_error_px=max_median_error_px)
     return rig, report
 
 

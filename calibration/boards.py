@@ -3,8 +3,9 @@
 A board description file (YAML or TOML) names the board the way it is printed::
 
     type: charuco          # or checkerboard (best with one odd and one even side, e.g. 7 x 6)
-    squares_x: 7           # squares along the board's width
-    squares_y: 5           # squares along its height
+    squares: [7, 5]        # squares along the board's width and height ...
+    # inner_corners: [6, 4]  # ... or, the same board, its inner corners (squares minus one);
+                           # give one of the two (squares_x / squares_y are read as squares too)
     square_length: 0.08    # side of one square, in `unit`
     marker_length: 0.06    # ChArUco only: side of one ArUco marker
     marker_bits: 4         # ChArUco only: 4x4 markers ...
@@ -134,11 +135,28 @@ def _from_mapping(data: Mapping[str, Any], where: str) -> BoardDescription:
             if isinstance(e, CalibrationError):
                 raise CalibrationError(f"{where}: {e}") from None
             raise CalibrationError(f"{where}: malformed [calibration] board entries: {e}") from None
-    known = {"type", "squares_x", "squares_y", "square_length", "marker_length", "marker_bits", "dictionary_size", "unit"}
+    known = {"type", "squares", "inner_corners", "squares_x", "squares_y", "square_length", "marker_length",
+             "marker_bits", "dictionary_size", "unit"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise CalibrationError(f"{where}: unknown board keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    missing = [k for k in ("type", "squares_x", "squares_y", "square_length") if k not in data]
+    data = dict(data)
+    sizes = [k for k in ("squares", "inner_corners") if k in data] + (["squares_x"] if "squares_x" in data or "squares_y" in data else [])
+    if len(sizes) > 1:
+        raise CalibrationError(f"{where}: give the board's size once, as squares: [x, y] or inner_corners: [x, y] "
+                               f"(inner corners = squares - 1), not both {' and '.join(sizes)}")
+    for key, extra in (("squares", 0), ("inner_corners", 1)):
+        if key in data:
+            value = data.pop(key)
+            if not (isinstance(value, (list, tuple)) and len(value) == 2):
+                raise CalibrationError(f"{where}: {key} must be two numbers [along the width, along the height], "
+                                       f"got {value!r}")
+            try:
+                data["squares_x"], data["squares_y"] = (int(v) + extra for v in value)
+            except (TypeError, ValueError):
+                raise CalibrationError(f"{where}: {key} must be two whole numbers, got {value!r}") from None
+    missing = [k for k in ("type", "square_length") if k not in data]
+    missing += ["squares (or inner_corners)"] if not sizes else [k for k in ("squares_x", "squares_y") if k not in data]
     if missing:
         raise CalibrationError(f"{where}: missing {', '.join(missing)}")
     unit = str(data.get("unit", "m"))
@@ -179,7 +197,9 @@ def load_board(path: str | os.PathLike) -> BoardDescription:
 
 def save_board(board: BoardDescription, path: str | os.PathLike) -> Path:
     """Write ``board`` as YAML (or TOML for ``.toml``), lengths in metres; returns ``path``."""
-    data = {k: v for k, v in asdict(board).items() if v is not None}
+    data: dict[str, Any] = {k: v for k, v in asdict(board).items() if v is not None}
+    # One convention stored: squares (the inner corners are one less each way).
+    data = {"type": data.pop("type"), "squares": [data.pop("squares_x"), data.pop("squares_y")], **data}
     if board.type == "checkerboard":
         for k in ("marker_length", "marker_bits", "dictionary_size"):
             data.pop(k, None)
@@ -187,7 +207,8 @@ def save_board(board: BoardDescription, path: str | os.PathLike) -> Path:
     if Path(path).suffix.lower() == ".toml":
         text = "".join(f'{k} = {v!r}\n' if not isinstance(v, str) else f'{k} = "{v}"\n' for k, v in data.items())
     else:
-        text = yaml.safe_dump(data, sort_keys=False)
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    text = f"# {board.squares_x} x {board.squares_y} squares = {board.squares_x - 1} x {board.squares_y - 1} inner corners\n" + text
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 

@@ -24,7 +24,7 @@ __all__ = [
     # shared core
     "ConfigError", "IncompleteWriteError", "OutputLocationError",
     # calibration
-    "CalibrationError",
+    "CalibrationError", "CalibrationRefusedError",
     # body
     "BodyModelFilesError", "UnsafePickleError", "KeypointSetUnavailable",
     # fitting
@@ -97,6 +97,18 @@ class OutputLocationError(MvspinError, OSError):
 
 class CalibrationError(MvspinError, ValueError):
     """A calibration file or job is unusable; the message names the file, camera or board."""
+
+
+class CalibrationRefusedError(CalibrationError):
+    """A calibration was computed but is implausible (reprojection error over the threshold,
+    focal length or distortion out of range, bundle adjustment not converged, image sets that are
+    not synchronised): nothing is written. ``table`` is the per-camera report that shows why;
+    ``problems`` the reasons, one line each."""
+
+    def __init__(self, message: str, table: str = "", problems: Optional[list[str]] = None) -> None:
+        super().__init__(message)
+        self.table = table
+        self.problems = list(problems or [])
 
 
 # --- body -------------------------------------------------------------------------------------------

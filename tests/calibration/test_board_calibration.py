@@ -126,7 +126,7 @@ def _check_calibrated_rig(rig, truth):
     for est, ref in zip(rig, truth):
         assert abs(est.K[0, 0] / ref.K[0, 0] - 1) < 0.01 and abs(est.K[1, 1] / ref.K[1, 1] - 1) < 0.01
         assert abs(est.dist[0] - ref.dist[0]) < K1_TOLERANCE, (est.name, est.dist[0], ref.dist[0])
-        np.testing.assert_allclose(est.K[:2, 2], ref.K[:2, 2], atol=1e-6)
+        np.testing.assert_allclose(est.K[:2, 2], ref.K[:2, 2], atol=0.01 * max(SIZE))  # estimated per camera now
         assert est.image_size == SIZE
     # Camera centres: compared in the first camera's frame (the calibration cannot know the
     # world's rotation about the vertical or its horizontal origin).
@@ -194,7 +194,7 @@ def test_camera_that_never_sees_the_board_is_named(recordings, tmp_path):
     blank.mkdir()
     for i in range(3):
         cv2.imwrite(str(blank / f"{i}.png"), np.full(SIZE[::-1], 90, np.uint8))
-    with pytest.raises(CalibrationError, match=r"camera blank \(.*blank\): the board was not detected in any of its 3 frames"):
+    with pytest.raises(CalibrationError, match=r"camera blank \(.*blank\): looked for a charuco of 6 x 4 inner corners \(7 x 5 squares, either way up\) in 3 frames and found it in 0"):
         calibrate_rig(BOARD, [sources[3], blank])
 
 
@@ -205,11 +205,11 @@ def test_symmetric_checkerboard_is_warned_about(tmp_path, caplog):
         cv2.imwrite(str(folder / "0.png"), np.full(SIZE[::-1], 90, np.uint8))
     board = BoardDescription("checkerboard", 8, 6, square_length=0.05)
     assert checkerboard_is_symmetric(board) and not checkerboard_is_symmetric(CHECKERBOARD)
-    with caplog.at_level(logging.WARNING, logger="calibration"), pytest.raises(CalibrationError, match="not detected"):
+    with caplog.at_level(logging.WARNING, logger="calibration"), pytest.raises(CalibrationError, match="found it in 0"):
         calibrate_rig(board, blank)
     assert "8 x 6 checkerboard looks the same turned by 180 degrees" in caplog.text and "(e.g. 7 x 6)" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="calibration"), pytest.raises(CalibrationError, match="not detected"):
+    with caplog.at_level(logging.WARNING, logger="calibration"), pytest.raises(CalibrationError, match="found it in 0"):
         calibrate_rig(CHECKERBOARD, blank)
     assert caplog.text == ""
 

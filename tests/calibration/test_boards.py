@@ -28,12 +28,29 @@ def test_board_files_in_yaml_toml_and_anipose_config(tmp_path):
         assert load_board(tmp_path / name) == board
 
 
+def test_either_board_size_convention_gives_one_board(tmp_path):
+    """squares: [5, 8] and inner_corners: [4, 7] are the same board; it is stored as squares."""
+    (tmp_path / "sq.yaml").write_text("type: checkerboard\nsquares: [5, 8]\nsquare_length: 60\nunit: mm\n")
+    (tmp_path / "ic.toml").write_text('type = "checkerboard"\ninner_corners = [4, 7]\nsquare_length = 0.06\n')
+    a, b = load_board(tmp_path / "sq.yaml"), load_board(tmp_path / "ic.toml")
+    assert a == b == BoardDescription("checkerboard", 5, 8, square_length=0.06)
+    assert a.inner_corners == 28
+    save_board(a, tmp_path / "out.yaml")
+    text = (tmp_path / "out.yaml").read_text()
+    assert "squares: [5, 8]" in text and "4 x 7 inner corners" in text and "inner_corners:" not in text
+    assert load_board(tmp_path / "out.yaml") == a
+
+
 @pytest.mark.parametrize("text, message", [
     ("type: charuco\nsquares_x: 7\nsquares_y: 5\nsquare_length: 80\nmarker_length: 60\n", "larger than a metre: is the file in millimetres"),
     ("type: charuco\nsquares_x: 7\nsquares_y: 5\nsquare_length: 0.08\nmarker_length: 0.09\n", "0 < marker_length < square_length"),
     ("type: charuco\nsquares_x: 12\nsquares_y: 10\nsquare_length: 0.05\nmarker_length: 0.04\n", "60 markers, more than the dictionary's 50"),
     ("type: circles\nsquares_x: 7\nsquares_y: 5\nsquare_length: 0.08\n", "board type must be one of charuco, checkerboard"),
-    ("type: charuco\nsquares: 7\n", "unknown board keys squares"),
+    ("type: charuco\nsquares: 7\n", r"squares must be two numbers \[along the width, along the height\], got 7"),
+    ("type: charuco\nsizes: [7, 5]\n", "unknown board keys sizes"),
+    ("type: checkerboard\nsquares: [5, 8]\ninner_corners: [4, 7]\nsquare_length: 0.06\n",
+     r"give the board's size once, as squares: \[x, y\] or inner_corners: \[x, y\]"),
+    ("type: checkerboard\nsquare_length: 0.06\n", r"missing squares \(or inner_corners\)"),
     ("type: checkerboard\nsquares_x: 7\nsquare_length: 0.08\n", "missing squares_y"),
 ])
 def test_bad_board_files_name_the_problem(tmp_path, text, message):

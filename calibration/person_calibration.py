@@ -1,0 +1,400 @@
+"""Extrinsics from a person moving through the volume: no board, known intrinsics.
+
+:func:`calibrate_from_keypoints` takes synchronised 2D keypoints of one person in every camera
+(any keypoint set: the caller says which keypoints are on the feet and which on the head) and
+each camera's intrinsics, and returns the rig:
+
+1. every pair of cameras: the essential matrix of their confident common keypoints (undistorted,
+   OpenCV's five-point RANSAC), the relative pose it implies, and its inlier count;
+2. a spanning tree over the best pairs (Prim's, most inliers first) fixes the order: the best
+   pair starts the reconstruction (its baseline is the unit), each further camera joins by PnP
+   against the keypoints triangulated from the cameras already placed (RANSAC), and everything
+   is triangulated again;
+3. bundle adjustment of every camera's pose and every keypoint (each frame's keypoints are
+   separate points) with a robust (soft-L1) loss on confidence-weighted pixel residuals
+   (``scipy.optimize.least_squares``, sparse Jacobian); the first camera stays fixed;
+4. the world frame: up is the median direction from the feet to the head, the floor the plane
+   through the lowest foot points (while they stand), origin on the floor below their centre;
+5. the scale: from the person's height (the head keypoints' high percentile above the floor
+   over ``head_height_ratio``) or from a measured distance between two cameras.
+
+Everything is numpy/scipy/OpenCV on arrays; reading keypoint files is the caller's job.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from calibration.camera import Camera, Rig
+from calibration.intrinsics import format_table
+from calibration.projection import undistort_points
+from calibration.triangulation import triangulate_points
+from calibration.world_frame import UP_AXES, align_world, transform_rig
+from mvspin.errors import CalibrationError, check_shape
+from mvspin.progress import Progress, no_progress
+
+__all__ = ["PersonCalibrationReport", "PersonCameraReport", "calibrate_from_keypoints", "relative_pose",
+           "EYE_HEIGHT_RATIO"]
+
+log = logging.getLogger("calibration")
+
+EYE_HEIGHT_RATIO = 0.936
+"""Eye height over stature of a standing adult (Drillis and Contini's segment proportions)."""
+_MIN_PAIR_POINTS = 30
+
+
+@dataclass
+class PersonCameraReport:
+    """One camera's line: observations used, reprojection errors (pixels) after the bundle
+    adjustment, and how it joined the reconstruction."""
+
+    name: str
+    observations: int
+    median_error_px: float
+    mean_error_px: float
+    joined: str
+
+
+@dataclass
+class PersonCalibrationReport:
+    """What :func:`calibrate_from_keypoints` did."""
+
+    cameras: list[PersonCameraReport]
+    pairs: list[tuple[str, str, int, int]]
+    """Per camera pair: names, common confident keypoints, essential-matrix inliers."""
+    points: int
+    """Keypoints (frame x keypoint) triangulated and adjusted."""
+    median_error_px: float
+    converged: bool
+    bundle_adjustment: str
+    """least_squares' message."""
+    scale: str
+    """Where the scale came from, in words."""
+    world: str
+    person_height_m: float
+    """The person's height in the calibrated rig (given, or measured with a camera distance)."""
+    max_median_error_px: float = 5.0
+    problems: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        rows = [(c.name, str(c.observations), f"{c.median_error_px:.2f}", f"{c.mean_error_px:.2f}", c.joined)
+                for c in self.cameras]
+        lines = [format_table(("camera", "observations", "median px", "mean px", "joined by"), rows)]
+        lines.append(f"{self.points} keypoints adjusted; median reprojection error {self.median_error_px:.2f} px; "
+                     f"bundle adjustment {'converged' if self.converged else 'did NOT converge'} "
+                     f"({self.bundle_adjustment}); scale: {self.scale}; world: {self.world}")
+        lines += [f"PROBLEM: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _normalised(points: np.ndarray, camera: Camera) -> np.ndarray:
+    """Undistorted normalised coordinates ``(..., 2)`` of pixels ``(..., 2)``."""
+    flat = torch.from_numpy(np.ascontiguousarray(points.reshape(-1, 2), dtype=np.float64))
+    dist = torch.from_numpy(camera.dist) if camera.dist.size else None
+    return undistort_points(flat, torch.from_numpy(camera.K), dist).numpy().reshape(points.shape)
+
+
+def relative_pose(xa: np.ndarray, xb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Pose of camera b relative to a (``x_b = R x_a + t``, ``|t| = 1``) from ``(N, 2)`` undistorted
+    normalised correspondences, by the essential matrix (RANSAC, ``threshold`` in normalised
+    units); returns ``(R, t, inliers)`` with inliers counted in front of both cameras."""
+    E, mask = cv2.findEssentialMat(xa, xb, np.eye(3), method=cv2.RANSAC, prob=0.9999, threshold=threshold)
+    if E is None or E.shape != (3, 3):
+        return np.eye(3), np.zeros(3), 0
+    count, R, t, _ = cv2.recoverPose(E, xa, xb, np.eye(3), mask=mask.copy())
+    return R, t.reshape(3), int(count)
+
+
+def _spanning_order(scores: np.ndarray) -> list[tuple[int, Optional[int]]]:
+    """Prim's maximum spanning tree: ``[(camera, parent)]`` from the best pair's first camera."""
+    v = scores.shape[0]
+    a, b = np.unravel_index(np.argmax(scores), scores.shape)
+    order: list[tuple[int, Optional[int]]] = [(int(a), None), (int(b), int(a))]
+    placed = {int(a), int(b)}
+    while len(placed) < v:
+        best = max(((scores[p, c], c, p) for p in placed for c in range(v) if c not in placed))
+        if best[0] <= 0:
+            break
+        order.append((best[1], best[2]))
+        placed.add(best[1])
+    return order
+
+
+def _triangulate(rig: Rig, pixels: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 3)`` points and ``(N,)`` validity from ``(V, N, 2)`` pixels and ``(V, N)`` weights."""
+    tri = triangulate_points(torch.from_numpy(pixels), torch.from_numpy(weights), rig.to_torch(torch.float64),
+                             threshold_px=30.0)
+    return tri.points.numpy(), tri.valid.numpy()
+
+
+def _rodrigues(rvecs: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``(N, 3, 3)`` of axis-angle vectors ``(N, 3)``."""
+    theta = np.linalg.norm(rvecs, axis=1, keepdims=True)
+    k = rvecs / np.where(theta > 1e-12, theta, 1.0)
+    Kx = np.zeros((len(rvecs), 3, 3))
+    Kx[:, 0, 1], Kx[:, 0, 2], Kx[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+    Kx = Kx - Kx.transpose(0, 2, 1)
+    s, c = np.sin(theta)[:, :, None], np.cos(theta)[:, :, None]
+    return np.eye(3) + s * Kx + (1 - c) * Kx @ Kx
+
+
+def _bundle_adjust(rig: Rig, obs: np.ndarray, weights: np.ndarray, points: np.ndarray, loss_scale_px: float,
+                   max_evaluations: int) -> tuple[Rig, np.ndarray, Any]:
+    """Adjust camera poses (the first fixed) and points to undistorted normalised observations
+    ``obs (V, N, 2)`` with ``weights (V, N)`` (0: unused); residuals in pixels (times each
+    camera's focal length), soft-L1 loss of scale ``loss_scale_px``."""
+    from scipy.optimize import least_squares
+    from scipy.sparse import lil_matrix
+
+    v, n = weights.shape
+    cam_idx, pt_idx = np.nonzero(weights > 0)
+    focal = np.array([0.5 * (c.K[0, 0] + c.K[1, 1]) for c in rig])
+    sw = np.sqrt(weights[cam_idx, pt_idx]) * focal[cam_idx]
+    target = obs[cam_idx, pt_idx]
+    x0 = np.concatenate([np.concatenate([cv2.Rodrigues(c.R)[0].ravel(), c.t]) for c in list(rig)[1:]] + [points.ravel()])
+    n_cam = 6 * (v - 1)
+    # The scale is free (keypoints alone cannot fix it): hold the second camera's distance from
+    # the first, or the solver wanders along that direction and converges slowly.
+    baseline = float(np.linalg.norm(rig[1].center - rig[0].center))
+    gauge_weight = float(np.sqrt(len(cam_idx))) * focal.mean()
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        poses = np.concatenate([np.zeros((1, 6)), x[:n_cam].reshape(v - 1, 6)])
+        poses[0, :3] = cv2.Rodrigues(rig[0].R)[0].ravel()
+        poses[0, 3:] = rig[0].t
+        R = _rodrigues(poses[:, :3])
+        X = x[n_cam:].reshape(n, 3)
+        cam = np.einsum("oij,oj->oi", R[cam_idx], X[pt_idx]) + poses[cam_idx, 3:]
+        z = np.maximum(cam[:, 2:3], 1e-6)
+        centre1 = -R[1].T @ poses[1, 3:]
+        gauge = (np.linalg.norm(centre1 - rig[0].center) - baseline) / baseline * gauge_weight
+        return np.concatenate([((cam[:, :2] / z - target) * sw[:, None]).ravel(), [gauge]])
+
+    sparsity = lil_matrix((2 * len(cam_idx) + 1, x0.size), dtype=np.int8)
+    sparsity[2 * len(cam_idx), :6] = 1
+    rows = np.arange(len(cam_idx))
+    for r in (0, 1):
+        for k in range(3):
+            sparsity[2 * rows + r, n_cam + 3 * pt_idx + k] = 1
+        moving = cam_idx > 0
+        for k in range(6):
+            sparsity[2 * rows[moving] + r, 6 * (cam_idx[moving] - 1) + k] = 1
+    result = least_squares(residuals, x0, jac_sparsity=sparsity, loss="soft_l1", f_scale=loss_scale_px,
+                           x_scale="jac", method="trf", tr_solver="lsmr", max_nfev=max_evaluations,
+                           ftol=1e-6, xtol=1e-8)
+    cams = [rig[0]]
+    for i in range(1, v):
+        p = result.x[6 * (i - 1): 6 * i]
+        c = rig[i]
+        cams.append(Camera(K=c.K, R=cv2.Rodrigues(p[:3])[0], t=p[3:], dist=c.dist, image_size=c.image_size, name=c.name))
+    return Rig(cams), result.x[n_cam:].reshape(n, 3), result
+
+
+def _world_frame(rig: Rig, X: np.ndarray, valid: np.ndarray, foot: Sequence[int], head: Sequence[int],
+                 up: str) -> tuple[Rig, np.ndarray, float]:
+    """The rig moved to an ``up``-up frame with the floor at height 0 (see the module docstring);
+    also the moved points ``(T, K, 3)`` and the head keypoints' height (95th percentile over frames,
+    rig units)."""
+    feet = np.where(valid[:, foot, None], X[:, foot], np.nan)
+    heads = np.where(valid[:, head, None], X[:, head], np.nan)
+    axis = np.nanmean(heads, axis=1) - np.nanmean(feet, axis=1)  # (T, 3) feet -> head
+    axis = axis[np.isfinite(axis).all(axis=1)]
+    if len(axis) < 5:
+        raise CalibrationError(f"the person's head and feet are triangulated together in {len(axis)} frames; "
+                               "need 5 or more to find which way is up")
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    up0 = np.median(axis, axis=0)
+    up0 /= np.linalg.norm(up0)
+    foot_pts = feet.reshape(-1, 3)
+    foot_pts = foot_pts[np.isfinite(foot_pts).all(axis=1)]
+    heights = foot_pts @ up0
+    low = foot_pts[heights <= np.quantile(heights, 0.2)]  # the feet while they stand
+    centre = low.mean(axis=0)
+    _, sv, vt = np.linalg.svd(low - centre)
+    normal = vt[2] if vt[2] @ up0 > 0 else -vt[2]
+    walk = vt[0]
+    if sv[1] < 0.3 * sv[0] or normal @ up0 < np.cos(np.radians(20)):
+        # The stance points lie along one line (walking straight): they fix the tilt along the
+        # walk only; across it, the body axis does.
+        normal = up0 - (up0 @ walk) * walk
+        normal /= np.linalg.norm(normal)
+    side = np.cross(normal, walk)
+    floor = np.stack([centre, centre + walk, centre + side])
+    moved = align_world(rig, floor, up=up, origin=centre, forward=walk)
+    # The similarity align_world applied, recovered from the first camera's pose.
+    Rw = moved[0].R.T @ rig[0].R
+    tw = moved[0].center - Rw @ rig[0].center
+    Xw = X @ Rw.T + tw
+    up_axis = 2 if up == "z" else 1
+    head_h = np.where(valid[:, head], Xw[:, head, up_axis], np.nan)
+    per_frame = np.nanmean(head_h, axis=1)
+    per_frame = per_frame[np.isfinite(per_frame)]
+    return moved, Xw, float(np.quantile(per_frame, 0.95))
+
+
+def calibrate_from_keypoints(
+    keypoints: np.ndarray,
+    intrinsics: Sequence[Camera],
+    foot: Sequence[int],
+    head: Sequence[int],
+    person_height: Optional[float] = 1.75,
+    camera_distance: Optional[tuple[int, int, float]] = None,
+    head_height_ratio: float = EYE_HEIGHT_RATIO,
+    up: str = "z",
+    min_confidence: float = 0.5,
+    max_median_error_px: float = 5.0,
+    loss_scale_px: float = 4.0,
+    max_evaluations: int = 200,
+    progress: Progress = no_progress,
+) -> tuple[Rig, PersonCalibrationReport]:
+    """Calibrate a rig's extrinsics from one person's keypoints (see the module docstring).
+
+    Args:
+        keypoints: ``(T, V, K, 3)`` pixels and confidence per frame, camera and keypoint (0:
+            not seen), synchronised.
+        intrinsics: V cameras whose ``K``, ``dist``, ``image_size`` and ``name`` are used.
+        foot: keypoint indices on the feet (ankles, heels, toes): they fix the floor.
+        head: keypoint indices on the head (the eyes, with the default ``head_height_ratio``).
+        person_height: the person's height in metres (the scale), unless ``camera_distance``.
+        camera_distance: ``(a, b, metres)``, the measured distance between cameras a and b.
+        head_height_ratio: height of the ``head`` keypoints over stature.
+        up: ``"z"`` or ``"y"``: the world's up axis.
+        min_confidence: keypoints below it are not used.
+        max_median_error_px: a camera whose median reprojection error is larger is a problem.
+        loss_scale_px: where the robust loss turns from quadratic to linear, pixels.
+        max_evaluations: bundle adjustment function evaluations at most (beyond: not converged).
+        progress: stages ``"pairs"``, ``"register"``, ``"bundle adjustment"``.
+
+    Returns:
+        ``(rig, report)``: the rig in metres and :class:`PersonCalibrationReport` (its ``problems``
+        list what makes the result implausible; the caller decides whether to write it).
+
+    Raises:
+        CalibrationError: too few cameras or common keypoints, cameras that cannot be linked,
+            no frames with head and feet.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    check_shape("calibrate_from_keypoints: keypoints", kp, ["T", "V", "K", 3])
+    t_count, v, k_count, _ = kp.shape
+    cams = list(intrinsics)
+    if v < 2 or len(cams) != v:
+        raise CalibrationError(f"need 2+ cameras and one intrinsics each: keypoints of {v}, intrinsics of {len(cams)}")
+    if up not in UP_AXES:
+        raise CalibrationError(f"up must be one of {', '.join(UP_AXES)}, got {up!r}")
+    if camera_distance is None and not (person_height and person_height > 0):
+        raise CalibrationError("give person_height (metres) or camera_distance for the scale")
+    conf = np.where(np.isfinite(kp[..., :2]).all(-1), kp[..., 2], 0.0)
+    conf = np.where(conf >= min_confidence, conf, 0.0)  # (T, V, K)
+    pix = np.nan_to_num(kp[..., :2])
+    norm = np.stack([_normalised(pix[:, i], cams[i]) for i in range(v)], axis=1)  # (T, V, K, 2)
+    focal = np.mean([0.5 * (c.K[0, 0] + c.K[1, 1]) for c in cams])
+
+    scores = np.zeros((v, v))
+    rel: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    pairs = []
+    for a in range(v):
+        for b in range(a + 1, v):
+            both = (conf[:, a] > 0) & (conf[:, b] > 0)
+            n = int(both.sum())
+            inliers = 0
+            if n >= _MIN_PAIR_POINTS:
+                R, t, inliers = relative_pose(norm[:, a][both], norm[:, b][both], 3.0 / focal)
+                rel[(a, b)] = (R, t)
+                rel[(b, a)] = (R.T, -R.T @ t)
+            scores[a, b] = scores[b, a] = inliers
+            pairs.append((cams[a].name, cams[b].name, n, inliers))
+        progress("pairs", a + 1, v)
+    order = _spanning_order(scores)
+    if len(order) < v:
+        missing = sorted(set(range(v)) - {c for c, _ in order})
+        raise CalibrationError(f"cameras {', '.join(cams[i].name for i in missing)} share too few confident "
+                               f"keypoints with the others (need {_MIN_PAIR_POINTS}+ per pair)")
+    # Pose of each camera in the first placed camera's frame; the first pair's baseline is 1.
+    poses: dict[int, tuple[np.ndarray, np.ndarray]] = {order[0][0]: (np.eye(3), np.zeros(3))}
+    R01, t01 = rel[(order[0][0], order[1][0])]
+    poses[order[1][0]] = (R01, t01)
+    joined = {order[0][0]: "reference", order[1][0]: f"essential matrix with {cams[order[0][0]].name}"}
+    flat_pix = pix.transpose(1, 0, 2, 3).reshape(v, -1, 2)
+    flat_w = conf.transpose(1, 0, 2).reshape(v, -1)
+
+    def current_rig(indices: Sequence[int]) -> Rig:
+        return Rig([Camera(K=cams[i].K, R=poses[i][0], t=poses[i][1], dist=cams[i].dist,
+                           image_size=cams[i].image_size, name=cams[i].name) for i in indices])
+
+    for step, (c, parent) in enumerate(order[2:], start=3):
+        placed = [i for i, _ in order[: step - 1]]
+        X, ok = _triangulate(current_rig(placed), flat_pix[placed], flat_w[placed])
+        use = ok & (flat_w[c] > 0)
+        if use.sum() >= 12:
+            found, rvec, tvec, inl = cv2.solvePnPRansac(X[use], norm.transpose(1, 0, 2, 3).reshape(v, -1, 2)[c][use],
+                                                        np.eye(3), None, reprojectionError=4.0 / focal,
+                                                        iterationsCount=500, flags=cv2.SOLVEPNP_EPNP)
+        else:
+            found = False
+        if found:
+            poses[c] = (cv2.Rodrigues(rvec)[0], tvec.reshape(3))
+            joined[c] = f"PnP on {int(use.sum())} triangulated keypoints"
+        else:  # chain the pair's relative pose (its translation's scale from the parent's baseline)
+            assert parent is not None
+            Rr, tr = rel[(parent, c)]
+            Rp, tp = poses[parent]
+            poses[c] = (Rr @ Rp, Rr @ tp + tr)
+            joined[c] = f"essential matrix with {cams[parent].name} (chained)"
+        progress("register", step, v)
+    rig = current_rig(range(v))
+    X, ok = _triangulate(rig, flat_pix, flat_w)
+    weights = flat_w * ok[None]
+    weights = weights * ((weights > 0).sum(axis=0) >= 2)[None]
+    used = weights.sum(axis=0) > 0
+    progress("bundle adjustment", 0, 1)
+    obs = norm.transpose(1, 0, 2, 3).reshape(v, -1, 2)
+    rig, Xu, result = _bundle_adjust(rig, obs[:, used], weights[:, used], X[used], loss_scale_px, max_evaluations)
+    progress("bundle adjustment", 1, 1)
+    X = np.zeros((t_count * k_count, 3))
+    X[used] = Xu
+    valid = used.reshape(t_count, k_count)
+    moved, Xw, head_height = _world_frame(rig, X.reshape(t_count, k_count, 3), valid, foot, head, up)
+    stature = head_height / head_height_ratio
+    if camera_distance is not None:
+        a, b, metres = camera_distance
+        scale = metres / float(np.linalg.norm(moved[a].center - moved[b].center))
+        scale_words = f"cameras {cams[a].name} and {cams[b].name} {metres:g} m apart"
+        height = stature * scale
+    else:
+        assert person_height is not None
+        scale = person_height / stature
+        scale_words = f"person {person_height:g} m tall (head keypoints {head_height_ratio:g} of that)"
+        height = person_height
+    final = transform_rig(moved, np.eye(3), scale=scale)
+    # Report errors in pixels with the full lens model.
+    Xm = (Xw * scale).reshape(-1, 3)
+    projected = final.project(Xm)  # (V, N, 2)
+    err = np.linalg.norm(projected - flat_pix, axis=-1)
+    mask = weights > 0
+    cam_reports, problems = [], []
+    for i in range(v):
+        e = err[i][mask[i]]
+        med = float(np.median(e)) if e.size else float("nan")
+        cam_reports.append(PersonCameraReport(cams[i].name, int(e.size), med, float(e.mean()) if e.size else float("nan"),
+                                              joined[i]))
+        if not med <= max_median_error_px:
+            problems.append(f"camera {cams[i].name}: median reprojection error {med:.2f} px is over "
+                            f"{max_median_error_px:g} px")
+    converged = bool(result.status > 0)
+    if not converged:
+        problems.append(f"bundle adjustment did not converge in {max_evaluations} evaluations ({result.message})")
+    all_err = err[mask]
+    report = PersonCalibrationReport(
+        cameras=cam_reports, pairs=pairs, points=int(used.sum()), median_error_px=float(np.median(all_err)),
+        converged=converged, bundle_adjustment=str(result.message), scale=scale_words,
+        world=f"{up}-up, floor under the lowest foot keypoints", person_height_m=float(height),
+        max_median_error_px=max_median_error_px, problems=problems)
+    return final, report
