@@ -31,6 +31,21 @@ def _lens_grid_step(image_size: tuple[int, int]) -> int:
     return 2 if image_size[0] % 2 == 0 and image_size[1] % 2 == 0 else 1
 
 
+_RAYS_CACHE: dict[bytes, np.ndarray] = {}
+_RAYS_CACHE_SIZE = 4  # a few cameras' rays (a 1088 x 1920 frame's are 17 MB)
+
+
+def _cached_rays(camera: Camera, supersample: int) -> np.ndarray:
+    """:func:`undistorted_rays`, remembered for the last few lenses (the lens model over a full-HD
+    frame is most of a render's time, and calibration tests render one camera many times)."""
+    key = camera.K.tobytes() + camera.dist.tobytes() + np.array([*camera.image_size, supersample]).tobytes()
+    if key not in _RAYS_CACHE:
+        if len(_RAYS_CACHE) >= _RAYS_CACHE_SIZE:
+            _RAYS_CACHE.pop(next(iter(_RAYS_CACHE)))
+        _RAYS_CACHE[key] = undistorted_rays(camera, supersample)
+    return _RAYS_CACHE[key]
+
+
 def undistorted_rays(camera: Camera, supersample: int = 1) -> np.ndarray:
     """``(s H, s W, 2)`` float32 undistorted normalised coordinates ``(X / Z, Y / Z)`` of the rays
     through the pixel centres of ``camera.scaled(s)`` (``s = supersample``).
@@ -94,7 +109,7 @@ def render_board_views(
     margin = pixels_per_square // 2
     image = render_board(board, pixels_per_square=pixels_per_square, margin_px=margin)
     big = camera.scaled(supersample)
-    rays = undistorted_rays(camera, supersample).reshape(-1, 1, 2)  # the same for every pose: computed once
+    rays = _cached_rays(camera, supersample).reshape(-1, 1, 2)  # the same for every pose: computed once
     scale = pixels_per_square / board.square_length
     to_image = np.array([[scale, 0.0, margin - 0.5], [0.0, scale, margin - 0.5], [0.0, 0.0, 1.0]])  # metres -> pixels
     frames = []

@@ -91,10 +91,10 @@ def plausibility_problems(camera: Camera, median_error_px: Optional[float] = Non
     w, h = camera.image_size
     if w and h:
         low, high = focal_range(camera.image_size)
-        for name, f in (("fx", fx), ("fy", fy)):
-            if not low <= f <= high:
-                problems.append(f"focal length {name} {f:.0f} px is outside {low:.0f}-{high:.0f} px, "
-                                f"the plausible range for a {w}x{h} image")
+        f = 0.5 * (fx + fy)
+        if not low <= f <= high:
+            problems.append(f"focal length {f:.0f} px is outside {low:.0f}-{high:.0f} px, "
+                            f"the plausible range for a {w}x{h} image")
         cx, cy = float(camera.K[0, 2]), float(camera.K[1, 2])
         if not (0.25 * w <= cx <= 0.75 * w and 0.25 * h <= cy <= 0.75 * h):
             problems.append(f"principal point ({cx:.0f}, {cy:.0f}) px is outside the middle half of the {w}x{h} image")

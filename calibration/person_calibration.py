@@ -78,7 +78,9 @@ class PersonCalibrationReport:
     world: str
     person_height_m: float
     """The person's height in the calibrated rig (given, or measured with a camera distance)."""
-    max_median_error_px: float = 5.0
+    max_median_error_px: float = 15.0
+    swapped: int = 0
+    """Detections (frame x camera) whose left and right were swapped back."""
     problems: list[str] = field(default_factory=list)
 
     def table(self) -> str:
@@ -87,7 +89,7 @@ class PersonCalibrationReport:
         lines = [format_table(("camera", "observations", "median px", "mean px", "joined by"), rows)]
         lines.append(f"{self.points} keypoints adjusted; median reprojection error {self.median_error_px:.2f} px; "
                      f"bundle adjustment {'converged' if self.converged else 'did NOT converge'} "
-                     f"({self.bundle_adjustment}); scale: {self.scale}; world: {self.world}")
+                     f"({self.bundle_adjustment}); {self.swapped} detections with left and right swapped back; scale: {self.scale}; world: {self.world}")
         lines += [f"PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -198,6 +200,26 @@ def _bundle_adjust(rig: Rig, obs: np.ndarray, weights: np.ndarray, points: np.nd
     return Rig(cams), result.x[n_cam:].reshape(n, 3), result
 
 
+def _unswap(pix: np.ndarray, conf: np.ndarray, projected: np.ndarray, valid: np.ndarray,
+            mirror: list[int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Swap left and right keypoints in the (frame, camera) detections ``pix (T, V, K, 2)`` whose
+    mirrored labels reproject at under half the error; returns the new pixels, confidences and
+    the number of detections swapped."""
+    pix, conf = pix.copy(), conf.copy()
+    proj = projected.transpose(1, 0, 2, 3)  # (T, V, K, 2)
+    seen = (conf > 0) & valid[:, None]
+    same = np.linalg.norm(proj - pix, axis=-1)
+    flipped = np.linalg.norm(proj - pix[:, :, mirror], axis=-1)
+    seen_f = seen & seen[:, :, mirror]
+    cnt = np.maximum(seen_f.sum(-1), 1)
+    e_same = np.where(seen_f, same, 0).sum(-1) / cnt
+    e_flip = np.where(seen_f, flipped, 0).sum(-1) / cnt
+    swap = (e_flip < 0.5 * e_same) & (seen_f.sum(-1) >= 4)
+    pix[swap] = pix[swap][:, mirror]
+    conf[swap] = conf[swap][:, mirror]
+    return pix, conf, int(swap.sum())
+
+
 def _world_frame(rig: Rig, X: np.ndarray, valid: np.ndarray, foot: Sequence[int], head: Sequence[int],
                  up: str) -> tuple[Rig, np.ndarray, float]:
     """The rig moved to an ``up``-up frame with the floor at height 0 (see the module docstring);
@@ -250,9 +272,10 @@ def calibrate_from_keypoints(
     head_height_ratio: float = EYE_HEIGHT_RATIO,
     up: str = "z",
     min_confidence: float = 0.5,
-    max_median_error_px: float = 5.0,
+    max_median_error_px: float = 15.0,
     loss_scale_px: float = 4.0,
     max_evaluations: int = 200,
+    mirror: Optional[Sequence[int]] = None,
     progress: Progress = no_progress,
 ) -> tuple[Rig, PersonCalibrationReport]:
     """Calibrate a rig's extrinsics from one person's keypoints (see the module docstring).
@@ -268,9 +291,14 @@ def calibrate_from_keypoints(
         head_height_ratio: height of the ``head`` keypoints over stature.
         up: ``"z"`` or ``"y"``: the world's up axis.
         min_confidence: keypoints below it are not used.
-        max_median_error_px: a camera whose median reprojection error is larger is a problem.
+        max_median_error_px: a camera whose median reprojection error is larger is a problem
+            (body keypoint detectors place joints several pixels apart from view to view: a lab's
+            marker calibration reprojects them at about 10 px).
         loss_scale_px: where the robust loss turns from quadratic to linear, pixels.
         max_evaluations: bundle adjustment function evaluations at most (beyond: not converged).
+        mirror: for each keypoint, the index of its left/right counterpart (itself on the
+            midline): detections whose left and right are swapped are found and corrected after a
+            first bundle adjustment, then everything is adjusted again.
         progress: stages ``"pairs"``, ``"register"``, ``"bundle adjustment"``.
 
     Returns:
@@ -350,13 +378,26 @@ def calibrate_from_keypoints(
             joined[c] = f"essential matrix with {cams[parent].name} (chained)"
         progress("register", step, v)
     rig = current_rig(range(v))
-    X, ok = _triangulate(rig, flat_pix, flat_w)
-    weights = flat_w * ok[None]
-    weights = weights * ((weights > 0).sum(axis=0) >= 2)[None]
-    used = weights.sum(axis=0) > 0
-    progress("bundle adjustment", 0, 1)
-    obs = norm.transpose(1, 0, 2, 3).reshape(v, -1, 2)
-    rig, Xu, result = _bundle_adjust(rig, obs[:, used], weights[:, used], X[used], loss_scale_px, max_evaluations)
+    swapped = 0
+    for round_ in range(2 if mirror is not None else 1):
+        X, ok = _triangulate(rig, flat_pix, flat_w)
+        weights = flat_w * ok[None]
+        weights = weights * ((weights > 0).sum(axis=0) >= 2)[None]
+        used = weights.sum(axis=0) > 0
+        progress("bundle adjustment", round_, 2 if mirror is not None else 1)
+        obs = norm.transpose(1, 0, 2, 3).reshape(v, -1, 2)
+        rig, Xu, result = _bundle_adjust(rig, obs[:, used], weights[:, used], X[used], loss_scale_px, max_evaluations)
+        if mirror is None or round_ == 1:
+            break
+        # Detectors swap a person's left and right in some frames and cameras: where the
+        # mirrored labels fit the adjusted points far better, use them and adjust again.
+        X = np.zeros((t_count * k_count, 3))
+        X[used] = Xu
+        projected = rig.project(X).reshape(v, t_count, k_count, 2)
+        pix, conf, swapped = _unswap(pix, conf, projected, valid=used.reshape(t_count, k_count), mirror=list(mirror))
+        norm = np.stack([_normalised(pix[:, i], cams[i]) for i in range(v)], axis=1)
+        flat_pix = pix.transpose(1, 0, 2, 3).reshape(v, -1, 2)
+        flat_w = conf.transpose(1, 0, 2).reshape(v, -1)
     progress("bundle adjustment", 1, 1)
     X = np.zeros((t_count * k_count, 3))
     X[used] = Xu
@@ -396,5 +437,5 @@ def calibrate_from_keypoints(
         cameras=cam_reports, pairs=pairs, points=int(used.sum()), median_error_px=float(np.median(all_err)),
         converged=converged, bundle_adjustment=str(result.message), scale=scale_words,
         world=f"{up}-up, floor under the lowest foot keypoints", person_height_m=float(height),
-        max_median_error_px=max_median_error_px, problems=problems)
+        max_median_error_px=max_median_error_px, swapped=swapped, problems=problems)
     return final, report

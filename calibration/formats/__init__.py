@@ -86,7 +86,8 @@ def detect_format(path: str | os.PathLike) -> str:
     if head.startswith(b"\x89HDF"):
         return "h36m"
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff").lstrip()
-    if text.startswith("%YAML") or path.name.startswith(("intri", "extri")):
+    # EasyMocap's files are intri.yml / extri.yml; "intrinsics.toml" is not one of them.
+    if text.startswith("%YAML") or (path.name.startswith(("intri", "extri")) and path.suffix.lower() in (".yml", ".yaml")):
         return "easymocap"
     if text.startswith("<"):
         return "qualisys"

@@ -30,7 +30,8 @@ from mvspin.atomic import check_output_location, write_bytes_atomic
 from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress
 
-__all__ = ["CalibrateConfig", "CalibrateReport", "run", "BoardImageConfig", "BoardImageReport", "run_board_image",
+__all__ = ["CalibrateConfig", "CalibrateReport", "run", "IntrinsicsConfig", "IntrinsicsJobReport", "run_intrinsics",
+           "load_intrinsics", "save_checked", "BoardImageConfig", "BoardImageReport", "run_board_image",
            "ConvertConfig", "ConvertReport", "run_convert", "MAX_DPI", "MAX_BOARD_PIXELS"]
 
 log = logging.getLogger("mvspin")
@@ -73,8 +74,20 @@ class CalibrateConfig:
     """World up axis with floor_frames."""
     report: Optional[Path] = None
     """Also write the calibration report as JSON here."""
+    intrinsics: Optional[list[Path]] = None
+    """Calibration file(s) whose cameras' intrinsics to use, fixed (matched by camera name, else
+    in order; e.g. from calibrate intrinsics). Default: each camera's own board views."""
+    refine_intrinsics: bool = False
+    """Let the bundle adjustment refine focal length and k1 of given intrinsics."""
+    max_median_error_px: float = 2.0
+    """Refuse the calibration when a camera's median reprojection error is over this, pixels."""
+    force: bool = False
+    """Write a calibration that is refused as implausible anyway (the file says so)."""
 
     def __post_init__(self) -> None:
+        check_range("max_median_error_px", self.max_median_error_px, 0, low_open=True)
+        if self.intrinsics is not None:
+            self.intrinsics = [Path(p) for p in self.intrinsics]
         for name in ("board", "videos", "out"):
             if getattr(self, name) is None:
                 raise ConfigError(f"{name} is required for a calibration", field=name)
@@ -121,7 +134,7 @@ def run(config: CalibrateConfig, progress: Progress = no_progress) -> CalibrateR
     """
     from calibration.board_calibration import calibrate_rig
     from calibration.boards import load_board
-    from calibration.formats import format_for_output, save_rig
+    from calibration.formats import format_for_output
     from calibration.formats.easymocap import easymocap_paths
 
     board = load_board(config.board)
@@ -132,12 +145,151 @@ def run(config: CalibrateConfig, progress: Progress = no_progress) -> CalibrateR
         check_output_location(config.report, what="report")
     log.info("board: %s %d x %d squares of %.1f mm; %d cameras", board.type, board.squares_x, board.squares_y,
              board.square_length * 1000, len(config.videos))
+    intrinsics = None
+    if config.intrinsics:
+        names = config.names or _source_names(config.videos)
+        intrinsics = load_intrinsics(config.intrinsics, names)
     rig, report = calibrate_rig(board, config.videos, names=config.names, every_nth=config.every_nth,
-                                floor_frames=config.floor_frames, up=config.up, progress=progress)
-    path = save_rig(rig, config.out, format=fmt)
+                                floor_frames=config.floor_frames, up=config.up, progress=progress,
+                                intrinsics=intrinsics, refine_intrinsics=config.refine_intrinsics,
+                                max_median_error_px=config.max_median_error_px)
+    path = save_checked(rig, config.out, fmt, report.problems, report.table(), config.force)
     if config.report is not None:
         write_bytes_atomic(config.report, json.dumps(report.to_dict(), indent=1).encode())
     return CalibrateReport(rig=rig, calibration=report, path=path, format=fmt, report_path=config.report)
+
+
+def _source_names(sources: list[Path]) -> list[str]:
+    from calibration.board_calibration import _camera_names
+
+    return _camera_names(sources)
+
+
+def load_intrinsics(files: list[Path], names: list[str]) -> list[Any]:
+    """The cameras of ``files`` (any calibration format; several files are concatenated) for the
+    camera ``names``: by name where every name is found, else in order when the counts agree.
+
+    Raises:
+        ConfigError: (field ``intrinsics``) the cameras cannot be matched.
+    """
+    from calibration import load_rig
+
+    cameras = [c for f in files for c in load_rig(f)]
+    by_name = {c.name: c for c in cameras}
+    if all(n in by_name for n in names):
+        return [by_name[n] for n in names]
+    if len(cameras) == len(names):
+        log.info("intrinsics matched to the cameras in order (%s)",
+                 ", ".join(f"{c.name} -> {n}" for c, n in zip(cameras, names)))
+        return cameras
+    raise ConfigError(f"intrinsics: {len(cameras)} cameras ({', '.join(by_name)}) in {', '.join(map(str, files))} "
+                      f"for {len(names)} cameras ({', '.join(names)}); name them alike or give one per camera",
+                      field="intrinsics")
+
+
+def refuse_or_note(problems: list[str], table: str, force: bool) -> dict[str, Any]:
+    """Raise :class:`~mvspin.errors.CalibrationRefusedError` for a calibration with ``problems``
+    unless ``force``; with ``force``, the ``[metadata]`` entries that say so in the file."""
+    from mvspin.errors import CalibrationRefusedError
+
+    if not problems:
+        return {}
+    if not force:
+        raise CalibrationRefusedError(
+            f"calibration refused, nothing written: {problems[0]}"
+            + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else "")
+            + "; force writes it anyway", table=table, problems=problems)
+    log.warning("writing a calibration refused as implausible because force is set: %s", "; ".join(problems))
+    return {"forced": "written with force although refused as implausible", "problems": problems}
+
+
+def save_checked(rig: Rig, out: Path, fmt: str, problems: list[str], table: str, force: bool) -> Path:
+    """Write ``rig`` unless it has ``problems`` (see :func:`refuse_or_note`)."""
+    from calibration.formats import save_rig
+
+    metadata = refuse_or_note(problems, table, force)
+    if metadata and fmt != "anipose":
+        log.warning("a %s file cannot say that it was forced: only the anipose .toml records it", fmt)
+    return save_rig(rig, out, format=fmt, metadata=metadata or None)
+
+
+@dataclass
+class IntrinsicsConfig:
+    """Everything ``mvspin calibrate intrinsics`` needs."""
+
+    board: Path
+    """Board description file (.yaml or .toml)."""
+    images: list[Path]
+    """One image folder or video per camera, each calibrated on its own (not synchronised)."""
+    out: Path
+    """Calibration file to write (.toml; the cameras with identity extrinsics)."""
+    names: Optional[list[str]] = None
+    """Camera names (default: the folder or video names)."""
+    every_nth: int = 1
+    """Use every n-th frame of a video."""
+    max_view_error_px: float = 1.0
+    """Drop views whose RMS reprojection error is over 3 x the median view's or this, pixels."""
+    max_median_error_px: float = 2.0
+    """Refuse a camera whose median reprojection error is over this, pixels."""
+    force: bool = False
+    """Write intrinsics refused as implausible anyway (the file says so)."""
+    report: Optional[Path] = None
+    """Also write the per-image report as JSON here."""
+
+    def __post_init__(self) -> None:
+        self.board, self.out = Path(self.board), Path(self.out)
+        self.images = [Path(p) for p in self.images]
+        if not self.images:
+            raise ConfigError("images: give one image folder or video per camera", field="images")
+        if self.names is not None and len(self.names) != len(self.images):
+            raise ConfigError(f"names: {len(self.names)} names for {len(self.images)} cameras", field="names")
+        check_range("every_nth", self.every_nth, 1, integer=True)
+        check_range("max_view_error_px", self.max_view_error_px, 0, low_open=True)
+        check_range("max_median_error_px", self.max_median_error_px, 0, low_open=True)
+
+
+@dataclass
+class IntrinsicsJobReport:
+    """What :func:`run_intrinsics` did: per camera its :class:`calibration.intrinsics.IntrinsicsReport`."""
+
+    rig: Rig
+    cameras: list[Any]
+    path: Path
+
+    def table(self) -> str:
+        return "\n\n".join(c.table() for c in self.cameras)
+
+
+def run_intrinsics(config: IntrinsicsConfig, progress: Progress = no_progress) -> IntrinsicsJobReport:
+    """Calibrate each camera's intrinsics from its own board images and write them.
+
+    Raises:
+        CalibrationError: a camera without enough board views.
+        CalibrationRefusedError: a camera's calibration is implausible (unless ``force``).
+    """
+    from calibration.boards import load_board
+    from calibration.formats import format_for_output
+    from calibration.intrinsics import calibrate_intrinsics
+
+    board = load_board(config.board)
+    fmt = format_for_output(config.out)
+    check_output_location(config.out, what="out")
+    if config.report is not None:
+        check_output_location(config.report, what="report")
+    names = config.names or _source_names(config.images)
+    cameras, reports = [], []
+    for source, name in zip(config.images, names):
+        camera, report = calibrate_intrinsics(board, source, name, config.every_nth, config.max_view_error_px,
+                                              config.max_median_error_px, progress)
+        cameras.append(camera)
+        reports.append(report)
+    rig = Rig(cameras)
+    problems = [f"camera {r.name}: {p}" for r in reports for p in r.problems]
+    job = IntrinsicsJobReport(rig=rig, cameras=reports, path=config.out)
+    job.path = save_checked(rig, config.out, fmt, problems, job.table(), config.force)
+    if config.report is not None:
+        write_bytes_atomic(config.report, json.dumps([r.to_dict() for r in reports], indent=1).encode())
+    return job
 
 
 @dataclass
