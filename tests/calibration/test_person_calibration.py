@@ -1,0 +1,136 @@
+"""Extrinsics from a person walking: a stick figure in OpenPose BODY_25 order walks a curve through
+a four-camera portrait rig (1088 x 1920, focal ~1700 px, k1 -0.05); its keypoints, with pixel
+noise, a few detections with left and right swapped and some gross outliers, must give back the
+rig: camera centres and rotations after a similarity alignment, the floor and the scale."""
+import numpy as np
+import pytest
+
+from calibration import Camera, Rig, load_rig
+from calibration.person_calibration import calibrate_from_keypoints
+from calibration.rig_comparison import compare_rigs, similarity_transform
+
+SIZE = (1088, 1920)
+HEIGHT = 1.75
+EYES = 0.936 * HEIGHT
+FOOT = [11, 14, 19, 20, 21, 22, 23, 24]  # ankles, toes, heels
+HEAD = [15, 16]  # eyes
+MIRROR = [0, 1, 5, 6, 7, 2, 3, 4, 8, 12, 13, 14, 9, 10, 11, 16, 15, 18, 17, 22, 23, 24, 19, 20, 21]
+
+
+def walking_skeleton(frames=45, seed=0):
+    """``(T, 25, 3)`` BODY_25 keypoints (metres, Z up, floor z = 0) of a person walking a gentle
+    curve, arms swinging, feet flat on the floor in stance and lifted in swing."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames) / 15.0  # 3 s at 15 frames per second
+    path = np.stack([-1.2 + 0.9 * t, 0.5 * np.sin(0.6 * t), np.zeros_like(t)], axis=1)
+    heading = np.arctan2(np.gradient(path[:, 1]), np.gradient(path[:, 0]))
+    fwd = np.stack([np.cos(heading), np.sin(heading), 0 * heading], axis=1)
+    left = np.stack([-np.sin(heading), np.cos(heading), 0 * heading], axis=1)
+    up = np.array([0, 0, 1.0])
+    phase = 2 * np.pi * 0.9 * t
+    out = np.zeros((frames, 25, 3))
+
+    def at(i, f, l, h):
+        out[:, i] = path + fwd * f[:, None] + left * l[:, None] + up * h[:, None]
+
+    z = np.zeros(frames)
+    for side, s, sign in (("r", 1, -1.0), ("l", 0, 1.0)):
+        stride = 0.3 * np.sin(phase + np.pi * s)
+        lift = 0.08 * np.clip(np.sin(phase + np.pi * s + np.pi / 2), 0, None)
+        hip, knee, ankle, heel, big, small = ((9, 10, 11, 24, 22, 23) if side == "r" else (12, 13, 14, 21, 19, 20))
+        at(hip, 0.5 * z, sign * 0.1 + z, 0.92 + z)
+        at(knee, 0.5 * stride, sign * 0.1 + z, 0.5 + 0.5 * lift)
+        at(ankle, stride, sign * 0.1 + z, 0.08 + lift)
+        at(heel, stride - 0.06, sign * 0.1 + z, 0.0 + lift)
+        at(big, stride + 0.18, sign * 0.11 + z, 0.0 + lift)
+        at(small, stride + 0.15, sign * 0.15 + z, 0.0 + lift)
+        shoulder, elbow, wrist = (2, 3, 4) if side == "r" else (5, 6, 7)
+        at(shoulder, z, sign * 0.19 + z, 1.44 + z)
+        at(elbow, -0.5 * stride * 0.6, sign * 0.22 + z, 1.15 + z)
+        at(wrist, -stride * 0.6, sign * 0.23 + z, 0.88 + z)
+        at(16 if side == "l" else 15, 0.09 + z, sign * 0.032 + z, EYES + z)
+        at(18 if side == "l" else 17, z, sign * 0.075 + z, EYES - 0.03 + z)
+    at(0, 0.11 + z, z, EYES - 0.05 + z)
+    at(1, z, z, 1.48 + z)
+    at(8, z, z, 0.93 + z)
+    return out + rng.normal(0, 0.003, out.shape)
+
+
+def lab_rig():
+    specs = [((3.2, -2.6, 2.1), 1680, -0.05), ((3.0, 2.8, 1.6), 1700, -0.04), ((-3.4, 2.2, 2.4), 1720, -0.06),
+             ((-3.3, -2.5, 1.2), 1690, -0.05)]
+    cams = []
+    for i, (eye, f, k1) in enumerate(specs):
+        c = Camera.look_at(eye=eye, target=(0.0, 0.0, 0.9), up=(0, 0, 1), focal=f, image_size=SIZE,
+                           dist=(k1, 0.05, 0, 0, 0), name=f"cam0{i + 1}")
+        cams.append(c)
+    return Rig(cams)
+
+
+def detections(rig, skeleton, seed=1, noise_px=1.5, swap_fraction=0.04, outlier_fraction=0.01):
+    """``(T, V, 25, 3)`` pixels and confidence with noise, left/right swaps and outliers."""
+    rng = np.random.default_rng(seed)
+    uv = rig.project(skeleton)  # (T, V, K, 2)
+    uv = uv + rng.normal(0, noise_px, uv.shape)
+    swap = rng.random(uv.shape[:2]) < swap_fraction
+    uv[swap] = uv[swap][:, MIRROR]
+    outliers = rng.random(uv.shape[:3]) < outlier_fraction
+    uv[outliers] += rng.normal(0, 80, (outliers.sum(), 2))
+    conf = rng.uniform(0.6, 1.0, uv.shape[:3])
+    inside = (uv[..., 0] >= 0) & (uv[..., 0] < SIZE[0]) & (uv[..., 1] >= 0) & (uv[..., 1] < SIZE[1])
+    return np.concatenate([uv, (conf * inside)[..., None]], axis=-1)
+
+
+@pytest.fixture(scope="module")
+def recording():
+    rig = lab_rig()
+    return rig, detections(rig, walking_skeleton())
+
+
+def test_person_walking_gives_back_the_rig_floor_and_scale(recording):
+    truth, kp = recording
+    rig, report = calibrate_from_keypoints(kp, list(truth), foot=FOOT, head=HEAD, person_height=HEIGHT,
+                                           mirror=MIRROR)
+    cmp = compare_rigs(rig, truth)
+    assert max(cmp.centre_error_m) < 0.02 and max(cmp.rotation_error_deg) < 0.2, cmp.table()
+    assert abs(cmp.scale - 1) < 0.02  # the eyes' height gives the scale
+    assert report.converged and not report.problems and report.median_error_px < 2.5, report.table()
+    assert report.swapped > 0.5 * 0.04 * kp.shape[0] * kp.shape[1]
+    # Z up, floor at z = 0: camera heights as in the truth (scale and floor), within 4 cm.
+    np.testing.assert_allclose([c.center[2] for c in rig], [c.center[2] for c in truth], atol=0.04)
+    assert rig.world is not None and rig.world.up == "z"
+
+
+def test_a_measured_camera_distance_sets_the_scale_and_y_up_works(recording):
+    truth, kp = recording
+    d = float(np.linalg.norm(truth[0].center - truth[2].center))
+    rig, report = calibrate_from_keypoints(kp, list(truth), foot=FOOT, head=HEAD, person_height=None,
+                                           camera_distance=(0, 2, d), up="y", mirror=MIRROR)
+    centres = np.stack([c.center for c in rig])
+    _, _, scale = similarity_transform(centres, np.stack([c.center for c in truth]))
+    assert abs(scale - 1) < 0.005 and abs(report.person_height_m - HEIGHT) < 0.05
+    np.testing.assert_allclose(centres[:, 1], [c.center[2] for c in truth], atol=0.04)  # height is y
+
+
+def test_bad_detections_are_refused_by_the_error_threshold(recording):
+    truth, kp = recording
+    noisy = kp.copy()
+    noisy[:, 3, :, :2] += np.random.default_rng(5).normal(0, 40, noisy[:, 3, :, :2].shape)  # a camera's detections are junk
+    _, report = calibrate_from_keypoints(noisy, list(truth), foot=FOOT, head=HEAD, mirror=MIRROR,
+                                         max_median_error_px=8.0)
+    assert any(p.startswith("camera cam04: median reprojection error") for p in report.problems), report.table()
+
+
+def test_person_command_writes_the_rig_and_compares_it(tmp_path, recording):
+    from calibration.formats import save_rig
+    from mvspin.apps.calibrate import PersonCalibrateConfig, run_person
+    from mvspin.data.synthetic_recording import write_openpose_folders
+
+    truth, kp = recording
+    save_rig(truth, tmp_path / "lab.toml")
+    write_openpose_folders(kp[:, :, None], truth.names, tmp_path / "keypoints")
+    report = run_person(PersonCalibrateConfig(intrinsics=[tmp_path / "lab.toml"], keypoints=tmp_path / "keypoints",
+                                              out=tmp_path / "rig.toml", reference=tmp_path / "lab.toml"))
+    assert max(report.comparison.centre_error_m) < 0.03, report.comparison.table()
+    rig = load_rig(tmp_path / "rig.toml")
+    assert rig.names == truth.names and rig.world.up == "z"
