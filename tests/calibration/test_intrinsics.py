@@ -88,7 +88,7 @@ def test_each_camera_calibrates_from_its_own_stills_to_one_percent(tmp_path, sti
     assert [v["image"] for v in per_image[0]["views"]] == [f"still_{i}.png" for i in range(6)]
 
 
-def test_a_corrupted_camera_is_refused_named_and_nothing_written(tmp_path, stills):
+def test_a_corrupted_camera_is_refused_named_and_nothing_written(tmp_path, stills, capsys):
     """Two good cameras and one whose stills were stretched 8 % sideways (non-square pixels): the
     job fails naming that camera, prints the per-camera table, writes nothing; force writes and
     says so in the file."""
@@ -100,6 +100,14 @@ def test_a_corrupted_camera_is_refused_named_and_nothing_written(tmp_path, still
         run_intrinsics(IntrinsicsConfig(**config))
     assert "camera cam01" in err.value.table and "PROBLEM: fx" in err.value.table
     assert not any("cam01" in p or "cam02" in p for p in err.value.problems)
+    assert not (tmp_path / "intrinsics.toml").exists()
+    from mvspin.cli.main import main
+
+    code = main(["calibrate", "intrinsics", "--board", str(board), "--images", *map(str, config["images"]),
+                 "-o", str(tmp_path / "intrinsics.toml"), "--max-view-error-px", "1.0"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "calibration refused, nothing written: camera cam03: fx" in err and "force" in err
+    assert "still_0.png" in out and "PROBLEM: fx" in out  # the per-image, per-camera table
     assert not (tmp_path / "intrinsics.toml").exists()
     run_intrinsics(IntrinsicsConfig(**config, force=True))
     text = (tmp_path / "intrinsics.toml").read_text()
