@@ -22,7 +22,10 @@ __all__ = ["to_camera_group", "from_camera_group"]
 def to_camera_group(rig: Rig) -> Any:
     """``aniposelib.cameras.CameraGroup`` of ``rig``'s cameras, in order (distortion padded to
     aniposelib's 5 coefficients; the world frame goes into ``metadata``)."""
-    from aniposelib.cameras import Camera as AniCamera, CameraGroup
+    from calibration.quiet import aniposelib_modules
+
+    cameras_module = aniposelib_modules()[1]
+    AniCamera, CameraGroup = cameras_module.Camera, cameras_module.CameraGroup
 
     cams = []
     for c in rig:

@@ -471,7 +471,10 @@ def calibrate_rig(
         >>> rig, report = calibrate_rig(load_board("board.yaml"), ["cam1.mp4", "cam2.mp4"])  # doctest: +SKIP
         >>> print(report.table())                                                         # doctest: +SKIP
     """
-    from aniposelib.cameras import Camera as AniCamera, CameraGroup
+    from calibration.quiet import aniposelib_modules
+
+    cameras_module = aniposelib_modules()[1]
+    AniCamera, CameraGroup = cameras_module.Camera, cameras_module.CameraGroup
 
     from calibration.intrinsics import intrinsics_from_detections, plausibility_problems
 

@@ -107,7 +107,10 @@ class BoardDescription:
 
     def to_aniposelib(self) -> Any:
         """The matching ``aniposelib.boards`` object (``CharucoBoard`` or ``Checkerboard``)."""
-        from aniposelib.boards import CharucoBoard, Checkerboard
+        from calibration.quiet import aniposelib_modules
+
+        boards = aniposelib_modules()[0]
+        CharucoBoard, Checkerboard = boards.CharucoBoard, boards.Checkerboard
 
         if self.type == "charuco":
             return CharucoBoard(self.squares_x, self.squares_y, square_length=self.square_length,

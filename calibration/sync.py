@@ -20,6 +20,7 @@ Two estimates:
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -63,11 +64,14 @@ def speed_signals(keypoints: np.ndarray, min_confidence: float = 0.5) -> np.ndar
     both = ok[1:] & ok[:-1]  # (T-1, V, K)
     step = np.linalg.norm(kp[1:, ..., :2] - kp[:-1, ..., :2], axis=-1)
     span = np.where(ok[..., None], kp[..., :2], np.nan)
-    size = np.nanmax(span, axis=2) - np.nanmin(span, axis=2)  # (T, V, 2)
-    scale = np.nanmedian(np.linalg.norm(size, axis=-1), axis=0)  # (V,)
-    # Mean over the keypoints seen in both frames (a sum would jump when one drops out).
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # frames where a camera sees nobody: NaN, as meant
+        size = np.nanmax(span, axis=2) - np.nanmin(span, axis=2)  # (T, V, 2)
+        scale = np.nanmedian(np.linalg.norm(size, axis=-1), axis=0)  # (V,)
+    # Median over the keypoints seen in both frames: a sum jumps when one drops out, a mean when
+    # one is misdetected or its left and right swap.
     count = both.sum(-1)
-    speed = np.where(both, step, 0.0).sum(-1) / np.maximum(count, 1)
+    speed = np.nanmedian(np.where(both, step, np.nan), axis=-1) if both.any() else np.full(both.shape[:2], np.nan)
     return np.where(count >= 3, speed / scale, np.nan)
 
 
@@ -175,7 +179,8 @@ def offsets_from_rig(keypoints: np.ndarray, rig: Rig, max_offset: int = 60, min_
             E = _fundamental(rig, a, b)
             focal = 0.5 * (rig[b].K[0, 0] + rig[b].K[1, 1])
             costs = np.full(len(lags), np.nan)
-            for j, d in enumerate(lags):
+            for j, lag in enumerate(lags):
+                d = int(lag)
                 lo, hi = max(0, -d), min(t_count, t_count - d)
                 if hi - lo < min_overlap:
                     continue
@@ -211,7 +216,7 @@ def _triangulation_cost(kp: np.ndarray, rig: Rig, offsets: np.ndarray, min_confi
     every offset compared: a changing frame set biases the comparison."""
     from calibration.triangulation import triangulate_points
 
-    shifted = shift_keypoints(kp, np.round(offsets))[frames]
+    shifted = shift_keypoints(kp, offsets)[frames]
     t_count, v, k_count, _ = shifted.shape
     pix = shifted[..., :2].transpose(1, 0, 2, 3).reshape(v, -1, 2)
     w = np.where(shifted[..., 2] >= min_confidence, shifted[..., 2], 0.0).transpose(1, 0, 2).reshape(v, -1)
@@ -225,16 +230,16 @@ def _triangulation_cost(kp: np.ndarray, rig: Rig, offsets: np.ndarray, min_confi
 def _refine_by_triangulation(kp: np.ndarray, rig: Rig, offsets: np.ndarray, reference: int, min_confidence: float,
                              search: int) -> tuple[np.ndarray, np.ndarray]:
     """Coordinate descent over the cameras' integer offsets (within ``search`` frames of the
-    start), each minimising the multi-view triangulation error; then each camera's sub-frame
-    offset from a parabola through its cost curve. Returns offsets and per-camera final costs."""
+    start), each minimising the multi-view triangulation error; then sub-frame steps (parabolas
+    through the cost half and a quarter frame either side). Returns offsets (the reference's 0)
+    and per-camera final costs."""
     offsets = np.round(np.asarray(offsets, dtype=np.float64))
     start = offsets.copy()
     v = len(offsets)
     # Reference frames that every camera has at every candidate offset.
-    frames = slice(int(max(0.0, -(start.min() - search))), int(kp.shape[0] - max(0.0, start.max() + search)))
+    frames = slice(int(max(0.0, -(start.min() - search - 1))), int(kp.shape[0] - max(0.0, start.max() + search + 1)))
     if frames.stop - frames.start < 10:
         return offsets, np.full(v, np.nan)
-    curves: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     # Every camera moves, the reference too: moving it by one frame is moving all the others the
     # other way, a step that one-camera-at-a-time descent could not take otherwise.
     for _ in range(3):
@@ -250,15 +255,24 @@ def _refine_by_triangulation(kp: np.ndarray, rig: Rig, offsets: np.ndarray, refe
             best = float(candidates[int(np.argmin(cost_arr))])
             changed |= best != offsets[b]
             offsets[b] = best
-            curves[b] = (candidates, cost_arr)
         if not changed:
             break
+    # Sub-frame: each camera in turn, the others at their current (fractional) offsets, a parabola
+    # through the costs half a frame either side (keypoints interpolated between frames).
     final = offsets.copy()
     scores = np.zeros(v)
-    for b, (candidates, cost_arr) in curves.items():
-        i = int(np.argmin(cost_arr))
-        final[b] = candidates[0] + _parabolic(cost_arr, i)
-        scores[b] = cost_arr[i]
+    for step in (0.5, 0.25):
+        for b in range(v):
+            if b == reference:
+                continue
+            costs = []
+            for delta in (-step, 0.0, step):
+                trial = final.copy()
+                trial[b] += delta
+                costs.append(_triangulation_cost(kp, rig, trial, min_confidence, frames))
+            c = np.array(costs)
+            final[b] += float(np.clip((_parabolic(c, 1) - 1.0) * step, -step, step))
+            scores[b] = c[1]
     return final - final[reference], scores
 
 

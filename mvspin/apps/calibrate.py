@@ -31,7 +31,7 @@ from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["CalibrateConfig", "CalibrateReport", "run", "IntrinsicsConfig", "IntrinsicsJobReport", "run_intrinsics",
-           "load_intrinsics", "save_checked", "PersonCalibrateConfig", "PersonCalibrateReport", "run_person", "main_person",
+           "load_intrinsics", "save_checked", "PersonCalibrateConfig", "PersonCalibrateReport", "run_person", "main_person", "detect_keypoints",
            "BoardImageConfig", "BoardImageReport", "run_board_image",
            "ConvertConfig", "ConvertReport", "run_convert", "MAX_DPI", "MAX_BOARD_PIXELS"]
 
@@ -537,7 +537,8 @@ def run_person(config: PersonCalibrateConfig, progress: Progress = no_progress) 
     cameras = [c for f in config.intrinsics for c in load_rig(f)]
     keypoints = config.keypoints
     if config.videos:
-        keypoints = _detect(config, progress)
+        keypoints = detect_keypoints(config.videos, config.keypoints or config.out.with_name(config.out.name + ".keypoints"),
+                                     progress)
     assert keypoints is not None
     names = [c.name for c in cameras]
     rec = read_recording_keypoints(keypoints, names, config.keypoint_set, allow_missing_frames=True, progress=progress)
@@ -568,8 +569,13 @@ def run_person(config: PersonCalibrateConfig, progress: Progress = no_progress) 
     return PersonCalibrateReport(rig=rig, calibration=report, path=path, comparison=comparison)
 
 
-def _detect(config: PersonCalibrateConfig, progress: Progress) -> Path:
-    """Detect 2D keypoints in ``config.videos`` (mvspin detect) and return their folder."""
+def detect_keypoints(videos: list[Path], folder: Path, progress: Progress = no_progress) -> Path:
+    """Detect 2D keypoints in ``videos`` (mvspin detect, reusing what it found before) into
+    ``folder`` and return it.
+
+    Raises:
+        ConfigError: (field ``videos``) no detector in this installation.
+    """
     import importlib
 
     try:
@@ -577,8 +583,6 @@ def _detect(config: PersonCalibrateConfig, progress: Progress) -> Path:
     except ImportError:
         raise ConfigError("videos: this installation has no keypoint detector (mvspin detect); give keypoints "
                           "detected elsewhere", field="videos") from None
-    folder = config.keypoints or config.out.with_name(config.out.name + ".keypoints")
-    result = detect.run(detect.DetectConfig(inputs=[str(v) for v in config.videos or []], out=str(folder), reuse=True),
-                        progress)
+    result = detect.run(detect.DetectConfig(inputs=[str(v) for v in videos], out=str(folder), reuse=True), progress)
     log.info("keypoints detected into %s", result.out)
     return Path(result.out)

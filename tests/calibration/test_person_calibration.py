@@ -17,12 +17,13 @@ HEAD = [15, 16]  # eyes
 MIRROR = [0, 1, 5, 6, 7, 2, 3, 4, 8, 12, 13, 14, 9, 10, 11, 16, 15, 18, 17, 22, 23, 24, 19, 20, 21]
 
 
-def walking_skeleton(frames=45, seed=0):
+def walking_skeleton(frames=45, seed=0, fps=15.0, start=0.0, wave=False, speed=0.9):
     """``(T, 25, 3)`` BODY_25 keypoints (metres, Z up, floor z = 0) of a person walking a gentle
-    curve, arms swinging, feet flat on the floor in stance and lifted in swing."""
+    curve, arms swinging, feet flat on the floor in stance and lifted in swing; with ``wave``,
+    the right hand also waves now and then (irregular, as people do)."""
     rng = np.random.default_rng(seed)
-    t = np.arange(frames) / 15.0  # 3 s at 15 frames per second
-    path = np.stack([-1.2 + 0.9 * t, 0.5 * np.sin(0.6 * t), np.zeros_like(t)], axis=1)
+    t = start + np.arange(frames) / fps  # default: 3 s at 15 frames per second
+    path = np.stack([-1.2 + speed * t, 0.5 * np.sin(0.6 * t), np.zeros_like(t)], axis=1)
     heading = np.arctan2(np.gradient(path[:, 1]), np.gradient(path[:, 0]))
     fwd = np.stack([np.cos(heading), np.sin(heading), 0 * heading], axis=1)
     left = np.stack([-np.sin(heading), np.cos(heading), 0 * heading], axis=1)
@@ -50,6 +51,11 @@ def walking_skeleton(frames=45, seed=0):
         at(wrist, -stride * 0.6, sign * 0.23 + z, 0.88 + z)
         at(16 if side == "l" else 15, 0.09 + z, sign * 0.032 + z, EYES + z)
         at(18 if side == "l" else 17, z, sign * 0.075 + z, EYES - 0.03 + z)
+    if wave:  # bursts of waving at irregular moments, raised up to 0.6 m
+        burst = np.exp(-((t - 0.8) / 0.25) ** 2) + 0.7 * np.exp(-((t - 2.1) / 0.35) ** 2) + np.exp(-((t - 3.0) / 0.2) ** 2)
+        lift = 0.6 * burst * (0.6 + 0.4 * np.sin(2 * np.pi * 2.3 * t))
+        out[:, 4, 2] += lift
+        out[:, 3, 2] += 0.5 * lift
     at(0, 0.11 + z, z, EYES - 0.05 + z)
     at(1, z, z, 1.48 + z)
     at(8, z, z, 0.93 + z)

@@ -69,6 +69,9 @@ class FitRigConfig(RigFitConfig):
     """Torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu)."""
     body: BodyModelConfig = field(default_factory=BodyModelConfig)
     """The body model."""
+    offsets: Optional[Path] = None
+    """Per-camera frame offsets from mvspin sync (JSON): each camera's keypoints are shifted onto
+    the reference camera's frame numbers before fitting (unsynchronised recordings)."""
 
     def __post_init__(self) -> None:
         from mvspin.body.keypoint_sets import KEYPOINT_SETS
@@ -173,6 +176,12 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
     log.info("rig: %d cameras (%s) from %s", len(rig), ", ".join(rig.names), config.rig)
     rec = read_recording_keypoints(config.keypoints, rig.names, config.keypoint_set, config.allow_missing_frames,
                                    progress=progress)
+    if config.offsets is not None:  # unsynchronised cameras: onto the reference's frame numbers
+        from calibration.sync import shift_keypoints
+        from mvspin.apps.sync import read_offsets
+
+        rec.keypoints = shift_keypoints(rec.keypoints, read_offsets(config.offsets, rec.camera_names))
+        log.info("keypoints shifted by the offsets of %s", config.offsets)
     if rec.matched_by == "order":
         log.info("keypoint folders matched to the rig's cameras in order (no folder carries a camera's name): %s",
                  ", ".join(f"{s.name} -> {n}" for s, n in zip(rec.sources, rec.camera_names)))

@@ -1,0 +1,152 @@
+"""The ``sync`` job: per-camera frame offsets of unsynchronised recordings of one person.
+
+:func:`run` (:class:`SyncConfig`) reads 2D keypoints (a folder per camera; or detects them in
+videos first with ``mvspin detect``), keeps per frame and camera the main person
+(:func:`mvspin.apps.calibrate.main_person`) and estimates the offsets with
+:mod:`calibration.sync`: from keypoint speeds alone, or with a rig from the triangulation error.
+The offsets file (JSON) says per camera by how many frames it is ahead::
+
+    {"convention": "frame f + offset of a camera shows the moment of the reference's frame f",
+     "reference": "cam01", "method": "rig", "offsets": {"cam01": 0.0, "cam02": 7.02, ...},
+     "scores": {...}}
+
+``mvspin fit-rig --offsets offsets.json`` reads it (:func:`read_offsets`) and shifts every
+camera's keypoints onto the reference's frame numbers (:func:`calibration.sync.shift_keypoints`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from mvspin.atomic import check_output_location, write_bytes_atomic
+from mvspin.config import ConfigError, check_range
+from mvspin.progress import Progress, no_progress
+
+__all__ = ["SyncConfig", "SyncReport", "run", "read_offsets", "CONVENTION"]
+
+log = logging.getLogger("mvspin")
+
+CONVENTION = "frame f + offset of a camera shows the moment of the reference's frame f"
+
+
+@dataclass
+class SyncConfig:
+    """Everything ``mvspin sync`` needs."""
+
+    out: Path
+    """Offsets file to write (.json)."""
+    keypoints: Optional[Path] = None
+    """Folder with one sub-folder (or .npz) of 2D keypoint files per camera."""
+    videos: Optional[list[Path]] = None
+    """One video per camera: keypoints are detected first (mvspin detect) into <out>.keypoints/."""
+    rig: Optional[Path] = None
+    """A calibration of the cameras: offsets from the triangulation error (else from keypoint speeds)."""
+    keypoint_set: Optional[str] = None
+    """The files' keypoint set (default: from the keypoint count)."""
+    max_offset: int = 60
+    """Largest offset searched, frames (either sign)."""
+    min_confidence: float = 0.5
+    """Keypoints with a lower detector confidence are not used."""
+    reference: Optional[str] = None
+    """The camera whose offset is 0 (default: the first)."""
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if (self.keypoints is None) == (not self.videos):
+            raise ConfigError("give keypoints (a folder of 2D keypoint files) or videos, one of the two",
+                              field="keypoints", related=("videos",))
+        check_range("max_offset", self.max_offset, 1, 100000, integer=True)
+        check_range("min_confidence", self.min_confidence, 0, 1)
+        if self.out.suffix.lower() != ".json":
+            raise ConfigError(f"out {self.out}: the offsets file is JSON; give a name ending in .json", field="out")
+
+
+@dataclass
+class SyncReport:
+    """What :func:`run` found: ``offsets`` and ``scores`` per camera name (see
+    :class:`calibration.sync.SyncResult`), the ``method`` and the file written."""
+
+    offsets: dict[str, float]
+    scores: dict[str, float]
+    method: str
+    reference: str
+    path: Path
+
+    def table(self) -> str:
+        from calibration.intrinsics import format_table
+
+        score = "peak correlation" if self.method == "speeds" else "triangulation px"
+        rows = [(n, f"{o:+.2f}", f"{self.scores[n]:.3f}") for n, o in self.offsets.items()]
+        return (format_table(("camera", "offset frames", score), rows)
+                + f"\nreference {self.reference}; {CONVENTION}; method: {self.method}")
+
+
+def _camera_names(config: SyncConfig) -> list[str]:
+    from calibration import load_rig
+    from mvspin.data.recording_keypoints import _camera_sources, natural_key
+
+    if config.rig is not None:
+        return list(load_rig(config.rig).names)
+    assert config.keypoints is not None
+    return sorted(_camera_sources(Path(config.keypoints)), key=natural_key)
+
+
+def run(config: SyncConfig, progress: Progress = no_progress) -> SyncReport:
+    """Estimate the cameras' frame offsets and write them to ``config.out``.
+
+    Raises:
+        KeypointFileError: unreadable keypoints; CalibrationError: recordings too short to overlap.
+    """
+    import numpy as np
+
+    from calibration import load_rig
+    from calibration.sync import offsets_from_rig, offsets_from_speeds
+    from mvspin.apps.calibrate import main_person
+    from mvspin.data.recording_keypoints import read_recording_keypoints
+
+    check_output_location(config.out, what="out")
+    rig = load_rig(config.rig) if config.rig is not None else None
+    if config.videos:
+        from mvspin.apps.calibrate import detect_keypoints
+
+        config.keypoints = detect_keypoints(config.videos, config.out.with_name(config.out.name + ".keypoints"), progress)
+    names = _camera_names(config)
+    rec = read_recording_keypoints(config.keypoints, names, config.keypoint_set, allow_missing_frames=True,
+                                   progress=progress)
+    if config.reference is not None and config.reference not in rec.camera_names:
+        raise ConfigError(f"reference: no camera {config.reference} (cameras: {', '.join(rec.camera_names)})",
+                          field="reference")
+    ref = rec.camera_names.index(config.reference) if config.reference else 0
+    kp = np.asarray(main_person(rec.keypoints), dtype=np.float64)
+    if rig is not None:
+        result = offsets_from_rig(kp, rig, config.max_offset, config.min_confidence, reference=ref)
+    else:
+        result = offsets_from_speeds(kp, config.max_offset, config.min_confidence, reference=ref)
+    offsets = dict(zip(rec.camera_names, result.offsets))
+    scores = dict(zip(rec.camera_names, result.scores))
+    data: dict[str, Any] = {"convention": CONVENTION, "reference": rec.camera_names[ref], "method": result.method,
+                            "offsets": offsets, "scores": scores}
+    write_bytes_atomic(config.out, json.dumps(data, indent=1).encode())
+    return SyncReport(offsets=offsets, scores=scores, method=result.method, reference=rec.camera_names[ref],
+                      path=config.out)
+
+
+def read_offsets(path: Path, camera_names: list[str]) -> list[float]:
+    """Per camera of ``camera_names`` (in that order) its offset from a ``mvspin sync`` file.
+
+    Raises:
+        ConfigError: (field ``offsets``) unreadable file or a camera missing from it.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        offsets = {str(k): float(v) for k, v in data["offsets"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"offsets {path}: not an offsets file written by mvspin sync ({e})", field="offsets") from None
+    missing = [n for n in camera_names if n not in offsets]
+    if missing:
+        raise ConfigError(f"offsets {path}: no offset for cameras {', '.join(missing)} (it has {', '.join(offsets)})",
+                          field="offsets")
+    return [offsets[n] for n in camera_names]
