@@ -41,6 +41,7 @@ __all__ = [
     "TEMPORARY_MARK",
     "OutputLocationError",
     "check_output_location",
+    "output_folder",
     "atomic_folder",
 ]
 
@@ -64,6 +65,14 @@ class OutputLocationError(MvspinError, OSError):
     disk. The message names the path (and the option it came from)."""
 
 
+def location_error(message: str, what: str) -> OutputLocationError:
+    """An :class:`OutputLocationError`; when ``what`` is a config field name (``"out"``) the
+    error's ``field`` names it, so the command line shows the flag (``--out``)."""
+    err = OutputLocationError(message)
+    err.field = what if what.isidentifier() else None  # type: ignore[attr-defined]
+    return err
+
+
 # Below this much free space a job is refused before it starts: it could not write its outputs.
 MIN_FREE_BYTES = 1 << 20
 
@@ -85,28 +94,59 @@ def check_output_location(path: str | os.PathLike, kind: str = "file", what: str
     path = Path(path).expanduser()
     folder = path if kind == "folder" else path.parent
     if kind == "file" and path.is_dir():
-        raise OutputLocationError(f"{what} {path}: is a directory (expected a file name)")
+        raise location_error(f"{what} {path}: is a directory (expected a file name)", what)
     if kind == "folder" and path.exists() and not path.is_dir():
-        raise OutputLocationError(f"{what} {path}: a file is in the way (expected a folder)")
+        raise location_error(f"{what} {path}: a file is in the way (expected a folder)", what)
     for ancestor in (folder, *folder.parents):
         if ancestor.exists():
             if not ancestor.is_dir():
-                raise OutputLocationError(f"{what} {path}: {ancestor} is a file, not a folder")
+                raise location_error(f"{what} {path}: {ancestor} is a file, not a folder", what)
             break
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = temporary_path_for(folder / ".mvspin-write-probe")
         probe.unlink()
     except OSError as err:
-        raise OutputLocationError(f"{what} {path}: cannot write there ({err.strerror or err})") from None
+        raise location_error(f"{what} {path}: cannot write there ({err.strerror or err})", what) from None
     try:
         stats = os.statvfs(folder)
         free = stats.f_bavail * stats.f_frsize
     except (OSError, AttributeError):
         free = None
     if free is not None and free < min_free_bytes:
-        raise OutputLocationError(f"{what} {path}: the disk is full ({free} bytes free)")
+        raise location_error(f"{what} {path}: the disk is full ({free} bytes free)", what)
     return path
+
+
+@contextlib.contextmanager
+def output_folder(path: str | os.PathLike, what: str = "out") -> Iterator[Path]:
+    """Check (and create) an output folder with :func:`check_output_location` for the duration of
+    a job; when the job fails and the folder was created here and is still empty, remove it
+    again, so a refused job leaves nothing behind.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> try:
+        ...     with output_folder(root / "run"):
+        ...         raise ValueError("bad input")
+        ... except ValueError:
+        ...     pass
+        >>> (root / "run").exists()
+        False
+    """
+    path = Path(path).expanduser()
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    check_output_location(path, kind="folder", what=what)
+    try:
+        yield path
+    except BaseException:
+        for folder in created:  # deepest first; stop at the first one that holds something
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _default_mode() -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, TypeVar
+from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -33,9 +33,11 @@ class ConfigError(MvspinError, ValueError):
         ('batch_size', 'batch_size must be >= 1, got 0')
     """
 
-    def __init__(self, message: str, field: Optional[str] = None) -> None:
+    def __init__(self, message: str, field: Optional[str] = None, related: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.field = field
+        self.related = tuple(related)
+        """Other fields the message names (``checkpoint needs videos``: ``("videos",)``)."""
 
 
 def check_range(field: str, value: Any, low: Optional[float] = None, high: Optional[float] = None, *,
@@ -75,13 +77,16 @@ def check_range(field: str, value: Any, low: Optional[float] = None, high: Optio
 
 
 def load_config(schema: type[T], yaml_path: Optional[str | Path] = None,
-                overrides: Sequence[str] = (), default_preset: Optional[str] = None) -> T:
+                overrides: Sequence[str] = (), default_preset: Optional[str] = None,
+                values: Optional[Mapping[str, Any]] = None) -> T:
     """Build a config object of dataclass type ``schema``.
 
     Args:
         schema: the job's dataclass (its defaults are the documented values).
         yaml_path: optional YAML file with a subset of the fields.
-        overrides: ``key=value`` strings (dotted keys for nested fields), applied last.
+        overrides: ``key=value`` strings (dotted keys for nested fields), applied after the YAML.
+        values: field values (nested mappings for nested configs), applied last: the flags of
+            a command line (:mod:`mvspin.cli.options`).
 
     A ``preset`` key (in the YAML or as ``preset=NAME``) starts from ``schema.preset(NAME)``
     instead of the defaults, for schemas that offer presets (the fitting configs);
@@ -123,6 +128,8 @@ def load_config(schema: type[T], yaml_path: Optional[str | Path] = None,
                 raise ConfigError(f"{yaml_path}: invalid configuration: {msg}") from None
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        if values:
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(dict(values)))
         return OmegaConf.to_object(cfg)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid configuration: {err.msg if hasattr(err, 'msg') else err}".splitlines()[0]) from None

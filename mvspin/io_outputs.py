@@ -433,17 +433,17 @@ def check_output_folder(folder: str | os.PathLike[str], files: Sequence[str | os
     Raises:
         OutputLocationError: naming ``what``, the folder and the path in the way.
     """
-    from mvspin.atomic import OutputLocationError, check_output_location
+    from mvspin.atomic import check_output_location, location_error
 
     folder = Path(check_output_location(folder, kind="folder", what=what))
     for file in map(Path, files):
         if file.is_dir():
-            raise OutputLocationError(f"{what} {folder}: a directory is in the way of the output file {file}")
+            raise location_error(f"{what} {folder}: a directory is in the way of the output file {file}", what)
         for parent in file.parents:
             if parent == folder:
                 break
             if parent.exists() and not parent.is_dir():
-                raise OutputLocationError(f"{what} {folder}: the file {parent} is in the way of an output folder")
+                raise location_error(f"{what} {folder}: the file {parent} is in the way of an output folder", what)
     return folder
 
 

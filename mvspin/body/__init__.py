@@ -8,6 +8,7 @@ from mvspin.body.keypoint_sets import (
     get_keypoint_set,
     keypoint_index_map,
 )
+from mvspin.body.config import BodyModelConfig
 from mvspin.body.model import BodyModel, BodyOutput
 from mvspin.body.model_files import BodyModelFilesError
 from mvspin.body.points import KeypointMap, KeypointSetUnavailable
@@ -15,7 +16,7 @@ from mvspin.body.priors import FreePosePrior, GMMPosePrior, angle_prior, shape_p
 from mvspin.body.safe_pickle import UnsafePickleError, load_restricted_pickle
 
 __all__ = [
-    "BodyModel", "BodyOutput", "BodyModelFilesError", "KeypointSet", "KeypointMap",
+    "BodyModel", "BodyModelConfig", "BodyOutput", "BodyModelFilesError", "KeypointSet", "KeypointMap",
     "KeypointSetUnavailable", "KEYPOINT_SETS", "LANDMARK_NAMES", "SMPL_JOINT_NAMES", "SMPL_PARENTS",
     "get_keypoint_set", "keypoint_index_map", "FreePosePrior", "GMMPosePrior", "angle_prior",
     "shape_prior", "UnsafePickleError", "load_restricted_pickle",

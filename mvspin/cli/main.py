@@ -104,8 +104,17 @@ def build_parser() -> Any:
 
 
 def error_line(err: BaseException) -> str:
-    """The one line the CLI prints for a user-facing error (naming the file where known)."""
+    """The one line the CLI prints for a user-facing error (naming the file where known; a config
+    field at fault is named by its flag, ``batch_size`` -> ``--batch-size``)."""
     message: Any = err.args[0] if isinstance(err, KeyError) and err.args else err
+    fields = [getattr(err, "field", None), *getattr(err, "related", ())]
+    for field in fields:
+        if isinstance(field, str) and field and "." not in field:
+            import re
+
+            from mvspin.cli.options import flag_for
+
+            message = re.sub(rf"(?<![\w.-]){re.escape(field)}(?![\w-])", flag_for(field), str(message), count=1)
     if isinstance(err, OSError) and not isinstance(err, MvspinError) and err.strerror:
         if err.filename:
             message = f"{err.filename}: {err.strerror}"

@@ -31,6 +31,7 @@ import numpy as np
 
 from mvspin.body import get_keypoint_set
 from mvspin.data.keypoint_files import KeypointFileError, frame_number, read_openpose_people
+from mvspin.progress import Progress, no_progress
 
 __all__ = ["RecordingKeypoints", "read_recording_keypoints", "keypoint_set_for_count", "natural_key"]
 
@@ -196,7 +197,7 @@ def read_recording_keypoints(
     camera_names: Sequence[str],
     keypoint_set: Optional[str] = None,
     allow_missing_frames: bool = False,
-    progress: Optional[Callable[[int], None]] = None,
+    progress: Progress = no_progress,
 ) -> RecordingKeypoints:
     """Read a recording's keypoints: ``folder`` holds one folder (or ``.npz``) per rig camera.
 
@@ -207,7 +208,7 @@ def read_recording_keypoints(
             18: ``coco18``, 17: ``coco17``, 26: ``halpe26``).
         allow_missing_frames: a camera without a file for some frames reads as seeing nobody
             there (else the frame counts must agree).
-        progress: called with the number of cameras read.
+        progress: :class:`~mvspin.progress.Progress`, stage ``"read keypoints"``: cameras read.
 
     Raises:
         KeypointFileError: camera count or names do not match, frame counts differ, unreadable
@@ -233,8 +234,7 @@ def read_recording_keypoints(
     per_camera = []
     for i, src in enumerate(ordered):
         per_camera.append(_read_camera(src))
-        if progress is not None:
-            progress(i + 1)
+        progress("read keypoints", i + 1, len(ordered))
     counts = {len(c) for c in per_camera}
     if len(counts) > 1 and not allow_missing_frames:
         detail = ", ".join(f"{n}: {len(c)}" for n, c in zip(names, per_camera))

@@ -34,6 +34,7 @@ from torch import Tensor
 from calibration import CameraTensors, Rig, triangulate_points
 from mvspin.body import get_keypoint_set
 from mvspin.geometry import perspective_projection
+from mvspin.progress import Progress, no_progress
 
 __all__ = ["AssociationConfig", "Association", "associate_subjects"]
 
@@ -236,7 +237,7 @@ def associate_subjects(
     num_subjects: int = 1,
     config: Optional[AssociationConfig] = None,
     fps: float = 30.0,
-    progress: Optional[Callable[[int], None]] = None,
+    progress: Progress = no_progress,
 ) -> Association:
     """Pick each subject's detections out of a multi-person recording.
 
@@ -247,7 +248,7 @@ def associate_subjects(
         keypoint_set: the detections' keypoint set (its left/right names give the flips).
         num_subjects: subjects to return, longest tracks first.
         fps: frame rate (the tracking gate grows with the time between sightings).
-        progress: called with the number of frames done after each block.
+        progress: :class:`~mvspin.progress.Progress`, stage ``"associate"``: frames done after each block.
 
     Returns:
         :class:`Association` with ``S = num_subjects``.
@@ -271,8 +272,7 @@ def associate_subjects(
     people: list[list[dict]] = []
     for start in range(0, t, c.block_frames):
         people.extend(_frame_people(cand[start:start + c.block_frames], cams, c, p))
-        if progress is not None:
-            progress(min(t, start + c.block_frames))
+        progress("associate", min(t, start + c.block_frames), t)
 
     # Tracking: link people frame to frame by their 3D centre.
     tracks: list[dict] = []

@@ -26,6 +26,7 @@ from mvspin.errors import MvspinError
 from mvspin.fitting.association import Association, AssociationConfig, associate_subjects
 from mvspin.fitting.sequence import SequenceFitConfig, SequenceResult, fit_sequence
 from mvspin.fitting.view_estimates import WorldEstimate
+from mvspin.progress import Progress, no_progress
 
 __all__ = ["RigFitConfig", "SubjectFit", "RecordingFit", "RecordingError", "fit_recording", "check_rig_units"]
 
@@ -104,7 +105,7 @@ def fit_recording(
     config: Optional[RigFitConfig] = None,
     fps: float = 30.0,
     frames: Optional[np.ndarray] = None,
-    progress: Optional[Callable[[str, int, int], None]] = None,
+    progress: Progress = no_progress,
     initial_estimate: Optional[Callable[[int, Tensor], WorldEstimate]] = None,
     initialisation: Optional[str] = None,
 ) -> RecordingFit:
@@ -122,7 +123,7 @@ def fit_recording(
         initial_estimate: ``initial_estimate(subject_id, keypoints (T, V, K, 3))`` -> a
             :class:`~mvspin.fitting.view_estimates.WorldEstimate` per frame, called after
             association for each subject; the sequence fit starts from it (e.g. a regressor on
-            the subject's crops, :func:`mvspin.inference.rig_init.network_world_estimate`).
+            the subject's crops, :func:`mvspin.apps.rig.network_start.network_world_estimate`).
             None: the fit starts from triangulation.
         initialisation: how the report names the start (default ``"network"`` with
             ``initial_estimate``, else ``"triangulation"``), e.g. the checkpoint.
@@ -148,8 +149,7 @@ def fit_recording(
         raise RecordingError("sequence.keyframe.calibrated_init=network needs a network initial estimate "
                              "(fit-rig: --checkpoint with --videos)")
     frames = np.arange(t) if frames is None else np.asarray(frames)
-    report = (lambda stage: (lambda done: progress(stage, done, t))) if progress else (lambda stage: None)
-    assoc = associate_subjects(det, rig, keypoint_set, num_subjects, c.association, fps, progress=report("associate"))
+    assoc = associate_subjects(det, rig, keypoint_set, num_subjects, c.association, fps, progress=progress)
     not_seen = ("the cameras do not see these keypoints (wrong calibration or units, or keypoint folders matched "
                 "to the wrong cameras)")
     if not bool(assoc.found.any()):
@@ -161,7 +161,8 @@ def fit_recording(
         kp = assoc.keypoints[s]
         try:
             start = None if initial_estimate is None else initial_estimate(s, kp)
-            result = fit_sequence(body, kp, rig, keypoint_set, c.sequence, progress=report(f"fit {s}"), init=start)
+            result = fit_sequence(body, kp, rig, keypoint_set, c.sequence,
+                                  progress=lambda _, done, total: progress(f"fit {s}", done, total), init=start)
         except ValueError as err:
             if "no frame of the recording could be fitted" not in str(err):
                 raise

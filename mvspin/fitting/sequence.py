@@ -21,7 +21,7 @@ Calibrated MV-SMPLify extended over time (what a rig user wants, rather than ind
 
 Network initialisation: given a world-frame estimate per frame
 (:class:`~mvspin.fitting.view_estimates.WorldEstimate`, e.g. from a regressor run on each
-camera's crops, :mod:`mvspin.inference.rig_init`), key frames start from it (frames without one
+camera's crops, :mod:`mvspin.apps.rig.network_start`), key frames start from it (frames without one
 from triangulation).
 """
 from __future__ import annotations
@@ -42,6 +42,7 @@ from mvspin.fitting.losses import reprojection_error
 from mvspin.fitting.mv_smplify import MVSMPLify
 from mvspin.fitting.view_estimates import WorldEstimate
 from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle
+from mvspin.progress import Progress, no_progress
 
 __all__ = ["SequenceFitConfig", "SequenceResult", "fit_sequence", "slerp_matrices"]
 
@@ -321,7 +322,7 @@ def fit_sequence(
     cameras: Rig | CameraTensors,
     keypoint_set: str,
     config: Optional[SequenceFitConfig] = None,
-    progress: Optional[Callable[[int], None]] = None,
+    progress: Progress = no_progress,
     init: Optional[WorldEstimate] = None,
 ) -> SequenceResult:
     """Fit one subject over a calibrated recording.
@@ -333,9 +334,9 @@ def fit_sequence(
         cameras: the rig (V cameras, metres).
         keypoint_set: the keypoints' set, e.g. ``"openpose25"``.
         config: see :class:`SequenceFitConfig`.
-        progress: called with the number of frames done after each chunk.
+        progress: :class:`~mvspin.progress.Progress`, stage ``"fit"``: frames done after each chunk.
         init: a world-frame start per frame (T frames; ``keyframe.calibrated_init`` ``auto`` or
-            ``network`` uses it), e.g. :func:`mvspin.inference.rig_init.network_world_estimate`.
+            ``network`` uses it), e.g. :func:`mvspin.apps.rig.network_start.network_world_estimate`.
 
     Returns:
         :class:`SequenceResult`; frames no camera saw are interpolated by the smoothness term
@@ -393,8 +394,7 @@ def fit_sequence(
             have_prev = True
         start = hi
         prev_end = hi
-        if progress is not None:
-            progress(prev_end)
+        progress("fit", prev_end, t)
     if fitter.betas is None:
         raise ValueError("no frame of the recording could be fitted: no camera saw the subject with enough "
                          "keypoints")

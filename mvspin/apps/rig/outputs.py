@@ -1,13 +1,14 @@
 """Files of a fitted rig recording: per subject an AMASS-keyed ``.npz``, an animated ``.glb`` and
 optionally meshes; a report (``report.json``, ``report.png``) for the whole recording.
 
-Every file goes through :mod:`mvspin.atomic`; a subject's files are committed together.
+Every file goes through :mod:`mvspin.atomic`; a subject's files (its meshes included) are
+committed together, so an interrupted run leaves whole subjects or nothing of them.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -16,14 +17,15 @@ from mvspin.atomic import OutputGroup, write_bytes_atomic
 from mvspin.body import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel
 from mvspin.fitting.recording import RecordingFit, recording_summary
 from mvspin.io_outputs import write_animated_gltf, write_mesh, write_smpl_npz
+from mvspin.progress import Progress, no_progress
 
 __all__ = ["write_recording_outputs", "write_report_plot", "summary_table", "write_overlay_videos", "match_videos"]
 
 
 def _subject_files(fit: RecordingFit, body: BodyModel, index: int, out: Path, gender: str,
                    world_rotation: Optional[np.ndarray], meshes: bool, group: OutputGroup) -> list[Path]:
-    """Write one subject's ``.npz`` and ``.glb`` through ``group`` (together or not at all),
-    then its meshes; returns the final paths."""
+    """Write one subject's ``.npz``, ``.glb`` and meshes through ``group`` (together or not at
+    all); returns the final paths."""
     sub = fit.subjects[index]
     r = sub.result
     params = {k: v.detach().cpu().numpy() for k, v in r.smpl_params().items()}
@@ -46,6 +48,7 @@ def _subject_files(fit: RecordingFit, body: BodyModel, index: int, out: Path, ge
         world_rotation=world_rotation)
     written = list(finals)
     if meshes:
+        (out / "meshes").mkdir(exist_ok=True)
         with torch.no_grad():
             for t0 in range(0, r.num_frames, 64):
                 sl = slice(t0, min(r.num_frames, t0 + 64))
@@ -53,8 +56,9 @@ def _subject_files(fit: RecordingFit, body: BodyModel, index: int, out: Path, ge
                 verts = body(body_pose=r.body_pose[sl], betas=betas.expand(n, -1), global_orient=r.global_orient[sl],
                              transl=r.transl[sl]).vertices.cpu().numpy()
                 for i in range(n):
-                    written.append(write_mesh(out / "meshes" / f"{stem}_{int(fit.frames[sl.start + i]):06d}.obj",
-                                              verts[i], body.faces))
+                    final = out / "meshes" / f"{stem}_{int(fit.frames[sl.start + i]):06d}.obj"
+                    write_mesh(group.path(final), verts[i], body.faces)
+                    written.append(final)
     return written
 
 
@@ -110,13 +114,14 @@ def summary_table(summary: dict) -> str:
 
 def write_recording_outputs(fit: RecordingFit, body: BodyModel, out: str | Path, *, gender: str = "neutral",
                             z_up: bool = True, meshes: bool = False,
-                            progress: Optional[Callable[[int], None]] = None) -> list[Path]:
+                            progress: Progress = no_progress) -> list[Path]:
     """Write every subject's files and the report into ``out``; returns the paths written.
 
     Args:
         z_up: the rig's world is Z-up: the ``.glb`` gets a parent node turning it into glTF's
             Y-up (Blender turns it back), so the body stands upright in every viewer.
         meshes: also one ``.obj`` per subject and frame under ``meshes/``.
+        progress: stage ``"write"``, subjects written.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,9 +129,14 @@ def write_recording_outputs(fit: RecordingFit, body: BodyModel, out: str | Path,
     written: list[Path] = []
     for i in range(len(fit.subjects)):
         with OutputGroup() as group:
-            written.extend(_subject_files(fit, body, i, out, gender, world, meshes, group))
-        if progress is not None:
-            progress(i + 1)
+            files = _subject_files(fit, body, i, out, gender, world, meshes, group)
+        written.extend(files)
+        if meshes:  # an earlier run's meshes of this subject (other frames) must not mix with this run's
+            keep = set(files)
+            for old in (out / "meshes").glob(f"subject{fit.subjects[i].subject_id}_*.obj"):
+                if old not in keep:
+                    old.unlink()
+        progress("write", i + 1, len(fit.subjects))
     summary = recording_summary(fit)
     written.append(write_bytes_atomic(out / "report.json", json.dumps(summary, indent=1).encode()))
     written.append(write_report_plot(summary, out / "report.png"))
@@ -148,11 +158,12 @@ def match_videos(videos: list[Path], camera_names: list[str]) -> list[Path]:
 
 
 def write_overlay_videos(fit: RecordingFit, body: BodyModel, rig, videos: list[Path], out: str | Path,
-                         progress: Optional[Callable[[int], None]] = None) -> list[Path]:
+                         progress: Progress = no_progress) -> list[Path]:
     """Per camera, the video with each subject's fitted skeleton (SMPL's 24 joints projected,
     one colour per subject) and the detections used (white dots): ``overlay_<camera>.mp4``.
 
-    Video frame ``n`` shows keypoint frame number ``n``; frames without a fit are copied as they are.
+    Video frame ``n`` shows keypoint frame number ``n``; frames without a fit are copied as they
+    are. ``progress``: stage ``"overlays"``, cameras done.
     """
     import cv2
 
@@ -192,6 +203,5 @@ def write_overlay_videos(fit: RecordingFit, body: BodyModel, rig, videos: list[P
                                 cv2.circle(frame, (int(round(x)), int(round(y))), 3, (255, 255, 255), -1)
                 writer.write(frame)
         written.append(writer.path)
-        if progress is not None:
-            progress(v + 1)
+        progress("overlays", v + 1, len(videos))
     return written

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from mvspin.learning.checkpoint import CheckpointError, load_regressor_checkpoin
 from mvspin.learning.evaluation import checkpoint_input_size
 from mvspin.learning.inference import Predictor
 from mvspin.learning.preprocess import preprocessing_for_checkpoint, read_image
+from mvspin.progress import Progress, no_progress
 
 __all__ = ["RigViewPredictions", "load_rig_predictor", "camera_frames", "predict_rig_views", "network_world_estimate",
            "world_estimate_from_rig_views"]
@@ -170,7 +171,7 @@ def predict_rig_views(
     keypoints: Tensor,
     rig: Rig,
     frames: Optional[np.ndarray] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Progress = no_progress,
 ) -> RigViewPredictions:
     """Run the regressor on the subject's crop in every camera and frame that sees it.
 
@@ -183,7 +184,7 @@ def predict_rig_views(
         rig: the V cameras (image sizes, when known, are checked against the videos).
         frames: ``(T,)`` keypoint frame numbers (video frame ``n`` = frame number ``n``;
             default ``0..T-1``).
-        progress: ``progress(crops done, crops in all)`` after each network batch.
+        progress: :class:`~mvspin.progress.Progress`, stage ``"network"``: crops done after each batch.
 
     Returns:
         :class:`RigViewPredictions`.
@@ -226,8 +227,7 @@ def predict_rig_views(
             done += len(rows)
             crops.clear()
             rows.clear()
-            if progress is not None:
-                progress(done, total)
+            progress("network", done, total)
 
         for n, image in camera_frames(path, wanted):
             if min(cam.image_size) > 0 and (image.shape[1], image.shape[0]) != tuple(cam.image_size):
@@ -248,7 +248,7 @@ def network_world_estimate(
     keypoints: Tensor,
     rig: Rig,
     frames: Optional[np.ndarray] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Progress = no_progress,
 ) -> WorldEstimate:
     """The regressor's world-frame start for one subject, per frame (module doc).
 

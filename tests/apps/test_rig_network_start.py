@@ -1,4 +1,4 @@
-"""Network initialisation of rig fitting (mvspin.inference.rig_init): the frame conversions, with
+"""Network initialisation of rig fitting (mvspin.apps.rig.network_start): the frame conversions, with
 a predictor that returns each crop's ground truth, and the checks before any work."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from mvspin.body import BodyModel
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording
 from mvspin.fitting import WorldEstimate
 from mvspin.geometry import (axis_angle_to_matrix, crop_camera_rotation, geodesic_distance, keypoint_crop_boxes)
-from mvspin.inference.rig_init import camera_frames, load_rig_predictor, network_world_estimate, predict_rig_views
+from mvspin.apps.rig.network_start import camera_frames, load_rig_predictor, network_world_estimate, predict_rig_views
 from mvspin.io_outputs import VideoWriter, write_image
 from mvspin.learning.checkpoint import CheckpointError, save_regressor_checkpoint
 from mvspin.learning.inference import Prediction
@@ -106,7 +106,7 @@ def test_world_estimate_equals_ground_truth(body, recording, tmp_path):
         videos[v] = folder
     fake = GroundTruthPredictor(body, rec, kp)
     done = []
-    est = network_world_estimate(fake, videos, kp, rec.rig, progress=lambda n, total: done.append((n, total)))
+    est = network_world_estimate(fake, videos, kp, rec.rig, progress=lambda _, n, total: done.append((n, total)))
     # One crop per camera and frame that sees the subject, batched by the predictor's batch size.
     seen = (kp[..., 2] > 0).sum(-1) >= 2
     assert int(seen.sum()) == T * V - 1 - V - 2 == sum(fake.calls) and max(fake.calls) <= 5

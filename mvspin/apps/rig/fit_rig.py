@@ -1,0 +1,216 @@
+"""``fit_rig``: SMPL bodies over a calibrated multi-camera recording, the whole job in one call.
+
+Stages, in order: check every output location and open every input (rig, keypoints, videos,
+checkpoint, body model) -> network start (with ``checkpoint``) -> association and sequence fit
+(:func:`mvspin.fitting.recording.fit_recording`) -> per-subject files and the report
+(:mod:`mvspin.apps.rig.outputs`) -> overlay videos -> the resolved config.
+
+Example:
+    >>> from mvspin.apps.rig import FitRigConfig, fit_rig
+    >>> report = fit_rig(FitRigConfig(rig="rig.toml", keypoints="keypoints/", out="fit/"))  # doctest: +SKIP
+    >>> report.summary["subjects"][0]["mean_reprojection_px"]  # doctest: +SKIP
+    2.1
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from mvspin.body.config import BodyModelConfig
+from mvspin.config import ConfigError, check_range
+from mvspin.fitting.recording import RecordingFit, RigFitConfig
+from mvspin.progress import Progress, no_progress
+
+__all__ = ["FitRigConfig", "RigReport", "fit_rig"]
+
+log = logging.getLogger("mvspin")
+
+# Files a run may write besides the per-subject ones (checked before any work).
+_REPORT_FILES = ("report.json", "report.png", "config.yaml")
+
+
+@dataclass(kw_only=True)
+class FitRigConfig(RigFitConfig):
+    """Every setting of ``mvspin fit-rig``: inputs, outputs, and the association and sequence
+    fitting (``association``, ``sequence``, inherited from
+    :class:`~mvspin.fitting.recording.RigFitConfig`; see ``configs/fit_rig.yaml``)."""
+
+    rig: Path
+    """Calibration file in any supported format (anipose/Pose2Sim/FreeMoCap TOML, EasyMocap,
+    Qualisys .qca.txt, Human3.6M, MPI-INF-3DHP), metres."""
+    keypoints: Path
+    """Folder with one sub-folder (or .npz) of 2D keypoint files per rig camera."""
+    out: Path
+    """Output folder."""
+    keypoint_set: Optional[str] = None
+    """The files' keypoint set (default: from the keypoint count; BODY_25B must be named:
+    openpose25b)."""
+    fps: float = 30.0
+    """Frame rate of the recording, frames per second."""
+    subjects: int = 1
+    """People to fit, each with its own id."""
+    meshes: bool = False
+    """Also write one .obj per subject and frame (meshes/)."""
+    y_up: bool = False
+    """The rig's world is Y-up (default: Z-up)."""
+    allow_missing_frames: bool = False
+    """Cameras may lack files for some frames (else frame counts must agree)."""
+    videos: Optional[list[Path]] = None
+    """One video per camera, matched by file stem, else in order: writes overlay_<camera>.mp4
+    with the fitted skeletons (video frame n is keypoint frame n; image folders give no overlay)."""
+    checkpoint: Optional[Path] = None
+    """HMR regressor checkpoint (SPIN's or mvspin's): the fit starts from the network run on
+    each camera's crop of the subject (needs videos; default: start from triangulation)."""
+    batch_size: int = 32
+    """Crops per network call with a checkpoint."""
+    device: Optional[str] = None
+    """Torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu)."""
+    body: BodyModelConfig = field(default_factory=BodyModelConfig)
+    """The body model."""
+
+    def __post_init__(self) -> None:
+        from mvspin.body.keypoint_sets import KEYPOINT_SETS
+
+        self.rig, self.keypoints, self.out = Path(self.rig), Path(self.keypoints), Path(self.out)
+        if self.videos is not None:
+            self.videos = [Path(v) for v in self.videos]
+            if not self.videos:
+                raise ConfigError("videos must name at least one video (or leave it unset)", field="videos")
+        check_range("fps", self.fps, 0, 10000, low_open=True)
+        check_range("subjects", self.subjects, 1, 64, integer=True)
+        check_range("batch_size", self.batch_size, 1, 4096, integer=True)
+        if self.keypoint_set is not None and self.keypoint_set not in KEYPOINT_SETS:
+            raise ConfigError(f"keypoint_set {self.keypoint_set!r} is not a keypoint set; known: "
+                              f"{', '.join(KEYPOINT_SETS)}", field="keypoint_set")
+        if self.checkpoint is not None and not self.videos:
+            raise ConfigError("checkpoint needs videos (one per camera): the network runs on each camera's crop "
+                              "of the subject", field="checkpoint", related=("videos",))
+        if self.checkpoint is not None and self.sequence.keyframe.calibrated_init == "triangulation":
+            raise ConfigError("checkpoint: sequence.keyframe.calibrated_init=triangulation would ignore the "
+                              "network; set it to auto or network", field="checkpoint")
+
+
+@dataclass
+class RigReport:
+    """What :func:`fit_rig` did.
+
+    Attributes:
+        out: the output folder.
+        files: every file written, final paths.
+        summary: the report's numbers (``report.json``: per subject frames fitted and failed,
+            per-camera reprojection error in pixels, betas).
+        fit: the fit itself (per subject a :class:`~mvspin.fitting.sequence.SequenceResult`).
+        camera_names: the rig's cameras, in its order.
+        keypoint_sources: the keypoint folder (or file) read for each camera, in the rig's order.
+        matched_by: ``"name"`` (folders carry the cameras' names) or ``"order"``.
+        body_model: the body model's name.
+        initialisation: how the key frames started (triangulation or the network).
+    """
+
+    out: Path
+    files: list[Path]
+    summary: dict[str, Any]
+    fit: RecordingFit
+    camera_names: list[str]
+    keypoint_sources: list[Path]
+    matched_by: str
+    body_model: str
+    initialisation: str
+
+
+def _planned_files(config: FitRigConfig, camera_names: list[str]) -> list[Path]:
+    out = config.out
+    files = [out / name for name in _REPORT_FILES]
+    files += [out / f"subject{i}.{ext}" for i in range(config.subjects) for ext in ("npz", "glb")]
+    files += [out / f"overlay_{name}.mp4" for name in camera_names] if config.videos else []
+    return files
+
+
+def fit_rig(config: FitRigConfig, progress: Progress = no_progress) -> RigReport:
+    """Run ``mvspin fit-rig``: fit SMPL bodies to a calibrated rig recording's 2D keypoints.
+
+    Every output location and input is checked before any fitting: a bad ``out`` (a file, a
+    folder that cannot be written, a full disk, an output name blocked by a folder), a
+    calibration or keypoint folder that does not load, videos that do not open, a checkpoint
+    that does not fit the body model: each raises an :class:`~mvspin.errors.MvspinError` (or
+    ``OSError``) naming the file, and nothing is written.
+
+    Args:
+        config: the job's settings (:class:`FitRigConfig`).
+        progress: stages ``"read keypoints"``, ``"associate"``, ``"fit <id>"``, ``"write"``,
+            ``"overlays"`` (and ``"network <id>"`` with a checkpoint).
+
+    Returns:
+        A :class:`RigReport`; the files are in ``config.out``.
+    """
+    from mvspin.atomic import output_folder
+
+    with output_folder(config.out, what="out"):  # removed again if the job fails before writing anything
+        return _fit_rig(config, progress)
+
+
+def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
+    from calibration import load_rig
+    from mvspin.apps.rig.outputs import match_videos, write_overlay_videos, write_recording_outputs
+    from mvspin.config import resolve_device, save_config
+    from mvspin.data.recording_keypoints import read_recording_keypoints
+    from mvspin.data.video import VideoError, video_info
+    from mvspin.fitting.recording import fit_recording, recording_summary
+    from mvspin.io_outputs import check_output_folder
+
+    rig = load_rig(config.rig)
+    check_output_folder(config.out, _planned_files(config, list(rig.names)), what="out")
+    videos: list[Path] = []
+    if config.videos:
+        videos = match_videos(config.videos, list(rig.names))  # a count mismatch before any fitting
+        for v in videos:
+            if not v.is_dir():
+                video_info(v)  # opens it: VideoError naming the file
+            elif not any(v.iterdir()):
+                raise VideoError(f"{v}: image folder is empty")
+    log.info("rig: %d cameras (%s) from %s", len(rig), ", ".join(rig.names), config.rig)
+    rec = read_recording_keypoints(config.keypoints, rig.names, config.keypoint_set, config.allow_missing_frames,
+                                   progress=progress)
+    if rec.matched_by == "order":
+        log.info("keypoint folders matched to the rig's cameras in order (no folder carries a camera's name): %s",
+                 ", ".join(f"{s.name} -> {n}" for s, n in zip(rec.sources, rec.camera_names)))
+    log.info("keypoints: %d frames, %s, up to %d people per camera", rec.num_frames, rec.keypoint_set,
+             rec.keypoints.shape[2])
+    device = resolve_device(config.device, what="device")
+    body = config.body.load(device)
+    initial_estimate, initialisation = None, None
+    if config.checkpoint is not None:
+        initial_estimate, initialisation = _network_start(config, body, device, rig, rec.frames, videos, progress)
+    fit = fit_recording(body, rec.keypoints, rig, rec.keypoint_set, config.subjects, config=config, fps=config.fps,
+                        frames=rec.frames, progress=progress, initial_estimate=initial_estimate,
+                        initialisation=initialisation)
+    if len(fit.subjects) < config.subjects:
+        log.warning("asked for %d subjects, found %d in the recording", config.subjects, len(fit.subjects))
+    written = write_recording_outputs(fit, body, config.out, gender=config.body.gender, z_up=not config.y_up,
+                                      meshes=config.meshes, progress=progress)
+    if videos and any(v.is_dir() for v in videos):
+        log.info("no overlay videos: videos gave image folders")
+    elif videos:
+        written += write_overlay_videos(fit, body, rig, videos, config.out, progress=progress)
+    save_config(config, config.out / "config.yaml")
+    written.append(config.out / "config.yaml")
+    return RigReport(out=config.out, files=written, summary=recording_summary(fit), fit=fit,
+                     camera_names=list(rig.names), keypoint_sources=list(rec.sources), matched_by=rec.matched_by,
+                     body_model=body.name, initialisation=fit.initialisation)
+
+
+def _network_start(config: FitRigConfig, body, device, rig, frames, videos: list[Path], progress: Progress):
+    """Load and check the regressor (before any fitting) and return fit_recording's
+    ``initial_estimate``: the network on each subject's crops."""
+    from mvspin.apps.rig.network_start import load_rig_predictor, network_world_estimate
+
+    predictor, about = load_rig_predictor(config.checkpoint, body, device, config.batch_size)
+    log.info("network initialisation: %s", about)
+
+    def estimate(subject: int, keypoints):
+        return network_world_estimate(predictor, videos, keypoints, rig, frames,
+                                      lambda _, done, total: progress(f"network {subject}", done, total))
+
+    return estimate, f"network: {about}"
