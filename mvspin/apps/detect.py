@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mvspin.atomic import atomic_folder, check_output_location, write_bytes_atomic
+from mvspin.atomic import atomic_folder, output_folder, write_bytes_atomic
 from mvspin.config import ConfigError, check_range
 from mvspin.data.keypoint_files import openpose_frame_json
 from mvspin.data.video import open_frames
@@ -47,7 +47,7 @@ class DetectConfig:
     """Videos or folders of images, one per camera (synchronised: frame i of each is one moment)."""
     out: str = ""
     """Output folder: one folder of OpenPose-layout JSON per camera, and detect.json."""
-    detector: str = "blazepose"
+    detector: str = field(default="blazepose", metadata={"choices": BACKENDS})
     """Detector backend: blazepose (built in; its files come from `mvspin detect install-model`) or onnx (an RTMPose ONNX file given as model)."""
     model: Optional[str] = None
     """RTMPose ONNX model file (SimCC head, COCO-17 or HALPE-26) for detector onnx."""
@@ -217,7 +217,11 @@ def run(config: DetectConfig, progress: Progress = no_progress) -> DetectReport:
         A camera that cannot be read or decoded does not raise: it is reported
         (:attr:`DetectReport.failed`) and the other cameras finish.
     """
-    out = check_output_location(config.out, kind="folder", what="out")
+    with output_folder(config.out, what="out") as out:  # removed again if refused before writing anything
+        return _run(config, out, progress)
+
+
+def _run(config: DetectConfig, out: Path, progress: Progress) -> DetectReport:
     names = camera_names_of(config.inputs, config.camera_names)
     detector = load_detector(config.settings())
     previous = _reusable(out, config, names) if config.reuse else {}
