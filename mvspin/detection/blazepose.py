@@ -44,7 +44,7 @@ from mvspin.detection.models import BlazePoseFiles
 from mvspin.errors import DetectionError
 
 __all__ = ["BlazePose", "BlazePoseOptions", "PersonDetection", "Roi", "TrackedPerson", "PoseTracker",
-           "ssd_anchors", "decode_detections", "weighted_nms", "alignment_roi", "roi_to_image_matrix"]
+           "ssd_anchors", "decode_detections", "weighted_nms", "alignment_roi", "roi_to_image_matrix", "roi_crop"]
 
 DETECTOR_SIZE = 224
 LANDMARK_SIZE = 256
@@ -181,6 +181,39 @@ def roi_to_image_matrix(roi: Roi, crop_size: int = LANDMARK_SIZE) -> np.ndarray:
     return np.concatenate([rot, t[:, None]], 1)
 
 
+def roi_crop(image: np.ndarray, roi: Roi, size: int = LANDMARK_SIZE) -> np.ndarray:
+    """The ROI of ``image`` (``(H, W, C)``) warped to a ``(size, size, C)`` crop: crop point
+    ``(u, v)`` (continuous) shows image point ``roi_to_image_matrix(roi, size) @ (u, v, 1)``;
+    outside the image is black."""
+    m = roi_to_image_matrix(roi, size)
+    k = roi.size / size  # image pixels per crop pixel
+    src = image
+    if k > 2.0:
+        # Shrinking by more than 2x with bilinear sampling aliases: average the ROI's
+        # bounding region down to about the crop's resolution first.
+        corners = m @ np.array([[0, 0, 1], [size, 0, 1], [0, size, 1],
+                                [size, size, 1]], dtype=np.float64).T
+        h, w = image.shape[:2]
+        x0, y0 = np.clip(np.floor(corners.min(1)).astype(int), 0, [w, h])
+        x1, y1 = np.clip(np.ceil(corners.max(1)).astype(int), 0, [w, h])
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            f = 1.0 / k
+            region = image[y0:y1, x0:x1]
+            sw, sh = max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f))
+            src = cv2.resize(region, (sw, sh), interpolation=cv2.INTER_AREA)
+            fx, fy = sw / (x1 - x0), sh / (y1 - y0)
+            # image continuous -> small continuous: ((X - x0) * fx, (Y - y0) * fy)
+            m = np.array([[fx, 0, -x0 * fx], [0, fy, -y0 * fy]]) @ np.vstack([m, [0, 0, 1]])
+    # warpAffine maps destination pixel centres (u + 0.5) through m to source continuous
+    # coordinates; shift both sides to pixel-centre indices.
+    m_idx = m.copy()
+    m_idx[:, 2] += m[:, :2] @ np.array([0.5, 0.5]) - 0.5
+    crop = cv2.warpAffine(src, m_idx, (size, size),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(0, 0, 0))
+    return crop
+
+
 def _landmark_box(points: np.ndarray) -> np.ndarray:
     return np.array([*points[:, :2].min(0), *points[:, :2].max(0)])
 
@@ -280,32 +313,7 @@ class BlazePose:
             ``points (39, 4)``: x, y (image, continuous pixels), visibility and presence
             (probabilities), and the probability that a person is in the ROI.
         """
-        m = roi_to_image_matrix(roi)
-        k = roi.size / LANDMARK_SIZE  # image pixels per crop pixel
-        src, offset = image, np.zeros(2)
-        if k > 2.0:
-            # Shrinking by more than 2x with bilinear sampling aliases: average the ROI's
-            # bounding region down to about the crop's resolution first.
-            corners = m @ np.array([[0, 0, 1], [LANDMARK_SIZE, 0, 1], [0, LANDMARK_SIZE, 1],
-                                    [LANDMARK_SIZE, LANDMARK_SIZE, 1]], dtype=np.float64).T
-            h, w = image.shape[:2]
-            x0, y0 = np.clip(np.floor(corners.min(1)).astype(int), 0, [w, h])
-            x1, y1 = np.clip(np.ceil(corners.max(1)).astype(int), 0, [w, h])
-            if x1 - x0 >= 2 and y1 - y0 >= 2:
-                f = 1.0 / k
-                region = image[y0:y1, x0:x1]
-                sw, sh = max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f))
-                src = cv2.resize(region, (sw, sh), interpolation=cv2.INTER_AREA)
-                fx, fy = sw / (x1 - x0), sh / (y1 - y0)
-                # image continuous -> small continuous: ((X - x0) * fx, (Y - y0) * fy)
-                m = np.array([[fx, 0, -x0 * fx], [0, fy, -y0 * fy]]) @ np.vstack([m, [0, 0, 1]])
-        # warpAffine maps destination pixel centres (u + 0.5) through m to source continuous
-        # coordinates; shift both sides to pixel-centre indices.
-        m_idx = m.copy()
-        m_idx[:, 2] += m[:, :2] @ np.array([0.5, 0.5]) - 0.5
-        crop = cv2.warpAffine(src, m_idx, (LANDMARK_SIZE, LANDMARK_SIZE),
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
-                              borderValue=(0, 0, 0))
+        crop = roi_crop(image, roi)
         self.landmarker.set_tensor(self._lm_in, (crop.astype(np.float32) / 255.0)[None])
         self.landmarker.invoke()
         raw = self.landmarker.get_tensor(self._lm_points).reshape(39, 5)
