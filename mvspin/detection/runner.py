@@ -88,14 +88,19 @@ def load_detector(settings: DetectorSettings) -> PoseDetector:
     """
     if settings.backend not in BACKENDS:
         raise DetectionError(f"unknown detector {settings.backend!r}; known: {', '.join(BACKENDS)}")
+    pose_model = None
+    if settings.backend == "onnx":  # the user's file first: a wrong file is the likelier mistake
+        if not settings.model:
+            raise DetectionError("detector onnx needs model: an RTMPose ONNX file (SimCC head, COCO-17 or HALPE-26)")
+        from mvspin.detection.onnx_pose import OnnxPoseModel
+
+        pose_model = OnnxPoseModel(os.fspath(settings.model), threads=settings.threads)
     blazepose = BlazePose(find_blazepose(settings.model_dir), threads=settings.threads)
-    if settings.backend == "blazepose":
+    if pose_model is None:
         return BlazePoseDetector(blazepose, settings.blazepose)
-    if not settings.model:
-        raise DetectionError("detector onnx needs model: an RTMPose ONNX file (SimCC head, COCO-17 or HALPE-26)")
     from mvspin.detection.onnx_pose import OnnxPoseDetector
 
-    return OnnxPoseDetector(os.fspath(settings.model), blazepose, settings.blazepose, threads=settings.threads)
+    return OnnxPoseDetector(pose_model, blazepose, settings.blazepose)
 
 
 def detect_sequence(frames: Iterable[np.ndarray], detector: PoseDetector, max_frames: Optional[int] = None,
