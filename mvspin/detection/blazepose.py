@@ -34,6 +34,8 @@ converted to pixel-centre (OpenCV / OpenPose) coordinates, ``x - 0.5``, on outpu
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -54,6 +56,26 @@ _STRIDES = (8, 16, 32, 32, 32)
 _ANCHORS_PER_LAYER = 2  # aspect ratio 1.0 and the interpolated-scale anchor
 _ROI_SCALE = 1.25
 _LOGIT_CLIP = 100.0
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the C++ runtime's stderr (LiteRT prints "INFO: Created TensorFlow Lite XNNPACK
+    delegate" on every interpreter, into the progress bars; no environment setting stops it).
+    Errors still arrive as Python exceptions."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -271,7 +293,8 @@ class BlazePose:
     def _load(interpreter_class, path, threads: int, input_shape: list[int], outputs: set[tuple[int, ...]]):
         try:
             it = interpreter_class(model_path=str(path), num_threads=int(threads))
-            it.allocate_tensors()
+            with _quiet_stderr():
+                it.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             raise DetectionError(f"{path}: not a TensorFlow Lite model ({err})") from None
         shapes = {tuple(int(s) for s in d["shape"]) for d in it.get_output_details()}
