@@ -2,11 +2,12 @@
 lens model: :mod:`calibration.projection`), calibration files, world-frame alignment and
 triangulation.
 
-A standalone package: it knows cameras, not bodies, and never imports ``mvspin``.
+A standalone package: it knows cameras, not bodies; from ``mvspin`` it imports only the
+dependency-free shared core (``mvspin.errors``, ``mvspin.atomic``, ``mvspin.progress``).
 """
 from calibration.anipose_group import from_camera_group, to_camera_group
 from calibration.camera import Camera, CameraTensors, Rig, look_at, stack_rigs
-from calibration.errors import CalibrationError
+from mvspin.errors import CalibrationError
 from calibration.formats import FORMATS, detect_format, load_rig, save_rig
 from calibration.projection import (
     DISTORTION_SIZES,

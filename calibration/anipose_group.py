@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from calibration.camera import Camera, Rig
-from calibration.errors import CalibrationError
+from mvspin.errors import CalibrationError
 from calibration.world_frame import WorldFrame
 
 __all__ = ["to_camera_group", "from_camera_group"]

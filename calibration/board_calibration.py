@@ -30,7 +30,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -39,7 +39,8 @@ import torch
 from calibration.anipose_group import from_camera_group
 from calibration.boards import BoardDescription
 from calibration.camera import Rig
-from calibration.errors import CalibrationError
+from mvspin.errors import CalibrationError
+from mvspin.progress import Progress, no_progress
 from calibration.triangulation import triangulate_points
 from calibration.world_frame import UP_AXES, align_world, transform_rig
 
@@ -51,10 +52,6 @@ log = logging.getLogger("calibration")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _MIN_CORNERS_INTRINSICS = 9  # aniposelib's default for a view to enter the intrinsics estimate
 _MIN_CORNERS_SHARED = 8  # aniposelib keeps views with at least 8 corners for extrinsics
-
-Progress = Callable[[int, int, int], None]
-"""``progress(camera_index, frames_done, frames_total)``; ``frames_total`` is 0 when unknown."""
-
 
 @dataclass
 class BoardDetections:
@@ -223,8 +220,11 @@ def detect_corners(board: BoardDescription, gray: np.ndarray, detector: Any = No
 
 
 def detect_board(board: BoardDescription, source: str | os.PathLike, name: str, every_nth: int = 1,
-                 progress: Optional[Callable[[int, int], None]] = None) -> BoardDetections:
+                 progress: Progress = no_progress) -> BoardDetections:
     """Find ``board`` in every ``every_nth`` frame of one camera's video or image folder.
+
+    ``progress`` is called as ``progress(f"detect {name}", frames_read, frames_total)`` after each
+    frame (``frames_total`` is 0 when the video does not tell).
 
     Raises:
         FileNotFoundError: no such source.
@@ -249,8 +249,7 @@ def detect_board(board: BoardDescription, source: str | os.PathLike, name: str, 
             corners, ids = detect_corners(board, gray, detector)
             if corners is not None:
                 rows.append({"framenum": (0, index), "corners": corners, "ids": ids})
-        if progress is not None:
-            progress(count, total)
+        progress(f"detect {name}", count, total)
     if size is None:
         raise CalibrationError(f"{source}: no frames")
     return BoardDetections(name=name, source=str(source), image_size=size, frames=count,
@@ -319,7 +318,7 @@ def calibrate_rig(
     every_nth: int = 1,
     floor_frames: Sequence[int] = (),
     up: str = "z",
-    progress: Optional[Progress] = None,
+    progress: Progress = no_progress,
 ) -> tuple[Rig, CalibrationReport]:
     """Calibrate a rig from synchronised board recordings, one per camera.
 
@@ -333,7 +332,8 @@ def calibrate_rig(
             ``up``-up with its origin on the floor under the first of these boards. Default (no
             frames): the world is the first camera's frame.
         up: ``"z"`` or ``"y"``, with ``floor_frames``.
-        progress: called as ``progress(camera_index, frames_done, frames_total)`` while detecting.
+        progress: :class:`mvspin.progress.Progress`, one stage per camera while detecting the
+            board: ``progress(f"detect {name}", frames_read, frames_total)``.
 
     Returns:
         ``(rig, report)``: the calibrated :class:`Rig` (metres) and a :class:`CalibrationReport`.
@@ -362,9 +362,8 @@ def calibrate_rig(
                     "one odd and one even number of squares (e.g. 7 x 6) avoids this",
                     board.squares_x, board.squares_y)
     detections = []
-    for v, (path, name) in enumerate(zip(paths, names)):
-        callback = None if progress is None else (lambda done, total, v=v: progress(v, done, total))
-        detections.append(detect_board(board, path, name, every_nth, callback))
+    for path, name in zip(paths, names):
+        detections.append(detect_board(board, path, name, every_nth, progress))
     _check_coverage(detections)
     detector = board.to_aniposelib()
     group = CameraGroup([AniCamera(name=d.name, size=list(d.image_size)) for d in detections])

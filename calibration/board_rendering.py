@@ -18,7 +18,7 @@ import torch
 
 from calibration.boards import BoardDescription, render_board
 from calibration.camera import Camera
-from calibration.errors import CalibrationError
+from mvspin.errors import CalibrationError
 from calibration.projection import undistort_points
 
 __all__ = ["render_board_views", "undistorted_rays"]

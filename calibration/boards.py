@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 import yaml
 
-from calibration._files import atomic_paths, write_text_atomic
-from calibration.errors import CalibrationError
+from mvspin.atomic import write_bytes_atomic
+from mvspin.errors import CalibrationError
 
 __all__ = ["BoardDescription", "BOARD_TYPES", "load_board", "save_board", "render_board", "write_board_png"]
 
@@ -188,7 +188,7 @@ def save_board(board: BoardDescription, path: str | os.PathLike) -> Path:
         text = "".join(f'{k} = {v!r}\n' if not isinstance(v, str) else f'{k} = "{v}"\n' for k, v in data.items())
     else:
         text = yaml.safe_dump(data, sort_keys=False)
-    return write_text_atomic(path, text)
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def render_board(board: BoardDescription, pixels_per_square: int = 100, margin_px: Optional[int] = None) -> np.ndarray:
@@ -234,7 +234,6 @@ def write_board_png(board: BoardDescription, path: str | os.PathLike, dpi: float
     if not ok:
         raise CalibrationError(f"{path}: could not encode the board image")
     data = _png_with_dpi(png.tobytes(), dpi)
-    with atomic_paths([path], verify=[lambda tmp: tmp.read_bytes() == data]) as (tmp,):
-        tmp.write_bytes(data)
+    write_bytes_atomic(path, data)
     h, w = image.shape
     return Path(path), (w / dpi * 0.0254, h / dpi * 0.0254)

@@ -7,7 +7,7 @@ World units are whatever ``t`` is in (metres everywhere in mvspin).
 
 :class:`Camera` and :class:`Rig` hold numpy arrays (what calibration files store);
 :meth:`Rig.to_torch` stacks them into :class:`CameraTensors` with a view axis for batched
-projection and fitting. This package knows cameras, not bodies: it never imports ``mvspin``.
+projection and fitting. This package knows cameras, not bodies (it imports no mvspin layer).
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ ignores it). OpenCV's thin-prism and tilt terms (12 or 14 coefficients) are not 
 
 Shapes: points ``(*, N, 3)`` or ``(*, N, 2)``, ``K (*, 3, 3)``, ``R (*, 3, 3)``, ``t (*, 3)``,
 ``dist (*, D)``; the leading dims broadcast (e.g. points ``(B, V, N, 3)`` with per-view
-cameras ``(V, ...)``). This package never imports ``mvspin``.
+cameras ``(V, ...)``). This package imports no mvspin layer.
 """
 from __future__ import annotations
 

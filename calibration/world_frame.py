@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from calibration.camera import Camera, Rig
-from calibration.errors import CalibrationError
+from mvspin.errors import CalibrationError
 
 __all__ = ["WorldFrame", "UP_AXES", "transform_rig", "align_world", "set_up_axis"]
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from mvspin.errors import MvspinError
+from mvspin.errors import IncompleteWriteError, MvspinError, OutputLocationError
 
 __all__ = [
     "atomic_path",
@@ -56,21 +56,10 @@ Verify = Callable[[Path], object]
 """A re-reading check: called with the temporary file; raising or returning ``False`` rejects it."""
 
 
-class IncompleteWriteError(MvspinError, OSError):
-    """A file did not reach the disk completely (typically: the disk is full)."""
-
-
-class OutputLocationError(MvspinError, OSError):
-    """An output path cannot be written: a file or folder is in the way, no permission, a full
-    disk. The message names the path (and the option it came from)."""
-
-
 def location_error(message: str, what: str) -> OutputLocationError:
     """An :class:`OutputLocationError`; when ``what`` is a config field name (``"out"``) the
     error's ``field`` names it, so the command line shows the flag (``--out``)."""
-    err = OutputLocationError(message)
-    err.field = what if what.isidentifier() else None  # type: ignore[attr-defined]
-    return err
+    return OutputLocationError(message, field=what if what.isidentifier() else None)
 
 
 # Below this much free space a job is refused before it starts: it could not write its outputs.
@@ -357,13 +346,15 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 
 class OutputGroup:
-    """Files that belong together (one input's ``.npz``, mesh and overlay) appear together or
-    not at all.
+    """Files that belong together (one input's ``.npz``, mesh and overlay; a camera's
+    ``intri.yml`` and ``extri.yml``) appear together or not at all.
 
     Each :meth:`path` call gives a temporary path beside its final name; when the ``with`` block
-    succeeds every temporary is committed (checked and renamed) in order, when it raises, or a
-    commit fails, every temporary and every file already committed by this group is removed, so
-    no lone ``.npz`` is left next to a missing mesh.
+    succeeds every temporary is checked (:func:`check_complete`) and only when all passed are
+    they renamed, in order, so a file that fails its check leaves the previous files of the whole
+    group as they were. When the block raises, a check fails or a rename fails, every temporary
+    and every file already renamed by this group is removed, so no lone ``.npz`` is left next to a
+    missing mesh.
 
     Example:
         >>> import tempfile
@@ -397,8 +388,14 @@ class OutputGroup:
         if exc_type is None:
             try:
                 for tmp, final, verify in self._pending:
-                    commit_temporary(tmp, final, fsync=self._fsync, verify=verify)
+                    check_complete(tmp, final, fsync=self._fsync, verify=verify)
+                for tmp, final, _ in self._pending:
+                    os.chmod(tmp, _MODE)
+                    os.replace(tmp, final)
                     self.committed.append(final)
+                if self._fsync:
+                    for folder in {final.parent for final in self.committed}:
+                        _fsync_folder(folder)
                 return
             except BaseException:
                 self._discard()

@@ -13,31 +13,11 @@ from typing import Any, Mapping, Optional, Sequence, TypeVar
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mvspin.errors import MvspinError
+from mvspin.errors import ConfigError
 
 __all__ = ["load_config", "save_config", "config_to_dict", "ConfigError", "check_range", "resolve_device"]
 
 T = TypeVar("T")
-
-
-class ConfigError(MvspinError, ValueError):
-    """A YAML file, an override or a config value does not fit the job's configuration.
-
-    ``field`` is the dotted name of the config field at fault when there is one
-    (``"batch_size"``, ``"sequence.smooth_weight"``); the message names it by that name, and the
-    command line shows the matching flag instead (``--batch-size``).
-
-    Example:
-        >>> err = ConfigError("batch_size must be >= 1, got 0", field="batch_size")
-        >>> err.field, str(err)
-        ('batch_size', 'batch_size must be >= 1, got 0')
-    """
-
-    def __init__(self, message: str, field: Optional[str] = None, related: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.field = field
-        self.related = tuple(related)
-        """Other fields the message names (``checkpoint needs videos``: ``("videos",)``)."""
 
 
 def check_range(field: str, value: Any, low: Optional[float] = None, high: Optional[float] = None, *,
@@ -51,7 +31,7 @@ def check_range(field: str, value: Any, low: Optional[float] = None, high: Optio
         >>> check_range("fps", float("inf"), 0, 1000, low_open=True)
         Traceback (most recent call last):
         ...
-        mvspin.config.ConfigError: fps must be in (0, 1000], got inf
+        mvspin.errors.ConfigError: fps must be in (0, 1000], got inf
     """
     if value is None:
         return

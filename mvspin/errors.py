@@ -1,17 +1,39 @@
-"""The library's user-facing errors and its one shape check.
+"""The library's user-facing errors (every one of them, here and only here) and its one shape check.
 
 Every error that means "the input is wrong" (a missing or corrupt file, a config value out of
 range, an array of the wrong shape, a fit that cannot be done) derives from :class:`MvspinError`.
-The command line prints those as one line naming the file or option; anything else (a
+The command line prints those as one line naming the file or config field; anything else (a
 ``KeyError`` or ``TypeError`` inside the library) is a programming error and keeps its
 traceback. The concrete classes also derive from the matching built-in (``ValueError``,
 ``FileNotFoundError``, ...) so ``except ValueError`` in user code keeps working.
+
+This module imports nothing from ``mvspin`` (nor ``calibration``): every layer, ``calibration``
+included, imports its errors from here. The modules that raise an error re-export it under the
+name users import it by today (``from mvspin.config import ConfigError`` keeps working).
+Control flow never reads an error's message: it tests the class or an attribute (``field``).
 """
 from __future__ import annotations
 
+import pickle
 from typing import Any, Mapping, Optional, Sequence, Union
 
-__all__ = ["MvspinError", "ShapeError", "FitError", "check_shape"]
+__all__ = [
+    "MvspinError", "ShapeError", "FitError", "check_shape",
+    # shared core
+    "ConfigError", "IncompleteWriteError", "OutputLocationError",
+    # calibration
+    "CalibrationError",
+    # body
+    "BodyModelFilesError", "UnsafePickleError", "KeypointSetUnavailable",
+    # fitting
+    "RecordingError", "CameraMismatchError",
+    # data
+    "BundleFormatError", "VideoError", "KeypointFileError", "MissingKeypointFileError",
+    # network, training and evaluation
+    "CheckpointError", "TrainingError", "FitsStoreError", "EvaluationDataError",
+    # inference
+    "InferError", "InputError", "NoPersonError",
+]
 
 Dim = Union[int, str, None]
 
@@ -27,6 +49,125 @@ class ShapeError(MvspinError, ValueError):
 
 class FitError(MvspinError, FloatingPointError):
     """A fit cannot continue (for example its energy became NaN or infinite)."""
+
+
+# --- shared core: configuration (mvspin.config) and file writes (mvspin.atomic) -------------------
+
+class ConfigError(MvspinError, ValueError):
+    """A YAML file, an override or a config value does not fit the job's configuration.
+
+    ``field`` is the dotted name of the config field at fault when there is one
+    (``"batch_size"``, ``"sequence.smooth_weight"``); the message names it by that name, and the
+    command line shows the matching flag instead (``--batch-size``); ``related`` lists other
+    fields the message names.
+
+    Example:
+        >>> err = ConfigError("batch_size must be >= 1, got 0", field="batch_size")
+        >>> err.field, str(err)
+        ('batch_size', 'batch_size must be >= 1, got 0')
+    """
+
+    def __init__(self, message: str, field: Optional[str] = None, related: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.field = field
+        self.related = tuple(related)
+        """Other fields the message names (``checkpoint needs videos``: ``("videos",)``)."""
+
+
+class IncompleteWriteError(MvspinError, OSError):
+    """A file did not reach the disk completely (typically: the disk is full); names the file."""
+
+
+class OutputLocationError(MvspinError, OSError):
+    """An output path cannot be written (a file or folder in the way, no permission, a full disk);
+    ``field`` names the config field it came from (``"out"``) when there is one."""
+
+    def __init__(self, message: str, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# --- calibration ------------------------------------------------------------------------------------
+
+class CalibrationError(MvspinError, ValueError):
+    """A calibration file or job is unusable; the message names the file, camera or board."""
+
+
+# --- body -------------------------------------------------------------------------------------------
+
+class BodyModelFilesError(MvspinError, FileNotFoundError):
+    """A body-model file is missing or incomplete. The message is one line naming the file."""
+
+
+class UnsafePickleError(MvspinError, pickle.UnpicklingError):
+    """A pickle asked for something other than arrays and chumpy/scipy.sparse containers."""
+
+
+class KeypointSetUnavailable(MvspinError, KeyError):
+    """A keypoint set needs a point the loaded body model cannot provide."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes
+        return str(self.args[0])
+
+
+# --- fitting ----------------------------------------------------------------------------------------
+
+class RecordingError(MvspinError, ValueError):
+    """A recording cannot be fitted as given (units, cameras that see nothing, no subject)."""
+
+
+class CameraMismatchError(MvspinError, ValueError):
+    """The cameras cannot describe the keypoints (invalid values, wrong units or convention)."""
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+class BundleFormatError(MvspinError, ValueError):
+    """A bundle file (or one being written) does not follow the bundle schema; names file and field."""
+
+
+class VideoError(MvspinError, OSError):
+    """A video file is missing or cannot be opened or decoded; the message names the file."""
+
+
+class KeypointFileError(MvspinError, ValueError):
+    """A keypoint or box file is unreadable, malformed or missing; the message names the file."""
+
+
+class MissingKeypointFileError(KeypointFileError, FileNotFoundError):
+    """A keypoint or box file (or the one matching an image) does not exist."""
+
+
+# --- network, training and evaluation ---------------------------------------------------------------
+
+class CheckpointError(MvspinError, ValueError):
+    """A weight file cannot be read or does not fit the model it is loaded into."""
+
+
+class TrainingError(MvspinError, RuntimeError):
+    """Training cannot start or continue (nothing to resume, a NaN loss, an unsplittable batch)."""
+
+
+class FitsStoreError(MvspinError, ValueError):
+    """A fits store file is unreadable, damaged or belongs to another training set."""
+
+
+class EvaluationDataError(MvspinError, ValueError):
+    """A bundle cannot be evaluated with a protocol (wrong dataset, no samples, no ground truth)."""
+
+
+# --- inference --------------------------------------------------------------------------------------
+
+class InferError(MvspinError, ValueError):
+    """An inference run as a whole cannot go ahead (options, checkpoint, ``views`` inputs)."""
+
+
+class InputError(MvspinError, ValueError):
+    """One inference input cannot be processed (unreadable, no box); the run goes on with the others."""
+
+
+class NoPersonError(InputError):
+    """A keypoint file names nobody usable (a video frame then keeps the previous box)."""
 
 
 def _shape_text(dims: Sequence[Dim]) -> str:

@@ -402,7 +402,7 @@ def write_prediction_npz(path: str | os.PathLike[str], prediction: Any, *, model
     ``checkpoint``, ``refined`` and, when refined, ``reprojection_error_px (T,)``.
 
     Args:
-        prediction: a :class:`mvspin.learning.inference.Prediction` (T rows).
+        prediction: a :class:`mvspin.regressor.predictor.Prediction` (T rows).
         betas: shape to store instead of the prediction's: ``(10,)`` for one body seen in T
             views; default: the first row's for one row, else one row per row.
         reprojection_error: (T,) pixels after refinement, or None (not refined).

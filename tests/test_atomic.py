@@ -55,6 +55,15 @@ def test_output_group_commits_all_or_nothing(tmp_path):
             group.path(tmp_path / "z.obj").unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz", "x.obj"]
 
+    # Every file is checked before any is renamed: a failed check keeps the previous pair whole.
+    from mvspin.atomic import IncompleteWriteError
+
+    with pytest.raises(IncompleteWriteError, match="x.obj: the written file does not read back complete"):
+        with OutputGroup() as group:
+            group.path(tmp_path / "x.npz").write_bytes(b"new 1")
+            group.path(tmp_path / "x.obj", verify=lambda tmp: tmp.read_bytes() == b"new 2").write_bytes(b"new")
+    assert [(p.name, p.read_bytes()) for p in sorted(tmp_path.iterdir())] == [("x.npz", b"1"), ("x.obj", b"2")]
+
 
 # -- complete files only: short writes, full disks ------------------------------------------
 import contextlib

@@ -1,4 +1,10 @@
 """The shape check and the error hierarchy the command line relies on."""
+import ast
+import builtins
+import importlib
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +13,10 @@ from mvspin.body.model_files import BodyModelFilesError
 from mvspin.cli.main import main
 from mvspin.config import ConfigError
 from mvspin.data.bundle_format import BundleFormatError
+import mvspin.errors as errors
 from mvspin.errors import FitError, MvspinError, ShapeError, check_shape
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_check_shape_binds_names_across_calls():
@@ -40,6 +49,91 @@ def test_library_errors_share_one_base_and_keep_builtin_types():
     for cls, builtin in ((ShapeError, ValueError), (FitError, FloatingPointError), (ConfigError, ValueError),
                          (BodyModelFilesError, FileNotFoundError), (BundleFormatError, ValueError)):
         assert issubclass(cls, MvspinError) and issubclass(cls, builtin)
+
+
+def _is_exception_base(base: ast.expr, known: set[str]) -> bool:
+    """Whether a class base (as written) is an ``Exception`` class: a builtin one, a stdlib module's
+    (``pickle.UnpicklingError``), one defined in the scanned files, or one named like one.
+    (``KeyboardInterrupt`` and the other ``BaseException``-only classes are signals, not errors.)"""
+    if isinstance(base, ast.Name):
+        obj = getattr(builtins, base.id, None)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            return issubclass(obj, Exception)
+        name = base.id
+    elif isinstance(base, ast.Attribute):
+        module = ast.unparse(base.value)
+        if module.split(".")[0] in sys.stdlib_module_names:
+            obj = getattr(importlib.import_module(module), base.attr, None)
+            return isinstance(obj, type) and issubclass(obj, Exception)
+        name = base.attr
+    else:
+        return False
+    return name in known or name.endswith(("Error", "Exception", "Warning"))
+
+
+def _exception_classes() -> dict[str, list[str]]:
+    """``{file: [class names]}`` of every exception class defined under mvspin/ and calibration/
+    (nested classes included), found by reading the source."""
+    classes = []
+    for root in ("mvspin", "calibration"):
+        for f in sorted((ROOT / root).rglob("*.py")):
+            tree = ast.parse(f.read_text(encoding="utf-8"))
+            classes += [(str(f.relative_to(ROOT)), n) for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
+    known: set[str] = set()
+    found: dict[str, list[str]] = {}
+    changed = True
+    while changed:  # a class deriving from an exception class defined in a later file
+        changed = False
+        for path, node in classes:
+            if node.name not in found.get(path, []) and any(_is_exception_base(b, known) for b in node.bases):
+                known.add(node.name)
+                found.setdefault(path, []).append(node.name)
+                changed = True
+    return found
+
+
+def test_every_error_class_is_defined_in_mvspin_errors_and_derives_from_mvspin_error():
+    found = _exception_classes()
+    assert sum(map(len, found.values())) >= 23  # the scan sees the library's errors
+    assert {path: names for path, names in found.items() if path != "mvspin/errors.py"} == {}
+    defined = set(found["mvspin/errors.py"])
+    assert set(errors.__all__) - {"check_shape"} == defined
+    for name in defined:
+        cls = getattr(errors, name)
+        assert issubclass(cls, MvspinError), name
+        assert cls.__doc__ and cls.__doc__.strip(), name
+        assert cls is MvspinError or len(cls.__mro__) > 3, f"{name} keeps a built-in base besides MvspinError"
+
+
+@pytest.mark.parametrize("module, name, builtin", [
+    ("mvspin.config", "ConfigError", ValueError),
+    ("mvspin.atomic", "IncompleteWriteError", OSError),
+    ("mvspin.atomic", "OutputLocationError", OSError),
+    ("calibration", "CalibrationError", ValueError),
+    ("mvspin.body.model_files", "BodyModelFilesError", FileNotFoundError),
+    ("mvspin.body.safe_pickle", "UnsafePickleError", __import__("pickle").UnpicklingError),
+    ("mvspin.body.points", "KeypointSetUnavailable", KeyError),
+    ("mvspin.fitting.recording", "RecordingError", ValueError),
+    ("mvspin.fitting.camera_checks", "CameraMismatchError", ValueError),
+    ("mvspin.data.bundle_format", "BundleFormatError", ValueError),
+    ("mvspin.data.video", "VideoError", OSError),
+    ("mvspin.data.keypoint_files", "MissingKeypointFileError", FileNotFoundError),
+    ("mvspin.learning.fits_store", "FitsStoreError", ValueError),
+    ("mvspin.learning.trainer", "TrainingError", RuntimeError),
+])
+def test_errors_stay_importable_where_users_import_them(module, name, builtin):
+    cls = getattr(importlib.import_module(module), name)
+    assert cls is getattr(errors, name)
+    assert issubclass(cls, builtin) and issubclass(cls, MvspinError)
+    with pytest.raises(builtin):
+        raise cls("x")
+
+
+def test_config_error_keeps_its_field_and_key_errors_print_plainly():
+    err = errors.ConfigError("batch_size must be >= 1, got 0", field="batch_size")
+    assert (err.field, str(err)) == ("batch_size", "batch_size must be >= 1, got 0")
+    assert errors.ConfigError("no field").field is None
+    assert str(errors.KeypointSetUnavailable("smpl has no point 'nose'")) == "smpl has no point 'nose'"
 
 
 def test_cli_reports_user_errors_in_one_line_and_programming_errors_with_traceback(monkeypatch, capsys):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from calibration.camera import Rig
-from calibration.errors import CalibrationError
+from mvspin.errors import CalibrationError
 from calibration.formats.anipose_toml import read_anipose_toml, write_anipose_toml
 from calibration.formats.easymocap import read_easymocap, write_easymocap
 from calibration.formats.h36m import read_h36m_cameras, read_h36m_rig, write_h36m_cameras

@@ -23,9 +23,9 @@ from typing import Any, Mapping, Optional
 import cv2
 import numpy as np
 
-from calibration._files import write_text_atomic
 from calibration.camera import Camera, Rig
-from calibration.errors import CalibrationError
+from mvspin.atomic import write_bytes_atomic
+from mvspin.errors import CalibrationError
 from calibration.world_frame import WorldFrame
 
 __all__ = ["read_anipose_toml", "write_anipose_toml", "rig_from_dicts", "camera_to_dict"]
@@ -158,4 +158,4 @@ def write_anipose_toml(rig: Rig, path: str | os.PathLike, metadata: Optional[Map
     if rig.world is not None:
         meta.update(world_up=rig.world.up, world_origin=rig.world.origin)
     tables["metadata"] = meta
-    return write_text_atomic(path, dumps_toml(tables))
+    return write_bytes_atomic(path, dumps_toml(tables).encode("utf-8"))

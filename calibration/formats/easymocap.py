@@ -20,9 +20,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from calibration._files import atomic_paths
 from calibration.camera import Camera, Rig
-from calibration.errors import CalibrationError
+from mvspin.atomic import OutputGroup
+from mvspin.errors import CalibrationError
 from calibration.world_frame import WorldFrame
 
 __all__ = ["read_easymocap", "write_easymocap", "easymocap_paths"]
@@ -149,8 +149,8 @@ def write_easymocap(rig: Rig, path: str | os.PathLike) -> tuple[Path, Path]:
     if rig.world is not None:
         extri += [f'world_up: "{rig.world.up}"', f'world_origin: "{rig.world.origin}"']
     texts = [("\n".join(lines) + "\n").encode("utf-8") for lines in (intri, extri)]
-    with atomic_paths([intri_path, extri_path],
-                      verify=[lambda tmp, data=data: tmp.read_bytes() == data for data in texts]) as temps:
-        for tmp, data in zip(temps, texts):
-            tmp.write_bytes(data)
+    # the pair appears together (each re-read before either is renamed) or not at all
+    with OutputGroup() as group:
+        for final, data in zip((intri_path, extri_path), texts):
+            group.path(final, verify=lambda tmp, data=data: tmp.read_bytes() == data).write_bytes(data)
     return intri_path, extri_path

@@ -29,9 +29,9 @@ from typing import Any, Mapping, Optional
 import h5py
 import numpy as np
 
-from calibration._files import atomic_paths, write_text_atomic
 from calibration.camera import Camera, Rig
-from calibration.errors import CalibrationError
+from mvspin.atomic import atomic_path, write_bytes_atomic
+from mvspin.errors import CalibrationError
 
 __all__ = ["H36M_CAMERA_IDS", "H36M_IMAGE_SIZES", "read_h36m_cameras", "read_h36m_rig", "write_h36m_cameras"]
 
@@ -191,12 +191,12 @@ def write_h36m_cameras(rigs: Mapping[str, Rig], path: str | os.PathLike) -> Path
     if path.suffix.lower() not in (".h5", ".hdf5"):
         data = {s: {c.name: {k: np.asarray(v).tolist() for k, v in p.items()} for c, p in zip(rigs[s], ps)}
                 for s, ps in params.items()}
-        return write_text_atomic(path, json.dumps(data, indent=1))
+        return write_bytes_atomic(path, json.dumps(data, indent=1).encode("utf-8"))
     def reads_back(tmp: Path) -> bool:  # every camera group is there (a truncated HDF5 does not open)
         with h5py.File(tmp, "r") as f:
             return all(f"subject{int(s[1:])}/camera{m}/Name" in f for s, rig in rigs.items() for m in range(1, len(rig) + 1))
 
-    with atomic_paths([path], verify=[reads_back]) as (tmp,):
+    with atomic_path(path, verify=reads_back) as tmp:
         with h5py.File(tmp, "w") as f:
             for s, ps in params.items():
                 for m, (c, p) in enumerate(zip(rigs[s], ps), 1):

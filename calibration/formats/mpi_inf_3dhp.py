@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration._files import write_text_atomic
 from calibration.camera import Camera, Rig
-from calibration.errors import CalibrationError
+from mvspin.atomic import write_bytes_atomic
+from mvspin.errors import CalibrationError
 
 __all__ = ["read_mpi_calibration", "write_mpi_calibration", "MPI_HEADER"]
 
@@ -101,4 +101,4 @@ def write_mpi_calibration(rig: Rig, path: str | os.PathLike) -> Path:
         lines += [f"name          {c.name}", "  sensor      0 0",
                   f"  size        {c.image_size[0]} {c.image_size[1]}", "  animated    0",
                   f"  intrinsic   {numbers(intrinsic)}", f"  extrinsic   {numbers(extrinsic)}", "  radial      0"]
-    return write_text_atomic(path, "\n".join(lines) + "\n")
+    return write_bytes_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))

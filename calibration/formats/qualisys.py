@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration._files import write_text_atomic
 from calibration.camera import Camera, Rig
-from calibration.errors import CalibrationError
+from mvspin.atomic import write_bytes_atomic
+from mvspin.errors import CalibrationError
 
 __all__ = ["read_qualisys", "write_qualisys"]
 
@@ -133,4 +133,4 @@ def write_qualisys(rig: Rig, path: str | os.PathLike) -> Path:
             "radialDistortion3": _num(k3), "tangentalDistortion1": _num(p1), "tangentalDistortion2": _num(p2)})
     ET.indent(root)
     text = '<?xml version="1.0" encoding="UTF-8" standalone="no" ?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-    return write_text_atomic(path, text)
+    return write_bytes_atomic(path, text.encode("utf-8"))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mvspin.body.safe_pickle import load_restricted_pickle
-from mvspin.errors import MvspinError
+from mvspin.errors import BodyModelFilesError, MvspinError
 
 __all__ = [
     "ASSETS_DIR",
@@ -42,10 +42,6 @@ _SMPL_NAMES = {
 }
 _SPIN_FILES = ("J_regressor_extra.npy", "J_regressor_h36m.npy", "smpl_mean_params.npz", "gmm_08.pkl")
 _REQUIRED_KEYS = ("v_template", "shapedirs", "J_regressor", "weights", "kintree_table", "f")
-
-
-class BodyModelFilesError(MvspinError, FileNotFoundError):
-    """A body-model file is missing or incomplete. The message is one line naming the file."""
 
 
 @dataclass(frozen=True)

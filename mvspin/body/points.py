@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES, KeypointSet, get_keypoint_set
-from mvspin.errors import MvspinError
+from mvspin.errors import KeypointSetUnavailable
 
 __all__ = ["KeypointMap", "PointSources", "KeypointSetUnavailable", "DERIVED_POINTS", "BLAZEPOSE_DERIVED"]
 
@@ -71,13 +71,6 @@ BLAZEPOSE_DERIVED: tuple[str, ...] = tuple(
         ("", "_eye_inner"), ("", "_eye_outer"), ("mouth_", ""), ("", "_pinky_knuckle"), ("", "_index_knuckle"),
         ("", "_thumb_knuckle"), ("", "_foot_tip")))
 """The derived points of the blazepose33 keypoint set (geometric, used on every body model)."""
-
-
-class KeypointSetUnavailable(MvspinError, KeyError):
-    """A keypoint set needs a point the loaded body model cannot provide."""
-
-    def __str__(self) -> str:  # KeyError would print the message with quotes
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from mvspin.errors import MvspinError
+from mvspin.errors import UnsafePickleError
 
 __all__ = ["UnsafePickleError", "load_restricted_pickle"]
-
-
-class UnsafePickleError(MvspinError, pickle.UnpicklingError):
-    """A pickle asked for something other than arrays and chumpy/scipy.sparse containers."""
 
 
 class _Stub:

@@ -1,11 +1,15 @@
-"""``mvspin train``: the MV-SPIN collaborative training loop (thin shell over
-:func:`mvspin.learning.trainer.train`). Runs under ``torchrun --nproc-per-node N -m mvspin train``."""
+"""``mvspin train``: the MV-SPIN collaborative training loop (a thin shell over
+:func:`mvspin.apps.train.run`). Runs under ``torchrun --nproc-per-node N -m mvspin train``.
+
+    mvspin train --config configs/synthetic_cpu.yaml --set data.files=[train.h5] -o runs/a
+    mvspin train --config configs/synthetic_cpu.yaml --set data.files=[train.h5] -o runs/a --resume
+"""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from mvspin.cli.common import log
+from mvspin.apps.train import TrainJobConfig
+from mvspin.cli.options import add_config_options, config_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,24 +18,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train the HMR regressor on multi-view bundle files: per-view predictions initialise "
                     "MV-SMPLify, the best fit per bundle is kept in a fits store and supervises every view. "
                     "Writes checkpoints (with their fits store and config), metrics.jsonl and TensorBoard logs "
-                    "under --out. Multi-process: torchrun --nproc-per-node N -m mvspin train ...",
+                    "under -o. A folder that holds a run needs --resume (continue it) or --overwrite (replace "
+                    "it). The training config (--config, e.g. configs/synthetic_cpu.yaml) has sections data, "
+                    "model, loss, fits and optim, reached with --set (e.g. --set optim.max_steps=100). "
+                    "Multi-process: torchrun --nproc-per-node N -m mvspin train ...",
     )
-    p.add_argument("--config", nargs="+", required=True, metavar=("FILE", "key=value"),
-                   help="training config YAML (e.g. configs/synthetic_cpu.yaml), then optional key=value overrides")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, dotted keys (e.g. optim.max_steps=100 data.files=[a.h5])")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    add_config_options(p, TrainJobConfig)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mvspin.learning.train_config import load_train_config
-    from mvspin.learning.trainer import train
+    from mvspin.apps.train import run as train
+    from mvspin.cli.common import TqdmProgress, log
 
-    config = load_train_config(args.config[0], [*args.config[1:], *args.overrides])
-    s = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    config = config_from_args(TrainJobConfig, args)
+    with TqdmProgress(unit="step", enabled=not args.no_progress) as progress:
+        s = train(config, progress)
     if not s.is_main:
         return 0
     losses = ", ".join(f"{k} {v:.4g}" for k, v in sorted(s.final_losses.items()))

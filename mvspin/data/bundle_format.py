@@ -52,7 +52,8 @@ import numpy as np
 from mvspin._version import __version__
 from mvspin.atomic import commit_temporary, temporary_path_for
 from mvspin.body.keypoint_sets import KEYPOINT_SETS
-from mvspin.errors import MvspinError
+from mvspin.errors import BundleFormatError
+from mvspin.progress import Progress, no_progress, stage_progress
 
 __all__ = [
     "FORMAT_NAME",
@@ -152,13 +153,6 @@ _STR_DTYPE = h5py.string_dtype("utf-8")
 _BYTES_DTYPE = h5py.vlen_dtype(np.uint8)
 # Tolerance for accepting a stored rotation: text calibrations carry ~7 significant digits.
 _ROTATION_TOL = 1e-4
-
-
-class BundleFormatError(MvspinError, ValueError):
-    """A bundle file (or a bundle being written) does not follow :data:`SCHEMA`.
-
-    The message names the file and, where it applies, the field.
-    """
 
 
 def _err(path: Any, field: Optional[str], message: str) -> BundleFormatError:
@@ -679,12 +673,13 @@ def decode_image(data: np.ndarray | bytes, source: str = "image") -> np.ndarray:
 
 
 def validate_bundle_contents(path: str | os.PathLike, *, image_root: Optional[str | os.PathLike] = None,
-                             progress: bool = False) -> int:
+                             progress: Progress = no_progress) -> int:
     """Read a bundle file the way training does, completely: every field of every bundle, every
     image decoded (embedded bytes or the file each path names) and compared with its
     ``image_size``, plus the value checks of ``validate_bundle_file(check_values=True)``.
 
     A file this accepts is one :class:`BundleFile` readers (the training dataset) can read.
+    ``progress`` is told ``("validating <name>", done, bundles)`` after each bundle.
 
     Returns:
         the number of bundles checked.
@@ -696,12 +691,8 @@ def validate_bundle_contents(path: str | os.PathLike, *, image_root: Optional[st
     path = Path(path)
     validate_bundle_file(path, check_values=True)
     with BundleFile(path, image_root=image_root) as bundles:
-        indices = range(len(bundles))
-        if progress:
-            from tqdm import tqdm
-
-            indices = tqdm(indices, desc=f"validating {path.name}", unit="bundle")
-        for i in indices:
+        update = stage_progress(progress, f"validating {path.name}", len(bundles))
+        for i in range(len(bundles)):
             try:
                 record = bundles.read_bundle(i)
             except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
@@ -720,6 +711,7 @@ def validate_bundle_contents(path: str | os.PathLike, *, image_root: Optional[st
                 if image.shape[:2] != (h, w):
                     raise _err(path, "image_size", f"bundle {i} view {v}: image is {image.shape[1]}x"
                                                    f"{image.shape[0]}, image_size says {w}x{h}")
+            update(i + 1)
     return len(bundles)
 
 

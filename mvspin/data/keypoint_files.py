@@ -34,7 +34,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from mvspin.errors import MvspinError
+from mvspin.errors import KeypointFileError, MissingKeypointFileError
 from mvspin.geometry import KEYPOINT_MIN_CONFIDENCE
 
 __all__ = [
@@ -53,14 +53,6 @@ __all__ = [
     "read_bbox_json",
     "read_openpose_people",
 ]
-
-
-class KeypointFileError(MvspinError, ValueError):
-    """A keypoint or box file is unreadable, malformed or missing; the message names the file."""
-
-
-class MissingKeypointFileError(KeypointFileError, FileNotFoundError):
-    """A keypoint or box file (or the one matching an image) does not exist."""
 
 
 OPENPOSE_KEYPOINT_SETS: dict[int, str] = {
@@ -251,7 +243,7 @@ def read_bbox_json(path: str | os.PathLike[str]) -> np.ndarray:
 
     Returns:
         (4,) float64 box ``[x1, y1, x2, y2]``; pass it to
-        :func:`mvspin.learning.preprocess.bbox_to_center_scale` with ``rescale=1.0`` to crop as
+        :func:`mvspin.regressor.preprocess.bbox_to_center_scale` with ``rescale=1.0`` to crop as
         SPIN's demo does.
 
     Raises:

@@ -49,12 +49,15 @@ import torch
 from mvspin import rendering
 from mvspin.body import BodyModel
 from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES
+from mvspin.config import ConfigError
 from mvspin.data.bundle_format import BundleWriter
 from mvspin.data.synthetic_keypoints import make_capture, sample_bodies
 from mvspin.data.synthetic_options import SyntheticOptions
 from mvspin.geometry import keypoint_crop_boxes
+from mvspin.progress import Progress, no_progress, stage_progress
 
 __all__ = [
+    "check_renderable",
     "SyntheticOptions",
     "SyntheticBundle",
     "GenerationReport",
@@ -86,11 +89,12 @@ _LEGS = ("left_knee", "right_knee")
 _SHOES = ("left_ankle", "right_ankle", "left_foot", "right_foot")
 
 
-def _check_renderable(opt: SyntheticOptions) -> None:
-    """The renderer's own limit: one framebuffer side (GL textures; memory)."""
+def check_renderable(opt: SyntheticOptions) -> None:
+    """Raise :class:`~mvspin.config.ConfigError` (field ``image_size``) beyond the renderer's own
+    limit: one framebuffer side (GL textures; memory). Checked before any body model loads."""
     if max(opt.image_size) > _MAX_FRAMEBUFFER:
-        raise ValueError(f"image_size must be at most {_MAX_FRAMEBUFFER} pixels per side for rendering, "
-                         f"got {opt.image_size}")
+        raise ConfigError(f"image_size must be at most {_MAX_FRAMEBUFFER} pixels per side for rendering, "
+                          f"got {opt.image_size}", field="image_size")
 
 
 @dataclass
@@ -399,7 +403,7 @@ def make_bundle(body: BodyModel, index: int, seed: int = 0, options: Optional[Sy
         the bundle's fields (cameras, keypoints, crops, joints, SMPL, ids), rendered images, masks.
     """
     opt = options or SyntheticOptions.preset("capture")
-    _check_renderable(opt)
+    check_renderable(opt)
     if body.num_betas != 10:
         raise ValueError(f"the bundle format stores 10 betas; body model {body.name} has {body.num_betas}")
     t0 = time.perf_counter()
@@ -483,7 +487,7 @@ def generate_capture_file(
     seed: int = 0,
     options: Optional[SyntheticOptions] = None,
     body: Optional[BodyModel] = None,
-    progress: bool = False,
+    progress: Progress = no_progress,
     num_threads: Optional[int] = 1,
 ) -> GenerationReport:
     """Write ``num_bundles`` synthetic bundles of ``options.num_views`` rendered views to ``out``.
@@ -498,13 +502,13 @@ def generate_capture_file(
         options: see :class:`~mvspin.data.synthetic_options.SyntheticOptions` (default: its
             ``"capture"`` preset).
         body: the body model (default: the free model at full resolution).
-        progress: show a tqdm progress bar.
+        progress: told ``("synthetic bundles", done, num_bundles)`` after each bundle.
         num_threads: torch intra-op threads while generating (restored after; None: leave as
             is). One body per bundle is too little work to share: extra threads only contend
             with the renderer's (measured 1.5x slower with 2 threads on a 2-core machine).
     """
     opt = options or SyntheticOptions.preset("capture")
-    _check_renderable(opt)
+    check_renderable(opt)
     if num_bundles < 1:
         raise ValueError(f"num_bundles must be >= 1, got {num_bundles}")
     body = body if body is not None else BodyModel.free("full")
@@ -518,9 +522,7 @@ def generate_capture_file(
 
 
 def _generate(out: str | os.PathLike, num_bundles: int, seed: int, opt: SyntheticOptions, body: BodyModel,
-              progress: bool) -> GenerationReport:
-    from tqdm import tqdm
-
+              progress: Progress) -> GenerationReport:
     labels = part_labels(body)
     timings: dict[str, float] = {}
     views_alone = 0
@@ -535,7 +537,9 @@ def _generate(out: str | os.PathLike, num_bundles: int, seed: int, opt: Syntheti
                       keypoint_set=opt.keypoint_set, joints_3d_keypoint_set=opt.joints_3d_set,
                       joints_3d_frame="world", cameras=True, smpl=True, image_storage="bytes",
                       attrs=attrs) as writer:
-        for i in tqdm(range(num_bundles), desc="synthetic bundles", unit="bundle", disable=not progress):
+        update = stage_progress(progress, "synthetic bundles", num_bundles)
+        update(0)
+        for i in range(num_bundles):
             b = make_bundle(body, i, seed, opt, labels=labels, timings=timings)
             views_alone += int((~b.tiled).sum())
             t0 = time.perf_counter()
@@ -545,6 +549,7 @@ def _generate(out: str | os.PathLike, num_bundles: int, seed: int, opt: Syntheti
             t2 = time.perf_counter()
             timings["encode"] = timings.get("encode", 0.0) + t1 - t0
             timings["write"] = timings.get("write", 0.0) + t2 - t1
+            update(i + 1)
         t_close = time.perf_counter()
     timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t_close
     seconds = time.perf_counter() - start

@@ -14,20 +14,21 @@ from typing import Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
-from mvspin.errors import MvspinError
+from mvspin.errors import VideoError
 
-__all__ = ["VideoError", "VideoInfo", "VideoFrames", "ImageFolderFrames", "open_frames", "IMAGE_SUFFIXES",
-           "video_info", "iter_video_frames", "encode_image", "image_size_of_file", "FALLBACK_FPS"]
+__all__ = ["VideoError", "VideoInfo", "VideoFrames", "ImageFolderFrames", "open_frames", "video_info",
+           "iter_video_frames", "encode_image", "image_size_of_file", "FALLBACK_FPS", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+"""File suffixes (lower case) read as images when a folder of inputs is listed."""
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+"""File suffixes (lower case) read as videos."""
 
 FALLBACK_FPS = 30.0
 """Frame rate assumed when a container does not report one."""
 # Frames a container's count may be off by (some muxers count one frame more or less) before a
 # shorter stream is called truncated.
 FRAME_COUNT_TOLERANCE = 1
-
-
-class VideoError(MvspinError, OSError):
-    """A video file is missing or cannot be opened or decoded; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -174,10 +175,6 @@ class VideoFrames:
             self._cap = None
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-"""Image files a folder of frames may hold (case-insensitive)."""
-
-
 class ImageFolderFrames:
     """The images of a folder, in natural name order (``img_2`` before ``img_10``), as RGB frames;
     the same interface as :class:`VideoFrames` (``fps`` is :data:`FALLBACK_FPS`: a folder has no rate).
@@ -200,7 +197,7 @@ class ImageFolderFrames:
         self.files = sorted((p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
                             key=natural)
         if not self.files:
-            raise VideoError(f"{self.path}: no images in the folder ({', '.join(IMAGE_SUFFIXES)})")
+            raise VideoError(f"{self.path}: no images in the folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.fps = float(fps)
         self.reported_frames = len(self.files)
         self.decoded = 0

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from calibration import CameraTensors, Triangulation
-from mvspin.errors import MvspinError
+from mvspin.errors import CameraMismatchError
 
 __all__ = ["CameraMismatchError", "check_camera_values", "check_cameras_explain_keypoints"]
 
@@ -25,10 +25,6 @@ _MAX_SCALE_RATIO = 5.0
 _MIN_CONSISTENT_SHARE = 0.1
 # Tolerance on R^T R = I and det R = 1 (calibration files hold 6+ digits).
 _ROTATION_TOL = 1e-3
-
-
-class CameraMismatchError(MvspinError, ValueError):
-    """The cameras cannot describe the keypoints (invalid values, wrong units or convention)."""
 
 
 def _views(mask: Tensor) -> str:

@@ -22,17 +22,13 @@ from torch import Tensor
 
 from calibration import Rig
 from mvspin.body import BodyModel
-from mvspin.errors import MvspinError
+from mvspin.errors import RecordingError
 from mvspin.fitting.association import Association, AssociationConfig, associate_subjects
 from mvspin.fitting.sequence import SequenceFitConfig, SequenceResult, fit_sequence
 from mvspin.fitting.view_estimates import WorldEstimate
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["RigFitConfig", "SubjectFit", "RecordingFit", "RecordingError", "fit_recording", "check_rig_units"]
-
-
-class RecordingError(MvspinError, ValueError):
-    """A recording cannot be fitted as given (units, cameras that see nothing, no subject)."""
 
 
 @dataclass

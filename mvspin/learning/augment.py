@@ -16,7 +16,7 @@ Geometry. Every per-view augmentation is one affine map of image pixels to augme
 ``Crop`` is SPIN's box -> ``crop_size`` map (:func:`mvspin.geometry.image_to_crop_transform`, box
 centre -> crop centre ``c = crop_size / 2``), ``Rot`` turns the content counter-clockwise as
 displayed by ``rotation_deg`` about ``c`` (``cv2.getRotationMatrix2D``, as SPIN and
-:func:`mvspin.learning.preprocess.crop_image`), ``Flip`` mirrors about the vertical line ``x = c``.
+:func:`mvspin.regressor.preprocess.crop_image`), ``Flip`` mirrors about the vertical line ``x = c``.
 Mirroring about ``c`` (not about the pixel grid's middle ``(crop_size - 1) / 2`` as ``cv2.flip``
 does) keeps the box centre on SPIN's crop-camera principal point ``(112, 112)`` in every
 augmented crop.
@@ -52,7 +52,7 @@ import torch
 
 from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.geometry import SPIN_CROP_SIZE, SPIN_SCALE_UNIT, image_to_crop_transform
-from mvspin.learning.preprocess import crop_image
+from mvspin.regressor.preprocess import crop_image
 
 __all__ = [
     "AugmentConfig",
@@ -169,7 +169,7 @@ def augmented_crop_transform(center: np.ndarray | Sequence[float], scale: float,
 
     ``A = Flip @ Rot @ Crop(center, scale * scale_factor)`` (see the module docstring); without
     ``flip`` its top two rows equal the ``M`` returned by
-    :func:`mvspin.learning.preprocess.crop_image` for the same box and rotation.
+    :func:`mvspin.regressor.preprocess.crop_image` for the same box and rotation.
 
     Args:
         center: ``(2,)`` box centre, image pixels. scale: box side / ``scale_unit``.

@@ -24,7 +24,8 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from mvspin.config import ConfigError
+from mvspin.atomic import check_output_location
+from mvspin.config import ConfigError, check_range
 from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.geometry import rot6d_to_matrix
 from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
@@ -36,6 +37,7 @@ from mvspin.learning.threads import torch_threads
 from mvspin.learning.train_config import TrainConfig, validate_train_config
 from mvspin.learning.trainer import build_body_model, build_regressor
 from mvspin.learning.training_dataset import TrainingDataset
+from mvspin.progress import Progress, no_progress, stage_progress
 
 __all__ = ["FitDatasetSummary", "fit_dataset"]
 
@@ -54,22 +56,30 @@ class FitDatasetSummary:
     is_main: bool = True
 
 
-def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None, progress: bool = False) -> FitDatasetSummary:
+def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None,
+                progress: Progress = no_progress) -> FitDatasetSummary:
     """Fit every bundle of ``config.data.files`` once and write the fits store ``out`` (atomically).
 
     Args:
         config: the training job (data, model, fitting and rejection settings are used).
         out: the fits store to write (``.h5``).
         batch_size: bundles per fitting batch per process (default ``optim.batch_size``).
-        progress: progress bar (rank 0).
+        progress: told ``("fit-dataset", batches done, batches)`` after each batch (rank 0 only).
 
     Returns:
         :class:`FitDatasetSummary` (statistics with the training rejection threshold).
+
+    Raises:
+        ConfigError: a bad setting (before any work).
+        OutputLocationError: ``out`` cannot be written (before any work).
     """
     start = time.perf_counter()
     validate_train_config(config)
     if not config.fits.enabled:
-        raise ConfigError("fits.enabled is false: there is nothing to fit")
+        raise ConfigError("fits.enabled is false: there is nothing to fit", field="fits.enabled")
+    if batch_size is not None:
+        check_range("batch_size", batch_size, 1, integer=True)
+    out = check_output_location(out, what="out")  # before the first fit, not after the last
     ctx = setup_distributed(config.optim.device)
     try:
         data = dataclasses.replace(config.data, sequential=True, augmentation=False)
@@ -85,10 +95,10 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
         sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False, drop_last=False)
         loader = DataLoader(dataset, batch_size=batch_size or config.optim.batch_size, sampler=sampler,
                             num_workers=config.optim.num_workers)
-        from tqdm import tqdm
-
+        update = stage_progress(progress if ctx.is_main else no_progress, "fit-dataset", len(loader))
+        update(0)
         results = []
-        for batch in tqdm(loader, desc="fit-dataset", unit="batch", disable=not (progress and ctx.is_main)):
+        for batch in loader:
             kp = to_fitting_frame(batch["keypoints_2d"].to(ctx.device), config.data.crop_size)
             b, v = kp.shape[:2]
             if model is not None:
@@ -116,13 +126,12 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
             flat = store.flat_index(batch["dataset_index"].numpy(), batch["bundle_index"].numpy())
             results.append((flat, fit.body_pose.cpu().numpy(), fit.betas.cpu().numpy(), fit.global_orient.cpu().numpy(),
                             scores.loss.cpu().numpy(), scores.error_px.cpu().numpy()))
+            update(len(results))
         gathered = ctx.all_gather(results)
         if ctx.is_main:
             for rank_results in gathered:
                 for r in rank_results:
                     store.update(*r[:5], error_px=r[5], step=0)
-            out = Path(out)
-            out.parent.mkdir(parents=True, exist_ok=True)
             store.save(out)
         ctx.barrier()
         stats = store.statistics(config.fits.reject_loss, config.fits.rejecting_beta_bound)

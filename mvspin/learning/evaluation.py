@@ -38,7 +38,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -47,12 +47,14 @@ from torch import Tensor
 from mvspin.atomic import OutputGroup
 from mvspin.body.keypoint_sets import H36M17_TO_LSP14, get_keypoint_set, keypoint_index_map
 from mvspin.data.bundle_format import BundleFile
-from mvspin.errors import MvspinError
+from mvspin.config import check_range
+from mvspin.errors import EvaluationDataError
 from mvspin.geometry import auc, axis_angle_to_matrix, mpjpe, pa_mpjpe, pck, similarity_procrustes
+from mvspin.progress import Progress, no_progress
 
 if TYPE_CHECKING:
     from mvspin.body import BodyModel
-    from mvspin.learning.regressor import HMRRegressor
+    from mvspin.regressor.hmr import HMRRegressor
 
 __all__ = [
     "PROTOCOLS",
@@ -67,7 +69,6 @@ __all__ = [
     "protocol_errors",
     "evaluate",
     "evaluate_predictions",
-    "checkpoint_input_size",
 ]
 
 H36M_FRONTAL_CAMERA = "60457274"
@@ -151,11 +152,6 @@ PROTOCOLS: dict[str, Protocol] = {
 
 _METRIC_UNITS = {"mpjpe": "mm", "pa_mpjpe": "mm", "pck": "%", "auc": "%", "pck_unaligned": "%",
                  "auc_unaligned": "%"}
-
-
-class EvaluationDataError(MvspinError, ValueError):
-    """A bundle file cannot be evaluated with a protocol (wrong dataset, no samples, missing
-    ground truth); the message names the file and what is wrong."""
 
 
 def get_protocol(name: str | Protocol) -> Protocol:
@@ -504,7 +500,7 @@ def evaluate(model: "HMRRegressor", body: "BodyModel", bundles: BundleFile | str
              protocol: str | Protocol, *, gt_bodies: Optional[Mapping[str, "BodyModel"]] = None,
              device: torch.device | str | None = None, batch_size: int = 32, input_size: int = 224,
              max_samples: Optional[int] = None, checkpoint: str = "",
-             progress: Optional[Callable[[int, int], None]] = None) -> EvaluationResult:
+             progress: Progress = no_progress) -> EvaluationResult:
     """Run a regressor on every sample of a protocol (one image each) and score it.
 
     Args:
@@ -518,16 +514,20 @@ def evaluate(model: "HMRRegressor", body: "BodyModel", bundles: BundleFile | str
         input_size: side of the network's input crops, pixels (SPIN: 224).
         max_samples: evaluate only the first samples (quick checks during training).
         checkpoint: recorded in the result.
-        progress: called as ``progress(done, total)`` after each batch.
+        progress: told ``("eval <protocol>", samples done, samples)`` after each batch.
 
     Returns:
         the :class:`EvaluationResult`.
 
     Raises:
         EvaluationDataError: the file does not fit the protocol (before any network work).
+        ConfigError: ``batch_size``, ``input_size`` or ``max_samples`` out of range.
     """
-    from mvspin.learning.inference import Predictor
+    from mvspin.regressor.predictor import Predictor
 
+    check_range("batch_size", batch_size, 1, MAX_BATCH_SIZE, integer=True)
+    check_range("input_size", input_size, MIN_INPUT_SIZE, MAX_INPUT_SIZE, integer=True)
+    check_range("max_samples", max_samples, 1, integer=True)
     start = time.perf_counter()
     bundles = bundles if isinstance(bundles, BundleFile) else BundleFile(bundles)
     p = get_protocol(protocol)
@@ -546,97 +546,18 @@ def evaluate(model: "HMRRegressor", body: "BodyModel", bundles: BundleFile | str
         pred = predictor.predict_crops(crops, centers[s:stop], scales[s:stop], with_vertices=False)
         rotmats.append(pred.rotmat)
         betas.append(pred.betas)
-        if progress is not None:
-            progress(stop, n)
+        progress(f"eval {p.name}", stop, n)
     errors, pred_joints = evaluate_predictions(torch.cat(rotmats), torch.cat(betas), samples, body, p)
     return EvaluationResult(protocol=p.name, data=str(bundles.path), checkpoint=str(checkpoint),
                             body_model=body.name, samples=samples, errors=errors, pred_joints=pred_joints,
                             seconds=time.perf_counter() - start)
 
 
-_INPUT_SIZE_KEYS = ("input_size", "crop_size", "img_res")
-_BODY_MODEL_KEYS = ("body_model",)
-
-
-def _find_setting(meta: Any, keys: tuple[str, ...], depth: int = 0) -> Any:
-    """The first value under one of ``keys`` in nested mappings (the trainer's saved config)."""
-    if not isinstance(meta, Mapping) or depth > 4:
-        return None
-    for k in keys:
-        if k in meta and not isinstance(meta[k], Mapping):
-            return meta[k]
-    for key, value in meta.items():
-        if key == "config" and isinstance(value, str):  # the trainer stores its config as JSON
-            try:
-                value = json.loads(value)
-            except ValueError:
-                continue
-        found = _find_setting(value, keys, depth + 1)
-        if found is not None:
-            return found
-    return None
-
-
-def checkpoint_input_size(meta: Mapping[str, Any], body: "BodyModel", path: str | Path = "checkpoint",
-                          default: int = 224) -> int:
-    """The network input size a checkpoint was trained with (``default``: SPIN's 224 when it does
-    not say), after checking it was trained for ``body``.
-
-    Args:
-        meta: the checkpoint's entries besides the weights (:func:`load_regressor_checkpoint`).
-        body: the body model the evaluation uses.
-
-    Raises:
-        CheckpointError: the checkpoint records another body model than ``body`` (its mean
-            parameters and keypoints would not match).
-    """
-    from mvspin.learning.checkpoint import CheckpointError
-
-    recorded = _find_setting(meta, _BODY_MODEL_KEYS)
-    if recorded is None:  # the trainer's config: model.smpl_dir / model.body_resolution
-        model_cfg = _find_model_section(meta)
-        if model_cfg is not None:
-            recorded = "smpl" if model_cfg.get("smpl_dir") else f"free-{model_cfg.get('body_resolution', 'full')}"
-    if isinstance(recorded, str) and recorded and recorded != body.name and not _same_model(recorded, body):
-        raise CheckpointError(f"{path}: trained for body model {recorded!r}, but the evaluation uses "
-                              f"{body.name!r}; pass the same --smpl-dir/--resolution as in training")
-    size = _find_setting(meta, _INPUT_SIZE_KEYS)
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
-        return int(size)
-    return default
-
-
-def _find_model_section(meta: Any, depth: int = 0) -> Optional[Mapping[str, Any]]:
-    """The ``model`` section of a training config stored in a checkpoint (has ``body_resolution``)."""
-    if not isinstance(meta, Mapping) or depth > 4:
-        return None
-    for key, value in meta.items():
-        if key == "config" and isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                continue
-        if key == "model" and isinstance(value, Mapping) and "body_resolution" in value:
-            return value
-        found = _find_model_section(value, depth + 1)
-        if found is not None:
-            return found
-    return None
-
-
-def _same_model(recorded: str, body: "BodyModel") -> bool:
-    """Configs may name the model by its option (``free-low``, ``free``, ``smpl``) rather than
-    the loaded model's full name."""
-    aliases = {"free": body.is_free, "smpl": not body.is_free}
-    if recorded in aliases:
-        return aliases[recorded]
-    if recorded.startswith("free-") and body.is_free:
-        from mvspin.body import model_files
-
-        resolution = recorded.removeprefix("free-")
-        stem = Path(model_files.FREE_MODEL_FILES.get(resolution, "")).stem.removeprefix("free_smpl_")
-        return bool(stem) and body.name == f"free-{stem}"
-    return False
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024
+"""Network input crop sides :func:`evaluate` accepts, pixels: ResNet's five stride-2 stages need
+32 px for one cell; beyond 1024 px a crop costs gigabytes per batch and no checkpoint uses it."""
+MAX_BATCH_SIZE = 4096
+"""The largest ``batch_size`` :func:`evaluate` accepts (crops per network call)."""
 
 
 def _first(samples: ProtocolSamples, n: int) -> ProtocolSamples:

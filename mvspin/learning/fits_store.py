@@ -47,7 +47,7 @@ from torch import Tensor
 from mvspin.atomic import atomic_path
 from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.data.bundle_format import BundleFile
-from mvspin.errors import MvspinError
+from mvspin.errors import FitsStoreError
 
 __all__ = ["FitsStore", "FitsStoreError", "source_fingerprint", "to_augmented", "from_augmented",
            "flip_body_pose"]
@@ -57,10 +57,6 @@ VERSION = 2
 _FIELDS = ("body_pose", "betas", "global_orient", "error", "error_px", "step")
 _SMPL_BODY_FLIP = torch.as_tensor(np.asarray(get_keypoint_set("smpl24").flip_permutation)[1:] - 1)
 _MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
-
-
-class FitsStoreError(MvspinError, ValueError):
-    """A fits store file is unreadable, damaged or belongs to another training set."""
 
 
 def source_fingerprint(bundles: BundleFile) -> dict:

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 from mvspin.config import ConfigError, load_config
 from mvspin.data.bundle_format import BundleFile
 from mvspin.fitting.config import MVSMPLifyConfig, validate_config
-from mvspin.learning.backbone import RESNET_DEPTHS
+from mvspin.regressor.backbone import RESNET_DEPTHS
 from mvspin.learning.fit_acceptance import EXTREME_BETAS
 from mvspin.learning.training_dataset import DataConfig
 
@@ -150,31 +150,38 @@ class TrainConfig:
     """Everything ``mvspin train`` needs; its resolved copy is saved beside each checkpoint."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    """Training bundle files, crops and augmentation."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The regressor and the body model it predicts."""
     loss: LossWeights = field(default_factory=LossWeights)
+    """Loss weights (SPIN / MV-SPIN values)."""
     fits: FitsConfig = field(default_factory=FitsConfig)
+    """In-the-loop fitting (MV-SMPLify), the fits store and fit rejection."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimisation, schedule, checkpoints and logging."""
 
 
-def validate_train_config(config: TrainConfig) -> None:
-    """Check values and paths before any work; raise :class:`~mvspin.config.ConfigError` naming the key."""
-    if not config.data.files:
-        raise ConfigError("data.files is empty: give the training bundle files (.h5)")
-    for i, f in enumerate(config.data.files):
-        if not Path(f).is_file():
-            raise ConfigError(f"data.files[{i}]: bundle file {f} does not exist")
+def validate_train_config(config: TrainConfig, check_files: bool = True) -> None:
+    """Check values and (with ``check_files``) paths before any work; raise
+    :class:`~mvspin.config.ConfigError` naming the key."""
+    if check_files:
+        if not config.data.files:
+            raise ConfigError("data.files is empty: give the training bundle files (.h5)", field="data.files")
+        for i, f in enumerate(config.data.files):
+            if not Path(f).is_file():
+                raise ConfigError(f"data.files[{i}]: bundle file {f} does not exist", field="data.files")
     if config.model.depth not in RESNET_DEPTHS:
         raise ConfigError(f"model.depth must be one of {sorted(RESNET_DEPTHS)}, got {config.model.depth}")
     for key in ("init_checkpoint", "imagenet_weights", "smpl_dir"):
         value = getattr(config.model, key)
-        if value is not None and not Path(value).exists():
-            raise ConfigError(f"model.{key}: {value} does not exist")
+        if check_files and value is not None and not Path(value).exists():
+            raise ConfigError(f"model.{key}: {value} does not exist", field=f"model.{key}")
     if config.model.body_resolution not in ("full", "low"):
         raise ConfigError(f"model.body_resolution must be 'full' or 'low', got {config.model.body_resolution!r}")
     if not 0.0 <= config.model.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {config.model.dropout}")
-    if config.fits.store is not None and not Path(config.fits.store).is_file():
-        raise ConfigError(f"fits.store: fits store {config.fits.store} does not exist")
+    if check_files and config.fits.store is not None and not Path(config.fits.store).is_file():
+        raise ConfigError(f"fits.store: fits store {config.fits.store} does not exist", field="fits.store")
     for name, value in vars(config.loss).items():
         if value < 0:
             raise ConfigError(f"loss.{name} must be >= 0, got {value}")
@@ -201,7 +208,7 @@ def validate_train_config(config: TrainConfig) -> None:
         validate_config(config.fits.fitting)
     except ValueError as err:
         raise ConfigError(f"fits.fitting: {err}") from None
-    if config.fits.fitting.mode == "calibrated":
+    if check_files and config.fits.fitting.mode == "calibrated":
         # The calibrated fit projects into the stored cameras: every file must carry them.
         for i, f in enumerate(config.data.files):
             if not BundleFile(f).has_cameras:

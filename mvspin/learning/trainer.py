@@ -20,7 +20,7 @@ One step, for a batch of B bundles of V views (``(B, V, ...)`` throughout):
    known, pose/betas/mesh against the target, SPIN's camera-scale penalty; Adam step.
 
 Outputs under ``out_dir``: ``checkpoints/step_NNNNNNN.pt`` (loadable by
-:func:`mvspin.learning.checkpoint.load_regressor_checkpoint`, SPIN's layout: ``model``,
+:func:`mvspin.regressor.checkpoint.load_regressor_checkpoint`, SPIN's layout: ``model``,
 ``optimizer``, ``epoch``, ``batch_idx``, ``batch_size``, ``dataset_perm``,
 ``total_step_count``, plus ``train_state`` with every RNG and the sampler position), beside it
 ``step_NNNNNNN_fits.h5`` (the fits store) and ``step_NNNNNNN.yaml`` (the resolved config),
@@ -43,8 +43,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,35 +58,31 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from mvspin.atomic import OutputGroup, write_bytes_atomic
+from mvspin.atomic import OutputGroup, check_output_location, write_bytes_atomic
 from mvspin.body import BodyModel
-from mvspin.config import config_to_dict, save_config
-from mvspin.errors import MvspinError
+from mvspin.config import ConfigError, config_to_dict, save_config
+from mvspin.errors import TrainingError
 from mvspin.fitting import MVSMPLify, PerViewEstimate
-from mvspin.learning.backbone import load_imagenet_weights
+from mvspin.regressor.backbone import load_imagenet_weights
 from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
-from mvspin.learning.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
+from mvspin.regressor.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
 from mvspin.learning.distributed import DistContext, setup_distributed
 from mvspin.learning.fit_acceptance import accept_fits, score_fit
 from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
 from mvspin.learning.fits_store import FitsStore, from_augmented, source_fingerprint, to_augmented
-from mvspin.learning.regressor import HMRRegressor, RegressorOutput
+from mvspin.regressor.hmr import HMRRegressor, RegressorOutput
 from mvspin.learning.threads import torch_threads
 from mvspin.learning.train_config import TrainConfig, validate_train_config
 from mvspin.learning.training_dataset import TrainingDataset, seed_worker
 from mvspin.learning.training_losses import LossInputs, training_losses
+from mvspin.progress import Progress, no_progress, stage_progress
 
 __all__ = ["TrainSummary", "TrainingError", "train", "latest_checkpoint", "build_body_model", "build_regressor",
-           "checkpoint_paths"]
+           "checkpoint_paths", "previous_run", "remove_previous_run"]
 
 log = logging.getLogger("mvspin")
 _CKPT = re.compile(r"^step_(\d+)\.pt$")
 STEP_TIMES = ("data", "network", "fitting", "backward", "store_io")
-
-
-class TrainingError(MvspinError, RuntimeError):
-    """Training cannot start or continue (nothing to resume, a NaN loss, a batch size that does not
-    split over the processes)."""
 
 
 @dataclass
@@ -129,6 +127,39 @@ def latest_checkpoint(out_dir: Path) -> Optional[tuple[int, Path]]:
         return None
     found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT.match(p.name)))
     return found[-1] if found else None
+
+
+def previous_run(out_dir: Path) -> list[str]:
+    """What ``out_dir`` holds of an earlier training run: ``checkpoints/`` (any checkpoint file),
+    ``metrics.jsonl``; empty when the folder holds none (or does not exist)."""
+    out = Path(out_dir)
+    found = []
+    folder = out / "checkpoints"
+    if folder.is_dir() and any(p.name.startswith("step_") for p in folder.iterdir()):
+        found.append("checkpoints/")
+    if (out / "metrics.jsonl").exists():
+        found.append("metrics.jsonl")
+    return found
+
+
+def remove_previous_run(out_dir: Path) -> None:
+    """Delete an earlier run's files from ``out_dir`` (checkpoints with their fits stores and
+    configs, ``metrics.jsonl``, ``tensorboard/``, ``config.yaml``); other files stay.
+
+    The checkpoints go first, in one rename of their folder: from that moment no resume can find
+    a checkpoint of the old run, so an interruption part way never leaves a folder whose
+    checkpoints and metrics belong to different runs that a resume would continue.
+    """
+    out = Path(out_dir)
+    folder = out / "checkpoints"
+    if folder.exists():
+        trash = out / f".checkpoints.removing.{os.getpid()}"
+        os.replace(folder, trash)
+    for name in ("metrics.jsonl", "config.yaml"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "tensorboard", ignore_errors=True)
+    for trash in out.glob(".checkpoints.removing.*"):  # this one, and any an interrupted removal left
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def build_body_model(config: TrainConfig, device: torch.device) -> BodyModel:
@@ -188,14 +219,26 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 class _Trainer:
     """State of one training run (one process of it)."""
 
-    def __init__(self, config: TrainConfig, out_dir: Path, resume: bool, progress: bool) -> None:
+    def __init__(self, config: TrainConfig, out_dir: Path, resume: bool, progress: Progress,
+                 overwrite: bool = False) -> None:
         validate_train_config(config)
         self.config = config
         self.out_dir = Path(out_dir)
         self.progress = progress
         o = config.optim
+        if resume and overwrite:
+            raise ConfigError("resume and overwrite exclude each other: continue the run in the folder, or replace it",
+                              field="overwrite")
+        # Checked by every process before any of them writes (rank 0 writes only after all joined).
+        earlier = previous_run(self.out_dir)
+        if earlier and not resume and not overwrite:
+            raise TrainingError(f"{self.out_dir} already holds a training run ({', '.join(earlier)}): set resume to "
+                                "continue it, or overwrite to replace it")
+        check_output_location(self.out_dir, kind="folder", what="out")
         self.ctx = setup_distributed(o.device)
         ctx = self.ctx
+        if earlier and overwrite and ctx.is_main:
+            remove_previous_run(self.out_dir)
         if o.batch_size % ctx.world_size:
             raise TrainingError(f"optim.batch_size={o.batch_size} does not split over {ctx.world_size} processes")
         self.local_batch = o.batch_size // ctx.world_size
@@ -214,7 +257,7 @@ class _Trainer:
         if resume:
             resume_from = latest_checkpoint(self.out_dir)
             if resume_from is None:
-                raise TrainingError(f"--resume: no checkpoint under {self.out_dir / 'checkpoints'}")
+                raise TrainingError(f"resume: no checkpoint under {self.out_dir / 'checkpoints'}")
         self.body = build_body_model(config, self.device)
         self.model = build_regressor(config, self.body).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
@@ -477,10 +520,9 @@ class _Trainer:
                      "%d process(es), device %s", self.out_dir, self.config.model.depth, self.body.name,
                      len(self.dataset.sources), len(self.dataset), self.steps_per_epoch, o.batch_size,
                      self.dataset.num_views, ctx.world_size, self.device)
-        from tqdm import tqdm
-
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
-                   disable=not (self.progress and ctx.is_main))
+        # Only rank 0 reports: one bar for the whole job, whatever the number of processes.
+        update = stage_progress(self.progress if ctx.is_main else no_progress, "train", self.total_steps)
+        update(self.step)
         steps_run = 0
         last: dict[str, float] = {}
         paths = None
@@ -498,10 +540,9 @@ class _Trainer:
                         self.batch_idx = 0
                     if self.step % o.log_every == 0 or self.step == self.total_steps:
                         last = self._log(scalars)
-                        bar.set_postfix(loss=f"{last['loss/total']:.4g}", acc=f"{last.get('fits/accepted_share', 0):.2f}")
                     if o.image_every and self.step % o.image_every == 0 and ctx.is_main:
                         self._log_images()
-                    bar.update(1)
+                    update(self.step)
                     if self.step % o.checkpoint_every == 0 or self.step == self.total_steps:
                         paths = self.save_checkpoint()
                     if self.step >= self.total_steps:
@@ -510,7 +551,6 @@ class _Trainer:
             if paths is None:
                 paths = self.save_checkpoint()
         finally:
-            bar.close()
             if self.writer is not None:
                 self.writer.close()
         summary = TrainSummary(
@@ -531,28 +571,33 @@ def _truncate_metrics(path: Path, step: int) -> None:
     write_bytes_atomic(path, ("\n".join(kept) + "\n" if kept else "").encode())
 
 
-def train(config: TrainConfig, out_dir: Path, resume: bool = False, progress: bool = False) -> TrainSummary:
+def train(config: TrainConfig, out_dir: Path, resume: bool = False, progress: Progress = no_progress,
+          overwrite: bool = False) -> TrainSummary:
     """Train the regressor with the MV-SPIN loop; see the module docstring for what is written.
 
     Args:
         config: the job (:func:`mvspin.learning.train_config.load_train_config`).
         out_dir: output folder (created).
         resume: continue from the newest checkpoint in ``out_dir`` (bit-exact on CPU).
-        progress: show a progress bar with ETA (rank 0).
+        progress: told ``("train", step, total_steps)`` after each step (rank 0 only).
+        overwrite: ``out_dir`` may hold an earlier run: delete it first
+            (:func:`remove_previous_run`). Without it (and without ``resume``) such a folder is
+            refused before any work.
 
     Returns:
         :class:`TrainSummary`.
 
     Raises:
         ConfigError / CheckpointError / FitsStoreError / TrainingError: before the first step for
-        a bad key or path, a checkpoint of another architecture, a fits store of another dataset
-        or nothing to resume; TrainingError for a NaN loss.
+        a bad key or path, a checkpoint of another architecture, a fits store of another dataset,
+        nothing to resume or an earlier run in ``out_dir``; TrainingError for a NaN loss.
+        OutputLocationError: ``out_dir`` cannot be written (before any work).
 
     Example:
         >>> cfg = load_train_config("configs/synthetic_cpu.yaml", ["data.files=[train.h5]"])  # doctest: +SKIP
         >>> summary = train(cfg, Path("runs/a"))  # doctest: +SKIP
     """
-    trainer = _Trainer(config, Path(out_dir), resume, progress)
+    trainer = _Trainer(config, Path(out_dir), resume, progress, overwrite)
     try:
         return trainer.run()
     finally:

@@ -72,7 +72,7 @@ from mvspin.learning.augment import (
 )
 from mvspin.data.bundle_format import BundleFile
 from mvspin.geometry import SPIN_CROP_SIZE, axis_angle_to_matrix
-from mvspin.learning.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from mvspin.regressor.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "DEFAULT_DATASET_RATIOS",

@@ -15,9 +15,9 @@ from mvspin.fitting import WorldEstimate
 from mvspin.geometry import (axis_angle_to_matrix, crop_camera_rotation, geodesic_distance, keypoint_crop_boxes)
 from mvspin.apps.rig.network_start import camera_frames, load_rig_predictor, network_world_estimate, predict_rig_views
 from mvspin.io_outputs import VideoWriter, write_image
-from mvspin.learning.checkpoint import CheckpointError, save_regressor_checkpoint
-from mvspin.learning.inference import Prediction
-from mvspin.learning.regressor import HMRRegressor
+from mvspin.regressor.checkpoint import CheckpointError, save_regressor_checkpoint
+from mvspin.regressor.predictor import Prediction
+from mvspin.regressor.hmr import HMRRegressor
 
 T, V = 6, 4
 
@@ -57,7 +57,7 @@ def _dark_videos(folder: Path, rig, frames: int) -> list[Path]:
 
 
 class GroundTruthPredictor:
-    """Stands in for :class:`~mvspin.learning.inference.Predictor`: each crop gets the subject's
+    """Stands in for :class:`~mvspin.regressor.predictor.Predictor`: each crop gets the subject's
     ground truth as a regressor should see it, the root orientation in the crop's camera frame
     ``R_crop(center) R_v R_world`` (found by the crop centre)."""
 
@@ -106,11 +106,16 @@ def test_world_estimate_equals_ground_truth(body, recording, tmp_path):
         videos[v] = folder
     fake = GroundTruthPredictor(body, rec, kp)
     done = []
+<<<<<<<< HEAD:tests/apps/rig/test_network_start.py
+    est = network_world_estimate(fake, videos, kp, rec.rig, progress=lambda *call: done.append(call),
+                                 stage="network 0")
+========
     est = network_world_estimate(fake, videos, kp, rec.rig, progress=lambda _, n, total: done.append((n, total)))
+>>>>>>>> main:tests/apps/test_rig_network_start.py
     # One crop per camera and frame that sees the subject, batched by the predictor's batch size.
     seen = (kp[..., 2] > 0).sum(-1) >= 2
     assert int(seen.sum()) == T * V - 1 - V - 2 == sum(fake.calls) and max(fake.calls) <= 5
-    assert done[-1] == (17, 17)
+    assert done[-1] == ("network 0", 17, 17) and {stage for stage, _, _ in done} == {"network 0"}
     assert est.valid.tolist() == [True, True, True, True, False, True]
     gt_world = axis_angle_to_matrix(rec.gt.global_orient.double())
     ok = est.valid
@@ -259,7 +264,7 @@ def test_fit_rig_from_an_untrained_network(body, rendered, capsys):
 
     rec, folder, videos = rendered
     out = folder / "out"
-    config_file = Path(__file__).resolve().parents[2] / "configs" / "fit_rig.yaml"
+    config_file = Path(__file__).resolve().parents[3] / "configs" / "fit_rig.yaml"
     overrides = ["sequence.refine_iterations=60", "sequence.keyframe_step=4"]
     rc = main(["fit-rig", "--rig", str(folder / "rig.toml"), "--keypoints", str(folder / "kp"), "--resolution", "low",
                "--checkpoint", str(folder / "resnet18.pt"), "--videos", *map(str, videos), "-o", str(out),

@@ -141,7 +141,7 @@ def _check_calibrated_rig(rig, truth):
 def _calibrate_with_progress(board, sources):
     calls = []
     rig, report = calibrate_rig(board, sources, floor_frames=FLOOR_FRAMES, up="z",
-                                progress=lambda v, done, total: calls.append((v, done, total)))
+                                progress=lambda stage, done, total: calls.append((stage, done, total)))
     return rig, report, calls
 
 
@@ -175,7 +175,8 @@ def test_charuco_rig_calibrates_to_known_cameras(recordings, child):
     assert report.shared_frames >= 16
     table = report.table()
     assert all(name in table for name in truth.names) and "median reprojection error" in table
-    assert {v for v, _, _ in calls} == {0, 1, 2, 3} and calls[-1][1:] == (18, 18)
+    assert {stage for stage, _, _ in calls} == {f"detect {name}" for name in rig.names}
+    assert calls[-1][1:] == (18, 18) and [done for stage, done, _ in calls if stage == calls[0][0]] == list(range(1, 19))
 
 
 def test_checkerboard_rig_calibrates_to_known_cameras(checkerboard_recordings, child):
@@ -259,7 +260,7 @@ def test_calibrate_command_writes_rig_report_and_board(recordings, child, tmp_pa
     assert "print at 100%" in capsys.readouterr().out
 
     assert main(["calibrate", "--board", str(board_file), "-o", str(tmp_path / "r.toml")]) == 2
-    assert "error: missing --videos" in capsys.readouterr().err
+    assert "error: --videos is required" in capsys.readouterr().err
     (tmp_path / "blocker").write_text("")  # refused before any detection: no minutes lost
     assert main(["calibrate", "--board", str(board_file), "--videos", *map(str, sources[2:]),
                  "-o", str(tmp_path / "blocker" / "rig.toml")]) == 2

@@ -1,6 +1,6 @@
-"""Calibration files are written complete or not at all: a short or empty write is caught by the
-re-read check and leaves the old file, pairs appear together, and a killed writer's temporary
-carries mvspin's temporary-name pattern so ``mvspin.atomic``'s stale-temporary cleanup removes it."""
+"""Calibration files are written complete or not at all, through ``mvspin.atomic`` (the one
+writer): a short or empty write is caught and leaves the old file, EasyMocap's pair appears
+together, and a killed writer's temporary is removed by the stale-temporary cleanup."""
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from calibration import Camera, Rig, load_rig, save_rig
-from calibration import _files
-from calibration._files import IncompleteWriteError, atomic_paths, write_text_atomic
+import mvspin.atomic as atomic
+from calibration.formats import easymocap
+from mvspin.atomic import TEMPORARY_MARK, IncompleteWriteError, atomic_path, remove_stale_temporaries
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,26 +22,21 @@ def _rig():
 
 
 def test_killed_writer_leaves_a_temporary_that_mvspin_cleanup_removes(tmp_path):
-    from mvspin.atomic import TEMPORARY_MARK, remove_stale_temporaries
-
-    code = ("import os, sys\nfrom calibration._files import atomic_paths\n"
-            "with atomic_paths([sys.argv[1]]) as (tmp,):\n    tmp.write_text('[cam_0]\\n')\n    os._exit(9)\n")
+    code = ("import os, sys\nfrom mvspin.atomic import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('[cam_0]\\n')\n    os._exit(9)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "rig.toml")], cwd=ROOT, capture_output=True)
     assert proc.returncode == 9, proc.stderr.decode()
     (left,) = list(tmp_path.iterdir())  # the killed process's temporary, no rig.toml
     assert left.name.startswith(".rig.toml.mvspin-tmp.") and left.suffix == ".toml"
-    assert _files.TEMPORARY_MARK == TEMPORARY_MARK
     assert remove_stale_temporaries(tmp_path) == [left]  # the process is gone: mvspin's cleanup takes it
     assert list(tmp_path.iterdir()) == []
 
 
 def test_live_writer_temporary_is_kept_by_the_cleanup(tmp_path):
-    from mvspin.atomic import TEMPORARY_MARK, remove_stale_temporaries
-
-    with atomic_paths([tmp_path / "rig.qca.txt"]) as (tmp,):
+    with atomic_path(tmp_path / "rig.qca.txt") as tmp:
         tmp.write_text("<calibration/>")
         assert remove_stale_temporaries(tmp_path) == []  # this process still runs
-        assert tmp.name.startswith(_files.temporary_prefix(tmp_path / "rig.qca.txt")) and tmp.suffix == ".txt"
+        assert tmp.name.startswith(f".rig.qca.txt.{TEMPORARY_MARK}.") and tmp.suffix == ".txt"
     assert (tmp_path / "rig.qca.txt").read_text() == "<calibration/>"
 
 
@@ -65,23 +61,27 @@ class _LyingFile:
 def test_short_write_is_caught_and_the_old_file_stays(tmp_path, monkeypatch):
     target = tmp_path / "rig.calibration"
     target.write_text("old\n")
-    monkeypatch.setattr(_files, "open", lambda path, mode: _LyingFile(path), raising=False)
-    with pytest.raises(IncompleteWriteError, match="rig.calibration: the written file does not read back"):
-        write_text_atomic(target, "Skeletool Camera Calibration File V1.0\n" * 20)
+    monkeypatch.setattr(atomic, "open", lambda path, mode: _LyingFile(path), raising=False)
+    with pytest.raises(IncompleteWriteError, match=r"rig.calibration: only \d+ of \d+ bytes were written"):
+        save_rig(_rig(), target)
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rig.calibration"]
 
 
-def test_empty_or_unverified_pair_commits_neither_file(tmp_path):
+def test_a_pair_that_does_not_read_back_commits_neither_file(tmp_path, monkeypatch):
     intri, extri = tmp_path / "intri.yml", tmp_path / "extri.yml"
-    with pytest.raises(IncompleteWriteError, match="extri.yml: nothing was written"):
-        with atomic_paths([intri, extri]) as (a, b):
-            a.write_text("%YAML:1.0\n")  # extri left empty
+    intri.write_text("old intri\n")
+    extri.write_text("old extri\n")
+    real = Path.write_bytes
+
+    def cut_extri(path, data):  # the second file of the pair reaches the disk cut off
+        return real(path, data[: len(data) // 2] if path.name.startswith(".extri.yml.") else data)
+
+    monkeypatch.setattr(Path, "write_bytes", cut_extri)
     with pytest.raises(IncompleteWriteError, match="extri.yml: the written file does not read back complete"):
-        with atomic_paths([intri, extri], verify=[None, lambda tmp: tmp.read_text().endswith("\n")]) as (a, b):
-            a.write_text("%YAML:1.0\n")
-            b.write_text("%YAML:1.0\nT_cam0")  # cut off
-    assert list(tmp_path.iterdir()) == []
+        easymocap.write_easymocap(_rig(), tmp_path)
+    assert sorted((p.name, p.read_text()) for p in tmp_path.iterdir()) == [("extri.yml", "old extri\n"),
+                                                                          ("intri.yml", "old intri\n")]
     assert isinstance(IncompleteWriteError("x"), OSError)  # the CLI prints it as one line
 
 
@@ -92,4 +92,4 @@ def test_every_format_writes_through_the_checked_writer(tmp_path, name):
     back = load_rig(path)
     np.testing.assert_allclose(back.project(np.array([[0.1, 0.2, 1.0]])), rig.project(np.array([[0.1, 0.2, 1.0]])),
                                atol=1e-6)
-    assert not [p for p in path.parent.iterdir() if _files.TEMPORARY_MARK in p.name]
+    assert not [p for p in path.parent.iterdir() if TEMPORARY_MARK in p.name]

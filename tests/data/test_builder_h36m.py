@@ -89,7 +89,7 @@ def h36m_root(tmp_path, fab):
 def test_build_h36m_train(h36m_root, tmp_path, fab, image_storage):
     root, raw, cams = h36m_root
     out = tmp_path / "out" / "h36m_train.h5"
-    report = build_h36m(root, out, split="train", image_storage=image_storage, progress=False)
+    report = build_h36m(root, out, split="train", image_storage=image_storage)
 
     # frame selection: every 10th; 10 has a joint outside, 30 a NaN, 40 is past camera 3's video
     assert report.bundles == [("S1", "Directions_1", 0), ("S1", "Directions_1", 20)]
@@ -143,7 +143,7 @@ def test_build_h36m_train(h36m_root, tmp_path, fab, image_storage):
 
 def test_build_h36m_test_split_and_dispatcher(h36m_root, tmp_path):
     root, raw, _ = h36m_root
-    report = build("human36m", root, tmp_path / "test.h5", split="test", progress=False)
+    report = build("human36m", root, tmp_path / "test.h5", split="test")
     assert report.bundles == [("S9", "Eating", 0), ("S9", "Eating", 5), ("S9", "Eating", 10)]
     assert [(s.subject, s.frame) for s in report.skipped] == [("S11", None)]
     assert str(root / "S11" / "MyPoseFeatures" / "D3_Positions") in report.skipped[0].reason
@@ -155,7 +155,7 @@ def test_build_h36m_test_split_and_dispatcher(h36m_root, tmp_path):
 def test_missing_camera_file_is_named(tmp_path):
     (tmp_path / "S1").mkdir()
     with pytest.raises(FileNotFoundError, match="cameras.h5"):
-        build_h36m(tmp_path, tmp_path / "o.h5", progress=False)
+        build_h36m(tmp_path, tmp_path / "o.h5")
 
 
 def test_json_cameras_equal_h5_cameras(h36m_root, tmp_path):
@@ -199,7 +199,7 @@ def test_build_from_spin_npz(tmp_path):
     np.savez(tmp_path / "h36m_train.npz", imgname=np.array(names), center=rng.uniform(20, 40, (n, 2)),
              scale=rng.uniform(0.1, 0.3, n), part=part, S=S, openpose=openpose)
 
-    report = build("h36m_spin_npz", tmp_path / "h36m_train.npz", tmp_path / "b.h5", progress=False)
+    report = build("h36m_spin_npz", tmp_path / "h36m_train.npz", tmp_path / "b.h5")
     assert report.bundles == [("S1", "Directions_1", 0), ("S1", "Directions_1", 5)]
     assert len(report.skipped) == 1 and report.skipped[0].frame == 10 and report.skipped[0].camera == CAMS[3]
 

@@ -75,7 +75,7 @@ def mpi_train_root(tmp_path, fab):
 def test_build_train_bundles(mpi_train_root, tmp_path, fab):
     root, world, cams = mpi_train_root
     out = tmp_path / "mpi_train.h5"
-    report = build_mpi_inf_3dhp(root, out, subjects=["S1", "S2"], progress=False)
+    report = build_mpi_inf_3dhp(root, out, subjects=["S1", "S2"])
 
     assert report.bundles == [("S1", "Seq1", 0), ("S1", "Seq1", 20)]
     (outside,) = [s for s in report.skipped if s.frame == OUTSIDE_FRAME]
@@ -158,7 +158,7 @@ def mpi_test_root(tmp_path):
 def test_build_test_set(mpi_test_root, tmp_path):
     root, base, truth = mpi_test_root
     out = tmp_path / "mpi_test.h5"
-    report = build("mpi-inf-3dhp", root, out, split="test", progress=False)
+    report = build("mpi-inf-3dhp", root, out, split="test")
     assert report.bundles == [("TS1", "TS1", f) for f in (0, 1, 3, 5)] + [("TS2", "TS2", f) for f in (0, 1, 2)]
     reasons = {(s.subject, s.frame): s.reason for s in report.skipped}
     assert reasons[("TS1", 2)] == "valid_frame is 0"

@@ -76,7 +76,7 @@ def test_build_3dpw(pw3d_root, tmp_path, fab):
     root, data = pw3d_root
     (root / "sequenceFiles" / "test" / "evil_00.pkl").write_bytes(pickle.dumps({"poses": _RunsCode()}, protocol=2))
     out = tmp_path / "pw3d_test.h5"
-    report = build_3dpw(root, out, progress=False)
+    report = build_3dpw(root, out)
 
     expected = [(f"{SEQ}/person{p}", SEQ, i) for i in range(FRAMES) for p in range(2)
                 if (p, i) != INVALID and i != MISSING_IMAGE]
@@ -115,7 +115,7 @@ def test_build_3dpw(pw3d_root, tmp_path, fab):
 
 def test_every_nth_and_paths_via_dispatcher(pw3d_root, tmp_path):
     root, _ = pw3d_root
-    report = build("pw3d", root, tmp_path / "p.h5", every_nth=2, image_storage="paths", progress=False)
+    report = build("pw3d", root, tmp_path / "p.h5", every_nth=2, image_storage="paths")
     assert sorted({f for _, _, f in report.bundles}) == [0, 2]  # frame 4 has no image
     bf = BundleFile(tmp_path / "p.h5")
     assert bf[0]["image_paths"][0] == f"imageFiles/{SEQ}/image_00000.jpg"

@@ -16,9 +16,10 @@ def test_synthetic_writes_the_asked_capture(tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO, logger="mvspin")
     out = tmp_path / "synth.h5"
     config = tmp_path / "synth.yaml"
-    config.write_text("num_views: 2\nimage_size: [160, 120]\nfocal: 300\nkeypoint_set: coco17\n")
+    config.write_text("options:\n  num_views: 2\n  image_size: [160, 120]\n  focal: 300\n  keypoint_set: coco17\n")
     rc = main(["data", "synthetic", "--out", str(out), "--bundles", "2", "--seed", "3", "--resolution", "low",
-               "--config", str(config), "focal=260", "distance=[3,4]", "image_format=.png"])
+               "--config", str(config), "--set", "options.focal=260", "options.distance=[3,4]",
+               "--image-format", ".png"])
     assert rc == 0
     text = capsys.readouterr()
     assert "2 bundles x 2 views (free-collapse10pc)" in text.out and "views/s" in text.out
@@ -32,7 +33,7 @@ def test_synthetic_writes_the_asked_capture(tmp_path, capsys, caplog):
                               - rec["smpl_transl"][[0, 2]], axis=1)
     assert np.all((distance > 2.4) & (distance < 4.6))  # radius 3-4 m around a subject within 0.3 m + pelvis offset
     assert bf.load_images(0)[0].shape == (120, 160, 3)
-    # The resolved options (capture preset < YAML < overrides) are saved with the file.
+    # The resolved options (capture preset < YAML < --set < flags) are saved with the file.
     saved = json.loads(bf.attrs["options"])
     assert saved["focal"] == 260 and saved["image_size"] == [160, 120] and saved["distance"] == [3.0, 4.0]
     assert saved["noise_px"] == 1.0 and saved["joints_3d_set"] == "h36m17"  # the capture preset's
@@ -43,12 +44,12 @@ def test_synthetic_writes_the_asked_capture(tmp_path, capsys, caplog):
 
 
 def test_synthetic_bad_options_are_one_line_errors(tmp_path, capsys):
-    rc = main(["data", "synthetic", "--out", str(tmp_path / "x.h5"), "--bundles", "1", "num_views=2",
-               "outlier_views=3"])
+    rc = main(["data", "synthetic", "--out", str(tmp_path / "x.h5"), "--bundles", "1", "--num-views", "2",
+               "--outlier-views", "3"])
     err = capsys.readouterr().err
-    assert rc == 2 and err.strip() == "mvspin data: error: outlier_views must be in 0..1, got 3"
+    assert rc == 2 and err.strip() == "mvspin data: error: --outlier-views must be in 0..1, got 3"
     rc = main(["data", "synthetic", "--out", str(tmp_path / "x.h5"), "--bundles", "0"])
-    assert rc == 2 and "--bundles must be >= 1" in capsys.readouterr().err
+    assert rc == 2 and "--bundles must be in 1..10000000, got 0" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists()
 
 
@@ -83,7 +84,7 @@ def test_build_bad_input_is_a_one_line_error(tmp_path, capsys):
 
 def test_info_on_a_truncated_file_names_it(tmp_path, capsys):
     out = tmp_path / "s.h5"
-    assert main(["data", "synthetic", "--out", str(out), "--bundles", "1", "num_views=1", "--resolution", "low"]) == 0
+    assert main(["data", "synthetic", "--out", str(out), "--bundles", "1", "--num-views", "1", "--resolution", "low"]) == 0
     capsys.readouterr()
     data = out.read_bytes()
     out.write_bytes(data[: len(data) // 2])
@@ -95,17 +96,21 @@ def test_info_on_a_truncated_file_names_it(tmp_path, capsys):
 def test_options_out_of_range_and_outputs_in_the_way_fail_before_work(tmp_path, capsys):
     base = ["data", "synthetic", "--bundles", "1", "--resolution", "low"]
     cases = [
-        (["jpeg_quality=500"], "jpeg_quality must be in 0..100, got 500"),
-        (["drop_rate=1.5"], "drop_rate must be in [0, 1), got 1.5"),
-        (["focal=-3"], "focal must be positive, got -3.0"),
-        (["distance=[5,2]"], "distance must be (min, max) with min <= max, got (5.0, 2.0)"),
-        (["image_size=[0,10]"], "image_size must be at least 16 pixels per side, got (0, 10)"),
-        (["image_size=[5000,100]"], "image_size must be at most 4096 pixels per side for rendering, got (5000, 100)"),
-        (["views=2"], "invalid configuration: Key 'views' not in 'SyntheticOptions'. Did you mean: 'num_views'?"),
-        (["preset=nope"], "unknown synthetic preset 'nope'; known presets: keypoints, capture"),
+        (["--jpeg-quality", "500"], "--jpeg-quality must be in 0..100, got 500"),
+        (["--drop-rate", "1.5"], "--drop-rate must be in [0, 1), got 1.5"),
+        (["--focal", "-3"], "--focal must be positive, got -3.0"),
+        (["--set", "options.distance=[5,2]"], "--distance must be (min, max) with min <= max, got (5.0, 2.0)"),
+        (["--image-size", "0", "10"], "--image-size must be at least 16 pixels per side, got (0, 10)"),
+        (["--image-size", "5000", "100"],
+         "--image-size must be at most 4096 pixels per side for rendering, got (5000, 100)"),
+        (["--num-views", "100000"], "--num-views must be in 1..64, got 100000"),
+        (["--keypoint-set", "nope"], "--keypoint-set must be one of smpl24, openpose25, openpose25b, coco17, "
+                                     "coco18, halpe26, h36m17, lsp14, mpi_inf_3dhp17, spin49, got 'nope'"),
+        (["--set", "options.views=2"],
+         "invalid configuration: Key 'views' not in 'SyntheticOptions'. Did you mean: 'num_views'?"),
     ]
     for extra, message in cases:
-        assert main([*base, "--out", str(tmp_path / "x.h5"), "num_views=1", *extra]) == 2
+        assert main([*base, "--out", str(tmp_path / "x.h5"), *extra]) == 2
         assert capsys.readouterr().err.strip() == f"mvspin data: error: {message}"
     (tmp_path / "a_dir.h5").mkdir()
     assert main([*base, "--out", str(tmp_path / "a_dir.h5")]) == 2

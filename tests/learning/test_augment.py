@@ -21,7 +21,7 @@ from mvspin.learning.augment import (
     swap_left_right,
     transform_keypoints,
 )
-from mvspin.learning.preprocess import crop_image
+from mvspin.regressor.preprocess import crop_image
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:

@@ -124,7 +124,7 @@ def test_joint_selection_is_spins(body):
 def test_h36m_protocols_on_builder_file(h36m_root, tmp_path):  # noqa: F811
     root, raw, cams = h36m_root
     out = tmp_path / "h36m_test.h5"
-    build("h36m", root, out, split="test", every_nth=1, progress=False)  # every frame of S9 Eating
+    build("h36m", root, out, split="test", every_nth=1)  # every frame of S9 Eating
     bundles = BundleFile(out)
     assert sorted(set(bundles.read_field("frame").tolist())) == list(range(12))
 
@@ -143,7 +143,7 @@ def test_h36m_protocols_on_builder_file(h36m_root, tmp_path):  # noqa: F811
         np.testing.assert_allclose(p1.gt_joints[i].numpy(), expected, atol=1e-5)
 
     train = tmp_path / "h36m_train.h5"
-    build("h36m", root, train, split="train", progress=False)
+    build("h36m", root, train, split="train")
     with pytest.raises(EvaluationDataError, match="no sample matches protocol h36m-p1.*S9, S11"):
         select_samples(BundleFile(train), "h36m-p1")
     with pytest.raises(EvaluationDataError, match="is a 'h36m' bundle file.*'3dpw'"):
@@ -153,7 +153,7 @@ def test_h36m_protocols_on_builder_file(h36m_root, tmp_path):  # noqa: F811
 def test_mpi_inf_3dhp_protocol_on_builder_file(mpi_test_root, tmp_path):  # noqa: F811
     root, _, truth = mpi_test_root
     out = tmp_path / "mpi_test.h5"
-    report = build("mpi-inf-3dhp", root, out, split="test", progress=False)
+    report = build("mpi-inf-3dhp", root, out, split="test")
     samples = select_samples(BundleFile(out), "mpi-inf-3dhp")
     assert len(samples) == report.num_bundles == 7 and set(samples.view.tolist()) == {0}
     for i in range(len(samples)):
@@ -164,7 +164,7 @@ def test_mpi_inf_3dhp_protocol_on_builder_file(mpi_test_root, tmp_path):  # noqa
 def test_3dpw_protocol_uses_gendered_bodies(pw3d_root, tmp_path, body):  # noqa: F811
     root, data = pw3d_root
     out = tmp_path / "pw3d.h5"
-    build("3dpw", root, out, progress=False)
+    build("3dpw", root, out)
     bundles = BundleFile(out)
     female = BodyModel.free("full", dtype=torch.float64)  # stands in for SMPL's female model
     samples = select_samples(bundles, "3dpw", body, gt_bodies={"female": female})
@@ -189,7 +189,7 @@ def test_evaluate_predictions_of_ground_truth_bodies(pw3d_root, tmp_path, body):
     """Predicting the ground-truth body gives zero error; a bent elbow gives the hand-computed error."""
     root, data = pw3d_root
     out = tmp_path / "pw3d.h5"
-    build("3dpw", root, out, progress=False)
+    build("3dpw", root, out)
     bundles = BundleFile(out)
     samples = select_samples(bundles, "3dpw", body)
     pose = torch.from_numpy(bundles.read_field("smpl_body_pose")[samples.bundle].astype(np.float64)).view(-1, 23, 3)
@@ -224,14 +224,13 @@ def test_h36m_protocol_on_spin_npz_file(tmp_path):
     np.savez(tmp_path / "h36m_valid.npz", imgname=np.array(names), center=np.full((n, 2), 30.0),
              scale=np.full(n, 0.2), part=np.ones((n, 24, 3)), S=S)
     frontal = tmp_path / "p2.h5"
-    build("h36m_spin_npz", tmp_path / "h36m_valid.npz", frontal, cameras=["60457274"], split="test", progress=False)
+    build("h36m_spin_npz", tmp_path / "h36m_valid.npz", frontal, cameras=["60457274"], split="test")
     samples = select_samples(BundleFile(frontal), "h36m-p2")
     assert samples.frame.tolist() == [0, 5, 10]
     rows = [names.index(f"images/S9_Eating.60457274_{f + 1:06d}.jpg") for f in (0, 5, 10)]
     spin_j24_to_j14 = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18]
     np.testing.assert_allclose(samples.gt_joints.numpy(), S[rows][:, spin_j24_to_j14, :3], rtol=1e-6)
     two_views = tmp_path / "p1.h5"
-    build("h36m_spin_npz", tmp_path / "h36m_valid.npz", two_views, cameras=["54138969", "60457274"], split="test",
-          progress=False)
+    build("h36m_spin_npz", tmp_path / "h36m_valid.npz", two_views, cameras=["54138969", "60457274"], split="test")
     with pytest.raises(EvaluationDataError, match="view 0's camera only"):
         select_samples(BundleFile(two_views), "h36m-p1")

@@ -57,7 +57,7 @@ def test_two_processes_write_one_store_equal_to_one_process(tmp_path):
         out_dir.mkdir()
         log = tmp_path / f"{name}_writes.txt"
         text = _run([*prefix, str(launcher), str(log), "fit-dataset", "--config", str(ROOT / "configs" / "synthetic_cpu.yaml"),
-                     *overrides, "--out", str(out_dir / "fits.h5"), "--no-progress"])
+                     "--set", *overrides, "--out", str(out_dir / "fits.h5"), "--no-progress"])
         writers = [line.split()[0] for line in log.read_text().splitlines()]
         assert writers == ["0"], writers  # one write, by rank 0
         assert sorted(p.name for p in out_dir.iterdir()) == ["fits.h5"]  # no per-rank or temporary files

@@ -34,7 +34,7 @@ def test_two_processes_match_one(tmp_path):
     # batch it is in, so the two runs differ only by float summation order.
     overrides = tiny_overrides([capture], **{"optim.max_steps": 2, "model.dropout": 0.0,
                                              "model.freeze_batchnorm": True})
-    args = ["-m", "mvspin", "train", "--config", str(ROOT / "configs" / "synthetic_cpu.yaml"), *overrides,
+    args = ["-m", "mvspin", "train", "--config", str(ROOT / "configs" / "synthetic_cpu.yaml"), "--set", *overrides,
             "--no-progress", "--out"]
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     _run([torchrun, "--standalone", "--nproc-per-node", "2", *args, str(tmp_path / "two")], tmp_path)

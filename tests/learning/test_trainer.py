@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from mvspin.config import ConfigError
-from mvspin.learning.checkpoint import CheckpointError, load_regressor_checkpoint, save_regressor_checkpoint
+from mvspin.regressor.checkpoint import CheckpointError, load_regressor_checkpoint, save_regressor_checkpoint
 from mvspin.learning.fits_store import FitsStore, FitsStoreError
-from mvspin.learning.regressor import HMRRegressor
+from mvspin.regressor.hmr import HMRRegressor
 from mvspin.learning.trainer import checkpoint_paths, train
 
 from tests.learning.train_helpers import tiny_capture, tiny_config
@@ -98,7 +98,7 @@ def test_bad_inputs_fail_before_any_work(capture, tmp_path):
 def test_image_grid_shows_crop_network_and_fit_meshes(capture):
     from mvspin.body import BodyModel
     from mvspin.geometry import axis_angle_to_matrix
-    from mvspin.learning.regressor import RegressorOutput
+    from mvspin.regressor.hmr import RegressorOutput
     from mvspin.learning.training_dataset import TrainingDataset
     from mvspin.learning.training_images import training_image_grid
 

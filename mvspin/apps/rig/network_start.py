@@ -4,7 +4,7 @@ into one world-frame start per frame.
 For a subject already associated across cameras and frames (its 2D keypoints ``(T, V, K, 3)``),
 :func:`predict_rig_views` cuts SPIN's crop around the keypoints in every camera and frame
 (:func:`mvspin.geometry.keypoint_crop_boxes`, the one crop rule) from the camera's video, and runs
-the regressor on the crops in batches (:class:`mvspin.learning.inference.Predictor`). A camera
+the regressor on the crops in batches (:class:`mvspin.regressor.predictor.Predictor`). A camera
 that does not see the subject in a frame (fewer than two confident keypoints) is skipped there.
 :func:`network_world_estimate` then fuses each frame's views in the rig's world frame
 (:func:`mvspin.fitting.view_estimates.world_estimate_from_views`): body pose and betas by rotation
@@ -35,15 +35,13 @@ from torch import Tensor
 from calibration import Rig, undistort_points
 from mvspin.body import BodyModel
 from mvspin.data.keypoint_files import frame_number
-from mvspin.data.video import VideoError, VideoFrames
+from mvspin.data.video import IMAGE_SUFFIXES, VideoError, VideoFrames
 from mvspin.errors import check_shape
 from mvspin.fitting.view_estimates import WorldEstimate, world_estimate_from_views
 from mvspin.geometry import keypoint_crop_boxes
-from mvspin.inference.inputs import IMAGE_SUFFIXES
-from mvspin.learning.checkpoint import CheckpointError, load_regressor_checkpoint
-from mvspin.learning.evaluation import checkpoint_input_size
-from mvspin.learning.inference import Predictor
-from mvspin.learning.preprocess import preprocessing_for_checkpoint, read_image
+from mvspin.regressor.checkpoint import CheckpointError, checkpoint_input_size, load_regressor_checkpoint
+from mvspin.regressor.predictor import Predictor
+from mvspin.regressor.preprocess import preprocessing_for_checkpoint, read_image
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["RigViewPredictions", "load_rig_predictor", "camera_frames", "predict_rig_views", "network_world_estimate",
@@ -91,7 +89,7 @@ def load_rig_predictor(checkpoint: str | os.PathLike[str], body: BodyModel,
     """
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint {path}: no such file")
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
     model, meta = load_regressor_checkpoint(path, map_location=device)
     input_size = checkpoint_input_size(meta, body, path)
     num_betas = int(model.init_shape.shape[-1])

@@ -12,7 +12,7 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ import torch
 from mvspin.atomic import write_bytes_atomic
 from mvspin.data.video import encode_image
 from mvspin.geometry.cameras import perspective_projection
+from mvspin.progress import Progress
+
+T = TypeVar("T")
 
 __all__ = [
     "BuildReport",
@@ -157,6 +160,16 @@ def resolve_builder(dataset_name: str) -> Callable[..., BuildReport]:
 
 
 # --- helpers shared by the builders --------------------------------------------------------
+def with_progress(items: Sequence[T], progress: Progress, stage: str) -> Iterator[T]:
+    """Yield ``items``, telling ``progress`` ``(stage, done, len(items))`` before the first and
+    after each one (a builder's loop over its sequences or bundles)."""
+    total = len(items)
+    progress(stage, 0, total)
+    for done, item in enumerate(items, 1):
+        yield item
+        progress(stage, done, total)
+
+
 def read_source_image(path: Path) -> tuple[bytes, tuple[int, int]]:
     """A dataset's image file: its bytes (stored unchanged) and ``(width, height)``.
 

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from calibration import Camera
 from calibration.formats.h36m import H36M_CAMERA_IDS, read_h36m_cameras
@@ -52,8 +51,10 @@ from mvspin.data.builders import (
     FrameSink,
     project_world_points,
     read_source_image,
+    with_progress,
 )
 from mvspin.geometry.crop import SPIN_BBOX_SCALE_FACTOR, keypoint_crop_box, points_inside_image
+from mvspin.progress import Progress, no_progress
 from mvspin.data.video import VideoError, iter_video_frames, video_info
 
 __all__ = [
@@ -152,7 +153,7 @@ def build_h36m(
     jpeg_quality: int = 95,
     bbox_scale_factor: float = SPIN_BBOX_SCALE_FACTOR,
     require_joints_in_image: bool = True,
-    progress: bool = True,
+    progress: Progress = no_progress,
 ) -> BuildReport:
     """Build Human3.6M multi-view bundles from the raw release (videos + D3_Positions).
 
@@ -172,7 +173,7 @@ def build_h36m(
         bbox_scale_factor: crop box enlargement over the joints' bounding box.
         require_joints_in_image: skip frames where a joint falls outside any view (otherwise such
             joints get confidence 0).
-        progress: show a tqdm progress bar.
+        progress: told ``(stage, done, total)`` as sequences (or bundles) finish.
 
     Returns:
         the :class:`BuildReport` (bundles written; frames/sequences skipped with reasons).
@@ -225,7 +226,7 @@ def build_h36m(
                       keypoint_set="h36m17", joints_3d_keypoint_set="h36m17", joints_3d_frame="world",
                       cameras=True, image_storage=image_storage, image_root=sink.image_root,
                       attrs=attrs) as writer:
-        for subject, cdf in tqdm(work, desc="Human3.6M sequences", disable=not progress):
+        for subject, cdf in with_progress(work, progress, "Human3.6M sequences"):
             _build_sequence(subject, cdf, root, [all_cams[subject][c] for c in cameras], step,
                             sink, bbox_scale_factor, require_joints_in_image, writer, report)
     return report
@@ -337,7 +338,7 @@ def build_h36m_from_spin_npz(
     every_nth: int = 1,
     cameras: Sequence[str] = H36M_CAMERA_IDS,
     image_storage: str = "bytes",
-    progress: bool = True,
+    progress: Progress = no_progress,
 ) -> BuildReport:
     """Build four-view bundles from SPIN's preprocessed Human3.6M ``.npz`` and extracted frames.
 
@@ -360,7 +361,7 @@ def build_h36m_from_spin_npz(
         every_nth: keep frames whose 0-based index is a multiple of this.
         cameras: camera ids forming the views, in order.
         image_storage: ``"bytes"`` (image files embedded unchanged) or ``"paths"``.
-        progress: show a tqdm progress bar.
+        progress: told ``(stage, done, total)`` as sequences (or bundles) finish.
 
     Raises:
         FileNotFoundError: the npz does not exist.
@@ -412,8 +413,8 @@ def build_h36m_from_spin_npz(
                       image_storage=image_storage,
                       image_root=str(image_root.resolve()) if image_storage == "paths" else None,
                       attrs=attrs) as writer:
-        for (subject, action, frame), rows in tqdm(sorted(groups.items()), desc="SPIN npz bundles",
-                                                   disable=not progress):
+        for (subject, action, frame), rows in with_progress(sorted(groups.items()), progress,
+                                                            "SPIN npz bundles"):
             if frame % every_nth:
                 continue
             absent = [c for c in cameras if c not in rows]

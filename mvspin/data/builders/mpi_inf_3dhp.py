@@ -32,7 +32,6 @@ from typing import Any, Optional, Sequence
 import h5py
 import numpy as np
 import scipy.io
-from tqdm import tqdm
 
 from calibration import Camera
 from calibration.formats.mpi_inf_3dhp import read_mpi_calibration as read_mpi_rig
@@ -42,8 +41,10 @@ from mvspin.data.builders import (
     BuildReport,
     FrameSink,
     read_source_image,
+    with_progress,
 )
 from mvspin.geometry.crop import SPIN_BBOX_SCALE_FACTOR, keypoint_crop_box, points_inside_image
+from mvspin.progress import Progress, no_progress
 from mvspin.data.video import VideoError, iter_video_frames, video_info
 
 __all__ = [
@@ -105,7 +106,7 @@ def build_mpi_inf_3dhp(
     jpeg_quality: int = 95,
     bbox_scale_factor: float = SPIN_BBOX_SCALE_FACTOR,
     require_joints_in_image: Optional[bool] = None,
-    progress: bool = True,
+    progress: Progress = no_progress,
 ) -> BuildReport:
     """Build MPI-INF-3DHP bundles.
 
@@ -125,7 +126,7 @@ def build_mpi_inf_3dhp(
         bbox_scale_factor: crop box enlargement over the 17 joints' bounding box.
         require_joints_in_image: skip frames with any of the 17 joints outside any view (default:
             True for train, the MV-SPIN rule; False for test, where such joints get confidence 0).
-        progress: show a tqdm progress bar.
+        progress: told ``(stage, done, total)`` as sequences (or bundles) finish.
 
     Returns:
         the :class:`BuildReport`.
@@ -184,7 +185,7 @@ def _load_train_annotations(path: Path, cameras: Sequence[int]) -> tuple[np.ndar
 
 def _build_train(root: Path, out_path: Path, step: int, subjects: tuple[str, ...], sequences: tuple[str, ...],
                  cameras: tuple[int, ...], image_storage: str, frames_dir: Optional[str | os.PathLike],
-                 jpeg_quality: int, bbox_factor: float, require: bool, progress: bool) -> BuildReport:
+                 jpeg_quality: int, bbox_factor: float, require: bool, progress: Progress) -> BuildReport:
     sink = FrameSink(image_storage, out_path, jpeg_quality=jpeg_quality,
                      frames_dir=Path(frames_dir) if frames_dir is not None else None)
     report = BuildReport("mpi_inf_3dhp", "train", out_path)
@@ -196,7 +197,7 @@ def _build_train(root: Path, out_path: Path, step: int, subjects: tuple[str, ...
                       keypoint_set="mpi_inf_3dhp17", joints_3d_keypoint_set="mpi_inf_3dhp17",
                       joints_3d_frame="world", cameras=True, image_storage=image_storage,
                       image_root=sink.image_root, attrs=attrs) as writer:
-        for subject, seq in tqdm(work, desc="MPI-INF-3DHP sequences", disable=not progress):
+        for subject, seq in with_progress(work, progress, "MPI-INF-3DHP sequences"):
             seq_dir = root / subject / seq
             if not seq_dir.is_dir():
                 report.skip(subject, seq, None, f"missing sequence folder {seq_dir}")
@@ -330,7 +331,7 @@ def _load_test_annotations(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _build_test(root: Path, out_path: Path, step: int, sequences: tuple[str, ...], image_storage: str,
-                bbox_factor: float, require: bool, progress: bool) -> BuildReport:
+                bbox_factor: float, require: bool, progress: Progress) -> BuildReport:
     base = root / "mpi_inf_3dhp_test_set"
     if not base.is_dir() or (root / sequences[0]).is_dir():
         base = root
@@ -344,7 +345,7 @@ def _build_test(root: Path, out_path: Path, step: int, sequences: tuple[str, ...
                       joints_3d_frame="view0_camera", image_storage=image_storage,
                       image_root=str(base.resolve()) if image_storage == "paths" else None,
                       attrs=attrs) as writer:
-        for seq in tqdm(sequences, desc="MPI-INF-3DHP test sequences", disable=not progress):
+        for seq in with_progress(sequences, progress, "MPI-INF-3DHP test sequences"):
             annot_path = base / seq / "annot_data.mat"
             if not annot_path.is_file():
                 report.skip(seq, seq, None, f"missing file {annot_path}")

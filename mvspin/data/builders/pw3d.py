@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from tqdm import tqdm
 
 from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.data.bundle_format import BundleWriter
@@ -39,6 +38,7 @@ from mvspin.data.builders import (
     BuildReport,
     project_world_points,
     read_source_image,
+    with_progress,
 )
 from mvspin.geometry.crop import (
     KEYPOINT_MIN_CONFIDENCE,
@@ -46,6 +46,7 @@ from mvspin.geometry.crop import (
     keypoint_crop_box,
     points_inside_image,
 )
+from mvspin.progress import Progress, no_progress
 from mvspin.body.safe_pickle import UnsafePickleError, load_restricted_pickle
 
 __all__ = ["PW3D_SPLITS", "UnsafePickleError", "load_3dpw_pickle", "build_3dpw"]
@@ -85,7 +86,7 @@ def build_3dpw(
     sequences: Optional[list[str]] = None,
     image_storage: str = "bytes",
     bbox_scale_factor: float = SPIN_BBOX_SCALE_FACTOR,
-    progress: bool = True,
+    progress: Progress = no_progress,
 ) -> BuildReport:
     """Build 3DPW single-view bundles (one per valid person-frame) with SMPL ground truth.
 
@@ -98,7 +99,7 @@ def build_3dpw(
         image_storage: ``"bytes"`` (jpgs embedded unchanged) or ``"paths"`` (relative to
             ``root``).
         bbox_scale_factor: crop box enlargement.
-        progress: show a tqdm progress bar.
+        progress: told ``(stage, done, total)`` as sequences (or bundles) finish.
 
     Returns:
         the :class:`BuildReport`; subjects are named ``<sequence>/person<i>``.
@@ -127,7 +128,7 @@ def build_3dpw(
                       image_storage=image_storage,
                       image_root=str(root.resolve()) if image_storage == "paths" else None,
                       attrs=attrs) as writer:
-        for path in tqdm(files, desc="3DPW sequences", disable=not progress):
+        for path in with_progress(files, progress, "3DPW sequences"):
             _build_sequence(path, root, every_nth, image_storage, bbox_scale_factor, writer, report)
     return report
 

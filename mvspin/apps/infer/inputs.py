@@ -1,4 +1,4 @@
-"""What ``mvspin infer`` reads: input files, their output names, and the crop box of each person.
+"""What the infer job reads: input files, their output names, and the crop box of each person.
 
 Inputs are image files, folders of images/videos, and videos. Every input gets its own output
 prefix (:func:`collect_inputs`): ``<out>/<stem>``, or ``<out>/<folder>/<stem>`` for a folder's
@@ -25,7 +25,8 @@ from mvspin.data.keypoint_files import (
     read_bbox_json,
     read_openpose_people,
 )
-from mvspin.errors import MvspinError
+from mvspin.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from mvspin.errors import InputError, NoPersonError
 from mvspin.geometry import KEYPOINT_MIN_CONFIDENCE, SPIN_SCALE_UNIT, keypoint_crop_box, points_inside_image
 
 __all__ = [
@@ -44,8 +45,6 @@ __all__ = [
     "people_in_image",
 ]
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 MIN_IMAGE_SIDE = 16
 """Smallest image side (pixels) worth a 224-px crop; a 1x1 'image' is refused."""
 MIN_BOX_SIDE = 4.0
@@ -56,15 +55,6 @@ keypoint box at most ~1.2 x the diagonal). Larger boxes are mistakes (a box for 
 size) and would make the anti-aliased crop blur with a huge kernel for minutes."""
 # A keypoint counts as found above this confidence (the crop-box rule's threshold).
 CONF_THRESHOLD = KEYPOINT_MIN_CONFIDENCE
-
-
-class InputError(MvspinError, ValueError):
-    """One input cannot be processed (unreadable, no box, a box that does not fit the image);
-    the run goes on with the others."""
-
-
-class NoPersonError(InputError):
-    """A keypoint file names nobody usable (a video frame then keeps the previous box)."""
 
 
 @dataclass
@@ -205,8 +195,8 @@ def people_in_image(width: int, height: int, keypoints_file: Optional[Path] = No
         InputError: a file is missing, unreadable or malformed, or a box / the keypoints do not
             fit the image (:func:`check_box`).
     """
-    from mvspin.learning.inference import whole_image_box
-    from mvspin.learning.preprocess import bbox_to_center_scale, spin_openpose_center_scale
+    from mvspin.regressor.predictor import whole_image_box
+    from mvspin.regressor.preprocess import bbox_to_center_scale, spin_openpose_center_scale
 
     box_of_keypoints = spin_openpose_center_scale if preprocessing == "spin" else keypoint_crop_box
 

@@ -48,8 +48,8 @@ from mvspin.geometry import (
     matrix_to_axis_angle,
 )
 from mvspin.fitting.view_estimates import fuse_view_predictions  # its home is fitting; re-exported here
-from mvspin.learning.preprocess import PREPROCESSING_MODES, crop_for_network, normalize_crop
-from mvspin.learning.regressor import HMRRegressor
+from mvspin.regressor.preprocess import PREPROCESSING_MODES, crop_for_network, normalize_crop
+from mvspin.regressor.hmr import HMRRegressor
 
 if TYPE_CHECKING:
     from mvspin.body import BodyModel
@@ -60,8 +60,10 @@ __all__ = [
     "Predictor",
     "crop_camera_to_image_camera",
     "fuse_view_predictions",
+    "posed_prediction",
     "refine_views_with_mvsmplify",
     "refine_with_smplify",
+    "timed",
     "whole_image_box",
 ]
 
@@ -173,19 +175,32 @@ class Prediction:
 
 
 @contextmanager
-def _timed(timings: MutableMapping[str, float] | None, stage: str,
-           device: torch.device) -> Iterator[None]:
-    """Add the wall time of the block to ``timings[stage]`` (waiting for CUDA work to finish)."""
+def timed(timings: MutableMapping[str, float] | None, stage: str,
+          device: torch.device | str | None = None) -> Iterator[None]:
+    """Add the wall time of the block, in seconds, to ``timings[stage]``; nothing when
+    ``timings`` is None. On a CUDA ``device`` queued GPU work is waited for before and after, so
+    the seconds are the block's own.
+
+    Example:
+        >>> seconds: dict[str, float] = {}
+        >>> with timed(seconds, "crop"):
+        ...     pass
+        >>> list(seconds)
+        ['crop']
+    """
     if timings is None:
         yield
         return
-    if device.type == "cuda":
+    cuda = device is not None and torch.device(device).type == "cuda"
+    if cuda:
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    yield
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+    try:
+        yield
+    finally:
+        if cuda:
+            torch.cuda.synchronize(device)
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
 class Predictor:
@@ -200,9 +215,9 @@ class Predictor:
             always refers to SPIN's 224-px crop, so a different input size only changes the
             resampling.
         focal_length: the crop camera's focal length (SPIN: 5000 px).
-        preprocessing: how crops are cut (:data:`mvspin.learning.preprocess.PREPROCESSING_MODES`):
+        preprocessing: how crops are cut (:data:`mvspin.regressor.preprocess.PREPROCESSING_MODES`):
             ``"exact"`` (mvspin's sub-pixel crop) or ``"spin"`` (SPIN's own crop and contrast
-            stretch, for SPIN's checkpoints; see :func:`~mvspin.learning.preprocess.spin_crop`).
+            stretch, for SPIN's checkpoints; see :func:`~mvspin.regressor.preprocess.spin_crop`).
     """
 
     def __init__(self, model: HMRRegressor, body: BodyModel, device: torch.device | str | None = None,
@@ -255,9 +270,9 @@ class Predictor:
         parts = []
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
-            with _timed(timings, "network", self.device):
+            with timed(timings, "network", self.device):
                 out = self.model(crops[start:stop].to(self.device, torch.float32))
-            with _timed(timings, "body model", self.device):
+            with timed(timings, "body model", self.device):
                 # The camera conversion in float64: the focal is ~5000 b/224 px and depths ~50 m.
                 K, transl = crop_camera_to_image_camera(
                     out.cam.double(), center_t[start:stop].to(self.device),
@@ -291,7 +306,7 @@ class Predictor:
         """
         if len(images) != len(centers) or len(images) != len(scales):
             raise ValueError(f"{len(images)} images but {len(centers)} centres and {len(scales)} scales")
-        with _timed(timings, "crop", torch.device("cpu")):
+        with timed(timings, "crop", torch.device("cpu")):
             crops = torch.stack([self.crop(img, np.asarray(c), float(s))
                                  for img, c, s in zip(images, centers, scales)]) if len(images) else None
         if crops is None:
@@ -313,9 +328,36 @@ def _crop_keypoints(pred: Prediction, keypoints: Tensor | np.ndarray, crop_size:
     return torch.cat([xy, conf], dim=-1)
 
 
-def _posed_prediction(pred: Prediction, body: BodyModel, rotmat: Tensor, betas: Tensor, transl: Tensor,
-                      cam_crop: Tensor, focal_length: float, crop_size: int) -> Prediction:
-    """``pred`` with new parameters fitted in the same crop cameras, posed, with meshes."""
+def posed_prediction(pred: Prediction, body: BodyModel, rotmat: Tensor, betas: Tensor,
+                     transl: Tensor | None = None, cam_crop: Tensor | None = None,
+                     focal_length: float = SPIN_FOCAL_LENGTH, crop_size: int = SPIN_CROP_SIZE) -> Prediction:
+    """``pred``'s crops with new body parameters, posed, with meshes.
+
+    The crop boxes (``pred.center``, ``pred.scale``) stay; the full-image intrinsics are those of
+    ``cam_crop`` in the same boxes (:func:`crop_camera_to_image_camera`). Used for fitted
+    parameters (SMPLify in the crop cameras) and for one body fused from several views.
+
+    Args:
+        pred: N predictions whose boxes the new parameters refer to.
+        body: the body model.
+        rotmat: (N, 24, 3, 3) joint rotations, joint 0 the root in each crop's camera frame.
+        betas: (N, num_betas) shape coefficients.
+        transl: (N, 3) body translations in each camera, metres (default ``pred.transl``).
+        cam_crop: (N, 3) crop cameras ``[s, tx, ty]`` (default ``pred.cam_crop``).
+        focal_length, crop_size: the crop camera's focal length (px) and crop side (px).
+
+    Returns:
+        A :class:`Prediction` on the CPU (float32 parameters, float64 ``K``), with vertices.
+    """
+    transl = pred.transl if transl is None else transl
+    cam_crop = pred.cam_crop if cam_crop is None else cam_crop
+    n = len(pred)
+    for name, value, shape in (("rotmat", rotmat, (n, 24, 3, 3)), ("transl", transl, (n, 3)),
+                               ("cam_crop", cam_crop, (n, 3))):
+        if tuple(value.shape) != shape:
+            raise ValueError(f"{name} must be {shape} for {n} predictions, got {tuple(value.shape)}")
+    if betas.ndim != 2 or betas.shape[0] != n:
+        raise ValueError(f"betas must be ({n}, num_betas), got {tuple(betas.shape)}")
     dtype, device = body.J_template.dtype, body.J_template.device
     with torch.no_grad():
         posed = body(body_pose=rotmat[:, 1:].to(device, dtype), betas=betas.to(device, dtype),
@@ -355,7 +397,7 @@ def refine_with_smplify(pred: Prediction, keypoints: Tensor | np.ndarray, body: 
     fit = SMPLify(body, config, keypoint_set).fit(kp, pred.rotmat.to(device, dtype), pred.betas.to(device, dtype),
                                                   pred.cam_crop.to(device, dtype))
     rotmat = fit.rotmat[:, 0].detach()
-    refined = _posed_prediction(pred, body, rotmat, fit.betas.detach(), fit.transl[:, 0].detach(),
+    refined = posed_prediction(pred, body, rotmat, fit.betas.detach(), fit.transl[:, 0].detach(),
                                 fit.cam[:, 0].detach(), config.focal_length, config.crop_size)
     # Crop pixels -> image pixels: the crop is the box resampled by 224 / box side.
     box = pred.scale.double() * SPIN_SCALE_UNIT / config.crop_size
@@ -392,7 +434,7 @@ def refine_views_with_mvsmplify(pred: Prediction, keypoints: Tensor | np.ndarray
                            cam=pred.cam_crop[None].to(device, dtype))
     fit = MVSMPLify(body, config, keypoint_set).fit_per_view(kp[None], init)
     v = len(pred)
-    refined = _posed_prediction(pred, body, fit.rotmat[0].detach(), fit.betas.detach().expand(v, -1),
+    refined = posed_prediction(pred, body, fit.rotmat[0].detach(), fit.betas.detach().expand(v, -1),
                                 fit.transl[0].detach(), fit.cam[0].detach(), config.focal_length, config.crop_size)
     box = pred.scale.double() * SPIN_SCALE_UNIT / config.crop_size
     return refined, fit.view_reprojection_error[0].detach().double().cpu() * box

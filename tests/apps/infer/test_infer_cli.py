@@ -19,9 +19,9 @@ from mvspin.geometry import (
     perspective_projection,
 )
 from mvspin.io_outputs import read_smpl_npz
-from mvspin.learning.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
-from mvspin.learning.preprocess import bbox_to_center_scale, crop_image, normalize_crop
-from mvspin.learning.regressor import HMRRegressor
+from mvspin.regressor.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
+from mvspin.regressor.preprocess import bbox_to_center_scale, crop_image, normalize_crop
+from mvspin.regressor.hmr import HMRRegressor
 
 W, H = 320, 240
 BOX = [170.0, 30.0, 110.0, 190.0]  # x, y, w, h: off the image centre, so the camera shift matters
@@ -255,7 +255,7 @@ def test_video_boxes_follow_per_frame_keypoint_files(data: Path, tmp_path: Path,
 def test_refine_fits_the_keypoints(data: Path, body: BodyModel, tmp_path: Path, capsys):
     """OpenPose keypoints of a known posed body: SMPLify brings the network's guess onto them."""
     from mvspin.geometry import axis_angle_to_matrix
-    from mvspin.learning.inference import crop_camera_to_image_camera
+    from mvspin.regressor.predictor import crop_camera_to_image_camera
 
     g = torch.Generator().manual_seed(5)
     pose = 0.3 * torch.randn(1, 69, generator=g)
@@ -278,8 +278,8 @@ def test_refine_fits_the_keypoints(data: Path, body: BodyModel, tmp_path: Path, 
 
     common = ["--checkpoint", str(data / "r18.pt"), "--openpose", str(tmp_path), "--no-render"]
     assert _run(capsys, str(data / "grey.png"), *common, "--out", str(tmp_path / "net"))[0] == 0
-    code, _, _ = _run(capsys, str(data / "grey.png"), *common, "--refine", "--fit", "stage1_iterations=20",
-                      "--fit", "stage2_iterations=40", "--out", str(tmp_path / "fit"))
+    code, _, _ = _run(capsys, str(data / "grey.png"), *common, "--refine", "--set", "fit.stage1_iterations=20",
+                      "fit.stage2_iterations=40", "--out", str(tmp_path / "fit"))
     assert code == 0
     refined = read_smpl_npz(tmp_path / "fit" / "grey.npz")
     assert bool(refined["refined"]) and refined["reprojection_error_px"].shape == (1,)

@@ -4,7 +4,7 @@ Parameter names are SPIN's (``models/hmr.py``): the ResNet layers sit directly o
 (``conv1.weight``, ``layer1.0.conv1.weight``, ...), then ``fc1``, ``fc2``, ``decpose``,
 ``decshape``, ``deccam`` and the buffers ``init_pose``, ``init_shape``, ``init_cam``; a SPIN
 ``model_checkpoint.pt`` therefore loads strictly (331 keys for ResNet-50), see
-:mod:`mvspin.learning.checkpoint`.
+:mod:`mvspin.regressor.checkpoint`.
 
 Outputs: 24 rotation matrices in SMPL's joint order (joint 0 = global orientation), 10 betas and
 SPIN's weak-perspective crop camera ``[s, tx, ty]``
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from mvspin.geometry import rot6d_to_matrix
-from mvspin.learning.backbone import ResNet
+from mvspin.regressor.backbone import ResNet
 
 __all__ = [
     "DEFAULT_INIT_CAM",

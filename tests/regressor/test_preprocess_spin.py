@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from mvspin.geometry import keypoint_crop_box
-from mvspin.learning.preprocess import (crop_for_network, crop_image,
+from mvspin.regressor.preprocess import (crop_for_network, crop_image,
                                         preprocessing_for_checkpoint, spin_crop, spin_openpose_center_scale)
 
 
@@ -156,11 +156,11 @@ def test_inference_uses_spin_preprocessing_for_spin_checkpoints(tmp_path):
     import torch
 
     from mvspin.body import BodyModel
-    from mvspin.inference import InferConfig, InferencePipeline
-    from mvspin.learning.checkpoint import save_regressor_checkpoint
-    from mvspin.learning.inference import Predictor
-    from mvspin.learning.preprocess import normalize_crop
-    from mvspin.learning.regressor import HMRRegressor
+    from mvspin.apps.infer import InferConfig, InferSession
+    from mvspin.regressor.checkpoint import save_regressor_checkpoint
+    from mvspin.regressor.predictor import Predictor
+    from mvspin.regressor.preprocess import normalize_crop
+    from mvspin.regressor.hmr import HMRRegressor
 
     body = BodyModel.free("low")
     model = HMRRegressor(18, mean_params=body.mean_params)
@@ -169,9 +169,9 @@ def test_inference_uses_spin_preprocessing_for_spin_checkpoints(tmp_path):
     ours = save_regressor_checkpoint(tmp_path / "ours.pt", model)
     kinds = {}
     for name, checkpoint, forced in (("spin", spin_file, None), ("ours", ours, None), ("forced", spin_file, "exact")):
-        pipeline = InferencePipeline(InferConfig(checkpoint=checkpoint, out=tmp_path / name, render=False,
-                                                 resolution="low", device="cpu", preprocessing=forced), body=body)
-        kinds[name] = pipeline.predictor.preprocessing
+        session = InferSession(InferConfig(inputs=[tmp_path / "a.png"], checkpoint=checkpoint, out=tmp_path / name,
+                                           render=False, device="cpu", preprocessing=forced), body=body)
+        kinds[name] = session.predictor.preprocessing
     assert kinds == {"spin": "spin", "ours": "exact", "forced": "exact"}
 
     image = photo(3, low=35, high=190)

@@ -4,7 +4,7 @@ The trunk is the part of torchvision's ResNet up to the global average pool: no 
 Parameter and buffer names are exactly torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``,
 ``layer1.0.downsample.0``, ``...bn1.running_mean``, ``...num_batches_tracked``), so a torchvision
 ImageNet file loads into it (see :func:`load_imagenet_weights`) and SPIN's HMR checkpoints, which
-use the same names for their backbone, load into :class:`mvspin.learning.regressor.HMRRegressor`.
+use the same names for their backbone, load into :class:`mvspin.regressor.hmr.HMRRegressor`.
 
 Bottleneck blocks put the stride on the 3x3 convolution (torchvision's "ResNet v1.5", which is
 what torchvision and therefore SPIN use).
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvspin.errors import MvspinError
+from mvspin.errors import CheckpointError
 
 try:
     from numpy._core import multiarray as _NUMPY_MULTIARRAY  # numpy >= 2
@@ -63,10 +63,6 @@ RESNET_DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
 
 # First components of every parameter/buffer name that belongs to the trunk.
 TRUNK_PREFIXES: tuple[str, ...] = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
-
-
-class CheckpointError(MvspinError, ValueError):
-    """A weight file cannot be read or does not fit the model it is loaded into."""
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -283,7 +279,7 @@ def load_imagenet_weights(model: nn.Module, path: str | os.PathLike[str]) -> Non
     """Load a torchvision ImageNet ResNet state-dict file into ``model``'s trunk, in place.
 
     ``model`` is a :class:`ResNet` or anything that owns the trunk under torchvision's names
-    (e.g. :class:`~mvspin.learning.regressor.HMRRegressor`); its other parameters are untouched.
+    (e.g. :class:`~mvspin.regressor.hmr.HMRRegressor`); its other parameters are untouched.
     ``fc.*`` keys of the file are dropped; every other trunk key must match by name and shape.
     The file holds a bare state dict (torchvision's ``resnet50-*.pth``) or one under
     ``"state_dict"``. Files from before PyTorch 0.4 lack ``num_batches_tracked``; BatchNorm

@@ -69,7 +69,7 @@ SPIN_OPENPOSE_THRESHOLD = 0.2
 PREPROCESSING_MODES: tuple[str, ...] = ("exact", "spin")
 """``exact``: mvspin's sub-pixel crop; ``spin``: SPIN's own crop, resize and box centring."""
 # A SPIN-mode cut-out is an array of the box's full size: refuse boxes that could not fit in memory
-# rather than allocating them (an absurd --bbox).
+# rather than allocating them (an absurd box file).
 _MAX_SPIN_BOX_PIXELS = 20000 * 20000
 
 
@@ -164,7 +164,7 @@ def crop_for_network(image: np.ndarray, center: np.ndarray | tuple[float, float]
 
 def preprocessing_for_checkpoint(meta: Mapping[str, Any] | None) -> str:
     """The default preprocessing mode for a checkpoint, from its metadata (the non-weight entries
-    :func:`mvspin.learning.checkpoint.load_regressor_checkpoint` returns).
+    :func:`mvspin.regressor.checkpoint.load_regressor_checkpoint` returns).
 
     mvspin's checkpoints carry an ``mvspin`` entry (and may name their ``preprocessing``); a
     checkpoint without one is SPIN's own ``model_checkpoint.pt`` (or a bare state dict from SPIN's

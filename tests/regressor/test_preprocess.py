@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mvspin.geometry import crop_to_image_transform, image_to_crop_transform
-from mvspin.learning.preprocess import (
+from mvspin.regressor.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     bbox_to_center_scale,

@@ -21,18 +21,20 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from mvspin._version import __version__
 from mvspin.atomic import atomic_path
-from mvspin.learning.backbone import (
+from mvspin.regressor.backbone import (
     RESNET_DEPTHS,
     TRUNK_PREFIXES,
     CheckpointError,
@@ -40,12 +42,19 @@ from mvspin.learning.backbone import (
     state_dict_problems,
     summarise_keys,
 )
-from mvspin.learning.regressor import HMRRegressor
+from mvspin.regressor.hmr import HMRRegressor
+
+if TYPE_CHECKING:
+    from mvspin.body import BodyModel
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
     "HEAD_KEYS",
+    "checkpoint_input_size",
+    "find_checkpoint_setting",
+    "find_training_model_section",
+    "same_body_model",
     "infer_depth",
     "load_regressor_checkpoint",
     "save_regressor_checkpoint",
@@ -205,3 +214,94 @@ def save_regressor_checkpoint(path: str | os.PathLike[str], model: nn.Module, /,
     with atomic_path(path, fsync=True) as tmp:
         torch.save(payload, tmp)
     return path
+
+
+_INPUT_SIZE_KEYS = ("input_size", "crop_size", "img_res")
+_BODY_MODEL_KEYS = ("body_model",)
+
+
+def find_checkpoint_setting(meta: Any, keys: tuple[str, ...], depth: int = 0) -> Any:
+    """The first non-mapping value under one of ``keys`` in a checkpoint's nested metadata (the
+    trainer's saved config, stored as a mapping or as JSON text under ``config``); None if absent.
+
+    Example:
+        >>> find_checkpoint_setting({"config": '{"data": {"input_size": 96}}'}, ("input_size",))
+        96
+    """
+    if not isinstance(meta, Mapping) or depth > 4:
+        return None
+    for k in keys:
+        if k in meta and not isinstance(meta[k], Mapping):
+            return meta[k]
+    for key, value in meta.items():
+        if key == "config" and isinstance(value, str):  # the trainer stores its config as JSON
+            try:
+                value = json.loads(value)
+            except ValueError:
+                continue
+        found = find_checkpoint_setting(value, keys, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def checkpoint_input_size(meta: Mapping[str, Any], body: "BodyModel", path: str | Path = "checkpoint",
+                          default: int = 224) -> int:
+    """The network input size (pixels, square side) a checkpoint was trained with (``default``:
+    SPIN's 224 when it does not say), after checking it was trained for ``body``.
+
+    Args:
+        meta: the checkpoint's entries besides the weights (:func:`load_regressor_checkpoint`).
+        body: the body model the network will be used with.
+        path: how messages name the checkpoint.
+
+    Raises:
+        CheckpointError: the checkpoint records another body model than ``body`` (its mean
+            parameters and keypoints would not match).
+    """
+    recorded = find_checkpoint_setting(meta, _BODY_MODEL_KEYS)
+    if recorded is None:  # the trainer's config: model.smpl_dir / model.body_resolution
+        model_cfg = find_training_model_section(meta)
+        if model_cfg is not None:
+            recorded = "smpl" if model_cfg.get("smpl_dir") else f"free-{model_cfg.get('body_resolution', 'full')}"
+    if isinstance(recorded, str) and recorded and recorded != body.name and not same_body_model(recorded, body):
+        raise CheckpointError(f"{path}: trained for body model {recorded!r}, but the evaluation uses "
+                              f"{body.name!r}; load the body model it was trained with (smpl_dir, resolution)")
+    size = find_checkpoint_setting(meta, _INPUT_SIZE_KEYS)
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
+        return int(size)
+    return default
+
+
+def find_training_model_section(meta: Any, depth: int = 0) -> Optional[Mapping[str, Any]]:
+    """The ``model`` section of a training config stored in a checkpoint (has ``body_resolution``)."""
+    if not isinstance(meta, Mapping) or depth > 4:
+        return None
+    for key, value in meta.items():
+        if key == "config" and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                continue
+        if key == "model" and isinstance(value, Mapping) and "body_resolution" in value:
+            return value
+        found = find_training_model_section(value, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def same_body_model(recorded: str, body: "BodyModel") -> bool:
+    """Whether the body model name a checkpoint records means ``body``: configs may name the
+    model by its option (``free-low``, ``free``, ``smpl``) rather than the loaded model's full
+    name (``free-1229v``)."""
+    aliases = {"free": body.is_free, "smpl": not body.is_free}
+    if recorded in aliases:
+        return aliases[recorded]
+    if recorded.startswith("free-") and body.is_free:
+        from mvspin.body import model_files
+
+        resolution = recorded.removeprefix("free-")
+        stem = Path(model_files.FREE_MODEL_FILES.get(resolution, "")).stem.removeprefix("free_smpl_")
+        return bool(stem) and body.name == f"free-{stem}"
+    return False

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from mvspin.geometry import rot6d_to_matrix
-from mvspin.learning.backbone import read_weights_file
-from mvspin.learning.checkpoint import (
+from mvspin.regressor.backbone import read_weights_file
+from mvspin.regressor.checkpoint import (
     CheckpointError,
     infer_depth,
     load_regressor_checkpoint,
     save_regressor_checkpoint,
     spin_state_dict_layout,
 )
-from mvspin.learning.regressor import HMRRegressor
+from mvspin.regressor.hmr import HMRRegressor
 
 
 def _bn(prefix: str, channels: int) -> dict[str, tuple[int, ...]]:
@@ -275,3 +275,30 @@ def test_loaded_mean_pose_decodes_to_rotations(tmp_path, spin_state):
     assert torch.allclose(R.transpose(-1, -2) @ R, torch.eye(3, dtype=R.dtype).expand(24, 3, 3),
                           atol=1e-5)
     assert torch.allclose(torch.linalg.det(R), torch.ones(24, dtype=R.dtype), atol=1e-5)
+
+
+def test_checkpoint_metadata_gives_the_input_size_and_checks_the_body_model():
+    """What a checkpoint says about itself: the trainer stores its config as JSON under
+    ``train_state.config``; SPIN's files say nothing (224 px, any body model)."""
+    import json
+
+    from mvspin.body import BodyModel
+    from mvspin.regressor.checkpoint import (
+        checkpoint_input_size,
+        find_checkpoint_setting,
+        find_training_model_section,
+        same_body_model,
+    )
+
+    low, full = BodyModel.free("low"), BodyModel.free("full")
+    trained = {"epoch": 2, "train_state": {"config": json.dumps(
+        {"model": {"smpl_dir": None, "body_resolution": "low"}, "data": {"img_res": 96}})}}
+    assert find_checkpoint_setting(trained, ("img_res",)) == 96
+    assert find_training_model_section(trained) == {"smpl_dir": None, "body_resolution": "low"}
+    assert checkpoint_input_size(trained, low, "t.pt") == 96
+    with pytest.raises(CheckpointError, match=r"t\.pt: trained for body model 'free-low', but .* 'free-notoes'"):
+        checkpoint_input_size(trained, full, "t.pt")
+    assert checkpoint_input_size({"epoch": 3}, full) == 224  # SPIN's files
+    assert checkpoint_input_size({"mvspin": {"input_size": True}}, full, default=128) == 128  # not a size
+    assert same_body_model("free", low) and same_body_model("free-low", low) and not same_body_model("smpl", low)
+    assert not same_body_model("free-full", low) and same_body_model("free-full", full)

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from mvspin.geometry import rot6d_to_matrix
-from mvspin.learning.backbone import CheckpointError, ResNet, load_imagenet_weights, resnet
-from mvspin.learning.regressor import HMRRegressor, RegressorOutput, default_mean_params
+from mvspin.regressor.backbone import CheckpointError, ResNet, load_imagenet_weights, resnet
+from mvspin.regressor.hmr import HMRRegressor, RegressorOutput, default_mean_params
 
 
 def _assert_rotations(R: torch.Tensor) -> None:

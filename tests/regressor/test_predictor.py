@@ -16,7 +16,7 @@ from mvspin.geometry import (
     geodesic_distance,
     perspective_projection,
 )
-from mvspin.learning.inference import (
+from mvspin.regressor.predictor import (
     Prediction,
     Predictor,
     crop_camera_to_image_camera,
@@ -24,8 +24,8 @@ from mvspin.learning.inference import (
     refine_with_smplify,
     whole_image_box,
 )
-from mvspin.learning.preprocess import crop_image
-from mvspin.learning.regressor import HMRRegressor
+from mvspin.regressor.preprocess import crop_image
+from mvspin.regressor.hmr import HMRRegressor
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def _view_errors(body: BodyModel, pred: Prediction, uv: torch.Tensor) -> torch.T
 
 def test_mvsmplify_refinement_fits_one_body_to_all_views(body: BodyModel):
     from mvspin.fitting import MVSMPLifyConfig
-    from mvspin.learning.inference import refine_views_with_mvsmplify
+    from mvspin.regressor.predictor import refine_views_with_mvsmplify
 
     guess, keypoints, uv = _three_views_of_one_body(body)
     before = _view_errors(body, guess, uv)
@@ -241,3 +241,39 @@ def test_mvsmplify_refinement_fits_one_body_to_all_views(body: BodyModel):
     assert float(after.max()) < 0.35 * float(before.min()), (after, before)
     with pytest.raises(ValueError, match="mode='per_view'"):
         refine_views_with_mvsmplify(guess, keypoints, body, config=MVSMPLifyConfig(mode="calibrated"))
+
+
+def test_posed_prediction_of_the_networks_own_parameters_is_the_prediction(predictor: Predictor, body: BodyModel):
+    """Re-posing a prediction with its own parameters gives it back (camera, joints, mesh); a
+    new body pose moves the joints but not the camera, and wrong shapes are named."""
+    from mvspin.regressor.predictor import posed_prediction
+
+    gen = torch.Generator().manual_seed(3)
+    crops = torch.randn(3, 3, 96, 96, generator=gen)
+    pred = predictor.predict_crops(crops, np.array([[50.0, 60.0], [200.0, 100.0], [10.0, 5.0]]),
+                                   np.array([0.5, 1.2, 0.3]))
+    again = posed_prediction(pred, body, pred.rotmat, pred.betas)
+    for name in ("K", "transl", "cam_crop", "rotmat", "betas"):
+        torch.testing.assert_close(getattr(again, name), getattr(pred, name), atol=1e-6, rtol=1e-6)
+    assert float((again.joints - pred.joints).abs().max()) < 1e-5
+    assert float((again.vertices - pred.vertices).abs().max()) < 1e-5
+    bent = pred.rotmat.clone()
+    bent[:, 18] = axis_angle_to_matrix(torch.tensor([[0.0, 0.0, 1.2]])).expand(3, 3, 3)  # left elbow
+    moved = posed_prediction(pred, body, bent, pred.betas)
+    torch.testing.assert_close(moved.K, pred.K)
+    assert float((moved.joints - pred.joints).norm(dim=-1).max()) > 0.05  # the hand moves centimetres
+    with pytest.raises(ValueError, match=r"rotmat must be \(3, 24, 3, 3\)"):
+        posed_prediction(pred, body, pred.rotmat[:2], pred.betas)
+
+
+def test_timed_adds_seconds_per_stage_even_when_the_block_fails():
+    from mvspin.regressor.predictor import timed
+
+    seconds: dict[str, float] = {"crop": 1.0}
+    with timed(seconds, "crop"):
+        sum(range(1000))
+    with pytest.raises(RuntimeError), timed(seconds, "network"):
+        raise RuntimeError("out of memory")
+    assert seconds["crop"] > 1.0 and seconds["network"] >= 0.0 and set(seconds) == {"crop", "network"}
+    with timed(None, "crop"):  # no timings wanted: nothing to record into
+        pass
