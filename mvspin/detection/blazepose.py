@@ -218,12 +218,13 @@ def roi_crop(image: np.ndarray, roi: Roi, size: int = LANDMARK_SIZE) -> np.ndarr
         h, w = image.shape[:2]
         x0, y0 = np.clip(np.floor(corners.min(1)).astype(int), 0, [w, h])
         x1, y1 = np.clip(np.ceil(corners.max(1)).astype(int), 0, [w, h])
-        if x1 - x0 >= 2 and y1 - y0 >= 2:
-            f = 1.0 / k
+        n = int(k)  # an integer factor: OpenCV's fast path of area averaging
+        x1, y1 = x0 + (x1 - x0) // n * n, y0 + (y1 - y0) // n * n
+        if x1 - x0 >= n and y1 - y0 >= n:
             region = image[y0:y1, x0:x1]
-            sw, sh = max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f))
+            sw, sh = (x1 - x0) // n, (y1 - y0) // n
             src = cv2.resize(region, (sw, sh), interpolation=cv2.INTER_AREA)
-            fx, fy = sw / (x1 - x0), sh / (y1 - y0)
+            fx = fy = 1.0 / n
             # image continuous -> small continuous: ((X - x0) * fx, (Y - y0) * fy)
             m = np.array([[fx, 0, -x0 * fx], [0, fy, -y0 * fy]]) @ np.vstack([m, [0, 0, 1]])
     # warpAffine maps destination pixel centres (u + 0.5) through m to source continuous
@@ -307,16 +308,18 @@ class BlazePose:
         h, w = image.shape[:2]
         scale = DETECTOR_SIZE / max(h, w)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        # INTER_AREA: a full-HD frame shrinks ~9x; area averaging keeps this independent of the
-        # input resolution (a 2x smaller video gives nearly the same input).
-        small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        # A full-HD frame shrinks ~9x: area averaging keeps this independent of the input
+        # resolution (a 2x smaller video gives nearly the same input).
+        n = int(1.0 / scale)
+        ew, eh = w, h  # the image extent the letterbox shows (a few edge pixels trimmed below)
+        if n >= 2:  # area-average by an integer factor first (fast), then the rest bilinearly
+            ew, eh = w // n * n, h // n * n
+            image = cv2.resize(image[:eh, :ew], (ew // n, eh // n), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
         px, py = (DETECTOR_SIZE - nw) // 2, (DETECTOR_SIZE - nh) // 2
-        canvas = np.zeros((DETECTOR_SIZE, DETECTOR_SIZE, 3), dtype=np.float32)
+        # the padding is black in the model's range [-1, 1], as mediapipe's letterbox border
+        canvas = np.full((DETECTOR_SIZE, DETECTOR_SIZE, 3), -1.0, dtype=np.float32)
         canvas[py:py + nh, px:px + nw] = small.astype(np.float32) / 127.5 - 1.0
-        # the padding is black in the model's range (-1), as mediapipe's letterbox border
-        mask = np.ones((DETECTOR_SIZE, DETECTOR_SIZE), dtype=bool)
-        mask[py:py + nh, px:px + nw] = False
-        canvas[mask] = -1.0
         self.detector.set_tensor(self._det_in, canvas[None])
         self.detector.invoke()
         rows, scores = decode_detections(self.detector.get_tensor(self._det_boxes)[0],
@@ -325,7 +328,7 @@ class BlazePose:
         for row, score in weighted_nms(rows, scores, nms_iou):
             pts = row.reshape(-1, 2) * DETECTOR_SIZE
             # letterbox removal: input pixel -> image continuous coordinates
-            pts = (pts - np.array([px, py])) * (np.array([w, h]) / np.array([nw, nh]))
+            pts = (pts - np.array([px, py])) * (np.array([ew, eh]) / np.array([nw, nh]))
             out.append(PersonDetection(np.concatenate([pts[0], pts[1]]), pts[2:], score))
         return out
 
