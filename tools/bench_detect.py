@@ -114,6 +114,14 @@ def main() -> None:
         fit_rig(FitRigConfig(rig=calib, videos=videos, out=tmp / "fit_videos", fps=60))
         t_all = time.perf_counter() - t0
         subject = fit.summary["subjects"][0]
+        import numpy as np
+
+        view_err = fit.fit.subjects[0].result.view_reprojection_error.detach().cpu().numpy()  # (T, V) px
+        print("per-camera reprojection error over frames (each frame's mean over keypoints), pixels:")
+        print(f"{'camera':<8} {'median':>7} {'p95':>7} {'mean':>7}")
+        for v, name in enumerate(fit.camera_names):
+            e = view_err[np.isfinite(view_err[:, v]), v]
+            print(f"{name:<8} {np.median(e):>7.1f} {np.percentile(e, 95):>7.1f} {e.mean():>7.1f}")
         print(f"{'stage':<44} {'seconds':>8}")
         print(f"{'detect (4 cameras)':<44} {t_detect:>8.1f}")
         print(f"{'fit_rig on the keypoints (no overlays)':<44} {t_fit:>8.1f}")
