@@ -125,6 +125,7 @@ class CameraDetection:
         fps: frames per second (decoding + detection).
         error: why the camera failed (one line), or None.
         reused: the folder was kept from an earlier run.
+        image_size: ``(width, height)`` of the frames, pixels (None when nothing was read).
     """
 
     name: str
@@ -137,6 +138,7 @@ class CameraDetection:
     fps: float = 0.0
     error: Optional[str] = None
     reused: bool = False
+    image_size: Optional[tuple[int, int]] = None
 
 
 @dataclass
@@ -231,6 +233,8 @@ def _run(config: DetectConfig, out: Path, progress: Progress) -> DetectReport:
         if name in previous:
             old = previous[name]
             fields = {k: old[k] for k in ("frames", "frames_with_people", "people", "seconds", "fps") if k in old}
+            if isinstance(old.get("image_size"), list) and len(old["image_size"]) == 2:
+                fields["image_size"] = tuple(int(v) for v in old["image_size"])
             cameras.append(CameraDetection(name, str(source), str(out / name), reused=True, **fields))
             opened.append(None)
             continue
@@ -252,8 +256,17 @@ def _run(config: DetectConfig, out: Path, progress: Progress) -> DetectReport:
         start = time.perf_counter()
         try:
             with atomic_folder(out / cam.name) as tmp:
-                people = detect_sequence(frames, detector, config.max_frames,
+                sizes: set[tuple[int, int]] = set()
+
+                def sized(source):
+                    for image in source:
+                        sizes.add((int(image.shape[1]), int(image.shape[0])))
+                        yield image
+
+                people = detect_sequence(sized(frames), detector, config.max_frames,
                                          progress=lambda done: progress(stage, done, max(total, done)))
+                if len(sizes) > 1:
+                    raise MvspinError(f"{cam.source}: frames of different sizes {sorted(sizes)}")
                 if not people:
                     raise MvspinError(f"{cam.source}: no frame to detect")
                 for index, frame_people in enumerate(people):
@@ -271,6 +284,7 @@ def _run(config: DetectConfig, out: Path, progress: Progress) -> DetectReport:
         cam.frames_with_people = sum(1 for p in people if p)
         cam.people = len({pid for p in people for pid, _ in p})
         cam.folder = str(out / cam.name)
+        cam.image_size = sizes.pop() if sizes else None
     report = DetectReport(str(out), detector.name, detector.keypoint_set, cameras)
     counts = {c.name: c.frames for c in cameras if c.error is None}
     if len(set(counts.values())) > 1:

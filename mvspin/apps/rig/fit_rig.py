@@ -235,6 +235,10 @@ def _detect_first(config: FitRigConfig, rig, videos: list[Path], progress: Progr
         short = ", ".join(f"{Path(s).name} has {n}" for s, n in counts.items() if n < most)
         raise DetectionError(f"videos of different lengths: {short} frames, the others {most} (trim them, or set "
                              f"allow_missing_frames to fit the frames they lack with fewer cameras)")
+    for c, cam in zip(report.cameras, rig):
+        if c.image_size and min(cam.image_size) > 0 and tuple(c.image_size) != tuple(cam.image_size):
+            log.warning("%s: the video is %dx%d but the calibration describes %dx%d: its keypoints are used as they are "
+                        "(pixels from the top-left corner)", c.source, *c.image_size, *cam.image_size)
     log.info("keypoints detected (%s) into %s: %s", report.detector, folder,
              ", ".join(f"{c.name} {c.fps:.0f} frames/s" + (" (reused)" if c.reused else "") for c in report.cameras))
     return folder
