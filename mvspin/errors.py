@@ -33,6 +33,8 @@ __all__ = [
     "CheckpointError", "TrainingError", "FitsStoreError", "EvaluationDataError",
     # inference
     "InferError", "InputError", "NoPersonError",
+    # jobs
+    "BuildDataError",
 ]
 
 Dim = Union[int, str, None]
@@ -168,6 +170,16 @@ class InputError(MvspinError, ValueError):
 
 class NoPersonError(InputError):
     """A keypoint file names nobody usable (a video frame then keeps the previous box)."""
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+
+class BuildDataError(MvspinError, ValueError):
+    """A dataset build wrote no bundle (every item skipped); ``report`` says what was skipped and why."""
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def _shape_text(dims: Sequence[Dim]) -> str:

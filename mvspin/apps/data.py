@@ -25,7 +25,7 @@ from mvspin.config import ConfigError, check_range
 from mvspin.data.builders import BuildReport, resolve_builder
 from mvspin.data.synthetic_capture import GenerationReport
 from mvspin.data.synthetic_options import SyntheticOptions
-from mvspin.errors import MvspinError
+from mvspin.errors import BuildDataError
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["SyntheticDataConfig", "run_synthetic", "BuildDataConfig", "run_build", "BuildDataError",
@@ -71,14 +71,6 @@ def run_synthetic(config: SyntheticDataConfig, progress: Progress = no_progress)
     body = config.body.load()
     return generate_capture_file(config.out, config.bundles, seed=config.seed, options=config.options, body=body,
                                  progress=progress)
-
-
-class BuildDataError(MvspinError, ValueError):
-    """A dataset build wrote no bundle (every item skipped); ``report`` says what was skipped and why."""
-
-    def __init__(self, message: str, report: BuildReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 # Config field -> builder keyword argument (the builders name them alike).
