@@ -27,7 +27,8 @@ re-implements, from the models' published facts, the graph around them that medi
    ``min_presence``), when there is no track, and every ``detect_every`` frames to find people
    who came in. A detection that falls on an existing person (its hip centre inside the
    person's landmark box) is not a new person; two tracks that end on one person (their
-   landmark boxes overlap) keep the older id.
+   landmark boxes overlap) keep the older id. A person lost in a frame is looked for again by the
+   detector in that same frame.
 
 Coordinates: continuous pixel coordinates inside this module (the image spans ``[0, W] x [0, H]``),
 converted to pixel-centre (OpenCV / OpenPose) coordinates, ``x - 0.5``, on output.
@@ -390,18 +391,16 @@ class PoseTracker:
         landmark (both in [0, 1])."""
         o = self.options
         periodic = o.detect_every > 0 and self.frame_index % o.detect_every == 0
-        if self._lost or not self.tracks or periodic:
+        detected = self._lost or not self.tracks or periodic
+        if detected:
             self._add_detections(image)
-        self._lost = False
-        kept = []
-        for track in self.tracks:
-            points, presence = self.model.landmarks(image, track.roi)
-            if presence < o.min_presence:
-                self._lost = True
-                continue
-            track.points, track.presence = points, presence
-            track.roi = alignment_roi(points[33, :2], points[34, :2])
-            kept.append(track)
+        kept = self._follow(image, self.tracks)
+        if self._lost and not detected:
+            # A person lost now: look again at once, not one frame late. _lost stays set only
+            # when a new candidate fails too (then the detector runs again next frame).
+            self.tracks = list(kept)
+            self._add_detections(image)
+            kept += self._follow(image, self.tracks[len(kept):])
         # Two tracks drifted onto one person: keep the older id.
         kept.sort(key=lambda t: t.person_id)
         unique: list[TrackedPerson] = []
@@ -416,6 +415,21 @@ class PoseTracker:
             p = track.points[:NUM_LANDMARKS]
             out.append((track.person_id, np.stack([p[:, 0] - 0.5, p[:, 1] - 0.5, p[:, 2] * p[:, 3]], 1)))
         return out
+
+    def _follow(self, image: np.ndarray, tracks: list[TrackedPerson]) -> list[TrackedPerson]:
+        """Landmarks of each track in this frame; the tracks still present, their next ROI set.
+        Sets ``_lost`` when one is gone."""
+        self._lost = False
+        kept = []
+        for track in tracks:
+            points, presence = self.model.landmarks(image, track.roi)
+            if presence < self.options.min_presence:
+                self._lost = True
+                continue
+            track.points, track.presence = points, presence
+            track.roi = alignment_roi(points[33, :2], points[34, :2])
+            kept.append(track)
+        return kept
 
     def _add_detections(self, image: np.ndarray) -> None:
         o = self.options
