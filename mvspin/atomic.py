@@ -42,6 +42,7 @@ __all__ = [
     "OutputLocationError",
     "check_output_location",
     "output_folder",
+    "removed_if_unused",
     "atomic_folder",
 ]
 
@@ -108,10 +109,31 @@ def check_output_location(path: str | os.PathLike, kind: str = "file", what: str
 
 
 @contextlib.contextmanager
+def removed_if_unused(folder: Optional[str | os.PathLike]) -> Iterator[None]:
+    """Within the block, ``folder`` and any missing parents may be created; if the block
+    raises, those that did not exist before and are still empty are removed again, so a job
+    refused after its output check (a bad input, an interruption) leaves nothing on disk.
+    Folders that existed stay, as does anything with a file in it. ``None``: does nothing."""
+    if folder is None:
+        yield
+        return
+    path = Path(folder).expanduser().absolute()
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for made in created:  # deepest first; stop at the first one that holds something
+            try:
+                made.rmdir()
+            except OSError:
+                break
+        raise
+
+
+@contextlib.contextmanager
 def output_folder(path: str | os.PathLike, what: str = "out") -> Iterator[Path]:
-    """Check (and create) an output folder with :func:`check_output_location` for the duration of
-    a job; when the job fails and the folder was created here and is still empty, remove it
-    again, so a refused job leaves nothing behind.
+    """Check (and create) an output folder with :func:`check_output_location` for the duration
+    of a job, removed again if the job fails before writing into it (:func:`removed_if_unused`).
 
     Example:
         >>> import tempfile
@@ -125,17 +147,9 @@ def output_folder(path: str | os.PathLike, what: str = "out") -> Iterator[Path]:
         False
     """
     path = Path(path).expanduser()
-    created = [p for p in (path, *path.parents) if not p.exists()]
-    check_output_location(path, kind="folder", what=what)
-    try:
+    with removed_if_unused(path):
+        check_output_location(path, kind="folder", what=what)
         yield path
-    except BaseException:
-        for folder in created:  # deepest first; stop at the first one that holds something
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        raise
 
 
 def _default_mode() -> int:

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mvspin.apps._outputs import removed_if_unused
-from mvspin.atomic import check_output_location
+from mvspin.atomic import check_output_location, removed_if_unused
 from mvspin.body import BodyModelConfig
 from mvspin.config import ConfigError, check_range, resolve_device
 from mvspin.learning.evaluation import (
@@ -107,8 +106,8 @@ def run(config: EvalConfig, progress: Progress = no_progress) -> EvalReport:
 def _run(config: EvalConfig, progress: Progress) -> EvalReport:
     from mvspin.body import BodyModel
     from mvspin.data.bundle_format import BundleFile
-    from mvspin.regressor.checkpoint import checkpoint_input_size, load_regressor_checkpoint
     from mvspin.learning.evaluation import check_protocol_file, evaluate
+    from mvspin.regressor.checkpoint import checkpoint_input_size, load_regressor_checkpoint
 
     files = output_files(config)
     if config.out is not None:

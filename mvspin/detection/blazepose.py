@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 
 from mvspin.detection.models import BlazePoseFiles
-from mvspin.errors import DetectionError
+from mvspin.errors import DetectionError, import_optional
 
 __all__ = ["BlazePose", "BlazePoseOptions", "PersonDetection", "Roi", "TrackedPerson", "PoseTracker",
            "ssd_anchors", "decode_detections", "weighted_nms", "alignment_roi", "roi_to_image_matrix", "roi_crop"]
@@ -268,15 +268,13 @@ class BlazePose:
     """The two BlazePose models on ``ai_edge_litert`` (one interpreter each, ``threads`` each).
 
     Raises:
-        DetectionError: ``ai_edge_litert`` is not installed, or a file is not the expected model.
+        MissingExtraError: ``ai_edge_litert`` is not installed (names the ``detect`` extra).
+        DetectionError: a file is not the expected model.
     """
 
     def __init__(self, files: BlazePoseFiles, threads: int = 1) -> None:
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise DetectionError("the BlazePose detector needs ai-edge-litert: pip install 'mvspin[detect]' "
-                                 "(or pip install ai-edge-litert)") from None
+        Interpreter = import_optional("ai_edge_litert.interpreter", extra="detect", purpose="BlazePose detection",
+                                      package="ai-edge-litert").Interpreter
         self.detector = self._load(Interpreter, files.detector, threads, [1, DETECTOR_SIZE, DETECTOR_SIZE, 3],
                                    {(1, 2254, 12), (1, 2254, 1)})
         self.landmarker = self._load(Interpreter, files.landmarks, threads, [1, LANDMARK_SIZE, LANDMARK_SIZE, 3],

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from mvspin.detection.blazepose import BlazePose, BlazePoseOptions
-from mvspin.errors import DetectionError
+from mvspin.errors import DetectionError, import_optional
 
 __all__ = ["OnnxPoseModel", "OnnxPoseDetector", "SIMCC_KEYPOINT_SETS", "decode_simcc", "box_crop_matrix"]
 
@@ -66,15 +66,13 @@ class OnnxPoseModel:
     """An RTMPose-style ONNX file, checked on load.
 
     Raises:
-        DetectionError: onnxruntime is missing, the file is not an ONNX model, or its inputs and
+        MissingExtraError: onnxruntime is missing (names the ``detect`` extra).
+        DetectionError: the file is not an ONNX model, or its inputs and
             outputs are not a SimCC pose model's (one line naming the file and what it has).
     """
 
     def __init__(self, path: str, threads: int = 1) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise DetectionError("detector onnx needs onnxruntime: pip install 'mvspin[detect]'") from None
+        ort = import_optional("onnxruntime", extra="detect", purpose="ONNX pose models")
         self.path = path
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads)

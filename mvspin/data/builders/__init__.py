@@ -12,7 +12,7 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -242,5 +242,5 @@ class FrameSink:
         if self.image_storage == "bytes":
             return data
         rel = relative_name + self.ext
-        write_bytes_atomic(self.frames_dir / rel, data)
+        write_bytes_atomic(self.frames_dir / rel, data.tobytes())
         return rel
