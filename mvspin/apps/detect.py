@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Optional
 from mvspin.atomic import atomic_folder, output_folder, write_bytes_atomic
 from mvspin.config import ConfigError, check_range
 from mvspin.data.keypoint_files import openpose_frame_json
-from mvspin.data.video import open_frames
+from mvspin.data.video import ImageFolderFrames, VideoFrames, open_frames
 from mvspin.detection.blazepose import BlazePoseOptions
 from mvspin.detection.runner import BACKENDS, DetectorSettings, detect_sequence, load_detector
 from mvspin.errors import MvspinError
@@ -228,7 +227,7 @@ def _run(config: DetectConfig, out: Path, progress: Progress) -> DetectReport:
     detector = load_detector(config.settings())
     previous = _reusable(out, config, names) if config.reuse else {}
     cameras: list[CameraDetection] = []
-    opened = []
+    opened: list[Optional[VideoFrames | ImageFolderFrames]] = []
     for name, source in zip(names, config.inputs):  # open every input before the work starts
         if name in previous:
             old = previous[name]

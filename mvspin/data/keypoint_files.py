@@ -160,7 +160,7 @@ def openpose_frame_json(people: list[tuple[int, np.ndarray]], keypoint_set: str,
     rows = []
     for person_id, kp in people:
         kp = np.asarray(kp, dtype=np.float64)
-        flat = []
+        flat: list[float] = []
         for x, y, c in kp:
             flat += [round(float(x), decimals), round(float(y), decimals), round(float(c), 4)] if c > 0 else [0, 0, 0]
         rows.append({"person_id": [int(person_id)], "pose_keypoints_2d": flat, "face_keypoints_2d": [],

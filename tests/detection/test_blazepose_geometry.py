@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from mvspin.detection.blazepose import (Roi, alignment_roi, decode_detections, roi_crop, roi_to_image_matrix,
-                                        ssd_anchors, weighted_nms)
+from mvspin.detection.blazepose import (
+    Roi,
+    alignment_roi,
+    decode_detections,
+    roi_crop,
+    roi_to_image_matrix,
+    ssd_anchors,
+    weighted_nms,
+)
 
 
 def test_anchor_layout_matches_the_detector_output():
