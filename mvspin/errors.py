@@ -35,6 +35,8 @@ __all__ = [
     "CheckpointError", "TrainingError", "FitsStoreError", "EvaluationDataError",
     # inference
     "InferError", "InputError", "NoPersonError",
+    # detection
+    "DetectionError", "ModelFilesError",
 ]
 
 Dim = Union[int, str, None]
