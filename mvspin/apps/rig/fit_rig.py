@@ -199,7 +199,7 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
         log.warning("asked for %d subjects, found %d in the recording", config.subjects, len(fit.subjects))
     skipped = {"skipped_keypoint_files": [{"file": str(f), "why": why} for f, why in rec.skipped]}
     written = write_recording_outputs(fit, body, config.out, gender=config.body.gender, z_up=not config.y_up,
-                                      meshes=config.meshes, progress=progress, extra=skipped if rec.skipped else None)
+                                      meshes=config.meshes, progress=progress, extra=skipped)
     if videos and any(v.is_dir() for v in videos):
         log.info("no overlay videos: videos gave image folders")
     elif videos:
