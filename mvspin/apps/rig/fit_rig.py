@@ -27,6 +27,9 @@ __all__ = ["FitRigConfig", "RigReport", "fit_rig"]
 
 log = logging.getLogger("mvspin")
 
+# Frame rate of a recording given neither as fps nor by its videos (most keypoint files carry none).
+DEFAULT_FPS = 30.0
+
 # Files a run may write besides the per-subject ones (checked before any work).
 _REPORT_FILES = ("report.json", "report.png", "config.yaml")
 
@@ -51,8 +54,8 @@ class FitRigConfig(RigFitConfig):
     keypoint_set: Optional[str] = None
     """The files' keypoint set (default: from the keypoint count; BODY_25B must be named:
     openpose25b)."""
-    fps: float = 30.0
-    """Frame rate of the recording, frames per second."""
+    fps: Optional[float] = None
+    """Frame rate of the recording, frames per second (default: the videos' when given, else 30)."""
     subjects: int = 1
     """People to fit, each with its own id."""
     meshes: bool = False
@@ -192,7 +195,8 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
     initial_estimate, initialisation = None, None
     if config.checkpoint is not None:
         initial_estimate, initialisation = _network_start(config, body, device, rig, rec.frames, videos, progress)
-    fit = fit_recording(body, rec.keypoints, rig, rec.keypoint_set, config.subjects, config=config, fps=config.fps,
+    fps = config.fps or _videos_fps(videos) or DEFAULT_FPS
+    fit = fit_recording(body, rec.keypoints, rig, rec.keypoint_set, config.subjects, config=config, fps=fps,
                         frames=rec.frames, progress=progress, initial_estimate=initial_estimate,
                         initialisation=initialisation)
     if len(fit.subjects) < config.subjects:
@@ -209,6 +213,17 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
     return RigReport(out=config.out, files=written, summary={**recording_summary(fit), **skipped}, fit=fit,
                      camera_names=list(rig.names), keypoint_sources=list(rec.sources), matched_by=rec.matched_by,
                      body_model=body.name, initialisation=fit.initialisation)
+
+
+def _videos_fps(videos: list[Path]) -> Optional[float]:
+    """The frame rate the video files report (the first that reports one); None for image folders."""
+    from mvspin.data.video import video_info
+
+    rates = [video_info(v).fps for v in videos if not v.is_dir()]
+    rates = [r for r in rates if r and 0 < r < 10000]
+    if rates:
+        log.info("frame rate: %.3g frames/s, from the videos", rates[0])
+    return rates[0] if rates else None
 
 
 def _detect_first(config: FitRigConfig, rig, videos: list[Path], progress: Progress) -> Path:

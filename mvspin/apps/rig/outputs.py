@@ -101,10 +101,10 @@ def summary_table(summary: dict) -> str:
                      f"mean reprojection {mean:.2f} px" if mean is not None else f"subject {sub['id']}: no fit")
         if sub.get("frames_with_network_estimate") is not None:
             lines.append(f"  network estimate in {sub['frames_with_network_estimate']} frames")
-        lines.append(f"  {'camera':<16} {'mean px':>9} {'frames':>7}")
+        lines.append(f"  {'camera':<16} {'mean px':>9} {'median px':>10} {'p95 px':>8} {'frames':>7}")
         for name, row in sub["per_camera"].items():
-            px = "-" if row["mean_px"] is None else f"{row['mean_px']:.2f}"
-            lines.append(f"  {name:<16} {px:>9} {row['frames_seen']:>7}")
+            px = ["-" if row.get(k) is None else f"{row[k]:.2f}" for k in ("mean_px", "median_px", "p95_px")]
+            lines.append(f"  {name:<16} {px[0]:>9} {px[1]:>10} {px[2]:>8} {row['frames_seen']:>7}")
         for f in sub["frames_failed"][:10]:
             lines.append(f"  frame {f['frame']}: {f['reason']}")
         if len(sub["frames_failed"]) > 10:
