@@ -28,7 +28,7 @@ __all__ = [
     # fitting
     "RecordingError", "CameraMismatchError",
     # data
-    "BundleFormatError", "VideoError", "KeypointFileError", "MissingKeypointFileError",
+    "BundleFormatError", "VideoError", "KeypointFileError", "MissingKeypointFileError", "DatasetBuildError",
     # network, training and evaluation
     "CheckpointError", "TrainingError", "FitsStoreError", "EvaluationDataError",
     # inference
@@ -136,6 +136,15 @@ class KeypointFileError(MvspinError, ValueError):
 
 class MissingKeypointFileError(KeypointFileError, FileNotFoundError):
     """A keypoint or box file (or the one matching an image) does not exist."""
+
+
+class DatasetBuildError(MvspinError, ValueError):
+    """A dataset build wrote no bundle (every item skipped); ``report`` (the builder's
+    ``BuildReport``) says what was skipped and why."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 # --- network, training and evaluation ---------------------------------------------------------------

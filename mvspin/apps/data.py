@@ -25,10 +25,10 @@ from mvspin.config import ConfigError, check_range
 from mvspin.data.builders import BuildReport, resolve_builder
 from mvspin.data.synthetic_capture import GenerationReport
 from mvspin.data.synthetic_options import SyntheticOptions
-from mvspin.errors import MvspinError
+from mvspin.errors import DatasetBuildError
 from mvspin.progress import Progress, no_progress
 
-__all__ = ["SyntheticDataConfig", "run_synthetic", "BuildDataConfig", "run_build", "BuildDataError",
+__all__ = ["SyntheticDataConfig", "run_synthetic", "BuildDataConfig", "run_build",
            "DataInfoConfig", "DataInfoReport", "run_info", "MAX_BUNDLES"]
 
 MAX_BUNDLES = 10_000_000
@@ -71,14 +71,6 @@ def run_synthetic(config: SyntheticDataConfig, progress: Progress = no_progress)
     body = config.body.load()
     return generate_capture_file(config.out, config.bundles, seed=config.seed, options=config.options, body=body,
                                  progress=progress)
-
-
-class BuildDataError(MvspinError, ValueError):
-    """A dataset build wrote no bundle (every item skipped); ``report`` says what was skipped and why."""
-
-    def __init__(self, message: str, report: BuildReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 # Config field -> builder keyword argument (the builders name them alike).
@@ -165,7 +157,7 @@ def run_build(config: BuildDataConfig, progress: Progress = no_progress) -> Buil
     Raises:
         FileNotFoundError: ``root`` does not exist. OutputLocationError: an output cannot be
             written (both before any work).
-        BuildDataError: nothing could be built (the report names why; ``out`` was not written).
+        DatasetBuildError: nothing could be built (the report names why; ``out`` was not written).
     """
     from mvspin.data.builders import build
 
@@ -180,7 +172,7 @@ def run_build(config: BuildDataConfig, progress: Progress = no_progress) -> Buil
     if config.report is not None:
         write_bytes_atomic(config.report, json.dumps(report.to_dict(), indent=2).encode("utf-8"))
     if report.num_bundles == 0:
-        raise BuildDataError(f"no bundle could be built from {config.root} ({len(report.skipped)} items skipped: "
+        raise DatasetBuildError(f"no bundle could be built from {config.root} ({len(report.skipped)} items skipped: "
                              f"{report.skipped[0].reason if report.skipped else 'nothing found'}); "
                              f"{config.out} was not written", report)
     return report

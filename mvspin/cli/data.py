@@ -52,14 +52,15 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from mvspin.apps.data import BuildDataError, run_build as build
+    from mvspin.apps.data import run_build as build
+    from mvspin.errors import DatasetBuildError
     from mvspin.cli.common import TqdmProgress
 
     config = config_from_args(BuildDataConfig, args)
     try:
         with TqdmProgress(unit="item") as progress:
             report = build(config, progress)
-    except BuildDataError as err:
+    except DatasetBuildError as err:
         print(err.report.summary())  # what was skipped, and why, before the one-line error
         raise
     print(report.summary())

@@ -264,4 +264,4 @@ def test_calibrate_command_writes_rig_report_and_board(recordings, child, tmp_pa
     (tmp_path / "blocker").write_text("")  # refused before any detection: no minutes lost
     assert main(["calibrate", "--board", str(board_file), "--videos", *map(str, sources[2:]),
                  "-o", str(tmp_path / "blocker" / "rig.toml")]) == 2
-    assert f"error: -o {tmp_path / 'blocker' / 'rig.toml'}: {tmp_path / 'blocker'} is a file" in capsys.readouterr().err
+    assert f"error: --out {tmp_path / 'blocker' / 'rig.toml'}: {tmp_path / 'blocker'} is a file" in capsys.readouterr().err
