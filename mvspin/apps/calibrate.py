@@ -176,7 +176,8 @@ def board_image_pixels(board: Any, dpi: float) -> tuple[int, int]:
     """Width and height in pixels of the image ``write_board_png`` renders for ``board`` at ``dpi``
     (the squares plus half a square of margin on each side)."""
     px = int(round(board.square_length / 0.0254 * dpi))
-    return (board.squares_x + 1) * px, (board.squares_y + 1) * px
+    margin = px // 2
+    return board.squares_x * px + 2 * margin, board.squares_y * px + 2 * margin
 
 
 def run_board_image(config: BoardImageConfig) -> BoardImageReport:
