@@ -1,0 +1,105 @@
+"""mvspin.apps.train and mvspin.apps.fit_dataset from Python; a folder holding a run is refused
+without resume and replaced whole with overwrite; fit-dataset's store checked before any fit."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mvspin.apps.fit_dataset import FitDatasetConfig, run as fit_dataset
+from mvspin.apps.train import TrainJobConfig, run as train
+from mvspin.cli.main import main
+from mvspin.config import ConfigError, load_config
+from mvspin.errors import TrainingError
+from mvspin.learning.fits_store import FitsStore
+from tests.learning.train_helpers import tiny_capture, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    return tiny_capture(tmp_path_factory.mktemp("apps_train") / "train.h5", num_bundles=4)
+
+
+def _job(capture, out, **changes) -> TrainJobConfig:
+    overrides = tiny_overrides([capture], **{"optim.checkpoint_every": 1, **changes})
+    return load_config(TrainJobConfig, None, [*overrides, f"out={out}"])
+
+
+def _metrics_steps(out) -> list[int]:
+    return [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _checkpoints(out) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").glob("step_*.pt"))
+
+
+def test_a_folder_holding_a_run_needs_resume_or_overwrite(capture, tmp_path, capsys):
+    out = tmp_path / "run"
+    calls = []
+    first = train(_job(capture, out, **{"optim.max_steps": 2}), progress=lambda *c: calls.append(c))
+    assert first.final_step == 2 and calls[-1] == ("train", 2, 2)
+    assert _checkpoints(out) == ["step_0000001.pt", "step_0000002.pt"] and _metrics_steps(out) == [1, 2]
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+    # Python: refused before any work, naming the folder and what to do
+    with pytest.raises(TrainingError, match=rf"{out} already holds a training run \(checkpoints/, metrics.jsonl\): "
+                                            "set resume to continue it, or overwrite to replace it"):
+        train(_job(capture, out, **{"optim.max_steps": 1}))
+    # the command line: one line, exit status 2
+    argv = ["train", "--set", *tiny_overrides([capture], **{"optim.max_steps": 1}), "-o", str(out), "--no-progress"]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"mvspin train: error: {out} already holds a training run (checkpoints/, metrics.jsonl): "
+                     "set resume to continue it, or overwrite to replace it"]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # untouched
+
+    # overwrite: the old run's checkpoints, stores and metrics are gone, the new run is whole
+    assert main([*argv, "--overwrite"]) == 0
+    assert _checkpoints(out) == ["step_0000001.pt"] and _metrics_steps(out) == [1]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step_0000001.pt", "step_0000001.yaml", "step_0000001_fits.h5"]
+    assert not list(out.glob(".checkpoints.removing.*"))
+    # resume now continues the new run, not the old one
+    resumed = train(_job(capture, out, **{"optim.max_steps": 2}, resume=True))
+    assert resumed.final_step == 2 and resumed.steps_run == 1 and _metrics_steps(out) == [1, 2]
+    meta = torch.load(out / "checkpoints" / "step_0000002.pt", weights_only=True)
+    assert meta["total_step_count"] == 2
+
+
+def test_resume_and_overwrite_exclude_each_other(capture, tmp_path):
+    with pytest.raises(ConfigError, match="resume and overwrite exclude each other") as err:
+        _job(capture, tmp_path, resume=True, overwrite=True)
+    assert err.value.field == "overwrite"
+    with pytest.raises(ConfigError, match="out is required"):
+        train(load_config(TrainJobConfig, None, tiny_overrides([capture])))
+    with pytest.raises(ConfigError, match="optim.lr must be positive"):
+        _job(capture, tmp_path, **{"optim.lr": -1})
+
+
+def test_fit_dataset_from_python(capture, tmp_path):
+    calls = []
+    config = load_config(FitDatasetConfig, None, [*tiny_overrides([capture]), f"out={tmp_path / 'fits.h5'}",
+                                                  "batch_size=3"])
+    summary = fit_dataset(config, progress=lambda *c: calls.append(c))
+    store = FitsStore.load(summary.path)
+    assert summary.num_bundles == len(store) == 4 and (store.step == 0).all()
+    assert calls[0] == ("fit-dataset", 0, 2) and calls[-1] == ("fit-dataset", 2, 2)  # batches of 3 and 1
+
+
+def test_fit_dataset_out_in_the_way_fails_before_any_fit(capture, tmp_path, capsys, monkeypatch):
+    import mvspin.learning.dataset_fits as dataset_fits
+
+    monkeypatch.setattr(dataset_fits.MVSMPLify, "fit_per_view", lambda *a, **k: pytest.fail("fitted"))
+    monkeypatch.setattr(dataset_fits, "setup_distributed", lambda *a, **k: pytest.fail("started the job"))
+    (tmp_path / "fits.h5").mkdir()
+    (tmp_path / "file").write_text("keep")
+    base = ["fit-dataset", "--set", *tiny_overrides([capture]), "--no-progress"]
+    for out, words in ((tmp_path / "fits.h5", "is a directory"), (tmp_path / "file" / "f.h5", "is a file, not a folder")):
+        assert main([*base, "-o", str(out)]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"mvspin fit-dataset: error: --out {out}") and words in lines[0]
+    assert main([*base, "-o", str(tmp_path / "ok.h5"), "--batch-size", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "mvspin fit-dataset: error: --batch-size must be in 1..65536, got 0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "fits.h5"]
+    assert list((tmp_path / "fits.h5").iterdir()) == []
