@@ -77,6 +77,8 @@ class EvalReport:
     """The crop side the network ran at, pixels."""
     files: list[Path] = field(default_factory=list)
     """``eval_<protocol>.json`` and ``eval_<protocol>_samples.npz`` when ``out`` was given."""
+    warnings: list[str] = field(default_factory=list)
+    """What the numbers should be read with (e.g. the data file is a training split)."""
 
 
 def output_files(config: EvalConfig) -> list[Path]:
@@ -118,6 +120,11 @@ def _run(config: EvalConfig, progress: Progress) -> EvalReport:
     device = resolve_device(config.device, what="device")
     bundles = BundleFile(config.data)
     protocol = check_protocol_file(bundles, config.dataset)
+    warnings = []
+    split = str(bundles.attrs.get("split", ""))
+    if split == "train":  # scores on training data say little about the regressor: say so
+        warnings.append(f"{bundles.path} is a training split: these are not test-set numbers")
+        log.warning("warning: %s", warnings[-1])
     model, meta = load_regressor_checkpoint(config.checkpoint, map_location=device)
     body = config.body.load(device)
     input_size = config.input_size or checkpoint_input_size(meta, body, config.checkpoint)
@@ -134,4 +141,4 @@ def _run(config: EvalConfig, progress: Progress) -> EvalReport:
                       checkpoint=str(config.checkpoint), progress=progress)
     if config.out is not None:
         files = list(result.save(config.out, prefix=files[0].stem))
-    return EvalReport(result=result, input_size=input_size, files=files)
+    return EvalReport(result=result, input_size=input_size, files=files, warnings=warnings)

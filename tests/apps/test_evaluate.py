@@ -50,6 +50,16 @@ def test_run_scores_like_the_library_and_writes_both_files(files):
     assert len(direct) == N * V  # the file has 6 samples; max_samples took the first 5
     np.testing.assert_allclose(report.result.errors["mpjpe"].numpy(), direct.errors["mpjpe"][:5].numpy(), rtol=1e-5)
     assert 0 < report.result.metrics["pa_mpjpe"] < report.result.metrics["mpjpe"]
+    assert report.warnings == []
+
+
+def test_a_training_split_is_scored_with_a_warning(files, tmp_path, caplog):
+    train = write_smpl_test_file(tmp_path / "train.h5", seed=4, split="train")
+    report = run(EvalConfig(checkpoint=files["ckpt"], dataset="synthetic", data=train, max_samples=2,
+                            body=BodyModelConfig(resolution="low")))
+    assert len(report.result) == 2
+    assert report.warnings == [f"{train} is a training split: these are not test-set numbers"]
+    assert report.warnings[0] in caplog.text
 
 
 def _spy(monkeypatch) -> list[str]:
