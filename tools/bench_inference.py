@@ -5,10 +5,9 @@ Part 1 times the HMR regressor alone (eval mode, no gradients, random 224x224 cr
 backbone and batch size and reports images per second (median of --repeats timed runs after one
 warm-up).
 
-Part 2 runs ``mvspin infer`` end to end (the library pipeline it wraps,
-``mvspin.inference.InferencePipeline``) on --images synthetic JPEG
-images of --image-size, with an untrained network of --infer-backbone (weights do not change the
-time), and splits the time per image into the command's stages: read, crop, network, body model,
+Part 2 runs ``mvspin infer`` end to end (the library job it wraps, ``mvspin.apps.infer.run``)
+on --images synthetic JPEG images of --image-size, with an untrained network of --infer-backbone
+(weights do not change the time), and splits the time per image into the command's stages: read, crop, network, body model,
 render (open3d overlay + side view), write (.npz, .obj, PNGs). A one-image warm-up run first
 creates the renderer; each stage is the median over --repeats runs.
 
@@ -28,8 +27,9 @@ import numpy as np
 import torch
 
 from _bench import median_time  # tools/ is on sys.path when run as a script
-from mvspin.inference import STAGES, InferConfig, InferencePipeline
-from mvspin.regressor.hmr import HMRRegressor
+from mvspin.apps.infer import STAGES, InferConfig, run
+from mvspin.body import BodyModelConfig
+from mvspin.regressor import HMRRegressor
 
 
 def bench_network(depth: int, batch: int, size: int, repeats: int, device: torch.device) -> float:
@@ -65,18 +65,16 @@ def bench_infer(args: argparse.Namespace, folder: Path) -> dict[str, float]:
     width, height = args.image_size
     images = _write_images(folder / "in", args.images, width, height)
 
-    def pipeline(out: Path) -> InferencePipeline:
-        # A fresh pipeline per run, as each `mvspin infer` call loads its models (part of the total).
-        return InferencePipeline(InferConfig(allow_untrained=True, backbone=args.infer_backbone, out=out,
-                                             batch_size=args.batch_size, resolution=args.resolution,
-                                             device=args.device))
+    def config(inputs: list[Path], out: Path) -> InferConfig:
+        return InferConfig(inputs=inputs, allow_untrained=True, backbone=args.infer_backbone, out=out,
+                           batch_size=args.batch_size, body=BodyModelConfig(resolution=args.resolution),
+                           device=args.device)
 
-    first = pipeline(folder / "warmup")
-    first.run(images[:1])
+    run(config(images[:1], folder / "warmup"))
     runs = []
     for r in range(args.repeats):
-        infer = pipeline(folder / f"run{r}")
-        report = infer.run(images)
+        # Each run loads its models, as each `mvspin infer` call does (part of the total).
+        report = run(config(images, folder / f"run{r}"))
         if report.failures:
             raise RuntimeError(f"infer failed: {report.failures[0]}")
         runs.append({s: report.timings.get(s, 0.0) / len(images) for s in STAGES}

@@ -1,31 +1,15 @@
-"""``mvspin demo``: fit a synthetic 4-camera capture with MV-SMPLify in both modes, and SMPLify.
+"""``mvspin demo``: argv -> :class:`~mvspin.apps.demo.DemoConfig` -> :func:`~mvspin.apps.demo.run_demo` -> table.
 
-A thin shell over :func:`mvspin.data.demo.run_demo` (settings, progress, summary table); the
-outputs are documented there. ``--train`` runs the synthetic training protocol instead
-(:mod:`mvspin.learning.synthetic_protocol`).
+``--train`` is an alias of ``mvspin experiment table7`` (the synthetic training protocol).
 """
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
-from mvspin.cli.common import add_body_model_args, add_device_arg, log
-from mvspin.data.demo import DemoConfig
-
-_DEFAULTS = DemoConfig()
-# Options that set one DemoConfig field (their defaults come from the dataclass, not from here).
-_FIELD_OPTIONS = {
-    "frames": (int, "frames of the motion"),
-    "views": (int, "cameras in the rig"),
-    "seed": (int, "seed of the motion, rig and noise"),
-    "keypoints": (str, "2D keypoint set of the capture"),
-    "noise": (float, "pixel noise standard deviation"),
-    "drop": (float, "share of keypoints dropped"),
-    "optimizer": (str, "fitting optimiser: adam or lbfgs"),
-    "threads": (int, "CPU threads for torch; fitting tensors are small, so 1 is fastest"),
-}
+from mvspin.apps.demo import DemoConfig
+from mvspin.cli.options import add_config_options, config_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,67 +19,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "noise and dropped joints), fit it with MV-SMPLify in the calibrated and per-view modes and "
                     "with single-view SMPLify, and write meshes, parameters, overlays and metrics. Fitting uses "
                     "the fast keypoint path, whose cost does not depend on the mesh resolution, so the same model "
-                    "(by default the free model at full resolution) is fitted and meshed. Settings: fields of "
-                    "mvspin.data.demo.DemoConfig, from --config YAML, KEY=VALUE overrides and the options below.",
-    )
-    add_body_model_args(p)
-    add_device_arg(p)
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="DemoConfig fields, e.g. frames=10 noise=1.5")
-    p.add_argument("--config", type=Path, default=None, help="YAML file of DemoConfig fields")
-    p.add_argument("--out", type=Path, default=Path("mvspin_demo"), help="output folder (default: %(default)s)")
-    for name, (kind, text) in _FIELD_OPTIONS.items():
-        p.add_argument(f"--{name}", type=kind, default=argparse.SUPPRESS,
-                       help=f"{text} (default: {getattr(_DEFAULTS, name)})")
-    p.add_argument("--no-render", action="store_true", help="skip the overlay PNGs")
+                    "(by default the free model at full resolution) is fitted and meshed.")
+    add_config_options(p, DemoConfig, flatten=("body",))
     p.add_argument("--train", action="store_true",
-                   help="instead: the synthetic training protocol (data, full loop, no-fitting ablation, eval; "
-                        "results.json and a plot), see mvspin.learning.synthetic_protocol")
-    p.add_argument("--quick", action="store_true", help="with --train: a few-minute version (fewer steps, one seed)")
+                   help="instead: the synthetic training protocol, as `mvspin experiment table7` (into --out)")
+    p.add_argument("--quick", action="store_true", help="with --train: a few-minute smoke run that proves nothing")
     p.set_defaults(run=run)
-
-
-def run_train_protocol(args: argparse.Namespace) -> int:
-    """``mvspin demo --train [--quick]``: a thin shell over :func:`mvspin.learning.synthetic_protocol.run`."""
-    from mvspin.learning.synthetic_protocol import QUICK, SyntheticProtocolConfig, run as run_protocol
-
-    config = SyntheticProtocolConfig(**(QUICK if args.quick else {}))
-    results = run_protocol(args.out, config, progress=True)
-    print(results.table())
-    print(f"wrote {args.out / 'results.json'} and {results.plot}")
-    return 0
-
-
-def config_from_args(args: argparse.Namespace) -> DemoConfig:
-    """DemoConfig from --config, KEY=VALUE overrides, then the single-field options."""
-    from mvspin.config import load_config
-
-    overrides = list(args.overrides)
-    overrides += [f"{name}={getattr(args, name)}" for name in _FIELD_OPTIONS if hasattr(args, name)]
-    if args.no_render:
-        overrides.append("render=false")
-    if args.device is not None:
-        overrides.append(f"device={args.device}")
-    return load_config(DemoConfig, args.config, overrides)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.train:
-        return run_train_protocol(args)
+        from mvspin.cli.experiment import run_table7_from
+
+        return run_table7_from(args)
     from rich.console import Console
     from rich.table import Table
-    from tqdm import tqdm
 
-    from mvspin.body import BodyModel
-    from mvspin.data.demo import run_demo
+    from mvspin.apps.demo import run_demo
+    from mvspin.cli.common import TqdmProgress
 
-    config = config_from_args(args)
-
-    def load_body(device):
-        body = BodyModel.load(args.smpl_dir, gender=args.gender, resolution=args.resolution, device=device)
-        log.info("body model: %s (%s)", body.name, body.source)
-        return body
-
-    result = run_demo(args.out, config, load_body=load_body, progress=lambda it, **kw: tqdm(it, **kw))
+    config = config_from_args(DemoConfig, args)
+    with TqdmProgress() as progress:
+        result = run_demo(config, progress)
     m = result.metrics
     table = Table(title=f"mvspin demo: {config.frames} frames x {config.views} cameras, {m['body_model']}, "
                         f"noise {config.noise:g} px, {100 * config.drop:.0f}% dropped")
@@ -112,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     console.print("MPJPE/PA-MPJPE: 14 LSP joints, pelvis-centred, in the world (calibrated) or each view's crop "
                   "camera frame. Reprojection error in image pixels. Overlays: green = input keypoints, red = fitted.")
     overlays = sum(1 for f in result.files if f.parent.name == "overlays")
-    console.print(f"wrote {args.out}/: meshes/ ({config.frames} .ply), params/ (.npz), "
+    console.print(f"wrote {config.out}/: meshes/ ({config.frames} .ply), params/ (.npz), "
                   f"{'overlays/ (' + str(overlays) + ' .png), ' if overlays else ''}"
                   f"rig.json, metrics.json, demo_config.yaml  [{result.seconds:.1f} s]")
     return 0

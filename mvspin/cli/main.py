@@ -22,7 +22,8 @@ from mvspin.errors import MvspinError
 
 # Each sub-command module provides add_parser(subparsers) -> parser with a `run` default; listed by
 # module name so that importing this module stays cheap.
-_COMMANDS = ("info", "render_model", "infer", "demo", "data", "eval", "fit_rig", "train", "fit_dataset", "calibrate")
+_COMMANDS = ("info", "render_model", "infer", "demo", "experiment", "data", "eval", "fit_rig", "train", "fit_dataset",
+             "calibrate")
 
 # Errors that mean "the input is wrong", reported as one line instead of a traceback: the
 # library's own (MvspinError), file-system errors and ValueError (Python's "bad argument value").

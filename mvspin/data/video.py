@@ -17,7 +17,12 @@ import numpy as np
 from mvspin.errors import VideoError
 
 __all__ = ["VideoError", "VideoInfo", "VideoFrames", "video_info", "iter_video_frames", "encode_image",
-           "image_size_of_file", "FALLBACK_FPS"]
+           "image_size_of_file", "FALLBACK_FPS", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+"""File suffixes (lower case) read as images when a folder of inputs is listed."""
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+"""File suffixes (lower case) read as videos."""
 
 FALLBACK_FPS = 30.0
 """Frame rate assumed when a container does not report one."""

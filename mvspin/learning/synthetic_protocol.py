@@ -48,55 +48,53 @@ _REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 @dataclass
 class SyntheticProtocolConfig:
-    """Sizes, seeds and configs of the synthetic protocol.
-
-    Attributes:
-        full_config / ablation_config: training configs of the two arms (YAML of
-            :class:`mvspin.learning.trainer.TrainConfig`); their ``data.files`` are replaced.
-        overrides: ``key=value`` overrides applied to both arms (e.g. ``optim.max_steps=300``).
-        train_bundles, val_bundles, test_bundles: bundles of each set (4 views each by default).
-        num_views: cameras per bundle.
-        image_size: rendered image side, pixels (crops are resized to the config's crop size).
-        train_data_seed, val_data_seed, test_data_seed: seeds of the three sets (all different).
-        training_seeds: one run per arm and seed (``optim.seed``).
-        partial_3d_share: share of training bundles keeping their 3D joints in the partial variant.
-        partial_3d_seeds: training seeds of the partial-3D variant (empty: skip it).
-        val_samples: cap on validation images per checkpoint (None: all).
-        static_fit_iterations: the full arm starts from static MV-SMPLify fits of every training
-            bundle (``mvspin fit-dataset``, as SPIN starts from static fits) with this many
-            iterations per stage (MV-SPIN / SPIN: 100); 0 starts from an empty store.
-        parallel_arms: training runs at once (separate processes, started with ``spawn``: a
-            script calling :func:`run` with more than one must do so under
-            ``if __name__ == "__main__":``).
-        threads_per_arm: torch threads of each run (None: torch's default). On a shared CPU,
-            ``parallel_arms`` x ``threads_per_arm`` should not exceed the cores.
-        render: :class:`~mvspin.data.synthetic_options.SyntheticOptions` fields changed from the
-            ``capture`` preset for all three sets. The default colours each body part on its own
-            (``colors: parts``): with the ``clothes`` colouring a 64 px crop shows no left/right or
-            front/back cue, and a network trained 600 steps on it scored worse on its own training
-            set (PA-MPJPE 240 mm) than the mean pose (139 mm): the images did not determine the
-            3D pose, whatever the method.
-    """
+    """Sizes, seeds and configs of the synthetic protocol (the paper's Table 7 on CPU)."""
 
     full_config: str = str(_REPO_CONFIGS / "synthetic_cpu.yaml")
+    """Training config (YAML of TrainConfig) of the full loop; its data.files are replaced."""
     ablation_config: str = str(_REPO_CONFIGS / "ablation_no_fitting.yaml")
+    """Training config of the no-fitting ablation; its data.files are replaced."""
     overrides: list[str] = field(default_factory=list)
+    """key=value overrides applied to both arms' training configs (e.g. optim.max_steps=300)."""
     train_bundles: int = 256
+    """Training bundles."""
     val_bundles: int = 24
+    """Validation bundles (for choosing; the test set is touched once, at the end)."""
     test_bundles: int = 64
+    """Test bundles."""
     num_views: int = 4
+    """Cameras per bundle."""
     image_size: int = 128
+    """Rendered image side, pixels (crops are resized to the config's crop size)."""
     train_data_seed: int = 1000
+    """Seed of the training set."""
     val_data_seed: int = 2000
+    """Seed of the validation set."""
     test_data_seed: int = 3000
+    """Seed of the test set."""
     training_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    """One run per arm and seed (optim.seed)."""
     partial_3d_share: float = 0.25
+    """Share of training bundles keeping their 3D joints in the partial-3D variant."""
     partial_3d_seeds: list[int] = field(default_factory=lambda: [0])
+    """Training seeds of the partial-3D variant (empty: skip it)."""
     val_samples: Optional[int] = None
+    """Cap on validation images per checkpoint (default: all)."""
     static_fit_iterations: int = 100
+    """The full arm starts from static MV-SMPLify fits of every training bundle (as SPIN starts
+    from static fits) with this many iterations per stage (MV-SPIN / SPIN: 100); 0 starts from
+    an empty store."""
     parallel_arms: int = 1
+    """Training runs at once (separate processes started with spawn: a script calling run()
+    with more than one must do so under if __name__ == "__main__")."""
     threads_per_arm: Optional[int] = None
+    """Torch threads of each run (default: torch's); parallel_arms x threads_per_arm should not
+    exceed the cores."""
     render: dict[str, Any] = field(default_factory=lambda: {"colors": "parts"})
+    """SyntheticOptions fields changed from the capture preset for all three sets. Default:
+    each body part coloured on its own (with the clothes colouring a 64 px crop shows no
+    left/right or front/back cue: a network trained 600 steps on it scored worse on its own
+    training set, PA-MPJPE 240 mm, than the mean pose, 139 mm)."""
 
 
 QUICK = {"train_bundles": 48, "val_bundles": 8, "test_bundles": 16, "training_seeds": [0],

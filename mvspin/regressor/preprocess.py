@@ -69,7 +69,7 @@ SPIN_OPENPOSE_THRESHOLD = 0.2
 PREPROCESSING_MODES: tuple[str, ...] = ("exact", "spin")
 """``exact``: mvspin's sub-pixel crop; ``spin``: SPIN's own crop, resize and box centring."""
 # A SPIN-mode cut-out is an array of the box's full size: refuse boxes that could not fit in memory
-# rather than allocating them (an absurd --bbox).
+# rather than allocating them (an absurd box file).
 _MAX_SPIN_BOX_PIXELS = 20000 * 20000
 
 

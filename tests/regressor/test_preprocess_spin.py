@@ -156,7 +156,7 @@ def test_inference_uses_spin_preprocessing_for_spin_checkpoints(tmp_path):
     import torch
 
     from mvspin.body import BodyModel
-    from mvspin.inference import InferConfig, InferencePipeline
+    from mvspin.apps.infer import InferConfig, InferSession
     from mvspin.regressor.checkpoint import save_regressor_checkpoint
     from mvspin.regressor.predictor import Predictor
     from mvspin.regressor.preprocess import normalize_crop
@@ -169,9 +169,9 @@ def test_inference_uses_spin_preprocessing_for_spin_checkpoints(tmp_path):
     ours = save_regressor_checkpoint(tmp_path / "ours.pt", model)
     kinds = {}
     for name, checkpoint, forced in (("spin", spin_file, None), ("ours", ours, None), ("forced", spin_file, "exact")):
-        pipeline = InferencePipeline(InferConfig(checkpoint=checkpoint, out=tmp_path / name, render=False,
-                                                 resolution="low", device="cpu", preprocessing=forced), body=body)
-        kinds[name] = pipeline.predictor.preprocessing
+        session = InferSession(InferConfig(inputs=[tmp_path / "a.png"], checkpoint=checkpoint, out=tmp_path / name,
+                                           render=False, device="cpu", preprocessing=forced), body=body)
+        kinds[name] = session.predictor.preprocessing
     assert kinds == {"spin": "spin", "ours": "exact", "forced": "exact"}
 
     image = photo(3, low=35, high=190)

@@ -35,11 +35,10 @@ from torch import Tensor
 from calibration import Rig, undistort_points
 from mvspin.body import BodyModel
 from mvspin.data.keypoint_files import frame_number
-from mvspin.data.video import VideoError, VideoFrames
+from mvspin.data.video import IMAGE_SUFFIXES, VideoError, VideoFrames
 from mvspin.errors import check_shape
 from mvspin.fitting.view_estimates import WorldEstimate, world_estimate_from_views
 from mvspin.geometry import keypoint_crop_boxes
-from mvspin.inference.inputs import IMAGE_SUFFIXES
 from mvspin.regressor.checkpoint import CheckpointError, checkpoint_input_size, load_regressor_checkpoint
 from mvspin.regressor.predictor import Predictor
 from mvspin.regressor.preprocess import preprocessing_for_checkpoint, read_image
@@ -90,7 +89,7 @@ def load_rig_predictor(checkpoint: str | os.PathLike[str], body: BodyModel,
     """
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint {path}: no such file")
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
     model, meta = load_regressor_checkpoint(path, map_location=device)
     input_size = checkpoint_input_size(meta, body, path)
     num_betas = int(model.init_shape.shape[-1])

@@ -1,4 +1,5 @@
-"""``mvspin demo`` end to end on a short capture (low-resolution model, no rendering)."""
+"""``mvspin demo`` end to end on a short capture (low-resolution model, no rendering), from the
+command line and from Python (:func:`mvspin.apps.demo.run_demo`)."""
 import json
 
 import numpy as np
@@ -6,7 +7,8 @@ import pytest
 
 from mvspin.cli.main import build_parser, main
 from mvspin.config import load_config
-from mvspin.data.demo import DemoConfig
+from mvspin.apps.demo import DemoConfig, run_demo
+from mvspin.body import BodyModelConfig
 from mvspin.io_outputs import read_smpl_npz
 
 
@@ -44,33 +46,36 @@ def test_demo_writes_outputs_and_reports_accuracy(tmp_path, capsys):
     np.testing.assert_array_equal(per_view["frame"], np.repeat(np.arange(4), 4))
     np.testing.assert_allclose(per_view["body_pose"][:4], np.repeat(per_view["body_pose"][:1], 4, 0), atol=1e-6)
     assert read_smpl_npz(out / "params" / "smplify.npz")["view"].tolist() == list(range(4)) * 4
-    assert load_config(DemoConfig, out / "demo_config.yaml") == DemoConfig(frames=4, render=False)
+    assert load_config(DemoConfig, out / "demo_config.yaml") == DemoConfig(
+        out=out, frames=4, render=False, body=BodyModelConfig(resolution="low"))
 
 
 def test_demo_bad_options(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--frames", "0"]) == 2
-    assert "frames must be in [1, 100000], got 0" in capsys.readouterr().err
+    assert "--frames must be in 1..100000, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert "MV-SMPLify" in capsys.readouterr().out
 
 
 def test_demo_config_from_yaml_overrides_and_options(tmp_path):
-    from mvspin.cli.demo import config_from_args
+    from mvspin.cli.options import config_from_args
 
     yaml = tmp_path / "demo.yaml"
     yaml.write_text("frames: 5\nviews: 3\noptimizer: lbfgs\n")
-    args = build_parser().parse_args(["demo", "--config", str(yaml), "frames=3", "--noise", "1.5", "--no-render"])
-    assert config_from_args(args) == DemoConfig(frames=3, views=3, optimizer="lbfgs", noise=1.5, render=False)
-    assert config_from_args(build_parser().parse_args(["demo"])) == DemoConfig()  # defaults from the dataclass
+    args = build_parser().parse_args(["demo", "--config", str(yaml), "--set", "frames=3", "--noise", "1.5",
+                                      "--no-render"])
+    assert config_from_args(DemoConfig, args) == DemoConfig(frames=3, views=3, optimizer="lbfgs", noise=1.5,
+                                                            render=False)
+    assert config_from_args(DemoConfig, build_parser().parse_args(["demo"])) == DemoConfig()  # the dataclass's defaults
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--keypoints", "banana"], "keypoints must be one of smpl24, openpose25"),
-    (["views=1"], "views must be in [2, 64], got 1"),
-    (["drop=1.5"], "drop must be in [0, 1), got 1.5"),
-    (["optimizer=sgd"], "optimizer must be adam or lbfgs, got 'sgd'"),
-    (["colour=red"], "invalid configuration: Key 'colour' not in 'DemoConfig'"),
+    (["--keypoints", "banana"], "--keypoints must be one of smpl24, openpose25"),
+    (["--set", "views=1"], "--views must be in 2..64, got 1"),
+    (["--set", "drop=1.5"], "--drop must be in [0, 1), got 1.5"),
+    (["--set", "optimizer=sgd"], "--optimizer must be adam or lbfgs, got 'sgd'"),
+    (["--set", "colour=red"], "invalid configuration: Key 'colour' not in 'DemoConfig'"),
 ])
 def test_demo_options_out_of_range_are_one_line(tmp_path, capsys, argv, message):
     assert main(["demo", "--out", str(tmp_path / "out"), *argv]) == 2
@@ -94,7 +99,7 @@ def test_demo_metrics_are_standard_json_when_fits_fail(tmp_path, capsys):
     """Every keypoint dropped: unfitted views have an infinite reprojection error, which
     standard JSON writes as null (a bare Infinity breaks strict parsers)."""
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--frames", "1", "--views", "2", "drop=0.999", "--resolution", "low",
+    rc = main(["demo", "--out", str(out), "--frames", "1", "--views", "2", "--drop", "0.999", "--resolution", "low",
                "--no-render"])
     assert rc == 0
 
@@ -105,3 +110,27 @@ def test_demo_metrics_are_standard_json_when_fits_fail(tmp_path, capsys):
     for method in metrics["methods"].values():
         assert method["reprojection_error_px"] is None and method["per_frame"]["reprojection_error_px"] == [None]
         assert method["frames_fitted"] == 0
+
+
+def test_run_demo_from_python(tmp_path):
+    stages = {}
+    result = run_demo(DemoConfig(out=tmp_path / "d", frames=3, views=3, render=False,
+                                 body=BodyModelConfig(resolution="low")),
+                      progress=lambda stage, done, total: stages.__setitem__(stage, (done, total)))
+    assert stages == {"fitting": (3, 3), "meshes": (3, 3)}
+    assert result.metrics["methods"]["calibrated"]["pa_mpjpe_mm"] < 30.0
+    assert all(p.is_file() for p in result.files) and (tmp_path / "d" / "metrics.json") in result.files
+    assert not list((tmp_path / "d").rglob(".*"))  # no temporaries
+
+
+def test_interrupted_demo_leaves_no_file(tmp_path, monkeypatch):
+    """A failure while writing (here: the metrics file) leaves none of the run's files."""
+    import mvspin.io_outputs as io_outputs
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io_outputs, "write_json", fail)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(DemoConfig(out=tmp_path / "d", frames=2, views=2, render=False, body=BodyModelConfig(resolution="low")))
+    assert not (tmp_path / "d").exists() or not [p for p in (tmp_path / "d").rglob("*") if p.is_file()]

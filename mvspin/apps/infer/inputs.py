@@ -1,4 +1,4 @@
-"""What ``mvspin infer`` reads: input files, their output names, and the crop box of each person.
+"""What the infer job reads: input files, their output names, and the crop box of each person.
 
 Inputs are image files, folders of images/videos, and videos. Every input gets its own output
 prefix (:func:`collect_inputs`): ``<out>/<stem>``, or ``<out>/<folder>/<stem>`` for a folder's
@@ -25,6 +25,7 @@ from mvspin.data.keypoint_files import (
     read_bbox_json,
     read_openpose_people,
 )
+from mvspin.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from mvspin.errors import InputError, NoPersonError
 from mvspin.geometry import KEYPOINT_MIN_CONFIDENCE, SPIN_SCALE_UNIT, keypoint_crop_box, points_inside_image
 
@@ -44,8 +45,6 @@ __all__ = [
     "people_in_image",
 ]
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 MIN_IMAGE_SIDE = 16
 """Smallest image side (pixels) worth a 224-px crop; a 1x1 'image' is refused."""
 MIN_BOX_SIDE = 4.0

@@ -278,8 +278,8 @@ def test_refine_fits_the_keypoints(data: Path, body: BodyModel, tmp_path: Path, 
 
     common = ["--checkpoint", str(data / "r18.pt"), "--openpose", str(tmp_path), "--no-render"]
     assert _run(capsys, str(data / "grey.png"), *common, "--out", str(tmp_path / "net"))[0] == 0
-    code, _, _ = _run(capsys, str(data / "grey.png"), *common, "--refine", "--fit", "stage1_iterations=20",
-                      "--fit", "stage2_iterations=40", "--out", str(tmp_path / "fit"))
+    code, _, _ = _run(capsys, str(data / "grey.png"), *common, "--refine", "--set", "fit.stage1_iterations=20",
+                      "fit.stage2_iterations=40", "--out", str(tmp_path / "fit"))
     assert code == 0
     refined = read_smpl_npz(tmp_path / "fit" / "grey.npz")
     assert bool(refined["refined"]) and refined["reprojection_error_px"].shape == (1,)

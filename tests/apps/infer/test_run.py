@@ -1,4 +1,4 @@
-"""The inference library called from Python, output naming, all-or-nothing outputs, bad input."""
+"""The infer job called from Python (mvspin.apps.infer.run), output naming, all-or-nothing outputs, bad input."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mvspin.body import BodyModel
+from mvspin.apps.infer import InferConfig, InferSession, PersonBox, collect_inputs, run
+from mvspin.body import BodyModel, BodyModelConfig
 from mvspin.cli.main import main
 from mvspin.config import load_config
-from mvspin.inference import InferConfig, InferencePipeline, PersonBox, collect_inputs
 from mvspin.io_outputs import read_smpl_npz
 from mvspin.regressor.checkpoint import save_regressor_checkpoint
 from mvspin.regressor.hmr import HMRRegressor
@@ -58,9 +58,9 @@ def _video(path: Path, frames: int, size: tuple[int, int] = (96, 72)) -> Path:
 def test_api_on_images_and_a_video(tmp_path: Path, body: BodyModel, model: HMRRegressor):
     images = [_image(tmp_path / "in" / f"img{i}.png", i) for i in range(2)]
     video = _video(tmp_path / "in" / "clip.mp4", 5)
-    config = InferConfig(allow_untrained=True, out=tmp_path / "out", render=False, batch_size=2, resolution="low")
-    pipeline = InferencePipeline(config, body=body, model=model)
-    report = pipeline.run([*images, video])
+    config = InferConfig(inputs=[*images, video], allow_untrained=True, out=tmp_path / "out", render=False,
+                         batch_size=2, body=BodyModelConfig(resolution="low"))
+    report = run(config, body=body, model=model)
 
     assert (report.images, report.people, report.videos, report.frames, report.failures) == (2, 2, 1, 5, [])
     assert [item.source.name for item in report.items] == ["img0.png", "img1.png", "clip.mp4"]
@@ -70,7 +70,7 @@ def test_api_on_images_and_a_video(tmp_path: Path, body: BodyModel, model: HMRRe
     still = read_smpl_npz(tmp_path / "out" / "img1.npz")
     np.testing.assert_allclose(report.items[1].prediction.global_orient.numpy(), still["global_orient"], atol=1e-6)
     rgb = cv2.cvtColor(cv2.imread(str(images[1])), cv2.COLOR_BGR2RGB)
-    direct = pipeline.predict_image(rgb)
+    direct = InferSession(config, body=body, model=model).predict_image(rgb)
     np.testing.assert_allclose(direct.body_pose.numpy(), still["body_pose"], atol=1e-5)
     np.testing.assert_allclose(direct.transl.numpy(), still["transl"], atol=1e-5)
     assert direct.vertices.shape == (1, body.num_vertices, 3)
@@ -85,14 +85,15 @@ def test_api_on_images_and_a_video(tmp_path: Path, body: BodyModel, model: HMRRe
 
 
 def test_predict_image_refuses_boxes_that_do_not_fit(body: BodyModel, model: HMRRegressor, tmp_path: Path):
-    pipeline = InferencePipeline(InferConfig(allow_untrained=True, out=tmp_path, render=False), body=body, model=model)
+    session = InferSession(InferConfig(inputs=[tmp_path], allow_untrained=True, out=tmp_path, render=False),
+                           body=body, model=model)
     image = np.zeros((H, W, 3), np.uint8)
     with pytest.raises(ValueError, match=r"box centre \(500.0, 60.0\), side 40.0 px lies outside the 160x120 image"):
-        pipeline.predict_image(image, [PersonBox("", np.array([500.0, 60.0]), 0.2)])
+        session.predict_image(image, [PersonBox("", np.array([500.0, 60.0]), 0.2)])
     with pytest.raises(ValueError, match="over 4 times the 160x120 image"):
-        pipeline.predict_image(image, [PersonBox("", np.array([80.0, 60.0]), 5000.0)])
+        session.predict_image(image, [PersonBox("", np.array([80.0, 60.0]), 5000.0)])
     with pytest.raises(ValueError, match="the image is 1x1 pixels"):
-        pipeline.predict_image(np.zeros((1, 1, 3), np.uint8))
+        session.predict_image(np.zeros((1, 1, 3), np.uint8))
 
 
 def test_views_with_one_file_name_per_camera_write_one_overlay_each(tmp_path: Path, checkpoint: Path, capsys):
@@ -125,8 +126,8 @@ def test_a_failed_item_leaves_no_sibling_outputs(tmp_path: Path, body: BodyModel
 
     monkeypatch.setattr(io_outputs, "write_mesh", failing)
     images = [_image(tmp_path / "in" / "bad.png", 0), _image(tmp_path / "in" / "good.png", 1)]
-    report = InferencePipeline(InferConfig(allow_untrained=True, out=tmp_path / "out", render=False),
-                               body=body, model=model).run(images)
+    report = run(InferConfig(inputs=images, allow_untrained=True, out=tmp_path / "out", render=False),
+                 body=body, model=model)
     assert [f[0] for f in report.failures] == [str(images[0])] and "No space left" in report.failures[0][1]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.npz", "good.obj", "infer_config.yaml"]
     assert report.images == 1 and len(report.files) == 3
@@ -176,7 +177,7 @@ def test_inputs_that_make_no_sense_get_a_word(tmp_path: Path, checkpoint: Path, 
 
 
 @pytest.mark.parametrize("option, message", [
-    (["--batch-size", "0"], "--batch-size must be in [1, 4096], got 0"),
+    (["--batch-size", "0"], "--batch-size must be in 1..4096, got 0"),
     (["--person", "first"], "--person must be largest, most_confident, all or an index, got 'first'"),
     (["--device", "banana"], "device 'banana' is not a torch device"),
 ])
@@ -226,7 +227,7 @@ def test_views_refine_fits_one_body_to_every_views_keypoints(tmp_path: Path, bod
 
     common = ["--views", *map(str, views), "--checkpoint", str(checkpoint), "--openpose", str(folder)]
     assert _run(capsys, *common, "--out", str(tmp_path / "net"))[0] == 0
-    code, _, _ = _run(capsys, *common, "--refine", "--fit", "stage1_iterations=20", "--fit", "stage2_iterations=40",
+    code, _, _ = _run(capsys, *common, "--refine", "--set", "fit.stage1_iterations=20", "fit.stage2_iterations=40",
                       "--out", str(tmp_path / "fit"))
     assert code == 0
     fit = read_smpl_npz(tmp_path / "fit" / "views.npz")
@@ -263,3 +264,75 @@ def test_every_npz_infer_writes_is_an_axis_angle_smpl_file(tmp_path: Path, check
         assert p["transl"].shape == (t, 3) and p["K"].shape == (t, 3, 3)
         # Axis-angle, not matrices flattened: rotation angles below pi.
         assert np.linalg.norm(p["body_pose"].reshape(t, 23, 3), axis=-1).max() <= np.pi + 1e-5
+
+
+def test_run_from_python_writes_the_files_and_reports_the_numbers(tmp_path: Path, checkpoint: Path, body: BodyModel):
+    """``mvspin.apps.infer.run(InferConfig(...))`` on one image with a box file: the files, the
+    counts, the progress calls, and the camera the box implies (focal 5000 * side / 224, principal
+    point at the box centre)."""
+    from mvspin.regressor import load_regressor_checkpoint
+
+    image = _image(tmp_path / "in" / "walker.png", 4)
+    (tmp_path / "in" / "walker.json").write_text(json.dumps({"bbox": [40, 10, 60, 100]}))  # x, y, w, h
+    calls: list[tuple[str, int, int]] = []
+    config = InferConfig(inputs=[image], checkpoint=checkpoint, bbox=tmp_path / "in" / "walker.json",
+                         out=tmp_path / "out", render=False, body=BodyModelConfig(resolution="low"), device="cpu")
+    report = run(config, progress=lambda *call: calls.append(call))
+
+    assert (report.images, report.people, report.videos, report.frames, report.failures) == (1, 1, 0, 0, [])
+    assert sorted(p.name for p in report.files) == ["infer_config.yaml", "walker.npz", "walker.obj"]
+    assert calls[0] == ("images", 0, 1) and calls[-1] == ("images", 1, 1)
+    assert report.timings["network"] > 0 and report.timings["body model"] > 0 and report.load_seconds > 0
+    params = read_smpl_npz(tmp_path / "out" / "walker.npz")
+    np.testing.assert_allclose(params["center"][0], [70.0, 60.0])  # SPIN's box: centre of x, y, w, h
+    side = 100.0  # the longer side, kept as it is (rescale 1, as SPIN's demo)
+    np.testing.assert_allclose(params["K"][0], [[5000 * side / 224, 0, 70], [0, 5000 * side / 224, 60], [0, 0, 1]],
+                               rtol=1e-6)
+    pred = report.items[0].prediction
+    np.testing.assert_allclose(pred.transl.numpy(), params["transl"], atol=1e-6)
+    # The network's own translation for the crop: depth 2 f / (224 s) from its crop camera.
+    model, _ = load_regressor_checkpoint(checkpoint)
+    s = float(pred.cam_crop[0, 0])
+    assert params["transl"][0, 2] == pytest.approx(2 * 5000 / (224 * s), rel=1e-5)
+    obj = (tmp_path / "out" / "walker.obj").read_text()
+    assert obj.count("\nv ") == body.num_vertices and model.depth == 18
+    assert load_config(InferConfig, tmp_path / "out" / "infer_config.yaml") == config
+
+
+def test_config_problems_name_their_field_and_outputs_are_checked_before_loading(tmp_path: Path):
+    from mvspin.atomic import OutputLocationError
+    from mvspin.config import ConfigError
+    from mvspin.fitting import MVSMPLifyConfig
+
+    image = _image(tmp_path / "a.png", 0)
+    cases = [
+        (dict(checkpoint=None), "checkpoint", "no checkpoint given"),
+        (dict(batch_size=0), "batch_size", "batch_size must be in 1..4096, got 0"),
+        (dict(person="all", bbox=tmp_path), "person", "person all takes every person from openpose"),
+        (dict(views=True, person="all", openpose=tmp_path), "views", "views takes one person per view"),
+        (dict(refine=True), "refine", "refine fits SMPLify to 2D keypoints: give them with openpose"),
+        (dict(fit=MVSMPLifyConfig(stage2_iterations=5)), "refine", "the fit settings set up refine"),
+        (dict(mesh_format="stl"), "mesh_format", "mesh_format must be obj or ply"),
+        (dict(inputs=[]), "inputs", "inputs is empty"),
+    ]
+    for change, field, message in cases:
+        settings = dict(inputs=[image], checkpoint=tmp_path / "c.pt", out=tmp_path / "out") | change
+        with pytest.raises(ConfigError, match=message) as err:
+            InferConfig(**settings)
+        assert err.value.field == field, change
+    with pytest.raises(ConfigError, match="fit.mode must be per_view") as err:
+        InferConfig(inputs=[image], allow_untrained=True, views=True, openpose=tmp_path, refine=True,
+                    fit=MVSMPLifyConfig(mode="calibrated"))
+    assert err.value.field == "fit.mode"
+
+    # Files named by the config are checked first, then the output folder, then the models load:
+    # the broken checkpoint is never read when the output folder is blocked.
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="bbox .*absent.json: no such file or folder") as err:
+        run(InferConfig(inputs=[image], checkpoint=broken, bbox=tmp_path / "absent.json"))
+    assert err.value.field == "bbox"
+    (tmp_path / "file").write_text("in the way")
+    with pytest.raises(OutputLocationError, match="a file is in the way") as err:
+        run(InferConfig(inputs=[image], checkpoint=broken, out=tmp_path / "file"))
+    assert err.value.field == "out"

@@ -1,7 +1,7 @@
 """The demo as a library: a synthetic 4-camera capture fitted with MV-SMPLify (both modes) and SMPLify.
 
 A deterministic moving body is seen by a rig of cameras; its keypoints get pixel noise and
-dropped joints like a detector's. :func:`run_demo` fits every frame with
+dropped joints like a detector's. :func:`run_demo` (``mvspin demo``) fits every frame with
 
 - MV-SMPLify ``calibrated`` (known cameras, no network: starts from the mean pose oriented on
   triangulated keypoints), the rig user's path;
@@ -9,7 +9,7 @@ dropped joints like a detector's. :func:`run_demo` fits every frame with
   estimates);
 - single-view SMPLify on every view alone (SPIN's loop), from the same estimates,
 
-and writes under ``out``:
+and writes under ``config.out``:
 
 - ``meshes/frame_XXXX.ply``: the calibrated fit per frame (world frame);
 - ``params/calibrated.npz`` (world frame, one row per frame), ``params/per_view.npz`` and
@@ -21,7 +21,7 @@ and writes under ``out``:
   ``metrics.json`` (standard JSON) and ``demo_config.yaml`` (the resolved :class:`DemoConfig`).
 
 Example:
-    >>> result = run_demo("mvspin_demo", DemoConfig(frames=4, render=False))  # doctest: +SKIP
+    >>> result = run_demo(DemoConfig(out="mvspin_demo", frames=4, render=False))  # doctest: +SKIP
     >>> result.metrics["methods"]["calibrated"]["pa_mpjpe_mm"]  # doctest: +SKIP
 """
 from __future__ import annotations
@@ -35,13 +35,15 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 import torch
 
-from mvspin.config import ConfigError, config_to_dict, resolve_device, save_config
+from mvspin.body.config import BodyModelConfig
+from mvspin.config import ConfigError, check_range, config_to_dict, resolve_device, save_config
+from mvspin.progress import Progress, no_progress
 
 if TYPE_CHECKING:
     from mvspin.body import BodyModel
     from mvspin.fitting import FitResult
 
-__all__ = ["DemoConfig", "DemoResult", "METHODS", "run_demo", "validate_demo_config"]
+__all__ = ["DemoConfig", "DemoResult", "METHODS", "run_demo"]
 
 log = logging.getLogger("mvspin")
 
@@ -55,55 +57,49 @@ FPS = 30.0
 
 @dataclass
 class DemoConfig:
-    """Settings of the synthetic capture demo (``mvspin demo --config YAML key=value``).
+    """Settings of ``mvspin demo``: the synthetic capture, its fitting and where the outputs go."""
 
-    Attributes:
-        frames: frames of the motion.
-        views: cameras in the rig (MV-SPIN's datasets: 4).
-        seed: seed of the motion, rig and noise.
-        keypoints: 2D keypoint set of the capture.
-        noise: pixel noise standard deviation of the keypoints.
-        drop: share of keypoints dropped (a detector's misses).
-        optimizer: fitting optimiser, ``adam`` (SPIN / MV-SPIN) or ``lbfgs``.
-        threads: CPU threads for torch; fitting tensors are small, so 1 is fastest.
-        render: write the overlay PNGs.
-        device: torch device; None: CUDA when available, else CPU.
-    """
-
+    out: Path = Path("mvspin_demo")
+    """Output folder."""
     frames: int = 30
+    """Frames of the motion."""
     views: int = 4  # MV-SPIN: Human3.6M / MPI-INF-3DHP four-view bundles
+    """Cameras in the rig (MV-SPIN's datasets: 4)."""
     seed: int = 0
+    """Seed of the motion, rig and noise."""
     keypoints: str = "openpose25"  # SPIN's detector keypoints
-    noise: float = 2.0  # px
+    """2D keypoint set of the capture."""
+    noise: float = 2.0
+    """Pixel noise standard deviation of the keypoints."""
     drop: float = 0.1
-    optimizer: str = "adam"  # SPIN and MV-SPIN: Adam, learning rate 0.01
+    """Share of keypoints dropped (a detector's misses)."""
+    optimizer: str = field(default="adam", metadata={"choices": ("adam", "lbfgs")})  # SPIN / MV-SPIN: Adam, lr 0.01
+    """Fitting optimiser: adam (SPIN, MV-SPIN) or lbfgs."""
     threads: int = 1
+    """CPU threads for torch; fitting tensors are small, so 1 is fastest."""
     render: bool = True
+    """Write the overlay PNGs."""
     device: Optional[str] = None
+    """Torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu)."""
+    body: BodyModelConfig = field(default_factory=BodyModelConfig)
+    """The body model (fitted and meshed; the fast keypoint path makes the resolution free)."""
 
+    def __post_init__(self) -> None:
+        from mvspin.body.keypoint_sets import KEYPOINT_SETS
 
-def validate_demo_config(config: DemoConfig) -> None:
-    """Refuse settings out of range, naming the field and the allowed values.
-
-    Raises:
-        ConfigError (a ValueError).
-    """
-    from mvspin.body.keypoint_sets import KEYPOINT_SETS
-
-    checks = [
-        (1 <= config.frames <= 100_000, f"frames must be in [1, 100000], got {config.frames}"),
-        (2 <= config.views <= 64, f"views must be in [2, 64], got {config.views}"),
-        (0 <= config.seed < 2 ** 63, f"seed must be a non-negative integer, got {config.seed}"),
-        (0.0 <= config.noise <= 1000.0, f"noise must be in [0, 1000] px, got {config.noise}"),
-        (0.0 <= config.drop < 1.0, f"drop must be in [0, 1), got {config.drop}"),
-        (1 <= config.threads <= 1024, f"threads must be >= 1, got {config.threads}"),
-        (config.optimizer in ("adam", "lbfgs"), f"optimizer must be adam or lbfgs, got {config.optimizer!r}"),
-        (config.keypoints in KEYPOINT_SETS,
-         f"keypoints must be one of {', '.join(KEYPOINT_SETS)}, got {config.keypoints!r}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+        self.out = Path(self.out)
+        check_range("frames", self.frames, 1, 100_000, integer=True)
+        check_range("views", self.views, 2, 64, integer=True)
+        check_range("seed", self.seed, 0, 2 ** 63 - 1, integer=True)
+        check_range("noise", self.noise, 0.0, 1000.0)
+        if not 0.0 <= self.drop < 1.0:
+            raise ConfigError(f"drop must be in [0, 1), got {self.drop}", field="drop")
+        check_range("threads", self.threads, 1, 1024, integer=True)
+        if self.optimizer not in ("adam", "lbfgs"):
+            raise ConfigError(f"optimizer must be adam or lbfgs, got {self.optimizer!r}", field="optimizer")
+        if self.keypoints not in KEYPOINT_SETS:
+            raise ConfigError(f"keypoints must be one of {', '.join(KEYPOINT_SETS)}, got {self.keypoints!r}",
+                              field="keypoints")
 
 
 @dataclass
@@ -140,8 +136,10 @@ def _crop_fit_arrays(result: FitResult) -> dict[str, np.ndarray]:
             "betas": np.repeat(r["betas"], v, 0), "transl": r["transl"].reshape(-1, 3)}
 
 
-def _overlays(out_dir: Path, body: BodyModel, capture: Any, result: FitResult, frames: list[int]) -> list[Path]:
-    """One PNG per camera: the calibrated fit rendered over the input keypoints, a few frames."""
+def _overlays(target: Callable[[str], Path], body: BodyModel, capture: Any, result: FitResult,
+              frames: list[int]) -> None:
+    """One PNG per camera, written to ``target("<camera>.png")``: the calibrated fit rendered
+    over the input keypoints, a few frames."""
     import cv2
 
     from mvspin.io_outputs import write_image
@@ -150,7 +148,6 @@ def _overlays(out_dir: Path, body: BodyModel, capture: Any, result: FitResult, f
     faces = body.faces
     kp_model = body.keypoints(capture.options.keypoint_set, result.body_pose[frames], result.betas[frames],
                               result.world_orient[frames], result.world_transl[frames]).cpu().numpy()
-    paths = []
     for v, cam in enumerate(capture.rigs[0]):
         small = cam.scaled(RENDER_SCALE)
         w, h = small.image_size
@@ -171,48 +168,43 @@ def _overlays(out_dir: Path, body: BodyModel, capture: Any, result: FitResult, f
                         cv2.LINE_AA)
             panels.append(img)
         grid = image_grid(panels, cols=len(panels))
-        paths.append(write_image(out_dir / "overlays" / f"{cam.name}.png", cv2.cvtColor(grid, cv2.COLOR_BGR2RGB)))
-    return paths
+        write_image(target(f"{cam.name}.png"), cv2.cvtColor(grid, cv2.COLOR_BGR2RGB))
 
 
-def run_demo(out: str | Path, config: Optional[DemoConfig] = None, body: Optional[BodyModel] = None,
-             load_body: Optional[Callable[[torch.device], BodyModel]] = None,
-             progress: Optional[Callable[..., Any]] = None) -> DemoResult:
+def run_demo(config: Optional[DemoConfig] = None, progress: Progress = no_progress,
+             body: Optional[BodyModel] = None) -> DemoResult:
     """Make the synthetic capture, fit it three ways, write the outputs and measure the errors.
 
     Args:
-        out: output folder (checked before anything is computed).
-        config: the settings (default :class:`DemoConfig`); checked by :func:`validate_demo_config`.
-        body: the body model (default: ``load_body(device)``, else the bundled free model).
-        load_body: how to load the body model once the device is known and the output folder
-            checked (the command's ``--smpl-dir`` etc.).
-        progress: optional ``progress(iterable, desc=..., unit=...)`` wrapper (e.g. ``tqdm``).
+        config: the settings (default :class:`DemoConfig`), outputs in ``config.out`` (checked
+            before anything is computed).
+        progress: stages ``"fitting"`` (methods) and ``"meshes"`` (frames).
+        body: a body model to use instead of loading ``config.body``.
 
     Raises:
         ConfigError: settings out of range. OSError: ``out`` cannot hold the outputs.
     """
+    from mvspin.atomic import output_folder
+
+    config = config if config is not None else DemoConfig()
+    with output_folder(config.out, what="out"):
+        return _run_demo(config, progress, body)
+
+
+def _run_demo(config: DemoConfig, progress: Progress, body: Optional[BodyModel]) -> DemoResult:
     from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, random_rig, smooth_motion
     from mvspin.fitting import MVSMPLify, MVSMPLifyConfig, SMPLify, SMPLifyConfig
     from mvspin.fitting.evaluation import fit_pose_errors, view_pose_errors
     from mvspin.geometry import SPIN_CROP_SIZE, SPIN_SCALE_UNIT, axis_angle_to_matrix
+    from mvspin.atomic import OutputGroup
     from mvspin.io_outputs import check_output_folder, write_json, write_mesh, write_smpl_npz
 
-    config = config if config is not None else DemoConfig()
-    validate_demo_config(config)
-    out = Path(out)
-    device = resolve_device(config.device, what="--device")
-    check_output_folder(out, _planned_files(out, config))
-    progress = progress or (lambda iterable, **_: iterable)
+    out = config.out
+    device = resolve_device(config.device, what="device")
+    check_output_folder(out, _planned_files(out, config), what="out")
     torch.set_num_threads(config.threads)
     t_start = time.perf_counter()
-    if body is None:
-        if load_body is not None:
-            body = load_body(device)
-        else:
-            from mvspin.body import BodyModel
-
-            body = BodyModel.free(device=device)
-    body = body.to(device)
+    body = (body if body is not None else config.body.load(device)).to(device)
     log.info("fitting and meshes use %s through the fast keypoint path (%d vertices only at the end)",
              body.name, body.num_vertices)
 
@@ -249,7 +241,8 @@ def run_demo(out: str | Path, config: Optional[DemoConfig] = None, body: Optiona
     # Crop pixels -> image pixels, so every method's reprojection error is in the same unit.
     crop_to_image = (capture.crop_scale * SPIN_SCALE_UNIT / SPIN_CROP_SIZE).to(device)
     runs: dict[str, dict[str, Any]] = {}
-    for key, label, fit in progress(steps, desc="fitting", unit="method"):
+    for step, (key, label, fit) in enumerate(steps):
+        progress("fitting", step, len(steps))
         t0 = time.perf_counter()
         result = fit()
         elapsed = time.perf_counter() - t0
@@ -262,44 +255,15 @@ def run_demo(out: str | Path, config: Optional[DemoConfig] = None, body: Optiona
         runs[key] = {"label": label, "result": result, "mpjpe": m.cpu().numpy(), "pa_mpjpe": pa.cpu().numpy(),
                      "reproj": reproj, "seconds": elapsed,
                      "fitted": int(result.fitted.reshape(config.frames, -1).all(1).sum())}
+    progress("fitting", len(steps), len(steps))
     est_m, est_pa = (e.cpu().numpy() for e in view_pose_errors(
         body, est.rotmat[:, :, 1:], est.betas, est.rotmat[:, :, 0], gt.body_pose, gt.betas, capture.crop_orient))
 
     # --- outputs -------------------------------------------------------------------------------
+    # One group: an interrupted or failed run leaves none of the files, not a part of them.
     files: list[Path] = []
     cal = runs["calibrated"]["result"]
-    for f in progress(range(config.frames), desc="meshes", unit="frame"):
-        files.append(write_mesh(out / "meshes" / f"frame_{f:04d}.ply", cal.world_vertices[f].cpu().numpy(),
-                                body.faces))
-    # Per-frame betas (T, 10): every frame is fitted on its own (one subject: sequence fitting
-    # with shared betas is the recordings' job).
-    params = {k: v for k, v in cal.smpl_params().items() if k != "poses"}  # the writer adds poses
-    files.append(write_smpl_npz(out / "params" / "calibrated.npz", **params, model=body.name, fps=FPS,
-                                extra={"reprojection_error": cal.reprojection_error.cpu().numpy(),
-                                       "view_reprojection_error": cal.view_reprojection_error.cpu().numpy(),
-                                       "fitted": cal.fitted.cpu().numpy()}))
     b, v = config.frames, config.views
-    rows_index = {"frame": np.repeat(np.arange(b), v), "view": np.tile(np.arange(v), b)}
-    for key in ("per_view", "smplify"):
-        r = runs[key]["result"]
-        files.append(write_smpl_npz(
-            out / "params" / f"{key}.npz", **_crop_fit_arrays(r), model=body.name, fps=FPS,
-            extra={**rows_index, "cam": r.cam.reshape(b * v, 3).detach().cpu().numpy(),
-                   "view_reprojection_error": r.view_reprojection_error.reshape(b * v).detach().cpu().numpy(),
-                   "fitted": r.fitted.reshape(b, -1).expand(b, v).reshape(b * v).cpu().numpy(),
-                   "crop_center": capture.crop_center.reshape(b * v, 2).numpy(),
-                   "crop_scale": capture.crop_scale.reshape(b * v).numpy()}))
-    files.append(write_smpl_npz(
-        out / "params" / "ground_truth.npz", **capture.gt.as_dict(), model=body.name, fps=FPS,
-        extra={"keypoints": capture.keypoints.numpy(), "crop_keypoints": capture.crop_keypoints.numpy(),
-               "crop_center": capture.crop_center.numpy(), "crop_scale": capture.crop_scale.numpy(),
-               "keypoint_set": np.asarray(config.keypoints)}))
-    files.append(write_json(out / "rig.json", {"cameras": [
-        {"name": c.name, "size": list(c.image_size), "matrix": c.K.tolist(), "distortions": c.dist.tolist(),
-         "rotation": c.R.tolist(), "translation": c.t.tolist()} for c in rig]}))
-    if config.render:
-        files += _overlays(out, body, capture, cal, sorted({0, config.frames // 2, config.frames - 1}))
-
     rows = [("network estimate (simulated)", est_m, est_pa, None, None, config.frames)]
     rows += [(r["label"], r["mpjpe"], r["pa_mpjpe"], r["reproj"], r["seconds"], r["fitted"]) for r in runs.values()]
     metrics = {
@@ -320,7 +284,42 @@ def run_demo(out: str | Path, config: Optional[DemoConfig] = None, body: Optiona
         "config": {"demo": config_to_dict(config), "calibrated": config_to_dict(cal_cfg),
                    "per_view": config_to_dict(mv_cfg), "smplify": config_to_dict(sv_cfg)},
     }
-    files.append(write_json(out / "metrics.json", metrics))
-    save_config(config, out / CONFIG_FILE)
-    files.append(out / CONFIG_FILE)
+    with OutputGroup() as group:
+        def target(final: Path) -> Path:
+            files.append(final)
+            return group.path(final)
+
+        for f in range(config.frames):
+            write_mesh(target(out / "meshes" / f"frame_{f:04d}.ply"), cal.world_vertices[f].cpu().numpy(), body.faces)
+            progress("meshes", f + 1, config.frames)
+        # Per-frame betas (T, 10): every frame is fitted on its own (one subject: sequence fitting
+        # with shared betas is the recordings' job).
+        params = {k: v for k, v in cal.smpl_params().items() if k != "poses"}  # the writer adds poses
+        write_smpl_npz(target(out / "params" / "calibrated.npz"), **params, model=body.name, fps=FPS,
+                       extra={"reprojection_error": cal.reprojection_error.cpu().numpy(),
+                              "view_reprojection_error": cal.view_reprojection_error.cpu().numpy(),
+                              "fitted": cal.fitted.cpu().numpy()})
+        rows_index = {"frame": np.repeat(np.arange(b), v), "view": np.tile(np.arange(v), b)}
+        for key in ("per_view", "smplify"):
+            r = runs[key]["result"]
+            write_smpl_npz(
+                target(out / "params" / f"{key}.npz"), **_crop_fit_arrays(r), model=body.name, fps=FPS,
+                extra={**rows_index, "cam": r.cam.reshape(b * v, 3).detach().cpu().numpy(),
+                       "view_reprojection_error": r.view_reprojection_error.reshape(b * v).detach().cpu().numpy(),
+                       "fitted": r.fitted.reshape(b, -1).expand(b, v).reshape(b * v).cpu().numpy(),
+                       "crop_center": capture.crop_center.reshape(b * v, 2).numpy(),
+                       "crop_scale": capture.crop_scale.reshape(b * v).numpy()})
+        write_smpl_npz(
+            target(out / "params" / "ground_truth.npz"), **capture.gt.as_dict(), model=body.name, fps=FPS,
+            extra={"keypoints": capture.keypoints.numpy(), "crop_keypoints": capture.crop_keypoints.numpy(),
+                   "crop_center": capture.crop_center.numpy(), "crop_scale": capture.crop_scale.numpy(),
+                   "keypoint_set": np.asarray(config.keypoints)})
+        write_json(target(out / "rig.json"), {"cameras": [
+            {"name": c.name, "size": list(c.image_size), "matrix": c.K.tolist(), "distortions": c.dist.tolist(),
+             "rotation": c.R.tolist(), "translation": c.t.tolist()} for c in rig]})
+        if config.render:
+            _overlays(lambda name: target(out / "overlays" / name), body, capture, cal,
+                      sorted({0, config.frames // 2, config.frames - 1}))
+        write_json(target(out / "metrics.json"), metrics)
+        save_config(config, target(out / CONFIG_FILE))
     return DemoResult(out, metrics, rows, files, time.perf_counter() - t_start)
