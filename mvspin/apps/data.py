@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from mvspin.apps._outputs import removed_if_unused
 from mvspin.atomic import check_output_location, write_bytes_atomic
 from mvspin.body import BodyModelConfig
 from mvspin.config import ConfigError, check_range
@@ -67,10 +68,11 @@ def run_synthetic(config: SyntheticDataConfig, progress: Progress = no_progress)
     from mvspin.data.synthetic_capture import check_renderable, generate_capture_file
 
     check_renderable(config.options)
-    check_output_location(config.out, what="out")  # before the body model and the renderer start
-    body = config.body.load()
-    return generate_capture_file(config.out, config.bundles, seed=config.seed, options=config.options, body=body,
-                                 progress=progress)
+    with removed_if_unused(config.out.parent):
+        check_output_location(config.out, what="out")  # before the body model and the renderer start
+        body = config.body.load()
+        return generate_capture_file(config.out, config.bundles, seed=config.seed, options=config.options,
+                                     body=body, progress=progress)
 
 
 # Config field -> builder keyword argument (the builders name them alike).
@@ -159,10 +161,15 @@ def run_build(config: BuildDataConfig, progress: Progress = no_progress) -> Buil
             written (both before any work).
         DatasetBuildError: nothing could be built (the report names why; ``out`` was not written).
     """
-    from mvspin.data.builders import build
-
     if not config.root.exists():
         raise FileNotFoundError(2, "dataset root does not exist", str(config.root))
+    with removed_if_unused(config.out.parent):
+        return _build(config, progress)
+
+
+def _build(config: BuildDataConfig, progress: Progress) -> BuildReport:
+    from mvspin.data.builders import build
+
     check_output_location(config.out, what="out")
     if config.report is not None:
         check_output_location(config.report, what="report")

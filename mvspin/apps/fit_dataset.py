@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from mvspin.apps._outputs import removed_if_unused
 from mvspin.apps.train import train_config_of
 from mvspin.atomic import check_output_location
 from mvspin.config import ConfigError, check_range
@@ -52,5 +53,6 @@ def run(config: FitDatasetConfig, progress: Progress = no_progress) -> FitDatase
 
     if config.out is None:
         raise ConfigError("out is required: the fits store (.h5) to write", field="out")
-    check_output_location(config.out, what="out")
-    return fit_dataset(train_config_of(config), config.out, batch_size=config.batch_size, progress=progress)
+    with removed_if_unused(config.out.parent):
+        check_output_location(config.out, what="out")
+        return fit_dataset(train_config_of(config), config.out, batch_size=config.batch_size, progress=progress)

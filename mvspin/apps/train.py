@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from mvspin.apps._outputs import removed_if_unused
 from mvspin.config import ConfigError
 from mvspin.learning.train_config import TrainConfig, validate_train_config
 from mvspin.learning.trainer import TrainSummary
@@ -64,5 +65,6 @@ def run(config: TrainJobConfig, progress: Progress = no_progress) -> TrainSummar
 
     if config.out is None:
         raise ConfigError("out is required: the folder the run writes to", field="out")
-    return train(train_config_of(config), config.out, resume=config.resume, progress=progress,
-                 overwrite=config.overwrite)
+    with removed_if_unused(config.out):  # a run refused before its first file leaves no folder
+        return train(train_config_of(config), config.out, resume=config.resume, progress=progress,
+                     overwrite=config.overwrite)

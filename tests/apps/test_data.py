@@ -119,3 +119,18 @@ def test_synthetic_config_holds_the_capture_preset():
     config = SyntheticDataConfig(out="x.h5", bundles=3)
     assert config.options == SyntheticOptions.preset("capture")
     assert np.isclose(config.options.focal, 360.0)
+
+
+def test_a_refused_run_leaves_no_folder_it_made(tmp_path, capsys):
+    # the output check makes new/deeper/, then the body model is refused: both folders go again
+    code = main(["data", "synthetic", "-o", str(tmp_path / "new" / "deeper" / "x.h5"), "--bundles", "1",
+                 "--smpl-dir", str(tmp_path / "no_smpl_here")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "no_smpl_here" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+    # an existing folder stays, with what it held
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "a.txt").write_text("x")
+    assert main(["data", "synthetic", "-o", str(tmp_path / "kept" / "x.h5"), "--bundles", "1",
+                 "--smpl-dir", str(tmp_path / "no_smpl_here")]) == 2
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["a.txt"]

@@ -103,3 +103,21 @@ def test_fit_dataset_out_in_the_way_fails_before_any_fit(capture, tmp_path, caps
     assert capsys.readouterr().err.strip() == "mvspin fit-dataset: error: --batch-size must be in 1..65536, got 0"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "fits.h5"]
     assert list((tmp_path / "fits.h5").iterdir()) == []
+
+
+def test_fit_dataset_where_nothing_fits_fails_and_writes_nothing(capture, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import mvspin.learning.dataset_fits as dataset_fits
+    from mvspin.errors import FitError
+
+    def failed(fitter, kp, fit):  # every fit diverged (e.g. cameras that cannot see the keypoints)
+        nan = torch.full(kp.shape[:1], float("nan"))
+        return SimpleNamespace(loss=nan, error_px=nan)
+
+    monkeypatch.setattr(dataset_fits, "score_fit", failed)
+    config = load_config(FitDatasetConfig, None, [*tiny_overrides([capture]), f"out={tmp_path / 'fits.h5'}"])
+    with pytest.raises(FitError, match=r"no bundle of .*train.h5 could be fitted: every fit ended without a finite "
+                                       rf"loss; {tmp_path / 'fits.h5'} was not written"):
+        fit_dataset(config)
+    assert list(tmp_path.iterdir()) == []
