@@ -6,6 +6,13 @@ config is saved next to the job's outputs (:func:`save_config`) so results descr
 """
 from __future__ import annotations
 
+import ast
+import dataclasses
+import functools
+import inspect
+import textwrap
+import types
+import typing
 from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, TypeVar
@@ -15,7 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mvspin.errors import ConfigError
 
-__all__ = ["load_config", "save_config", "config_to_dict", "ConfigError", "check_range", "resolve_device"]
+__all__ = ["load_config", "save_config", "config_to_dict", "ConfigError", "check_range", "resolve_device",
+           "field_docs", "config_fields", "strip_optional"]
 
 T = TypeVar("T")
 
@@ -174,17 +182,64 @@ def resolve_device(name: Optional[str], what: str = "device") -> "torch.device":
     """
     import torch
 
+    field = what if what.isidentifier() else None  # the CLI shows a field as its flag
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"{what} {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+        raise ConfigError(f"{what} {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)", field=field) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"{what} {name}: CUDA is not available on this machine")
+            raise ConfigError(f"{what} {name}: CUDA is not available on this machine", field=field)
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"{what} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise ConfigError(f"{what} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                              field=field)
     elif device.type != "cpu":
-        raise ConfigError(f"{what} {name}: only cpu and cuda devices are supported")
+        raise ConfigError(f"{what} {name}: only cpu and cuda devices are supported", field=field)
     return device
+
+
+# --- introspection of config dataclasses (the command line's flags are made from it) ---
+
+
+@functools.lru_cache(maxsize=None)
+def field_docs(schema: type) -> dict[str, str]:
+    """The docstring under each field of dataclass ``schema`` (and its bases), by field name.
+
+    A field's docstring is the string literal on the line after its annotation, as in::
+
+        fps: float = 30.0
+        \"\"\"Frame rate of the recording (frames per second).\"\"\"
+    """
+    docs: dict[str, str] = {}
+    for cls in reversed(schema.__mro__):
+        if not dataclasses.is_dataclass(cls):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(cls))
+        except (OSError, TypeError):  # no source (frozen application, dynamically made class)
+            continue
+        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def strip_optional(kind: Any) -> Any:
+    """``Optional[X]`` / ``X | None`` -> ``X``; anything else unchanged."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return kind
+
+
+def config_fields(schema: type) -> list[tuple[dataclasses.Field, Any]]:
+    """``(field, resolved type)`` of each init field of dataclass ``schema``."""
+    hints = typing.get_type_hints(schema)
+    return [(f, hints.get(f.name, f.type)) for f in dataclasses.fields(schema) if f.init]

@@ -14,7 +14,8 @@ import pytest
 from mvspin.atomic import TEMPORARY_MARK, check_output_location
 
 ROOT = Path(__file__).resolve().parents[1]
-SYNTHETIC = ["data", "synthetic", "--bundles", "200", "--resolution", "low", "--num-views", "2", "--image-size", "48", "48"]
+SYNTHETIC = ["data", "synthetic", "--bundles", "200", "--resolution", "low", "--set", "options.num_views=2",
+             "options.image_size=[48,48]"]
 
 
 def _start(args, cwd):

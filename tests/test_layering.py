@@ -90,3 +90,56 @@ def test_the_shared_core_imports_nothing_from_mvspin_but_itself():
             "print(sorted(m for m in sys.modules if m.startswith('mvspin')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert eval(out) == ["mvspin", "mvspin._version", *sorted(CORE)]
+
+
+def test_commands_are_thin_and_the_library_draws_nothing():
+    """No module of the command line over 150 lines; no library module parses argv or draws
+    progress bars (argparse and tqdm belong to mvspin.cli)."""
+    big = {str(f.relative_to(ROOT)): n for f in (ROOT / "mvspin" / "cli").glob("*.py")
+           if (n := len(f.read_text(encoding="utf-8").splitlines())) > 150}
+    assert big == {}
+    library = [f for f in (*(ROOT / "mvspin").rglob("*.py"), *(ROOT / "calibration").rglob("*.py"))
+               if "cli" not in f.relative_to(ROOT).parts]
+    assert _importers("argparse", library) == [] and _importers("tqdm", library) == []
+
+
+def test_every_command_has_one_override_syntax_and_one_output_flag():
+    """Each command's help offers --config FILE and --set KEY=VALUE, and no other override form;
+    a command that writes a file or folder names it -o/--out."""
+    import argparse
+
+    from mvspin.cli.main import build_parser
+
+    def commands(parser, prefix=()):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield prefix, parser
+        for sub in subs:
+            for name, child in sub.choices.items():
+                yield from commands(child, (*prefix, name))
+
+    seen = 0
+    for name, parser in commands(build_parser()):
+        text = parser.format_help()
+        assert "--set KEY=VALUE" in text and "--config FILE.yaml" in text, name
+        assert "--fit " not in text and "--fit-config" not in text and "--output" not in text, name
+        positional = [a for a in parser._actions if not a.option_strings and a.dest != "help"]
+        assert all("=" not in str(a.metavar or "") for a in positional), name  # no positional KEY=VALUE
+        outs = [a for a in parser._actions if a.dest == "out"]
+        assert all(a.option_strings in ([], ["-o", "--out"]) for a in outs), (name, outs)
+        seen += 1
+    assert seen >= 14
+
+
+def test_benchmarks_use_public_names_only():
+    """tools/bench_*.py import no private name of mvspin or calibration and touch no private
+    attribute: a benchmark measures what users call."""
+    private = []
+    for f in (ROOT / "tools").glob("bench_*.py"):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("mvspin", "calibration"):
+                private += [f"{f.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+                private += [f"{f.name}: {node.module}" for part in node.module.split(".") if part.startswith("_")]
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                private.append(f"{f.name}:{node.lineno}: .{node.attr}")
+    assert private == []

@@ -1,7 +1,7 @@
 """The demo as a library: a synthetic 4-camera capture fitted with MV-SMPLify (both modes) and SMPLify.
 
 A deterministic moving body is seen by a rig of cameras; its keypoints get pixel noise and
-dropped joints like a detector's. :func:`run_demo` (``mvspin demo``) fits every frame with
+dropped joints like a detector's. :func:`run` (``mvspin demo``) fits every frame with
 
 - MV-SMPLify ``calibrated`` (known cameras, no network: starts from the mean pose oriented on
   triangulated keypoints), the rig user's path;
@@ -21,7 +21,7 @@ and writes under ``config.out``:
   ``metrics.json`` (standard JSON) and ``demo_config.yaml`` (the resolved :class:`DemoConfig`).
 
 Example:
-    >>> result = run_demo(DemoConfig(out="mvspin_demo", frames=4, render=False))  # doctest: +SKIP
+    >>> result = run(DemoConfig(out="mvspin_demo", frames=4, render=False))  # doctest: +SKIP
     >>> result.metrics["methods"]["calibrated"]["pa_mpjpe_mm"]  # doctest: +SKIP
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from mvspin.body import BodyModel
     from mvspin.fitting import FitResult
 
-__all__ = ["DemoConfig", "DemoResult", "METHODS", "run_demo"]
+__all__ = ["DemoConfig", "DemoReport", "METHODS", "run"]
 
 log = logging.getLogger("mvspin")
 
@@ -103,8 +103,8 @@ class DemoConfig:
 
 
 @dataclass
-class DemoResult:
-    """What :func:`run_demo` did.
+class DemoReport:
+    """What :func:`run` did.
 
     Attributes:
         out: the output folder.
@@ -171,8 +171,8 @@ def _overlays(target: Callable[[str], Path], body: BodyModel, capture: Any, resu
         write_image(target(f"{cam.name}.png"), cv2.cvtColor(grid, cv2.COLOR_BGR2RGB))
 
 
-def run_demo(config: Optional[DemoConfig] = None, progress: Progress = no_progress,
-             body: Optional[BodyModel] = None) -> DemoResult:
+def run(config: Optional[DemoConfig] = None, progress: Progress = no_progress,
+             body: Optional[BodyModel] = None) -> DemoReport:
     """Make the synthetic capture, fit it three ways, write the outputs and measure the errors.
 
     Args:
@@ -191,7 +191,7 @@ def run_demo(config: Optional[DemoConfig] = None, progress: Progress = no_progre
         return _run_demo(config, progress, body)
 
 
-def _run_demo(config: DemoConfig, progress: Progress, body: Optional[BodyModel]) -> DemoResult:
+def _run_demo(config: DemoConfig, progress: Progress, body: Optional[BodyModel]) -> DemoReport:
     from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, random_rig, smooth_motion
     from mvspin.fitting import MVSMPLify, MVSMPLifyConfig, SMPLify, SMPLifyConfig
     from mvspin.fitting.evaluation import fit_pose_errors, view_pose_errors
@@ -322,4 +322,4 @@ def _run_demo(config: DemoConfig, progress: Progress, body: Optional[BodyModel])
                       sorted({0, config.frames // 2, config.frames - 1}))
         write_json(target(out / "metrics.json"), metrics)
         save_config(config, target(out / CONFIG_FILE))
-    return DemoResult(out, metrics, rows, files, time.perf_counter() - t_start)
+    return DemoReport(out, metrics, rows, files, time.perf_counter() - t_start)

@@ -55,4 +55,4 @@ def run_table7(config: Table7Config, progress: Progress = no_progress) -> Protoc
     if config.quick:
         log.info("quick run: a smoke test of the protocol, too small to show anything about the method")
     with output_folder(config.out, what="out"):
-        return run(config.out, config, log=log.info, progress=progress is not no_progress)
+        return run(config.out, config, log=log.info, progress=progress)

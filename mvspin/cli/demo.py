@@ -1,4 +1,4 @@
-"""``mvspin demo``: argv -> :class:`~mvspin.apps.demo.DemoConfig` -> :func:`~mvspin.apps.demo.run_demo` -> table.
+"""``mvspin demo``: argv -> :class:`~mvspin.apps.demo.DemoConfig` -> :func:`~mvspin.apps.demo.run` -> table.
 
 ``--train`` is an alias of ``mvspin experiment table7`` (the synthetic training protocol).
 """
@@ -35,12 +35,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from mvspin.apps.demo import run_demo
+    from mvspin.apps.demo import run
     from mvspin.cli.common import TqdmProgress
 
     config = config_from_args(DemoConfig, args)
     with TqdmProgress() as progress:
-        result = run_demo(config, progress)
+        result = run(config, progress)
     m = result.metrics
     table = Table(title=f"mvspin demo: {config.frames} frames x {config.views} cameras, {m['body_model']}, "
                         f"noise {config.noise:g} px, {100 * config.drop:.0f}% dropped")

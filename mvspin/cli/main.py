@@ -5,19 +5,16 @@ Ctrl-C while torch is loading must still end with one line and exit status 130. 
 modules (which import torch, OpenCV, open3d) are imported inside :func:`main`, under the same
 signal and error handling as the work itself.
 
-Signals: SIGINT (Ctrl-C) and SIGTERM (``kill``, ``timeout``, Slurm, docker) both raise
-:class:`Interrupted` (a ``KeyboardInterrupt``) in the main thread, so every ``with`` block
-unwinds and deletes its temporary files; the command prints ``interrupted`` and exits with
-``128 + signal number`` (130 for SIGINT, 143 for SIGTERM). Further signals while cleaning up are
-ignored; the third one ends the process at once.
+Signals (:mod:`mvspin.cli.signals`): after SIGINT or SIGTERM the command cleans up, prints
+``interrupted`` and exits with ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM).
 """
 from __future__ import annotations
 
 import signal
 import sys
-import threading
 from typing import Any, Callable, Optional, Sequence
 
+from mvspin.cli.signals import Interrupted, SignalGuard, signal_name
 from mvspin.errors import MvspinError
 
 # Each sub-command module provides add_parser(subparsers) -> parser with a `run` default; listed by
@@ -29,49 +26,6 @@ _COMMANDS = ("info", "render_model", "infer", "demo", "experiment", "data", "eva
 # library's own (MvspinError), file-system errors and ValueError (Python's "bad argument value").
 # KeyError, TypeError and the rest are programming errors and keep their traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (MvspinError, OSError, ValueError)
-
-_HANDLED_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None)
-
-
-class Interrupted(KeyboardInterrupt):
-    """Raised in the main thread when SIGINT or SIGTERM arrives; ``signum`` says which."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = int(signum)
-
-
-class _SignalGuard:
-    """Turn SIGINT/SIGTERM into :class:`Interrupted` for the duration of a command."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.ignore_after = False
-        """Leave the signals ignored on exit (the process is about to end after an interrupt,
-        and a second Ctrl-C must not print a traceback during interpreter shutdown)."""
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.count += 1
-        if self.count == 1:
-            raise Interrupted(signum)
-        if self.count >= 3:  # cleaning up hangs: the user insists
-            import os
-
-            os._exit(128 + signum)
-        # the second signal arrives while the first one's cleanup runs: let it finish
-
-    def __enter__(self) -> "_SignalGuard":
-        if threading.current_thread() is threading.main_thread():
-            for s in _HANDLED_SIGNALS:
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, signal.SIG_IGN if self.ignore_after else handler)
-        self._previous.clear()
-
 
 def _command_module(name: Any) -> Any:
     """The sub-command module ``name`` (a module name in ``mvspin.cli``, or the module itself)."""
@@ -127,17 +81,10 @@ def error_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     command = "mvspin"
     verbose = False
-    with _SignalGuard() as guard:
+    with SignalGuard() as guard:
         try:
             import logging
 
@@ -156,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             guard.count = max(guard.count, 1)  # from here on a signal does not interrupt the exit
             guard.ignore_after = argv is None  # a real command line: the process ends now
             signum = err.signum if isinstance(err, Interrupted) else int(signal.SIGINT)
-            print(f"{command}: interrupted ({_signal_name(signum)}); partial outputs were removed",
+            print(f"{command}: interrupted ({signal_name(signum)}); partial outputs were removed",
                   file=sys.stderr)
             return 128 + signum
         except USER_ERRORS as err:

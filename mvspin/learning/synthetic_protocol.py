@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from mvspin.atomic import write_bytes_atomic
+from mvspin.progress import Progress, no_progress
 
 __all__ = ["SyntheticProtocolConfig", "ArmResult", "ProtocolResults", "make_protocol_data", "run", "QUICK"]
 
@@ -160,7 +161,7 @@ class ProtocolResults:
 # --- data -----------------------------------------------------------------------------------------
 
 def make_protocol_data(out_dir: str | Path, config: SyntheticProtocolConfig, body: Any,
-                       progress: bool = False) -> dict[str, Path]:
+                       progress: Progress = no_progress) -> dict[str, Path]:
     """Render the protocol's sets (reusing files of an earlier run with the same settings).
 
     Returns:
@@ -347,14 +348,14 @@ def _untrained(seed: int, variant: str, yaml_path: str, config: SyntheticProtoco
 
 
 def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *,
-        log: Callable[[str], None] = print, progress: bool = False) -> ProtocolResults:
+        log: Callable[[str], None] = print, progress: Progress = no_progress) -> ProtocolResults:
     """Run the whole synthetic protocol (data, arms, evaluation) and write its outputs.
 
     Args:
         out_dir: folder for the data, the runs, ``results.json`` and ``protocol.png``.
         config: sizes, seeds and configs (:data:`QUICK` gives a few-minute version).
         log: receives one line per stage.
-        progress: progress bars while rendering data.
+        progress: :class:`~mvspin.progress.Progress` of the data rendering.
 
     Returns:
         the :class:`ProtocolResults` (also in ``out_dir/results.json``).

@@ -1,5 +1,5 @@
 """``mvspin demo`` end to end on a short capture (low-resolution model, no rendering), from the
-command line and from Python (:func:`mvspin.apps.demo.run_demo`)."""
+command line and from Python (:func:`mvspin.apps.demo.run`)."""
 import json
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 
 from mvspin.cli.main import build_parser, main
 from mvspin.config import load_config
-from mvspin.apps.demo import DemoConfig, run_demo
+from mvspin.apps.demo import DemoConfig, run
 from mvspin.body import BodyModelConfig
 from mvspin.io_outputs import read_smpl_npz
 
@@ -114,7 +114,7 @@ def test_demo_metrics_are_standard_json_when_fits_fail(tmp_path, capsys):
 
 def test_run_demo_from_python(tmp_path):
     stages = {}
-    result = run_demo(DemoConfig(out=tmp_path / "d", frames=3, views=3, render=False,
+    result = run(DemoConfig(out=tmp_path / "d", frames=3, views=3, render=False,
                                  body=BodyModelConfig(resolution="low")),
                       progress=lambda stage, done, total: stages.__setitem__(stage, (done, total)))
     assert stages == {"fitting": (3, 3), "meshes": (3, 3)}
@@ -132,5 +132,5 @@ def test_interrupted_demo_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(io_outputs, "write_json", fail)
     with pytest.raises(KeyboardInterrupt):
-        run_demo(DemoConfig(out=tmp_path / "d", frames=2, views=2, render=False, body=BodyModelConfig(resolution="low")))
+        run(DemoConfig(out=tmp_path / "d", frames=2, views=2, render=False, body=BodyModelConfig(resolution="low")))
     assert not (tmp_path / "d").exists() or not [p for p in (tmp_path / "d").rglob("*") if p.is_file()]

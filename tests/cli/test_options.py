@@ -11,7 +11,8 @@ import pytest
 
 from mvspin.body import BodyModelConfig
 from mvspin.cli.main import error_line
-from mvspin.cli.options import add_config_options, config_from_args, field_docs, flag_for
+from mvspin.cli.options import add_config_options, config_from_args, flag_for
+from mvspin.config import field_docs
 from mvspin.config import ConfigError, check_range
 
 
