@@ -42,6 +42,7 @@ __all__ = [
     "OutputLocationError",
     "check_output_location",
     "output_folder",
+    "output_location",
 ]
 
 TEMPORARY_MARK = "mvspin-tmp"
@@ -123,15 +124,27 @@ def output_folder(path: str | os.PathLike, what: str = "out") -> Iterator[Path]:
         >>> (root / "run").exists()
         False
     """
+    with output_location(path, kind="folder", what=what) as checked:
+        yield checked
+
+
+@contextlib.contextmanager
+def output_location(path: str | os.PathLike, kind: str = "file", what: str = "out") -> Iterator[Path]:
+    """:func:`check_output_location` for the duration of a job: the folders it creates for ``path``
+    (a ``kind`` ``"file"`` or ``"folder"``) are removed again when the job fails while they are
+    still empty, so a job refused after its output check (a bad input, an interruption) leaves
+    nothing behind. Folders that existed stay, and so does any folder something was written to.
+    """
     path = Path(path).expanduser()
-    created = [p for p in (path, *path.parents) if not p.exists()]
-    check_output_location(path, kind="folder", what=what)
+    folder = path if kind == "folder" else path.parent
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    check_output_location(path, kind=kind, what=what)
     try:
         yield path
     except BaseException:
-        for folder in created:  # deepest first; stop at the first one that holds something
+        for made in created:  # deepest first; stop at the first one that holds something
             try:
-                folder.rmdir()
+                made.rmdir()
             except OSError:
                 break
         raise

@@ -26,8 +26,7 @@ from typing import Any, Literal, Optional
 from calibration import Rig
 from calibration.board_calibration import CalibrationReport
 from calibration.formats import FORMATS
-from mvspin.apps._outputs import removed_if_unused
-from mvspin.atomic import check_output_location, write_bytes_atomic
+from mvspin.atomic import check_output_location, output_location, write_bytes_atomic
 from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress
 
@@ -127,16 +126,15 @@ def run(config: CalibrateConfig, progress: Progress = no_progress) -> CalibrateR
     board = load_board(config.board)
     fmt = config.format or format_for_output(config.out)  # a bad output name fails before the long work
     target = easymocap_paths(config.out)[0] if fmt == "easymocap" else config.out
-    with removed_if_unused(target.parent):
-        return _calibrate(config, board, fmt, target, progress)
+    # an unwritable place fails before the long work (this also removes temporaries a killed run left there)
+    with output_location(target, what="out"):
+        return _calibrate(config, board, fmt, progress)
 
 
-def _calibrate(config: CalibrateConfig, board: Any, fmt: str, target: Path, progress: Progress) -> CalibrateReport:
+def _calibrate(config: CalibrateConfig, board: Any, fmt: str, progress: Progress) -> CalibrateReport:
     from calibration.board_calibration import calibrate_rig
     from calibration.formats import save_rig
 
-    # an unwritable place fails before the long work (this also removes temporaries a killed run left there)
-    check_output_location(target, what="out")
     if config.report is not None:
         check_output_location(config.report, what="report")
     log.info("board: %s %d x %d squares of %.1f mm; %d cameras", board.type, board.squares_x, board.squares_y,

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from mvspin.apps._outputs import removed_if_unused
-from mvspin.atomic import check_output_location, write_bytes_atomic
+from mvspin.atomic import check_output_location, output_location, write_bytes_atomic
 from mvspin.body import BodyModelConfig
 from mvspin.config import ConfigError, check_range
 from mvspin.data.builders import BuildReport, resolve_builder
@@ -68,8 +67,7 @@ def run_synthetic(config: SyntheticDataConfig, progress: Progress = no_progress)
     from mvspin.data.synthetic_capture import check_renderable, generate_capture_file
 
     check_renderable(config.options)
-    with removed_if_unused(config.out.parent):
-        check_output_location(config.out, what="out")  # before the body model and the renderer start
+    with output_location(config.out, what="out"):  # before the body model and the renderer start
         body = config.body.load()
         return generate_capture_file(config.out, config.bundles, seed=config.seed, options=config.options,
                                      body=body, progress=progress)
@@ -163,14 +161,13 @@ def run_build(config: BuildDataConfig, progress: Progress = no_progress) -> Buil
     """
     if not config.root.exists():
         raise FileNotFoundError(2, "dataset root does not exist", str(config.root))
-    with removed_if_unused(config.out.parent):
+    with output_location(config.out, what="out"):
         return _build(config, progress)
 
 
 def _build(config: BuildDataConfig, progress: Progress) -> BuildReport:
     from mvspin.data.builders import build
 
-    check_output_location(config.out, what="out")
     if config.report is not None:
         check_output_location(config.report, what="report")
     if config.frames_dir is not None:

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mvspin.apps._outputs import removed_if_unused
-from mvspin.atomic import check_output_location
+from mvspin.atomic import check_output_location, output_folder
 from mvspin.body import BodyModelConfig
 from mvspin.config import ConfigError, check_range, resolve_device
 from mvspin.learning.evaluation import (
@@ -102,7 +101,9 @@ def run(config: EvalConfig, progress: Progress = no_progress) -> EvalReport:
 
     An ``out`` folder made for this run is removed again when the run fails.
     """
-    with removed_if_unused(config.out):
+    if config.out is None:
+        return _run(config, progress)
+    with output_folder(config.out, what="out"):
         return _run(config, progress)
 
 
@@ -113,10 +114,8 @@ def _run(config: EvalConfig, progress: Progress) -> EvalReport:
     from mvspin.learning.evaluation import check_protocol_file, evaluate
 
     files = output_files(config)
-    if config.out is not None:
-        check_output_location(config.out, kind="folder", what="out")
-        for path in files:
-            check_output_location(path, what="out")
+    for path in files:  # no folder in the way of a result file
+        check_output_location(path, what="out")
     device = resolve_device(config.device, what="device")
     bundles = BundleFile(config.data)
     protocol = check_protocol_file(bundles, config.dataset)

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from mvspin.apps._outputs import removed_if_unused
 from mvspin.apps.train import train_config_of
-from mvspin.atomic import check_output_location
+from mvspin.atomic import output_location
 from mvspin.config import ConfigError, check_range
 from mvspin.learning.dataset_fits import FitDatasetSummary
 from mvspin.learning.train_config import TrainConfig, validate_train_config
@@ -53,6 +52,5 @@ def run(config: FitDatasetConfig, progress: Progress = no_progress) -> FitDatase
 
     if config.out is None:
         raise ConfigError("out is required: the fits store (.h5) to write", field="out")
-    with removed_if_unused(config.out.parent):
-        check_output_location(config.out, what="out")
+    with output_location(config.out, what="out"):
         return fit_dataset(train_config_of(config), config.out, batch_size=config.batch_size, progress=progress)

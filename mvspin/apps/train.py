@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from mvspin.apps._outputs import removed_if_unused
+from mvspin.atomic import output_folder
 from mvspin.config import ConfigError
 from mvspin.learning.train_config import TrainConfig, validate_train_config
 from mvspin.learning.trainer import TrainSummary
@@ -65,6 +65,6 @@ def run(config: TrainJobConfig, progress: Progress = no_progress) -> TrainSummar
 
     if config.out is None:
         raise ConfigError("out is required: the folder the run writes to", field="out")
-    with removed_if_unused(config.out):  # a run refused before its first file leaves no folder
+    with output_folder(config.out, what="out"):  # a run refused before its first file leaves no folder
         return train(train_config_of(config), config.out, resume=config.resume, progress=progress,
                      overwrite=config.overwrite)
