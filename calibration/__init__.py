@@ -7,7 +7,6 @@ dependency-free shared core (``mvspin.errors``, ``mvspin.atomic``, ``mvspin.prog
 """
 from calibration.anipose_group import from_camera_group, to_camera_group
 from calibration.camera import Camera, CameraTensors, Rig, look_at, stack_rigs
-from mvspin.errors import CalibrationError
 from calibration.formats import FORMATS, detect_format, load_rig, save_rig
 from calibration.projection import (
     DISTORTION_SIZES,
@@ -18,6 +17,7 @@ from calibration.projection import (
 )
 from calibration.triangulation import Triangulation, triangulate_points
 from calibration.world_frame import WorldFrame, align_world, set_up_axis, transform_rig
+from mvspin.errors import CalibrationError
 
 __all__ = [
     "Camera", "Rig", "CameraTensors", "stack_rigs", "look_at", "DISTORTION_SIZES",

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from calibration.camera import Camera, Rig
-from mvspin.errors import CalibrationError
 from calibration.world_frame import WorldFrame
+from mvspin.errors import CalibrationError
 
 __all__ = ["to_camera_group", "from_camera_group"]
 

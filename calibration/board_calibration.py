@@ -39,10 +39,10 @@ import torch
 from calibration.anipose_group import from_camera_group
 from calibration.boards import BoardDescription
 from calibration.camera import Rig
-from mvspin.errors import CalibrationError
-from mvspin.progress import Progress, no_progress
 from calibration.triangulation import triangulate_points
 from calibration.world_frame import UP_AXES, align_world, transform_rig
+from mvspin.errors import CalibrationError
+from mvspin.progress import Progress, no_progress
 
 __all__ = ["calibrate_rig", "CalibrationReport", "CameraCalibrationReport", "detect_board", "detect_corners",
            "checkerboard_is_symmetric", "BoardDetections", "IMAGE_SUFFIXES"]
@@ -382,15 +382,15 @@ def calibrate_rig(
         world = f"{up}-up, origin on the floor under the board of frame {floor_frames[0]}"
     good = [{f for f, n in d.corners_per_frame().items() if n >= _MIN_CORNERS_SHARED} for d in detections]
     cams = []
-    for v, (d, e, c) in enumerate(zip(detections, errors, rig)):
+    for v, (d, e_px, c) in enumerate(zip(detections, errors, rig)):
         counts = d.corners_per_frame()
         others = set().union(*(g for u, g in enumerate(good) if u != v))
         cams.append(CameraCalibrationReport(
             name=d.name, source=d.source, frames=d.frames, frames_with_board=len(counts), corners=sum(counts.values()),
             shared_views=len(good[v] & others),
-            mean_error_px=float(e.mean()) if e.size else float("nan"),
-            median_error_px=float(np.median(e)) if e.size else float("nan"),
-            max_error_px=float(e.max()) if e.size else float("nan"), focal_px=float(c.K[0, 0])))
+            mean_error_px=float(e_px.mean()) if e_px.size else float("nan"),
+            median_error_px=float(np.median(e_px)) if e_px.size else float("nan"),
+            max_error_px=float(e_px.max()) if e_px.size else float("nan"), focal_px=float(c.K[0, 0])))
     all_errors = np.concatenate(errors)
     report = CalibrationReport(board=board, cameras=cams, shared_frames=shared_frames,
                                median_error_px=float(np.median(all_errors)) if all_errors.size else float("nan"),

@@ -18,8 +18,8 @@ import torch
 
 from calibration.boards import BoardDescription, render_board
 from calibration.camera import Camera
-from mvspin.errors import CalibrationError
 from calibration.projection import undistort_points
+from mvspin.errors import CalibrationError
 
 __all__ = ["render_board_views", "undistorted_rays"]
 

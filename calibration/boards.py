@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tomllib
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, Mapping, Optional
 
 import cv2
 import numpy as np
+import tomllib
 import yaml
 
 from mvspin.atomic import write_bytes_atomic

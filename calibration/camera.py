@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from calibration.projection import DISTORTION_SIZES, MIN_DEPTH, project_points
+from mvspin.errors import ShapeError, check_shape
 
 if TYPE_CHECKING:
     from calibration.world_frame import WorldFrame
@@ -30,7 +32,7 @@ _ROTATION_TOL = 1e-4
 
 
 def look_at(
-    eye: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, 1.0, 0.0)
+    eye: ArrayLike, target: ArrayLike, up: ArrayLike = (0.0, 1.0, 0.0)
 ) -> tuple[np.ndarray, np.ndarray]:
     """World-to-camera ``R (3, 3)``, ``t (3,)`` (OpenCV axes, float64) of a camera at ``eye``
     looking at ``target``, with the world direction ``up`` pointing up in the image.
@@ -122,20 +124,19 @@ class Camera:
         self.dist = np.asarray(self.dist, dtype=np.float64).reshape(-1)
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         where = f"camera {self.name!r}"
-        if self.K.shape != (3, 3) or not np.allclose(self.K[2], (0.0, 0.0, 1.0)) or self.K[1, 0] != 0:
-            raise ValueError(f"{where}: K must be (3, 3) upper triangular with last row [0, 0, 1], "
+        check_shape(f"{where}: K", self.K, [3, 3])
+        check_shape(f"{where}: R", self.R, [3, 3])
+        check_shape(f"{where}: t", self.t, [3])
+        if not np.allclose(self.K[2], (0.0, 0.0, 1.0)) or self.K[1, 0] != 0:
+            raise ValueError(f"{where}: K must be upper triangular with last row [0, 0, 1], "
                              f"got {self.K.tolist()}")
         if self.K[0, 0] <= 0 or self.K[1, 1] <= 0:
             raise ValueError(f"{where}: focal lengths must be positive, got fx={self.K[0, 0]}, fy={self.K[1, 1]}")
-        if self.R.shape != (3, 3):
-            raise ValueError(f"{where}: R must be (3, 3), got {self.R.shape}")
         if (not np.allclose(self.R @ self.R.T, np.eye(3), atol=_ROTATION_TOL)
                 or abs(np.linalg.det(self.R) - 1.0) > _ROTATION_TOL):
             raise ValueError(f"{where}: R is not a rotation matrix (R R^T != I or det != 1)")
-        if self.t.shape != (3,):
-            raise ValueError(f"{where}: t must have 3 values, got {self.t.shape[0]}")
         if self.dist.shape[0] not in DISTORTION_SIZES:
-            raise ValueError(f"{where}: distortion must have one of {DISTORTION_SIZES} coefficients, "
+            raise ShapeError(f"{where}: distortion must have one of {DISTORTION_SIZES} coefficients, "
                              f"got {self.dist.shape[0]}")
         if not all(np.isfinite(a).all() for a in (self.K, self.R, self.t, self.dist)):
             raise ValueError(f"{where}: parameters contain NaN or inf")
@@ -145,8 +146,8 @@ class Camera:
     @classmethod
     def look_at(
         cls,
-        eye: Sequence[float],
-        target: Sequence[float],
+        eye: ArrayLike,
+        target: ArrayLike,
         focal: float,
         image_size: tuple[int, int],
         up: Sequence[float] = (0.0, 1.0, 0.0),
@@ -182,8 +183,7 @@ class Camera:
         which keeps them finite (and far outside the image).
         """
         pts = np.asarray(points, dtype=np.float64)
-        if pts.shape[-1] != 3:
-            raise ValueError(f"Camera.project: expected points of shape (..., 3), got {pts.shape}")
+        check_shape("Camera.project: points", pts, ["*", 3])
         uv = project_points(torch.from_numpy(pts.reshape(-1, 3)), torch.from_numpy(self.K), torch.from_numpy(self.R),
                             torch.from_numpy(self.t), torch.from_numpy(self.dist), MIN_DEPTH)
         return uv.numpy().reshape(pts.shape[:-1] + (2,))
@@ -256,8 +256,7 @@ class Rig:
         """Project world points ``(..., N, 3)`` into every camera: ``(..., V, N, 2)`` pixels
         (float64, one batched :func:`calibration.projection.project_points` call)."""
         pts = np.asarray(points, dtype=np.float64)
-        if pts.ndim < 2 or pts.shape[-1] != 3:
-            raise ValueError(f"Rig.project: expected points of shape (..., N, 3), got {pts.shape}")
+        check_shape("Rig.project: points", pts, ["*", None, 3])
         cams = self.to_torch(torch.float64)
         return project_points(torch.from_numpy(pts).unsqueeze(-3), cams.K, cams.R, cams.t, cams.dist).numpy()
 

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mvspin.errors import ShapeError, check_shape
+
 __all__ = [
     "DISTORTION_SIZES",
     "MIN_DEPTH",
@@ -49,23 +51,14 @@ the camera plane project to large but finite pixels (with zero depth gradient) i
 inf/NaN. Such points are not visible; their projection means nothing. cv2 does not clamp."""
 
 
-def _check(x: Tensor, trailing: tuple[int, ...], name: str, func: str, points: bool = False) -> None:
-    """Raise ValueError unless ``x`` is a tensor of shape ``(..., [N,] *trailing)``."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{func}: {name} must be a torch.Tensor, got {type(x).__name__}")
-    ndim = len(trailing) + int(points)
-    if x.ndim < ndim or tuple(x.shape[x.ndim - len(trailing):]) != trailing:
-        expected = ", ".join(["..."] + (["N"] if points else []) + [str(n) for n in trailing])
-        raise ValueError(f"{func}: expected {name} of shape ({expected}), got {tuple(x.shape)}")
-
-
 def _check_dist(dist: Optional[Tensor], func: str) -> bool:
     """True when ``dist`` has coefficients to apply; raise on a wrong shape."""
     if dist is None:
         return False
-    if not isinstance(dist, Tensor) or dist.ndim < 1 or dist.shape[-1] not in DISTORTION_SIZES:
-        shape = tuple(dist.shape) if isinstance(dist, Tensor) else type(dist).__name__
-        raise ValueError(f"{func}: expected dist of shape (..., D) with D in {DISTORTION_SIZES[1:]}, got {shape}")
+    check_shape(f"{func}: dist", dist, ["*", None])
+    if dist.shape[-1] not in DISTORTION_SIZES:
+        raise ShapeError(f"{func}: dist must have shape (..., D) with D in {DISTORTION_SIZES[1:]}, "
+                         f"got {tuple(dist.shape)}")
     return dist.shape[-1] > 0
 
 
@@ -101,7 +94,7 @@ def distort(xy: Tensor, dist: Optional[Tensor]) -> Tensor:
         >>> distort(torch.tensor([[0.5, 0.0]]), torch.tensor([0.1, 0.0, 0.0, 0.0]))  # 0.5 (1 + 0.1 * 0.25)
         tensor([[0.5125, 0.0000]])
     """
-    _check(xy, (2,), "xy", "distort", points=True)
+    check_shape("distort: xy", xy, ["*", None, 2])
     if not _check_dist(dist, "distort"):
         return xy
     x, y = xy.unbind(dim=-1)
@@ -129,7 +122,7 @@ def undistort(xy: Tensor, dist: Optional[Tensor], iterations: int = 20) -> Tenso
         >>> undistort(torch.tensor([[0.5125, 0.0]]), torch.tensor([0.1, 0.0, 0.0, 0.0]))
         tensor([[0.5000, 0.0000]])
     """
-    _check(xy, (2,), "xy", "undistort", points=True)
+    check_shape("undistort: xy", xy, ["*", None, 2])
     if not _check_dist(dist, "undistort"):
         return xy
     c = _coefficients(dist)
@@ -190,14 +183,14 @@ def project_points(
         tensor([[549.5000, 399.5000]])
     """
     func = "project_points"
-    _check(points, (3,), "points", func, points=True)
-    _check(K, (3, 3), "K", func)
+    check_shape(f"{func}: points", points, ["*", None, 3])
+    check_shape(f"{func}: K", K, ["*", 3, 3])
     cam = points
     if R is not None:
-        _check(R, (3, 3), "R", func)
+        check_shape(f"{func}: R", R, ["*", 3, 3])
         cam = cam @ R.transpose(-1, -2)
     if t is not None:
-        _check(t, (3,), "t", func)
+        check_shape(f"{func}: t", t, ["*", 3])
         cam = cam + t.unsqueeze(-2)
     xy = cam[..., :2] / cam[..., 2:].clamp(min=min_depth)
     return normalized_to_pixels(distort(xy, dist), K)
@@ -214,6 +207,6 @@ def undistort_points(points: Tensor, K: Tensor, dist: Optional[Tensor] = None, i
         >>> undistort_points(torch.tensor([[549.5, 399.5]]), K)
         tensor([[ 0.0500, -0.1000]])
     """
-    _check(points, (2,), "points", "undistort_points", points=True)
-    _check(K, (3, 3), "K", "undistort_points")
+    check_shape("undistort_points: points", points, ["*", None, 2])
+    check_shape("undistort_points: K", K, ["*", 3, 3])
     return undistort(pixels_to_normalized(points, K), dist, iterations)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from calibration.camera import CameraTensors
 from calibration.projection import undistort_points
+from mvspin.errors import ShapeError, check_shape
 
 __all__ = ["triangulate_points", "Triangulation"]
 
@@ -96,14 +97,11 @@ def triangulate_points(
     Returns:
         :class:`Triangulation` (points ``(*, N, 3)`` in world units).
     """
-    if points.ndim < 3 or points.shape[-1] != 2:
-        raise ValueError(f"triangulate_points: expected points of shape (..., V, N, 2), got {tuple(points.shape)}")
-    if weights.shape != points.shape[:-1]:
-        raise ValueError(f"triangulate_points: expected weights of shape {tuple(points.shape[:-1])}, "
-                         f"got {tuple(weights.shape)}")
+    check_shape("triangulate_points: points", points, ["*", "V", None, 2])
+    check_shape("triangulate_points: weights", weights, list(points.shape[:-1]))
     v = points.shape[-3]
     if cameras.K.shape[-3] != v:
-        raise ValueError(f"triangulate_points: {v} views of points but cameras for {cameras.K.shape[-3]} views")
+        raise ShapeError(f"triangulate_points: {v} views of points but cameras for {cameras.K.shape[-3]} views")
     out_dtype = points.dtype
     dt = torch.float64  # the 4x4 eigenproblems lose digits in float32 at metre/pixel scales
     pts, w = points.to(dt), torch.nan_to_num(weights.to(dt)).clamp_min(0.0)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from calibration.camera import Camera, Rig
-from mvspin.errors import CalibrationError
+from mvspin.errors import CalibrationError, check_shape
 
 __all__ = ["WorldFrame", "UP_AXES", "transform_rig", "align_world", "set_up_axis"]
 
@@ -46,7 +47,7 @@ class WorldFrame:
             raise CalibrationError(f"world origin must be a non-empty one-line text, got {self.origin!r}")
 
 
-def transform_rig(rig: Rig, rotation: np.ndarray, translation: Sequence[float] = (0.0, 0.0, 0.0),
+def transform_rig(rig: Rig, rotation: np.ndarray, translation: ArrayLike = (0.0, 0.0, 0.0),
                   scale: float = 1.0, world: Optional[WorldFrame] = None) -> Rig:
     """The same cameras in a new world frame ``x_new = scale * rotation @ x_old + translation``.
 
@@ -68,8 +69,9 @@ def transform_rig(rig: Rig, rotation: np.ndarray, translation: Sequence[float] =
     """
     Rw = np.asarray(rotation, dtype=np.float64)
     tw = np.asarray(translation, dtype=np.float64).reshape(3)
-    if Rw.shape != (3, 3) or not np.allclose(Rw @ Rw.T, np.eye(3), atol=1e-6) or np.linalg.det(Rw) < 0:
-        raise CalibrationError("transform_rig: rotation must be a (3, 3) rotation matrix")
+    check_shape("transform_rig: rotation", Rw, [3, 3])
+    if not np.allclose(Rw @ Rw.T, np.eye(3), atol=1e-6) or np.linalg.det(Rw) < 0:
+        raise CalibrationError("transform_rig: rotation must be a rotation matrix")
     if not scale > 0:
         raise CalibrationError(f"transform_rig: scale must be positive, got {scale}")
     cameras = []
@@ -108,7 +110,8 @@ def align_world(rig: Rig, floor_points: np.ndarray, up: str = "z",
     """
     frame = WorldFrame(up=up, origin="floor")
     pts = np.asarray(floor_points, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 3 or pts.shape[0] < 3 or not np.isfinite(pts).all():
+    check_shape("align_world: floor_points", pts, ["N", 3])
+    if pts.shape[0] < 3 or not np.isfinite(pts).all():
         raise CalibrationError(f"align_world: floor_points must be (N, 3) with N >= 3 finite points, got {pts.shape}")
     centroid = pts.mean(axis=0)
     _, sv, vt = np.linalg.svd(pts - centroid)

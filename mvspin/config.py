@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -24,6 +24,9 @@ from mvspin.errors import ConfigError
 
 __all__ = ["load_config", "save_config", "config_to_dict", "ConfigError", "check_range", "resolve_device",
            "field_docs", "config_fields", "strip_optional"]
+
+if TYPE_CHECKING:  # torch is imported only by resolve_device, when called
+    import torch
 
 T = TypeVar("T")
 

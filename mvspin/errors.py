@@ -14,11 +14,13 @@ Control flow never reads an error's message: it tests the class or an attribute 
 """
 from __future__ import annotations
 
+import importlib
 import pickle
+from types import ModuleType
 from typing import Any, Mapping, Optional, Sequence, Union
 
 __all__ = [
-    "MvspinError", "ShapeError", "FitError", "check_shape",
+    "MvspinError", "ShapeError", "FitError", "MissingExtraError", "check_shape", "import_optional",
     # shared core
     "ConfigError", "IncompleteWriteError", "OutputLocationError",
     # calibration
@@ -26,9 +28,9 @@ __all__ = [
     # body
     "BodyModelFilesError", "UnsafePickleError", "KeypointSetUnavailable",
     # fitting
-    "RecordingError", "CameraMismatchError",
+    "RecordingError", "NoFrameFittedError", "CameraMismatchError",
     # data
-    "BundleFormatError", "VideoError", "KeypointFileError", "MissingKeypointFileError", "DatasetBuildError",
+    "BundleFormatError", "VideoError", "KeypointFileError", "MissingKeypointFileError", "BuildDataError",
     # network, training and evaluation
     "CheckpointError", "TrainingError", "FitsStoreError", "EvaluationDataError",
     # inference
@@ -49,6 +51,10 @@ class ShapeError(MvspinError, ValueError):
 
 class FitError(MvspinError, FloatingPointError):
     """A fit cannot continue (for example its energy became NaN or infinite)."""
+
+
+class MissingExtraError(MvspinError, ImportError):
+    """An optional part of mvspin is not installed; the message names the extra to install."""
 
 
 # --- shared core: configuration (mvspin.config) and file writes (mvspin.atomic) -------------------
@@ -116,6 +122,10 @@ class RecordingError(MvspinError, ValueError):
     """A recording cannot be fitted as given (units, cameras that see nothing, no subject)."""
 
 
+class NoFrameFittedError(RecordingError):
+    """No frame of a sequence could be fitted: no camera saw the subject with enough keypoints."""
+
+
 class CameraMismatchError(MvspinError, ValueError):
     """The cameras cannot describe the keypoints (invalid values, wrong units or convention)."""
 
@@ -138,13 +148,13 @@ class MissingKeypointFileError(KeypointFileError, FileNotFoundError):
     """A keypoint or box file (or the one matching an image) does not exist."""
 
 
-class DatasetBuildError(MvspinError, ValueError):
-    """A dataset build wrote no bundle (every item skipped); ``report`` (the builder's
-    ``BuildReport``) says what was skipped and why."""
+class BuildDataError(MvspinError, ValueError):
+    """A dataset build wrote no bundle (every item skipped); ``report`` says what was skipped and why."""
 
-    def __init__(self, message: str, report: object = None) -> None:
+    def __init__(self, message: str, report: Any) -> None:
         super().__init__(message)
         self.report = report
+        """The build's ``mvspin.data.builders.BuildReport``."""
 
 
 # --- network, training and evaluation ---------------------------------------------------------------
@@ -177,6 +187,32 @@ class InputError(MvspinError, ValueError):
 
 class NoPersonError(InputError):
     """A keypoint file names nobody usable (a video frame then keeps the previous box)."""
+
+
+def import_optional(module: str, *, extra: str, purpose: str, package: Optional[str] = None) -> ModuleType:
+    """Import ``module`` of an optional part of mvspin (setup.py's ``extras_require``).
+
+    Optional packages are imported here, inside the function that needs them, so the rest of
+    mvspin works without them.
+
+    Args:
+        module: the module to import (``"torch.utils.tensorboard"``).
+        extra: the setup.py extra that installs it (``"train"``).
+        purpose: what needs it, for the message (``"training logs"``).
+        package: the package's name on PyPI, for the message (default: ``module``'s first part).
+
+    Raises:
+        MissingExtraError: one line: ``training logs need tensorboard: pip install 'mvspin[train]'``.
+
+    Example:
+        >>> import_optional("json", extra="train", purpose="nothing").__name__
+        'json'
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        name = package or module.split(".")[0]
+        raise MissingExtraError(f"{purpose} need {name}: pip install 'mvspin[{extra}]'") from None
 
 
 def _shape_text(dims: Sequence[Dim]) -> str:

@@ -6,7 +6,9 @@ an interrupted run or a full disk never leaves a half-written file under the fin
 existing file is replaced only by a complete one). Commands that produce bodies (``infer``, ``demo``)
 share these writers so their outputs look the same.
 
-Parameter files (``.npz``) use the AMASS/SMPL key names of ``reference/formats.md``:
+Parameter files (``.npz``) use SMPL's parameter names, plus the keys AMASS files carry
+(https://amass.is.tue.mpg.de) so AMASS tools and the Meshcapade SMPL Blender add-on
+(https://github.com/Meshcapade/SMPL_blender_addon) read them:
 
 ==================  ============  ==================================================================
 key                 shape         meaning
@@ -59,7 +61,7 @@ __all__ = [
 
 SMPL_NPZ_KEYS: tuple[str, ...] = ("global_orient", "body_pose", "betas", "transl", "poses", "model", "fps")
 AMASS_NPZ_KEYS: tuple[str, ...] = ("trans", "gender", "mocap_frame_rate")
-"""Keys written for AMASS tools and the Meshcapade SMPL Blender add-on (reference/formats.md)."""
+"""Keys written for AMASS tools and the Meshcapade SMPL Blender add-on (see the module docstring)."""
 _MESH_SUFFIXES = (".obj", ".ply")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Codec per video container that OpenCV's bundled FFmpeg writes without extra libraries.
@@ -297,7 +299,7 @@ class VideoWriter:
         size = (frame_rgb.shape[1], frame_rgb.shape[0])
         if self._writer is None:
             self._tmp = temporary_path_for(self.path)
-            fourcc = cv2.VideoWriter_fourcc(*_VIDEO_CODECS[self.path.suffix.lower()])
+            fourcc = cv2.VideoWriter.fourcc(*_VIDEO_CODECS[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
             if not self._writer.isOpened():
                 self.abort()

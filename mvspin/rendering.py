@@ -81,7 +81,7 @@ def quiet_native_output() -> Iterator[None]:
             os.close(fd)
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}
+_state: dict[str, Any] = {}
 
 DEFAULT_COLOR = (0.65, 0.74, 0.86)
 

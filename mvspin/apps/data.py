@@ -25,7 +25,7 @@ from mvspin.config import ConfigError, check_range
 from mvspin.data.builders import BuildReport, resolve_builder
 from mvspin.data.synthetic_capture import GenerationReport
 from mvspin.data.synthetic_options import SyntheticOptions
-from mvspin.errors import DatasetBuildError
+from mvspin.errors import BuildDataError
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["SyntheticDataConfig", "run_synthetic", "BuildDataConfig", "run_build",
@@ -157,7 +157,7 @@ def run_build(config: BuildDataConfig, progress: Progress = no_progress) -> Buil
     Raises:
         FileNotFoundError: ``root`` does not exist. OutputLocationError: an output cannot be
             written (both before any work).
-        DatasetBuildError: nothing could be built (the report names why; ``out`` was not written).
+        BuildDataError: nothing could be built (the report names why; ``out`` was not written).
     """
     if not config.root.exists():
         raise FileNotFoundError(2, "dataset root does not exist", str(config.root))
@@ -176,7 +176,7 @@ def _build(config: BuildDataConfig, progress: Progress) -> BuildReport:
     if config.report is not None:
         write_bytes_atomic(config.report, json.dumps(report.to_dict(), indent=2).encode("utf-8"))
     if report.num_bundles == 0:
-        raise DatasetBuildError(f"no bundle could be built from {config.root} ({len(report.skipped)} items skipped: "
+        raise BuildDataError(f"no bundle could be built from {config.root} ({len(report.skipped)} items skipped: "
                              f"{report.skipped[0].reason if report.skipped else 'nothing found'}); "
                              f"{config.out} was not written", report)
     return report

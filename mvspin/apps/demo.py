@@ -128,7 +128,7 @@ def _planned_files(out: Path, config: DemoConfig) -> list[Path]:
     return files + [out / "rig.json", out / "metrics.json", out / CONFIG_FILE]
 
 
-def _crop_fit_arrays(result: FitResult) -> dict[str, np.ndarray]:
+def _crop_fit_arrays(result: FitResult) -> dict[str, Any]:
     """A crop-camera fit as one row per (bundle, view), bundle-major, axis-angle."""
     r = result.numpy()
     v = result.num_views
@@ -192,11 +192,11 @@ def run(config: Optional[DemoConfig] = None, progress: Progress = no_progress,
 
 
 def _run_demo(config: DemoConfig, progress: Progress, body: Optional[BodyModel]) -> DemoReport:
+    from mvspin.atomic import OutputGroup
     from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, random_rig, smooth_motion
     from mvspin.fitting import MVSMPLify, MVSMPLifyConfig, SMPLify, SMPLifyConfig
     from mvspin.fitting.evaluation import fit_pose_errors, view_pose_errors
     from mvspin.geometry import SPIN_CROP_SIZE, SPIN_SCALE_UNIT, axis_angle_to_matrix
-    from mvspin.atomic import OutputGroup
     from mvspin.io_outputs import check_output_folder, write_json, write_mesh, write_smpl_npz
 
     out = config.out
@@ -264,7 +264,8 @@ def _run_demo(config: DemoConfig, progress: Progress, body: Optional[BodyModel])
     files: list[Path] = []
     cal = runs["calibrated"]["result"]
     b, v = config.frames, config.views
-    rows = [("network estimate (simulated)", est_m, est_pa, None, None, config.frames)]
+    rows: list[tuple[str, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[float], int]] = [
+        ("network estimate (simulated)", est_m, est_pa, None, None, config.frames)]
     rows += [(r["label"], r["mpjpe"], r["pa_mpjpe"], r["reproj"], r["seconds"], r["fitted"]) for r in runs.values()]
     metrics = {
         "body_model": body.describe()["name"], "body_model_source": body.source, "frames": config.frames,

@@ -110,8 +110,8 @@ def run(config: EvalConfig, progress: Progress = no_progress) -> EvalReport:
 def _run(config: EvalConfig, progress: Progress) -> EvalReport:
     from mvspin.body import BodyModel
     from mvspin.data.bundle_format import BundleFile
-    from mvspin.regressor.checkpoint import checkpoint_input_size, load_regressor_checkpoint
     from mvspin.learning.evaluation import check_protocol_file, evaluate
+    from mvspin.regressor.checkpoint import checkpoint_input_size, load_regressor_checkpoint
 
     files = output_files(config)
     for path in files:  # no folder in the way of a result file

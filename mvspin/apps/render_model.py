@@ -101,7 +101,7 @@ def model_gallery(body: BodyModel, samples: int, seed: int) -> list[tuple[str, t
     mean_pose = matrix_to_axis_angle(mean_rot[1:]).reshape(69)
     panels = [("rest pose", zero_pose, zero_betas), ("mean pose", mean_pose, zero_betas)]
     g = torch.Generator().manual_seed(seed)
-    prior_samples = body.pose_prior().sample(samples, generator=g, spread=0.25) if samples else []
+    prior_samples: list[torch.Tensor] = list(body.pose_prior().sample(samples, generator=g, spread=0.25)) if samples else []
     panels += [(f"prior sample {i + 1}", p, zero_betas) for i, p in enumerate(prior_samples)]
     for k in range(min(2, body.num_betas)):
         for value in (-2.0, 2.0):

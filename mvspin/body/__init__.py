@@ -1,4 +1,5 @@
 """Body models in SMPL's parameter layout: the bundled free model and official SMPL files."""
+from mvspin.body.config import BodyModelConfig
 from mvspin.body.keypoint_sets import (
     KEYPOINT_SETS,
     LANDMARK_NAMES,
@@ -8,7 +9,6 @@ from mvspin.body.keypoint_sets import (
     get_keypoint_set,
     keypoint_index_map,
 )
-from mvspin.body.config import BodyModelConfig
 from mvspin.body.model import BodyModel, BodyOutput
 from mvspin.body.model_files import BodyModelFilesError
 from mvspin.body.points import KeypointMap, KeypointSetUnavailable

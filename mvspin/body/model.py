@@ -32,6 +32,7 @@ from mvspin.body.keypoint_sets import KEYPOINT_SETS, SMPL_PARENTS
 from mvspin.body.model_files import BodyModelFilesError
 from mvspin.body.points import DERIVED_POINTS, KeypointMap, KeypointSetUnavailable, PointSources
 from mvspin.body.priors import FreePosePrior, GMMPosePrior
+from mvspin.errors import ShapeError, check_shape
 from mvspin.geometry.rotations import axis_angle_to_matrix, so3_right_jacobian
 
 __all__ = ["BodyModel", "BodyOutput"]
@@ -96,7 +97,7 @@ def _as_rotmat(x: Tensor, n_joints: int, name: str, lead: int = 1) -> Tensor:
     b = "B, V" if lead == 2 else "B"
     shapes = (f"({b}, 3, 3) rotation matrices or ({b}, 3) axis-angle" if n_joints == 1 else
               f"({b}, {n_joints}, 3, 3) rotation matrices or ({b}, {3 * n_joints}) axis-angle")
-    raise ValueError(f"{name} must be {shapes}, got {tuple(x.shape)}")
+    raise ShapeError(f"{name} must be {shapes}, got {tuple(x.shape)}")
 
 
 class BodyModel(nn.Module):
@@ -112,6 +113,13 @@ class BodyModel(nn.Module):
         >>> out.vertices.shape, out.keypoints.shape
         (torch.Size([2, 1229, 3]), torch.Size([2, 17, 3]))
     """
+
+    # buffers (registered in __init__; declared for type checkers)
+    J_template: Tensor
+    J_shapedirs_flat: Tensor
+    _ancestors: Tensor
+    _parent_index: Tensor
+    _moved_by: Tensor
 
     def __init__(
         self,
@@ -303,7 +311,7 @@ class BodyModel(nn.Module):
         """Mean parameters (SPIN layout): ``pose (144,)`` 6D, ``shape (10,)``, ``cam (3,)``."""
         return {k: torch.as_tensor(v, device=device) for k, v in self.mean_params.items()}
 
-    def pose_prior(self) -> nn.Module:
+    def pose_prior(self) -> GMMPosePrior | FreePosePrior:
         """SMPLify's GMM prior when ``gmm_08.pkl`` was found, else the free hand-set prior."""
         prior = GMMPosePrior.from_pickle(self.gmm_path) if self.gmm_path else FreePosePrior()
         return prior.to(self.J_template.device)
@@ -391,15 +399,9 @@ class BodyModel(nn.Module):
         Returns:
             ``(B, V, K, 3)``: equal to running the full forward once per view.
         """
-        if global_orient.dim() < 3 or transl.dim() != 3:
-            raise ValueError(
-                "keypoints_multiview expects global_orient (B, V, 3, 3) or (B, V, 3) and transl "
-                f"(B, V, 3); got {tuple(global_orient.shape)} and {tuple(transl.shape)}"
-            )
-        b, v = transl.shape[:2]
+        sizes = check_shape("keypoints_multiview: transl", transl, ["B", "V", 3])
         root_rot = _as_rotmat(global_orient, 1, "global_orient", lead=2)[..., 0, :, :]
-        if root_rot.shape[:2] != (b, v):
-            raise ValueError(f"global_orient must have B={b}, V={v} leading dims, got {tuple(global_orient.shape)}")
+        check_shape("keypoints_multiview: global_orient (as rotation matrices)", root_rot, ["B", "V", 3, 3], sizes)
         body_rot = _as_rotmat(body_pose, 23, "body_pose")
         self._check_betas(betas, body_rot.shape[0])
         kp, root = self._canonical(set_name, body_rot, betas)
@@ -445,11 +447,9 @@ class BodyModel(nn.Module):
             ``(B, V, K, 3)``.
         """
         weight_sum = self._map_tensors(set_name)[-1]
-        if keypoints.shape[-2:] != (weight_sum.shape[0], 3) or keypoints.dim() not in (3, 4):
-            raise ValueError(f"keypoints must be (B, {weight_sum.shape[0]}, 3) {set_name} keypoints, "
-                             f"got {tuple(keypoints.shape)}")
-        if transl.dim() != 3 or transl.shape[-1] != 3:
-            raise ValueError(f"transl must be (B, V, 3), got {tuple(transl.shape)}")
+        k = weight_sum.shape[0]
+        check_shape(f"apply_root: {set_name} keypoints", keypoints, ["B", 1, k, 3] if keypoints.dim() == 4 else ["B", k, 3])
+        check_shape("apply_root: transl", transl, ["B", "V", 3])
         root_rot = _as_rotmat(global_orient, 1, "global_orient", lead=2)[..., 0, :, :]
         return _apply_root(keypoints, weight_sum, pelvis, root_rot, transl)
 
@@ -484,7 +484,7 @@ class BodyModel(nn.Module):
         if pose_coordinates not in ("perturbation", "axis_angle"):
             raise ValueError(f"pose_coordinates must be 'perturbation' or 'axis_angle', got {pose_coordinates!r}")
         if pose_coordinates == "axis_angle" and body_pose.shape[-2:] == (3, 3):
-            raise ValueError("pose_coordinates='axis_angle' needs body_pose as axis-angle (B, 69) or (B, 23, 3)")
+            raise ShapeError("pose_coordinates='axis_angle' needs body_pose as axis-angle (B, 69) or (B, 23, 3)")
         body_rot, betas, root_rot, transl = self._standardise(body_pose, betas, global_orient, transl)
         mix, vids, v_tmpl, v_dirs, p_dirs, w_lbs, s = self._map_tensors(set_name)
         b, dtype, dev = body_rot.shape[0], self.J_template.dtype, body_rot.device
@@ -620,8 +620,7 @@ class BodyModel(nn.Module):
         return self._kmap_tensors[key]
 
     def _check_betas(self, betas: Tensor, batch: int) -> None:
-        if betas.dim() != 2 or betas.shape[0] != batch or betas.shape[1] != self.num_betas:
-            raise ValueError(f"betas must be (B={batch}, {self.num_betas}), got {tuple(betas.shape)}")
+        check_shape("betas", betas, ["B", self.num_betas], {"B": batch})
 
     def _standardise(self, body_pose, betas, global_orient, transl) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Rotation matrices and defaults for every parameter, with shapes checked."""
@@ -638,7 +637,7 @@ class BodyModel(nn.Module):
         transl = transl if transl is not None else torch.zeros(b, 3, dtype=dtype, device=device)
         self._check_betas(betas, b)
         if body_rot.shape[:1] != (b,) or root_rot.shape != (b, 3, 3) or transl.shape != (b, 3):
-            raise ValueError(
+            raise ShapeError(
                 f"batch sizes disagree: body_pose {tuple(body_rot.shape)}, global_orient "
                 f"{tuple(root_rot.shape)}, transl {tuple(transl.shape)} (expected B={b}, transl (B, 3))"
             )
@@ -703,7 +702,7 @@ def _ancestor_tables(parents: tuple[int, ...]) -> Tensor:
     ancestor ``2^k`` levels up; index ``J`` is the identity sentinel above the root."""
     n = len(parents)
     anc = torch.tensor([p if p >= 0 else n for p in parents] + [n])
-    tables = []
+    tables: list[Tensor] = []
     while not bool((anc == n).all()) or not tables:
         tables.append(anc)
         anc = anc[anc]

@@ -91,9 +91,9 @@ class PointSources:
             verts[int(self.landmarks[point])] = 1.0
         elif point in self.derived and _depth < 8:
             for part, weight in self.derived[point]:
-                j, v = self.resolve(part, _depth + 1)
+                j, part_verts = self.resolve(part, _depth + 1)
                 joints += weight * j
-                for vid, w in v.items():
+                for vid, w in part_verts.items():
                     verts[vid] = verts.get(vid, 0.0) + weight * w
         else:
             hint = self.missing_hint.get(point, "the model defines no such point")

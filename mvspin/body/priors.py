@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES
 from mvspin.body.safe_pickle import load_restricted_pickle
+from mvspin.errors import ShapeError, check_shape
 
 __all__ = ["GMMPosePrior", "FreePosePrior", "angle_prior", "shape_prior", "JOINT_LIMITS_DEG"]
 
@@ -29,7 +30,7 @@ def _check_body_pose(body_pose: Tensor) -> Tensor:
     if body_pose.shape[-1] == 3 and body_pose.dim() >= 2 and body_pose.shape[-2] == 23:
         body_pose = body_pose.flatten(-2)
     if body_pose.shape[-1] != 69:
-        raise ValueError(f"body_pose must be axis-angle (B, 69) or (B, 23, 3), got {tuple(body_pose.shape)}")
+        raise ShapeError(f"body_pose must be axis-angle (B, 69) or (B, 23, 3), got {tuple(body_pose.shape)}")
     return body_pose
 
 
@@ -38,21 +39,25 @@ class GMMPosePrior(nn.Module):
 
     The energy of a pose is ``min_k [0.5 (x - mu_k)^T Sigma_k^-1 (x - mu_k) - log(w'_k)]`` with
     ``w'_k = w_k / ((2 pi)^(69/2) sqrt(det Sigma_k) / min_j sqrt(det Sigma_j))``: the negative log
-    of the best single component, as in SMPLify (Bogo et al. 2016) and SPIN.
+    of the best single component, as in SMPLify (Bogo, Kanazawa, Lassner, Gehler, Romero, Black, *Keep
+    it SMPL: Automatic Estimation of 3D Human Pose and Shape from a Single Image*, ECCV 2016) and SPIN.
 
     Args:
         means: ``(C, 69)``. covars: ``(C, 69, 69)``. weights: ``(C,)``.
     """
 
+    means: Tensor  # buffers, registered in __init__
+    precisions: Tensor
+    log_weights: Tensor
+    weights: Tensor
+    covar_cholesky: Tensor
+
     def __init__(self, means: np.ndarray, covars: np.ndarray, weights: np.ndarray) -> None:
         super().__init__()
         means, covars, weights = (np.asarray(a, dtype=np.float64) for a in (means, covars, weights))
-        c = means.shape[0]
-        if means.shape != (c, 69) or covars.shape != (c, 69, 69) or weights.shape != (c,):
-            raise ValueError(
-                "GMM prior expects means (C, 69), covars (C, 69, 69), weights (C,); got "
-                f"{means.shape}, {covars.shape}, {weights.shape}"
-            )
+        sizes = check_shape("GMM prior means", means, ["C", 69])
+        check_shape("GMM prior covars", covars, ["C", 69, 69], sizes)
+        check_shape("GMM prior weights", weights, ["C"], sizes)
         precisions = np.linalg.inv(covars)
         sqrt_dets = np.sqrt(np.linalg.det(covars))
         const = (2 * math.pi) ** (69 / 2)
@@ -60,6 +65,19 @@ class GMMPosePrior(nn.Module):
         self.register_buffer("means", torch.as_tensor(means, dtype=torch.float32))
         self.register_buffer("precisions", torch.as_tensor(precisions, dtype=torch.float32))
         self.register_buffer("log_weights", torch.as_tensor(np.log(nll_weights), dtype=torch.float32))
+        # for sample(): the mixture itself (not part of the energy, so not saved with a module)
+        self.register_buffer("weights", torch.as_tensor(weights / weights.sum(), dtype=torch.float64), persistent=False)
+        self.register_buffer("covar_cholesky", torch.as_tensor(np.linalg.cholesky(covars), dtype=torch.float64),
+                             persistent=False)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, spread: float = 1.0) -> Tensor:
+        """Random axis-angle body poses ``(n, 69)`` from the mixture: a component drawn with the
+        mixture's weights, then its Gaussian with the standard deviation scaled by ``spread``
+        (``1``: the mixture itself; smaller stays nearer the component means)."""
+        k = torch.multinomial(self.weights.cpu(), n, replacement=True, generator=generator)
+        z = torch.randn(n, 69, 1, generator=generator, dtype=torch.float64)
+        x = self.means.cpu().double()[k] + spread * (self.covar_cholesky.cpu()[k] @ z)[..., 0]
+        return x.to(self.means.dtype)
 
     @classmethod
     def from_pickle(cls, path: str | Path) -> "GMMPosePrior":
@@ -125,6 +143,9 @@ class FreePosePrior(nn.Module):
     Args:
         l2_weight: weight of the L2 term relative to the limit term.
     """
+
+    lower: Tensor  # buffers, registered in __init__
+    upper: Tensor
 
     def __init__(self, l2_weight: float = 0.01) -> None:
         super().__init__()

@@ -53,14 +53,14 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
 def run_build(args: argparse.Namespace) -> int:
     from mvspin.apps.data import run_build as build
-    from mvspin.errors import DatasetBuildError
+    from mvspin.errors import BuildDataError
     from mvspin.cli.common import TqdmProgress
 
     config = config_from_args(BuildDataConfig, args)
     try:
         with TqdmProgress(unit="item") as progress:
             report = build(config, progress)
-    except DatasetBuildError as err:
+    except BuildDataError as err:
         print(err.report.summary())  # what was skipped, and why, before the one-line error
         raise
     print(report.summary())

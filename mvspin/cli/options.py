@@ -63,7 +63,7 @@ def add_config_options(parser: argparse.ArgumentParser, schema: type, *, positio
     group = parser.add_argument_group("job options", "(every field, nested ones too, also with --set FIELD=VALUE)")
     for f, kind in config_fields(schema):
         sub = strip_optional(kind)
-        if f.name in flatten and dataclasses.is_dataclass(sub):
+        if f.name in flatten and isinstance(sub, type) and dataclasses.is_dataclass(sub):
             flat = parser.add_argument_group(f.name)
             for g, inner in config_fields(sub):
                 spec = _spec(sub, g, inner, {})

@@ -263,7 +263,7 @@ def _validate_open(f: h5py.File, path: Any) -> dict[str, Any]:
             if actual != expected:
                 what = {"N": "bundles (N)", "V": "views (V, attribute num_views)",
                         "K": f"keypoints of set {sets.get('keypoints_2d')!r}",
-                        "K3": f"joints of set {sets.get('joints_3d')!r}"}.get(symbol, "entries")
+                        "K3": f"joints of set {sets.get('joints_3d')!r}"}.get(str(symbol), "entries")
                 raise _err(path, name, f"expected shape {_pattern(spec.shape)}, got {dset.shape}: "
                                        f"axis {axis} has {actual} {what}, expected {expected}")
         if not _dtype_ok(dset, spec.dtype):

@@ -45,6 +45,7 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from mvspin import rendering
 from mvspin.body import BodyModel
@@ -175,7 +176,7 @@ def render_views(
     R: np.ndarray,
     t: np.ndarray,
     image_size: tuple[int, int],
-    light_direction: Sequence[float] = (0.3, -1.0, 0.2),
+    light_direction: ArrayLike = (0.3, -1.0, 0.2),
     light_intensity: float = 80000.0,
     ambient_intensity: float = 25000.0,
     shadows: bool = False,
@@ -218,8 +219,8 @@ def render_views(
     px = cam @ K.transpose(0, 2, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         uv = px[..., :2] / z[..., None]
-    safe = ((z > 1e-3).all(1) & (uv[..., 0] > -TILE_MARGIN).all(1) & (uv[..., 0] < w - 1 + TILE_MARGIN).all(1)
-            & (uv[..., 1] > -TILE_MARGIN).all(1) & (uv[..., 1] < h - 1 + TILE_MARGIN).all(1))
+    safe = np.asarray((z > 1e-3).all(1) & (uv[..., 0] > -TILE_MARGIN).all(1) & (uv[..., 0] < w - 1 + TILE_MARGIN).all(1)
+                      & (uv[..., 1] > -TILE_MARGIN).all(1) & (uv[..., 1] < h - 1 + TILE_MARGIN).all(1))
     # A face looks at camera v when its outward normal points to the camera centre C_v.
     centers = -np.einsum("vji,vj->vi", R, t)  # C = -R^T t
     corner = vertices[faces[:, 0]]
@@ -351,7 +352,7 @@ def _background(rng: np.random.Generator, width: int, height: int, scheme: str,
     horizon = rng.uniform(0.3, 0.8)
     y = (np.arange(height, dtype=np.float32) / max(height - 1, 1))[:, None, None]
     mix = 1.0 / (1.0 + np.exp(-(y - horizon) * rng.uniform(5, 40)))  # soft wall/floor edge
-    img = (1 - mix) * c_top.astype(np.float32) + mix * c_bottom.astype(np.float32)
+    img: np.ndarray = (1 - mix) * c_top.astype(np.float32) + mix * c_bottom.astype(np.float32)
     img = np.broadcast_to(img, (height, width, 3)).copy()
     grid = rng.uniform(-1, 1, size=(int(rng.integers(3, 9)), int(rng.integers(3, 9)), 3)).astype(np.float32)
     img += rng.uniform(0.05, 0.25) * cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)

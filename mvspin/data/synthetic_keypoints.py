@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ class BodyParams:
     def index(self, idx: Tensor | Sequence[int] | slice) -> "BodyParams":
         return BodyParams(self.global_orient[idx], self.body_pose[idx], self.betas[idx], self.transl[idx])
 
-    def as_dict(self) -> dict[str, np.ndarray]:
+    def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k).detach().cpu().numpy() for k in ("global_orient", "body_pose", "betas", "transl")}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Generator, Iterable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -77,7 +77,7 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
 
 
 def iter_video_frames(path: str | os.PathLike,
-                      indices: Iterable[int]) -> Iterator[tuple[int, Optional[np.ndarray]]]:
+                      indices: Iterable[int]) -> Generator[tuple[int, Optional[np.ndarray]], None, None]:
     """Decode a video in order and yield the requested frames.
 
     Args:

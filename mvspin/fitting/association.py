@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -104,7 +104,7 @@ def _pair_cameras(cams: CameraTensors, a: Tensor, b: Tensor) -> CameraTensors:
     return CameraTensors(pick(cams.K), pick(cams.R), pick(cams.t), pick(cams.dist), pick(cams.image_size))
 
 
-def _frame_people(cand: Tensor, cams: CameraTensors, config: AssociationConfig, flip_twin: int) -> list[dict]:
+def _frame_people(cand: Tensor, cams: CameraTensors, config: AssociationConfig, flip_twin: int) -> list[list[dict]]:
     """People in a block of frames.
 
     Args:
@@ -124,7 +124,6 @@ def _frame_people(cand: Tensor, cams: CameraTensors, config: AssociationConfig, 
     seeds_b = c if v <= 3 else flip_twin
     prop = [(a, b, i, j) for a, b in pairs for i in range(flip_twin) for j in range(seeds_b)]
     pa, pb, pi, pj = (torch.tensor(col) for col in zip(*prop))
-    n = len(prop)
     xy = torch.stack([cand[:, pa, pi, :, :2], cand[:, pb, pj, :, :2]], 2)  # (T, N, 2, K, 2)
     w = torch.stack([conf[:, pa, pi], conf[:, pb, pj]], 2)  # (T, N, 2, K)
     tri = triangulate_points(xy, w, _pair_cameras(cams, pa, pb), threshold_px=None)

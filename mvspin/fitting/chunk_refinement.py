@@ -150,7 +150,7 @@ class ChunkEnergy:
         for c in range(3):
             tangent = torch.zeros_like(kp)
             tangent[..., c] = 1.0
-            uv, col = torch.func.jvp(project, (kp,), (tangent,))
+            uv, col = torch.func.jvp(project, (kp,), (tangent,))[:2]
             cols.append(col)
         a = torch.stack(cols, -1)  # (L, V, M, 2, 3)
         s2 = self.sigma ** 2

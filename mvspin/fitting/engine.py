@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -302,17 +302,17 @@ class FittingEngine:
         c = self.config
         opt = torch.optim.LBFGS(params, lr=c.lbfgs_lr, max_iter=1, max_eval=25, history_size=c.lbfgs_history,
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=0.0)
-        cache: dict[str, object] = {}
+        cache: dict[str, Any] = {}
         current = [0]
 
         def closure() -> Tensor:
             # torch re-evaluates the point its line search just accepted at the start of every
             # step() call: serve it from the cache instead of running the body again.
             x = [p.detach().clone() for p in params]
-            if cache and all(torch.equal(a, b) for a, b in zip(x, cache["x"])):  # type: ignore[arg-type]
-                for p, g in zip(params, cache["grad"]):  # type: ignore[arg-type]
+            if cache and all(torch.equal(a, b) for a, b in zip(x, cache["x"])):
+                for p, g in zip(params, cache["grad"]):
                     p.grad = g.clone()
-                return cache["loss"]  # type: ignore[return-value]
+                return cache["loss"]
             opt.zero_grad(set_to_none=True)
             total = energy().sum()
             total.backward()
@@ -423,14 +423,13 @@ class FittingEngine:
         bundle_err = reprojection_error(uv.flatten(1, 2), xy.flatten(1, 2), wu.flatten(1, 2))
         return view_err, bundle_err
 
-    def explains_keypoints(self, bundle_error: Tensor, xy: Tensor, conf: Tensor) -> Tensor:
-        """``(B,)`` bool: the fit's mean reprojection error (pixels) is at most
-        ``max_relative_reprojection_error`` times the person's size in the images (the diagonal
+    def explains_keypoints(self, bundle_error: Tensor, xy: Tensor, conf: Tensor, limit: float) -> Tensor:
+        """``(B,)`` bool: the fit's mean reprojection error (pixels) is at most ``limit``
+        (``MVSMPLifyConfig.max_relative_reprojection_error``; 0: no limit) times the person's size in the images (the diagonal
         of the confident keypoints' bounding box, averaged over the views that have them).
 
         A fit with cameras that do not fit the keypoints converges somewhere with hundreds or
         thousands of pixels of error; such a bundle must not be reported fitted."""
-        limit = self.config.max_relative_reprojection_error
         if not limit:
             return torch.ones_like(bundle_error, dtype=torch.bool)
         seen = conf > 0

@@ -105,12 +105,12 @@ class KeypointTargets:
         if ignored:
             warnings.warn(f"{body.name} cannot place {data_set} keypoints {', '.join(ignored)}: they are ignored",
                           stacklevel=2)
-        ignored_points = set(ignored_points)
+        zero_weight = set(ignored_points)
         detector_torso = set(DETECTOR_TORSO.get(data_set, ()))
         weights, torso, primary, names = [], [], [], []
         for i, _ in pairs:
             name = data.names[i]
-            weights.append(0.0 if data.points[i] in ignored_points else keypoint_weights.get(name, 1.0))
+            weights.append(0.0 if data.points[i] in zero_weight else keypoint_weights.get(name, 1.0))
             is_torso = data.points[i] in TORSO_POINTS
             torso.append(is_torso)
             primary.append(is_torso and (not detector_torso or name in detector_torso))

@@ -51,11 +51,9 @@ from mvspin.fitting.result import FitResult, PerViewEstimate
 from mvspin.fitting.view_estimates import WorldEstimate, world_estimate_from_views
 from mvspin.geometry import (
     axis_angle_to_matrix,
-    crop_camera_rotation,
     matrix_to_axis_angle,
     perspective_projection,
     rot6d_to_matrix,
-    so3_mean,
 )
 
 __all__ = ["MVSMPLify"]
@@ -150,6 +148,8 @@ class MVSMPLify(FittingEngine):
         >>> result.body_pose.shape, result.global_orient.shape, result.fitted.tolist()
         (torch.Size([2, 23, 3, 3]), torch.Size([2, 4, 3, 3]), [True, True])
     """
+
+    config: MVSMPLifyConfig
 
     def __init__(self, body: BodyModel, config: Optional[MVSMPLifyConfig] = None,
                  keypoint_set: str = "openpose25") -> None:
@@ -363,7 +363,8 @@ class MVSMPLify(FittingEngine):
             orient = torch.where(fitted[:, None, None], orient, start.orient)
             betas, transl = body.betas.detach(), body.transl.detach()
             view_err, bundle_err = self.reprojection_errors(uv, data.xy, data.conf_given, data.view_used)
-            explained = self.explains_keypoints(bundle_err, data.xy, data.conf)
+            explained = self.explains_keypoints(bundle_err, data.xy, data.conf,
+                                                self.config.max_relative_reprojection_error)
             fitted = fitted & explained
             pelvis = self.body.rest_joints(betas)[:, 0]
             cam_orient = data.R @ orient[:, None]

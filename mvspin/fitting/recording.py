@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from calibration import Rig
 from mvspin.body import BodyModel
-from mvspin.errors import RecordingError
+from mvspin.errors import NoFrameFittedError, RecordingError
 from mvspin.fitting.association import Association, AssociationConfig, associate_subjects
 from mvspin.fitting.sequence import SequenceFitConfig, SequenceResult, fit_sequence
 from mvspin.fitting.view_estimates import WorldEstimate
@@ -159,9 +159,7 @@ def fit_recording(
             start = None if initial_estimate is None else initial_estimate(s, kp)
             result = fit_sequence(body, kp, rig, keypoint_set, c.sequence,
                                   progress=lambda _, done, total: progress(f"fit {s}", done, total), init=start)
-        except ValueError as err:
-            if "no frame of the recording could be fitted" not in str(err):
-                raise
+        except NoFrameFittedError:
             raise RecordingError(f"subject {s}: no frame could be fitted: {not_seen}") from None
         views = (kp[..., 2] > 0).any(-1).sum(-1)
         failed = {i: _failure_reason(bool(assoc.found[s, i]), int(views[i]), c.association.min_views)
@@ -174,7 +172,7 @@ def fit_recording(
 def recording_summary(fit: RecordingFit) -> dict:
     """The report's numbers: per subject, frames fitted and failed (with reasons), per-camera
     mean reprojection error (pixels) and the per-frame error over time."""
-    out = {"fps": fit.fps, "frames": int(len(fit.frames)), "cameras": fit.camera_names,
+    out: dict[str, Any] = {"fps": fit.fps, "frames": int(len(fit.frames)), "cameras": fit.camera_names,
            "keypoint_set": fit.keypoint_set, "initialisation": fit.initialisation, "subjects": []}
     for sub in fit.subjects:
         r = sub.result

@@ -9,8 +9,8 @@ global_orient[:, v], transl[:, v])`` is the body as camera ``v`` sees it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Optional
+from dataclasses import dataclass, fields, replace
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -167,7 +167,8 @@ class FitResult:
     def to(self, device: torch.device | str) -> "FitResult":
         """A copy with every tensor on ``device``."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return FitResult(**{k: v.to(device) if isinstance(v, Tensor) else v for k, v in values.items()})
+        moved: dict[str, Any] = {k: v.to(device) for k, v in values.items() if isinstance(v, Tensor)}
+        return replace(self, **moved)
 
     def numpy(self) -> dict[str, np.ndarray]:
         """Every tensor field as a numpy array (for ``np.savez``), rotations as axis-angle.

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
 
 from calibration import CameraTensors, Rig
 from mvspin.body import BodyModel
+from mvspin.errors import NoFrameFittedError
 from mvspin.fitting.chunk_refinement import ChunkEnergy, ChunkParams, refine_levenberg_marquardt
 from mvspin.fitting.config import MVSMPLifyConfig, validate_config
 from mvspin.fitting.keypoint_targets import KeypointTargets
@@ -193,7 +194,8 @@ class _SequenceFitter:
         if not keys or keys[-1] != L - 1:
             keys.append(L - 1)
         keys = sorted(set(k for k in keys if k >= n_fixed)) if L > n_fixed else []
-        times, vals = [], {"body_pose": [], "global_orient": [], "transl": [], "betas": []}
+        times: list[int] = []
+        vals: dict[str, list[Tensor]] = {"body_pose": [], "global_orient": [], "transl": [], "betas": []}
         if keys:
             res = self.kf_fitter.fit_calibrated(keypoints[keys], self.rig, None if init is None else init[keys])
             ok = res.fitted
@@ -219,11 +221,11 @@ class _SequenceFitter:
         order = sorted(range(len(times)), key=lambda i: times[i])
         key_t = torch.tensor([times[i] for i in order])
         stacked = {n: torch.stack([vals[n][i] for i in order]) for n in ("body_pose", "global_orient", "transl")}
-        init = _interpolate(key_t, stacked, torch.arange(L))
+        start = _interpolate(key_t, stacked, torch.arange(L))
         if self.betas is None:
-            init["betas"] = torch.stack(vals["betas"]).median(0).values if vals["betas"] else \
+            start["betas"] = torch.stack(vals["betas"]).median(0).values if vals["betas"] else \
                 torch.zeros(self.body.num_betas, dtype=self.dtype)
-        return init
+        return start
 
     def _first_order(self, energy: Callable[[], Tensor], params: list[Tensor], betas: Optional[Tensor]) -> None:
         """Adam or L-BFGS on the chunk energy (``refine_optimizer``), ``refine_iterations``."""
@@ -243,15 +245,15 @@ class _SequenceFitter:
 
             opt.step(closure)
             return
-        groups = [{"params": params}]
+        groups: list[dict[str, Any]] = [{"params": params}]
         if betas is not None:
             groups.append({"params": [betas], "lr": c.refine_betas_lr})
-        opt = torch.optim.Adam(groups, lr=c.refine_lr)
+        adam = torch.optim.Adam(groups, lr=c.refine_lr)
         for it in range(c.refine_iterations):
-            opt.zero_grad(set_to_none=True)
+            adam.zero_grad(set_to_none=True)
             e = energy()
             e.backward()
-            opt.step()
+            adam.step()
             if not math.isfinite(float(e.detach())):
                 raise FloatingPointError(f"sequence fitting energy became {float(e)} at iteration {it}")
 
@@ -343,7 +345,8 @@ def fit_sequence(
         and flagged ``fitted = False``.
 
     Raises:
-        ValueError: wrong shapes, or no frame of the recording can be fitted.
+        ValueError: wrong shapes.
+        NoFrameFittedError: no frame of the recording can be fitted (a ``RecordingError``).
     """
     c = config or SequenceFitConfig()
     validate_config(c.keyframe)
@@ -396,7 +399,7 @@ def fit_sequence(
         prev_end = hi
         progress("fit", prev_end, t)
     if fitter.betas is None:
-        raise ValueError("no frame of the recording could be fitted: no camera saw the subject with enough "
+        raise NoFrameFittedError("no frame of the recording could be fitted: no camera saw the subject with enough "
                          "keypoints")
     return SequenceResult(
         body_pose=out["body_pose"], global_orient=out["global_orient"], betas=fitter.betas, transl=out["transl"],

@@ -59,8 +59,8 @@ class SMPLify(FittingEngine):
         """
         b = check_shape(f"{self.keypoint_set} keypoints (x, y, confidence)", keypoints,
                         ["B", self.targets.num_data_keypoints, 3])
-        for name, x, dims in (("rotmat", rotmat, ["B", 24, 3, 3]), ("betas", betas, ["B", self.body.num_betas]),
-                              ("cam", cam, ["B", 3])):
-            check_shape(name, x, dims, b)
+        check_shape("rotmat", rotmat, ["B", 24, 3, 3], b)
+        check_shape("betas", betas, ["B", self.body.num_betas], b)
+        check_shape("cam", cam, ["B", 3], b)
         init = PerViewEstimate(rotmat=rotmat[:, None], betas=betas[:, None], cam=cam[:, None])
         return self.fit_crop_cameras(keypoints[:, None], init, mode="smplify", return_meshes=return_meshes)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from calibration.projection import DISTORTION_SIZES, MIN_DEPTH, project_points
-from mvspin.geometry.rotations import _check_trailing_shape
+from mvspin.errors import ShapeError, check_shape
 
 __all__ = [
     "SPIN_FOCAL_LENGTH",
@@ -63,7 +63,7 @@ def crop_cam_to_translation(
         >>> crop_cam_to_translation(torch.tensor([0.9, 0.1, -0.2]))
         tensor([ 0.1000, -0.2000, 49.6032])
     """
-    _check_trailing_shape(cam, (3,), "cam", "crop_cam_to_translation")
+    check_shape("crop_cam_to_translation: cam", cam, ["*", 3])
     s, tx, ty = cam.unbind(dim=-1)
     tz = 2.0 * focal_length / (crop_size * s + _CROP_CAM_EPS)
     return torch.stack([tx, ty, tz], dim=-1)
@@ -85,7 +85,7 @@ def translation_to_crop_cam(
     Returns:
         crop cameras ``[s, tx, ty]`` of shape :math:`(*, 3)`.
     """
-    _check_trailing_shape(transl, (3,), "transl", "translation_to_crop_cam")
+    check_shape("translation_to_crop_cam: transl", transl, ["*", 3])
     tx, ty, tz = transl.unbind(dim=-1)
     s = (2.0 * focal_length / tz - _CROP_CAM_EPS) / crop_size
     return torch.stack([s, tx, ty], dim=-1)
@@ -150,8 +150,8 @@ def crop_camera_rotation(center: Tensor, K: Tensor) -> Tensor:
                 [0., 1., 0.],
                 [0., 0., 1.]])
     """
-    _check_trailing_shape(center, (2,), "center", "crop_camera_rotation")
-    _check_trailing_shape(K, (3, 3), "K", "crop_camera_rotation")
+    check_shape("crop_camera_rotation: center", center, ["*", 2])
+    check_shape("crop_camera_rotation: K", K, ["*", 3, 3])
     y_n = (center[..., 1] - K[..., 1, 2]) / K[..., 1, 1]
     x_n = (center[..., 0] - K[..., 0, 2] - K[..., 0, 1] * y_n) / K[..., 0, 0]
     ray = torch.stack([x_n, y_n, torch.ones_like(x_n)], -1)
@@ -177,13 +177,13 @@ def world_to_camera(
     Returns:
         camera-frame points of shape :math:`(*, N, 3)` (leading dims broadcast).
     """
-    _check_trailing_shape(points, (3,), "points", "world_to_camera", leading=("N",))
+    check_shape("world_to_camera: points", points, ["*", None, 3])
     out = points
     if R is not None:
-        _check_trailing_shape(R, (3, 3), "R", "world_to_camera")
+        check_shape("world_to_camera: R", R, ["*", 3, 3])
         out = out @ R.transpose(-1, -2)
     if t is not None:
-        _check_trailing_shape(t, (3,), "t", "world_to_camera")
+        check_shape("world_to_camera: t", t, ["*", 3])
         out = out + t.unsqueeze(-2)
     return out
 
@@ -227,15 +227,11 @@ def perspective_projection(
         >>> perspective_projection(torch.tensor([[0.1, -0.2, 50.0]]), K)
         tensor([[122.,  92.]])
     """
-    _check_trailing_shape(points, (3,), "points", "perspective_projection", leading=("N",))
-    _check_trailing_shape(K, (3, 3), "K", "perspective_projection")
-    if dist is not None:
-        if not isinstance(dist, Tensor) or dist.ndim < 1 or dist.shape[-1] not in _DIST_SIZES:
-            shape = tuple(dist.shape) if isinstance(dist, Tensor) else type(dist).__name__
-            raise ValueError(
-                f"perspective_projection: expected dist of shape (..., D) with D in "
-                f"{_DIST_SIZES}, got {shape}"
-            )
+    check_shape("perspective_projection: points", points, ["*", None, 3])
+    check_shape("perspective_projection: K", K, ["*", 3, 3])
+    if dist is not None and check_shape("perspective_projection: dist", dist, ["*", "D"])["D"] not in _DIST_SIZES:
+        raise ShapeError(f"perspective_projection: dist must have shape (..., D) with D in {_DIST_SIZES}, "
+                         f"got {tuple(dist.shape)}")
     return project_points(points, K, R, t, dist, min_depth)
 
 
@@ -252,14 +248,14 @@ def _scale_offset_matrix(ratio: Tensor, offset: Tensor) -> Tensor:
 
 
 def _check_box(center: Tensor, scale: Tensor, func: str) -> None:
-    _check_trailing_shape(center, (2,), "center", func)
+    check_shape(f"{func}: center", center, ["*", 2])
     if not isinstance(scale, Tensor):
         raise TypeError(f"{func}: scale must be a torch.Tensor, got {type(scale).__name__}")
     try:
         torch.broadcast_shapes(center.shape[:-1], scale.shape)
     except RuntimeError:
-        raise ValueError(
-            f"{func}: expected scale of shape {tuple(center.shape[:-1])} (center's leading dims), "
+        raise ShapeError(
+            f"{func}: scale must have shape {tuple(center.shape[:-1])} (center's leading dims), "
             f"got {tuple(scale.shape)}"
         ) from None
 
@@ -342,7 +338,7 @@ def image_to_crop_points(
     Returns:
         crop points of shape :math:`(*, N, 2)`.
     """
-    _check_trailing_shape(points, (2,), "points", "image_to_crop_points", leading=("N",))
+    check_shape("image_to_crop_points: points", points, ["*", None, 2])
     _check_box(center, scale, "image_to_crop_points")
     ratio = (crop_size / (scale * scale_unit))[..., None, None]
     return (points - center.unsqueeze(-2)) * ratio + crop_size / 2.0
@@ -368,7 +364,7 @@ def crop_to_image_points(
     Returns:
         image points of shape :math:`(*, N, 2)`.
     """
-    _check_trailing_shape(points, (2,), "points", "crop_to_image_points", leading=("N",))
+    check_shape("crop_to_image_points: points", points, ["*", None, 2])
     _check_box(center, scale, "crop_to_image_points")
     ratio = (scale * scale_unit / crop_size)[..., None, None]
     return (points - crop_size / 2.0) * ratio + center.unsqueeze(-2)

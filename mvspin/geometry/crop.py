@@ -21,14 +21,14 @@ Pixels follow OpenCV: pixel centres at integer coordinates, so pixel ``(i, j)`` 
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence, Union
+from typing import NamedTuple, Sequence, Union, overload
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from mvspin.errors import check_shape
 from mvspin.geometry.cameras import SPIN_SCALE_UNIT
-from mvspin.geometry.rotations import _check_trailing_shape
 
 __all__ = [
     "SPIN_BBOX_SCALE_FACTOR",
@@ -88,7 +88,7 @@ def keypoint_crop_boxes(
         >>> keypoint_crop_boxes(kp)  # box 40 x 200 px -> side 240 px
         CropBoxes(center=tensor([[120., 150.]]), scale=tensor([1.2000]), valid=tensor([True]))
     """
-    _check_trailing_shape(keypoints, (3,), "keypoints", "keypoint_crop_boxes", leading=("K",))
+    check_shape("keypoint_crop_boxes: keypoints", keypoints, ["*", None, 3])
     xy = keypoints[..., :2]
     use = (keypoints[..., 2] > min_confidence) & torch.isfinite(xy).all(-1)
     big = torch.finfo(keypoints.dtype).max
@@ -127,8 +127,8 @@ def keypoint_crop_box(
         ([120.0, 150.0], 1.2)
     """
     kp = np.asarray(keypoints, dtype=np.float64)
-    if kp.ndim != 2 or kp.shape[1] not in (2, 3):
-        raise ValueError(f"expected keypoints of shape (K, 3) (x, y, confidence) or (K, 2), got {kp.shape}")
+    if kp.ndim != 2 or kp.shape[1] != 2:
+        check_shape("keypoints ((K, 3) with confidence, or (K, 2))", kp, [None, 3])
     if kp.shape[1] == 2:
         kp = np.concatenate([kp, np.ones((len(kp), 1))], axis=1)
         min_confidence = min(min_confidence, 0.0)
@@ -140,6 +140,14 @@ def keypoint_crop_box(
                              f"crop box, got {count}")
         raise ValueError("the confident keypoints all lie on one point; cannot size a crop box")
     return box.center.numpy(), float(box.scale)
+
+
+@overload
+def points_inside_image(uv: Tensor, image_size: Union[Sequence[int], np.ndarray, Tensor]) -> Tensor: ...
+
+
+@overload
+def points_inside_image(uv: np.ndarray, image_size: Union[Sequence[int], np.ndarray, Tensor]) -> np.ndarray: ...
 
 
 def points_inside_image(
@@ -160,12 +168,11 @@ def points_inside_image(
         >>> points_inside_image(np.array([[0.0, 0.0], [-0.5, 9.4], [99.5, 5.0], [np.nan, 1.0]]), (100, 10))
         array([ True,  True, False, False])
     """
+    # NaN fails both comparisons and inf one of them, so non-finite points are outside.
     if isinstance(uv, Tensor):
         size = torch.as_tensor(image_size, dtype=uv.dtype, device=uv.device)
-    else:
-        uv = np.asarray(uv, dtype=np.float64)
-        size = np.asarray(image_size, dtype=np.float64)
-    if uv.shape[-1:] != (2,):
-        raise ValueError(f"points_inside_image: expected uv of shape (..., 2), got {tuple(uv.shape)}")
-    # NaN fails both comparisons and inf one of them, so non-finite points are outside.
-    return ((uv >= -0.5) & (uv < size - 0.5)).all(-1)
+        check_shape("points_inside_image: uv", uv, ["*", 2])
+        return ((uv >= -0.5) & (uv < size - 0.5)).all(-1)
+    points = np.asarray(uv, dtype=np.float64)
+    check_shape("points_inside_image: uv", points, ["*", 2])
+    return np.asarray(((points >= -0.5) & (points < np.asarray(image_size, dtype=np.float64) - 0.5)).all(-1))

@@ -16,8 +16,8 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from mvspin.errors import check_shape
 from mvspin.geometry.procrustes import similarity_procrustes
-from mvspin.geometry.rotations import _check_exact_shape, _check_trailing_shape
 
 __all__ = [
     "MPI_INF_3DHP_AUC_THRESHOLDS_MM",
@@ -55,7 +55,7 @@ def root_align(joints: Tensor, root_indices: Union[int, Sequence[int]]) -> Tenso
                 [ 1.,  0.,  0.],
                 [ 0.,  4.,  0.]])
     """
-    _check_trailing_shape(joints, (3,), "joints", "root_align", leading=("N",))
+    check_shape("root_align: joints", joints, ["*", None, 3])
     indices = [root_indices] if isinstance(root_indices, int) else list(root_indices)
     n = joints.shape[-2]
     if not indices or any(not -n <= i < n for i in indices):
@@ -69,7 +69,7 @@ def root_align(joints: Tensor, root_indices: Union[int, Sequence[int]]) -> Tenso
 def _mask_weights(mask: Optional[Tensor], errors: Tensor, func: str) -> Optional[Tensor]:
     if mask is None:
         return None
-    _check_exact_shape(mask, errors.shape, "mask", func)
+    check_shape(f"{func}: mask", mask, list(errors.shape))
     return mask.to(errors.dtype)
 
 
@@ -82,8 +82,8 @@ def _masked_mean(values: Tensor, weights: Optional[Tensor]) -> Tensor:
 
 
 def _check_pair(pred: Tensor, target: Tensor, func: str) -> None:
-    _check_trailing_shape(pred, (3,), "pred", func, leading=("N",))
-    _check_exact_shape(target, pred.shape, "target", func, note="pred's")
+    check_shape(f"{func}: pred", pred, ["*", None, 3])
+    check_shape(f"{func}: target (pred's shape)", target, list(pred.shape))
 
 
 def joint_errors(pred: Tensor, target: Tensor) -> Tensor:
@@ -196,8 +196,5 @@ def auc(
     if thresholds_mm is None:
         thresholds_mm = MPI_INF_3DHP_AUC_THRESHOLDS_MM
     thresholds = torch.as_tensor(thresholds_mm, dtype=errors.dtype, device=errors.device)
-    if thresholds.ndim != 1 or thresholds.numel() == 0:
-        raise ValueError(
-            f"auc: expected thresholds_mm of shape (T,) with T >= 1, got {tuple(thresholds.shape)}"
-        )
+    check_shape("auc: thresholds_mm", thresholds, ["T"])
     return _pck_curve(errors, thresholds, weights).mean(dim=-1)

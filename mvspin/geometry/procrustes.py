@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from mvspin.geometry.rotations import _check_exact_shape, _check_trailing_shape
+from mvspin.errors import check_shape
 
 __all__ = ["similarity_procrustes"]
 
@@ -41,12 +41,12 @@ def similarity_procrustes(
         (tensor(2.0000), tensor([1.0000, 1.0000, 1.0000]))
     """
     func = "similarity_procrustes"
-    _check_trailing_shape(source, (3,), "source", func, leading=("N",))
-    _check_exact_shape(target, source.shape, "target", func, note="source's")
+    check_shape(f"{func}: source", source, ["*", None, 3])
+    check_shape(f"{func}: target (source's shape)", target, list(source.shape))
     if weights is None:
         w = torch.ones(source.shape[:-1], dtype=source.dtype, device=source.device)
     else:
-        _check_exact_shape(weights, source.shape[:-1], "weights", func)
+        check_shape(f"{func}: weights", weights, list(source.shape[:-1]))
         w = weights.to(source.dtype)
         if bool((w < 0).any()):
             raise ValueError("similarity_procrustes: weights must be non-negative")

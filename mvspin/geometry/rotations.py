@@ -6,12 +6,14 @@ radians.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from kornia.geometry.conversions import rotation_matrix_to_axis_angle
 from torch import Tensor
+
+from mvspin.errors import check_shape
 
 __all__ = [
     "rot6d_to_matrix",
@@ -22,32 +24,6 @@ __all__ = [
     "so3_mean",
     "geodesic_distance",
 ]
-
-
-def _check_trailing_shape(
-    x: Tensor, trailing: Sequence[int], name: str, func: str, leading: Sequence[str] = ()
-) -> None:
-    """Raise unless ``x`` is a tensor of shape ``(..., *leading, *trailing)``.
-
-    ``leading`` names dims of any size that must exist (e.g. ``("N",)`` for point sets).
-    """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{func}: {name} must be a torch.Tensor, got {type(x).__name__}")
-    trailing = tuple(trailing)
-    ndim = len(leading) + len(trailing)
-    if x.ndim < ndim or tuple(x.shape[x.ndim - len(trailing):]) != trailing:
-        expected = ", ".join(["..."] + list(leading) + [str(n) for n in trailing])
-        raise ValueError(f"{func}: expected {name} of shape ({expected}), got {tuple(x.shape)}")
-
-
-def _check_exact_shape(
-    x: Tensor, shape: Sequence[int], name: str, func: str, note: str = ""
-) -> None:
-    """Raise ValueError unless ``x`` is a tensor of exactly ``shape``; ``note`` says why."""
-    if not isinstance(x, Tensor) or tuple(x.shape) != tuple(shape):
-        actual = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        note = f" ({note})" if note else ""
-        raise ValueError(f"{func}: expected {name} of shape {tuple(shape)}{note}, got {actual}")
 
 
 def rot6d_to_matrix(x: Tensor) -> Tensor:
@@ -71,7 +47,7 @@ def rot6d_to_matrix(x: Tensor) -> Tensor:
         >>> R[:, 0], R[:, 1]  # the columns are elements (0, 2, 4) and (1, 3, 5)
         (tensor([0., 1., 0.]), tensor([-1.,  0.,  0.]))
     """
-    _check_trailing_shape(x, (6,), "x", "rot6d_to_matrix")
+    check_shape("rot6d_to_matrix: x", x, ["*", 6])
     cols = x.reshape(*x.shape[:-1], 3, 2)
     a1, a2 = cols[..., 0], cols[..., 1]
     b1 = F.normalize(a1, dim=-1)
@@ -97,7 +73,7 @@ def matrix_to_rot6d(R: Tensor) -> Tensor:
         >>> matrix_to_rot6d(torch.eye(3))
         tensor([1., 0., 0., 1., 0., 0.])
     """
-    _check_trailing_shape(R, (3, 3), "R", "matrix_to_rot6d")
+    check_shape("matrix_to_rot6d: R", R, ["*", 3, 3])
     return R[..., :, :2].reshape(*R.shape[:-2], 6)
 
 
@@ -127,7 +103,7 @@ def axis_angle_to_matrix(axis_angle: Tensor) -> Tensor:
         >>> R[0]  # cos, -sin, 0
         tensor([ 0.8776, -0.4794,  0.0000])
     """
-    _check_trailing_shape(axis_angle, (3,), "axis_angle", "axis_angle_to_matrix")
+    check_shape("axis_angle_to_matrix: axis_angle", axis_angle, ["*", 3])
     t2 = (axis_angle * axis_angle).sum(-1, keepdim=True)  # theta^2
     small = t2 < 1e-8
     half = 0.5 * torch.where(small, torch.ones_like(t2), t2).sqrt()  # theta / 2 (1 where small)
@@ -163,7 +139,7 @@ def matrix_to_axis_angle(R: Tensor) -> Tensor:
         >>> matrix_to_axis_angle(R)
         tensor([1.5708, 0.0000, 0.0000])
     """
-    _check_trailing_shape(R, (3, 3), "R", "matrix_to_axis_angle")
+    check_shape("matrix_to_axis_angle: R", R, ["*", 3, 3])
     return rotation_matrix_to_axis_angle(R)
 
 
@@ -187,7 +163,7 @@ def so3_right_jacobian(axis_angle: Tensor) -> Tensor:
                 [0., 1., 0.],
                 [0., 0., 1.]])
     """
-    _check_trailing_shape(axis_angle, (3,), "axis_angle", "so3_right_jacobian")
+    check_shape("so3_right_jacobian: axis_angle", axis_angle, ["*", 3])
     t2 = (axis_angle * axis_angle).sum(-1, keepdim=True)[..., None]
     small = t2 < 1e-4
     safe = torch.where(small, torch.ones_like(t2), t2)
@@ -251,7 +227,7 @@ def so3_mean(
         >>> matrix_to_axis_angle(so3_mean(Rz))
         tensor([0.0000, 0.0000, 0.2000])
     """
-    _check_trailing_shape(R, (3, 3), "R", "so3_mean", leading=("N",))
+    check_shape("so3_mean: R", R, ["*", None, 3, 3])
     lead = R.ndim - 2
     if not -R.ndim <= dim < R.ndim or (dim % R.ndim) >= lead:
         raise ValueError(
@@ -311,8 +287,8 @@ def geodesic_distance(R1: Tensor, R2: Tensor) -> Tensor:
         >>> geodesic_distance(torch.eye(3), Rz)
         tensor(0.5000)
     """
-    _check_trailing_shape(R1, (3, 3), "R1", "geodesic_distance")
-    _check_trailing_shape(R2, (3, 3), "R2", "geodesic_distance")
+    check_shape("geodesic_distance: R1", R1, ["*", 3, 3])
+    check_shape("geodesic_distance: R2", R2, ["*", 3, 3])
     R = R1.transpose(-1, -2) @ R2
     cos = 0.5 * (R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1.0)
     skew = torch.stack(

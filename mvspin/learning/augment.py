@@ -6,7 +6,8 @@ One augmentation of a bundle (:class:`AugmentParams`) is a horizontal **flip sha
 in-plane **rotation**, a crop **scale** factor and per-channel colour **gains** (SPIN's "pn"
 noise). Defaults (:class:`AugmentConfig`) are MV-SPIN's: flip p=0.5, gains U[0.6, 1.4],
 rotation N(0, 10 deg) clipped to +-20 deg and zero with p=0.6, scale N(1, 0.25) clipped to
-[0.75, 1.25] (see ``reference/spin_and_mvspin.md``).
+[0.75, 1.25], as in the published MV-SPIN code (https://github.com/leezhongguo/MVSPIN_NEW), after
+SPIN's (https://github.com/nkolot/SPIN).
 
 Geometry. Every per-view augmentation is one affine map of image pixels to augmented crop pixels
 (:func:`augmented_crop_transform`)::
@@ -44,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -316,9 +317,6 @@ def crop_and_augment(image: np.ndarray, center: np.ndarray, scale: float, rotati
 def normalize_keypoints(keypoints: np.ndarray | torch.Tensor, crop_size: int = SPIN_CROP_SIZE):
     """Crop pixels -> SPIN's normalised coordinates ``2 x / crop_size - 1`` (x, y of
     ``(..., 2|3)``; a confidence column is kept). The crop centre maps to 0."""
-    if isinstance(keypoints, torch.Tensor):
-        out = keypoints.clone()
-    else:
-        out = np.array(keypoints, dtype=np.float64, copy=True)
+    out: Any = keypoints.clone() if isinstance(keypoints, torch.Tensor) else np.array(keypoints, dtype=np.float64)
     out[..., :2] = 2.0 * out[..., :2] / crop_size - 1.0
     return out

@@ -26,7 +26,7 @@ frames and its result is brought back:
    (:func:`mvspin.learning.fit_acceptance.score_residuals`: SPIN's fitting loss, which the store
    ranks by, and the mean pixel error, each the mean over the views the fit used).
 
-Why the network and not the stored fit as the start: this is the loop's premise (paper 003,
+Why the network and not the stored fit as the start: this is the loop's premise (MV-SPIN,
 section 3.4: the network's estimates initialise MV-SMPLify, a better network gives better fits),
 and it is what the per-view mode does; the store still keeps the better of the new and the
 stored fit. One guard: a bundle whose views' estimates disagree about the body's world
@@ -50,9 +50,9 @@ from torch import Tensor
 from calibration import CameraTensors
 from mvspin.fitting import FitResult, MVSMPLify, PerViewEstimate, WorldEstimate, world_estimate_from_views
 from mvspin.geometry import SPIN_SCALE_UNIT, geodesic_distance, perspective_projection
+from mvspin.learning.augment import swap_left_right
 from mvspin.learning.fit_acceptance import FitScores, score_residuals
 from mvspin.learning.fit_frame import FIT_CROP_SIZE, to_fitting_frame
-from mvspin.learning.augment import swap_left_right
 from mvspin.learning.fits_store import flip_body_pose, from_augmented
 
 __all__ = ["CalibratedFit", "image_keypoints", "batch_cameras", "network_start", "to_crop_scale", "world_start",

@@ -96,7 +96,7 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
         calibrated = fit_cfg.mode == "calibrated"
         model = build_regressor(config, body).to(ctx.device).eval() if config.model.init_checkpoint else None
         mean = body.mean_params_tensors(ctx.device)
-        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False, drop_last=False)
+        sampler: DistributedSampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False, drop_last=False)
         loader = DataLoader(dataset, batch_size=batch_size or config.optim.batch_size, sampler=sampler,
                             num_workers=config.optim.num_workers)
         update = stage_progress(progress if ctx.is_main else no_progress, "fit-dataset", len(loader))

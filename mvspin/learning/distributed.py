@@ -76,7 +76,6 @@ class DistContext:
 def setup_distributed(device_name: str = "cpu") -> DistContext:
     """Join the ``torchrun`` process group when ``WORLD_SIZE > 1`` (gloo on CPU, nccl on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_train_device(device_name, local)
     if world <= 1:

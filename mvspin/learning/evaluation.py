@@ -46,8 +46,8 @@ from torch import Tensor
 
 from mvspin.atomic import OutputGroup
 from mvspin.body.keypoint_sets import H36M17_TO_LSP14, get_keypoint_set, keypoint_index_map
-from mvspin.data.bundle_format import BundleFile
 from mvspin.config import check_range
+from mvspin.data.bundle_format import BundleFile
 from mvspin.errors import EvaluationDataError
 from mvspin.geometry import auc, axis_angle_to_matrix, mpjpe, pa_mpjpe, pck, similarity_procrustes
 from mvspin.progress import Progress, no_progress
@@ -463,7 +463,7 @@ class EvaluationResult:
         out_dir.mkdir(parents=True, exist_ok=True)
         prefix = prefix or f"eval_{self.protocol}"
         json_path, npz_path = out_dir / f"{prefix}.json", out_dir / f"{prefix}_samples.npz"
-        arrays = {n: v.double().numpy() for n, v in self.errors.items()}
+        arrays: dict[str, Any] = {n: v.double().numpy() for n, v in self.errors.items()}
         s = self.samples
         arrays.update(bundle=s.bundle, view=s.view, frame=s.frame, subject=s.subject.astype(str),
                       sequence=s.sequence.astype(str), camera=s.camera.astype(str),

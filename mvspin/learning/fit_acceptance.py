@@ -1,6 +1,8 @@
 """SPIN's fit acceptance: the fitting loss that ranks fits, the threshold, and the betas rule.
 
-SPIN (paper 000; its ``train/trainer.py`` and ``smplify/smplify.py``, ``get_fitting_loss``)
+SPIN (Kolotouros, Pavlakos, Black, Daniilidis, *Learning to Reconstruct 3D Human Pose and Shape
+via Model-fitting in the Loop*, ICCV 2019; its code https://github.com/nkolot/SPIN,
+``train/trainer.py`` and ``smplify/smplify.py``, ``get_fitting_loss``)
 scores a fit by its **fitting loss**, per sample::
 
     loss = mean over the K keypoints of  conf_k^2 * sum_{x,y} GMoF(residual_k, sigma = 100)

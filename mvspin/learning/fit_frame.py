@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
 from torch import Tensor
 
 from mvspin.errors import check_shape

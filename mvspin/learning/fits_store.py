@@ -1,7 +1,7 @@
 """The fits store: the best MV-SMPLify fit of every bundle of a training set (one HDF5 file).
 
-MV-SPIN (paper 003 section 3.4, after SPIN section 3) keeps, per bundle, the best fit found so
-far: a new in-the-loop fit replaces the stored one only when its SPIN fitting loss is lower
+MV-SPIN (Li et al., WACV 2021, section 3.4, after SPIN, Kolotouros et al., ICCV 2019) keeps, per
+bundle, the best fit found so far: a new in-the-loop fit replaces the stored one only when its SPIN fitting loss is lower
 (:mod:`mvspin.learning.fit_acceptance`). Per bundle the store holds the shared body pose
 ``(23, 3, 3)`` and betas, each view's root orientation ``(V, 3, 3)``, the fit's loss
 (``error``) and mean reprojection distance (``error_px``), and the training step that produced it.

@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
 from mvspin.atomic import write_bytes_atomic
@@ -98,7 +97,7 @@ class SyntheticProtocolConfig:
     training set, PA-MPJPE 240 mm, than the mean pose, 139 mm)."""
 
 
-QUICK = {"train_bundles": 48, "val_bundles": 8, "test_bundles": 16, "training_seeds": [0],
+QUICK: dict[str, Any] = {"train_bundles": 48, "val_bundles": 8, "test_bundles": 16, "training_seeds": [0],
          "partial_3d_seeds": [0], "overrides": ["optim.max_steps=40", "optim.checkpoint_every=20"],
          "static_fit_iterations": 50}
 """Overrides of :class:`SyntheticProtocolConfig` for ``--quick`` (a few minutes on 2 cores)."""
@@ -270,8 +269,8 @@ def _evaluate_model(model: Any, body: Any, data: Path, input_size: int, max_samp
 
 def _run_arm(arm: str, variant: str, seed: int, yaml_path: str, config: SyntheticProtocolConfig,
              files: dict[str, Path], body: Any, out_dir: Path, log: Callable[[str], None]) -> ArmResult:
-    from mvspin.regressor.checkpoint import load_regressor_checkpoint
     from mvspin.learning.trainer import train
+    from mvspin.regressor.checkpoint import load_regressor_checkpoint
 
     train_file = files["train" if variant == "all_3d" else "train_partial_3d"]
     run_dir = out_dir / f"{variant}_{arm}_seed{seed}"
@@ -474,7 +473,7 @@ def plot_results(results: ProtocolResults, path: str | Path) -> Path:
         style = "-" if a.variant == "all_3d" else "--"
         label = f"{a.arm} {a.variant} s{a.seed}"
         if a.losses:
-            pts = [(s, l["loss/total"]) for s, l in a.losses if "loss/total" in l]
+            pts = [(s, logged["loss/total"]) for s, logged in a.losses if "loss/total" in logged]
             if pts:
                 ax_loss.plot(*zip(*pts), style, color=colours.get(a.arm), label=label, alpha=0.8)
         if a.arm == "untrained":

@@ -3,8 +3,11 @@
 One dataclass per section, merged with YAML and ``key=value`` overrides by
 :func:`mvspin.config.load_config` (``load_train_config`` here adds the checks that need the file
 system, so a bad path fails before any work). Every number the papers set is a field with the
-paper's value as default and its source in a comment: MV-SPIN = Li et al. (paper 003) section 3,
-SPIN = Kolotouros et al. (paper 000) and its code (nkolot/SPIN ``train/trainer.py``).
+paper's value as default and its source in a comment: MV-SPIN = Li, Oskarsson, Heyden, *3D Human
+Pose and Shape Estimation Through Collaborative Learning and Multi-view Model-fitting*, WACV 2021,
+section 3; SPIN = Kolotouros, Pavlakos, Black, Daniilidis, *Learning to Reconstruct 3D Human Pose
+and Shape via Model-fitting in the Loop*, ICCV 2019, and its code (https://github.com/nkolot/SPIN,
+``train/trainer.py``).
 """
 from __future__ import annotations
 
@@ -15,9 +18,9 @@ from typing import Optional, Sequence
 from mvspin.config import ConfigError, load_config
 from mvspin.data.bundle_format import BundleFile
 from mvspin.fitting.config import MVSMPLifyConfig, validate_config
-from mvspin.regressor.backbone import RESNET_DEPTHS
 from mvspin.learning.fit_acceptance import EXTREME_BETAS
 from mvspin.learning.training_dataset import DataConfig
+from mvspin.regressor.backbone import RESNET_DEPTHS
 
 __all__ = ["ModelConfig", "LossWeights", "FitsConfig", "OptimConfig", "TrainConfig", "load_train_config",
            "validate_train_config"]

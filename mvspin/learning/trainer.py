@@ -1,4 +1,8 @@
-"""The collaborative training loop of MV-SPIN (paper 003 sections 3.2-3.5; SPIN, paper 000).
+"""The collaborative training loop of MV-SPIN (sections 3.2-3.5) after SPIN.
+
+MV-SPIN: Li, Oskarsson, Heyden, *3D Human Pose and Shape Estimation Through Collaborative
+Learning and Multi-view Model-fitting*, WACV 2021. SPIN: Kolotouros, Pavlakos, Black, Daniilidis,
+*Learning to Reconstruct 3D Human Pose and Shape via Model-fitting in the Loop*, ICCV 2019.
 
 One step, for a batch of B bundles of V views (``(B, V, ...)`` throughout):
 
@@ -50,7 +54,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, cast
 
 import numpy as np
 import torch
@@ -61,21 +65,21 @@ from torch.utils.data.distributed import DistributedSampler
 from mvspin.atomic import OutputGroup, check_output_location, write_bytes_atomic
 from mvspin.body import BodyModel
 from mvspin.config import ConfigError, config_to_dict, save_config
-from mvspin.errors import TrainingError
+from mvspin.errors import TrainingError, import_optional
 from mvspin.fitting import MVSMPLify, PerViewEstimate
-from mvspin.regressor.backbone import load_imagenet_weights
 from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
-from mvspin.regressor.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
-from mvspin.learning.distributed import DistContext, setup_distributed
+from mvspin.learning.distributed import setup_distributed
 from mvspin.learning.fit_acceptance import accept_fits, score_fit
 from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
 from mvspin.learning.fits_store import FitsStore, from_augmented, source_fingerprint, to_augmented
-from mvspin.regressor.hmr import HMRRegressor, RegressorOutput
 from mvspin.learning.threads import torch_threads
 from mvspin.learning.train_config import TrainConfig, validate_train_config
 from mvspin.learning.training_dataset import TrainingDataset, seed_worker
 from mvspin.learning.training_losses import LossInputs, training_losses
 from mvspin.progress import Progress, no_progress, stage_progress
+from mvspin.regressor.backbone import load_imagenet_weights
+from mvspin.regressor.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
+from mvspin.regressor.hmr import HMRRegressor, RegressorOutput
 
 __all__ = ["TrainSummary", "TrainingError", "train", "latest_checkpoint", "build_body_model", "build_regressor",
            "checkpoint_paths", "previous_run", "remove_previous_run"]
@@ -195,7 +199,7 @@ def _set_train_mode(model: nn.Module, freeze_batchnorm: bool) -> None:
 
 def _rng_state() -> dict[str, Any]:
     """This process's torch / numpy / python RNG states as weights_only-loadable values."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple
     py_state = random.getstate()
     state = {"torch": torch.get_rng_state(),
              "numpy": [str(np_state[0]), torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
@@ -218,6 +222,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 class _Trainer:
     """State of one training run (one process of it)."""
+
+    times: dict[str, float]  # seconds per STEP_TIMES part since the last log line (set by train)
+    _last_log_step: int
 
     def __init__(self, config: TrainConfig, out_dir: Path, resume: bool, progress: Progress,
                  overwrite: bool = False) -> None:
@@ -338,7 +345,7 @@ class _Trainer:
     def _epoch_batches(self) -> Iterator[dict[str, Tensor]]:
         o = self.config.optim
         self.dataset.set_epoch(self.epoch)
-        sampler = DistributedSampler(self.dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
+        sampler: DistributedSampler = DistributedSampler(self.dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
                                      shuffle=False, drop_last=True)
         indices = list(sampler)[:self.steps_per_epoch * self.local_batch][self.batch_idx * self.local_batch:]
         generator = torch.Generator().manual_seed(o.seed * 1_000_003 + self.epoch * 1009 + self.ctx.rank)
@@ -453,7 +460,8 @@ class _Trainer:
                                 f"(terms: {', '.join(f'{k}={float(x):.4g}' for k, x in terms.items())})")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        grad_norm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in self.model.parameters() if p.grad is not None))
+        grad_norm = torch.sqrt(cast(Tensor, sum((p.grad.detach() ** 2).sum() for p in self.model.parameters()
+                                                if p.grad is not None)))
         self.optimizer.step()
         t3 = time.perf_counter()
         self.times["network"] += t1 - t0
@@ -509,9 +517,9 @@ class _Trainer:
         if ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.out_dir / "config.yaml")
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step or None)
+            tensorboard = import_optional("torch.utils.tensorboard", extra="train", purpose="training logs",
+                                          package="tensorboard")
+            self.writer = tensorboard.SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step or None)
             if self.step == 0 and self.metrics_path.exists():
                 self.metrics_path.unlink()
             elif self.step:

@@ -57,6 +57,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mvspin.body.keypoint_sets import get_keypoint_set, keypoint_index_map
+from mvspin.data.bundle_format import BundleFile
+from mvspin.geometry import SPIN_CROP_SIZE, axis_angle_to_matrix
 from mvspin.learning.augment import (
     AugmentConfig,
     AugmentParams,
@@ -70,8 +72,6 @@ from mvspin.learning.augment import (
     swap_left_right,
     transform_keypoints,
 )
-from mvspin.data.bundle_format import BundleFile
-from mvspin.geometry import SPIN_CROP_SIZE, axis_angle_to_matrix
 from mvspin.regressor.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [

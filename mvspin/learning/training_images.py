@@ -8,8 +8,8 @@ from torch import Tensor
 from mvspin import rendering
 from mvspin.body import BodyModel
 from mvspin.geometry import crop_cam_to_translation, crop_intrinsics
-from mvspin.regressor.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from mvspin.regressor.hmr import RegressorOutput
+from mvspin.regressor.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["training_image_grid"]
 

@@ -1,4 +1,8 @@
-"""The training losses of MV-SPIN (paper 003 section 3.5) / SPIN (paper 000 section 3).
+"""The training losses of MV-SPIN (section 3.5) / SPIN (section 3).
+
+MV-SPIN: Li, Oskarsson, Heyden, *3D Human Pose and Shape Estimation Through Collaborative
+Learning and Multi-view Model-fitting*, WACV 2021. SPIN: Kolotouros, Pavlakos, Black, Daniilidis,
+*Learning to Reconstruct 3D Human Pose and Shape via Model-fitting in the Loop*, ICCV 2019.
 
 All terms are mean squared errors over a batch of ``N = B * V`` crops (views flattened):
 

@@ -142,7 +142,7 @@ class HMRRegressor(ResNet):
         self.register_buffer("init_shape", _mean_param_row(params, "shape", N_BETAS))
         self.register_buffer("init_cam", _mean_param_row(params, "cam", N_CAM))
 
-    def forward(self, images: torch.Tensor, n_iter: int = 3,
+    def forward(self, images: torch.Tensor, n_iter: int = 3,  # type: ignore[override]  # the HMR head's inputs
                 init_pose: torch.Tensor | None = None, init_shape: torch.Tensor | None = None,
                 init_cam: torch.Tensor | None = None) -> RegressorOutput:
         """Regress SMPL parameters from normalised crops.

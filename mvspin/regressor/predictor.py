@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mvspin.fitting.view_estimates import fuse_view_predictions  # its home is fitting; re-exported here
 from mvspin.geometry import (
     SPIN_CROP_SIZE,
     SPIN_FOCAL_LENGTH,
@@ -47,9 +48,8 @@ from mvspin.geometry import (
     image_to_crop_points,
     matrix_to_axis_angle,
 )
-from mvspin.fitting.view_estimates import fuse_view_predictions  # its home is fitting; re-exported here
-from mvspin.regressor.preprocess import PREPROCESSING_MODES, crop_for_network, normalize_crop
 from mvspin.regressor.hmr import HMRRegressor
+from mvspin.regressor.preprocess import PREPROCESSING_MODES, crop_for_network, normalize_crop
 
 if TYPE_CHECKING:
     from mvspin.body import BodyModel

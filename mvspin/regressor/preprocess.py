@@ -144,7 +144,7 @@ def spin_crop(image: np.ndarray, center: np.ndarray | tuple[float, float], scale
     low, high = canvas.min(), canvas.max()
     stretch = 255.0 / ((high - low) if high > low else 1.0)
     as_bytes = (np.clip((canvas - low) * stretch, 0, 255) + 0.5).astype(np.uint8)
-    crop = np.array(Image.fromarray(as_bytes, "RGB").resize((crop_size, crop_size), Image.BILINEAR))
+    crop = np.array(Image.fromarray(as_bytes, "RGB").resize((crop_size, crop_size), Image.Resampling.BILINEAR))
     # PIL samples output pixel i at input (i + 0.5) * w / S - 0.5 of the cut-out.
     M = np.array([[crop_size / w, 0.0, (0.5 - ul[0]) * crop_size / w - 0.5],
                   [0.0, crop_size / h, (0.5 - ul[1]) * crop_size / h - 0.5]])

@@ -119,7 +119,7 @@ def test_mean_params_decode_to_upright_rotations(body_low):
     [
         ({"body_pose": torch.zeros(2, 70)}, r"body_pose must be \(B, 23, 3, 3\)"),
         ({"global_orient": torch.zeros(2, 4)}, r"global_orient must be \(B, 3, 3\)"),
-        ({"body_pose": torch.zeros(2, 69), "betas": torch.zeros(2, 7)}, r"betas must be \(B=2, 10\)"),
+        ({"body_pose": torch.zeros(2, 69), "betas": torch.zeros(2, 7)}, r"betas must have shape \(B, 10\) with B=2"),
         ({"body_pose": torch.zeros(2, 69), "transl": torch.zeros(3, 3)}, "batch sizes disagree"),
     ],
 )
@@ -129,7 +129,7 @@ def test_wrong_shapes_raise_value_error(body_low, kwargs, match):
 
 
 def test_multiview_shape_errors(body_low):
-    with pytest.raises(ValueError, match=r"transl \(B, V, 3\)"):
+    with pytest.raises(ValueError, match=r"keypoints_multiview: transl must have shape \(B, V, 3\), got \(2, 3\)"):
         body_low.keypoints_multiview("coco17", torch.zeros(2, 69), torch.zeros(2, 10), torch.zeros(2, 4, 3), torch.zeros(2, 3))
 
 

@@ -84,3 +84,40 @@ def test_shape_prior_and_shape_errors():
     assert shape_prior(torch.tensor([[3.0, 4.0]])).item() == 25.0
     with pytest.raises(ValueError, match=r"\(B, 69\)"):
         FreePosePrior()(torch.zeros(2, 68))
+
+
+def test_gmm_samples_follow_the_mixture():
+    means = np.zeros((2, 69))
+    means[1] = 1.0
+    covars = np.stack([0.01 * np.eye(69), 0.04 * np.eye(69)])
+    prior = GMMPosePrior(means, covars, np.array([1.0, 3.0]))  # unnormalised: 25 % / 75 %
+    x = prior.sample(4000, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (4000, 69) and x.dtype == prior.means.dtype
+    x = x.double()
+    second = x.mean(-1) > 0.5
+    assert abs(second.double().mean().item() - 0.75) < 0.03
+    np.testing.assert_allclose(x[second].mean(0).numpy(), 1.0, atol=0.03)
+    np.testing.assert_allclose(x[second].std(0).mean().item(), 0.2, rtol=0.05)
+    np.testing.assert_allclose(x[~second].std(0).mean().item(), 0.1, rtol=0.05)
+    half = prior.sample(4000, generator=torch.Generator().manual_seed(1), spread=0.5).double()
+    np.testing.assert_allclose(half[half.mean(-1) > 0.5].std(0).mean().item(), 0.1, rtol=0.05)
+
+
+def test_model_gallery_samples_an_official_models_gmm_prior(tmp_path):
+    """render-model draws its prior samples from the GMM when the SMPL directory has one."""
+    from mvspin.apps.render_model import model_gallery
+    from mvspin.body import BodyModel
+    from tests.body.fake_smpl import write_smpl_dir
+
+    write_smpl_dir(tmp_path)
+    means, covars, weights = _gmm(3)
+    with open(tmp_path / "gmm_08.pkl", "wb") as f:
+        pickle.dump({"means": means, "covars": covars, "weights": weights}, f, protocol=2)
+    body = BodyModel.load(tmp_path)
+    assert isinstance(body.pose_prior(), GMMPosePrior)
+    panels = model_gallery(body, 3, seed=0)
+    samples = [pose for label, pose, _ in panels if label.startswith("prior sample")]
+    assert len(samples) == 3 and all(p.shape == (69,) for p in samples)
+    # near one of the components (spread 0.25 of their standard deviation)
+    nearest = torch.cdist(torch.stack(samples).double(), torch.as_tensor(means)).min(1).values
+    assert float(nearest.max()) < 0.25 * float(np.sqrt(np.trace(covars, axis1=1, axis2=2)).max()) * 1.5

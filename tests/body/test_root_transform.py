@@ -31,5 +31,5 @@ def test_canonical_then_root_equals_full_forward(body):
     aa = torch.zeros(b, v, 3)
     torch.testing.assert_close(body.apply_root("openpose25", kp, pelvis, aa, torch.zeros(b, v, 3)),
                                kp[:, None].expand(b, v, 25, 3), atol=1e-6, rtol=0)
-    with pytest.raises(ValueError, match=r"keypoints must be \(B, 25, 3\)"):
+    with pytest.raises(ValueError, match=r"openpose25 keypoints must have shape \(B, 25, 3\), got \(2, 10, 3\)"):
         body.apply_root("openpose25", kp[:, :10], pelvis, orient, transl)

@@ -43,9 +43,9 @@ def test_scaled_camera_maps_pixel_centres():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"K": np.eye(2)}, "K must be"),
+        ({"K": np.eye(2)}, r"K must have shape \(3, 3\), got \(2, 2\)"),
         ({"R": np.diag([1.0, 1.0, -1.0])}, "not a rotation"),
-        ({"t": np.zeros(2)}, "t must have 3"),
+        ({"t": np.zeros(2)}, r"t must have shape \(3\), got \(2,\)"),
         ({"dist": np.zeros(3)}, "distortion must have"),
         ({"t": np.array([0.0, np.nan, 0.0])}, "NaN"),
     ],

@@ -109,9 +109,9 @@ def test_look_at_has_one_home():
 
 def test_shape_errors():
     K = torch.eye(3)
-    with pytest.raises(ValueError, match=r"project_points: expected points of shape \(\.\.\., N, 3\), got \(3,\)"):
+    with pytest.raises(ValueError, match=r"project_points: points must have shape \(\.\.\., \?, 3\), got \(3,\)"):
         project_points(torch.zeros(3), K)
-    with pytest.raises(ValueError, match=r"expected dist of shape \(\.\.\., D\) with D in \(4, 5, 8\), got \(6,\)"):
+    with pytest.raises(ValueError, match=r"dist must have shape \(\.\.\., D\) with D in \(4, 5, 8\), got \(6,\)"):
         distort(torch.zeros(2, 2), torch.zeros(6))
-    with pytest.raises(ValueError, match=r"undistort_points: expected K of shape \(\.\.\., 3, 3\), got \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"undistort_points: K must have shape \(\.\.\., 3, 3\), got \(3, 4\)"):
         undistort_points(torch.zeros(4, 2), torch.zeros(3, 4))

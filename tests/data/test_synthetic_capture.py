@@ -156,7 +156,7 @@ def test_appearance_options(body):
         SyntheticOptions.preset("capture", colors="rainbow")
     with pytest.raises(ValueError, match="outlier_views must be in 0..1"):
         SyntheticOptions.preset("capture", num_views=2, outlier_views=2)
-    with pytest.raises(ValueError, match="keypoint_set must be one of .*got .nope."):
+    with pytest.raises(ValueError, match="keypoint_set must be one of smpl24, .*got 'nope'"):
         SyntheticOptions.preset("capture", keypoint_set="nope")
     with pytest.raises(ValueError, match="distance"):
         SyntheticOptions.preset("capture", distance=(5.0, 4.0))

@@ -8,6 +8,7 @@ import torch
 
 from mvspin.body import BodyModel
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording
+from mvspin.errors import NoFrameFittedError
 from mvspin.fitting import MVSMPLify, MVSMPLifyConfig
 from mvspin.fitting.association import associate_subjects
 from mvspin.fitting.sequence import SequenceFitConfig, fit_sequence
@@ -123,7 +124,31 @@ def test_frames_nobody_sees_are_carried_and_flagged(body):
 
 def test_no_usable_frame_is_a_clear_error(body):
     rig = make_rig_recording(body, RecordingOptions(num_frames=2, bystander_rate=0.0), seed=0).rig
-    with pytest.raises(ValueError, match="no frame of the recording could be fitted"):
+    with pytest.raises(NoFrameFittedError, match="no frame of the recording could be fitted"):
         fit_sequence(body, torch.zeros(5, 4, 25, 3), rig, "openpose25")
     with pytest.raises(ValueError, match="keypoints are for 3 cameras but the rig has 4"):
         fit_sequence(body, torch.zeros(5, 3, 25, 3), rig, "openpose25")
+
+
+def test_recording_fit_tells_an_unfittable_subject_by_its_error_class(body, monkeypatch):
+    """fit_recording turns fit_sequence's NoFrameFittedError into a RecordingError naming the
+    subject; any other error passes through unchanged (no message text decides)."""
+    import mvspin.fitting.recording as recording
+    from mvspin.errors import RecordingError
+
+    rec = make_rig_recording(body, RecordingOptions(num_frames=2, bystander_rate=0.0), seed=0)
+
+    def fail_with(err):
+        def fit(*args, **kwargs):
+            raise err
+        return fit
+
+    monkeypatch.setattr(recording, "fit_sequence", fail_with(NoFrameFittedError("the wording may change")))
+    with pytest.raises(RecordingError, match=r"^subject 0: no frame could be fitted: the cameras do not see") as caught:
+        recording.fit_recording(body, rec.detections, rec.rig, "openpose25")
+    assert type(caught.value) is RecordingError
+    other = ValueError("no frame of the recording could be fitted (but not that error)")
+    monkeypatch.setattr(recording, "fit_sequence", fail_with(other))
+    with pytest.raises(ValueError) as caught:
+        recording.fit_recording(body, rec.detections, rec.rig, "openpose25")
+    assert caught.value is other

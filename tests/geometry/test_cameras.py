@@ -74,9 +74,9 @@ def test_crop_intrinsics():
 
 
 def test_crop_cam_shape_errors():
-    with pytest.raises(ValueError, match=r"expected cam of shape \(\.\.\., 3\), got \(5, 2\)"):
+    with pytest.raises(ValueError, match=r"cam must have shape \(\.\.\., 3\), got \(5, 2\)"):
         crop_cam_to_translation(torch.zeros(5, 2))
-    with pytest.raises(ValueError, match=r"expected transl of shape \(\.\.\., 3\), got \(4,\)"):
+    with pytest.raises(ValueError, match=r"transl must have shape \(\.\.\., 3\), got \(4,\)"):
         translation_to_crop_cam(torch.zeros(4))
 
 
@@ -186,18 +186,18 @@ def test_projection_gradcheck(device):
 
 def test_projection_shape_errors():
     K = torch.eye(3)
-    with pytest.raises(ValueError, match=r"points of shape \(\.\.\., N, 3\), got \(5, 2\)"):
+    with pytest.raises(ValueError, match=r"points must have shape \(\.\.\., \?, 3\), got \(5, 2\)"):
         perspective_projection(torch.zeros(5, 2), K)
-    with pytest.raises(ValueError, match=r"expected points of shape \(\.\.\., N, 3\), got \(3,\)"):
+    with pytest.raises(ValueError, match=r"points must have shape \(\.\.\., \?, 3\), got \(3,\)"):
         perspective_projection(torch.zeros(3), K)
-    with pytest.raises(ValueError, match=r"expected K of shape \(\.\.\., 3, 3\), got \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"K must have shape \(\.\.\., 3, 3\), got \(3, 4\)"):
         perspective_projection(torch.zeros(5, 3), torch.zeros(3, 4))
-    expected = r"expected dist of shape \(\.\.\., D\) with D in \(4, 5, 8\), got \(6,\)"
+    expected = r"dist must have shape \(\.\.\., D\) with D in \(4, 5, 8\), got \(6,\)"
     with pytest.raises(ValueError, match=expected):
         perspective_projection(torch.zeros(5, 3), K, dist=torch.zeros(6))
-    with pytest.raises(ValueError, match=r"expected R of shape \(\.\.\., 3, 3\), got \(3,\)"):
+    with pytest.raises(ValueError, match=r"R must have shape \(\.\.\., 3, 3\), got \(3,\)"):
         perspective_projection(torch.zeros(5, 3), K, R=torch.zeros(3))
-    with pytest.raises(ValueError, match=r"expected t of shape \(\.\.\., 3\), got \(4,\)"):
+    with pytest.raises(ValueError, match=r"t must have shape \(\.\.\., 3\), got \(4,\)"):
         world_to_camera(torch.zeros(5, 3), t=torch.zeros(4))
 
 
@@ -263,10 +263,10 @@ def test_crop_transform_agrees_with_cv2_warp_affine():
 
 
 def test_crop_transform_shape_errors():
-    with pytest.raises(ValueError, match=r"expected center of shape \(\.\.\., 2\), got \(4, 3\)"):
+    with pytest.raises(ValueError, match=r"center must have shape \(\.\.\., 2\), got \(4, 3\)"):
         image_to_crop_transform(torch.zeros(4, 3), torch.ones(4))
-    expected = r"expected scale of shape \(4,\) \(center's leading dims\), got \(3,\)"
+    expected = r"scale must have shape \(4,\) \(center's leading dims\), got \(3,\)"
     with pytest.raises(ValueError, match=expected):
         crop_to_image_transform(torch.zeros(4, 2), torch.ones(3))
-    with pytest.raises(ValueError, match=r"points of shape \(\.\.\., N, 2\), got \(4, 17, 3\)"):
+    with pytest.raises(ValueError, match=r"points must have shape \(\.\.\., \?, 2\), got \(4, 17, 3\)"):
         image_to_crop_points(torch.zeros(4, 17, 3), torch.zeros(4, 2), torch.ones(4))

@@ -76,5 +76,5 @@ def test_points_inside_image_pixel_centre_rule(device):
     sizes = torch.tensor([[[100, 10]], [[50, 50]]], device=device)
     pts = torch.tensor([[[60.0, 5.0]], [[60.0, 5.0]]], device=device)
     assert points_inside_image(pts, sizes).tolist() == [[True], [False]]
-    with pytest.raises(ValueError, match=r"uv of shape \(\.\.\., 2\)"):
+    with pytest.raises(ValueError, match=r"uv must have shape \(\.\.\., 2\)"):
         points_inside_image(np.zeros((4, 3)), (10, 10))

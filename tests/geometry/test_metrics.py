@@ -125,18 +125,18 @@ def test_root_align(device):
 
 def test_errors():
     x = torch.zeros(2, 5, 3)
-    expected = r"expected target of shape \(2, 5, 3\) \(pred's\), got \(2, 4, 3\)"
+    expected = r"target \(pred's shape\) must have shape \(2, 5, 3\), got \(2, 4, 3\)"
     with pytest.raises(ValueError, match=expected):
         mpjpe(x, torch.zeros(2, 4, 3))
-    with pytest.raises(ValueError, match=r"pred of shape \(\.\.\., N, 3\), got \(2, 5, 2\)"):
+    with pytest.raises(ValueError, match=r"pred must have shape \(\.\.\., \?, 3\), got \(2, 5, 2\)"):
         pck(torch.zeros(2, 5, 2), x)
-    with pytest.raises(ValueError, match=r"expected mask of shape \(2, 5\), got \(5,\)"):
+    with pytest.raises(ValueError, match=r"mask must have shape \(2, 5\), got \(5,\)"):
         pa_mpjpe(x, x, torch.ones(5, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"expected mask of shape \(2, 5\), got \(2, 5, 1\)"):
+    with pytest.raises(ValueError, match=r"mask must have shape \(2, 5\), got \(2, 5, 1\)"):
         auc(x, x, mask=torch.ones(2, 5, 1))
-    with pytest.raises(ValueError, match=r"expected thresholds_mm of shape \(T,\)"):
+    with pytest.raises(ValueError, match=r"thresholds_mm must have shape \(T\)"):
         auc(x, x, thresholds_mm=[[5.0]])
     with pytest.raises(ValueError, match="within 5 joints"):
         root_align(x, [0, 7])
-    with pytest.raises(ValueError, match=r"joints of shape \(\.\.\., N, 3\), got \(5, 2\)"):
+    with pytest.raises(ValueError, match=r"joints must have shape \(\.\.\., \?, 3\), got \(5, 2\)"):
         root_align(torch.zeros(5, 2), 0)

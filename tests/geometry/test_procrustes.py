@@ -105,12 +105,12 @@ def test_gradcheck(device):
 
 def test_shape_errors():
     x = torch.zeros(2, 5, 3)
-    with pytest.raises(ValueError, match=r"source of shape \(\.\.\., N, 3\), got \(2, 5, 2\)"):
+    with pytest.raises(ValueError, match=r"source must have shape \(\.\.\., \?, 3\), got \(2, 5, 2\)"):
         similarity_procrustes(torch.zeros(2, 5, 2), x)
-    expected = r"expected target of shape \(2, 5, 3\) \(source's\), got \(2, 4, 3\)"
+    expected = r"target \(source's shape\) must have shape \(2, 5, 3\), got \(2, 4, 3\)"
     with pytest.raises(ValueError, match=expected):
         similarity_procrustes(x, torch.zeros(2, 4, 3))
-    with pytest.raises(ValueError, match=r"expected weights of shape \(2, 5\), got \(5,\)"):
+    with pytest.raises(ValueError, match=r"weights must have shape \(2, 5\), got \(5,\)"):
         similarity_procrustes(x, x, torch.ones(5))
     with pytest.raises(ValueError, match="non-negative"):
         similarity_procrustes(x, x, -torch.ones(2, 5))

@@ -78,9 +78,9 @@ def test_rot6d_gradcheck(device):
 
 
 def test_rot6d_shape_errors():
-    with pytest.raises(ValueError, match=r"expected x of shape \(\.\.\., 6\), got \(4, 9\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 6\), got \(4, 9\)"):
         rot6d_to_matrix(torch.zeros(4, 9))
-    with pytest.raises(ValueError, match=r"expected R of shape \(\.\.\., 3, 3\), got \(4, 3, 2\)"):
+    with pytest.raises(ValueError, match=r"R must have shape \(\.\.\., 3, 3\), got \(4, 3, 2\)"):
         matrix_to_rot6d(torch.zeros(4, 3, 2))
 
 
@@ -173,9 +173,9 @@ def test_axis_angle_empty_batch(shape):
 
 
 def test_axis_angle_shape_errors():
-    with pytest.raises(ValueError, match=r"axis_angle of shape \(\.\.\., 3\), got \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"axis_angle must have shape \(\.\.\., 3\), got \(2, 4\)"):
         axis_angle_to_matrix(torch.zeros(2, 4))
-    with pytest.raises(ValueError, match=r"expected R of shape \(\.\.\., 3, 3\), got \(9,\)"):
+    with pytest.raises(ValueError, match=r"R must have shape \(\.\.\., 3, 3\), got \(9,\)"):
         matrix_to_axis_angle(torch.zeros(9))
 
 
@@ -283,7 +283,7 @@ def test_so3_mean_errors():
         so3_mean(R, torch.ones(3))
     with pytest.raises(ValueError, match="non-negative"):
         so3_mean(R, -torch.ones(2, 4))
-    with pytest.raises(ValueError, match=r"expected R of shape \(\.\.\., N, 3, 3\), got \(4, 3\)"):
+    with pytest.raises(ValueError, match=r"R must have shape \(\.\.\., \?, 3, 3\), got \(4, 3\)"):
         so3_mean(torch.zeros(4, 3))
 
 
@@ -315,7 +315,7 @@ def test_geodesic_distance_precision_and_gradient(device):
 
 
 def test_geodesic_distance_shape_errors():
-    with pytest.raises(ValueError, match=r"expected R2 of shape \(\.\.\., 3, 3\), got \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"R2 must have shape \(\.\.\., 3, 3\), got \(3, 4\)"):
         geodesic_distance(torch.eye(3), torch.zeros(3, 4))
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 from mvspin.body.config import BodyModelConfig
 from mvspin.config import ConfigError, check_range
 from mvspin.data.keypoint_files import parse_person_choice
-from mvspin.fitting.config import MVSMPLifyConfig, SMPLifyConfig, validate_config
+from mvspin.fitting.config import PRESETS, MVSMPLifyConfig, SMPLifyConfig, validate_config
 from mvspin.regressor.preprocess import PREPROCESSING_MODES
 
 __all__ = ["BACKBONES", "MESH_FORMATS", "InferConfig"]
@@ -28,7 +28,7 @@ class InferConfig:
     Example:
         >>> config = InferConfig(inputs=[Path("photo.jpg")], checkpoint=Path("model_checkpoint.pt"),
         ...                      out=Path("results"))
-        >>> config.fit.stage2_iterations  # SPIN's SMPLify, used with refine
+        >>> config.fit.stage2_iterations  # SMPLify's iterations (SPIN's 100), used with refine
         100
     """
 
@@ -62,7 +62,10 @@ class InferConfig:
     """Refine each prediction with SMPLify on the openpose keypoints (MV-SMPLify with views)."""
     fit: MVSMPLifyConfig = field(default_factory=MVSMPLifyConfig)
     """SMPLify settings of refine (mvspin.fitting.SMPLifyConfig's fields; with views, MV-SMPLify's
-    per_view mode); default: SPIN's values."""
+    per_view mode); default: the mvspin preset (SPIN's weights and iterations, configs/fitting.yaml)."""
+    fit_preset: Optional[str] = field(default=None, metadata={"choices": tuple(PRESETS)})
+    """Start refine's settings from a named fitting preset (configs/fitting.yaml lists them); the
+    fit settings that differ from the defaults apply on top."""
     mesh_format: str = field(default="obj", metadata={"choices": MESH_FORMATS})
     """Mesh files: obj (text, opens everywhere) or ply (binary, ~15x faster to write for the full
     free model)."""
@@ -112,8 +115,17 @@ class InferConfig:
                               field="views")
         if self.refine and self.openpose is None:
             raise ConfigError("refine fits SMPLify to 2D keypoints: give them with openpose", field="refine")
-        if not self.refine and self.fit != MVSMPLifyConfig():
+        if not self.refine and (self.fit != MVSMPLifyConfig() or self.fit_preset is not None):
             raise ConfigError("the fit settings set up refine, which is not on", field="refine")
+        if self.fit_preset is not None:
+            if self.fit_preset not in PRESETS:
+                raise ConfigError(f"fit_preset must be one of {', '.join(PRESETS)}, got {self.fit_preset!r}",
+                                  field="fit_preset")
+            # Applying it again to its own result changes nothing: a saved config reads back equal.
+            default = MVSMPLifyConfig()
+            changed = {f.name: getattr(self.fit, f.name) for f in fields(MVSMPLifyConfig)
+                       if getattr(self.fit, f.name) != getattr(default, f.name)}
+            self.fit = MVSMPLifyConfig.preset(self.fit_preset, **changed)
         try:
             validate_config(self.fit)
         except ValueError as err:

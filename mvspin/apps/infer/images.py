@@ -30,6 +30,7 @@ from mvspin.apps.infer.session import (
     InferReport,
     InferSession,
     boxes_of,
+    crops_of,
     output_group,
     overlay_meshes,
     suffixed,
@@ -87,7 +88,7 @@ def read_image_input(session: InferSession, item: InferInput, report: InferRepor
         except FileNotFoundError as err:
             raise InputError(str(err)) from None
         people = people_in_image(width, height, keypoints_file, bbox_file, session.person, session.preprocessing)
-        crops = torch.stack([session.predictor.crop(image, p.center, p.scale) for p in people])
+        crops = crops_of(session.predictor, [image] * len(people), people)
     return ImageCrops(item, image, people, crops)
 
 

@@ -18,7 +18,7 @@ import torch
 from mvspin.apps.infer.config import BACKBONES, InferConfig
 from mvspin.apps.infer.inputs import InputError, PersonBox, check_box, check_image_size
 from mvspin.atomic import OutputGroup
-from mvspin.config import ConfigError, resolve_device
+from mvspin.config import resolve_device
 from mvspin.data.keypoint_files import openpose_keypoint_set, parse_person_choice
 from mvspin.errors import InferError
 from mvspin.regressor.predictor import Prediction, Predictor, refine_with_smplify, timed, whole_image_box
@@ -117,11 +117,9 @@ def load_regressor(checkpoint: Optional[Path], body: BodyModel, device: torch.de
 
 
 def resolve_config_device(config: InferConfig) -> torch.device:
-    """The torch device of ``config.device``; :class:`ConfigError` naming the field ``device``."""
-    try:
-        return resolve_device(config.device, what="device")
-    except ConfigError as err:
-        raise ConfigError(str(err), field="device") from None
+    """The torch device of ``config.device`` (:class:`~mvspin.config.ConfigError` naming the field
+    ``device`` when there is no such device here)."""
+    return resolve_device(config.device, what="device")
 
 
 class InferSession:
@@ -194,9 +192,9 @@ class InferSession:
             people = [PersonBox("", *whole_image_box(width, height))]
         for p in people:
             check_box(p.center, p.scale, width, height, "image")
-        crops = torch.stack([self.predictor.crop(image, p.center, p.scale) for p in people])
-        pred = self.predictor.predict_crops(crops, np.stack([p.center for p in people]),
-                                            np.array([p.scale for p in people]), with_vertices=with_vertices)
+        centers, scales = boxes_of(people)
+        pred = self.predictor.predict_crops(crops_of(self.predictor, [image] * len(people), people), centers, scales,
+                                            with_vertices=with_vertices)
         if self.fit_settings is not None:
             pred, _ = self.refine(pred, list(people))
         return pred

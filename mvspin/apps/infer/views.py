@@ -21,7 +21,15 @@ import torch
 from mvspin.apps.infer.config import InferConfig
 from mvspin.apps.infer.images import read_image_input
 from mvspin.apps.infer.inputs import InferInput
-from mvspin.apps.infer.session import InferError, InferItem, InferReport, InferSession, boxes_of, keypoint_set, output_group
+from mvspin.apps.infer.session import (
+    InferError,
+    InferItem,
+    InferReport,
+    InferSession,
+    boxes_of,
+    keypoint_set,
+    output_group,
+)
 from mvspin.progress import Progress, no_progress
 from mvspin.regressor.predictor import fuse_view_predictions, posed_prediction, refine_views_with_mvsmplify
 

@@ -39,10 +39,10 @@ from mvspin.data.video import IMAGE_SUFFIXES, VideoError, VideoFrames
 from mvspin.errors import check_shape
 from mvspin.fitting.view_estimates import WorldEstimate, world_estimate_from_views
 from mvspin.geometry import keypoint_crop_boxes
+from mvspin.progress import Progress, no_progress
 from mvspin.regressor.checkpoint import CheckpointError, checkpoint_input_size, load_regressor_checkpoint
 from mvspin.regressor.predictor import Predictor
 from mvspin.regressor.preprocess import preprocessing_for_checkpoint, read_image
-from mvspin.progress import Progress, no_progress
 
 __all__ = ["RigViewPredictions", "load_rig_predictor", "camera_frames", "predict_rig_views", "network_world_estimate",
            "world_estimate_from_rig_views"]

@@ -242,5 +242,5 @@ class FrameSink:
         if self.image_storage == "bytes":
             return data
         rel = relative_name + self.ext
-        write_bytes_atomic(self.frames_dir / rel, data)
+        write_bytes_atomic(self.frames_dir / rel, data.tobytes())
         return rel

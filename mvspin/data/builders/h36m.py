@@ -45,7 +45,6 @@ import numpy as np
 from calibration import Camera
 from calibration.formats.h36m import H36M_CAMERA_IDS, read_h36m_cameras
 from mvspin.body.keypoint_sets import get_keypoint_set
-from mvspin.data.bundle_format import BundleWriter
 from mvspin.data.builders import (
     BuildReport,
     FrameSink,
@@ -53,9 +52,11 @@ from mvspin.data.builders import (
     read_source_image,
     with_progress,
 )
+from mvspin.data.bundle_format import BundleWriter
+from mvspin.data.video import VideoError, iter_video_frames, video_info
+from mvspin.errors import import_optional
 from mvspin.geometry.crop import SPIN_BBOX_SCALE_FACTOR, keypoint_crop_box, points_inside_image
 from mvspin.progress import Progress, no_progress
-from mvspin.data.video import VideoError, iter_video_frames, video_info
 
 __all__ = [
     "H36M_CAMERA_IDS",
@@ -111,10 +112,7 @@ def read_h36m_poses(path: str | os.PathLike) -> np.ndarray:
     Raises:
         ValueError: the file has no ``Pose`` variable or its size is not a multiple of 96.
     """
-    try:
-        import cdflib  # runtime dependency of this builder only
-    except ImportError:
-        raise ImportError("reading Human3.6M CDF pose files needs cdflib: pip install 'cdflib>=1.0'") from None
+    cdflib = import_optional("cdflib", extra="datasets", purpose="Human3.6M CDF pose files")
 
     path = Path(path)
     try:

@@ -36,16 +36,16 @@ import scipy.io
 from calibration import Camera
 from calibration.formats.mpi_inf_3dhp import read_mpi_calibration as read_mpi_rig
 from mvspin.body.keypoint_sets import get_keypoint_set
-from mvspin.data.bundle_format import BundleWriter
 from mvspin.data.builders import (
     BuildReport,
     FrameSink,
     read_source_image,
     with_progress,
 )
+from mvspin.data.bundle_format import BundleWriter
+from mvspin.data.video import VideoError, iter_video_frames, video_info
 from mvspin.geometry.crop import SPIN_BBOX_SCALE_FACTOR, keypoint_crop_box, points_inside_image
 from mvspin.progress import Progress, no_progress
-from mvspin.data.video import VideoError, iter_video_frames, video_info
 
 __all__ = [
     "MPI28_JOINT_NAMES",

@@ -33,13 +33,14 @@ from typing import Any, Optional
 import numpy as np
 
 from mvspin.body.keypoint_sets import get_keypoint_set
-from mvspin.data.bundle_format import BundleWriter
+from mvspin.body.safe_pickle import UnsafePickleError, load_restricted_pickle
 from mvspin.data.builders import (
     BuildReport,
     project_world_points,
     read_source_image,
     with_progress,
 )
+from mvspin.data.bundle_format import BundleWriter
 from mvspin.geometry.crop import (
     KEYPOINT_MIN_CONFIDENCE,
     SPIN_BBOX_SCALE_FACTOR,
@@ -47,7 +48,6 @@ from mvspin.geometry.crop import (
     points_inside_image,
 )
 from mvspin.progress import Progress, no_progress
-from mvspin.body.safe_pickle import UnsafePickleError, load_restricted_pickle
 
 __all__ = ["PW3D_SPLITS", "UnsafePickleError", "load_3dpw_pickle", "build_3dpw"]
 

@@ -325,6 +325,16 @@ def test_config_problems_name_their_field_and_outputs_are_checked_before_loading
                     fit=MVSMPLifyConfig(mode="calibrated"))
     assert err.value.field == "fit.mode"
 
+    # A fitting preset under the fit settings that were changed; a saved config reads back equal.
+    preset = InferConfig(inputs=[image], allow_untrained=True, refine=True, openpose=tmp_path, fit_preset="spin",
+                         fit=MVSMPLifyConfig(stage2_iterations=7), out=tmp_path / "preset")
+    assert (preset.fit.stage1_loss, preset.fit.patience, preset.fit.stage2_iterations) == ("squared", 0, 7)
+    assert "neck" in preset.fit.stage2_ignored_points
+    assert InferConfig(**{**vars(preset)}) == preset
+    with pytest.raises(ConfigError, match="fit_preset must be one of mvspin, spin, mvspin_paper") as err:
+        InferConfig(inputs=[image], allow_untrained=True, refine=True, openpose=tmp_path, fit_preset="fast")
+    assert err.value.field == "fit_preset"
+
     # Files named by the config are checked first, then the output folder, then the models load:
     # the broken checkpoint is never read when the output folder is blocked.
     broken = tmp_path / "broken.pt"
