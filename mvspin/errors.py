@@ -151,10 +151,9 @@ class MissingKeypointFileError(KeypointFileError, FileNotFoundError):
 class BuildDataError(MvspinError, ValueError):
     """A dataset build wrote no bundle (every item skipped); ``report`` says what was skipped and why."""
 
-    def __init__(self, message: str, report: Any) -> None:
+    def __init__(self, message: str, report: Any = None) -> None:
         super().__init__(message)
         self.report = report
-        """The build's ``mvspin.data.builders.BuildReport``."""
 
 
 # --- network, training and evaluation ---------------------------------------------------------------

@@ -65,8 +65,8 @@ def add_config_options(parser: argparse.ArgumentParser, schema: type, *, positio
         sub = strip_optional(kind)
         if f.name in flatten and isinstance(sub, type) and dataclasses.is_dataclass(sub):
             flat = parser.add_argument_group(f.name)
-            for g, inner in config_fields(sub):
-                spec = _spec(sub, g, inner, {})
+            for g, inner in config_fields(typing.cast(type, sub)):
+                spec = _spec(typing.cast(type, sub), g, inner, {})
                 if spec is not None:
                     flat.add_argument(flag_for(g.name), dest=f"{f.name}.{g.name}", default=argparse.SUPPRESS,
                                       metavar=None if "choices" in spec else g.name.upper(), **spec)

@@ -43,6 +43,7 @@ def to_fitting_frame(keypoints: Tensor, crop_size: int) -> Tensor:
         ``(..., K, 3)``: x and y times ``224 / crop_size``, confidence unchanged (a new tensor).
 
     Example:
+        >>> import torch
         >>> to_fitting_frame(torch.tensor([[32.0, 0.0, 0.7]]), 64)
         tensor([[112.0000,   0.0000,   0.7000]])
     """
