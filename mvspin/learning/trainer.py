@@ -456,7 +456,8 @@ class _Trainer:
             target_valid=valid_n.to(rotmat.dtype))
         total, terms = training_losses(inputs, c.loss, c.data.crop_size, set3, self.focal)
         if not bool(torch.isfinite(total)):
-            raise TrainingError(f"loss became {float(total)} at step {self.step + 1} "
+            raise TrainingError(f"loss became {float(total)} at step {self.step + 1}"
+                                f"{self._nonfinite_inputs(batch)} "
                                 f"(terms: {', '.join(f'{k}={float(x):.4g}' for k, x in terms.items())})")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -473,6 +474,19 @@ class _Trainer:
         scalars["grad_norm"] = float(grad_norm)
         scalars.update(stats)
         return scalars
+
+    def _nonfinite_inputs(self, batch: dict[str, Tensor]) -> str:
+        """``": <file> bundle <i>: <field> is not finite; ..."`` for the batch's bundles whose data
+        hold NaN or infinite values (the likely cause of a non-finite loss), else ``""``."""
+        found = []
+        for key, value in batch.items():
+            if not torch.is_floating_point(value) or value.dim() < 1:
+                continue
+            bad = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
+            for b in torch.nonzero(bad).flatten().tolist():
+                source = self.dataset.sources[int(batch["dataset_index"][b])].path
+                found.append(f"{source} bundle {int(batch['bundle_index'][b])}: {key} is not finite")
+        return (": " + "; ".join(found[:3]) + ("; ..." if len(found) > 3 else "")) if found else ""
 
     # --- logging ----------------------------------------------------------------------------
     def _log(self, scalars: dict[str, float]) -> dict[str, float]:

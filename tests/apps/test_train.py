@@ -73,3 +73,21 @@ def test_resume_and_overwrite_exclude_each_other(capture, tmp_path):
         train(load_config(TrainJobConfig, None, tiny_overrides([capture])))
     with pytest.raises(ConfigError, match="optim.lr must be positive"):
         _job(capture, tmp_path, **{"optim.lr": -1})
+
+
+def test_a_nan_keypoint_in_the_data_is_named_with_its_file_and_bundle(tmp_path):
+    import h5py
+    import numpy as np
+
+    from tests.learning.train_helpers import tiny_capture as make
+
+    data = make(tmp_path / "nan.h5", num_bundles=2)
+    with h5py.File(data, "r+") as f:
+        kp = f["keypoints_2d"][...]
+        kp[1, 0, 3, 0] = np.nan  # bundle 1, view 0, keypoint 3: x
+        f["keypoints_2d"][...] = kp
+    config = load_config(TrainJobConfig, None, [*tiny_overrides([data], **{"optim.max_steps": 1,
+                                                                           "data.augmentation": False}),
+                                                f"out={tmp_path / 'run'}"])
+    with pytest.raises(TrainingError, match=rf"loss became nan at step 1: {data} bundle 1: keypoints_2d is not finite"):
+        train(config)
