@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ import numpy as np
 from mvspin._version import __version__
 from mvspin.atomic import commit_temporary, temporary_path_for
 from mvspin.body.keypoint_sets import KEYPOINT_SETS
-from mvspin.errors import BundleFormatError
+from mvspin.errors import BundleFormatError, IncompleteWriteError, MvspinError
 from mvspin.progress import Progress, no_progress, stage_progress
 
 __all__ = [
@@ -556,6 +557,14 @@ class BundleWriter:
             self._flush()
         return index
 
+    def _write_error(self, err: OSError) -> IncompleteWriteError:
+        """An HDF5 write failure (typically a full disk) as an error naming the file being made,
+        not its temporary (h5py's message names the temporary and buries the cause)."""
+        text = str(err)
+        cause = re.search(r"error message = '([^']+)'", text)
+        reason = cause.group(1) if cause else (err.strerror or (text.splitlines()[0] if text else type(err).__name__))
+        return IncompleteWriteError(f"{self.path}: could not be written ({reason}); nothing was left under that name")
+
     def _convert(self, name: str, value: Any, index: int) -> Any:
         spec = SCHEMA[name]
         shape = tuple(self._sizes[s] if isinstance(s, str) else s for s in spec.shape[1:])
@@ -594,6 +603,14 @@ class BundleWriter:
         return arr.astype(dtype)
 
     def _flush(self) -> None:
+        try:
+            self._write_buffer()
+        except MvspinError:
+            raise
+        except OSError as err:
+            raise self._write_error(err) from err
+
+    def _write_buffer(self) -> None:
         rows = len(self._buffer[self.fields[0]])
         if rows == 0:
             return
@@ -621,7 +638,10 @@ class BundleWriter:
             return self.path
         try:
             self._flush()
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as err:  # the last buffered blocks reach the disk here
+                raise self._write_error(err) from err
             validate_bundle_file(self._tmp)  # re-reads every field's layout
             commit_temporary(self._tmp, self.path)  # fsync and size check, then the rename
         except BaseException:

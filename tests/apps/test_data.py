@@ -134,3 +134,26 @@ def test_a_refused_run_leaves_no_folder_it_made(tmp_path, capsys):
     assert main(["data", "synthetic", "-o", str(tmp_path / "kept" / "x.h5"), "--bundles", "1",
                  "--smpl-dir", str(tmp_path / "no_smpl_here")]) == 2
     assert [p.name for p in (tmp_path / "kept").iterdir()] == ["a.txt"]
+
+
+def test_a_full_disk_while_writing_names_the_file_not_its_temporary(tmp_path, capsys, monkeypatch):
+    import h5py
+
+    real = h5py.Dataset.__setitem__
+
+    def full(self, key, value):  # what h5py raises when the disk fills (it names the temporary)
+        if self.name == "/images":
+            raise OSError(f"Can't write data (file write failed: time = Sun Dec  6 05:00:00 2026, filename = "
+                          f"'{self.file.filename}', file descriptor = 5, errno = 28, error message = "
+                          "'No space left on device', buf = 0x1, total write size = 4096, bytes this sub-write = "
+                          "4096, bytes actually written = 18446744073709551615, offset = 0)")
+        return real(self, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", full)
+    out = tmp_path / "s.h5"
+    code = main(["data", "synthetic", "-o", str(out), "--bundles", "1", "--num-views", "1", "--image-size", "32", "32",
+                 "--resolution", "low"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and lines[-1] == (f"mvspin data: error: {out}: could not be written (No space left on device); "
+                                       "nothing was left under that name")
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
