@@ -42,7 +42,7 @@ __all__ = [
     "OutputLocationError",
     "check_output_location",
     "output_folder",
-    "output_location",
+    "removed_if_unused",
 ]
 
 TEMPORARY_MARK = "mvspin-tmp"
@@ -108,10 +108,31 @@ def check_output_location(path: str | os.PathLike, kind: str = "file", what: str
 
 
 @contextlib.contextmanager
+def removed_if_unused(folder: Optional[str | os.PathLike]) -> Iterator[None]:
+    """Within the block, ``folder`` and any missing parents may be created; if the block
+    raises, those that did not exist before and are still empty are removed again, so a job
+    refused after its output check (a bad input, an interruption) leaves nothing on disk.
+    Folders that existed stay, as does anything with a file in it. ``None``: does nothing."""
+    if folder is None:
+        yield
+        return
+    path = Path(folder).expanduser().absolute()
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for made in created:  # deepest first; stop at the first one that holds something
+            try:
+                made.rmdir()
+            except OSError:
+                break
+        raise
+
+
+@contextlib.contextmanager
 def output_folder(path: str | os.PathLike, what: str = "out") -> Iterator[Path]:
-    """Check (and create) an output folder with :func:`check_output_location` for the duration of
-    a job; when the job fails and the folder was created here and is still empty, remove it
-    again, so a refused job leaves nothing behind.
+    """Check (and create) an output folder with :func:`check_output_location` for the duration
+    of a job, removed again if the job fails before writing into it (:func:`removed_if_unused`).
 
     Example:
         >>> import tempfile
@@ -124,30 +145,10 @@ def output_folder(path: str | os.PathLike, what: str = "out") -> Iterator[Path]:
         >>> (root / "run").exists()
         False
     """
-    with output_location(path, kind="folder", what=what) as checked:
-        yield checked
-
-
-@contextlib.contextmanager
-def output_location(path: str | os.PathLike, kind: str = "file", what: str = "out") -> Iterator[Path]:
-    """:func:`check_output_location` for the duration of a job: the folders it creates for ``path``
-    (a ``kind`` ``"file"`` or ``"folder"``) are removed again when the job fails while they are
-    still empty, so a job refused after its output check (a bad input, an interruption) leaves
-    nothing behind. Folders that existed stay, and so does any folder something was written to.
-    """
     path = Path(path).expanduser()
-    folder = path if kind == "folder" else path.parent
-    created = [p for p in (folder, *folder.parents) if not p.exists()]
-    check_output_location(path, kind=kind, what=what)
-    try:
+    with removed_if_unused(path):
+        check_output_location(path, kind="folder", what=what)
         yield path
-    except BaseException:
-        for made in created:  # deepest first; stop at the first one that holds something
-            try:
-                made.rmdir()
-            except OSError:
-                break
-        raise
 
 
 def _default_mode() -> int:

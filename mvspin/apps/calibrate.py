@@ -26,7 +26,7 @@ from typing import Any, Literal, Optional
 from calibration import Rig
 from calibration.board_calibration import CalibrationReport
 from calibration.formats import FORMATS
-from mvspin.atomic import check_output_location, output_location, write_bytes_atomic
+from mvspin.atomic import check_output_location, removed_if_unused, write_bytes_atomic
 from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress
 
@@ -127,7 +127,8 @@ def run(config: CalibrateConfig, progress: Progress = no_progress) -> CalibrateR
     fmt = config.format or format_for_output(config.out)  # a bad output name fails before the long work
     target = easymocap_paths(config.out)[0] if fmt == "easymocap" else config.out
     # an unwritable place fails before the long work (this also removes temporaries a killed run left there)
-    with output_location(target, what="out"):
+    with removed_if_unused(target.parent):
+        check_output_location(target, what="out")
         return _calibrate(config, board, fmt, progress)
 
 

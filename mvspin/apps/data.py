@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from mvspin.atomic import check_output_location, output_location, write_bytes_atomic
+from mvspin.atomic import check_output_location, removed_if_unused, write_bytes_atomic
 from mvspin.body import BodyModelConfig
 from mvspin.config import ConfigError, check_range
 from mvspin.data.builders import BuildReport, resolve_builder
@@ -67,7 +67,8 @@ def run_synthetic(config: SyntheticDataConfig, progress: Progress = no_progress)
     from mvspin.data.synthetic_capture import check_renderable, generate_capture_file
 
     check_renderable(config.options)
-    with output_location(config.out, what="out"):  # before the body model and the renderer start
+    with removed_if_unused(config.out.parent):
+        check_output_location(config.out, what="out")  # before the body model and the renderer start
         body = config.body.load()
         return generate_capture_file(config.out, config.bundles, seed=config.seed, options=config.options,
                                      body=body, progress=progress)
@@ -161,7 +162,8 @@ def run_build(config: BuildDataConfig, progress: Progress = no_progress) -> Buil
     """
     if not config.root.exists():
         raise FileNotFoundError(2, "dataset root does not exist", str(config.root))
-    with output_location(config.out, what="out"):
+    with removed_if_unused(config.out.parent):
+        check_output_location(config.out, what="out")
         return _build(config, progress)
 
 

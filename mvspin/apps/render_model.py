@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvspin.atomic import output_location, write_bytes_atomic
+from mvspin.atomic import check_output_location, removed_if_unused, write_bytes_atomic
 from mvspin.body import BodyModel, BodyModelConfig
 from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress, stage_progress
@@ -113,7 +113,8 @@ def model_gallery(body: BodyModel, samples: int, seed: int) -> list[tuple[str, t
 
 def run(config: RenderModelConfig, progress: Progress = no_progress) -> RenderModelReport:
     """Render the gallery and write it to ``config.out`` (checked before the body model loads)."""
-    with output_location(config.out, what="out"):
+    with removed_if_unused(config.out.parent):
+        check_output_location(config.out, what="out")
         return _render(config, progress)
 
 
