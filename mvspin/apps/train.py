@@ -56,9 +56,9 @@ def run(config: TrainJobConfig, progress: Progress = no_progress) -> TrainSummar
     """Train into ``config.out``; see :func:`mvspin.learning.trainer.train` for what is written.
 
     Raises:
-        ConfigError: no ``out``, a bad setting or a missing file (before any work).
-        TrainingError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set;
-            ``resume`` with no checkpoint; a NaN loss.
+        ConfigError: no ``out``, a bad setting or a missing file; ``out`` holds a run and neither
+            ``resume`` nor ``overwrite`` is set (all before any work).
+        TrainingError: ``resume`` with no checkpoint; a NaN loss.
         OutputLocationError: ``out`` cannot be written (before any work).
     """
     from mvspin.learning.trainer import train

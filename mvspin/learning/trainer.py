@@ -239,8 +239,8 @@ class _Trainer:
         # Checked by every process before any of them writes (rank 0 writes only after all joined).
         earlier = previous_run(self.out_dir)
         if earlier and not resume and not overwrite:
-            raise TrainingError(f"{self.out_dir} already holds a training run ({', '.join(earlier)}): set resume to "
-                                "continue it, or overwrite to replace it")
+            raise ConfigError(f"{self.out_dir} already holds a training run ({', '.join(earlier)}): set resume to "
+                              "continue it, or overwrite to replace it", field="resume", related=("overwrite",))
         check_output_location(self.out_dir, kind="folder", what="out")
         self.ctx = setup_distributed(o.device)
         ctx = self.ctx
@@ -612,7 +612,8 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, progress: Pr
     Raises:
         ConfigError / CheckpointError / FitsStoreError / TrainingError: before the first step for
         a bad key or path, a checkpoint of another architecture, a fits store of another dataset,
-        nothing to resume or an earlier run in ``out_dir``; TrainingError for a NaN loss.
+        nothing to resume; ConfigError for an earlier run in ``out_dir`` without ``resume`` or
+        ``overwrite``; TrainingError for a NaN loss.
         OutputLocationError: ``out_dir`` cannot be written (before any work).
 
     Example:

@@ -41,7 +41,7 @@ def test_a_folder_holding_a_run_needs_resume_or_overwrite(capture, tmp_path, cap
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
 
     # Python: refused before any work, naming the folder and what to do
-    with pytest.raises(TrainingError, match=rf"{out} already holds a training run \(checkpoints/, metrics.jsonl\): "
+    with pytest.raises(ConfigError, match=rf"{out} already holds a training run \(checkpoints/, metrics.jsonl\): "
                                             "set resume to continue it, or overwrite to replace it"):
         train(_job(capture, out, **{"optim.max_steps": 1}))
     # the command line: one line, exit status 2
@@ -49,7 +49,7 @@ def test_a_folder_holding_a_run_needs_resume_or_overwrite(capture, tmp_path, cap
     assert main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"mvspin train: error: {out} already holds a training run (checkpoints/, metrics.jsonl): "
-                     "set resume to continue it, or overwrite to replace it"]
+                     "set --resume to continue it, or --overwrite to replace it"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # untouched
 
     # overwrite: the old run's checkpoints, stores and metrics are gone, the new run is whole
