@@ -264,7 +264,7 @@ class _Trainer:
         if resume:
             resume_from = latest_checkpoint(self.out_dir)
             if resume_from is None:
-                raise TrainingError(f"resume: no checkpoint under {self.out_dir / 'checkpoints'}")
+                raise ConfigError(f"resume: no checkpoint under {self.out_dir / 'checkpoints'}", field="resume")
         self.body = build_body_model(config, self.device)
         self.model = build_regressor(config, self.body).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
