@@ -147,3 +147,17 @@ def test_failed_run_removes_the_out_folder_it_made(files, tmp_path):
         run(EvalConfig(checkpoint=files["ckpt"], dataset="synthetic", data=tmp_path / "nope.h5", out=out,
                        body=BodyModelConfig(resolution="low")))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_with_nan_weights_is_named_before_any_evaluation(files, tmp_path, capsys):
+    body = BodyModel.free("low")
+    model = HMRRegressor(18, mean_params=body.mean_params)
+    with torch.no_grad():
+        model.decpose.weight.fill_(float("nan"))
+    save_regressor_checkpoint(tmp_path / "nan.pt", model)
+    code = main(["eval", "--checkpoint", str(tmp_path / "nan.pt"), "--dataset", "synthetic", "--data",
+                 str(files["data"]), "--resolution", "low", "-o", str(tmp_path / "out")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and lines == [f"mvspin eval: error: {tmp_path / 'nan.pt'}: 1 weight tensors hold NaN or infinite "
+                                   "values (decpose.weight); the run that wrote it diverged"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt"]
