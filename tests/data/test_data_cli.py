@@ -106,7 +106,7 @@ def test_options_out_of_range_and_outputs_in_the_way_fail_before_work(tmp_path, 
          "--image-size must be at most 4096 pixels per side for rendering, got (5000, 100)"),
         (["--num-views", "100000"], "--num-views must be in 1..64, got 100000"),
         (["--keypoint-set", "nope"], "--keypoint-set must be one of smpl24, openpose25, openpose25b, coco17, "
-                                     "coco18, halpe26, h36m17, lsp14, mpi_inf_3dhp17, spin49, got 'nope'"),
+                                     "coco18, halpe26, h36m17, lsp14, mpi_inf_3dhp17, spin49, blazepose33, got 'nope'"),
         (["--set", "options.views=2"],
          "invalid configuration: Key 'views' not in 'SyntheticOptions'. Did you mean: 'num_views'?"),
     ]

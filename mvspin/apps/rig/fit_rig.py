@@ -40,10 +40,14 @@ class FitRigConfig(RigFitConfig):
     rig: Path
     """Calibration file in any supported format (anipose/Pose2Sim/FreeMoCap TOML, EasyMocap,
     Qualisys .qca.txt, Human3.6M, MPI-INF-3DHP), metres."""
-    keypoints: Path
-    """Folder with one sub-folder (or .npz) of 2D keypoint files per rig camera."""
+    keypoints: Optional[Path] = None
+    """Folder with one sub-folder (or .npz) of 2D keypoint files per rig camera (default: detect
+    them in videos first, into OUT/keypoints/, reused when rerun)."""
     out: Path
     """Output folder."""
+    model_dir: Optional[Path] = None
+    """Folder holding the BlazePose files when keypoints are detected from videos (default: the
+    model cache, see `mvspin detect install-model`)."""
     keypoint_set: Optional[str] = None
     """The files' keypoint set (default: from the keypoint count; BODY_25B must be named:
     openpose25b)."""
@@ -73,7 +77,11 @@ class FitRigConfig(RigFitConfig):
     def __post_init__(self) -> None:
         from mvspin.body.keypoint_sets import KEYPOINT_SETS
 
-        self.rig, self.keypoints, self.out = Path(self.rig), Path(self.keypoints), Path(self.out)
+        self.rig, self.out = Path(self.rig), Path(self.out)
+        self.keypoints = None if self.keypoints is None else Path(self.keypoints)
+        if self.keypoints is None and not self.videos:
+            raise ConfigError("give keypoints (a folder of 2D keypoint files per camera) or videos to detect them in",
+                              field="keypoints")
         if self.videos is not None:
             self.videos = [Path(v) for v in self.videos]
             if not self.videos:
@@ -171,7 +179,8 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
             elif not any(v.iterdir()):
                 raise VideoError(f"{v}: image folder is empty")
     log.info("rig: %d cameras (%s) from %s", len(rig), ", ".join(rig.names), config.rig)
-    rec = read_recording_keypoints(config.keypoints, rig.names, config.keypoint_set, config.allow_missing_frames,
+    keypoints = config.keypoints if config.keypoints is not None else _detect_first(config, rig, videos, progress)
+    rec = read_recording_keypoints(keypoints, rig.names, config.keypoint_set, config.allow_missing_frames,
                                    progress=progress)
     if rec.matched_by == "order":
         log.info("keypoint folders matched to the rig's cameras in order (no folder carries a camera's name): %s",
@@ -188,17 +197,51 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
                         initialisation=initialisation)
     if len(fit.subjects) < config.subjects:
         log.warning("asked for %d subjects, found %d in the recording", config.subjects, len(fit.subjects))
+    skipped = {"skipped_keypoint_files": [{"file": str(f), "why": why} for f, why in rec.skipped]}
     written = write_recording_outputs(fit, body, config.out, gender=config.body.gender, z_up=not config.y_up,
-                                      meshes=config.meshes, progress=progress)
+                                      meshes=config.meshes, progress=progress, extra=skipped)
     if videos and any(v.is_dir() for v in videos):
         log.info("no overlay videos: videos gave image folders")
     elif videos:
         written += write_overlay_videos(fit, body, rig, videos, config.out, progress=progress)
     save_config(config, config.out / "config.yaml")
     written.append(config.out / "config.yaml")
-    return RigReport(out=config.out, files=written, summary=recording_summary(fit), fit=fit,
+    return RigReport(out=config.out, files=written, summary={**recording_summary(fit), **skipped}, fit=fit,
                      camera_names=list(rig.names), keypoint_sources=list(rec.sources), matched_by=rec.matched_by,
                      body_model=body.name, initialisation=fit.initialisation)
+
+
+def _detect_first(config: FitRigConfig, rig, videos: list[Path], progress: Progress) -> Path:
+    """No keypoints given: detect them in the videos (one per rig camera, in its order) into
+    ``OUT/keypoints/`` with BlazePose; an earlier run's cameras with the same videos are reused.
+
+    Raises:
+        DetectionError: a video failed, or the videos have different frame counts (unless
+            ``allow_missing_frames``), naming them.
+    """
+    from mvspin.apps.detect import DetectConfig, run as detect
+    from mvspin.errors import DetectionError
+
+    folder = config.out / "keypoints"
+    report = detect(DetectConfig(inputs=[str(v) for v in videos], out=str(folder), camera_names=list(rig.names),
+                                 model_dir=None if config.model_dir is None else str(config.model_dir), reuse=True),
+                    progress)
+    if report.failed:
+        raise DetectionError("; ".join(f"{c.source}: {c.error}" if c.source not in (c.error or "") else str(c.error)
+                                       for c in report.failed))
+    counts = {c.source: c.frames for c in report.cameras}
+    if len(set(counts.values())) > 1 and not config.allow_missing_frames:
+        most = max(counts.values())
+        short = ", ".join(f"{Path(s).name} has {n}" for s, n in counts.items() if n < most)
+        raise DetectionError(f"videos of different lengths: {short} frames, the others {most} (trim them, or set "
+                             f"allow_missing_frames to fit the frames they lack with fewer cameras)")
+    for c, cam in zip(report.cameras, rig):
+        if c.image_size and min(cam.image_size) > 0 and tuple(c.image_size) != tuple(cam.image_size):
+            log.warning("%s: the video is %dx%d but the calibration describes %dx%d: its keypoints are used as they are "
+                        "(pixels from the top-left corner)", c.source, *c.image_size, *cam.image_size)
+    log.info("keypoints detected (%s) into %s: %s", report.detector, folder,
+             ", ".join(f"{c.name} {c.fps:.0f} frames/s" + (" (reused)" if c.reused else "") for c in report.cameras))
+    return folder
 
 
 def _network_start(config: FitRigConfig, body, device, rig, frames, videos: list[Path], progress: Progress):

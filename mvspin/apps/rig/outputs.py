@@ -114,7 +114,7 @@ def summary_table(summary: dict) -> str:
 
 def write_recording_outputs(fit: RecordingFit, body: BodyModel, out: str | Path, *, gender: str = "neutral",
                             z_up: bool = True, meshes: bool = False,
-                            progress: Progress = no_progress) -> list[Path]:
+                            progress: Progress = no_progress, extra: Optional[dict] = None) -> list[Path]:
     """Write every subject's files and the report into ``out``; returns the paths written.
 
     Args:
@@ -122,6 +122,7 @@ def write_recording_outputs(fit: RecordingFit, body: BodyModel, out: str | Path,
             Y-up (Blender turns it back), so the body stands upright in every viewer.
         meshes: also one ``.obj`` per subject and frame under ``meshes/``.
         progress: stage ``"write"``, subjects written.
+        extra: more entries for report.json (e.g. the keypoint files skipped).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +138,7 @@ def write_recording_outputs(fit: RecordingFit, body: BodyModel, out: str | Path,
                 if old not in keep:
                     old.unlink()
         progress("write", i + 1, len(fit.subjects))
-    summary = recording_summary(fit)
+    summary = {**recording_summary(fit), **(extra or {})}
     written.append(write_bytes_atomic(out / "report.json", json.dumps(summary, indent=1).encode()))
     written.append(write_report_plot(summary, out / "report.png"))
     return written
