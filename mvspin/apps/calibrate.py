@@ -1,11 +1,19 @@
 """The ``calibrate`` jobs: a rig from board recordings, a printable board, a format conversion.
 
 - :func:`run` (:class:`CalibrateConfig`): detect the board in one video or image folder per
-  camera, calibrate intrinsics and extrinsics (bundle adjustment with aniposelib), write the rig
-  in any supported format with a per-camera reprojection report;
+  camera, calibrate intrinsics (or take them from a file) and extrinsics (bundle adjustment with
+  aniposelib), write the rig in any supported format with a per-camera reprojection report;
+- :func:`run_intrinsics` (:class:`IntrinsicsConfig`): each camera's intrinsics from its own board
+  stills or video, with a report per image;
+- :func:`run_person` (:class:`PersonCalibrateConfig`): extrinsics from one person walking
+  through the volume (keypoint folders, or videos through ``mvspin detect``), known intrinsics;
 - :func:`run_board_image` (:class:`BoardImageConfig`): a PNG of the board that records its DPI,
   so printing at 100 % gives squares of the described size;
 - :func:`run_convert` (:class:`ConvertConfig`): a calibration file in another format.
+
+Every calibration is checked before it is written: an implausible one raises
+:class:`~mvspin.errors.CalibrationRefusedError` (its ``table`` is the per-camera report) and
+writes nothing, unless ``force`` (the ``.toml`` then says so in ``[metadata]``).
 
 The work is :mod:`calibration`'s (``calibrate_rig``, ``write_board_png``, ``load_rig`` /
 ``save_rig``); these functions check every output and option first.
