@@ -494,6 +494,9 @@ class PersonCalibrateReport:
 _HEAD_POINTS = (("left_eye", "right_eye"), ("left_ear", "right_ear"), ("nose",))
 _HEAD_RATIOS = (0.936, 0.925, 0.915)  # of stature: eyes, ears, nose tip (adult proportions)
 _FOOT_WORDS = ("ankle", "heel", "toe", "foot")
+# Hand points (small, often misplaced) and face details (clustered next to the eyes and nose,
+# where detectors approximate them) add little geometry and much bias.
+_LEFT_OUT = ("pinky", "thumb", "index_", "middle_", "ring_", "hand", "eye_inner", "eye_outer", "mouth")
 
 
 def main_person(keypoints: Any) -> Any:
@@ -512,11 +515,11 @@ def main_person(keypoints: Any) -> Any:
 
 def _person_keypoint_roles(set_name: str) -> tuple[list[int], list[int], list[int], float, list[int]]:
     """For a keypoint set: (keypoints used, foot indices, head indices, head height ratio, mirror)
-    with indices into the used keypoints; hand points are left out (small and noisy)."""
+    with indices into the used keypoints; hand points and face details are left out."""
     from mvspin.body import get_keypoint_set
 
     kset = get_keypoint_set(set_name)
-    used = [i for i, p in enumerate(kset.points) if not any(w in p for w in ("tip", "thumb", "hand", "index", "pinky"))]
+    used = [i for i, p in enumerate(kset.points) if not any(w in p for w in _LEFT_OUT)]
     points = [kset.points[i] for i in used]
     foot = [j for j, p in enumerate(points) if any(w in p for w in _FOOT_WORDS)]
     for names, ratio in zip(_HEAD_POINTS, _HEAD_RATIOS):
