@@ -156,7 +156,6 @@ def run(config: CalibrateConfig, progress: Progress = no_progress) -> CalibrateR
 
 def _calibrate(config: CalibrateConfig, board: Any, fmt: str, progress: Progress) -> CalibrateReport:
     from calibration.board_calibration import calibrate_rig
-    from calibration.formats import save_rig
 
     if config.report is not None:
         check_output_location(config.report, what="report")
@@ -284,6 +283,11 @@ def run_intrinsics(config: IntrinsicsConfig, progress: Progress = no_progress) -
         CalibrationError: a camera without enough board views.
         CalibrationRefusedError: a camera's calibration is implausible (unless ``force``).
     """
+    with removed_if_unused(Path(config.out).parent):  # a refused job leaves no folder it made
+        return _run_intrinsics(config, progress)
+
+
+def _run_intrinsics(config: IntrinsicsConfig, progress: Progress) -> IntrinsicsJobReport:
     from calibration.boards import load_board
     from calibration.formats import format_for_output
     from calibration.intrinsics import calibrate_intrinsics
@@ -541,6 +545,11 @@ def run_person(config: PersonCalibrateConfig, progress: Progress = no_progress) 
         CalibrationError: intrinsics or keypoints that do not match, too few common keypoints.
         CalibrationRefusedError: an implausible result (unless ``force``).
     """
+    with removed_if_unused(Path(config.out).parent):  # a refused job leaves no folder it made
+        return _run_person(config, progress)
+
+
+def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCalibrateReport:
     import numpy as np
 
     from calibration import load_rig

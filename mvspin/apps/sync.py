@@ -100,6 +100,13 @@ def run(config: SyncConfig, progress: Progress = no_progress) -> SyncReport:
     Raises:
         KeypointFileError: unreadable keypoints; CalibrationError: recordings too short to overlap.
     """
+    from mvspin.atomic import removed_if_unused
+
+    with removed_if_unused(Path(config.out).parent):  # a failed job leaves no folder it made
+        return _run(config, progress)
+
+
+def _run(config: SyncConfig, progress: Progress) -> SyncReport:
     import numpy as np
 
     from calibration import load_rig
