@@ -45,6 +45,7 @@ from mvspin.atomic import atomic_path, commit_temporary, temporary_path_for, wri
 __all__ = [
     "AMASS_NPZ_KEYS",
     "SMPL_NPZ_KEYS",
+    "Z_UP_TO_Y_UP",
     "write_animated_gltf",
     "VideoWriter",
     "check_output_folder",
@@ -57,6 +58,7 @@ __all__ = [
     "write_mesh",
     "write_prediction_npz",
     "write_smpl_npz",
+    "vertex_normals",
 ]
 
 SMPL_NPZ_KEYS: tuple[str, ...] = ("global_orient", "body_pose", "betas", "transl", "poses", "model", "fps")
@@ -466,17 +468,48 @@ def _quaternions_xyzw(rotations: np.ndarray) -> np.ndarray:
     return q / np.linalg.norm(q, axis=-1, keepdims=True)
 
 
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit vertex normals ``(N, 3)``: the area-weighted sum of the adjacent faces' normals.
+
+    A vertex on no face (or only on degenerate ones) gets ``(0, 1, 0)`` so that every normal is
+    a unit vector (glTF requires it of ``NORMAL``).
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    face_n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2 x area
+    normals = np.zeros_like(v)
+    for corner in range(3):
+        np.add.at(normals, f[:, corner], face_n)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return np.where(length > 1e-12, normals / np.maximum(length, 1e-12), np.array([0.0, 1.0, 0.0]))
+
+
+# Turns a Z-up world (calibration rigs, Blender) into glTF's Y-up one: x stays, z becomes y.
+Z_UP_TO_Y_UP: np.ndarray = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+
 def write_animated_gltf(path: str | os.PathLike[str], *, rest_vertices: np.ndarray, faces: np.ndarray,
                         skin_weights: np.ndarray, parents: Sequence[int], rest_joints: np.ndarray,
                         joint_rotations: np.ndarray, root_translation: np.ndarray, fps: float,
                         joint_names: Sequence[str] | None = None,
-                        world_rotation: np.ndarray | None = None) -> Path:
+                        world_rotation: np.ndarray | None = None,
+                        extras: Mapping[str, Any] | None = None) -> Path:
     """Write a skinned, animated body as binary glTF 2.0 (``.glb``, atomically).
 
-    The mesh is skinned to one glTF node per joint (the skeleton's rest pose is the body's
-    T-pose, so each inverse bind matrix is a translation by ``-rest_joint``), and one animation
-    clip holds every joint's rotation and the root's translation per frame (linear sampling).
-    Pose-dependent blend shapes are not representable in glTF skinning and are left out.
+    The mesh (with rest-pose vertex normals) is skinned to one glTF node per joint (the
+    skeleton's rest pose is the body's T-pose, so each inverse bind matrix is a translation by
+    ``-rest_joint``), and one animation clip holds every joint's rotation and the root's
+    translation per frame (linear sampling). Pose-dependent blend shapes are not representable in
+    glTF skinning and are left out. The file passes the Khronos glTF validator with no errors and
+    no warnings: the skinned mesh and the root joint are the scene's root nodes, joint indices are
+    0 wherever their weight is 0, and every buffer view is used.
+
+    ``world_rotation`` is folded into the root joint's keys (its rotation and translation per
+    frame), not put on a parent node: with no animation applied (the rest pose) the body stands
+    upright in glTF's Y-up frame as the body model defines it, and the animation places it in the
+    rotated world. The frame rate, the frame count and ``world_rotation`` are stored in the
+    animation's and the asset's ``extras`` (``fps``, ``frames``, ``world_rotation``), which
+    Blender imports as custom properties.
 
     Args:
         path: destination ``.glb``.
@@ -492,8 +525,9 @@ def write_animated_gltf(path: str | os.PathLike[str], *, rest_vertices: np.ndarr
             + ``transl``).
         fps: frames per second of the clip.
         joint_names: node names (default ``joint_<j>``).
-        world_rotation: optional ``(3, 3)`` rotation of a parent node holding the body, e.g. to
-            show a Z-up rig world in glTF's Y-up convention.
+        world_rotation: optional ``(3, 3)`` rotation from the data's world to the file's, e.g.
+            :data:`Z_UP_TO_Y_UP` for a Z-up rig world.
+        extras: further JSON-ready values for the asset's ``extras`` (e.g. the body model's name).
 
     Raises:
         ValueError: inconsistent shapes or non-finite values (the message names the file).
@@ -517,20 +551,29 @@ def write_animated_gltf(path: str | os.PathLike[str], *, rest_vertices: np.ndarr
         raise ValueError(f"{path}: inconsistent glTF inputs: vertices {verts.shape}, faces {tris.shape}, skin "
                          f"weights {weights.shape}, {n_j} joints (root first), rest joints {joints.shape}, "
                          f"rotations {rots.shape} (T, J, 3, 3), root translation {root.shape} (T, 3), T >= 1")
-    if not all(np.isfinite(a).all() for a in (verts, weights, joints, rots, root)) or not fps > 0:
+    world = np.eye(3) if world_rotation is None else np.asarray(world_rotation, dtype=np.float64)
+    if not all(np.isfinite(a).all() for a in (verts, weights, joints, rots, root, world)) or not fps > 0:
         raise ValueError(f"{path}: glTF inputs must be finite and fps positive")
+    if world.shape != (3, 3) or not np.allclose(world @ world.T, np.eye(3), atol=1e-6) or np.linalg.det(world) < 0:
+        raise ValueError(f"{path}: world_rotation must be a (3, 3) rotation matrix, got {world.tolist()}")
     names = list(joint_names) if joint_names is not None else [f"joint_{j}" for j in range(n_j)]
 
-    top = np.argsort(-weights, axis=1)[:, :4]
+    top = np.argsort(-weights, axis=1, kind="stable")[:, :4]
     top_w = np.take_along_axis(weights, top, 1).clip(0, None)
     top_w = (top_w / np.maximum(top_w.sum(1, keepdims=True), 1e-12)).astype(np.float32)
+    # A zero weight's joint index must be 0 (the validator's ACCESSOR_JOINTS_USED_ZERO_WEIGHT).
+    top = np.where(top_w > 0, top, 0)
+    normals = vertex_normals(verts, tris).astype(np.float32)
     offsets = joints.copy()
     for j in range(1, n_j):
         offsets[j] = joints[j] - joints[parents[j]]
     inverse_bind = np.tile(np.eye(4, dtype=np.float32), (n_j, 1, 1))
     inverse_bind[:, :3, 3] = -joints
     times = (np.arange(t) / float(fps)).astype(np.float32)
+    rots = rots.copy()
+    rots[:, 0] = world @ rots[:, 0]  # the world turn on the root's keys, not on a parent node
     quats = _quaternions_xyzw(rots).astype(np.float32)  # (T, J, 4)
+    root_keys = (root @ world.T).astype(np.float32)
 
     blobs: list[bytes] = []
     views: list[gl.BufferView] = []
@@ -548,36 +591,33 @@ def write_animated_gltf(path: str | os.PathLike[str], *, rest_vertices: np.ndarr
         return len(accessors) - 1
 
     pos = add(verts, gl.VEC3, gl.FLOAT, gl.ARRAY_BUFFER, bounds=True)
+    nrm = add(normals, gl.VEC3, gl.FLOAT, gl.ARRAY_BUFFER)
     jnt = add(top.astype(np.uint16), gl.VEC4, gl.UNSIGNED_SHORT, gl.ARRAY_BUFFER)
     wts = add(top_w, gl.VEC4, gl.FLOAT, gl.ARRAY_BUFFER)
     idx = add(tris.reshape(-1), gl.SCALAR, gl.UNSIGNED_INT, gl.ELEMENT_ARRAY_BUFFER)
     ibm = add(inverse_bind.transpose(0, 2, 1).reshape(n_j, 16), gl.MAT4, gl.FLOAT)  # glTF is column-major
     time_acc = add(times, gl.SCALAR, gl.FLOAT, bounds=True)
     rot_acc = [add(quats[:, j], gl.VEC4, gl.FLOAT) for j in range(n_j)]
-    root_acc = add(root.astype(np.float32), gl.VEC3, gl.FLOAT)  # the root node's offset is its position
+    root_acc = add(root_keys, gl.VEC3, gl.FLOAT)  # the root node's offset is its position
 
     nodes = [gl.Node(name=names[j], translation=offsets[j].tolist(),
-                     children=[c for c in range(n_j) if parents[c] == j]) for j in range(n_j)]
+                     children=[c for c in range(n_j) if parents[c] == j] or None) for j in range(n_j)]
     mesh_node = len(nodes)
     nodes.append(gl.Node(name="body", mesh=0, skin=0))
-    scene_nodes = [0, mesh_node]
-    if world_rotation is not None:
-        q = _quaternions_xyzw(np.asarray(world_rotation, dtype=np.float64)).tolist()
-        nodes.append(gl.Node(name="world", rotation=q, children=[0, mesh_node]))
-        scene_nodes = [len(nodes) - 1]
     samplers = [gl.AnimationSampler(input=time_acc, output=a, interpolation="LINEAR") for a in rot_acc]
     samplers.append(gl.AnimationSampler(input=time_acc, output=root_acc, interpolation="LINEAR"))
     channels = [gl.AnimationChannel(sampler=j, target=gl.AnimationChannelTarget(node=j, path="rotation"))
                 for j in range(n_j)]
     channels.append(gl.AnimationChannel(sampler=n_j, target=gl.AnimationChannelTarget(node=0, path="translation")))
+    timing = {"fps": float(fps), "frames": int(t), "world_rotation": world.tolist()}
     binary = b"".join(blobs)
     doc = gl.GLTF2(
-        asset=gl.Asset(generator="mvspin", version="2.0"),
-        scene=0, scenes=[gl.Scene(nodes=scene_nodes)], nodes=nodes,
+        asset=gl.Asset(generator="mvspin", version="2.0", extras={**timing, **json_ready(dict(extras or {}))}),
+        scene=0, scenes=[gl.Scene(nodes=[0, mesh_node])], nodes=nodes,
         meshes=[gl.Mesh(name="body", primitives=[gl.Primitive(
-            attributes=gl.Attributes(POSITION=pos, JOINTS_0=jnt, WEIGHTS_0=wts), indices=idx)])],
+            attributes=gl.Attributes(POSITION=pos, NORMAL=nrm, JOINTS_0=jnt, WEIGHTS_0=wts), indices=idx)])],
         skins=[gl.Skin(name="skeleton", joints=list(range(n_j)), inverseBindMatrices=ibm, skeleton=0)],
-        animations=[gl.Animation(name="motion", samplers=samplers, channels=channels)],
+        animations=[gl.Animation(name="motion", samplers=samplers, channels=channels, extras=timing)],
         accessors=accessors, bufferViews=views, buffers=[gl.Buffer(byteLength=len(binary))],
     )
     doc.set_binary_blob(binary)

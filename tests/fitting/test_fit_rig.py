@@ -17,6 +17,7 @@ from mvspin.data.keypoint_files import KeypointFileError
 from mvspin.data.recording_keypoints import read_recording_keypoints
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording, write_openpose_folders
 from mvspin.geometry import axis_angle_to_matrix
+from tests.file_checks import quat_matrix
 
 SETS = ("openpose25", "openpose25b", "coco18", "coco17", "halpe26")
 
@@ -81,8 +82,6 @@ def _recording_files(body, tmp_path: Path, num_frames=24, **kw):
 
 
 def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
-    import pygltflib
-
     rec = _recording_files(body, tmp_path)
     # A stretch of frames nobody detects: the rest are still fitted, the report lists them.
     for cam in rec.rig.names:
@@ -138,33 +137,33 @@ def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
         assert frames[t][y - 6:y + 7, x - 6:x + 7].max() > 120  # drawn (the video is dark, 20)
     assert frames[10].max() < 60
 
-    gltf = pygltflib.GLTF2().load(str(tmp_path / "out" / "subject0.glb"))
-    assert len(gltf.skins) == 1 and len(gltf.skins[0].joints) == 24
-    anim = gltf.animations[0]
-    blob = gltf.binary_blob()
+    # The .glb: valid (Khronos validator), with normals, its root keys carrying the Z-up -> Y-up
+    # turn, and its skeleton posed by the keys on the .npz's joints
+    from mvspin.io_outputs import Z_UP_TO_Y_UP
+    from tests.file_checks import Glb, assert_valid_gltf
 
-    def read(acc_index, width):
-        acc = gltf.accessors[acc_index]
-        view = gltf.bufferViews[acc.bufferView]
-        return np.frombuffer(blob[view.byteOffset:view.byteOffset + view.byteLength], dtype=np.float32).reshape(acc.count, width)
-
-    times = read(anim.samplers[0].input, 1)
+    glb = Glb(tmp_path / "out" / "subject0.glb")
+    assert len(glb.doc.skins) == 1 and len(glb.doc.skins[0].joints) == 24
+    assert glb.attribute("NORMAL").shape == glb.attribute("POSITION").shape
+    times = glb.accessor(glb.doc.animations[0].samplers[0].input)
     assert len(times) == 24 and abs(float(times[1, 0]) - 1 / 25) < 1e-6
+    assert glb.doc.animations[0].extras["fps"] == 25.0
     frame = 17
-    rot_of = {ch.target.node: anim.samplers[ch.sampler].output for ch in anim.channels if ch.target.path == "rotation"}
     for joint in (0, 4, 18):  # root, left knee, left elbow
-        q = read(rot_of[joint], 4)[frame]
-        x, y, z, w = q.astype(np.float64)
-        mat = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        mat = quat_matrix(glb.keys(joint, "rotation")[frame])
         aa = npz["poses"][frame, 3 * joint:3 * joint + 3]
         expected = axis_angle_to_matrix(torch.as_tensor(aa, dtype=torch.float64)).numpy()
-        np.testing.assert_allclose(mat, expected, atol=1e-5)
-    trans_ch = [ch for ch in anim.channels if ch.target.path == "translation"][0]
-    root = read(anim.samplers[trans_ch.sampler].output, 3)[frame]
+        np.testing.assert_allclose(mat, Z_UP_TO_Y_UP @ expected if joint == 0 else expected, atol=1e-5)
     pelvis = body.rest_joints(torch.as_tensor(npz["betas"])[None])[0, 0].numpy()
-    np.testing.assert_allclose(root, npz["trans"][frame] + pelvis, atol=1e-5)
+    np.testing.assert_allclose(glb.keys(0, "translation")[frame], Z_UP_TO_Y_UP @ (npz["trans"][frame] + pelvis), atol=1e-5)
+    with torch.no_grad():
+        joints = body(body_pose=torch.as_tensor(npz["body_pose"][frame:frame + 1]), betas=torch.as_tensor(npz["betas"])[None],
+                      global_orient=torch.as_tensor(npz["global_orient"][frame:frame + 1]),
+                      transl=torch.as_tensor(npz["transl"][frame:frame + 1])).joints[0].numpy()
+    np.testing.assert_allclose(glb.joint_positions(frame) @ Z_UP_TO_Y_UP, joints, atol=1e-4)
+    rest = glb.joint_positions(None)  # no keys: the T-pose stands up in glTF's Y-up
+    assert rest[15, 1] - rest[0, 1] > 0.3 and abs(rest[15, 0] - rest[0, 0]) < 0.05
+    assert_valid_gltf(tmp_path / "out" / "subject0.glb")
 
 
 def _run_error(args, capsys) -> str:

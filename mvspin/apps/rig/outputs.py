@@ -16,7 +16,7 @@ import torch
 from mvspin.atomic import OutputGroup, write_bytes_atomic
 from mvspin.body import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel
 from mvspin.fitting.recording import RecordingFit, recording_summary
-from mvspin.io_outputs import write_animated_gltf, write_mesh, write_smpl_npz
+from mvspin.io_outputs import Z_UP_TO_Y_UP, write_animated_gltf, write_mesh, write_smpl_npz
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["write_recording_outputs", "write_report_plot", "summary_table", "write_overlay_videos", "match_videos"]
@@ -45,7 +45,7 @@ def _subject_files(fit: RecordingFit, body: BodyModel, index: int, out: Path, ge
         group.path(finals[1]), rest_vertices=rest.vertices[0].cpu().numpy(), faces=body.faces,
         skin_weights=body.smpl.lbs_weights.detach().cpu().numpy(), parents=SMPL_PARENTS, rest_joints=rest_joints,
         joint_rotations=rotations, root_translation=root, fps=fit.fps, joint_names=SMPL_JOINT_NAMES,
-        world_rotation=world_rotation)
+        world_rotation=world_rotation, extras={"model": body.name, "subject_id": sub.subject_id})
     written = list(finals)
     if meshes:
         (out / "meshes").mkdir(exist_ok=True)
@@ -118,14 +118,14 @@ def write_recording_outputs(fit: RecordingFit, body: BodyModel, out: str | Path,
     """Write every subject's files and the report into ``out``; returns the paths written.
 
     Args:
-        z_up: the rig's world is Z-up: the ``.glb`` gets a parent node turning it into glTF's
-            Y-up (Blender turns it back), so the body stands upright in every viewer.
+        z_up: the rig's world is Z-up: the ``.glb``'s root keys turn it into glTF's Y-up
+            (Blender turns it back), so the body stands upright in every viewer.
         meshes: also one ``.obj`` per subject and frame under ``meshes/``.
         progress: stage ``"write"``, subjects written.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    world = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]) if z_up else None  # Z-up -> Y-up
+    world = Z_UP_TO_Y_UP if z_up else None
     written: list[Path] = []
     for i in range(len(fit.subjects)):
         with OutputGroup() as group:
