@@ -6,24 +6,36 @@ an interrupted run or a full disk never leaves a half-written file under the fin
 existing file is replaced only by a complete one). Commands that produce bodies (``infer``, ``demo``)
 share these writers so their outputs look the same.
 
-Parameter files (``.npz``) use SMPL's parameter names, plus the keys AMASS files carry
-(https://amass.is.tue.mpg.de) so AMASS tools and the Meshcapade SMPL Blender add-on
-(https://github.com/Meshcapade/SMPL_blender_addon) read them:
+Parameter files (``.npz``) use SMPL's parameter names, plus the keys and layout of AMASS's SMPL+H
+files (https://amass.is.tue.mpg.de) so AMASS loaders (its notebooks, fairmotion) and the Meshcapade
+SMPL Blender add-on (https://github.com/Meshcapade/SMPL_blender_addon) read them with their
+defaults:
 
-==================  ============  ==================================================================
-key                 shape         meaning
-==================  ============  ==================================================================
-``global_orient``   (T, 3)        root rotation, axis-angle (radians)
-``body_pose``       (T, 69)       23 joint rotations, axis-angle, SMPL joint order
-``betas``           (10,)/(T, 10) shape coefficients (one per sequence or one per frame)
-``transl``          (T, 3)        translation added to every vertex, metres
-``poses``           (T, 72)       ``[global_orient | body_pose]``
-``model``           ()            str: the body model the parameters belong to (e.g. ``free-notoes``)
-``fps``             ()            float: frames per second; 0 for still images and view sets
-``trans``           (T, 3)        = ``transl``, under the name AMASS and the SMPL Blender add-on read
-``gender``          ()            str: ``neutral``, ``male`` or ``female`` (AMASS, Blender add-on)
-``mocap_frame_rate``()            float: = ``fps`` (AMASS SMPL-X name; the Blender add-on reads it)
-==================  ============  ==================================================================
+======================  ============  ==============================================================
+key                     shape         meaning
+======================  ============  ==============================================================
+``global_orient``       (T, 3)        root rotation, axis-angle (radians)
+``body_pose``           (T, 69)       23 joint rotations, axis-angle, SMPL joint order
+``betas``               (10,)/(T, 10) shape coefficients of ``model`` (one per sequence or per frame)
+``transl``              (T, 3)        translation added to every vertex, metres
+``model``               ()            str: the body model the parameters belong to (``free-notoes``)
+``betas_model``         ()            str: the model ``betas`` belong to, and what they mean elsewhere
+``fps``                 ()            float: frames per second; 0 for still images and view sets
+``poses``               (T, 156)      AMASS SMPL+H: ``[global_orient | body_pose[:, :63] | 90 zeros]``
+                                      (SMPL joints 0-21, then both hands' 15 finger joints, at rest)
+``trans``               (T, 3)        = ``transl``, under the name AMASS and the SMPL Blender add-on read
+``gender``              ()            str: ``neutral``, ``male`` or ``female`` (AMASS, Blender add-on)
+``mocap_framerate``     ()            float: = ``fps`` (AMASS SMPL+H name; fairmotion reads only this)
+``mocap_frame_rate``    ()            float: = ``fps`` (AMASS SMPL-X name; the Blender add-on reads it)
+``dmpls``               (T, 8)        zeros: AMASS's soft-tissue coefficients (its notebook reads them)
+======================  ============  ==============================================================
+
+SMPL's two hand joints (22, 23: the rotations at the end of ``body_pose``) have no place in SMPL+H's
+layout, whose hands are its finger joints; they move no joint, only the hand's vertices, so every
+joint an AMASS loader computes from ``poses`` equals the one SMPL computes from ``body_pose``.
+Betas are coefficients of one model's shape space: the free model's (``free-*``) describe another
+body in real SMPL or SMPL+H, so a tool that builds its own SMPL from this file gets the pose and
+the motion right but not the person's shape.
 
 Writers may add more arrays (camera intrinsics ``K``, ``image_size``, crop boxes, ...); each
 command documents its extra keys. ``T`` is the frame axis of a sequence (1 for one image) or the
@@ -46,6 +58,7 @@ __all__ = [
     "AMASS_NPZ_KEYS",
     "SMPL_NPZ_KEYS",
     "Z_UP_TO_Y_UP",
+    "betas_meaning",
     "write_animated_gltf",
     "VideoWriter",
     "check_output_folder",
@@ -62,7 +75,7 @@ __all__ = [
 ]
 
 SMPL_NPZ_KEYS: tuple[str, ...] = ("global_orient", "body_pose", "betas", "transl", "poses", "model", "fps")
-AMASS_NPZ_KEYS: tuple[str, ...] = ("trans", "gender", "mocap_frame_rate")
+AMASS_NPZ_KEYS: tuple[str, ...] = ("trans", "gender", "mocap_framerate", "mocap_frame_rate", "dmpls", "betas_model")
 """Keys written for AMASS tools and the Meshcapade SMPL Blender add-on (see the module docstring)."""
 _MESH_SUFFIXES = (".obj", ".ply")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -84,10 +97,19 @@ def _as_rows(value: Any, width: int, name: str, path: Path) -> np.ndarray:
     return array
 
 
+def betas_meaning(model: str) -> str:
+    """What a file's ``betas`` are, in words (its ``betas_model`` key)."""
+    if model.startswith("free"):
+        return (f"{model}: mvspin's free body model; these betas shape that model only and describe a "
+                "different body in SMPL or SMPL+H (use the joints, the .glb or the meshes for the shape)")
+    return f"{model}: the betas of this model"
+
+
 def write_smpl_npz(path: str | os.PathLike[str], *, global_orient: Any, body_pose: Any, betas: Any,
                    transl: Any, model: str, fps: float = 0.0, gender: str = "neutral",
                    extra: Mapping[str, Any] | None = None) -> Path:
-    """Write SMPL parameters as an AMASS-keyed ``.npz`` (atomically); returns the path.
+    """Write SMPL parameters as an ``.npz`` with mvspin's and AMASS's SMPL+H keys (atomically;
+    the module docstring lists them); returns the path.
 
     Args:
         path: destination ``.npz``.
@@ -125,12 +147,14 @@ def write_smpl_npz(path: str | os.PathLike[str], *, global_orient: Any, body_pos
     reserved = sorted(set(extra) & (set(SMPL_NPZ_KEYS) | set(AMASS_NPZ_KEYS)))
     if reserved:
         raise ValueError(f"{path}: extra arrays may not reuse the standard keys {reserved}")
+    hands = np.zeros((len(root), 90))  # SMPL+H's 2 x 15 finger joints, at rest
     arrays: dict[str, Any] = {
         "global_orient": root.astype(np.float32), "body_pose": pose.astype(np.float32),
         "betas": shape.astype(np.float32), "transl": trans.astype(np.float32),
-        "poses": np.concatenate([root, pose], axis=1).astype(np.float32),
-        "model": np.array(str(model)), "fps": np.array(float(fps)),
-        "trans": trans.astype(np.float32), "gender": np.array(gender), "mocap_frame_rate": np.array(float(fps)),
+        "poses": np.concatenate([root, pose[:, :63], hands], axis=1).astype(np.float32),
+        "model": np.array(str(model)), "betas_model": np.array(betas_meaning(str(model))), "fps": np.array(float(fps)),
+        "trans": trans.astype(np.float32), "gender": np.array(gender), "mocap_framerate": np.array(float(fps)),
+        "mocap_frame_rate": np.array(float(fps)), "dmpls": np.zeros((len(root), 8), np.float32),
         **{k: np.asarray(v) for k, v in extra.items()},
     }
     def reads_back(tmp: Path) -> bool:  # a cut zip has no central directory: np.load fails

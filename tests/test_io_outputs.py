@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mvspin.body import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel
-from mvspin.geometry import axis_angle_to_matrix
+from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from mvspin.io_outputs import Z_UP_TO_Y_UP, vertex_normals, write_animated_gltf
 from tests.file_checks import Glb, assert_valid_gltf
 
@@ -100,3 +100,97 @@ def test_vertex_normals_of_a_cube_corner():
     n = vertex_normals(verts, faces)
     np.testing.assert_allclose(n[0], -np.ones(3) / np.sqrt(3), atol=1e-12)
     np.testing.assert_allclose(n[4], [0.0, 1.0, 0.0])  # on no face: a unit default
+
+
+# --- .npz read by AMASS tools -------------------------------------------------------------------
+
+
+def _rodrigues(aa: np.ndarray) -> np.ndarray:
+    """Axis-angle (3,) to a rotation matrix (fairmotion's conversions.A2R)."""
+    angle = float(np.linalg.norm(aa))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = aa / angle
+    skew = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * skew + (1 - np.cos(angle)) * skew @ skew
+
+
+def _amass_notebook_joints(path, body: BodyModel, num_betas: int = 10) -> tuple[np.ndarray, dict]:
+    """AMASS's visualisation notebook: ``bdata = np.load(path)``; the body model gets
+    ``root_orient = poses[:, :3]``, ``pose_body = poses[:, 3:66]``, ``pose_hand = poses[:, 66:]``,
+    ``trans``, ``betas[:num_betas]`` repeated per frame and ``dmpls[:, :8]``; ``gender`` picks the
+    model, ``mocap_framerate`` the playback rate. Its SMPL+H body joints are SMPL's 0-21 (the
+    body model here is the file's own, with SMPL's hand joints at rest)."""
+    bdata = np.load(path)
+    time_length = len(bdata["trans"])
+    parms = {"root_orient": bdata["poses"][:, :3], "pose_body": bdata["poses"][:, 3:66],
+             "pose_hand": bdata["poses"][:, 66:], "trans": bdata["trans"],
+             "betas": np.repeat(bdata["betas"][:num_betas][np.newaxis], repeats=time_length, axis=0),
+             "dmpls": bdata["dmpls"][:, :8]}
+    about = {"gender": str(bdata["gender"]), "fps": float(bdata["mocap_framerate"]),
+             "hands": parms["pose_hand"], "dmpls": parms["dmpls"]}
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    with torch.no_grad():
+        out = body(body_pose=torch.cat([t(parms["pose_body"]), torch.zeros(time_length, 6)], 1), betas=t(parms["betas"]),
+                   global_orient=t(parms["root_orient"]), transl=t(parms["trans"]))
+    return out.joints[:, :22].numpy(), about
+
+
+def _fairmotion_joints(path, body: BodyModel) -> tuple[np.ndarray, float]:
+    """fairmotion's ``amass.load``: a 22-joint skeleton whose offsets are the rest joints of
+    ``betas[:10]`` (``base_position[i] - base_position[parent]``; the root's offset is zero),
+    ``fps = float(mocap_framerate)``; per frame the root's transform is ``(A2R(poses[:3]),
+    trans)`` and joint j's rotation ``A2R(poses[3 * j: 3 * j + 3])`` from ``poses[:, 3:66]``.
+    Returns the joints' world positions (forward kinematics of that skeleton) and the fps."""
+    bdata = np.load(path)
+    betas = torch.as_tensor(bdata["betas"][:10][np.newaxis], dtype=torch.float32)
+    with torch.no_grad():
+        base = body.rest_joints(betas)[0, :22].double().numpy()
+    parents = SMPL_PARENTS[:22]
+    fps = float(bdata["mocap_framerate"])
+    root_orient, pose_body, trans = bdata["poses"][:, :3], bdata["poses"][:, 3:66], bdata["trans"][:, :3]
+    frames = []
+    for f in range(pose_body.shape[0]):
+        world = [np.eye(4)] * 22
+        for j in range(22):
+            local = np.eye(4)
+            if j == 0:
+                local[:3, :3], local[:3, 3] = _rodrigues(root_orient[f].astype(np.float64)), trans[f]
+                world[0] = local
+            else:
+                local[:3, :3] = _rodrigues(pose_body[f, (j - 1) * 3:(j - 1) * 3 + 3].astype(np.float64))
+                offset = np.eye(4)
+                offset[:3, 3] = base[j] - base[parents[j]]
+                world[j] = world[parents[j]] @ offset @ local
+        frames.append([w[:3, 3] for w in world])
+    return np.array(frames), fps
+
+
+def test_npz_reads_in_amass_loaders_to_the_same_joints(body, tmp_path):
+    from mvspin.io_outputs import read_smpl_npz, write_smpl_npz
+
+    motion = _motion(body, frames=5, seed=3)
+    motion["body_pose"][:, 63:] = 0.4  # SMPL's hand joints: no place in SMPL+H, and they move no joint
+    path = write_smpl_npz(tmp_path / "subject0.npz", global_orient=matrix_to_axis_angle(motion["global_orient"]).numpy(),
+                          body_pose=motion["body_pose"].numpy(), betas=motion["betas"][0].numpy(),
+                          transl=motion["transl"].numpy(), model=body.name, fps=50.0)
+    own = read_smpl_npz(path)
+    assert own["poses"].shape == (5, 156) and own["body_pose"].shape == (5, 69) and own["betas"].shape == (10,)
+    assert "different body in SMPL" in str(own["betas_model"])
+    assert str(own["betas_model"]).startswith(body.name) and str(own["model"]) == body.name
+    with torch.no_grad():
+        expected = body(body_pose=torch.as_tensor(own["body_pose"]), betas=torch.as_tensor(own["betas"])[None].expand(5, -1),
+                        global_orient=torch.as_tensor(own["global_orient"]),
+                        transl=torch.as_tensor(own["transl"])).joints[:, :22].numpy()
+    notebook, about = _amass_notebook_joints(path, body)
+    np.testing.assert_allclose(notebook, expected, atol=1e-5)
+    assert about["gender"] == "neutral" and about["fps"] == 50.0
+    assert not about["hands"].any() and about["hands"].shape == (5, 90) and not about["dmpls"].any()
+    fair, fps = _fairmotion_joints(path, body)
+    # fairmotion's skeleton has no offset at the root: its pelvis is at `trans`, SMPL's at
+    # `trans` + the rest pelvis. Every joint is shifted by that one constant.
+    pelvis = body.rest_joints(torch.as_tensor(own["betas"])[None])[0, 0].numpy()
+    np.testing.assert_allclose(fair + pelvis, expected, atol=1e-5)
+    assert fps == 50.0
+    # The Meshcapade add-on reads poses[frame].reshape(-1, 3) for SMPL-H's 52 joints
+    assert own["poses"][0].reshape(-1, 3).shape == (52, 3) and float(own["mocap_frame_rate"]) == 50.0

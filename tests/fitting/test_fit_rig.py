@@ -104,7 +104,7 @@ def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
     npz = np.load(tmp_path / "out" / "subject0.npz")
     for key in ("poses", "trans", "betas", "gender", "mocap_frame_rate", "global_orient", "body_pose", "transl"):
         assert key in npz.files
-    assert npz["poses"].shape == (24, 72) and npz["betas"].shape == (10,) and str(npz["gender"]) == "neutral"
+    assert npz["poses"].shape == (24, 156) and npz["betas"].shape == (10,) and str(npz["gender"]) == "neutral"
     assert float(npz["mocap_frame_rate"]) == 25.0
     np.testing.assert_array_equal(npz["trans"], npz["transl"])
     assert npz["fitted"].tolist() == [t not in (10, 11) for t in range(24)]

@@ -88,7 +88,7 @@ def test_npz_reprojects_onto_the_network_keypoints(data: Path, body: BodyModel, 
     params = read_smpl_npz(tmp_path / "grey.npz")
     assert params["global_orient"].shape == (1, 3) and params["body_pose"].shape == (1, 69)
     assert params["betas"].shape == (10,) and params["transl"].shape == (1, 3)
-    assert params["poses"].shape == (1, 72) and str(params["model"]) == body.name and float(params["fps"]) == 0
+    assert params["poses"].shape == (1, 156) and str(params["model"]) == body.name and float(params["fps"]) == 0
     np.testing.assert_array_equal(params["image_size"], [W, H])
     with torch.no_grad():
         posed = body(body_pose=torch.tensor(params["body_pose"]), betas=torch.tensor(params["betas"])[None],
@@ -172,7 +172,7 @@ def test_video_gives_one_sequence_file_and_an_overlay_video(data: Path, body: Bo
                       "--out", str(tmp_path / "out"))
     assert code == 0
     params = read_smpl_npz(tmp_path / "out" / "clip.npz")
-    assert params["poses"].shape == (5, 72) and params["betas"].shape == (5, 10)
+    assert params["poses"].shape == (5, 156) and params["betas"].shape == (5, 10)
     assert params["K"].shape == (5, 3, 3) and float(params["fps"]) == pytest.approx(12.0)
     np.testing.assert_allclose(params["center"], [[47.5, 35.5]] * 5)  # whole-frame boxes
     capture = cv2.VideoCapture(str(tmp_path / "out" / "clip_overlay.mp4"))
@@ -295,7 +295,7 @@ def test_output_writers_check_shapes_and_leave_no_partial_files(tmp_path: Path):
             "transl": np.ones((2, 3))}
     path = write_smpl_npz(tmp_path / "seq.npz", **good, model="free-test", fps=30.0, extra={"K": np.eye(3)})
     params = read_smpl_npz(path)
-    np.testing.assert_array_equal(params["poses"], np.zeros((2, 72)))
+    np.testing.assert_array_equal(params["poses"], np.zeros((2, 156)))
     assert str(params["model"]) == "free-test" and float(params["fps"]) == 30.0
     with pytest.raises(ValueError, match=r"bad\.npz: row counts differ: global_orient 2, body_pose 3"):
         write_smpl_npz(tmp_path / "bad.npz", **{**good, "body_pose": np.zeros((3, 69))}, model="m")
