@@ -72,6 +72,9 @@ __all__ = [
     "write_prediction_npz",
     "write_smpl_npz",
     "vertex_normals",
+    "write_bvh",
+    "write_trc",
+    "pose2sim_marker_name",
 ]
 
 SMPL_NPZ_KEYS: tuple[str, ...] = ("global_orient", "body_pose", "betas", "transl", "poses", "model", "fps")
@@ -647,3 +650,162 @@ def write_animated_gltf(path: str | os.PathLike[str], *, rest_vertices: np.ndarr
     doc.set_binary_blob(binary)
     write_bytes_atomic(path, b"".join(doc.save_to_bytes()))
     return path
+
+
+# --- BVH and TRC ---------------------------------------------------------------------------------
+
+# BVH's rotation channels, in the order their rotations apply (R = Rz @ Rx @ Ry): the order of
+# CMU's and most motion-capture files, which every importer reads.
+_BVH_ROTATION_ORDER = "ZXY"
+
+
+def _euler_degrees(rotations: np.ndarray, order: str) -> np.ndarray:
+    """Intrinsic Euler angles ``(..., 3)`` in degrees, in ``order``, unwrapped along axis 0 so
+    consecutive frames never jump by 360 degrees."""
+    from scipy.spatial.transform import Rotation
+
+    m = np.asarray(rotations, dtype=np.float64)
+    angles = Rotation.from_matrix(m.reshape(-1, 3, 3)).as_euler(order.upper(), degrees=True)
+    angles = angles.reshape(*m.shape[:-2], 3)
+    return np.unwrap(angles, axis=0, period=360.0) if angles.ndim > 1 else angles
+
+
+def write_bvh(path: str | os.PathLike[str], *, parents: Sequence[int], rest_joints: np.ndarray,
+              joint_rotations: np.ndarray, root_translation: np.ndarray, fps: float,
+              joint_names: Sequence[str], world_rotation: np.ndarray | None = None,
+              scale: float = 100.0) -> Path:
+    """Write a skeleton's motion as BVH (atomically): the hierarchy from the rest joints, one
+    line of channels per frame.
+
+    The skeleton's offsets are the rest pose's bones (``rest_joint - rest_parent``), so a reader
+    that applies each frame's rotations along them poses the joints where the body model does.
+    The root has 6 channels (``Xposition Yposition Zposition Zrotation Xrotation Yrotation``: its
+    world position, its OFFSET is zero), every other joint 3 rotations in the same order, in
+    degrees; each leaf joint ends in an ``End Site`` half its bone's length further on.
+
+    Args:
+        path: destination ``.bvh``.
+        parents: ``(J,)`` parent of each joint (-1 for the root, joint 0; parents before children).
+        rest_joints: ``(J, 3)`` rest-pose joint positions, metres.
+        joint_rotations: ``(T, J, 3, 3)`` rotations relative to the parent (joint 0: global).
+        root_translation: ``(T, 3)`` world position of the root joint, metres.
+        fps: frames per second (``Frame Time`` is ``1 / fps``).
+        joint_names: ``(J,)`` names (no spaces).
+        world_rotation: optional ``(3, 3)`` rotation folded into the root's keys (e.g.
+            :data:`Z_UP_TO_Y_UP`: BVH readers expect Y-up).
+        scale: file units per metre (100: centimetres, as most BVH files; Blender's importer
+            then needs a scale of 0.01).
+
+    Raises:
+        ValueError: inconsistent shapes, non-finite values or names with spaces.
+    """
+    path = Path(path)
+    joints = np.asarray(rest_joints, dtype=np.float64)
+    rots = np.asarray(joint_rotations, dtype=np.float64)
+    root = np.asarray(root_translation, dtype=np.float64)
+    n_j = len(parents)
+    t = rots.shape[0] if rots.ndim == 4 else 0
+    if (joints.shape != (n_j, 3) or rots.shape != (t, n_j, 3, 3) or root.shape != (t, 3) or t == 0
+            or parents[0] != -1 or any(not 0 <= parents[j] < j for j in range(1, n_j)) or len(joint_names) != n_j):
+        raise ValueError(f"{path}: inconsistent BVH inputs: {n_j} joints (root first, parents before children), "
+                         f"{len(joint_names)} names, rest joints {joints.shape}, rotations {rots.shape}, root "
+                         f"translation {root.shape}, T >= 1")
+    if any(not n or any(c.isspace() for c in n) for n in joint_names):
+        raise ValueError(f"{path}: BVH joint names must be non-empty without spaces")
+    world = np.eye(3) if world_rotation is None else np.asarray(world_rotation, dtype=np.float64)
+    if not all(np.isfinite(a).all() for a in (joints, rots, root, world)) or not fps > 0 or not scale > 0:
+        raise ValueError(f"{path}: BVH inputs must be finite, fps and scale positive")
+    rots = rots.copy()
+    rots[:, 0] = world @ rots[:, 0]
+    position = root @ world.T * scale
+    angles = _euler_degrees(rots, _BVH_ROTATION_ORDER)  # (T, J, 3) as (z, x, y)
+    children: dict[int, list[int]] = {j: [c for c in range(n_j) if parents[c] == j] for j in range(n_j)}
+    rotation_channels = " ".join(f"{axis}rotation" for axis in _BVH_ROTATION_ORDER)
+    lines = ["HIERARCHY"]
+    order: list[int] = []
+
+    def fmt(v: np.ndarray) -> str:
+        return " ".join(f"{x:.6f}" for x in v)
+
+    def emit(j: int, depth: int) -> None:
+        pad = "\t" * depth
+        order.append(j)
+        offset = np.zeros(3) if j == 0 else (joints[j] - joints[parents[j]]) * scale
+        lines.append(f"{pad}{'ROOT' if j == 0 else 'JOINT'} {joint_names[j]}")
+        lines.append(pad + "{")
+        lines.append(f"{pad}\tOFFSET {fmt(offset)}")
+        channels = ("6 Xposition Yposition Zposition " if j == 0 else "3 ") + rotation_channels
+        lines.append(f"{pad}\tCHANNELS {channels}")
+        for c in children[j]:
+            emit(c, depth + 1)
+        if not children[j]:
+            lines.extend([f"{pad}\tEnd Site", pad + "\t{", f"{pad}\t\tOFFSET {fmt(0.5 * offset)}", pad + "\t}"])
+        lines.append(pad + "}")
+
+    emit(0, 0)
+    lines += ["MOTION", f"Frames: {t}", f"Frame Time: {1.0 / fps:.8f}"]
+    for f in range(t):
+        values = [position[f]] + [angles[f, j] for j in order]
+        lines.append(" ".join(f"{x:.6f}" for x in np.concatenate(values)))
+    return write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+def pose2sim_marker_name(name: str) -> str:
+    """A keypoint name in Pose2Sim's/OpenSim's spelling: ``right_big_toe`` -> ``RBigToe``,
+    ``left_hip`` -> ``LHip``, ``mid_hip`` -> ``MidHip``, ``nose`` -> ``Nose``."""
+    parts = name.split("_")
+    side = {"right": "R", "left": "L"}.get(parts[0])
+    rest = parts[1:] if side else parts
+    return (side or "") + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def write_trc(path: str | os.PathLike[str], markers: np.ndarray, names: Sequence[str], fps: float, *,
+              frame_numbers: Sequence[int] | None = None, world_rotation: np.ndarray | None = None,
+              units: str = "mm", name: str | None = None) -> Path:
+    """Write 3D markers as an OpenSim / Pose2Sim TRC file (tab-separated, atomically).
+
+    Layout: line 1 ``PathFileType 4 (X/Y/Z) <file name>``; line 2 the header names
+    ``DataRate CameraRate NumFrames NumMarkers Units OrigDataRate OrigDataStartFrame
+    OrigNumFrames``; line 3 their values; line 4 ``Frame# Time`` and each marker's name over its
+    three columns; line 5 ``X1 Y1 Z1 X2 ...``; then one row per frame (no blank line, as Pose2Sim writes) (``Frame#`` from 1, ``Time``
+    = frame number / fps). A missing marker (NaN) is left empty, which OpenSim reads as missing.
+
+    Args:
+        path: destination ``.trc``.
+        markers: ``(T, M, 3)`` world positions, metres (NaN: missing).
+        names: ``(M,)`` marker names (no tabs).
+        fps: frames per second.
+        frame_numbers: ``(T,)`` the frames' numbers in the recording (default 0..T-1): ``Time``.
+        world_rotation: optional ``(3, 3)`` rotation applied to every marker (OpenSim is Y-up:
+            :data:`Z_UP_TO_Y_UP` for a Z-up rig).
+        units: ``mm`` or ``m``.
+        name: the file name line 1 gives (default: ``path``'s; a temporary path passes the final one).
+
+    Raises:
+        ValueError: inconsistent shapes, a bad unit, or infinite values.
+    """
+    path = Path(path)
+    points = np.asarray(markers, dtype=np.float64)
+    if points.ndim != 3 or points.shape[2] != 3 or points.shape[1] != len(names) or len(points) == 0:
+        raise ValueError(f"{path}: markers must be (T >= 1, {len(names)}, 3), got {points.shape}")
+    if units not in ("mm", "m") or not fps > 0 or np.isinf(points).any():
+        raise ValueError(f"{path}: units must be mm or m, fps positive and markers finite or NaN")
+    if any(not n or "\t" in n for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"{path}: marker names must be unique, non-empty, without tabs")
+    frames = np.arange(len(points)) if frame_numbers is None else np.asarray(frame_numbers)
+    if frames.shape != (len(points),):
+        raise ValueError(f"{path}: {len(frames)} frame numbers for {len(points)} frames")
+    world = np.eye(3) if world_rotation is None else np.asarray(world_rotation, dtype=np.float64)
+    points = points @ world.T * (1000.0 if units == "mm" else 1.0)
+    t, m = points.shape[:2]
+    rate = f"{fps:g}"
+    lines = [f"PathFileType\t4\t(X/Y/Z)\t{name or path.name}",
+             "DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\tOrigDataStartFrame\tOrigNumFrames",
+             f"{rate}\t{rate}\t{t}\t{m}\t{units}\t{rate}\t{int(frames[0]) + 1}\t{t}",
+             "Frame#\tTime\t" + "\t".join(f"{n}\t\t" for n in names).rstrip("\t"),
+             "\t\t" + "\t".join(f"X{i + 1}\tY{i + 1}\tZ{i + 1}" for i in range(m))]
+    for i in range(t):
+        cells = [str(i + 1), f"{frames[i] / fps:.6f}"]
+        cells += ["" if not np.isfinite(v) else f"{v:.5f}" for v in points[i].reshape(-1)]
+        lines.append("\t".join(cells))
+    return write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())

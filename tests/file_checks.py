@@ -117,3 +117,61 @@ class Glb:
             return world[i]
 
         return np.array([matrix(j)[:3, 3] for j in self.doc.skins[0].joints])
+
+
+def _axis_rotation(axis: str, degrees: float) -> np.ndarray:
+    a = np.deg2rad(degrees)
+    c, s = np.cos(a), np.sin(a)
+    return {"X": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), "Y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+            "Z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+
+
+def bvh_joint_positions(path: Path) -> tuple[list[str], np.ndarray, float]:
+    """A BVH file read with the ``bvh`` library (PyPI) and posed the way BVH defines it: each
+    joint's transform is its parent's, then its OFFSET (plus the root's position channels), then
+    its rotation channels applied in the order listed. Returns (joint names, ``(T, J, 3)``
+    positions in file units, frame time)."""
+    bvh = pytest.importorskip("bvh", reason="BVH read-back needs the bvh package (pip install bvh)")
+    mocap = bvh.Bvh(Path(path).read_text())
+    names = mocap.get_joints_names()
+    parents = [mocap.joint_parent_index(n) for n in names]
+    frames = []
+    for f in range(mocap.nframes):
+        world: list[np.ndarray] = []
+        for j, name in enumerate(names):
+            channels = mocap.joint_channels(name)
+            values = mocap.frame_joint_channels(f, name, channels)
+            local = np.eye(4)
+            local[:3, 3] = mocap.joint_offset(name)
+            for channel, value in zip(channels, values):
+                if channel.endswith("position"):
+                    local[:3, 3] += value * np.eye(3)["XYZ".index(channel[0])]
+                else:
+                    local[:3, :3] = local[:3, :3] @ _axis_rotation(channel[0], value)
+            world.append(local if parents[j] < 0 else world[parents[j]] @ local)
+        frames.append([w[:3, 3] for w in world])
+    return names, np.array(frames), mocap.frame_time
+
+
+def read_trc(path: Path) -> tuple[dict[str, str], list[str], np.ndarray, np.ndarray]:
+    """A TRC file parsed by its header rules: line 1 ``PathFileType 4 (X/Y/Z) name``, lines 2-3
+    the header names and values (checked against the data), line 4 ``Frame# Time`` and the
+    marker names each over 3 columns, line 5 ``X1 Y1 Z1 ...``, then rows. Returns (header,
+    marker names, ``(T,)`` times, ``(T, M, 3)`` markers in the file's units, NaN where empty)."""
+    lines = Path(path).read_text().split("\n")
+    first = lines[0].split("\t")
+    assert first[:3] == ["PathFileType", "4", "(X/Y/Z)"] and first[3] == Path(path).name
+    header = dict(zip(lines[1].split("\t"), lines[2].split("\t"), strict=True))
+    assert list(header) == ["DataRate", "CameraRate", "NumFrames", "NumMarkers", "Units", "OrigDataRate",
+                            "OrigDataStartFrame", "OrigNumFrames"]
+    labels = lines[3].split("\t")
+    assert labels[:2] == ["Frame#", "Time"]
+    names = labels[2::3]
+    assert all(c == "" for i, c in enumerate(labels[2:]) if i % 3), "a marker name spans 3 columns"
+    m = int(header["NumMarkers"])
+    assert len(names) == m and lines[4].split("\t") == ["", ""] + [f"{a}{i}" for i in range(1, m + 1) for a in "XYZ"]
+    rows = [r.split("\t") for r in lines[5:] if r.strip()]
+    assert len(rows) == int(header["NumFrames"]) and all(len(r) == 2 + 3 * m for r in rows)
+    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
+    values = np.array([[float(v) if v else np.nan for v in r[2:]] for r in rows]).reshape(len(rows), m, 3)
+    return header, names, np.array([float(r[1]) for r in rows]), values

@@ -10,7 +10,7 @@ import torch
 from mvspin.body import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel
 from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from mvspin.io_outputs import Z_UP_TO_Y_UP, vertex_normals, write_animated_gltf
-from tests.file_checks import Glb, assert_valid_gltf
+from tests.file_checks import Glb, assert_valid_gltf, bvh_joint_positions, read_trc
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +194,51 @@ def test_npz_reads_in_amass_loaders_to_the_same_joints(body, tmp_path):
     assert fps == 50.0
     # The Meshcapade add-on reads poses[frame].reshape(-1, 3) for SMPL-H's 52 joints
     assert own["poses"][0].reshape(-1, 3).shape == (52, 3) and float(own["mocap_frame_rate"]) == 50.0
+
+
+# --- BVH and TRC ------------------------------------------------------------------------------
+
+
+def test_bvh_reads_back_to_the_body_models_joints(body, tmp_path):
+    from mvspin.io_outputs import write_bvh
+
+    motion = _motion(body, frames=8, seed=5)
+    motion["body_pose"] *= 3  # large angles: Euler wrap-around and near-gimbal frames
+    with torch.no_grad():
+        rest_joints = body.rest_joints(motion["betas"])[0].numpy()
+        rots = torch.cat([motion["global_orient"][:, None],
+                          axis_angle_to_matrix(motion["body_pose"].view(-1, 23, 3))], 1).numpy()
+        expected = body(body_pose=motion["body_pose"], betas=motion["betas"].expand(8, -1),
+                        global_orient=motion["global_orient"], transl=motion["transl"]).joints.numpy()
+    path = write_bvh(tmp_path / "s.bvh", parents=SMPL_PARENTS, rest_joints=rest_joints, joint_rotations=rots,
+                     root_translation=motion["transl"].numpy() + rest_joints[0], fps=50.0,
+                     joint_names=SMPL_JOINT_NAMES, world_rotation=Z_UP_TO_Y_UP)
+    names, positions, frame_time = bvh_joint_positions(path)
+    assert sorted(names) == sorted(SMPL_JOINT_NAMES) and frame_time == pytest.approx(0.02)
+    order = [names.index(n) for n in SMPL_JOINT_NAMES]  # the file lists joints depth first
+    back = positions[:, order] / 100.0 @ Z_UP_TO_Y_UP  # centimetres, Y-up -> metres in the Z-up world
+    assert float(np.abs(back - expected).max()) < 1e-3  # 1 mm
+    assert "End Site" in path.read_text() and path.read_text().count("CHANNELS 3 Zrotation Xrotation Yrotation") == 23
+    with pytest.raises(ValueError, match="without spaces"):
+        write_bvh(tmp_path / "bad.bvh", parents=SMPL_PARENTS, rest_joints=rest_joints, joint_rotations=rots,
+                  root_translation=motion["transl"].numpy(), fps=50.0, joint_names=["a b"] + list(SMPL_JOINT_NAMES[1:]))
+
+
+def test_trc_header_rules_and_values(tmp_path):
+    from mvspin.io_outputs import pose2sim_marker_name, write_trc
+
+    rng = np.random.default_rng(0)
+    markers = rng.uniform(-1, 2, size=(4, 3, 3))
+    markers[2, 1] = np.nan
+    names = [pose2sim_marker_name(n) for n in ("right_big_toe", "mid_hip", "nose")]
+    assert names == ["RBigToe", "MidHip", "Nose"]
+    path = write_trc(tmp_path / "walk.trc", markers, names, 25.0, frame_numbers=[10, 11, 12, 13],
+                     world_rotation=Z_UP_TO_Y_UP)
+    header, back_names, times, values = read_trc(path)
+    assert header["Units"] == "mm" and header["DataRate"] == "25" and header["OrigDataStartFrame"] == "11"
+    assert back_names == names
+    np.testing.assert_allclose(times, [0.4, 0.44, 0.48, 0.52])
+    np.testing.assert_allclose(values / 1000.0, markers @ Z_UP_TO_Y_UP.T, atol=1e-7, equal_nan=True)
+    assert np.isnan(values[2, 1]).all() and not np.isnan(values[2, 0]).any()
+    with pytest.raises(ValueError, match="unique"):
+        write_trc(tmp_path / "bad.trc", markers, ["a", "a", "b"], 25.0)

@@ -17,7 +17,8 @@ from mvspin.data.keypoint_files import KeypointFileError
 from mvspin.data.recording_keypoints import read_recording_keypoints
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording, write_openpose_folders
 from mvspin.geometry import axis_angle_to_matrix
-from tests.file_checks import quat_matrix
+from mvspin.body import SMPL_JOINT_NAMES
+from tests.file_checks import bvh_joint_positions, quat_matrix, read_trc
 
 SETS = ("openpose25", "openpose25b", "coco18", "coco17", "halpe26")
 
@@ -97,7 +98,7 @@ def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
                "--videos", *[str(tmp_path / "videos" / f"{c}.mp4") for c in reversed(rec.rig.names)],
                "--resolution", "low", "-o", str(tmp_path / "out"), "--fps", "25",
                "--config", str(Path(__file__).resolve().parents[2] / "configs" / "fit_rig.yaml"),
-               "--set", "sequence.refine_iterations=80"])
+               "--set", "sequence.refine_iterations=80", "--bvh", "--trc"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "subject 0: 22/24 frames fitted" in printed and "cam0" in printed
@@ -164,6 +165,22 @@ def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
     rest = glb.joint_positions(None)  # no keys: the T-pose stands up in glTF's Y-up
     assert rest[15, 1] - rest[0, 1] > 0.3 and abs(rest[15, 0] - rest[0, 0]) < 0.05
     assert_valid_gltf(tmp_path / "out" / "subject0.glb")
+
+    # --bvh: the skeleton read back by a BVH library lands on the .npz's joints (1 mm)
+    with torch.no_grad():
+        all_joints = body(body_pose=torch.as_tensor(npz["body_pose"]), betas=torch.as_tensor(npz["betas"])[None].expand(24, -1),
+                          global_orient=torch.as_tensor(npz["global_orient"]), transl=torch.as_tensor(npz["transl"])).joints.numpy()
+    names, positions, frame_time = bvh_joint_positions(tmp_path / "out" / "subject0.bvh")
+    order = [names.index(n) for n in SMPL_JOINT_NAMES]
+    assert frame_time == pytest.approx(1 / 25) and positions.shape == (24, 24, 3)
+    assert float(np.abs(positions[:, order] / 100 @ Z_UP_TO_Y_UP - all_joints).max()) < 1e-3
+    # --trc: the fitted keypoints (Pose2Sim's names) and SMPL joints in mm, Y-up, empty where not fitted
+    header, names, times, markers = read_trc(tmp_path / "out" / "subject0.trc")
+    assert header["Units"] == "mm" and names[:3] == ["Nose", "Neck", "RShoulder"] and names[25] == "smpl_pelvis"
+    np.testing.assert_allclose(times, np.arange(24) / 25, atol=1e-6)
+    np.testing.assert_allclose(markers[seen.numpy(), :25] / 1000 @ Z_UP_TO_Y_UP, pred[seen].numpy(), atol=1e-4)
+    np.testing.assert_allclose(markers[seen.numpy(), 25:] / 1000 @ Z_UP_TO_Y_UP, all_joints[seen.numpy()], atol=1e-4)
+    assert np.isnan(markers[10]).all() and np.isnan(markers[11]).all()
 
 
 def _run_error(args, capsys) -> str:

@@ -53,6 +53,11 @@ class FitRigConfig(RigFitConfig):
     """People to fit, each with its own id."""
     meshes: bool = False
     """Also write one .obj per subject and frame (meshes/)."""
+    bvh: bool = False
+    """Also write subject<id>.bvh: the skeleton's motion for animation tools (Y-up, centimetres)."""
+    trc: bool = False
+    """Also write subject<id>.trc: the fitted keypoints and SMPL joints as OpenSim/Pose2Sim markers
+    (Y-up, millimetres)."""
     y_up: bool = False
     """The rig's world is Y-up (default: Z-up)."""
     allow_missing_frames: bool = False
@@ -123,7 +128,8 @@ class RigReport:
 def _planned_files(config: FitRigConfig, camera_names: list[str]) -> list[Path]:
     out = config.out
     files = [out / name for name in _REPORT_FILES]
-    files += [out / f"subject{i}.{ext}" for i in range(config.subjects) for ext in ("npz", "glb")]
+    exts = ("npz", "glb") + ("bvh",) * config.bvh + ("trc",) * config.trc
+    files += [out / f"subject{i}.{ext}" for i in range(config.subjects) for ext in exts]
     files += [out / f"overlay_{name}.mp4" for name in camera_names] if config.videos else []
     return files
 
@@ -189,7 +195,7 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
     if len(fit.subjects) < config.subjects:
         log.warning("asked for %d subjects, found %d in the recording", config.subjects, len(fit.subjects))
     written = write_recording_outputs(fit, body, config.out, gender=config.body.gender, z_up=not config.y_up,
-                                      meshes=config.meshes, progress=progress)
+                                      meshes=config.meshes, bvh=config.bvh, trc=config.trc, progress=progress)
     if videos and any(v.is_dir() for v in videos):
         log.info("no overlay videos: videos gave image folders")
     elif videos:
