@@ -43,6 +43,7 @@ view axis of a multi-view file.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -82,7 +83,8 @@ AMASS_NPZ_KEYS: tuple[str, ...] = ("trans", "gender", "mocap_framerate", "mocap_
 """Keys written for AMASS tools and the Meshcapade SMPL Blender add-on (see the module docstring)."""
 _MESH_SUFFIXES = (".obj", ".ply")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-# Codec per video container that OpenCV's bundled FFmpeg writes without extra libraries.
+# Codec per video container that OpenCV's bundled FFmpeg writes without extra libraries (.mp4:
+# the fallback when PyAV, which writes H.264, is not installed).
 _VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 # Colour of the mesh in overlays and side views (RGB in [0, 1]): a light blue that stands out on
 # skin and clothing, as in SPIN's and 4D-Humans' demos.
@@ -295,19 +297,41 @@ def side_view_image(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, widt
     return render_mesh(turned, faces, K, width, height, color=MESH_COLOR, background=background).color
 
 
-class VideoWriter:
-    """Write RGB frames to an ``.mp4`` (MPEG-4 Part 2, OpenCV's ``mp4v``) or ``.avi`` (MJPG).
+_H264_FALLBACK_LOGGED = False
 
-    The file is written under a temporary name and renamed on a clean :meth:`close`; after an
-    exception inside a ``with`` block it is deleted, so a partial video never takes the final
-    name. The frame size is fixed by the first frame.
+
+def _h264_module() -> Any:
+    """PyAV when installed (``mvspin[video]``), else None after one log line about the fallback."""
+    global _H264_FALLBACK_LOGGED
+    from mvspin.errors import MissingExtraError, import_optional
+
+    try:
+        return import_optional("av", extra="video", purpose="H.264 videos")
+    except MissingExtraError as err:
+        if not _H264_FALLBACK_LOGGED:
+            _H264_FALLBACK_LOGGED = True
+            logging.getLogger("mvspin").warning("videos are written as MPEG-4 Part 2 (mp4v), which browsers do not "
+                                                "play: %s", err)
+        return None
+
+
+class VideoWriter:
+    """Write RGB frames to an ``.mp4`` (H.264, ``yuv420p``, through PyAV from ``mvspin[video]``;
+    without it OpenCV's ``mp4v``, MPEG-4 Part 2, with one log line) or ``.avi`` (MJPG).
+
+    H.264 in ``yuv420p`` plays in browsers, report pages and every player; it needs even frame
+    sizes, so an odd width or height is padded by one repeated edge pixel. The file is written
+    under a temporary name and renamed on a clean :meth:`close`; after an exception inside a
+    ``with`` block it is deleted, so a partial video never takes the final name. The frame size
+    is fixed by the first frame. :attr:`codec` says what was written (``h264``, ``mp4v``,
+    ``MJPG``).
 
     Example:
         >>> with VideoWriter("out.mp4", fps=25) as video:  # doctest: +SKIP
         ...     video.write(frame_rgb)
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, *, h264: bool = True) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in _VIDEO_CODECS:
             raise ValueError(f"{self.path}: videos must end in {' or '.join(_VIDEO_CODECS)}")
@@ -316,8 +340,29 @@ class VideoWriter:
         self.fps = float(fps)
         self.frames = 0
         self._tmp: Path | None = None
-        self._writer: cv2.VideoWriter | None = None
+        self._writer: Any = None
+        self._stream: Any = None
         self._size: tuple[int, int] | None = None
+        self._av = _h264_module() if h264 and self.path.suffix.lower() == ".mp4" else None
+        self.codec = "h264" if self._av is not None else _VIDEO_CODECS[self.path.suffix.lower()]
+
+    def _open(self, size: tuple[int, int]) -> None:
+        self._tmp = temporary_path_for(self.path)
+        if self._av is not None:
+            from fractions import Fraction
+
+            self._writer = self._av.open(str(self._tmp), "w", format="mp4")
+            self._stream = self._writer.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(10000))
+            self._stream.width, self._stream.height = size[0] + size[0] % 2, size[1] + size[1] % 2
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"crf": "18"}  # visually lossless overlays
+        else:
+            fourcc = cv2.VideoWriter.fourcc(*self.codec)
+            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
+            if not self._writer.isOpened():
+                self.abort()
+                raise OSError(f"{self.path}: OpenCV cannot open a video writer for this format")
+        self._size = size
 
     def write(self, frame_rgb: np.ndarray) -> None:
         """Append one (H, W, 3) uint8 RGB frame."""
@@ -327,29 +372,37 @@ class VideoWriter:
                              f"{frame_rgb.dtype}")
         size = (frame_rgb.shape[1], frame_rgb.shape[0])
         if self._writer is None:
-            self._tmp = temporary_path_for(self.path)
-            fourcc = cv2.VideoWriter.fourcc(*_VIDEO_CODECS[self.path.suffix.lower()])
-            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
-            if not self._writer.isOpened():
-                self.abort()
-                raise OSError(f"{self.path}: OpenCV cannot open a video writer for this format")
-            self._size = size
+            self._open(size)
         elif size != self._size:
             raise ValueError(f"{self.path}: frame {self.frames} is {size[0]}x{size[1]}, the video is "
                              f"{self._size[0]}x{self._size[1]}")
-        self._writer.write(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR))
+        if self._stream is not None:
+            even = np.pad(frame_rgb, ((0, size[1] % 2), (0, size[0] % 2), (0, 0)), mode="edge")
+            frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(even), format="rgb24")
+            for packet in self._stream.encode(frame):
+                self._writer.mux(packet)
+        else:
+            self._writer.write(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR))
         self.frames += 1
+
+    def _finish(self) -> None:
+        if self._stream is not None:
+            for packet in self._stream.encode():  # flush the encoder's delayed frames
+                self._writer.mux(packet)
+            self._writer.close()
+        else:
+            self._writer.release()
+        self._writer = self._stream = None
 
     def close(self) -> Path:
         """Finish the file and give it its final name; returns the path."""
         if self._writer is None or self._tmp is None:
             raise ValueError(f"{self.path}: no frames were written")
-        self._writer.release()
-        self._writer = None
+        self._finish()
         frames = self.frames
 
         def reads_back(tmp: Path) -> bool:
-            # OpenCV reports success after a short write too, and the container's header may
+            # A writer reports success after a short write too, and the container's header may
             # still announce every frame: count the frames that can actually be read.
             video = cv2.VideoCapture(str(tmp))
             try:
@@ -367,8 +420,11 @@ class VideoWriter:
     def abort(self) -> None:
         """Drop the partial file."""
         if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+            try:
+                self._finish()
+            except Exception:  # a failing disk: the file is dropped below anyway
+                pass
+            self._writer = self._stream = None
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
             self._tmp = None

@@ -63,8 +63,9 @@ class FitRigConfig(RigFitConfig):
     allow_missing_frames: bool = False
     """Cameras may lack files for some frames (else frame counts must agree)."""
     videos: Optional[list[Path]] = None
-    """One video per camera, matched by file stem, else in order: writes overlay_<camera>.mp4
-    with the fitted skeletons (video frame n is keypoint frame n; image folders give no overlay)."""
+    """One video (or image folder) per camera, matched by file stem, else in order: writes
+    overlay_<camera>.mp4 with the fitted skeletons (video frame n is keypoint frame n; an image's
+    frame is the last number in its name)."""
     checkpoint: Optional[Path] = None
     """HMR regressor checkpoint (SPIN's or mvspin's): the fit starts from the network run on
     each camera's crop of the subject (needs videos; default: start from triangulation)."""
@@ -196,9 +197,7 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
         log.warning("asked for %d subjects, found %d in the recording", config.subjects, len(fit.subjects))
     written = write_recording_outputs(fit, body, config.out, gender=config.body.gender, z_up=not config.y_up,
                                       meshes=config.meshes, bvh=config.bvh, trc=config.trc, progress=progress)
-    if videos and any(v.is_dir() for v in videos):
-        log.info("no overlay videos: videos gave image folders")
-    elif videos:
+    if videos:
         written += write_overlay_videos(fit, body, rig, videos, config.out, progress=progress)
     save_config(config, config.out / "config.yaml")
     written.append(config.out / "config.yaml")

@@ -198,13 +198,16 @@ def match_videos(videos: list[Path], camera_names: list[str]) -> list[Path]:
 def write_overlay_videos(fit: RecordingFit, body: BodyModel, rig, videos: list[Path], out: str | Path,
                          progress: Progress = no_progress) -> list[Path]:
     """Per camera, the video with each subject's fitted skeleton (SMPL's 24 joints projected,
-    one colour per subject) and the detections used (white dots): ``overlay_<camera>.mp4``.
+    one colour per subject) and the detections used (white dots): ``overlay_<camera>.mp4``
+    (H.264 with ``mvspin[video]``, see :class:`~mvspin.io_outputs.VideoWriter`).
 
-    Video frame ``n`` shows keypoint frame number ``n``; frames without a fit are copied as they
-    are. ``progress``: stage ``"overlays"``, cameras done.
+    A video's frame ``n`` shows keypoint frame number ``n`` (frames without a fit are copied as
+    they are); a folder of images gives one overlay frame per keypoint frame, from the image
+    whose file name carries its number. ``progress``: stage ``"overlays"``, cameras done.
     """
     import cv2
 
+    from mvspin.apps.rig.network_start import camera_frames
     from mvspin.data.video import VideoFrames
     from mvspin.geometry import perspective_projection
     from mvspin.io_outputs import VideoWriter
@@ -223,8 +226,9 @@ def write_overlay_videos(fit: RecordingFit, body: BodyModel, rig, videos: list[P
     written = []
     for v, (name, path) in enumerate(zip(fit.camera_names, videos)):
         with VideoWriter(out / f"overlay_{name}.mp4", fit.fps) as writer:
-            for n, frame in enumerate(VideoFrames(path)):
-                i = index.get(n)
+            numbered = camera_frames(path, fit.frames) if Path(path).is_dir() else enumerate(VideoFrames(path))
+            for n, frame in numbered:
+                i = index.get(int(n))
                 if i is not None:
                     frame = frame.copy()
                     for s, sub in enumerate(fit.subjects):
