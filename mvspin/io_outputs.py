@@ -816,7 +816,7 @@ def pose2sim_marker_name(name: str) -> str:
 
 
 def write_trc(path: str | os.PathLike[str], markers: np.ndarray, names: Sequence[str], fps: float, *,
-              frame_numbers: Sequence[int] | None = None, world_rotation: np.ndarray | None = None,
+              frame_numbers: Sequence[int] | np.ndarray | None = None, world_rotation: np.ndarray | None = None,
               units: str = "mm", name: str | None = None) -> Path:
     """Write 3D markers as an OpenSim / Pose2Sim TRC file (tab-separated, atomically).
 
