@@ -28,7 +28,7 @@ import numpy as np
 from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress
 
-__all__ = ["ViewConfig", "ViewScene", "SubjectView", "build_view_scene", "frame_image", "run"]
+__all__ = ["ViewConfig", "ViewScene", "SubjectView", "Viewer", "build_view_scene", "frame_image", "run"]
 
 log = logging.getLogger("mvspin")
 
@@ -201,6 +201,76 @@ def _rotation_wxyz(R: np.ndarray) -> np.ndarray:
     return np.array([w, x, y, z])
 
 
+class Viewer:
+    """A viser server showing a :class:`ViewScene` (see the module docstring); :func:`run` makes
+    one. ``frame`` (settable) is the frame index shown; :meth:`look_through` puts every connected
+    browser's view at a rig camera."""
+
+    def __init__(self, scene: ViewScene, host: str = "127.0.0.1", port: int = 8080) -> None:
+        from mvspin.errors import import_optional
+
+        viser = import_optional("viser", extra="view", purpose="the 3D viewer")
+        self.scene = scene
+        self.server = viser.ViserServer(host=host, port=port, verbose=False)
+        server = self.server
+        server.scene.set_up_direction("+z")
+        self.meshes = [server.scene.add_mesh_simple(f"/subject{s.subject_id}", s.vertices[0], scene.faces,
+                                                    color=SUBJECT_COLOURS[k % 4]) for k, s in enumerate(scene.subjects)]
+        self.frusta = []
+        for v, (name, cam) in enumerate(zip(scene.camera_names, scene.cameras)):
+            w, h = cam.image_size
+            # camera-to-world in OpenCV axes (x right, y down, z forward), as viser's frusta
+            self.frusta.append(server.scene.add_camera_frustum(
+                f"/cameras/{name}", fov=float(2 * np.arctan2(h / 2, cam.K[1, 1])), aspect=w / h, scale=0.25,
+                wxyz=_rotation_wxyz(cam.R.T), position=-cam.R.T @ cam.t, image=frame_image(scene, v, 0)))
+            server.scene.add_label(f"/cameras/{name}/label", name)
+        self.slider = server.gui.add_slider("frame", min=0, max=max(scene.num_frames - 1, 1), step=1, initial_value=0)
+        self.playing = server.gui.add_checkbox("play", initial_value=False)
+        step = server.gui.add_button_group("step", ("< prev", "next >"))
+        worst = scene.worst_frames[:5]
+        labels = [str(scene.frames[i]) for i in worst]
+        jump = server.gui.add_dropdown("worst frames", labels or ["-"])
+        self.error = server.gui.add_markdown("")
+        self.slider.on_update(lambda _: self._show(int(self.slider.value)))
+        step.on_click(lambda e: setattr(self, "frame", self.frame + (1 if "next" in e.target.value else -1)))
+        jump.on_update(lambda _: setattr(self, "frame", worst[labels.index(jump.value)]) if jump.value in labels else None)
+        self._show(0)
+
+    @property
+    def frame(self) -> int:
+        return int(self.slider.value)
+
+    @frame.setter
+    def frame(self, index: int) -> None:
+        self.slider.value = int(np.clip(index, 0, self.scene.num_frames - 1))  # shows it (on_update)
+
+    def _show(self, i: int) -> None:
+        scene = self.scene
+        with self.server.atomic():
+            for mesh, sub in zip(self.meshes, scene.subjects):
+                mesh.vertices = sub.vertices[i]
+            for v, frustum in enumerate(self.frusta):
+                frustum.image = frame_image(scene, v, i)
+        errs = ", ".join(f"subject {s.subject_id}: {s.error_px[i]:.1f} px" if np.isfinite(s.error_px[i])
+                         else f"subject {s.subject_id}: not fitted" for s in scene.subjects)
+        self.error.content = f"frame {scene.frames[i]}: {errs}"
+
+    def look_through(self, camera: int) -> None:
+        """Every connected browser views the scene from rig camera ``camera`` (its pose and
+        vertical field of view); that camera's frustum is hidden (its picture would fill the view)."""
+        cam = self.scene.cameras[camera]
+        for v, frustum in enumerate(self.frusta):
+            frustum.visible = v != camera
+        for client in self.server.get_clients().values():
+            with client.atomic():
+                client.camera.fov = float(2 * np.arctan2(cam.image_size[1] / 2, cam.K[1, 1]))
+                client.camera.wxyz = _rotation_wxyz(cam.R.T)
+                client.camera.position = -cam.R.T @ cam.t
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 def run(config: ViewConfig, progress: Progress = no_progress) -> Path | None:
     """Serve the viewer (until interrupted, or ``duration_s``), or write ``save`` and return it.
 
@@ -210,64 +280,30 @@ def run(config: ViewConfig, progress: Progress = no_progress) -> Path | None:
     """
     from mvspin.errors import import_optional
 
-    viser = import_optional("viser", extra="view", purpose="the 3D viewer")
+    import_optional("viser", extra="view", purpose="the 3D viewer")
     if config.save is not None:
         from mvspin.atomic import check_output_location
 
         check_output_location(config.save, kind="file", what="save")
     scene = build_view_scene(config, progress)
-    server = viser.ViserServer(host=config.host, port=config.port, verbose=False)
-    server.scene.set_up_direction("+z")
-    meshes = [server.scene.add_mesh_simple(f"/subject{s.subject_id}", s.vertices[0], scene.faces,
-                                           color=SUBJECT_COLOURS[k % 4]) for k, s in enumerate(scene.subjects)]
-    frusta = []
-    for v, (name, cam) in enumerate(zip(scene.camera_names, scene.cameras)):
-        w, h = cam.image_size
-        fov = 2 * np.arctan2(h / 2, cam.K[1, 1])
-        wxyz, position = _rotation_wxyz(cam.R.T), -cam.R.T @ cam.t  # camera-to-world (OpenCV axes, as viser's)
-        frusta.append(server.scene.add_camera_frustum(f"/cameras/{name}", fov=float(fov), aspect=w / h, scale=0.25,
-                                                      wxyz=wxyz, position=position, image=frame_image(scene, v, 0)))
-        server.scene.add_label(f"/cameras/{name}/label", name)
-    slider = server.gui.add_slider("frame", min=0, max=max(scene.num_frames - 1, 1), step=1, initial_value=0)
-    playing = server.gui.add_checkbox("play", initial_value=False)
-    step = server.gui.add_button_group("step", ("< prev", "next >"))
-    worst = scene.worst_frames[:5]
-    jump = server.gui.add_dropdown("worst frames", [str(scene.frames[i]) for i in worst] or ["-"])
-    error = server.gui.add_markdown("")
-
-    def show(i: int) -> None:
-        with server.atomic():
-            for mesh, sub in zip(meshes, scene.subjects):
-                mesh.vertices = sub.vertices[i]
-            for v, frustum in enumerate(frusta):
-                frustum.image = frame_image(scene, v, i)
-        errs = ", ".join(f"subject {s.subject_id}: {s.error_px[i]:.1f} px" if np.isfinite(s.error_px[i])
-                         else f"subject {s.subject_id}: not fitted" for s in scene.subjects)
-        error.content = f"frame {scene.frames[i]}: {errs}"
-
-    slider.on_update(lambda _: show(int(slider.value)))
-    step.on_click(lambda e: setattr(slider, "value", int(np.clip(slider.value + (1 if "next" in e.target.value else -1),
-                                                                   0, scene.num_frames - 1))))
-    jump.on_update(lambda _: setattr(slider, "value", int(worst[[str(scene.frames[i]) for i in worst].index(jump.value)]))
-                   if jump.value != "-" else None)
-    show(0)
+    viewer = Viewer(scene, config.host, config.port)
     if config.save is not None:
-        serializer = server.get_scene_serializer()
+        serializer = viewer.server.get_scene_serializer()
         for i in range(scene.num_frames):
-            show(i)
+            viewer.frame = i
             serializer.insert_sleep(1.0 / scene.fps)
         from mvspin.atomic import write_bytes_atomic
 
         write_bytes_atomic(config.save, serializer.serialize())
-        server.stop()
+        viewer.stop()
         return config.save
-    log.info("viewer on http://%s:%d (Ctrl-C to stop)", config.host, server.get_port())
+    log.info("viewer on http://%s:%d (Ctrl-C to stop)", config.host, viewer.server.get_port())
     start = time.monotonic()
     try:
         while config.duration_s is None or time.monotonic() - start < config.duration_s:
-            if playing.value and scene.num_frames > 1:
-                slider.value = (int(slider.value) + 1) % scene.num_frames
+            if viewer.playing.value and scene.num_frames > 1:
+                viewer.frame = (viewer.frame + 1) % scene.num_frames
             time.sleep(1.0 / scene.fps)
     finally:
-        server.stop()
+        viewer.stop()
     return None
