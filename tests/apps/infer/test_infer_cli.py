@@ -12,7 +12,9 @@ import torch
 
 from mvspin.body import BodyModel
 from mvspin.cli.main import main
+from mvspin.data.video import VideoFrames
 from mvspin.geometry import (
+    axis_angle_to_matrix,
     crop_cam_to_translation,
     crop_intrinsics,
     crop_to_image_points,
@@ -180,6 +182,26 @@ def test_video_gives_one_sequence_file_and_an_overlay_video(data: Path, body: Bo
     ok, frame = capture.read()
     capture.release()
     assert ok and frame.shape == (72, 96, 3) and (np.abs(frame.astype(int) - 0) > 20).any()
+    # The .glb: valid, with normals, the root's keys turning the camera frame (y down) to glTF's y up
+    from tests.file_checks import Glb, assert_valid_gltf, quat_matrix
+
+    glb = Glb(tmp_path / "out" / "clip.glb")
+    assert glb.attribute("NORMAL").shape == glb.attribute("POSITION").shape and glb.doc.animations[0].extras["frames"] == 5
+    root = axis_angle_to_matrix(torch.as_tensor(params["global_orient"][3], dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(quat_matrix(glb.keys(0, "rotation")[3]), np.diag([1.0, -1, -1]) @ root, atol=1e-5)
+    assert_valid_gltf(tmp_path / "out" / "clip.glb")
+    # smooth: the same clip with the bodies smoothed over 5 frames (less frame-to-frame change)
+    code, _, _ = _run(capsys, str(video), "--allow-untrained", "--backbone", "resnet18", "--batch-size", "2",
+                      "--out", str(tmp_path / "smooth"), "--smooth", "5")
+    assert code == 0
+    smooth = read_smpl_npz(tmp_path / "smooth" / "clip.npz")
+
+    def wiggle(p):  # squared third differences of the rotation matrices (5 frames, window 5: one quadratic)
+        rot = axis_angle_to_matrix(torch.as_tensor(p["body_pose"]).view(5, 23, 3)).numpy()
+        return float((np.diff(rot, 3, axis=0) ** 2).sum())
+
+    assert wiggle(smooth) < 0.05 * wiggle(params)
+    assert len(list(VideoFrames(tmp_path / "smooth" / "clip_overlay.mp4"))) == 5
 
 
 def test_views_are_fused_into_one_body(data: Path, body: BodyModel, tmp_path: Path, capsys):
