@@ -50,7 +50,7 @@ setup(
         "train": TRAIN,
         "datasets": DATASETS,
         "view": VIEW,
-        "detect": ["ai-edge-litert>=2.0", "onnxruntime>=1.17"],  # person and keypoint detectors
+        "detect": ["ai-edge-litert>=2.0", "onnxruntime>=1.17", "onnx>=1.15"],  # detectors (onnx: tests export models)
         "video": VIDEO,
         # the test suite trains and reads dataset files: `pip install -e ".[test]"` runs all of it
         # (bvh: the BVH read-back test's independent reader)
