@@ -45,7 +45,13 @@ class ViewConfig:
     rig: Optional[Path] = None
     """Calibration file (default: the one the fit's config.yaml names)."""
     keypoints: Optional[Path] = None
-    """Keypoint folder (default: the one the fit's config.yaml names; none: no detections shown)."""
+    """Keypoint folder (default: the one the fit's config.yaml names, else the fit's keypoints/;
+    none: no detections shown)."""
+    videos: Optional[list[Path]] = None
+    """One video or image folder per camera, in the rig's order or named after the cameras:
+    each camera's picture shows its frame (default: the fit's config.yaml's videos)."""
+    picture_width: int = 480
+    """Width in pixels of each camera's picture in the viewer."""
     host: str = "127.0.0.1"
     """Address to serve on (127.0.0.1: this machine only)."""
     port: int = 8080
@@ -60,6 +66,8 @@ class ViewConfig:
         for name in ("rig", "keypoints", "save"):
             if getattr(self, name) is not None:
                 setattr(self, name, Path(getattr(self, name)))
+        self.videos = None if self.videos is None else [Path(v) for v in self.videos]
+        check_range("picture_width", self.picture_width, 16, 4096, integer=True)
         check_range("port", self.port, 0, 65535, integer=True)
         if self.save is not None and self.save.suffix != ".viser":
             raise ConfigError(f"save must end in .viser, got {self.save}", field="save")
@@ -92,6 +100,9 @@ class ViewScene:
     """calibration.Camera per camera (K, R, t, image_size)."""
     detections: Optional[np.ndarray] = None
     """``(T, V, P, K, 3)`` pixels and confidence, or None without keypoints."""
+    videos: Optional[list[Path]] = None
+    """Per camera its video or image folder (pictures behind the keypoints), or None."""
+    picture_width: int = 480
 
     @property
     def num_frames(self) -> int:
@@ -132,7 +143,7 @@ def build_view_scene(config: ViewConfig, progress: Progress = no_progress) -> Vi
         from calibration import load_rig
 
         rig = load_rig(rig_path)
-        kp_path = config.keypoints or (Path(saved["keypoints"]) if saved.get("keypoints") else None)
+        kp_path = config.keypoints or (Path(saved["keypoints"]) if saved.get("keypoints") else folder / "keypoints")
         if kp_path is not None and kp_path.exists():
             from mvspin.data.recording_keypoints import read_recording_keypoints
 
@@ -164,6 +175,12 @@ def build_view_scene(config: ViewConfig, progress: Progress = no_progress) -> Vi
     scene = ViewScene(faces=body.faces, subjects=subjects, frames=frames, fps=fps)
     if rig is not None:
         scene.camera_names, scene.cameras = list(rig.names), list(rig)
+        videos = config.videos or [Path(v) for v in saved.get("videos") or []]
+        if videos and all(v.exists() for v in videos):
+            from mvspin.apps.rig.outputs import match_videos
+
+            scene.videos = match_videos(videos, list(rig.names))
+    scene.picture_width = config.picture_width
     if detections is not None and kp_frames is not None:
         index = {int(f): i for i, f in enumerate(kp_frames)}
         rows = [index.get(int(f)) for f in frames]
@@ -172,14 +189,44 @@ def build_view_scene(config: ViewConfig, progress: Progress = no_progress) -> Vi
     return scene
 
 
-def frame_image(scene: ViewScene, camera: int, frame: int, width: int = 320) -> np.ndarray:
-    """The camera's view of one frame as an RGB image ``(h, width, 3)``: detections as white
-    dots, the fit's projected keypoints as dots in the subject's colour, on black."""
+def _picture(source: Path, number: int) -> Optional[np.ndarray]:
+    """Frame ``number`` of a video or image folder as RGB, or None where it has none."""
+    from mvspin.apps.rig.network_start import camera_frames
+    from mvspin.errors import VideoError
+
+    if source.is_dir():
+        try:
+            return next(iter(camera_frames(source, [number])))[1]
+        except (VideoError, StopIteration):
+            return None
     import cv2
 
+    video = cv2.VideoCapture(str(source))
+    try:
+        video.set(cv2.CAP_PROP_POS_FRAMES, number)
+        ok, bgr = video.read()
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
+    finally:
+        video.release()
+
+
+def frame_image(scene: ViewScene, camera: int, frame: int, width: Optional[int] = None) -> np.ndarray:
+    """The camera's view of one frame as an RGB image ``(h, width, 3)``: its video frame (else
+    black), detections as white dots, the fit's projected keypoints as dots in the subject's
+    colour. ``width`` defaults to the scene's ``picture_width``."""
+    import cv2
+
+    width = width or scene.picture_width
     w, h = scene.cameras[camera].image_size
     s = width / float(w)
     image = np.zeros((max(1, int(round(h * s))), width, 3), np.uint8)
+    if scene.videos is not None:
+        picture = _picture(scene.videos[camera], int(scene.frames[frame]))
+        if picture is not None:  # pixels from the top-left corner, as the keypoints
+            scaled = cv2.resize(picture, (max(1, int(round(picture.shape[1] * s))), max(1, int(round(picture.shape[0] * s)))),
+                                interpolation=cv2.INTER_AREA)
+            hh, ww = min(image.shape[0], scaled.shape[0]), min(image.shape[1], scaled.shape[1])
+            image[:hh, :ww] = scaled[:hh, :ww]
     if scene.detections is not None:
         for person in scene.detections[frame, camera]:
             for x, y, c in person:

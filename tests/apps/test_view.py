@@ -59,10 +59,26 @@ def test_scene_shows_the_fit_where_the_cameras_saw_it(fitted):
     err = sub.error_px
     assert scene.worst_frames[0] == int(np.nanargmax(err)) and len(scene.worst_frames) == int(np.isfinite(err).sum())
     # Each camera's picture: white detections, the subject's colour at its projections; frames differ
-    a, b = frame_image(scene, 1, 0), frame_image(scene, 1, 7)
+    a, b = frame_image(scene, 1, 0, width=320), frame_image(scene, 1, 7, width=320)
     assert a.shape == (240, 320, 3) and (a == 255).all(-1).any() and not np.array_equal(a, b)
     x, y = np.round(proj[0, 1, 8]).astype(int)
     assert a[y - 2:y + 3, x - 2:x + 3].any(-1).any()
+
+
+def test_camera_pictures_show_the_video_frames(fitted, tmp_path):
+    from mvspin.apps.view import ViewConfig, build_view_scene, frame_image
+    from mvspin.io_outputs import write_image
+
+    tmp, rec, _ = fitted
+    folders = []
+    for cam in rec.rig:
+        w, h = cam.image_size
+        for t in range(8):  # frame t is grey level 10 t
+            write_image(tmp_path / cam.name / f"frame_{t:04d}.png", np.full((h, w, 3), 10 * t, np.uint8))
+        folders.append(tmp_path / cam.name)
+    scene = build_view_scene(ViewConfig(fit=tmp / "out", videos=folders, picture_width=160))
+    picture = frame_image(scene, 2, 5)
+    assert picture.shape == (120, 160, 3) and int(np.median(picture)) == 50
 
 
 def test_save_writes_a_viser_recording_and_no_fit_is_one_line(fitted, tmp_path, capsys):
