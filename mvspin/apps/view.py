@@ -304,7 +304,9 @@ class Viewer:
 
     def look_through(self, camera: int) -> None:
         """Every connected browser views the scene from rig camera ``camera`` (its pose and
-        vertical field of view); that camera's frustum is hidden (its picture would fill the view)."""
+        vertical field of view; the principal point is taken at the image centre, and the view
+        matches the camera's picture where the browser's window has the camera's aspect); that
+        camera's frustum is hidden (its picture would fill the view)."""
         cam = self.scene.cameras[camera]
         for v, frustum in enumerate(self.frusta):
             frustum.visible = v != camera
