@@ -26,7 +26,7 @@ from typing import Any, Literal, Optional
 from calibration import Rig
 from calibration.board_calibration import CalibrationReport
 from calibration.formats import FORMATS
-from mvspin.atomic import check_output_location, write_bytes_atomic
+from mvspin.atomic import check_output_location, output_folder, write_bytes_atomic
 from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress
 
@@ -119,15 +119,23 @@ def run(config: CalibrateConfig, progress: Progress = no_progress) -> CalibrateR
             detections, a failed calibration.
         OutputLocationError: an output cannot be written.
     """
-    from calibration.board_calibration import calibrate_rig
     from calibration.boards import load_board
-    from calibration.formats import format_for_output, save_rig
+    from calibration.formats import format_for_output
     from calibration.formats.easymocap import easymocap_paths
 
     board = load_board(config.board)
     fmt = config.format or format_for_output(config.out)  # a bad output name fails before the long work
+    target = easymocap_paths(config.out)[0] if fmt == "easymocap" else config.out
+    with output_folder(target.parent, what="out"):  # a refused run removes the folders it made
+        return _calibrate(config, board, fmt, target, progress)
+
+
+def _calibrate(config: CalibrateConfig, board: Any, fmt: str, target: Path, progress: Progress) -> CalibrateReport:
+    from calibration.board_calibration import calibrate_rig
+    from calibration.formats import save_rig
+
     # ... and an unwritable place (this also removes temporaries a killed run left there)
-    check_output_location(easymocap_paths(config.out)[0] if fmt == "easymocap" else config.out, what="out")
+    check_output_location(target, what="out")
     if config.report is not None:
         check_output_location(config.report, what="report")
     log.info("board: %s %d x %d squares of %.1f mm; %d cameras", board.type, board.squares_x, board.squares_y,
