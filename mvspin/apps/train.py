@@ -64,5 +64,8 @@ def run(config: TrainJobConfig, progress: Progress = no_progress) -> TrainSummar
 
     if config.out is None:
         raise ConfigError("out is required: the folder the run writes to", field="out")
-    return train(train_config_of(config), config.out, resume=config.resume, progress=progress,
-                 overwrite=config.overwrite)
+    from mvspin.atomic import output_folder
+
+    with output_folder(config.out, what="out"):  # a run refused before its first step leaves no folder
+        return train(train_config_of(config), config.out, resume=config.resume, progress=progress,
+                     overwrite=config.overwrite)
