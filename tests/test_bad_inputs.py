@@ -88,3 +88,72 @@ def test_bad_option_is_one_line_before_work(name, argv, words, tmp_path, capsys)
     for w in words:
         assert w in err, (w, err)
     assert not out.exists(), sorted(out.iterdir())
+
+
+# -- errors that name the real cause and the file (theme 6) -------------------------------------
+
+def _one_line(args, capsys) -> str:
+    rc = main([str(a) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, (rc, err)
+    return err
+
+
+def test_nan_keypoint_in_training_data_names_file_and_bundle(tmp_path, capsys):
+    import h5py
+    import numpy as np
+
+    from tests.learning.train_helpers import tiny_capture, tiny_overrides
+
+    data = tiny_capture(tmp_path / "train.h5", num_bundles=4)
+    with h5py.File(data, "r+") as f:  # another tool's edit: the writer itself refuses NaN
+        kp = f["keypoints_2d"][()]
+        kp[:, 1, 3, 0] = np.nan
+        f["keypoints_2d"][...] = kp
+    err = _one_line(["train", "-o", tmp_path / "run", "--set",
+                     *tiny_overrides([data], **{"optim.max_steps": 2, "data.augmentation": False})], capsys)
+    assert "train.h5: bundle" in err and "keypoints_2d holds" in err and "NaN" in err
+    assert "loss became" not in err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.pt"))
+
+
+def test_nan_weight_checkpoint_blames_the_checkpoint(tmp_path):
+    import torch
+
+    from mvspin.errors import CheckpointError
+    from mvspin.regressor.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
+    from mvspin.regressor.hmr import HMRRegressor
+
+    model = HMRRegressor(depth=18)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    save_regressor_checkpoint(tmp_path / "diverged.pt", model)
+    with pytest.raises(CheckpointError, match=r"diverged\.pt: weight tensors 1 \(.*\) hold NaN or infinite values"):
+        load_regressor_checkpoint(tmp_path / "diverged.pt")
+
+
+def test_junk_mean_params_names_the_file(tmp_path):
+    import numpy as np
+
+    from mvspin.body.model_files import load_mean_params
+    from mvspin.errors import BodyModelFilesError
+
+    junk = tmp_path / "smpl_mean_params.npz"
+    junk.write_bytes(b"not a zip" * 20)
+    with pytest.raises(BodyModelFilesError, match=r"smpl_mean_params.npz: not a mean-parameter .npz"):
+        load_mean_params(junk)
+    np.savez(junk, pose=np.full(144, np.nan), shape=np.zeros(10), cam=np.zeros(3))
+    with pytest.raises(BodyModelFilesError, match=r"smpl_mean_params.npz: pose holds NaN"):
+        load_mean_params(junk)
+
+
+def test_disk_full_during_data_synthetic_names_the_file(tmp_path, capsys):
+    from tests.test_atomic import _small_tmpfs
+
+    with _small_tmpfs(tmp_path, size="1400k") as disk:
+        # 12 bundles of two 256 px PNG views (~2 MB) do not fit: HDF5 would crash the process
+        err = _one_line(["data", "synthetic", "-o", disk / "s.h5", "--bundles", "12", "--resolution", "low",
+                         "--set", "options.num_views=2", "options.image_size=[256,256]", "--image-format", ".png"],
+                        capsys)
+        assert "s.h5: the disk is full" in err and "nothing was written" in err
+        assert list(disk.iterdir()) == []

@@ -117,6 +117,10 @@ def _split_checkpoint(raw: Any, path: Path) -> tuple[dict[str, torch.Tensor], di
         raise CheckpointError(f"{path}: not a state dict: entries {summarise_keys(not_tensors)} are "
                               f"not tensors (a SPIN checkpoint keeps the weights under 'model')")
     state = dict(state)
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:  # else every prediction is NaN and the first output file written gets the blame
+        raise CheckpointError(f"{path}: weight tensors {summarise_keys(broken)} hold NaN or infinite values: the "
+                              f"checkpoint is broken (saved from a diverged run?)")
     # Saved from a DataParallel/DistributedDataParallel wrapper: every key has this prefix.
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
