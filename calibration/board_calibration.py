@@ -151,14 +151,19 @@ def _frames(source: Path) -> tuple[Iterator[np.ndarray], int]:
     total = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
 
     def video() -> Iterator[np.ndarray]:
+        read = 0
         try:
             while True:
                 ok, frame = cap.read()
                 if not ok:
-                    return
+                    break
+                read += 1
                 yield frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         finally:
             cap.release()
+        if total and read < 0.95 * total:  # a truncated or damaged file: say so, the rest is calibrated
+            log.warning("%s: read %d of the %d frames the video claims (truncated or damaged?); calibrating "
+                        "with those", source, read, total)
     return video(), total
 
 

@@ -118,6 +118,10 @@ def _run(config: EvalConfig, progress: Progress) -> EvalReport:
     device = resolve_device(config.device, what="device")
     bundles = BundleFile(config.data)
     protocol = check_protocol_file(bundles, config.dataset)
+    split = str(bundles.attrs.get("split", ""))
+    if split.lower().startswith("train"):  # numbers on training data say nothing about generalisation
+        log.warning("%s is a %r split: evaluating on training data (use the dataset's test split for numbers "
+                    "to compare)", bundles.path, split)
     model, meta = load_regressor_checkpoint(config.checkpoint, map_location=device)
     body = config.body.load(device)
     input_size = config.input_size or checkpoint_input_size(meta, body, config.checkpoint)

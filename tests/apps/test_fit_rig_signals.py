@@ -15,7 +15,7 @@ from mvspin.body import BodyModel
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording, write_openpose_folders
 from tests.test_cli_signals import _start
 
-FRAMES = 48
+FRAMES = 24
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def files(tmp_path_factory):
 def _args(files, out):
     # the full-resolution mesh (12k vertices) makes each .obj take long enough to be caught mid-way
     return ["fit-rig", "--rig", str(files / "rig.toml"), "--keypoints", str(files / "kp"), "-o", str(out),
-            "--meshes", "--set", "sequence.refine_iterations=10", "sequence.keyframe_step=12"]
+            "--meshes", "--set", "sequence.refine_iterations=5", "sequence.keyframe_step=12"]
 
 
 def _mesh_temporaries(out):
