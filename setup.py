@@ -48,7 +48,7 @@ setup(
         "train": TRAIN,
         "datasets": DATASETS,
         "view": ["viser>=1.0,<2"],  # the 3D viewer
-        "detect": ["ai-edge-litert>=2.0", "onnxruntime>=1.17"],  # person and keypoint detectors
+        "detect": ["ai-edge-litert>=2.0", "onnxruntime>=1.17", "onnx>=1.15"],  # detectors (onnx: tests export models)
         "video": ["av>=12"],  # video decoding and encoding through FFmpeg
         # the test suite trains and reads dataset files: `pip install -e ".[test]"` runs all of it
         "test": ["pytest>=7", *TRAIN, *DATASETS],

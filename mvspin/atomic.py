@@ -42,6 +42,8 @@ __all__ = [
     "OutputLocationError",
     "check_output_location",
     "output_folder",
+    "removed_if_unused",
+    "atomic_folder",
 ]
 
 TEMPORARY_MARK = "mvspin-tmp"
@@ -107,10 +109,31 @@ def check_output_location(path: str | os.PathLike, kind: str = "file", what: str
 
 
 @contextlib.contextmanager
+def removed_if_unused(folder: Optional[str | os.PathLike]) -> Iterator[None]:
+    """Within the block, ``folder`` and any missing parents may be created; if the block
+    raises, those that did not exist before and are still empty are removed again, so a job
+    refused after its output check (a bad input, an interruption) leaves nothing on disk.
+    Folders that existed stay, as does anything with a file in it. ``None``: does nothing."""
+    if folder is None:
+        yield
+        return
+    path = Path(folder).expanduser().absolute()
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for made in created:  # deepest first; stop at the first one that holds something
+            try:
+                made.rmdir()
+            except OSError:
+                break
+        raise
+
+
+@contextlib.contextmanager
 def output_folder(path: str | os.PathLike, what: str = "out") -> Iterator[Path]:
-    """Check (and create) an output folder with :func:`check_output_location` for the duration of
-    a job; when the job fails and the folder was created here and is still empty, remove it
-    again, so a refused job leaves nothing behind.
+    """Check (and create) an output folder with :func:`check_output_location` for the duration
+    of a job, removed again if the job fails before writing into it (:func:`removed_if_unused`).
 
     Example:
         >>> import tempfile
@@ -124,17 +147,9 @@ def output_folder(path: str | os.PathLike, what: str = "out") -> Iterator[Path]:
         False
     """
     path = Path(path).expanduser()
-    created = [p for p in (path, *path.parents) if not p.exists()]
-    check_output_location(path, kind="folder", what=what)
-    try:
+    with removed_if_unused(path):
+        check_output_location(path, kind="folder", what=what)
         yield path
-    except BaseException:
-        for folder in created:  # deepest first; stop at the first one that holds something
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        raise
 
 
 def _default_mode() -> int:
@@ -407,3 +422,43 @@ class OutputGroup:
         for final in self.committed:
             final.unlink(missing_ok=True)
         self.committed = []
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; when the block succeeds it replaces ``path`` (a
+    folder of many files, e.g. one camera's per-frame keypoint files, appears whole or not at
+    all), when it raises the temporary folder is deleted and ``path`` is left as it was.
+
+    The replacement of an existing folder is two renames (old aside, new in) and a delete: a
+    crash between them leaves the old folder under a temporary name, never a partial new one.
+    """
+    import shutil
+
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not final.is_dir():
+        raise NotADirectoryError(20, "a file is in the way of the output folder", str(final))
+    prefix = f".{final.name}.{TEMPORARY_MARK}.{os.getpid()}@{_HOST}."
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=prefix))
+    os.chmod(tmp, _MODE | ((_MODE & 0o444) >> 2))  # mkdtemp's 0o700 -> the usual folder mode
+    try:
+        yield tmp
+        if fsync:
+            for entry in tmp.iterdir():
+                if entry.is_file():
+                    _fsync_file(entry)
+            _fsync_folder(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=prefix))
+        os.rmdir(old)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if fsync:
+        _fsync_folder(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -35,6 +35,8 @@ __all__ = [
     "CheckpointError", "TrainingError", "FitsStoreError", "EvaluationDataError",
     # inference
     "InferError", "InputError", "NoPersonError",
+    # detection
+    "DetectionError", "ModelFilesError",
 ]
 
 Dim = Union[int, str, None]
@@ -273,3 +275,13 @@ def check_shape(name: str, x: Any, dims: Sequence[Dim], sizes: Optional[Mapping[
         known = f" with {', '.join(f'{k}={v}' for k, v in names.items())}" if names else ""
         raise ShapeError(f"{name} must have shape {expected}{known}, got {shape}")
     return bound
+
+
+class DetectionError(MvspinError, RuntimeError):
+    """2D keypoint detection cannot run or cannot finish (a model file that is not a pose model,
+    an input with no frames); the message names the file."""
+
+
+class ModelFilesError(DetectionError, FileNotFoundError):
+    """A detector's model files are missing or are not the expected files; the message names the
+    folder and the command that installs them (``mvspin detect install-model``)."""

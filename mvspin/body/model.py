@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from mvspin.body import model_files
 from mvspin.body.keypoint_sets import KEYPOINT_SETS, SMPL_PARENTS
 from mvspin.body.model_files import BodyModelFilesError
-from mvspin.body.points import DERIVED_POINTS, KeypointMap, KeypointSetUnavailable, PointSources
+from mvspin.body.points import BLAZEPOSE_DERIVED, DERIVED_POINTS, KeypointMap, KeypointSetUnavailable, PointSources
 from mvspin.body.priors import FreePosePrior, GMMPosePrior
 from mvspin.errors import ArgumentError, ShapeError, check_shape
 from mvspin.geometry.rotations import axis_angle_to_matrix, so3_right_jacobian
@@ -270,7 +270,7 @@ class BodyModel(nn.Module):
             hint.update({p: why for p in h36m_points})
         # Only purely geometric helpers are derived on SMPL: dataset points must come from SPIN's
         # regressors, or evaluation numbers would silently stop matching the literature.
-        derived = {k: DERIVED_POINTS[k] for k in ("mid_hip", "upper_neck")}
+        derived = {k: DERIVED_POINTS[k] for k in ("mid_hip", "upper_neck", *BLAZEPOSE_DERIVED)}
         sources = PointSources(n_verts, landmarks, regressed, derived, hint,
                                per_set={"spin49": dict(_SPIN49_FROM_EXTRA)})
         mean_path = files.extras.get("smpl_mean_params.npz")

@@ -14,6 +14,9 @@ Accepted per camera (the layout of ``DIR/<camera>``):
   ``(T, P, K, 3)`` and optionally ``frames (T,)`` (default ``0..T-1``).
 
 Frame numbers come from the file names (the last number, :func:`~mvspin.data.keypoint_files.frame_number`).
+Real folders hold stray files: per camera, only the files of the dominant naming pattern are
+read (``cam03.0000.json``, ``cam03_000000000000_keypoints.json``, ...; :func:`dominant_pattern`);
+the others are listed in :attr:`RecordingKeypoints.skipped` with why, and logged.
 Cameras are matched to the rig by name; when no folder carries a rig camera's name (a
 Qualisys calibration names cameras by serial number) and the counts agree, in natural order
 (cam_2 before cam_10), and the result says so.
@@ -21,10 +24,11 @@ Qualisys calibration names cameras by serial number) and the counts agree, in na
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence
@@ -36,10 +40,11 @@ from mvspin.body.keypoint_sets import KEYPOINT_SETS
 from mvspin.data.keypoint_files import KeypointFileError, frame_number, read_openpose_people
 from mvspin.progress import Progress, no_progress
 
-__all__ = ["RecordingKeypoints", "read_recording_keypoints", "keypoint_set_for_count", "natural_key",
-           "layout_plausibility"]
+__all__ = ["RecordingKeypoints", "read_recording_keypoints", "keypoint_set_for_count", "natural_key", "file_pattern",
+           "dominant_pattern", "layout_plausibility"]
 
-_SETS_BY_COUNT = {25: "openpose25", 18: "coco18", 17: "coco17", 26: "halpe26"}
+_SETS_BY_COUNT = {25: "openpose25", 18: "coco18", 17: "coco17", 26: "halpe26", 33: "blazepose33"}
+log = logging.getLogger("mvspin")
 
 
 def keypoint_set_for_count(count: int, requested: Optional[str] = None, where: str = "",
@@ -153,6 +158,8 @@ class RecordingKeypoints:
         keypoint_set: the keypoints' set name.
         matched_by: ``"name"`` or ``"order"``.
         missing: ``(T, V)`` bool, a camera had no file for the frame.
+        skipped: files of the camera folders that were not read, each with why (stray files
+            named unlike the folder's per-frame files, :func:`dominant_pattern`).
     """
 
     keypoints: np.ndarray
@@ -162,6 +169,7 @@ class RecordingKeypoints:
     keypoint_set: str
     matched_by: str
     missing: np.ndarray
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
@@ -220,8 +228,52 @@ def _alphapose(path: Path) -> dict[int, np.ndarray]:
     return {f: np.stack(v) for f, v in frames.items()}
 
 
-def _read_camera(source: Path) -> dict[int, np.ndarray]:
-    """``{frame: (P, K, 3)}`` of one camera's folder or file."""
+def file_pattern(path: Path) -> Optional[str]:
+    """The naming pattern of a per-frame file: its name with the frame number (the last number)
+    as ``{frame}`` and every other number as ``#``; None without a number.
+
+    Example:
+        >>> file_pattern(Path("cam03_000000000012_keypoints.json")), file_pattern(Path("del_000000_0.json"))
+        ('cam#_{frame}_keypoints.json', 'del_#_{frame}.json')
+    """
+    name = path.name
+    match = re.search(r"(\d+)(?!.*\d)", path.stem)
+    if match is None:
+        return None
+    head, tail = name[:match.start()], name[match.end():]
+    return re.sub(r"\d+", "#", head) + "{frame}" + re.sub(r"\d+", "#", tail)
+
+
+def dominant_pattern(files: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Split one camera's per-frame files into those of the most common naming pattern
+    (:func:`file_pattern`) and the others, each with why it is skipped. Real folders hold stray
+    files (Pose2Sim's published OpenPose folders have ``del_000000_0.json`` beside
+    ``cam03_000000000000_keypoints.json``); two files for one frame *within* the dominant
+    pattern stay an error (raised by the caller).
+
+    Raises:
+        KeypointFileError: two patterns are equally common (which one is the camera's is unclear).
+    """
+    groups: dict[Optional[str], list[Path]] = {}
+    for f in files:
+        groups.setdefault(file_pattern(f), []).append(f)
+    numbered = {k: v for k, v in groups.items() if k is not None}
+    if not numbered:
+        return [], [(f, "no frame number in the file name") for f in files]
+    ranked = sorted(numbered.items(), key=lambda kv: -len(kv[1]))
+    if len(ranked) > 1 and len(ranked[0][1]) == len(ranked[1][1]):
+        folder = files[0].parent
+        raise KeypointFileError(f"{folder}: as many files named {ranked[0][0]} as {ranked[1][0]} "
+                                f"({len(ranked[0][1])} each): cannot tell which are the camera's frames")
+    best = ranked[0][0]
+    skipped = [(f, "no frame number in the file name") for f in groups.get(None, [])]
+    skipped += [(f, f"named {k}, not like the camera's other {len(numbered[best])} files ({best})")
+                for k, v in ranked[1:] for f in v]
+    return numbered[best], sorted(skipped, key=lambda fw: natural_key(fw[0].name))
+
+
+def _read_camera(source: Path, skipped_out: Optional[list[tuple[Path, str]]] = None) -> dict[int, np.ndarray]:
+    """``{frame: (P, K, 3)}`` of one camera's folder or file; files left out go to ``skipped_out``."""
     if source.is_file() and source.suffix == ".npz":
         files = [source]
     elif source.is_file() and source.suffix == ".json":
@@ -234,10 +286,13 @@ def _read_camera(source: Path) -> dict[int, np.ndarray]:
                 return _alphapose(alpha)
             out: dict[int, np.ndarray] = {}
             jsons = sorted(source.glob("*.json"), key=lambda p: natural_key(p.name))
-            for path in jsons:
+            chosen, skipped = dominant_pattern(jsons)
+            for path, why in skipped:
+                log.warning("%s: skipped (%s)", path, why)
+            if skipped_out is not None:
+                skipped_out.extend(skipped)
+            for path in chosen:
                 number = frame_number(path)
-                if number is None:
-                    raise KeypointFileError(f"{path}: no frame number in the file name")
                 if number in out:
                     raise KeypointFileError(f"{path}: a second file for frame {number} in {source}")
                 out[number] = _frame_people(path)
@@ -350,8 +405,9 @@ def read_recording_keypoints(
         raise KeypointFileError(f"{folder}: no keypoints for rig cameras {', '.join(missing)} (folders: "
                                 f"{', '.join(sorted(sources, key=natural_key))})")
     per_camera = []
+    skipped: list[tuple[Path, str]] = []
     for i, src in enumerate(ordered):
-        per_camera.append(_read_camera(src))
+        per_camera.append(_read_camera(src, skipped))
         progress("read keypoints", i + 1, len(ordered))
     if not allow_missing_frames:
         _check_same_frames(folder, names, ordered, per_camera)
@@ -378,4 +434,4 @@ def read_recording_keypoints(
         what = "NaN" if not finite.size else f"between {finite.min():g} and {finite.max():g}"
         raise KeypointFileError(f"{folder}: no keypoint has a positive confidence (all are {what}): the third value "
                                 f"of each keypoint must be its detection confidence > 0 (0 = not seen)")
-    return RecordingKeypoints(out, frames, names, ordered, kset, matched_by, missing_frames)
+    return RecordingKeypoints(out, frames, names, ordered, kset, matched_by, missing_frames, skipped)

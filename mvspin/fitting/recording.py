@@ -389,7 +389,8 @@ def _likely_cause(cam: Any, det: Tensor, assoc: Association) -> str:
 
 def recording_summary(fit: RecordingFit) -> dict:
     """The report's numbers: per subject, frames fitted and failed (with reasons), per-camera
-    mean reprojection error (pixels) and the per-frame error over time."""
+    reprojection error (pixels: mean, median and 95th percentile over the frames the camera saw,
+    each frame the mean over its keypoints) and the per-frame error over time."""
     out: dict[str, Any] = {"fps": fit.fps, "frames": int(len(fit.frames)), "cameras": fit.camera_names,
            "keypoint_set": fit.keypoint_set, "initialisation": fit.initialisation,
            "warnings": list(fit.warnings), "dropped_cameras": dict(fit.dropped_cameras), "subjects": []}
@@ -401,7 +402,10 @@ def recording_summary(fit: RecordingFit) -> dict:
         per_camera = {}
         for v, name in enumerate(fit.camera_names):
             finite = np.isfinite(view_err[:, v])
-            per_camera[name] = {"mean_px": float(view_err[finite, v].mean()) if finite.any() else None,
+            seen = view_err[finite, v]
+            per_camera[name] = {"mean_px": float(seen.mean()) if finite.any() else None,
+                                "median_px": float(np.median(seen)) if finite.any() else None,
+                                "p95_px": float(np.percentile(seen, 95)) if finite.any() else None,
                                 "frames_seen": int(finite.sum())}
         err = r.reprojection_error.detach().cpu().numpy()
         out["subjects"].append({

@@ -102,10 +102,10 @@ def summary_table(summary: dict) -> str:
                      f"mean reprojection {mean:.2f} px" if mean is not None else f"subject {sub['id']}: no fit")
         if sub.get("frames_with_network_estimate") is not None:
             lines.append(f"  network estimate in {sub['frames_with_network_estimate']} frames")
-        lines.append(f"  {'camera':<16} {'mean px':>9} {'frames':>7}")
+        lines.append(f"  {'camera':<16} {'mean px':>9} {'median px':>10} {'p95 px':>8} {'frames':>7}")
         for name, row in sub["per_camera"].items():
-            px = "-" if row["mean_px"] is None else f"{row['mean_px']:.2f}"
-            lines.append(f"  {name:<16} {px:>9} {row['frames_seen']:>7}")
+            px = ["-" if row.get(k) is None else f"{row[k]:.2f}" for k in ("mean_px", "median_px", "p95_px")]
+            lines.append(f"  {name:<16} {px[0]:>9} {px[1]:>10} {px[2]:>8} {row['frames_seen']:>7}")
         for f in sub["frames_failed"][:10]:
             lines.append(f"  frame {f['frame']}: {f['reason']}")
         if len(sub["frames_failed"]) > 10:
@@ -115,7 +115,7 @@ def summary_table(summary: dict) -> str:
 
 def write_recording_outputs(fit: RecordingFit, body: BodyModel, out: str | Path, *, gender: str = "neutral",
                             z_up: bool = True, meshes: bool = False,
-                            progress: Progress = no_progress) -> list[Path]:
+                            progress: Progress = no_progress, extra: Optional[dict] = None) -> list[Path]:
     """Write every subject's files and the report into ``out``; returns the paths written.
 
     Args:
@@ -123,6 +123,7 @@ def write_recording_outputs(fit: RecordingFit, body: BodyModel, out: str | Path,
             Y-up (Blender turns it back), so the body stands upright in every viewer.
         meshes: also one ``.obj`` per subject and frame under ``meshes/``.
         progress: stage ``"write"``, subjects written.
+        extra: more entries for report.json (e.g. the keypoint files skipped).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +139,7 @@ def write_recording_outputs(fit: RecordingFit, body: BodyModel, out: str | Path,
                 if old not in keep:
                     old.unlink()
         progress("write", i + 1, len(fit.subjects))
-    summary = recording_summary(fit)
+    summary = {**recording_summary(fit), **(extra or {})}
     written.append(write_bytes_atomic(out / "report.json", json.dumps(summary, indent=1).encode()))
     written.append(write_report_plot(summary, out / "report.png"))
     return written
