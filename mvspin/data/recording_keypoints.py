@@ -106,8 +106,8 @@ def _layout_template(name: str) -> np.ndarray:
 
     body = BodyModel.free("low")
     with torch.no_grad():
-        kp = body.keypoints(name, torch.zeros(1, 69), torch.zeros(1, 10), torch.eye(3)[None], torch.zeros(1, 3))[0]
-    kp = kp.numpy().astype(np.float64)
+        rest = body.keypoints(name, torch.zeros(1, 69), torch.zeros(1, 10), torch.eye(3)[None], torch.zeros(1, 3))[0]
+    kp = rest.numpy().astype(np.float64)
     iu = np.triu_indices(len(kp), 1)
     return np.linalg.norm(kp[:, None] - kp[None], axis=-1)[iu]
 

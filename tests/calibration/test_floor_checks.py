@@ -7,7 +7,7 @@ import pytest
 
 from calibration import CalibrationError, Camera, Rig
 from calibration.world_frame import cameras_up_guess, check_floor_boards
-from tests.calibration.test_board_calibration import recordings  # noqa: F401  (the fixture: board videos)
+from tests.calibration.test_board_calibration import recordings  # noqa: F401,F811  (the fixture: board videos)
 
 
 def _rig() -> Rig:
@@ -48,7 +48,7 @@ def test_upright_tilted_and_stacked_boards_are_refused():
                            frames=[8, 10, 9])
 
 
-def test_calibrate_on_upright_board_frames_is_one_line_and_writes_nothing(recordings, tmp_path, capsys):
+def test_calibrate_on_upright_board_frames_is_one_line_and_writes_nothing(recordings, tmp_path, capsys):  # noqa: F811
     from mvspin.cli.main import main
 
     _, sources = recordings
