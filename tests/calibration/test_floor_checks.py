@@ -62,3 +62,26 @@ def test_calibrate_on_upright_board_frames_is_one_line_and_writes_nothing(record
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert "floor frames 0, 1, 2: the board stands" in err and "lie flat on the floor" in err
     assert not (tmp_path / "calib").exists()
+
+
+def test_a_truncated_calibration_video_says_so(tmp_path, caplog):
+    import logging
+
+    import cv2
+
+    from calibration.board_calibration import _frames
+
+    path = tmp_path / "cam1.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        writer.write(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])  # a copy cut short: the header still claims 30 frames
+    frames, total = _frames(path)
+    with caplog.at_level(logging.WARNING, logger="calibration"):
+        read = sum(1 for _ in frames)
+    assert total == 30 and 0 < read < 20
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: read {read} of the 30 frames the video claims (truncated or damaged?); calibrating with those"]

@@ -200,3 +200,42 @@ def test_fit_recording_names_the_wrong_argument(body, rec):
             fit_recording(**kw)
     with pytest.raises(RecordingError, match="keypoints are for 3 cameras but the rig has 4"):
         fit_recording(body, det[:, :3], rig, "openpose25")
+
+
+def _camera_to_world(c: Camera) -> Camera:
+    return Camera(K=c.K, R=c.R.T, t=-c.R.T @ c.t, dist=c.dist, image_size=c.image_size, name=c.name)
+
+
+def _far_principal_point(c: Camera) -> Camera:
+    K = c.K.copy()
+    K[0, 2] = 8000.0
+    return Camera(K=K, R=c.R, t=c.t, dist=c.dist, image_size=c.image_size, name=c.name)
+
+
+def _absurd_distortion(c: Camera) -> Camera:
+    return Camera(K=c.K, R=c.R, t=c.t, dist=np.array([80.0, -300.0, 0.0, 0.0, 900.0]), image_size=c.image_size,
+                  name=c.name)
+
+
+@pytest.mark.parametrize("case, cause", [
+    ("camera-to-world", "outside this camera's view"),
+    ("principal point", "principal point (8000, 500) is outside its 1000x1000 image"),
+    ("distortion", "absurd lens distortion"),
+    ("coordinates x 1e7", "keypoints lie far outside its 1000x1000 image"),
+])
+def test_a_camera_that_never_agrees_is_reported_with_its_cause(body, rec, case, cause):
+    det, cams = rec.detections.clone(), list(rec.rig)
+    if case == "coordinates x 1e7":
+        det[:, 1, ..., :2] *= 1e7
+    else:
+        change = {"camera-to-world": _camera_to_world, "principal point": _far_principal_point,
+                  "distortion": _absurd_distortion}[case]
+        cams[1] = change(cams[1])
+    config = RigFitConfig()
+    config.sequence.refine_iterations = 20
+    fit = fit_recording(body, det, Rig(cams), "openpose25", config=config)
+    assert list(fit.dropped_cameras) == ["cam1"], fit.dropped_cameras
+    assert cause in fit.dropped_cameras["cam1"]
+    assert any(w.startswith("camera cam1 dropped") for w in fit.warnings)
+    # the fit rests on the three others (the flipped camera 1 is the one left out): 6-7 cm here
+    assert _world_error(body, fit.subjects[0], rec) < 0.08
