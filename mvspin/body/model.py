@@ -105,33 +105,38 @@ ROTATION_TOLERANCE = 1e-3
 round-off after thousands of products stays near 1e-6; a scaled or sheared matrix is far off."""
 
 
-def check_body_values(**params: Tensor) -> None:
+def check_body_values(rotations: Optional[dict[str, Tensor]] = None, **values: Optional[Tensor]) -> None:
     """Raise :class:`~mvspin.errors.ArgumentError` naming the parameter when a value is NaN or
-    infinite, or a rotation matrix (``body_pose``, ``global_orient`` as ``(..., 3, 3)``) is not
-    a rotation. Skipped while differentiating through inputs that require grad: a fitting loop's
-    variables are checked once where the fit starts, not on every evaluation (the check costs a
-    device synchronisation).
+    infinite, or a matrix given as a rotation is not one (``|R^T R - I|`` or ``|det R - 1|``
+    above :data:`ROTATION_TOLERANCE`).
+
+    Args:
+        rotations: ``{name: (..., 3, 3)}`` matrices the caller gave as rotations (axis-angle
+            inputs need no such check: their matrices are rotations by construction).
+        values: ``{name: tensor or None}`` checked for finite values.
+
+    Skipped while differentiating through inputs that require grad: a fitting loop's variables
+    are checked once where the fit starts, not on every evaluation.
     """
-    tensors = [t for t in params.values() if isinstance(t, Tensor)]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    given = {k: v for k, v in values.items() if isinstance(v, Tensor) and v.numel()}
+    rots = {k: v for k, v in (rotations or {}).items() if v.numel()}
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (*given.values(), *rots.values())):
         return
-    for name, x in params.items():
-        if not isinstance(x, Tensor) or x.numel() == 0:
-            continue
+    for name, x in given.items():
         if not bool(torch.isfinite(x).all()):
             rows = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
             raise ArgumentError(f"{name} is NaN or infinite in {len(rows)} of {x.shape[0]} bodies (first: index "
                                 f"{rows[0]}); give finite values")
-        if name in ("body_pose", "global_orient") and x.shape[-2:] == (3, 3):
-            eye = torch.eye(3, dtype=x.dtype, device=x.device)
-            off = (x.transpose(-1, -2) @ x - eye).abs().amax((-1, -2))
-            det = torch.linalg.det(x.double() if x.dtype == torch.float16 else x)
-            bad_mask = (off > ROTATION_TOLERANCE) | ((det - 1).abs() > ROTATION_TOLERANCE)
-            if bool(bad_mask.any()):
-                raise ArgumentError(
-                    f"{name}: {int(bad_mask.sum())} of {bad_mask.numel()} matrices are not rotations (R^T R differs "
-                    f"from the identity by up to {float(off.max()):.3g}, det down to {float(det.min()):.3g}): give "
-                    f"rotation matrices or axis-angle vectors")
+    for name, r in rots.items():
+        eye = torch.eye(3, dtype=r.dtype, device=r.device)
+        off = (r.transpose(-1, -2) @ r - eye).abs().amax((-1, -2))
+        det = (r[..., 0, :] * torch.linalg.cross(r[..., 1, :], r[..., 2, :], dim=-1)).sum(-1)  # no LU per matrix
+        bad = (off > ROTATION_TOLERANCE) | ((det - 1).abs() > ROTATION_TOLERANCE)
+        if bool(bad.any()):
+            raise ArgumentError(
+                f"{name}: {int(bad.sum())} of {bad.numel()} matrices are not rotations (R^T R differs from the "
+                f"identity by up to {float(off.max()):.3g}, det down to {float(det.min()):.3g}): give rotation "
+                f"matrices or axis-angle vectors")
 
 
 class BodyModel(nn.Module):
@@ -446,7 +451,10 @@ class BodyModel(nn.Module):
         body_rot = _as_rotmat(body_pose, 23, "body_pose")
         self._check_betas(betas, body_rot.shape[0])
         if check:
-            check_body_values(body_pose=body_rot, betas=betas, global_orient=root_rot, transl=transl)
+            rots = {"body_pose": body_rot} if body_pose.dim() == 4 else {}
+            if global_orient.dim() == 4:
+                rots["global_orient"] = root_rot
+            check_body_values(rots, body_pose=body_pose, betas=betas, global_orient=global_orient, transl=transl)
         kp, root = self._canonical(set_name, body_rot, betas)
         return _apply_root(kp, self._map_tensors(set_name)[-1], root, root_rot, transl)
 
@@ -686,7 +694,12 @@ class BodyModel(nn.Module):
                 f"{tuple(root_rot.shape)}, transl {tuple(transl.shape)} (expected B={b}, transl (B, 3))"
             )
         if check:
-            check_body_values(body_pose=body_rot, betas=betas, global_orient=root_rot, transl=transl)
+            rots = {}
+            if body_pose is not None and body_pose.dim() == 4:
+                rots["body_pose"] = body_rot
+            if global_orient is not None and global_orient.dim() == 3:
+                rots["global_orient"] = root_rot
+            check_body_values(rots, body_pose=body_pose, betas=betas, global_orient=global_orient, transl=transl)
         return body_rot.to(dtype), betas.to(dtype), root_rot.to(dtype), transl.to(dtype)
 
 
