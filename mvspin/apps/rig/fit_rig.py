@@ -203,11 +203,15 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
     if config.checkpoint is not None:
         initial_estimate, initialisation = _network_start(config, body, device, rig, rec.frames, videos, progress)
     fps = config.fps or _videos_fps(videos) or DEFAULT_FPS
+    # Folders that do not name the cameras: the order is checked against the geometry (warnings,
+    # dropped cameras and fewer subjects than asked are logged by fit_recording and in the report).
     fit = fit_recording(body, rec.keypoints, rig, rec.keypoint_set, config.subjects, config=config, fps=fps,
                         frames=rec.frames, progress=progress, initial_estimate=initial_estimate,
-                        initialisation=initialisation)
-    if len(fit.subjects) < config.subjects:
-        log.warning("asked for %d subjects, found %d in the recording", config.subjects, len(fit.subjects))
+                        initialisation=initialisation, check_order=rec.matched_by == "order",
+                        source_names=[s.name for s in rec.sources])
+    if fit.camera_order is not None:
+        rec.sources = [rec.sources[[s.name for s in rec.sources].index(n)] for n in fit.camera_order["order"]]
+        log.info("%s", fit.camera_order["message"])
     skipped = {"skipped_keypoint_files": [{"file": str(f), "why": why} for f, why in rec.skipped]}
     written = write_recording_outputs(fit, body, config.out, gender=config.body.gender, z_up=not config.y_up,
                                       meshes=config.meshes, bvh=config.bvh, trc=config.trc, progress=progress,

@@ -130,6 +130,7 @@ def write_report_plot(summary: dict, path: Path) -> Path:
 def summary_table(summary: dict) -> str:
     """The printed table: per subject and camera, mean reprojection error and frames seen."""
     lines = [f"initialisation: {summary.get('initialisation', 'triangulation')}"]
+    lines += [f"warning: {w}" for w in summary.get("warnings", [])]
     for sub in summary["subjects"]:
         mean = sub["mean_reprojection_px"]
         lines.append(f"subject {sub['id']}: {sub['frames_fitted']}/{summary['frames']} frames fitted, "
