@@ -20,11 +20,7 @@ from mvspin.errors import MvspinError
 # Each sub-command module provides add_parser(subparsers) -> parser with a `run` default; listed by
 # module name so that importing this module stays cheap.
 _COMMANDS = ("info", "render_model", "infer", "demo", "experiment", "data", "eval", "fit_rig", "train", "fit_dataset",
-<<<<<<< HEAD
-             "calibrate", "detect", "sync")
-=======
-             "calibrate", "detect", "view")
->>>>>>> main
+             "calibrate", "detect", "view", "sync")
 
 # Errors that mean "the input is wrong", reported as one line instead of a traceback: the
 # library's own (MvspinError), file-system errors and ValueError (Python's "bad argument value").
