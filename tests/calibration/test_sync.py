@@ -66,7 +66,11 @@ def test_demo_shifted_by_whole_frames_is_recovered_exactly():
     the offsets found move by exactly those amounts from the ones found on the demo as it is."""
     from calibration import load_rig
 
-    ref = load_rig(Path(__file__).parents[3] / "shared/data/pose2sim_demo/calibration/Calib.qca.txt")
+    demo = next((p / "shared/data/pose2sim_demo" for p in Path(__file__).resolve().parents
+                 if (p / "shared/data/pose2sim_demo").is_dir()), None)
+    if demo is None:
+        pytest.skip("shared/data/pose2sim_demo is not beside the repository")
+    ref = load_rig(demo / "calibration/Calib.qca.txt")
     folder = Path(os.environ["MVSPIN_DEMO_KEYPOINTS"])
     kp = np.zeros((100, 4, 33, 3))
     for v, name in enumerate(ref.names):
