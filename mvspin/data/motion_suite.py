@@ -232,7 +232,7 @@ def _jump(p: _Pose, rng: np.random.Generator) -> None:
     # toes pointing through push-off and flight, flat again on landing
     point = np.sin(math.pi * ((t - t_push) / (t_land - t_push)).clip(0, 1)) ** 2
     p.a[:, [_L_ANKLE, _R_ANKLE], 0] = (-0.7 * depth + 0.5 * point)[:, None]
-    swing = np.where(t < t_push, -0.8 * crouch, -2.2 * _smoothstep((t - t_push) / push))
+    swing = np.where(t < t_push, -0.8 * crouch, -0.8 - 1.4 * _smoothstep((t - t_push) / push))
     p.a[:, [_L_SHOULDER, _R_SHOULDER], 0] = (swing * (1 - _smoothstep(tl / 0.5)))[:, None]
     tf = (t - t_off).clip(0, flight)
     v0 = 0.5 * _G * flight
