@@ -425,6 +425,6 @@ def make_case(body: BodyModel, case: MotionCase) -> SyntheticRecording:
     rig = suite_rig(case.cameras, rng)
     options = RecordingOptions(num_frames=n, num_views=len(case.cameras), noise_px=case.noise_px,
                                drop_rate=case.drop_rate, flip_view=case.flip_view, flip_rate=0.15, outlier_view=None,
-                               bystander_rate=1.0 if bystander is not None else 0.0,
+                               bystander_rate=0.5 if bystander is not None else 0.0,
                                bystander_first_views=(0,) if bystander is not None else ())
     return make_rig_recording(body, options, seed=case.seed, motion=motion, bystander_motion=bystander, rig=rig)

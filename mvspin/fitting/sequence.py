@@ -3,8 +3,11 @@
 Calibrated MV-SMPLify extended over time (what a rig user wants, rather than independent frames):
 
 - **one betas** per subject: estimated with the first chunk's poses, then held for the rest;
-- **temporal smoothness**: the squared acceleration of the body's keypoints in the world,
-  turned into pixels at the subject's distance, added to the reprojection energy;
+- **temporal smoothness**: a robust (Geman-McClure) penalty on the acceleration of the body's
+  keypoints in the world, in m/s^2, so a heel strike or a landing keeps its peak while jitter
+  is removed; the reprojection residuals are measured in a 224 px frame holding a 1.7 m body
+  at the subject's depth (:mod:`mvspin.fitting.chunk_refinement`), so one weight means the same
+  at any frame rate, resolution, focal length and distance;
 - **warm starts**: key frames (every ``keyframe_step``-th) are fitted independently by
   :class:`~mvspin.fitting.MVSMPLify` (calibrated mode, initialised from robust triangulation);
   the frames between start from their neighbours (geodesic interpolation of every joint
@@ -45,7 +48,14 @@ from mvspin.fitting.view_estimates import WorldEstimate
 from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from mvspin.progress import Progress, no_progress
 
-__all__ = ["SequenceFitConfig", "SequenceResult", "fit_sequence", "slerp_matrices"]
+__all__ = ["SequenceFitConfig", "SequenceResult", "fit_sequence", "slerp_matrices", "FRAME_PX", "REFERENCE_HEIGHT_M"]
+
+FRAME_PX = 224.0
+"""The refinement measures reprojection residuals in pixels of a frame this size holding the
+body (SPIN's crop, where SMPLify's prior weights were set) ..."""
+REFERENCE_HEIGHT_M = 1.7
+"""... the body being this tall: a residual of 1 such pixel is 1.7 / 224 m (7.6 mm) at the
+subject's depth, whatever the camera's resolution, focal length or distance."""
 
 
 def _keyframe_default() -> MVSMPLifyConfig:
@@ -75,9 +85,14 @@ class SequenceFitConfig:
     (strong-Wolfe line search, each iteration one or more energy evaluations)."""
     refine_lr: float = 0.01
     """Adam learning rate of the refinement (radians, metres; SPIN's 0.01)."""
-    smooth_weight: float = 2.0
-    """Weight of the keypoint acceleration term, per camera, on accelerations in pixels at the
-    subject's distance (so it weighs as the reprojection terms do)."""
+    smooth_weight: float = 0.02
+    """Weight of the keypoint acceleration penalty per (m/s^2)^2, against reprojection
+    residuals in pixels of a 224 px frame holding a 1.7 m body (about 132 px per metre at the
+    subject's depth); the same at any frame rate, resolution and distance."""
+    smooth_scale: float = 30.0
+    """Geman-McClure scale of the acceleration penalty, m/s^2: accelerations well below it are
+    penalised quadratically (jitter), far above it at most ``smooth_scale^2`` each (a heel
+    strike, a landing, a clap). 0: plain squared acceleration."""
     chunk_frames: int = 300
     """Frames refined together (memory grows linearly with it)."""
     chunk_overlap: int = 16
@@ -85,10 +100,12 @@ class SequenceFitConfig:
     keyframe_reject_ratio: float = 1.75
     """Key frames whose reprojection error exceeds this multiple of the chunk's median key
     frame error are not used as starts (a per-frame fit stuck in a wrong minimum)."""
-    shape_prior_frames_exponent: float = 0.0
-    """The shape prior of the shared betas weighs ``n ** exponent`` frames' worth (SMPLify's
-    per-frame weight; 1 would weigh it as n independent frames do, which pulls a shape that
-    n frames agree on back towards the mean as strongly as a single frame's)."""
+    shape_prior_frames_exponent: float = 1.0
+    """The shape prior of the shared betas weighs ``(n v) ** exponent`` single-view frames'
+    worth for n frames seen by v cameras on average (SMPLify's single-view weight): at 1 it
+    keeps its pull against a data term that sums over n v views (at 0 it vanished against
+    hundreds of frames and the betas drifted to -12 on independent recordings, moving the
+    surface while barely moving the keypoints)."""
     refine_betas: bool = True
     """Optimise the shared betas in the first chunk (else keep the key frames' median)."""
     refine_betas_lr: float = 0.1
@@ -167,8 +184,8 @@ class _SequenceFitter:
     """State of one subject's fit across chunks (targets, priors, the fixed betas)."""
 
     def __init__(self, body: BodyModel, keypoint_set: str, config: SequenceFitConfig, cams: CameraTensors,
-                 rig: Rig | CameraTensors) -> None:
-        self.body, self.config, self.cams, self.rig = body, config, cams, rig
+                 rig: Rig | CameraTensors, fps: float = 30.0) -> None:
+        self.body, self.config, self.cams, self.rig, self.fps = body, config, cams, rig, fps
         self.kf_fitter = MVSMPLify(body, config.keyframe, keypoint_set)
         c = config.keyframe
         self.targets = KeypointTargets.build(body, keypoint_set, c.keypoint_weights, c.stage2_ignored_points)
@@ -279,17 +296,18 @@ class _SequenceFitter:
         betas_free = first and c.refine_betas
         w_body = conf.square() * self.targets.weights
         fitted = (conf > 0).any(-1).any(-1)
-        n_fit = max(int(fitted.sum()), 1)
-        v = xy.shape[1]
-        # Pixels per metre at the subject's distance, over the cameras (median across the chunk).
+        # Views the data term sums over: the shape prior weighs as many single-view frames.
+        n_views = max(float(((conf > 0).sum(-1) > 0).sum()), 1.0)
+        # Image pixels -> pixels of a 224 px frame holding a 1.7 m body at the subject's depth in
+        # each camera (from the start; the depth changes little during the refinement).
         pelvis_w = transl + self.body.rest_joints(betas[None])[:, 0]
         depth = torch.einsum("vij,tj->tv", cams.R, pelvis_w) + cams.t[:, 2]
         focal = 0.5 * (cams.K[:, 0, 0] + cams.K[:, 1, 1])
-        px_per_m = float((focal / depth.clamp_min(0.1)).median())
+        scale = depth.clamp_min(0.1) / focal * (FRAME_PX / REFERENCE_HEIGHT_M)
         chunk_energy = ChunkEnergy(
             self.body, self.targets, cams, xy, w_body, kc.sigma, self.pose_prior, kc.pose_prior_weight,
-            kc.angle_prior_weight, kc.shape_prior_weight * n_fit ** c.shape_prior_frames_exponent,
-            c.smooth_weight * v * px_per_m ** 2)
+            kc.angle_prior_weight, kc.shape_prior_weight * n_views ** c.shape_prior_frames_exponent,
+            c.smooth_weight, scale=scale, fps=self.fps, smooth_scale=c.smooth_scale)
 
         if c.refine_optimizer == "lm":
             refined, _ = refine_levenberg_marquardt(chunk_energy, ChunkParams(pose, orient0, transl, betas),
@@ -326,6 +344,7 @@ def fit_sequence(
     config: Optional[SequenceFitConfig] = None,
     progress: Progress = no_progress,
     init: Optional[WorldEstimate] = None,
+    fps: float = 30.0,
 ) -> SequenceResult:
     """Fit one subject over a calibrated recording.
 
@@ -339,6 +358,7 @@ def fit_sequence(
         progress: :class:`~mvspin.progress.Progress`, stage ``"fit"``: frames done after each chunk.
         init: a world-frame start per frame (T frames; ``keyframe.calibrated_init`` ``auto`` or
             ``network`` uses it), e.g. :func:`mvspin.apps.rig.network_start.network_world_estimate`.
+        fps: the recording's frame rate (the smoothness prior acts on accelerations in m/s^2).
 
     Returns:
         :class:`SequenceResult`; frames no camera saw are interpolated by the smoothness term
@@ -355,8 +375,10 @@ def fit_sequence(
     if c.chunk_frames < 2 or not 0 <= c.chunk_overlap < c.chunk_frames or c.keyframe_step < 1:
         raise ValueError(f"need chunk_frames >= 2, 0 <= chunk_overlap < chunk_frames and keyframe_step >= 1, got "
                          f"{c.chunk_frames}, {c.chunk_overlap}, {c.keyframe_step}")
-    if c.refine_iterations < 0 or c.smooth_weight < 0 or not c.refine_lr > 0:
-        raise ValueError("refine_iterations and smooth_weight must be >= 0 and refine_lr > 0")
+    if c.refine_iterations < 0 or c.smooth_weight < 0 or c.smooth_scale < 0 or not c.refine_lr > 0:
+        raise ValueError("refine_iterations, smooth_weight and smooth_scale must be >= 0 and refine_lr > 0")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
     if c.refine_optimizer not in ("lm", "adam", "lbfgs"):
         raise ValueError(f"refine_optimizer must be 'lm', 'adam' or 'lbfgs', got {c.refine_optimizer!r}")
     dev, dt = body.J_template.device, body.J_template.dtype
@@ -368,7 +390,7 @@ def fit_sequence(
         raise ValueError(f"keypoints are for {v} cameras but the rig has {cams.K.shape[0]}")
     if init is not None:
         init.check(t, body.num_betas)
-    fitter = _SequenceFitter(body, keypoint_set, c, cams, cameras)
+    fitter = _SequenceFitter(body, keypoint_set, c, cams, cameras, float(fps))
     out = {"body_pose": torch.zeros(t, 23, 3, 3, dtype=dt, device=dev),
            "global_orient": torch.eye(3, dtype=dt, device=dev).repeat(t, 1, 1),
            "transl": torch.zeros(t, 3, dtype=dt, device=dev),
