@@ -45,7 +45,7 @@ from mvspin.fitting.keypoint_targets import KeypointTargets
 from mvspin.fitting.losses import reprojection_error
 from mvspin.fitting.mv_smplify import MVSMPLify
 from mvspin.fitting.view_estimates import WorldEstimate
-from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle
+from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle, perspective_projection
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["SequenceFitConfig", "SequenceResult", "fit_sequence", "slerp_matrices", "FRAME_PX", "REFERENCE_HEIGHT_M"]
@@ -89,6 +89,10 @@ class SequenceFitConfig:
     """Weight of the keypoint acceleration penalty per (m/s^2)^2, against reprojection
     residuals in pixels of a 224 px frame holding a 1.7 m body (about 132 px per metre at the
     subject's depth); the same at any frame rate, resolution and distance."""
+    frame_px: float = FRAME_PX
+    """The refinement's reprojection residuals are pixels of a frame this size holding a 1.7 m
+    body at the subject's depth (224: SPIN's crop, where SMPLify's prior weights were set);
+    larger weighs the data more against the pose and shape priors."""
     smooth_scale: float = 30.0
     """Geman-McClure scale of the acceleration penalty, m/s^2: accelerations well below it are
     penalised quadratically (jitter), far above it at most ``smooth_scale^2`` each (a heel
@@ -100,6 +104,10 @@ class SequenceFitConfig:
     keyframe_reject_ratio: float = 1.75
     """Key frames whose reprojection error exceeds this multiple of the chunk's median key
     frame error are not used as starts (a per-frame fit stuck in a wrong minimum)."""
+    keyframe_refit_ratio: float = 2.0
+    """Frames whose interpolated start reprojects worse than this multiple of the key frames'
+    median error (a kick or a jump between two key frames) get key frames of their own (every
+    quarter step, and the worst frame of each such stretch); 0 turns this off."""
     shape_prior_frames_exponent: float = 1.0
     """The shape prior of the shared betas weighs ``(n v) ** exponent`` single-view frames'
     worth for n frames seen by v cameras on average (SMPLify's single-view weight): at 1 it
@@ -202,17 +210,75 @@ class _SequenceFitter:
         ok = torch.isfinite(xy).all(-1) & torch.isfinite(conf) & (conf > self.config.keyframe.min_confidence)
         return torch.where(ok[..., None], xy, torch.zeros_like(xy)), torch.where(ok, conf, torch.zeros_like(conf))
 
+    def _start_error(self, start: dict[str, Tensor], keypoints: Tensor) -> Tensor:
+        """Mean reprojection error ``(L,)`` (pixels) of a start over the cameras (inf where no
+        camera sees the subject)."""
+        xy, conf = self._prepare(keypoints)
+        n = xy.shape[0]
+        betas = (start["betas"] if self.betas is None else self.betas).to(xy.dtype)
+        with torch.no_grad():
+            kp = self.body.keypoints_multiview(self.targets.model_set, start["body_pose"].to(xy.dtype),
+                                               betas.expand(n, -1), start["global_orient"].to(xy.dtype)[:, None],
+                                               start["transl"].to(xy.dtype)[:, None])
+            kp = self.targets.model_keypoints(kp)
+            c = self.cams
+            uv = perspective_projection(kp, c.K, c.R, c.t, c.dist)
+        w = conf * (self.targets.weights > 0)
+        err = reprojection_error(uv.flatten(1, 2), xy.flatten(1, 2), w.flatten(1, 2))
+        return torch.where((w > 0).flatten(1).any(-1), err, torch.full_like(err, math.inf))
+
     def _keyframes(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int,
                    init: Optional[WorldEstimate] = None) -> dict[str, Tensor]:
-        """Initial values for every frame of a chunk: key frames fitted, the rest interpolated."""
+        """Initial values for every frame of a chunk: key frames fitted, the rest interpolated;
+        where the interpolation misses the motion (a kick between two key frames), more key
+        frames."""
         L = keypoints.shape[0]
         step = max(1, self.config.keyframe_step)
         keys = list(range(n_fixed, L, step))
         if not keys or keys[-1] != L - 1:
             keys.append(L - 1)
         keys = sorted(set(k for k in keys if k >= n_fixed)) if L > n_fixed else []
+        start, typical = self._keyframe_pass(keypoints, fixed, n_fixed, init, keys, None, None)
+        ratio = self.config.keyframe_refit_ratio
+        if not start or not ratio or typical is None or step == 1:
+            return start
+        err = self._start_error(start, keypoints)
+        bad = torch.isfinite(err) & (err > ratio * typical)
+        bad[:n_fixed] = False
+        if not bool(bad.any()):
+            return start
+        extra: set[int] = set()
+        sub = max(1, step // 4)
+        idx = bad.nonzero()[:, 0].tolist()
+        runs: list[list[int]] = []
+        for i in idx:  # stretches of consecutive bad frames
+            if runs and i == runs[-1][-1] + 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        for run in runs:
+            extra.update(run[::sub])
+            extra.add(max(run, key=lambda i: float(err[i])))
+        extra -= set(keys)
+        if not extra:
+            return start
+        start2, _ = self._keyframe_pass(keypoints, fixed, n_fixed, init, sorted(extra), start, typical)
+        return start2 or start
+
+    def _keyframe_pass(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int,
+                       init: Optional[WorldEstimate], keys: list[int], previous: Optional[dict[str, Tensor]],
+                       typical_px: Optional[float]) -> tuple[dict[str, Tensor], Optional[float]]:
+        """Fit the key frames ``keys`` and interpolate; with ``previous`` (a first pass), its
+        key frames are kept too and ``typical_px`` (its key frames' median error) judges the
+        new ones. Returns the start and the key frames' median error (pixels)."""
+        L = keypoints.shape[0]
         times: list[int] = []
         vals: dict[str, list[Tensor]] = {"body_pose": [], "global_orient": [], "transl": [], "betas": []}
+        if previous is not None:
+            for k in previous["_key_times"].tolist():
+                times.append(k)
+                for name in ("body_pose", "global_orient", "transl"):
+                    vals[name].append(previous[name][k])
         if keys:
             res = self.kf_fitter.fit_calibrated(keypoints[keys], self.rig, None if init is None else init[keys])
             ok = res.fitted
@@ -220,6 +286,9 @@ class _SequenceFitter:
                 # A key frame caught in a wrong minimum reprojects clearly worse than its
                 # neighbours: leave it out and let the good ones carry the interpolation.
                 typical = res.reprojection_error[ok].median()
+                if previous is not None and typical_px is not None:
+                    typical = torch.as_tensor(typical_px, dtype=typical.dtype)
+                typical_px = float(typical)
                 ok = ok & (res.reprojection_error <= self.config.keyframe_reject_ratio * typical)
             for i, k in enumerate(keys):
                 if bool(ok[i]):
@@ -228,21 +297,24 @@ class _SequenceFitter:
                     vals["global_orient"].append(res.world_orient[i])
                     vals["transl"].append(res.world_transl[i])
                     vals["betas"].append(res.betas[i])
-        if fixed is not None:  # warm start: the previous chunk's overlap frames are key frames too
+        if fixed is not None and previous is None:  # warm start: the previous chunk's overlap frames are key frames too
             for i in range(n_fixed):
                 times.append(i)
                 for name in ("body_pose", "global_orient", "transl"):
                     vals[name].append(fixed[name][i])
         if not times:
-            return {}
+            return {}, None
         order = sorted(range(len(times)), key=lambda i: times[i])
         key_t = torch.tensor([times[i] for i in order])
         stacked = {n: torch.stack([vals[n][i] for i in order]) for n in ("body_pose", "global_orient", "transl")}
         start = _interpolate(key_t, stacked, torch.arange(L))
-        if self.betas is None:
+        if previous is not None and "betas" in previous:
+            start["betas"] = previous["betas"]
+        elif self.betas is None:
             start["betas"] = torch.stack(vals["betas"]).median(0).values if vals["betas"] else \
                 torch.zeros(self.body.num_betas, dtype=self.dtype)
-        return start
+        start["_key_times"] = key_t
+        return start, typical_px
 
     def _first_order(self, energy: Callable[[], Tensor], params: list[Tensor], betas: Optional[Tensor]) -> None:
         """Adam or L-BFGS on the chunk energy (``refine_optimizer``), ``refine_iterations``."""
@@ -303,7 +375,7 @@ class _SequenceFitter:
         pelvis_w = transl + self.body.rest_joints(betas[None])[:, 0]
         depth = torch.einsum("vij,tj->tv", cams.R, pelvis_w) + cams.t[:, 2]
         focal = 0.5 * (cams.K[:, 0, 0] + cams.K[:, 1, 1])
-        scale = depth.clamp_min(0.1) / focal * (FRAME_PX / REFERENCE_HEIGHT_M)
+        scale = depth.clamp_min(0.1) / focal * (c.frame_px / REFERENCE_HEIGHT_M)
         chunk_energy = ChunkEnergy(
             self.body, self.targets, cams, xy, w_body, kc.sigma, self.pose_prior, kc.pose_prior_weight,
             kc.angle_prior_weight, kc.shape_prior_weight * n_views ** c.shape_prior_frames_exponent,
@@ -377,6 +449,8 @@ def fit_sequence(
                          f"{c.chunk_frames}, {c.chunk_overlap}, {c.keyframe_step}")
     if c.refine_iterations < 0 or c.smooth_weight < 0 or c.smooth_scale < 0 or not c.refine_lr > 0:
         raise ValueError("refine_iterations, smooth_weight and smooth_scale must be >= 0 and refine_lr > 0")
+    if not c.frame_px > 0:
+        raise ValueError(f"frame_px must be > 0, got {c.frame_px}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     if c.refine_optimizer not in ("lm", "adam", "lbfgs"):

@@ -22,10 +22,15 @@ def problem():
     targets = KeypointTargets.build(body, "openpose25", c.keypoint_weights, c.stage2_ignored_points)
     kp = targets.select(rec.detections[:, :, 0].float())
     xy, conf = kp[..., :2], kp[..., 2]
-    energy = ChunkEnergy(body, targets, rec.rig.to_torch(torch.float32), xy, conf.square() * targets.weights,
-                         c.sigma, body.pose_prior(), c.pose_prior_weight, c.angle_prior_weight,
-                         c.shape_prior_weight, smooth=2.0 * 4 * 250.0 ** 2)
+    cams = rec.rig.to_torch(torch.float32)
     g = rec.gt
+    # residuals in a 224 px frame holding a 1.7 m body at the subject's depth (as fit_sequence)
+    pelvis = g.transl + body.rest_joints(g.betas)[:, 0]
+    depth = torch.einsum("vij,tj->tv", cams.R, pelvis) + cams.t[:, 2]
+    scale = depth / cams.K[:, 0, 0] * (224 / 1.7)
+    energy = ChunkEnergy(body, targets, cams, xy, conf.square() * targets.weights,
+                         c.sigma, body.pose_prior(), c.pose_prior_weight, c.angle_prior_weight,
+                         c.shape_prior_weight, smooth=0.02, scale=scale, fps=30.0, smooth_scale=30.0)
     gen = torch.Generator().manual_seed(0)
     start = ChunkParams(g.body_pose + 0.15 * torch.randn(g.body_pose.shape, generator=gen),
                         axis_angle_to_matrix(g.global_orient + 0.1 * torch.randn(30, 3, generator=gen)),
