@@ -51,11 +51,11 @@ from mvspin.progress import Progress, no_progress
 __all__ = ["SequenceFitConfig", "SequenceResult", "fit_sequence", "slerp_matrices", "FRAME_PX", "REFERENCE_HEIGHT_M"]
 
 FRAME_PX = 224.0
-"""The refinement measures reprojection residuals in pixels of a frame this size holding the
-body (SPIN's crop, where SMPLify's prior weights were set) ..."""
+"""SPIN's crop size, where SMPLify's prior weights were set (``SequenceFitConfig.frame_px``
+measures the refinement's residuals in such a frame, of its own size)."""
 REFERENCE_HEIGHT_M = 1.7
-"""... the body being this tall: a residual of 1 such pixel is 1.7 / 224 m (7.6 mm) at the
-subject's depth, whatever the camera's resolution, focal length or distance."""
+"""The body height that fills the frame: a residual of 1 frame pixel is ``1.7 / frame_px``
+metres at the subject's depth, whatever the camera's resolution, focal length or distance."""
 
 
 def _keyframe_default() -> MVSMPLifyConfig:
@@ -68,8 +68,9 @@ def _keyframe_default() -> MVSMPLifyConfig:
 
 @dataclass
 class SequenceFitConfig:
-    """Sequence fitting (not in SPIN / MV-SPIN, which fit single bundles; values tuned on the
-    synthetic rig recordings of ``tests/fitting/test_sequence.py``)."""
+    """Sequence fitting (not in SPIN / MV-SPIN, which fit single bundles). The smoothness,
+    frame and shape-prior values were chosen on the validation part of the motion suite
+    (:mod:`mvspin.data.motion_suite`; ``configs/fit_rig.yaml`` records what was compared)."""
 
     keyframe_step: int = 16
     """Every this many frames a key frame is fitted independently; the rest start interpolated
@@ -85,14 +86,15 @@ class SequenceFitConfig:
     (strong-Wolfe line search, each iteration one or more energy evaluations)."""
     refine_lr: float = 0.01
     """Adam learning rate of the refinement (radians, metres; SPIN's 0.01)."""
-    smooth_weight: float = 0.02
+    smooth_weight: float = 0.4
     """Weight of the keypoint acceleration penalty per (m/s^2)^2, against reprojection
     residuals in pixels of a 224 px frame holding a 1.7 m body (about 132 px per metre at the
     subject's depth); the same at any frame rate, resolution and distance."""
-    frame_px: float = FRAME_PX
+    frame_px: float = 1000.0
     """The refinement's reprojection residuals are pixels of a frame this size holding a 1.7 m
-    body at the subject's depth (224: SPIN's crop, where SMPLify's prior weights were set);
-    larger weighs the data more against the pose and shape priors."""
+    body at the subject's depth (224 would be SPIN's crop, where SMPLify's single-view prior
+    weights were set; on the validation motions 1000 was 9.8 mm against 14.2 at 224 and 13.0
+    at 2000: with several cameras the data deserve more weight than one view's)."""
     smooth_scale: float = 30.0
     """Geman-McClure scale of the acceleration penalty, m/s^2: accelerations well below it are
     penalised quadratically (jitter), far above it at most ``smooth_scale^2`` each (a heel
