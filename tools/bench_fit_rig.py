@@ -42,6 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from _bench import median_time  # noqa: E402  (tools/ is on sys.path when run as a script)
+
 from mvspin.body import BodyModel  # noqa: E402
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording  # noqa: E402
 from mvspin.fitting import MVSMPLify, MVSMPLifyConfig  # noqa: E402
