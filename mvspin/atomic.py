@@ -43,6 +43,7 @@ __all__ = [
     "check_output_location",
     "output_folder",
     "removed_if_unused",
+    "atomic_folder",
 ]
 
 TEMPORARY_MARK = "mvspin-tmp"
@@ -421,3 +422,43 @@ class OutputGroup:
         for final in self.committed:
             final.unlink(missing_ok=True)
         self.committed = []
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; when the block succeeds it replaces ``path`` (a
+    folder of many files, e.g. one camera's per-frame keypoint files, appears whole or not at
+    all), when it raises the temporary folder is deleted and ``path`` is left as it was.
+
+    The replacement of an existing folder is two renames (old aside, new in) and a delete: a
+    crash between them leaves the old folder under a temporary name, never a partial new one.
+    """
+    import shutil
+
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not final.is_dir():
+        raise NotADirectoryError(20, "a file is in the way of the output folder", str(final))
+    prefix = f".{final.name}.{TEMPORARY_MARK}.{os.getpid()}@{_HOST}."
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=prefix))
+    os.chmod(tmp, _MODE | ((_MODE & 0o444) >> 2))  # mkdtemp's 0o700 -> the usual folder mode
+    try:
+        yield tmp
+        if fsync:
+            for entry in tmp.iterdir():
+                if entry.is_file():
+                    _fsync_file(entry)
+            _fsync_folder(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=prefix))
+        os.rmdir(old)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if fsync:
+        _fsync_folder(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any, Mapping, Optional, Sequence, Union
 
 __all__ = [
-    "MvspinError", "ShapeError", "FitError", "MissingExtraError", "check_shape", "import_optional",
+    "MvspinError", "ShapeError", "ArgumentError", "FitError", "MissingExtraError", "check_shape", "import_optional",
     # shared core
     "ConfigError", "IncompleteWriteError", "OutputLocationError",
     # calibration
@@ -35,6 +35,8 @@ __all__ = [
     "CheckpointError", "TrainingError", "FitsStoreError", "EvaluationDataError",
     # inference
     "InferError", "InputError", "NoPersonError",
+    # detection
+    "DetectionError", "ModelFilesError",
 ]
 
 Dim = Union[int, str, None]
@@ -47,6 +49,12 @@ class MvspinError(Exception):
 class ShapeError(MvspinError, ValueError):
     """An array or tensor does not have the documented shape; the message names it, the
     expected and the actual shape."""
+
+
+class ArgumentError(MvspinError, TypeError, ValueError):
+    """A public function was called with an argument of the wrong type or an impossible value
+    (a list where an array is needed, a dict for a config, ``fps=0``); the message names the
+    argument. A ``TypeError`` and a ``ValueError`` so callers catching either still do."""
 
 
 class FitError(MvspinError, FloatingPointError):
@@ -267,3 +275,13 @@ def check_shape(name: str, x: Any, dims: Sequence[Dim], sizes: Optional[Mapping[
         known = f" with {', '.join(f'{k}={v}' for k, v in names.items())}" if names else ""
         raise ShapeError(f"{name} must have shape {expected}{known}, got {shape}")
     return bound
+
+
+class DetectionError(MvspinError, RuntimeError):
+    """2D keypoint detection cannot run or cannot finish (a model file that is not a pose model,
+    an input with no frames); the message names the file."""
+
+
+class ModelFilesError(DetectionError, FileNotFoundError):
+    """A detector's model files are missing or are not the expected files; the message names the
+    folder and the command that installs them (``mvspin detect install-model``)."""

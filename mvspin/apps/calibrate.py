@@ -26,7 +26,7 @@ from typing import Any, Literal, Optional
 from calibration import Rig
 from calibration.board_calibration import CalibrationReport
 from calibration.formats import FORMATS
-from mvspin.atomic import check_output_location, write_bytes_atomic
+from mvspin.atomic import check_output_location, removed_if_unused, write_bytes_atomic
 from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress
 
@@ -119,15 +119,23 @@ def run(config: CalibrateConfig, progress: Progress = no_progress) -> CalibrateR
             detections, a failed calibration.
         OutputLocationError: an output cannot be written.
     """
-    from calibration.board_calibration import calibrate_rig
     from calibration.boards import load_board
-    from calibration.formats import format_for_output, save_rig
+    from calibration.formats import format_for_output
     from calibration.formats.easymocap import easymocap_paths
 
     board = load_board(config.board)
     fmt = config.format or format_for_output(config.out)  # a bad output name fails before the long work
-    # ... and an unwritable place (this also removes temporaries a killed run left there)
-    check_output_location(easymocap_paths(config.out)[0] if fmt == "easymocap" else config.out, what="out")
+    target = easymocap_paths(config.out)[0] if fmt == "easymocap" else config.out
+    # an unwritable place fails before the long work (this also removes temporaries a killed run left there)
+    with removed_if_unused(target.parent):
+        check_output_location(target, what="out")
+        return _calibrate(config, board, fmt, progress)
+
+
+def _calibrate(config: CalibrateConfig, board: Any, fmt: str, progress: Progress) -> CalibrateReport:
+    from calibration.board_calibration import calibrate_rig
+    from calibration.formats import save_rig
+
     if config.report is not None:
         check_output_location(config.report, what="report")
     log.info("board: %s %d x %d squares of %.1f mm; %d cameras", board.type, board.squares_x, board.squares_y,
@@ -176,7 +184,8 @@ def board_image_pixels(board: Any, dpi: float) -> tuple[int, int]:
     """Width and height in pixels of the image ``write_board_png`` renders for ``board`` at ``dpi``
     (the squares plus half a square of margin on each side)."""
     px = int(round(board.square_length / 0.0254 * dpi))
-    return (board.squares_x + 1) * px, (board.squares_y + 1) * px
+    margin = px // 2
+    return board.squares_x * px + 2 * margin, board.squares_y * px + 2 * margin
 
 
 def run_board_image(config: BoardImageConfig) -> BoardImageReport:

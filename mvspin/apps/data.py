@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from mvspin.atomic import check_output_location, write_bytes_atomic
+from mvspin.atomic import check_output_location, removed_if_unused, write_bytes_atomic
 from mvspin.body import BodyModelConfig
 from mvspin.config import ConfigError, check_range
 from mvspin.data.builders import BuildReport, resolve_builder
@@ -28,7 +28,7 @@ from mvspin.data.synthetic_options import SyntheticOptions
 from mvspin.errors import BuildDataError
 from mvspin.progress import Progress, no_progress
 
-__all__ = ["SyntheticDataConfig", "run_synthetic", "BuildDataConfig", "run_build", "BuildDataError",
+__all__ = ["SyntheticDataConfig", "run_synthetic", "BuildDataConfig", "run_build",
            "DataInfoConfig", "DataInfoReport", "run_info", "MAX_BUNDLES"]
 
 MAX_BUNDLES = 10_000_000
@@ -67,10 +67,11 @@ def run_synthetic(config: SyntheticDataConfig, progress: Progress = no_progress)
     from mvspin.data.synthetic_capture import check_renderable, generate_capture_file
 
     check_renderable(config.options)
-    check_output_location(config.out, what="out")  # before the body model and the renderer start
-    body = config.body.load()
-    return generate_capture_file(config.out, config.bundles, seed=config.seed, options=config.options, body=body,
-                                 progress=progress)
+    with removed_if_unused(config.out.parent):
+        check_output_location(config.out, what="out")  # before the body model and the renderer start
+        body = config.body.load()
+        return generate_capture_file(config.out, config.bundles, seed=config.seed, options=config.options,
+                                     body=body, progress=progress)
 
 
 # Config field -> builder keyword argument (the builders name them alike).
@@ -159,11 +160,16 @@ def run_build(config: BuildDataConfig, progress: Progress = no_progress) -> Buil
             written (both before any work).
         BuildDataError: nothing could be built (the report names why; ``out`` was not written).
     """
-    from mvspin.data.builders import build
-
     if not config.root.exists():
         raise FileNotFoundError(2, "dataset root does not exist", str(config.root))
-    check_output_location(config.out, what="out")
+    with removed_if_unused(config.out.parent):
+        check_output_location(config.out, what="out")
+        return _build(config, progress)
+
+
+def _build(config: BuildDataConfig, progress: Progress) -> BuildReport:
+    from mvspin.data.builders import build
+
     if config.report is not None:
         check_output_location(config.report, what="report")
     if config.frames_dir is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mvspin.atomic import check_output_location, removed_if_unused
+from mvspin.atomic import check_output_location, output_folder
 from mvspin.body import BodyModelConfig
 from mvspin.config import ConfigError, check_range, resolve_device
 from mvspin.learning.evaluation import (
@@ -76,6 +76,8 @@ class EvalReport:
     """The crop side the network ran at, pixels."""
     files: list[Path] = field(default_factory=list)
     """``eval_<protocol>.json`` and ``eval_<protocol>_samples.npz`` when ``out`` was given."""
+    warnings: list[str] = field(default_factory=list)
+    """What the numbers should be read with (e.g. the data file is a training split)."""
 
 
 def output_files(config: EvalConfig) -> list[Path]:
@@ -99,7 +101,9 @@ def run(config: EvalConfig, progress: Progress = no_progress) -> EvalReport:
 
     An ``out`` folder made for this run is removed again when the run fails.
     """
-    with removed_if_unused(config.out):
+    if config.out is None:
+        return _run(config, progress)
+    with output_folder(config.out, what="out"):
         return _run(config, progress)
 
 
@@ -110,13 +114,16 @@ def _run(config: EvalConfig, progress: Progress) -> EvalReport:
     from mvspin.regressor.checkpoint import checkpoint_input_size, load_regressor_checkpoint
 
     files = output_files(config)
-    if config.out is not None:
-        check_output_location(config.out, kind="folder", what="out")
-        for path in files:
-            check_output_location(path, what="out")
+    for path in files:  # no folder in the way of a result file
+        check_output_location(path, what="out")
     device = resolve_device(config.device, what="device")
     bundles = BundleFile(config.data)
     protocol = check_protocol_file(bundles, config.dataset)
+    warnings = []
+    split = str(bundles.attrs.get("split", ""))
+    if split == "train":  # scores on training data say little about the regressor: say so
+        warnings.append(f"{bundles.path} is a training split: these are not test-set numbers")
+        log.warning("warning: %s", warnings[-1])
     model, meta = load_regressor_checkpoint(config.checkpoint, map_location=device)
     body = config.body.load(device)
     input_size = config.input_size or checkpoint_input_size(meta, body, config.checkpoint)
@@ -133,4 +140,4 @@ def _run(config: EvalConfig, progress: Progress) -> EvalReport:
                       checkpoint=str(config.checkpoint), progress=progress)
     if config.out is not None:
         files = list(result.save(config.out, prefix=files[0].stem))
-    return EvalReport(result=result, input_size=input_size, files=files)
+    return EvalReport(result=result, input_size=input_size, files=files, warnings=warnings)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from mvspin.apps.train import train_config_of
-from mvspin.atomic import check_output_location
+from mvspin.atomic import check_output_location, removed_if_unused
 from mvspin.config import ConfigError, check_range
 from mvspin.learning.dataset_fits import FitDatasetSummary
 from mvspin.learning.train_config import TrainConfig, validate_train_config
@@ -52,5 +52,6 @@ def run(config: FitDatasetConfig, progress: Progress = no_progress) -> FitDatase
 
     if config.out is None:
         raise ConfigError("out is required: the fits store (.h5) to write", field="out")
-    check_output_location(config.out, what="out")
-    return fit_dataset(train_config_of(config), config.out, batch_size=config.batch_size, progress=progress)
+    with removed_if_unused(config.out.parent):
+        check_output_location(config.out, what="out")
+        return fit_dataset(train_config_of(config), config.out, batch_size=config.batch_size, progress=progress)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvspin.atomic import check_output_location, write_bytes_atomic
+from mvspin.atomic import check_output_location, removed_if_unused, write_bytes_atomic
 from mvspin.body import BodyModel, BodyModelConfig
 from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress, stage_progress
@@ -30,6 +30,7 @@ MAX_GRID_PIXELS = 64_000_000
 """The largest gallery :func:`run` renders, pixels (192 MB of RGB; the defaults make 1200 x 640)."""
 _SHAPE_PANELS = 4  # betas 0 and 1 at -2 and +2
 _FIXED_PANELS = 2 + _SHAPE_PANELS  # rest pose, mean pose
+_PAD = 4  # pixels around and between panels
 
 
 @dataclass
@@ -72,10 +73,9 @@ class RenderModelConfig:
         return _FIXED_PANELS + self.samples
 
     def grid_pixels(self) -> tuple[int, int]:
-        """Width and height of the gallery, pixels."""
-        n = self.panels()
-        cols = min(self.cols, n)
-        return cols * self.size[0], math.ceil(n / cols) * self.size[1]
+        """Width and height of the gallery, pixels (panels and the padding between them)."""
+        rows = math.ceil(self.panels() / self.cols)
+        return self.cols * self.size[0] + (self.cols + 1) * _PAD, rows * self.size[1] + (rows + 1) * _PAD
 
 
 @dataclass
@@ -113,11 +113,16 @@ def model_gallery(body: BodyModel, samples: int, seed: int) -> list[tuple[str, t
 
 def run(config: RenderModelConfig, progress: Progress = no_progress) -> RenderModelReport:
     """Render the gallery and write it to ``config.out`` (checked before the body model loads)."""
+    with removed_if_unused(config.out.parent):
+        check_output_location(config.out, what="out")
+        return _render(config, progress)
+
+
+def _render(config: RenderModelConfig, progress: Progress) -> RenderModelReport:
     import cv2
 
     from mvspin.rendering import image_grid, look_at, render_mesh
 
-    check_output_location(config.out, what="out")
     body = config.body.load()
     panels = model_gallery(body, config.samples, config.seed)
     w, h = config.size
@@ -133,7 +138,7 @@ def run(config: RenderModelConfig, progress: Progress = no_progress) -> RenderMo
             cv2.putText(img, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (40, 40, 40), 1, cv2.LINE_AA)
             images.append(img)
             update(len(images))
-    grid = image_grid(images, cols=config.cols)
+    grid = image_grid(images, cols=config.cols, pad=_PAD)
     ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f"{config.out}: could not encode the gallery as PNG")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from mvspin.atomic import output_folder
 from mvspin.config import ConfigError
 from mvspin.learning.train_config import TrainConfig, validate_train_config
 from mvspin.learning.trainer import TrainSummary
@@ -55,14 +56,15 @@ def run(config: TrainJobConfig, progress: Progress = no_progress) -> TrainSummar
     """Train into ``config.out``; see :func:`mvspin.learning.trainer.train` for what is written.
 
     Raises:
-        ConfigError: no ``out``, a bad setting or a missing file (before any work).
-        TrainingError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set;
-            ``resume`` with no checkpoint; a NaN loss.
+        ConfigError: no ``out``, a bad setting or a missing file; ``out`` holds a run and neither
+            ``resume`` nor ``overwrite`` is set (all before any work).
+        TrainingError: ``resume`` with no checkpoint; a NaN loss.
         OutputLocationError: ``out`` cannot be written (before any work).
     """
     from mvspin.learning.trainer import train
 
     if config.out is None:
         raise ConfigError("out is required: the folder the run writes to", field="out")
-    return train(train_config_of(config), config.out, resume=config.resume, progress=progress,
-                 overwrite=config.overwrite)
+    with output_folder(config.out, what="out"):  # a run refused before its first file leaves no folder
+        return train(train_config_of(config), config.out, resume=config.resume, progress=progress,
+                     overwrite=config.overwrite)

@@ -186,6 +186,31 @@ _MPI_INF_3DHP17 = (
 
 _SPIN49 = tuple(("op_" + n, p) for n, p in _OPENPOSE25) + _SPIN_GT24
 
+# BlazePose (MediaPipe Pose) 33 landmarks in the model's order. The hips sit on the same
+# anatomical points as COCO's and OpenPose's detector hips ("left_hip", "right_hip": higher and
+# wider than SMPL's hip joints), so the fitter leaves them out of the body stage as SPIN does for
+# the OpenPose hips (``KeypointTargets``' default ``ignored_points``) and uses them only to place
+# the torso. Eye corners, mouth corners, hand points and foot tips have no vertex of their own on
+# the body models: they are geometric approximations (``mvspin.body.points.DERIVED_POINTS``).
+_BLAZEPOSE33 = (
+    ("nose", "nose"),
+    ("left_eye_inner", "left_eye_inner"), ("left_eye", "left_eye"), ("left_eye_outer", "left_eye_outer"),
+    ("right_eye_inner", "right_eye_inner"), ("right_eye", "right_eye"), ("right_eye_outer", "right_eye_outer"),
+    ("left_ear", "left_ear"), ("right_ear", "right_ear"),
+    ("mouth_left", "mouth_left"), ("mouth_right", "mouth_right"),
+    ("left_shoulder", "left_shoulder"), ("right_shoulder", "right_shoulder"),
+    ("left_elbow", "left_elbow"), ("right_elbow", "right_elbow"),
+    ("left_wrist", "left_wrist"), ("right_wrist", "right_wrist"),
+    ("left_pinky", "left_pinky_knuckle"), ("right_pinky", "right_pinky_knuckle"),
+    ("left_index", "left_index_knuckle"), ("right_index", "right_index_knuckle"),
+    ("left_thumb", "left_thumb_knuckle"), ("right_thumb", "right_thumb_knuckle"),
+    ("left_hip", "left_hip"), ("right_hip", "right_hip"),
+    ("left_knee", "left_knee"), ("right_knee", "right_knee"),
+    ("left_ankle", "left_ankle"), ("right_ankle", "right_ankle"),
+    ("left_heel", "left_heel"), ("right_heel", "right_heel"),
+    ("left_foot_index", "left_foot_tip"), ("right_foot_index", "right_foot_tip"),
+)
+
 
 def _make(name: str, pairs: tuple[tuple[str, str], ...], description: str) -> KeypointSet:
     return KeypointSet(name, tuple(n for n, _ in pairs), tuple(p for _, p in pairs), description)
@@ -204,6 +229,7 @@ KEYPOINT_SETS: dict[str, KeypointSet] = {
         _make("lsp14", _LSP14, "Leeds Sports Pose 14 joints (SPIN's ground-truth placement)"),
         _make("mpi_inf_3dhp17", _MPI_INF_3DHP17, "MPI-INF-3DHP 17 test joints, dataset order"),
         _make("spin49", _SPIN49, "SPIN's 49: OpenPose BODY_25 then SPIN's 24 ground-truth joints"),
+        _make("blazepose33", _BLAZEPOSE33, "BlazePose / MediaPipe Pose 33 landmarks"),
     )
 }
 """Every keypoint set mvspin knows, by name."""

@@ -23,7 +23,7 @@ import numpy as np
 from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES, KeypointSet, get_keypoint_set
 from mvspin.errors import KeypointSetUnavailable
 
-__all__ = ["KeypointMap", "PointSources", "KeypointSetUnavailable", "DERIVED_POINTS"]
+__all__ = ["KeypointMap", "PointSources", "KeypointSetUnavailable", "DERIVED_POINTS", "BLAZEPOSE_DERIVED"]
 
 _H36M_LIMB_POINTS = {
     f"h36m_{side}_{part}": ((f"{side}_{part}", 1.0),)
@@ -49,7 +49,28 @@ DERIVED_POINTS: dict[str, tuple[tuple[str, float], ...]] = {
     "h36m_neck": (("nose", 0.5), ("chin", 0.5)),  # H36M's "neck/nose" sits at the jaw
     "h36m_head": (("head_top", 1.0),),
     **_H36M_LIMB_POINTS,
+    **{name: parts for side, other in (("left", "right"), ("right", "left")) for name, parts in (
+        # BlazePose's points without a vertex (keypoint set blazepose33). Approximations from
+        # average face and hand proportions: an eye corner sits about a quarter of the
+        # eye-to-eye distance from the eye centre; a mouth corner about 40 % of the way from the
+        # nose tip to the chin and 0.2 eye distances to its side; the hand points about halfway
+        # from the hand joint (the knuckles) to the finger tips; the foot tip between the toes.
+        (f"{side}_eye_inner", ((f"{side}_eye", 0.76), (f"{other}_eye", 0.24))),
+        (f"{side}_eye_outer", ((f"{side}_eye", 1.24), (f"{other}_eye", -0.24))),
+        (f"mouth_{side}", (("nose", 0.6), ("chin", 0.4), (f"{side}_eye", 0.2), (f"{other}_eye", -0.2))),
+        (f"{side}_pinky_knuckle", ((f"{side}_hand", 0.5), (f"{side}_pinky_tip", 0.5))),
+        (f"{side}_index_knuckle", ((f"{side}_hand", 0.5), (f"{side}_index_tip", 0.5))),
+        (f"{side}_thumb_knuckle", ((f"{side}_wrist", 0.5), (f"{side}_thumb_tip", 0.5))),
+        (f"{side}_foot_tip", ((f"{side}_big_toe", 0.5), (f"{side}_small_toe", 0.5))),
+    )},
 }
+"""Geometric definitions of points no vertex or regressor file gives (the free model uses all of
+them; SMPL only the geometric helpers, see ``BodyModel.from_smpl_dir``)."""
+BLAZEPOSE_DERIVED: tuple[str, ...] = tuple(
+    f"{a}{side}{b}" for side in ("left", "right") for a, b in (
+        ("", "_eye_inner"), ("", "_eye_outer"), ("mouth_", ""), ("", "_pinky_knuckle"), ("", "_index_knuckle"),
+        ("", "_thumb_knuckle"), ("", "_foot_tip")))
+"""The derived points of the blazepose33 keypoint set (geometric, used on every body model)."""
 
 
 @dataclass(frozen=True)

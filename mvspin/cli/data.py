@@ -52,8 +52,9 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from mvspin.apps.data import BuildDataError, run_build as build
+    from mvspin.apps.data import run_build as build
     from mvspin.cli.common import TqdmProgress
+    from mvspin.errors import BuildDataError
 
     config = config_from_args(BuildDataConfig, args)
     try:

@@ -49,24 +49,24 @@ def flag_for(field: str) -> str:
     return "--out" if field == "out" else "--" + field.replace("_", "-")
 
 
-def add_config_options(parser: argparse.ArgumentParser, schema: type, *, positional: Iterable[str] = (),
-                       flatten: Iterable[str] = (), skip: Iterable[str] = (),
-                       defaults: Optional[dict[str, Any]] = None) -> None:
+def add_config_options(parser: argparse.ArgumentParser, schema: type, *, positional: Iterable[str] = (), flatten:
+                       Iterable[str] = (), skip: Iterable[str] = (), defaults: Optional[dict[str, Any]] = None) -> None:
     """Add a flag per field of config dataclass ``schema`` to ``parser``, and ``--config`` / ``--set``.
 
     ``positional``: fields given as positional arguments; ``flatten``: nested configs whose
     fields get flags without a prefix (``body``: ``--smpl-dir``); ``skip``: fields without a flag
     (``--set`` still reaches them); ``defaults``: the command's own defaults where they differ
-    from the dataclass's. Flags default to "not given": only what the user typed overrides.
-    """
+    from the dataclass's. Flags default to "not given": only what the user typed overrides."""
     positional, flatten, skip, defaults = set(positional), set(flatten), set(skip), dict(defaults or {})
     group = parser.add_argument_group("job options", "(every field, nested ones too, also with --set FIELD=VALUE)")
     for f, kind in config_fields(schema):
         sub = strip_optional(kind)
         if f.name in flatten and isinstance(sub, type) and dataclasses.is_dataclass(sub):
             flat = parser.add_argument_group(f.name)
+            outer = _default_of(f, defaults)  # help shows its values (e.g. a preset), not the class's
+            shown = vars(outer) if dataclasses.is_dataclass(outer) and not isinstance(outer, type) else {}
             for g, inner in config_fields(typing.cast(type, sub)):
-                spec = _spec(typing.cast(type, sub), g, inner, {})
+                spec = _spec(typing.cast(type, sub), g, inner, shown)
                 if spec is not None:
                     flat.add_argument(flag_for(g.name), dest=f"{f.name}.{g.name}", default=argparse.SUPPRESS,
                                       metavar=None if "choices" in spec else g.name.upper(), **spec)

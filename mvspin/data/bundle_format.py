@@ -39,11 +39,15 @@ HDF5 reader can open the file), encoded images are stored as-is (already compres
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import cv2
 import h5py
@@ -52,7 +56,7 @@ import numpy as np
 from mvspin._version import __version__
 from mvspin.atomic import commit_temporary, temporary_path_for
 from mvspin.body.keypoint_sets import KEYPOINT_SETS
-from mvspin.errors import BundleFormatError
+from mvspin.errors import BundleFormatError, IncompleteWriteError, MvspinError
 from mvspin.progress import Progress, no_progress, stage_progress
 
 __all__ = [
@@ -553,6 +557,14 @@ class BundleWriter:
             self._flush()
         return index
 
+    def _write_error(self, err: OSError) -> IncompleteWriteError:
+        """An HDF5 write failure (typically a full disk) as an error naming the file being made,
+        not its temporary (h5py's message names the temporary and buries the cause)."""
+        text = str(err)
+        cause = re.search(r"error message = '([^']+)'", text)
+        reason = cause.group(1) if cause else (err.strerror or (text.splitlines()[0] if text else type(err).__name__))
+        return IncompleteWriteError(f"{self.path}: could not be written ({reason}); nothing was left under that name")
+
     def _convert(self, name: str, value: Any, index: int) -> Any:
         spec = SCHEMA[name]
         shape = tuple(self._sizes[s] if isinstance(s, str) else s for s in spec.shape[1:])
@@ -591,10 +603,19 @@ class BundleWriter:
         return arr.astype(dtype)
 
     def _flush(self) -> None:
+        try:
+            self._write_buffer()
+        except MvspinError:
+            raise
+        except OSError as err:
+            raise self._write_error(err) from err
+
+    def _write_buffer(self) -> None:
         rows = len(self._buffer[self.fields[0]])
         if rows == 0:
             return
         start = self._count - rows
+        self._check_space(rows)
         for name in self.fields:
             dset = self._file[name]
             dset.resize(start + rows, axis=0)
@@ -608,6 +629,26 @@ class BundleWriter:
             dset[start:start + rows] = block
             values.clear()
 
+    def _check_space(self, rows: int) -> None:
+        """HDF5 crashes the process (segmentation fault) when the disk fills during a write:
+        refuse a flush that may not fit, naming the file, while an exception is still possible."""
+        import shutil
+
+        from mvspin.errors import IncompleteWriteError
+
+        need = 0
+        for name in self.fields:
+            for v in self._buffer[name]:
+                if isinstance(v, np.ndarray) and v.dtype == object:
+                    need += sum(np.asarray(x).nbytes for x in v.reshape(-1))
+                else:
+                    need += np.asarray(v).nbytes if not isinstance(v, str) else len(v)
+        # chunk and metadata overhead, compression that does not pay off: twice the data plus 1 MiB
+        free = shutil.disk_usage(self._tmp.parent).free
+        if free < 2 * need + (1 << 20):
+            raise IncompleteWriteError(f"{self.path}: the disk is full ({free} bytes free, {rows} bundles of "
+                                       f"about {need} bytes to write); nothing was written")
+
     # -- finishing -------------------------------------------------------------------------
     def close(self) -> Path:
         """Flush, validate, and move the file into place; returns the final path."""
@@ -618,7 +659,10 @@ class BundleWriter:
             return self.path
         try:
             self._flush()
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as err:  # the last buffered blocks reach the disk here
+                raise self._write_error(err) from err
             validate_bundle_file(self._tmp)  # re-reads every field's layout
             commit_temporary(self._tmp, self.path)  # fsync and size check, then the rename
         except BaseException:
@@ -672,10 +716,43 @@ def decode_image(data: np.ndarray | bytes, source: str = "image") -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+# libjpeg's warnings about the data (its other messages are errors that fail the decode)
+_DECODER_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG", "Invalid JPEG", "Bogus")
+
+
+@contextlib.contextmanager
+def _decoder_warnings() -> Iterator[Callable[[], str]]:
+    """Capture what the image decoder (libjpeg inside OpenCV) prints to the process's
+    standard error during the block: they report corrupt data there, not as errors. Yields a
+    function returning the first such warning line ("" when there is none)."""
+    captured = ""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no file descriptor 2 (embedded interpreters)
+        yield lambda: ""
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lambda: captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            others = [line for line in lines if not line.startswith(_DECODER_WARNINGS)]
+            if others:  # not the decoder's: show them as they would have been
+                sys.stderr.write("\n".join(others) + "\n")
+            captured = next((line for line in lines if line.startswith(_DECODER_WARNINGS)), "")
+
+
 def validate_bundle_contents(path: str | os.PathLike, *, image_root: Optional[str | os.PathLike] = None,
                              progress: Progress = no_progress) -> int:
     """Read a bundle file the way training does, completely: every field of every bundle, every
-    image decoded (embedded bytes or the file each path names) and compared with its
+    image decoded (embedded bytes or the file each path names, a decoder's corrupt-data warning
+    taken as an error) and compared with its
     ``image_size``, plus the value checks of ``validate_bundle_file(check_values=True)``.
 
     A file this accepts is one :class:`BundleFile` readers (the training dataset) can read.
@@ -697,15 +774,21 @@ def validate_bundle_contents(path: str | os.PathLike, *, image_root: Optional[st
                 record = bundles.read_bundle(i)
             except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
                 raise _err(path, None, f"bundle {i}: cannot read: {e}") from None
-            try:
-                images = bundles.load_images(i)
-            except FileNotFoundError:
-                raise
-            except BundleFormatError:
-                raise
-            except (OSError, ValueError) as e:
-                raise _err(path, bundles.image_storage == "bytes" and "images" or "image_paths",
-                           f"bundle {i}: {e}") from None
+            field = "images" if bundles.image_storage == "bytes" else "image_paths"
+            images = []
+            for v in range(bundles.num_views):
+                try:
+                    with _decoder_warnings() as warnings:
+                        images.append(bundles.load_images(i, [v])[0])
+                except FileNotFoundError:
+                    raise
+                except BundleFormatError:
+                    raise
+                except (OSError, ValueError) as e:
+                    raise _err(path, field, f"bundle {i}: {e}") from None
+                if warnings():  # libjpeg decodes garbled data with a warning only: the picture is wrong
+                    where = bundles.image_path(i, v) if field == "image_paths" else "embedded"
+                    raise _err(path, field, f"bundle {i} view {v}: corrupt image data ({where}): {warnings()}")
             for v, image in enumerate(images):
                 w, h = (int(x) for x in record["image_size"][v])
                 if image.shape[:2] != (h, w):

@@ -47,6 +47,7 @@ __all__ = [
     "frame_files",
     "frame_number",
     "matching_file",
+    "openpose_frame_json",
     "openpose_keypoint_set",
     "parse_person_choice",
     "read_bbox_json",
@@ -58,6 +59,7 @@ OPENPOSE_KEYPOINT_SETS: dict[int, str] = {
     25: "openpose25",  # OpenPose BODY_25 (its default model; what SPIN's demo reads)
     17: "coco17",  # MS-COCO order, as COCO-trained detectors write OpenPose-style files
     26: "halpe26",  # HALPE-26 (RTMPose / AlphaPose body)
+    33: "blazepose33",  # BlazePose / MediaPipe Pose (what `mvspin detect` writes by default)
 }
 """Keypoints per person in an OpenPose-format file -> mvspin keypoint set. BODY_25B files also
 hold 25 points per person: name ``openpose25b`` explicitly where such files are read."""
@@ -139,6 +141,31 @@ def openpose_keypoint_set(num_keypoints: int) -> str:
         known = ", ".join(f"{k} ({v})" for k, v in OPENPOSE_KEYPOINT_SETS.items())
         raise KeypointFileError(f"{num_keypoints} keypoints per person is no known OpenPose-format layout; "
                                 f"known: {known}") from None
+
+
+def openpose_frame_json(people: list[tuple[int, np.ndarray]], keypoint_set: str, decimals: int = 2) -> dict:
+    """One frame's people in OpenPose's JSON layout, as ``mvspin detect`` writes it (and OpenPose
+    readers such as Pose2Sim's read it).
+
+    Args:
+        people: ``[(person_id, keypoints (K, 3))]``: x, y pixels, confidence in [0, 1].
+        keypoint_set: the keypoints' set name (written as ``keypoint_set``; OpenPose readers
+            ignore it).
+        decimals: pixel rounding (confidences keep 4 decimals).
+
+    Example:
+        >>> openpose_frame_json([(3, np.array([[1.234, 2.0, 0.5]]))], "coco17")["people"][0]["pose_keypoints_2d"]
+        [1.23, 2.0, 0.5]
+    """
+    rows = []
+    for person_id, kp in people:
+        kp = np.asarray(kp, dtype=np.float64)
+        flat: list[float] = []
+        for x, y, c in kp:
+            flat += [round(float(x), decimals), round(float(y), decimals), round(float(c), 4)] if c > 0 else [0, 0, 0]
+        rows.append({"person_id": [int(person_id)], "pose_keypoints_2d": flat, "face_keypoints_2d": [],
+                     "hand_left_keypoints_2d": [], "hand_right_keypoints_2d": []})
+    return {"version": 1.3, "keypoint_set": keypoint_set, "people": rows}
 
 
 def frame_number(path: str | os.PathLike[str]) -> int | None:

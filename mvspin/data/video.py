@@ -16,8 +16,8 @@ import numpy as np
 
 from mvspin.errors import VideoError
 
-__all__ = ["VideoError", "VideoInfo", "VideoFrames", "video_info", "iter_video_frames", "encode_image",
-           "image_size_of_file", "FALLBACK_FPS", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
+__all__ = ["VideoError", "VideoInfo", "VideoFrames", "ImageFolderFrames", "open_frames", "video_info",
+           "iter_video_frames", "encode_image", "image_size_of_file", "FALLBACK_FPS", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 """File suffixes (lower case) read as images when a folder of inputs is listed."""
@@ -173,6 +173,55 @@ class VideoFrames:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+class ImageFolderFrames:
+    """The images of a folder, in natural name order (``img_2`` before ``img_10``), as RGB frames;
+    the same interface as :class:`VideoFrames` (``fps`` is :data:`FALLBACK_FPS`: a folder has no rate).
+
+    Raises:
+        VideoError: the folder is missing or holds no image (on construction), an image cannot be
+            decoded (while iterating; the message names it).
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float = FALLBACK_FPS) -> None:
+        import re
+
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise VideoError(f"{self.path}: image folder not found")
+
+        def natural(p: Path) -> list:
+            return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+        self.files = sorted((p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                            key=natural)
+        if not self.files:
+            raise VideoError(f"{self.path}: no images in the folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self.fps = float(fps)
+        self.reported_frames = len(self.files)
+        self.decoded = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for f in self.files:
+            image = cv2.imdecode(np.fromfile(f, dtype=np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                raise VideoError(f"{f}: not a decodable image")
+            self.decoded += 1
+            yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        """Nothing to release (the interface of :class:`VideoFrames`)."""
+
+
+def open_frames(path: str | os.PathLike) -> "VideoFrames | ImageFolderFrames":
+    """The frames of a video file or of a folder of images (RGB, in order).
+
+    Raises:
+        VideoError: missing, unreadable, or an empty folder (one line naming the path).
+    """
+    path = Path(path)
+    return ImageFolderFrames(path) if path.is_dir() else VideoFrames(path)
 
 
 def encode_image(image_bgr: np.ndarray, ext: str = ".jpg", jpeg_quality: int = 95) -> np.ndarray:

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from mvspin.atomic import check_output_location
 from mvspin.config import ConfigError, check_range
+from mvspin.errors import FitError
 from mvspin.fitting import MVSMPLify, PerViewEstimate
 from mvspin.geometry import rot6d_to_matrix
 from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
@@ -72,6 +74,8 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
     Raises:
         ConfigError: a bad setting (before any work).
         OutputLocationError: ``out`` cannot be written (before any work).
+        FitError: no bundle could be fitted (``out`` is not written: a store of failed fits
+            would start training from nothing).
     """
     start = time.perf_counter()
     validate_train_config(config)
@@ -128,6 +132,12 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
                             scores.loss.cpu().numpy(), scores.error_px.cpu().numpy()))
             update(len(results))
         gathered = ctx.all_gather(results)
+        # Every process decides alike (all hold every result): none waits at a barrier alone.
+        if not any(np.isfinite(r[4]).any() for rank_results in gathered for r in rank_results):
+            hint = (" (fits.fitting.mode=calibrated: do the files' cameras see the keypoints?)" if calibrated
+                    else "")
+            raise FitError(f"no bundle of {', '.join(map(str, config.data.files))} could be fitted: every fit "
+                           f"ended without a finite loss{hint}; {out} was not written")
         if ctx.is_main:
             for rank_results in gathered:
                 for r in rank_results:

@@ -239,8 +239,8 @@ class _Trainer:
         # Checked by every process before any of them writes (rank 0 writes only after all joined).
         earlier = previous_run(self.out_dir)
         if earlier and not resume and not overwrite:
-            raise TrainingError(f"{self.out_dir} already holds a training run ({', '.join(earlier)}): set resume to "
-                                "continue it, or overwrite to replace it")
+            raise ConfigError(f"{self.out_dir} already holds a training run ({', '.join(earlier)}): set resume to "
+                              "continue it, or overwrite to replace it", field="resume", related=("overwrite",))
         check_output_location(self.out_dir, kind="folder", what="out")
         self.ctx = setup_distributed(o.device)
         ctx = self.ctx
@@ -264,7 +264,7 @@ class _Trainer:
         if resume:
             resume_from = latest_checkpoint(self.out_dir)
             if resume_from is None:
-                raise TrainingError(f"resume: no checkpoint under {self.out_dir / 'checkpoints'}")
+                raise ConfigError(f"resume: no checkpoint under {self.out_dir / 'checkpoints'}", field="resume")
         self.body = build_body_model(config, self.device)
         self.model = build_regressor(config, self.body).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
@@ -456,7 +456,8 @@ class _Trainer:
             target_valid=valid_n.to(rotmat.dtype))
         total, terms = training_losses(inputs, c.loss, c.data.crop_size, set3, self.focal)
         if not bool(torch.isfinite(total)):
-            raise TrainingError(f"loss became {float(total)} at step {self.step + 1} "
+            raise TrainingError(f"loss became {float(total)} at step {self.step + 1}"
+                                f"{self._nonfinite_inputs(batch)} "
                                 f"(terms: {', '.join(f'{k}={float(x):.4g}' for k, x in terms.items())})")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -473,6 +474,19 @@ class _Trainer:
         scalars["grad_norm"] = float(grad_norm)
         scalars.update(stats)
         return scalars
+
+    def _nonfinite_inputs(self, batch: dict[str, Tensor]) -> str:
+        """``": <file> bundle <i>: <field> is not finite; ..."`` for the batch's bundles whose data
+        hold NaN or infinite values (the likely cause of a non-finite loss), else ``""``."""
+        found = []
+        for key, value in batch.items():
+            if not torch.is_floating_point(value) or value.dim() < 1:
+                continue
+            bad = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
+            for b in torch.nonzero(bad).flatten().tolist():
+                source = self.dataset.sources[int(batch["dataset_index"][b])].path
+                found.append(f"{source} bundle {int(batch['bundle_index'][b])}: {key} is not finite")
+        return (": " + "; ".join(found[:3]) + ("; ..." if len(found) > 3 else "")) if found else ""
 
     # --- logging ----------------------------------------------------------------------------
     def _log(self, scalars: dict[str, float]) -> dict[str, float]:
@@ -598,7 +612,8 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, progress: Pr
     Raises:
         ConfigError / CheckpointError / FitsStoreError / TrainingError: before the first step for
         a bad key or path, a checkpoint of another architecture, a fits store of another dataset,
-        nothing to resume or an earlier run in ``out_dir``; TrainingError for a NaN loss.
+        nothing to resume; ConfigError for an earlier run in ``out_dir`` without ``resume`` or
+        ``overwrite``; TrainingError for a NaN loss.
         OutputLocationError: ``out_dir`` cannot be written (before any work).
 
     Example:

@@ -155,7 +155,8 @@ def load_regressor_checkpoint(
     Raises:
         FileNotFoundError: no such file.
         CheckpointError: unreadable file, not an HMR regressor, another architecture than
-            ``depth``, or missing/unexpected/mis-shaped keys (named, with counts).
+            ``depth``, missing/unexpected/mis-shaped keys (named, with counts), or NaN or
+            infinite weights.
     """
     path = Path(path)
     state, meta = _split_checkpoint(read_weights_file(path, map_location=map_location), path)
@@ -183,6 +184,11 @@ def load_regressor_checkpoint(
                 if found is None and trunk_only and missing + unexpected else "")
         raise CheckpointError(f"{path}: does not fit HMRRegressor(depth={depth}){hint}: "
                               + "; ".join(problems))
+    broken = [k for k, v in state.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+    if broken:  # a diverged run's weights: every prediction would be NaN
+        raise CheckpointError(f"{path}: {len(broken)} weight tensors hold NaN or infinite values "
+                              f"({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}); the run that "
+                              "wrote it diverged")
     model.load_state_dict(state, strict=True)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)

@@ -6,6 +6,7 @@ import logging
 
 import cv2
 import numpy as np
+import pytest
 
 from mvspin.cli.main import main
 from mvspin.data.bundle_format import BundleFile
@@ -105,7 +106,7 @@ def test_options_out_of_range_and_outputs_in_the_way_fail_before_work(tmp_path, 
          "--image-size must be at most 4096 pixels per side for rendering, got (5000, 100)"),
         (["--num-views", "100000"], "--num-views must be in 1..64, got 100000"),
         (["--keypoint-set", "nope"], "--keypoint-set must be one of smpl24, openpose25, openpose25b, coco17, "
-                                     "coco18, halpe26, h36m17, lsp14, mpi_inf_3dhp17, spin49, got 'nope'"),
+                                     "coco18, halpe26, h36m17, lsp14, mpi_inf_3dhp17, spin49, blazepose33, got 'nope'"),
         (["--set", "options.views=2"],
          "invalid configuration: Key 'views' not in 'SyntheticOptions'. Did you mean: 'num_views'?"),
     ]
@@ -170,3 +171,28 @@ def test_info_validate_reads_every_image(tmp_path, capsys):
     assert main(["data", "info", str(out), "--validate"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert err.startswith("mvspin data: error:") and "bundle 1 view 0: truncated JPEG" in err and str(out) in err
+
+
+def test_info_validate_refuses_a_jpeg_garbled_in_the_middle(tmp_path, capsys):
+    """libjpeg decodes such a file with only a warning on stderr; validation names it as an error."""
+    from mvspin.data.bundle_format import BundleWriter, validate_bundle_contents
+    from mvspin.errors import BundleFormatError
+
+    image = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8), (5, 5), 0)
+    good = cv2.imencode(".jpg", image)[1].tobytes()
+    garbled = bytearray(good)
+    for i in range(len(good) // 2, len(good) // 2 + 40):
+        garbled[i] = (garbled[i] * 7 + 13) % 256
+    assert cv2.imdecode(np.frombuffer(bytes(garbled), np.uint8), cv2.IMREAD_COLOR) is not None  # OpenCV takes it
+    out = tmp_path / "g.h5"
+    with BundleWriter(out, dataset="d", split="s", num_views=2, keypoint_set="coco17") as w:
+        for i, second in enumerate([good, bytes(garbled)]):
+            w.append({"image_size": np.array([[80, 64]] * 2), "center": np.array([[40.0, 32.0]] * 2),
+                      "scale": np.array([0.3, 0.3]), "keypoints_2d": np.zeros((2, 17, 3)), "subject": "s",
+                      "sequence": "q", "frame": i, "camera_names": ["a", "b"],
+                      "images": [np.frombuffer(good, np.uint8), np.frombuffer(second, np.uint8)]})
+    with pytest.raises(BundleFormatError, match=r"bundle 1 view 1: corrupt image data \(embedded\): Corrupt JPEG data"):
+        validate_bundle_contents(out)
+    assert main(["data", "info", str(out), "--validate"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("mvspin data: error:") and str(out) in err and "bundle 1 view 1: corrupt image data" in err

@@ -19,10 +19,10 @@ from mvspin.regressor.hmr import HMRRegressor
 N, V, W = 3, 2, 64
 
 
-def write_smpl_test_file(path: Path, dataset: str = "synthetic", seed: int = 0) -> Path:
+def write_smpl_test_file(path: Path, dataset: str = "synthetic", seed: int = 0, split: str = "test") -> Path:
     """N bundles x V views of random images with SMPL ground truth and cameras."""
     rng = np.random.default_rng(seed)
-    with BundleWriter(path, dataset=dataset, split="test", num_views=V, keypoint_set="h36m17", cameras=True,
+    with BundleWriter(path, dataset=dataset, split=split, num_views=V, keypoint_set="h36m17", cameras=True,
                       smpl=True) as w:
         for i in range(N):
             images = [cv2.imencode(".jpg", rng.integers(0, 255, (W, W, 3), dtype=np.uint8))[1] for _ in range(V)]

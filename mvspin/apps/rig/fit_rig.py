@@ -27,6 +27,9 @@ __all__ = ["FitRigConfig", "RigReport", "fit_rig"]
 
 log = logging.getLogger("mvspin")
 
+# Frame rate of a recording given neither as fps nor by its videos (most keypoint files carry none).
+DEFAULT_FPS = 30.0
+
 # Files a run may write besides the per-subject ones (checked before any work).
 _REPORT_FILES = ("report.json", "report.png", "config.yaml")
 
@@ -40,26 +43,36 @@ class FitRigConfig(RigFitConfig):
     rig: Path
     """Calibration file in any supported format (anipose/Pose2Sim/FreeMoCap TOML, EasyMocap,
     Qualisys .qca.txt, Human3.6M, MPI-INF-3DHP), metres."""
-    keypoints: Path
-    """Folder with one sub-folder (or .npz) of 2D keypoint files per rig camera."""
+    keypoints: Optional[Path] = None
+    """Folder with one sub-folder (or .npz) of 2D keypoint files per rig camera (default: detect
+    them in videos first, into OUT/keypoints/, reused when rerun)."""
     out: Path
     """Output folder."""
+    model_dir: Optional[Path] = None
+    """Folder holding the BlazePose files when keypoints are detected from videos (default: the
+    model cache, see `mvspin detect install-model`)."""
     keypoint_set: Optional[str] = None
     """The files' keypoint set (default: from the keypoint count; BODY_25B must be named:
     openpose25b)."""
-    fps: float = 30.0
-    """Frame rate of the recording, frames per second."""
+    fps: Optional[float] = None
+    """Frame rate of the recording, frames per second (default: the videos' when given, else 30)."""
     subjects: int = 1
     """People to fit, each with its own id."""
     meshes: bool = False
     """Also write one .obj per subject and frame (meshes/)."""
+    bvh: bool = False
+    """Also write subject<id>.bvh: the skeleton's motion for animation tools (Y-up, centimetres)."""
+    trc: bool = False
+    """Also write subject<id>.trc: the fitted keypoints and SMPL joints as OpenSim/Pose2Sim markers
+    (Y-up, millimetres)."""
     y_up: bool = False
     """The rig's world is Y-up (default: Z-up)."""
     allow_missing_frames: bool = False
     """Cameras may lack files for some frames (else frame counts must agree)."""
     videos: Optional[list[Path]] = None
-    """One video per camera, matched by file stem, else in order: writes overlay_<camera>.mp4
-    with the fitted skeletons (video frame n is keypoint frame n; image folders give no overlay)."""
+    """One video (or image folder) per camera, matched by file stem, else in order: writes
+    overlay_<camera>.mp4 with the fitted skeletons (video frame n is keypoint frame n; an image's
+    frame is the last number in its name)."""
     checkpoint: Optional[Path] = None
     """HMR regressor checkpoint (SPIN's or mvspin's): the fit starts from the network run on
     each camera's crop of the subject (needs videos; default: start from triangulation)."""
@@ -73,7 +86,11 @@ class FitRigConfig(RigFitConfig):
     def __post_init__(self) -> None:
         from mvspin.body.keypoint_sets import KEYPOINT_SETS
 
-        self.rig, self.keypoints, self.out = Path(self.rig), Path(self.keypoints), Path(self.out)
+        self.rig, self.out = Path(self.rig), Path(self.out)
+        self.keypoints = None if self.keypoints is None else Path(self.keypoints)
+        if self.keypoints is None and not self.videos:
+            raise ConfigError("give keypoints (a folder of 2D keypoint files per camera) or videos to detect them in",
+                              field="keypoints")
         if self.videos is not None:
             self.videos = [Path(v) for v in self.videos]
             if not self.videos:
@@ -123,7 +140,8 @@ class RigReport:
 def _planned_files(config: FitRigConfig, camera_names: list[str]) -> list[Path]:
     out = config.out
     files = [out / name for name in _REPORT_FILES]
-    files += [out / f"subject{i}.{ext}" for i in range(config.subjects) for ext in ("npz", "glb")]
+    exts = ("npz", "glb") + ("bvh",) * config.bvh + ("trc",) * config.trc
+    files += [out / f"subject{i}.{ext}" for i in range(config.subjects) for ext in exts]
     files += [out / f"overlay_{name}.mp4" for name in camera_names] if config.videos else []
     return files
 
@@ -171,7 +189,8 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
             elif not any(v.iterdir()):
                 raise VideoError(f"{v}: image folder is empty")
     log.info("rig: %d cameras (%s) from %s", len(rig), ", ".join(rig.names), config.rig)
-    rec = read_recording_keypoints(config.keypoints, rig.names, config.keypoint_set, config.allow_missing_frames,
+    keypoints = config.keypoints if config.keypoints is not None else _detect_first(config, rig, videos, progress)
+    rec = read_recording_keypoints(keypoints, rig.names, config.keypoint_set, config.allow_missing_frames,
                                    progress=progress)
     if rec.matched_by == "order":
         log.info("keypoint folders matched to the rig's cameras in order (no folder carries a camera's name): %s",
@@ -183,22 +202,71 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
     initial_estimate, initialisation = None, None
     if config.checkpoint is not None:
         initial_estimate, initialisation = _network_start(config, body, device, rig, rec.frames, videos, progress)
-    fit = fit_recording(body, rec.keypoints, rig, rec.keypoint_set, config.subjects, config=config, fps=config.fps,
+    fps = config.fps or _videos_fps(videos) or DEFAULT_FPS
+    # Folders that do not name the cameras: the order is checked against the geometry (warnings,
+    # dropped cameras and fewer subjects than asked are logged by fit_recording and in the report).
+    fit = fit_recording(body, rec.keypoints, rig, rec.keypoint_set, config.subjects, config=config, fps=fps,
                         frames=rec.frames, progress=progress, initial_estimate=initial_estimate,
-                        initialisation=initialisation)
-    if len(fit.subjects) < config.subjects:
-        log.warning("asked for %d subjects, found %d in the recording", config.subjects, len(fit.subjects))
+                        initialisation=initialisation, check_order=rec.matched_by == "order",
+                        source_names=[s.name for s in rec.sources])
+    if fit.camera_order is not None:
+        rec.sources = [rec.sources[[s.name for s in rec.sources].index(n)] for n in fit.camera_order["order"]]
+        log.info("%s", fit.camera_order["message"])
+    skipped = {"skipped_keypoint_files": [{"file": str(f), "why": why} for f, why in rec.skipped]}
     written = write_recording_outputs(fit, body, config.out, gender=config.body.gender, z_up=not config.y_up,
-                                      meshes=config.meshes, progress=progress)
-    if videos and any(v.is_dir() for v in videos):
-        log.info("no overlay videos: videos gave image folders")
-    elif videos:
+                                      meshes=config.meshes, bvh=config.bvh, trc=config.trc, progress=progress,
+                                      extra=skipped)
+    if videos:
         written += write_overlay_videos(fit, body, rig, videos, config.out, progress=progress)
     save_config(config, config.out / "config.yaml")
     written.append(config.out / "config.yaml")
-    return RigReport(out=config.out, files=written, summary=recording_summary(fit), fit=fit,
+    return RigReport(out=config.out, files=written, summary={**recording_summary(fit), **skipped}, fit=fit,
                      camera_names=list(rig.names), keypoint_sources=list(rec.sources), matched_by=rec.matched_by,
                      body_model=body.name, initialisation=fit.initialisation)
+
+
+def _videos_fps(videos: list[Path]) -> Optional[float]:
+    """The frame rate the video files report (the first that reports one); None for image folders."""
+    from mvspin.data.video import video_info
+
+    rates = [video_info(v).fps for v in videos if not v.is_dir()]
+    rates = [r for r in rates if r and 0 < r < 10000]
+    if rates:
+        log.info("frame rate: %.3g frames/s, from the videos", rates[0])
+    return rates[0] if rates else None
+
+
+def _detect_first(config: FitRigConfig, rig, videos: list[Path], progress: Progress) -> Path:
+    """No keypoints given: detect them in the videos (one per rig camera, in its order) into
+    ``OUT/keypoints/`` with BlazePose; an earlier run's cameras with the same videos are reused.
+
+    Raises:
+        DetectionError: a video failed, or the videos have different frame counts (unless
+            ``allow_missing_frames``), naming them.
+    """
+    from mvspin.apps.detect import DetectConfig, run as detect
+    from mvspin.errors import DetectionError
+
+    folder = config.out / "keypoints"
+    report = detect(DetectConfig(inputs=[str(v) for v in videos], out=str(folder), camera_names=list(rig.names),
+                                 model_dir=None if config.model_dir is None else str(config.model_dir), reuse=True),
+                    progress)
+    if report.failed:
+        raise DetectionError("; ".join(f"{c.source}: {c.error}" if c.source not in (c.error or "") else str(c.error)
+                                       for c in report.failed))
+    counts = {c.source: c.frames for c in report.cameras}
+    if len(set(counts.values())) > 1 and not config.allow_missing_frames:
+        most = max(counts.values())
+        short = ", ".join(f"{Path(s).name} has {n}" for s, n in counts.items() if n < most)
+        raise DetectionError(f"videos of different lengths: {short} frames, the others {most} (trim them, or set "
+                             f"allow_missing_frames to fit the frames they lack with fewer cameras)")
+    for c, cam in zip(report.cameras, rig):
+        if c.image_size and min(cam.image_size) > 0 and tuple(c.image_size) != tuple(cam.image_size):
+            log.warning("%s: the video is %dx%d but the calibration describes %dx%d: its keypoints are used as they are "
+                        "(pixels from the top-left corner)", c.source, *c.image_size, *cam.image_size)
+    log.info("keypoints detected (%s) into %s: %s", report.detector, folder,
+             ", ".join(f"{c.name} {c.fps:.0f} frames/s" + (" (reused)" if c.reused else "") for c in report.cameras))
+    return folder
 
 
 def _network_start(config: FitRigConfig, body, device, rig, frames, videos: list[Path], progress: Progress):
