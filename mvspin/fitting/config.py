@@ -28,7 +28,7 @@ from mvspin.body import KEYPOINT_SETS
 __all__ = ["SMPLifyConfig", "MVSMPLifyConfig", "validate_config", "PRESETS", "OPTIMIZERS", "CAMERA_MODES",
            "CALIBRATED_INITS", "KEYPOINT_BACKENDS", "STAGE1_LOSSES", "DETECTOR_HIP_POINTS", "SPIN_IGNORED_POINTS"]
 
-OPTIMIZERS = ("adam", "lbfgs")
+OPTIMIZERS = ("adam", "lbfgs", "lm")
 CAMERA_MODES = ("per_view", "calibrated")
 CALIBRATED_INITS = ("auto", "network", "triangulation")
 KEYPOINT_BACKENDS = ("fast", "full")
@@ -93,7 +93,9 @@ class SMPLifyConfig:
     """Keypoints with confidence at or below this are treated as missing."""
     # --- optimisation ---------------------------------------------------------------------
     optimizer: str = "adam"
-    """``adam`` (SPIN, MV-SPIN) or ``lbfgs`` (strong-Wolfe line search)."""
+    """``adam`` (SPIN, MV-SPIN), ``lbfgs`` (strong-Wolfe line search) or ``lm`` (batched
+    Levenberg-Marquardt, :mod:`mvspin.fitting.lm`: each bundle its own damping and acceptance,
+    stopping per bundle on ``rel_tol``/``lm_step_tol``; the iteration counts are caps)."""
     lr: float = 1e-2
     """Adam learning rate (SPIN and MV-SPIN: 0.01)."""
     stage1_iterations: int = 100
@@ -104,8 +106,13 @@ class SMPLifyConfig:
     """L-BFGS step scale (torch default; the line search picks the step)."""
     lbfgs_history: int = 10
     """L-BFGS memory (torch default)."""
+    lm_damping: float = 1e-3
+    """``lm``: initial Marquardt damping (times the Gauss-Newton matrix's diagonal)."""
+    lm_step_tol: float = 1e-6
+    """``lm``: a bundle stops when its largest step component (radians, metres, betas) is below this."""
     rel_tol: float = 1e-6
-    """Early stop when the relative energy change stays below this ..."""
+    """Early stop when the relative energy change stays below this ... (``lm``: a bundle stops at
+    its first accepted step that lowers its energy by less than this fraction)"""
     patience: int = 5
     """... for this many consecutive iterations (0 disables early stopping)."""
     stage2_translation: bool = False
@@ -178,14 +185,14 @@ def validate_config(config: SMPLifyConfig) -> None:
     """Raise ValueError naming the field when a value is outside its allowed range or set."""
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
-    for name in ("sigma", "lr", "lbfgs_lr", "focal_length"):
+    for name in ("sigma", "lr", "lbfgs_lr", "focal_length", "lm_damping"):
         if not getattr(config, name) > 0:
             raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
     for name, allowed in (("keypoint_backend", KEYPOINT_BACKENDS), ("stage1_loss", STAGE1_LOSSES)):
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
     for name in ("pose_prior_weight", "angle_prior_weight", "shape_prior_weight", "depth_anchor_weight",
-                 "rel_tol", "min_confidence"):
+                 "rel_tol", "min_confidence", "lm_step_tol"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be non-negative, got {getattr(config, name)}")
     for name in ("stage1_iterations", "stage2_iterations", "patience", "crop_size", "lbfgs_history"):
