@@ -95,7 +95,7 @@ class SMPLifyConfig:
     optimizer: str = "adam"
     """``adam`` (SPIN, MV-SPIN), ``lbfgs`` (strong-Wolfe line search) or ``lm`` (batched
     Levenberg-Marquardt, :mod:`mvspin.fitting.lm`: each bundle its own damping and acceptance,
-    stopping per bundle on ``rel_tol``/``lm_step_tol``; the iteration counts are caps)."""
+    stopping per bundle on ``lm_rel_tol``/``lm_step_tol``; the iteration counts are caps)."""
     lr: float = 1e-2
     """Adam learning rate (SPIN and MV-SPIN: 0.01)."""
     stage1_iterations: int = 100
@@ -108,11 +108,13 @@ class SMPLifyConfig:
     """L-BFGS memory (torch default)."""
     lm_damping: float = 1e-3
     """``lm``: initial Marquardt damping (times the Gauss-Newton matrix's diagonal)."""
+    lm_rel_tol: float = 1e-4
+    """``lm``: a bundle stops at its first accepted step that lowers its energy by less than this
+    fraction (its iteration counts are caps)."""
     lm_step_tol: float = 1e-6
     """``lm``: a bundle stops when its largest step component (radians, metres, betas) is below this."""
     rel_tol: float = 1e-6
-    """Early stop when the relative energy change stays below this ... (``lm``: a bundle stops at
-    its first accepted step that lowers its energy by less than this fraction)"""
+    """Early stop when the relative energy change stays below this ..."""
     patience: int = 5
     """... for this many consecutive iterations (0 disables early stopping)."""
     stage2_translation: bool = False
@@ -192,7 +194,7 @@ def validate_config(config: SMPLifyConfig) -> None:
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
     for name in ("pose_prior_weight", "angle_prior_weight", "shape_prior_weight", "depth_anchor_weight",
-                 "rel_tol", "min_confidence", "lm_step_tol"):
+                 "rel_tol", "min_confidence", "lm_step_tol", "lm_rel_tol"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be non-negative, got {getattr(config, name)}")
     for name in ("stage1_iterations", "stage2_iterations", "patience", "crop_size", "lbfgs_history"):

@@ -312,7 +312,7 @@ class FittingEngine:
         self._stage = stage
         if iterations == 0 or x0.shape[1] == 0:
             return x0, 0
-        options = LMOptions(damping=c.lm_damping, rel_tol=c.rel_tol, step_tol=c.lm_step_tol)
+        options = LMOptions(damping=c.lm_damping, rel_tol=c.lm_rel_tol, step_tol=c.lm_step_tol)
         try:
             with torch.no_grad():
                 x, its, _ = levenberg_marquardt(system, x0.detach(), iterations, active, options, self._record)

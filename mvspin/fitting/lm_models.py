@@ -30,9 +30,10 @@ if TYPE_CHECKING:
     from mvspin.fitting.engine import FittingEngine
 
 __all__ = ["BodyLinearisation", "linearise_body", "crop_stage1_system", "crop_stage2_system",
-           "world_stage1_system", "world_stage2_system", "world_stage0_system"]
+           "world_stage1_system", "world_stage2_system", "world_stage0_system", "System"]
 
 Project = Callable[[Tensor], Tensor]
+System = Callable[[Tensor], LMSystem]
 
 
 @dataclass
@@ -237,18 +238,18 @@ def crop_stage2_system(engine: "FittingEngine", orient0: Tensor, xy: Tensor, w2:
 
 def _projection_jacobian(project: Project, kp: Tensor) -> tuple[Tensor, Tensor]:
     """Pixels ``(B, V, M, 2)`` of world keypoints ``(B, M, 3)`` and their derivatives
-    ``(B, V, M, 2, 3)``: three forward-mode products (distortion included)."""
-    def f(p: Tensor) -> Tensor:
-        return project(p[:, None])
-
-    cols = []
-    uv = kp
-    for i in range(3):
-        tangent = torch.zeros_like(kp)
-        tangent[..., i] = 1.0
-        uv, col = torch.func.jvp(f, (kp,), (tangent,))
-        cols.append(col)
-    return uv, torch.stack(cols, -1)
+    ``(B, V, M, 2, 3)`` (distortion included). ``project`` maps ``(B, V', M, 3)`` points to
+    ``(B, V, M, 2)`` (``V'`` 1 or V, broadcast against the cameras); each camera projects its own
+    copy of the points, so two reverse passes (u, then v) give every 2x3 block (forward mode
+    runs the camera model's Python decompositions, several times slower)."""
+    with torch.enable_grad():
+        x = kp.detach()[:, None].requires_grad_(True)
+        v = project(x.detach()[:1]).shape[1]
+        x = x.detach().expand(-1, v, -1, -1).clone().requires_grad_(True)
+        uv = project(x)
+        (du,) = torch.autograd.grad(uv[..., 0].sum(), x, retain_graph=True)
+        (dv,) = torch.autograd.grad(uv[..., 1].sum(), x)
+    return uv.detach(), torch.stack([du, dv], -2)
 
 
 def world_stage1_system(engine: "FittingEngine", lin: BodyLinearisation, orient0: Tensor, project: Project,
