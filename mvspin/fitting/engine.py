@@ -451,13 +451,13 @@ class FittingEngine:
             lin = lm_models.linearise_body(self, pose, betas, jacobian=False)
             system1 = lm_models.crop_stage1_system(self, lin, orient0, xy, w1, transl0, view_weight, fit_mask)
             x1, it1 = self.minimise_lm(system1, torch.cat([d_orient.flatten(1), transl.flatten(1)], 1),
-                                       c.stage1_iterations, 1, fitted)
+                                       min(c.stage1_iterations, c.lm_stage1_iterations), 1, fitted)
             d_orient.copy_(x1[:, :3 * v].view(b, v, 3))
             transl.copy_(x1[:, 3 * v:].view(b, v, 3))
             free_t = c.stage2_translation
             system2 = lm_models.crop_stage2_system(self, orient0, xy, w2, None if free_t else transl.detach(), fit_mask)
             x0 = torch.cat([pose, betas, d_orient.flatten(1)] + ([transl.flatten(1)] if free_t else []), 1)
-            x2, it2 = self.minimise_lm(system2, x0, c.stage2_iterations, 2, fitted)
+            x2, it2 = self.minimise_lm(system2, x0, min(c.stage2_iterations, c.lm_stage2_iterations), 2, fitted)
             nb = betas.shape[1]
             pose.copy_(x2[:, :69])
             betas.copy_(x2[:, 69:69 + nb])

@@ -328,7 +328,8 @@ class MVSMPLify(FittingEngine):
 
         if c.optimizer == "lm":
             system = lm_models.world_stage0_system(self, body.orient0, target, px_per_m, w3, n_views, mask0)
-            return self._world_lm(body, system, c.triangulation_fit_iterations, 0, mask0 > 0)
+            return self._world_lm(body, system, min(c.triangulation_fit_iterations, c.lm_stage2_iterations), 0,
+                                 mask0 > 0)
         return self.minimise([body.pose, body.betas, body.d_orient, body.transl], stage0,
                              c.triangulation_fit_iterations, stage=0, lr=c.triangulation_fit_lr)
 
@@ -341,7 +342,8 @@ class MVSMPLify(FittingEngine):
             with torch.no_grad():
                 lin = lm_models.linearise_body(self, body.pose, body.betas, jacobian=False)
             system = lm_models.world_stage1_system(self, lin, body.orient0, data.project, data.xy, w1, data.fit_mask)
-            return self._world_lm(body, system, self.config.stage1_iterations, 1, data.fitted, root_only=True)
+            return self._world_lm(body, system, min(self.config.stage1_iterations, self.config.lm_stage1_iterations), 1,
+                                 data.fitted, root_only=True)
 
         def stage1() -> Tensor:
             rot = axis_angle_to_matrix(body.d_orient) @ body.orient0
@@ -359,7 +361,8 @@ class MVSMPLify(FittingEngine):
         w2 = self.stage2_weights(data.conf)
         if self.config.optimizer == "lm":
             system = lm_models.world_stage2_system(self, body.orient0, data.project, data.xy, w2, data.fit_mask)
-            return self._world_lm(body, system, self.config.stage2_iterations, 2, data.fitted)
+            return self._world_lm(body, system, min(self.config.stage2_iterations, self.config.lm_stage2_iterations), 2,
+                                 data.fitted)
         return self.minimise([body.pose, body.betas, body.d_orient, body.transl],
                              lambda: self._stage2_terms(data, body, w2)[1] * data.fit_mask,
                              self.config.stage2_iterations, stage=2)
