@@ -193,3 +193,73 @@ def test_lm_fit_reaches_adam_energy(mode):
                     else f.fit_calibrated(cap.keypoints, cap.cameras, cap.estimate))
     assert bool(run["lm"].fitted.all())
     assert float(run["lm"].energy.sum()) <= float(run["adam"].energy.sum()) * 1.001
+
+
+def test_pose_blend_shapes_use_the_exact_autograd_jacobian(tmp_path):
+    """A SMPL-shaped model with pose blend shapes: the closed-form Jacobian holds them fixed, so
+    the residual model takes forward-mode autograd instead; its gradient is autograd's."""
+    from tests.body.fake_smpl import write_smpl_dir
+
+    write_smpl_dir(tmp_path, spin_files=False)
+    smpl = BodyModel.from_smpl_dir(tmp_path, dtype=torch.float64)
+    assert smpl.has_pose_blendshapes
+    small = BodyModel.free("low")
+    cap = make_capture(small, sample_bodies(small, 2, torch.Generator().manual_seed(0)), 2, seed=1,
+                       options=SyntheticOptions())
+    _, system, x, energy = _crop_stage2(smpl, cap)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(energy(xg).sum(), xg)
+    torch.testing.assert_close(system(x).grad, grad, rtol=1e-7, atol=1e-6 * float(grad.abs().max()))
+
+
+def test_gmm_prior_gauss_newton_is_the_closest_component():
+    from mvspin.body import GMMPosePrior
+
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(3, 69, generator=g, dtype=torch.float64) * 0.2
+    a = torch.randn(3, 69, 69, generator=g, dtype=torch.float64) * 0.1
+    covars = a @ a.transpose(1, 2) + 0.05 * torch.eye(69, dtype=torch.float64)
+    prior = GMMPosePrior(means.numpy(), covars.numpy(), torch.tensor([0.5, 0.3, 0.2]).numpy()).double()
+    x = (means[[2, 0]] + 0.05 * torch.randn(2, 69, generator=g, dtype=torch.float64)).requires_grad_(True)
+    e = prior(x)
+    (grad,) = torch.autograd.grad(e.sum(), x)
+    energy, ours, hess = prior.gauss_newton(x.detach())
+    torch.testing.assert_close(energy, e.detach())
+    torch.testing.assert_close(ours, grad)
+    torch.testing.assert_close(hess, prior.precisions[[2, 0]])  # each pose's closest component
+
+
+def test_free_prior_and_angle_prior_gradients_equal_autograd():
+    from mvspin.body import FreePosePrior, angle_prior, angle_prior_gauss_newton
+
+    prior = FreePosePrior().double()
+    x = (torch.randn(3, 69, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 1.5).requires_grad_(True)
+    (g_free,) = torch.autograd.grad(prior(x).sum(), x)
+    (g_angle,) = torch.autograd.grad(angle_prior(x).sum(), x)
+    e, ours, hess = prior.gauss_newton(x.detach())
+    torch.testing.assert_close(ours, g_free)
+    torch.testing.assert_close(e, prior(x.detach()))
+    ga, ha = angle_prior_gauss_newton(x.detach())
+    torch.testing.assert_close(ga, g_angle)
+    assert bool((ha >= 0).all()) and int((ha > 0).sum()) == 3 * 4
+
+
+def test_calibrated_triangulation_start_runs_stage0_by_lm():
+    body = BodyModel.free("low")
+    cap = make_capture(body, sample_bodies(body, 3, torch.Generator().manual_seed(2)), 4, seed=3,
+                       options=SyntheticOptions())
+    r = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated", optimizer="lm")).fit_calibrated(cap.keypoints, cap.cameras)
+    assert r.iterations_3d > 0 and bool(r.fitted.all())
+    assert float(r.reprojection_error.max()) < 10.0  # pixels, on 2 px noise
+
+
+def test_reference_presets_keep_adam():
+    assert MVSMPLifyConfig.preset("spin").optimizer == "adam"
+    assert MVSMPLifyConfig.preset("mvspin_paper").optimizer == "adam"
+    assert MVSMPLifyConfig().optimizer == "adam"
+    cfg = MVSMPLifyConfig(optimizer="lm", stage1_iterations=3)
+    body = BodyModel.free("low")
+    cap = make_capture(body, sample_bodies(body, 2, torch.Generator().manual_seed(0)), 2, seed=1,
+                       options=SyntheticOptions())
+    r = MVSMPLify(body, cfg).fit_per_view(cap.crop_keypoints, cap.estimate)
+    assert r.iterations[0] <= 3 and r.iterations[1] <= cfg.lm_stage2_iterations  # the counts are caps
