@@ -30,8 +30,8 @@ from torch import Tensor
 
 from mvspin.body import BodyModel, angle_prior, shape_prior
 from mvspin.errors import FitError, ShapeError, check_shape
-from mvspin.fitting.config import SMPLifyConfig, validate_config
 from mvspin.fitting import lm_models
+from mvspin.fitting.config import SMPLifyConfig, validate_config
 from mvspin.fitting.keypoint_targets import KeypointTargets
 from mvspin.fitting.lm import LMOptions, LMSystem, levenberg_marquardt
 from mvspin.fitting.losses import reprojection_energy, reprojection_error, squared_reprojection_energy

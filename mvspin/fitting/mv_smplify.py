@@ -43,9 +43,9 @@ from torch import Tensor
 
 from calibration import CameraTensors, Rig, Triangulation, triangulate_points, undistort_points
 from mvspin.body import BodyModel
+from mvspin.fitting import lm_models
 from mvspin.fitting.camera_checks import check_camera_values, check_cameras_explain_keypoints
 from mvspin.fitting.config import MVSMPLifyConfig
-from mvspin.fitting import lm_models
 from mvspin.fitting.engine import FittingEngine
 from mvspin.fitting.losses import gmof
 from mvspin.fitting.result import FitResult, PerViewEstimate

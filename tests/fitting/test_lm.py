@@ -8,10 +8,9 @@ import torch
 
 from mvspin.body import BodyModel
 from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, sample_bodies
-from mvspin.fitting import MVSMPLify, MVSMPLifyConfig
-from mvspin.fitting import lm_models
+from mvspin.fitting import MVSMPLify, MVSMPLifyConfig, lm_models
 from mvspin.fitting.lm import LMOptions, LMSystem, levenberg_marquardt, robust_system
-from mvspin.geometry import axis_angle_to_matrix, crop_cam_to_translation
+from mvspin.geometry import crop_cam_to_translation
 
 
 @pytest.fixture(scope="module")
