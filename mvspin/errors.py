@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any, Mapping, Optional, Sequence, Union
 
 __all__ = [
-    "MvspinError", "ShapeError", "FitError", "MissingExtraError", "check_shape", "import_optional",
+    "MvspinError", "ShapeError", "ArgumentError", "FitError", "MissingExtraError", "check_shape", "import_optional",
     # shared core
     "ConfigError", "IncompleteWriteError", "OutputLocationError",
     # calibration
@@ -49,6 +49,12 @@ class MvspinError(Exception):
 class ShapeError(MvspinError, ValueError):
     """An array or tensor does not have the documented shape; the message names it, the
     expected and the actual shape."""
+
+
+class ArgumentError(MvspinError, TypeError, ValueError):
+    """A public function was called with an argument of the wrong type or an impossible value
+    (a list where an array is needed, a dict for a config, ``fps=0``); the message names the
+    argument. A ``TypeError`` and a ``ValueError`` so callers catching either still do."""
 
 
 class FitError(MvspinError, FloatingPointError):

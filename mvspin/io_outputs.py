@@ -6,24 +6,36 @@ an interrupted run or a full disk never leaves a half-written file under the fin
 existing file is replaced only by a complete one). Commands that produce bodies (``infer``, ``demo``)
 share these writers so their outputs look the same.
 
-Parameter files (``.npz``) use SMPL's parameter names, plus the keys AMASS files carry
-(https://amass.is.tue.mpg.de) so AMASS tools and the Meshcapade SMPL Blender add-on
-(https://github.com/Meshcapade/SMPL_blender_addon) read them:
+Parameter files (``.npz``) use SMPL's parameter names, plus the keys and layout of AMASS's SMPL+H
+files (https://amass.is.tue.mpg.de) so AMASS loaders (its notebooks, fairmotion) and the Meshcapade
+SMPL Blender add-on (https://github.com/Meshcapade/SMPL_blender_addon) read them with their
+defaults:
 
-==================  ============  ==================================================================
-key                 shape         meaning
-==================  ============  ==================================================================
-``global_orient``   (T, 3)        root rotation, axis-angle (radians)
-``body_pose``       (T, 69)       23 joint rotations, axis-angle, SMPL joint order
-``betas``           (10,)/(T, 10) shape coefficients (one per sequence or one per frame)
-``transl``          (T, 3)        translation added to every vertex, metres
-``poses``           (T, 72)       ``[global_orient | body_pose]``
-``model``           ()            str: the body model the parameters belong to (e.g. ``free-notoes``)
-``fps``             ()            float: frames per second; 0 for still images and view sets
-``trans``           (T, 3)        = ``transl``, under the name AMASS and the SMPL Blender add-on read
-``gender``          ()            str: ``neutral``, ``male`` or ``female`` (AMASS, Blender add-on)
-``mocap_frame_rate``()            float: = ``fps`` (AMASS SMPL-X name; the Blender add-on reads it)
-==================  ============  ==================================================================
+======================  ============  ==============================================================
+key                     shape         meaning
+======================  ============  ==============================================================
+``global_orient``       (T, 3)        root rotation, axis-angle (radians)
+``body_pose``           (T, 69)       23 joint rotations, axis-angle, SMPL joint order
+``betas``               (10,)/(T, 10) shape coefficients of ``model`` (one per sequence or per frame)
+``transl``              (T, 3)        translation added to every vertex, metres
+``model``               ()            str: the body model the parameters belong to (``free-notoes``)
+``betas_model``         ()            str: the model ``betas`` belong to, and what they mean elsewhere
+``fps``                 ()            float: frames per second; 0 for still images and view sets
+``poses``               (T, 156)      AMASS SMPL+H: ``[global_orient | body_pose[:, :63] | 90 zeros]``
+                                      (SMPL joints 0-21, then both hands' 15 finger joints, at rest)
+``trans``               (T, 3)        = ``transl``, under the name AMASS and the SMPL Blender add-on read
+``gender``              ()            str: ``neutral``, ``male`` or ``female`` (AMASS, Blender add-on)
+``mocap_framerate``     ()            float: = ``fps`` (AMASS SMPL+H name; fairmotion reads only this)
+``mocap_frame_rate``    ()            float: = ``fps`` (AMASS SMPL-X name; the Blender add-on reads it)
+``dmpls``               (T, 8)        zeros: AMASS's soft-tissue coefficients (its notebook reads them)
+======================  ============  ==============================================================
+
+SMPL's two hand joints (22, 23: the rotations at the end of ``body_pose``) have no place in SMPL+H's
+layout, whose hands are its finger joints; they move no joint, only the hand's vertices, so every
+joint an AMASS loader computes from ``poses`` equals the one SMPL computes from ``body_pose``.
+Betas are coefficients of one model's shape space: the free model's (``free-*``) describe another
+body in real SMPL or SMPL+H, so a tool that builds its own SMPL from this file gets the pose and
+the motion right but not the person's shape.
 
 Writers may add more arrays (camera intrinsics ``K``, ``image_size``, crop boxes, ...); each
 command documents its extra keys. ``T`` is the frame axis of a sequence (1 for one image) or the
@@ -31,6 +43,7 @@ view axis of a multi-view file.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,6 +58,8 @@ from mvspin.atomic import atomic_path, commit_temporary, temporary_path_for, wri
 __all__ = [
     "AMASS_NPZ_KEYS",
     "SMPL_NPZ_KEYS",
+    "Z_UP_TO_Y_UP",
+    "betas_meaning",
     "write_animated_gltf",
     "VideoWriter",
     "check_output_folder",
@@ -57,14 +72,19 @@ __all__ = [
     "write_mesh",
     "write_prediction_npz",
     "write_smpl_npz",
+    "vertex_normals",
+    "write_bvh",
+    "write_trc",
+    "pose2sim_marker_name",
 ]
 
 SMPL_NPZ_KEYS: tuple[str, ...] = ("global_orient", "body_pose", "betas", "transl", "poses", "model", "fps")
-AMASS_NPZ_KEYS: tuple[str, ...] = ("trans", "gender", "mocap_frame_rate")
+AMASS_NPZ_KEYS: tuple[str, ...] = ("trans", "gender", "mocap_framerate", "mocap_frame_rate", "dmpls", "betas_model")
 """Keys written for AMASS tools and the Meshcapade SMPL Blender add-on (see the module docstring)."""
 _MESH_SUFFIXES = (".obj", ".ply")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-# Codec per video container that OpenCV's bundled FFmpeg writes without extra libraries.
+# Codec per video container that OpenCV's bundled FFmpeg writes without extra libraries (.mp4:
+# the fallback when PyAV, which writes H.264, is not installed).
 _VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 # Colour of the mesh in overlays and side views (RGB in [0, 1]): a light blue that stands out on
 # skin and clothing, as in SPIN's and 4D-Humans' demos.
@@ -82,10 +102,19 @@ def _as_rows(value: Any, width: int, name: str, path: Path) -> np.ndarray:
     return array
 
 
+def betas_meaning(model: str) -> str:
+    """What a file's ``betas`` are, in words (its ``betas_model`` key)."""
+    if model.startswith("free"):
+        return (f"{model}: mvspin's free body model; these betas shape that model only and describe a "
+                "different body in SMPL or SMPL+H (use the joints, the .glb or the meshes for the shape)")
+    return f"{model}: the betas of this model"
+
+
 def write_smpl_npz(path: str | os.PathLike[str], *, global_orient: Any, body_pose: Any, betas: Any,
                    transl: Any, model: str, fps: float = 0.0, gender: str = "neutral",
                    extra: Mapping[str, Any] | None = None) -> Path:
-    """Write SMPL parameters as an AMASS-keyed ``.npz`` (atomically); returns the path.
+    """Write SMPL parameters as an ``.npz`` with mvspin's and AMASS's SMPL+H keys (atomically;
+    the module docstring lists them); returns the path.
 
     Args:
         path: destination ``.npz``.
@@ -123,12 +152,14 @@ def write_smpl_npz(path: str | os.PathLike[str], *, global_orient: Any, body_pos
     reserved = sorted(set(extra) & (set(SMPL_NPZ_KEYS) | set(AMASS_NPZ_KEYS)))
     if reserved:
         raise ValueError(f"{path}: extra arrays may not reuse the standard keys {reserved}")
+    hands = np.zeros((len(root), 90))  # SMPL+H's 2 x 15 finger joints, at rest
     arrays: dict[str, Any] = {
         "global_orient": root.astype(np.float32), "body_pose": pose.astype(np.float32),
         "betas": shape.astype(np.float32), "transl": trans.astype(np.float32),
-        "poses": np.concatenate([root, pose], axis=1).astype(np.float32),
-        "model": np.array(str(model)), "fps": np.array(float(fps)),
-        "trans": trans.astype(np.float32), "gender": np.array(gender), "mocap_frame_rate": np.array(float(fps)),
+        "poses": np.concatenate([root, pose[:, :63], hands], axis=1).astype(np.float32),
+        "model": np.array(str(model)), "betas_model": np.array(betas_meaning(str(model))), "fps": np.array(float(fps)),
+        "trans": trans.astype(np.float32), "gender": np.array(gender), "mocap_framerate": np.array(float(fps)),
+        "mocap_frame_rate": np.array(float(fps)), "dmpls": np.zeros((len(root), 8), np.float32),
         **{k: np.asarray(v) for k, v in extra.items()},
     }
     def reads_back(tmp: Path) -> bool:  # a cut zip has no central directory: np.load fails
@@ -266,19 +297,41 @@ def side_view_image(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, widt
     return render_mesh(turned, faces, K, width, height, color=MESH_COLOR, background=background).color
 
 
-class VideoWriter:
-    """Write RGB frames to an ``.mp4`` (MPEG-4 Part 2, OpenCV's ``mp4v``) or ``.avi`` (MJPG).
+_H264_FALLBACK_LOGGED = False
 
-    The file is written under a temporary name and renamed on a clean :meth:`close`; after an
-    exception inside a ``with`` block it is deleted, so a partial video never takes the final
-    name. The frame size is fixed by the first frame.
+
+def _h264_module() -> Any:
+    """PyAV when installed (``mvspin[video]``), else None after one log line about the fallback."""
+    global _H264_FALLBACK_LOGGED
+    from mvspin.errors import MissingExtraError, import_optional
+
+    try:
+        return import_optional("av", extra="video", purpose="H.264 videos")
+    except MissingExtraError as err:
+        if not _H264_FALLBACK_LOGGED:
+            _H264_FALLBACK_LOGGED = True
+            logging.getLogger("mvspin").warning("videos are written as MPEG-4 Part 2 (mp4v), which browsers do not "
+                                                "play: %s", err)
+        return None
+
+
+class VideoWriter:
+    """Write RGB frames to an ``.mp4`` (H.264, ``yuv420p``, through PyAV from ``mvspin[video]``;
+    without it OpenCV's ``mp4v``, MPEG-4 Part 2, with one log line) or ``.avi`` (MJPG).
+
+    H.264 in ``yuv420p`` plays in browsers, report pages and every player; it needs even frame
+    sizes, so an odd width or height is padded by one repeated edge pixel. The file is written
+    under a temporary name and renamed on a clean :meth:`close`; after an exception inside a
+    ``with`` block it is deleted, so a partial video never takes the final name. The frame size
+    is fixed by the first frame. :attr:`codec` says what was written (``h264``, ``mp4v``,
+    ``MJPG``).
 
     Example:
         >>> with VideoWriter("out.mp4", fps=25) as video:  # doctest: +SKIP
         ...     video.write(frame_rgb)
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, *, h264: bool = True) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in _VIDEO_CODECS:
             raise ValueError(f"{self.path}: videos must end in {' or '.join(_VIDEO_CODECS)}")
@@ -287,8 +340,29 @@ class VideoWriter:
         self.fps = float(fps)
         self.frames = 0
         self._tmp: Path | None = None
-        self._writer: cv2.VideoWriter | None = None
+        self._writer: Any = None
+        self._stream: Any = None
         self._size: tuple[int, int] | None = None
+        self._av = _h264_module() if h264 and self.path.suffix.lower() == ".mp4" else None
+        self.codec = "h264" if self._av is not None else _VIDEO_CODECS[self.path.suffix.lower()]
+
+    def _open(self, size: tuple[int, int]) -> None:
+        self._tmp = temporary_path_for(self.path)
+        if self._av is not None:
+            from fractions import Fraction
+
+            self._writer = self._av.open(str(self._tmp), "w", format="mp4")
+            self._stream = self._writer.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(10000))
+            self._stream.width, self._stream.height = size[0] + size[0] % 2, size[1] + size[1] % 2
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"crf": "18"}  # visually lossless overlays
+        else:
+            fourcc = cv2.VideoWriter.fourcc(*self.codec)
+            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
+            if not self._writer.isOpened():
+                self.abort()
+                raise OSError(f"{self.path}: OpenCV cannot open a video writer for this format")
+        self._size = size
 
     def write(self, frame_rgb: np.ndarray) -> None:
         """Append one (H, W, 3) uint8 RGB frame."""
@@ -298,29 +372,37 @@ class VideoWriter:
                              f"{frame_rgb.dtype}")
         size = (frame_rgb.shape[1], frame_rgb.shape[0])
         if self._writer is None:
-            self._tmp = temporary_path_for(self.path)
-            fourcc = cv2.VideoWriter.fourcc(*_VIDEO_CODECS[self.path.suffix.lower()])
-            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
-            if not self._writer.isOpened():
-                self.abort()
-                raise OSError(f"{self.path}: OpenCV cannot open a video writer for this format")
-            self._size = size
+            self._open(size)
         elif size != self._size:
             raise ValueError(f"{self.path}: frame {self.frames} is {size[0]}x{size[1]}, the video is "
                              f"{self._size[0]}x{self._size[1]}")
-        self._writer.write(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR))
+        if self._stream is not None:
+            even = np.pad(frame_rgb, ((0, size[1] % 2), (0, size[0] % 2), (0, 0)), mode="edge")
+            frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(even), format="rgb24")
+            for packet in self._stream.encode(frame):
+                self._writer.mux(packet)
+        else:
+            self._writer.write(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR))
         self.frames += 1
+
+    def _finish(self) -> None:
+        if self._stream is not None:
+            for packet in self._stream.encode():  # flush the encoder's delayed frames
+                self._writer.mux(packet)
+            self._writer.close()
+        else:
+            self._writer.release()
+        self._writer = self._stream = None
 
     def close(self) -> Path:
         """Finish the file and give it its final name; returns the path."""
         if self._writer is None or self._tmp is None:
             raise ValueError(f"{self.path}: no frames were written")
-        self._writer.release()
-        self._writer = None
+        self._finish()
         frames = self.frames
 
         def reads_back(tmp: Path) -> bool:
-            # OpenCV reports success after a short write too, and the container's header may
+            # A writer reports success after a short write too, and the container's header may
             # still announce every frame: count the frames that can actually be read.
             video = cv2.VideoCapture(str(tmp))
             try:
@@ -338,8 +420,11 @@ class VideoWriter:
     def abort(self) -> None:
         """Drop the partial file."""
         if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+            try:
+                self._finish()
+            except Exception:  # a failing disk: the file is dropped below anyway
+                pass
+            self._writer = self._stream = None
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
             self._tmp = None
@@ -466,17 +551,48 @@ def _quaternions_xyzw(rotations: np.ndarray) -> np.ndarray:
     return q / np.linalg.norm(q, axis=-1, keepdims=True)
 
 
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit vertex normals ``(N, 3)``: the area-weighted sum of the adjacent faces' normals.
+
+    A vertex on no face (or only on degenerate ones) gets ``(0, 1, 0)`` so that every normal is
+    a unit vector (glTF requires it of ``NORMAL``).
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    face_n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2 x area
+    normals = np.zeros_like(v)
+    for corner in range(3):
+        np.add.at(normals, f[:, corner], face_n)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return np.where(length > 1e-12, normals / np.maximum(length, 1e-12), np.array([0.0, 1.0, 0.0]))
+
+
+# Turns a Z-up world (calibration rigs, Blender) into glTF's Y-up one: x stays, z becomes y.
+Z_UP_TO_Y_UP: np.ndarray = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+
 def write_animated_gltf(path: str | os.PathLike[str], *, rest_vertices: np.ndarray, faces: np.ndarray,
                         skin_weights: np.ndarray, parents: Sequence[int], rest_joints: np.ndarray,
                         joint_rotations: np.ndarray, root_translation: np.ndarray, fps: float,
                         joint_names: Sequence[str] | None = None,
-                        world_rotation: np.ndarray | None = None) -> Path:
+                        world_rotation: np.ndarray | None = None,
+                        extras: Mapping[str, Any] | None = None) -> Path:
     """Write a skinned, animated body as binary glTF 2.0 (``.glb``, atomically).
 
-    The mesh is skinned to one glTF node per joint (the skeleton's rest pose is the body's
-    T-pose, so each inverse bind matrix is a translation by ``-rest_joint``), and one animation
-    clip holds every joint's rotation and the root's translation per frame (linear sampling).
-    Pose-dependent blend shapes are not representable in glTF skinning and are left out.
+    The mesh (with rest-pose vertex normals) is skinned to one glTF node per joint (the
+    skeleton's rest pose is the body's T-pose, so each inverse bind matrix is a translation by
+    ``-rest_joint``), and one animation clip holds every joint's rotation and the root's
+    translation per frame (linear sampling). Pose-dependent blend shapes are not representable in
+    glTF skinning and are left out. The file passes the Khronos glTF validator with no errors and
+    no warnings: the skinned mesh and the root joint are the scene's root nodes, joint indices are
+    0 wherever their weight is 0, and every buffer view is used.
+
+    ``world_rotation`` is folded into the root joint's keys (its rotation and translation per
+    frame), not put on a parent node: with no animation applied (the rest pose) the body stands
+    upright in glTF's Y-up frame as the body model defines it, and the animation places it in the
+    rotated world. The frame rate, the frame count and ``world_rotation`` are stored in the
+    animation's and the asset's ``extras`` (``fps``, ``frames``, ``world_rotation``), which
+    Blender imports as custom properties.
 
     Args:
         path: destination ``.glb``.
@@ -492,8 +608,9 @@ def write_animated_gltf(path: str | os.PathLike[str], *, rest_vertices: np.ndarr
             + ``transl``).
         fps: frames per second of the clip.
         joint_names: node names (default ``joint_<j>``).
-        world_rotation: optional ``(3, 3)`` rotation of a parent node holding the body, e.g. to
-            show a Z-up rig world in glTF's Y-up convention.
+        world_rotation: optional ``(3, 3)`` rotation from the data's world to the file's, e.g.
+            :data:`Z_UP_TO_Y_UP` for a Z-up rig world.
+        extras: further JSON-ready values for the asset's ``extras`` (e.g. the body model's name).
 
     Raises:
         ValueError: inconsistent shapes or non-finite values (the message names the file).
@@ -517,20 +634,29 @@ def write_animated_gltf(path: str | os.PathLike[str], *, rest_vertices: np.ndarr
         raise ValueError(f"{path}: inconsistent glTF inputs: vertices {verts.shape}, faces {tris.shape}, skin "
                          f"weights {weights.shape}, {n_j} joints (root first), rest joints {joints.shape}, "
                          f"rotations {rots.shape} (T, J, 3, 3), root translation {root.shape} (T, 3), T >= 1")
-    if not all(np.isfinite(a).all() for a in (verts, weights, joints, rots, root)) or not fps > 0:
+    world = np.eye(3) if world_rotation is None else np.asarray(world_rotation, dtype=np.float64)
+    if not all(np.isfinite(a).all() for a in (verts, weights, joints, rots, root, world)) or not fps > 0:
         raise ValueError(f"{path}: glTF inputs must be finite and fps positive")
+    if world.shape != (3, 3) or not np.allclose(world @ world.T, np.eye(3), atol=1e-6) or np.linalg.det(world) < 0:
+        raise ValueError(f"{path}: world_rotation must be a (3, 3) rotation matrix, got {world.tolist()}")
     names = list(joint_names) if joint_names is not None else [f"joint_{j}" for j in range(n_j)]
 
-    top = np.argsort(-weights, axis=1)[:, :4]
+    top = np.argsort(-weights, axis=1, kind="stable")[:, :4]
     top_w = np.take_along_axis(weights, top, 1).clip(0, None)
     top_w = (top_w / np.maximum(top_w.sum(1, keepdims=True), 1e-12)).astype(np.float32)
+    # A zero weight's joint index must be 0 (the validator's ACCESSOR_JOINTS_USED_ZERO_WEIGHT).
+    top = np.where(top_w > 0, top, 0)
+    normals = vertex_normals(verts, tris).astype(np.float32)
     offsets = joints.copy()
     for j in range(1, n_j):
         offsets[j] = joints[j] - joints[parents[j]]
     inverse_bind = np.tile(np.eye(4, dtype=np.float32), (n_j, 1, 1))
     inverse_bind[:, :3, 3] = -joints
     times = (np.arange(t) / float(fps)).astype(np.float32)
+    rots = rots.copy()
+    rots[:, 0] = world @ rots[:, 0]  # the world turn on the root's keys, not on a parent node
     quats = _quaternions_xyzw(rots).astype(np.float32)  # (T, J, 4)
+    root_keys = (root @ world.T).astype(np.float32)
 
     blobs: list[bytes] = []
     views: list[gl.BufferView] = []
@@ -548,38 +674,194 @@ def write_animated_gltf(path: str | os.PathLike[str], *, rest_vertices: np.ndarr
         return len(accessors) - 1
 
     pos = add(verts, gl.VEC3, gl.FLOAT, gl.ARRAY_BUFFER, bounds=True)
+    nrm = add(normals, gl.VEC3, gl.FLOAT, gl.ARRAY_BUFFER)
     jnt = add(top.astype(np.uint16), gl.VEC4, gl.UNSIGNED_SHORT, gl.ARRAY_BUFFER)
     wts = add(top_w, gl.VEC4, gl.FLOAT, gl.ARRAY_BUFFER)
     idx = add(tris.reshape(-1), gl.SCALAR, gl.UNSIGNED_INT, gl.ELEMENT_ARRAY_BUFFER)
     ibm = add(inverse_bind.transpose(0, 2, 1).reshape(n_j, 16), gl.MAT4, gl.FLOAT)  # glTF is column-major
     time_acc = add(times, gl.SCALAR, gl.FLOAT, bounds=True)
     rot_acc = [add(quats[:, j], gl.VEC4, gl.FLOAT) for j in range(n_j)]
-    root_acc = add(root.astype(np.float32), gl.VEC3, gl.FLOAT)  # the root node's offset is its position
+    root_acc = add(root_keys, gl.VEC3, gl.FLOAT)  # the root node's offset is its position
 
     nodes = [gl.Node(name=names[j], translation=offsets[j].tolist(),
-                     children=[c for c in range(n_j) if parents[c] == j]) for j in range(n_j)]
+                     children=[c for c in range(n_j) if parents[c] == j] or None) for j in range(n_j)]
     mesh_node = len(nodes)
     nodes.append(gl.Node(name="body", mesh=0, skin=0))
-    scene_nodes = [0, mesh_node]
-    if world_rotation is not None:
-        q = _quaternions_xyzw(np.asarray(world_rotation, dtype=np.float64)).tolist()
-        nodes.append(gl.Node(name="world", rotation=q, children=[0, mesh_node]))
-        scene_nodes = [len(nodes) - 1]
     samplers = [gl.AnimationSampler(input=time_acc, output=a, interpolation="LINEAR") for a in rot_acc]
     samplers.append(gl.AnimationSampler(input=time_acc, output=root_acc, interpolation="LINEAR"))
     channels = [gl.AnimationChannel(sampler=j, target=gl.AnimationChannelTarget(node=j, path="rotation"))
                 for j in range(n_j)]
     channels.append(gl.AnimationChannel(sampler=n_j, target=gl.AnimationChannelTarget(node=0, path="translation")))
+    timing = {"fps": float(fps), "frames": int(t), "world_rotation": world.tolist()}
     binary = b"".join(blobs)
     doc = gl.GLTF2(
-        asset=gl.Asset(generator="mvspin", version="2.0"),
-        scene=0, scenes=[gl.Scene(nodes=scene_nodes)], nodes=nodes,
+        asset=gl.Asset(generator="mvspin", version="2.0", extras={**timing, **json_ready(dict(extras or {}))}),
+        scene=0, scenes=[gl.Scene(nodes=[0, mesh_node])], nodes=nodes,
         meshes=[gl.Mesh(name="body", primitives=[gl.Primitive(
-            attributes=gl.Attributes(POSITION=pos, JOINTS_0=jnt, WEIGHTS_0=wts), indices=idx)])],
+            attributes=gl.Attributes(POSITION=pos, NORMAL=nrm, JOINTS_0=jnt, WEIGHTS_0=wts), indices=idx)])],
         skins=[gl.Skin(name="skeleton", joints=list(range(n_j)), inverseBindMatrices=ibm, skeleton=0)],
-        animations=[gl.Animation(name="motion", samplers=samplers, channels=channels)],
+        animations=[gl.Animation(name="motion", samplers=samplers, channels=channels, extras=timing)],
         accessors=accessors, bufferViews=views, buffers=[gl.Buffer(byteLength=len(binary))],
     )
     doc.set_binary_blob(binary)
     write_bytes_atomic(path, b"".join(doc.save_to_bytes()))
     return path
+
+
+# --- BVH and TRC ---------------------------------------------------------------------------------
+
+# BVH's rotation channels, in the order their rotations apply (R = Rz @ Rx @ Ry): the order of
+# CMU's and most motion-capture files, which every importer reads.
+_BVH_ROTATION_ORDER = "ZXY"
+
+
+def _euler_degrees(rotations: np.ndarray, order: str) -> np.ndarray:
+    """Intrinsic Euler angles ``(..., 3)`` in degrees, in ``order``, unwrapped along axis 0 so
+    consecutive frames never jump by 360 degrees."""
+    from scipy.spatial.transform import Rotation
+
+    m = np.asarray(rotations, dtype=np.float64)
+    angles = Rotation.from_matrix(m.reshape(-1, 3, 3)).as_euler(order.upper(), degrees=True)
+    angles = angles.reshape(*m.shape[:-2], 3)
+    return np.unwrap(angles, axis=0, period=360.0) if angles.ndim > 1 else angles
+
+
+def write_bvh(path: str | os.PathLike[str], *, parents: Sequence[int], rest_joints: np.ndarray,
+              joint_rotations: np.ndarray, root_translation: np.ndarray, fps: float,
+              joint_names: Sequence[str], world_rotation: np.ndarray | None = None,
+              scale: float = 100.0) -> Path:
+    """Write a skeleton's motion as BVH (atomically): the hierarchy from the rest joints, one
+    line of channels per frame.
+
+    The skeleton's offsets are the rest pose's bones (``rest_joint - rest_parent``), so a reader
+    that applies each frame's rotations along them poses the joints where the body model does.
+    The root has 6 channels (``Xposition Yposition Zposition Zrotation Xrotation Yrotation``: its
+    world position, its OFFSET is zero), every other joint 3 rotations in the same order, in
+    degrees; each leaf joint ends in an ``End Site`` half its bone's length further on.
+
+    Args:
+        path: destination ``.bvh``.
+        parents: ``(J,)`` parent of each joint (-1 for the root, joint 0; parents before children).
+        rest_joints: ``(J, 3)`` rest-pose joint positions, metres.
+        joint_rotations: ``(T, J, 3, 3)`` rotations relative to the parent (joint 0: global).
+        root_translation: ``(T, 3)`` world position of the root joint, metres.
+        fps: frames per second (``Frame Time`` is ``1 / fps``).
+        joint_names: ``(J,)`` names (no spaces).
+        world_rotation: optional ``(3, 3)`` rotation folded into the root's keys (e.g.
+            :data:`Z_UP_TO_Y_UP`: BVH readers expect Y-up).
+        scale: file units per metre (100: centimetres, as most BVH files; Blender's importer
+            then needs a scale of 0.01).
+
+    Raises:
+        ValueError: inconsistent shapes, non-finite values or names with spaces.
+    """
+    path = Path(path)
+    joints = np.asarray(rest_joints, dtype=np.float64)
+    rots = np.asarray(joint_rotations, dtype=np.float64)
+    root = np.asarray(root_translation, dtype=np.float64)
+    n_j = len(parents)
+    t = rots.shape[0] if rots.ndim == 4 else 0
+    if (joints.shape != (n_j, 3) or rots.shape != (t, n_j, 3, 3) or root.shape != (t, 3) or t == 0
+            or parents[0] != -1 or any(not 0 <= parents[j] < j for j in range(1, n_j)) or len(joint_names) != n_j):
+        raise ValueError(f"{path}: inconsistent BVH inputs: {n_j} joints (root first, parents before children), "
+                         f"{len(joint_names)} names, rest joints {joints.shape}, rotations {rots.shape}, root "
+                         f"translation {root.shape}, T >= 1")
+    if any(not n or any(c.isspace() for c in n) for n in joint_names):
+        raise ValueError(f"{path}: BVH joint names must be non-empty without spaces")
+    world = np.eye(3) if world_rotation is None else np.asarray(world_rotation, dtype=np.float64)
+    if not all(np.isfinite(a).all() for a in (joints, rots, root, world)) or not fps > 0 or not scale > 0:
+        raise ValueError(f"{path}: BVH inputs must be finite, fps and scale positive")
+    rots = rots.copy()
+    rots[:, 0] = world @ rots[:, 0]
+    position = root @ world.T * scale
+    angles = _euler_degrees(rots, _BVH_ROTATION_ORDER)  # (T, J, 3) as (z, x, y)
+    children: dict[int, list[int]] = {j: [c for c in range(n_j) if parents[c] == j] for j in range(n_j)}
+    rotation_channels = " ".join(f"{axis}rotation" for axis in _BVH_ROTATION_ORDER)
+    lines = ["HIERARCHY"]
+    order: list[int] = []
+
+    def fmt(v: np.ndarray) -> str:
+        return " ".join(f"{x:.6f}" for x in v)
+
+    def emit(j: int, depth: int) -> None:
+        pad = "\t" * depth
+        order.append(j)
+        offset = np.zeros(3) if j == 0 else (joints[j] - joints[parents[j]]) * scale
+        lines.append(f"{pad}{'ROOT' if j == 0 else 'JOINT'} {joint_names[j]}")
+        lines.append(pad + "{")
+        lines.append(f"{pad}\tOFFSET {fmt(offset)}")
+        channels = ("6 Xposition Yposition Zposition " if j == 0 else "3 ") + rotation_channels
+        lines.append(f"{pad}\tCHANNELS {channels}")
+        for c in children[j]:
+            emit(c, depth + 1)
+        if not children[j]:
+            lines.extend([f"{pad}\tEnd Site", pad + "\t{", f"{pad}\t\tOFFSET {fmt(0.5 * offset)}", pad + "\t}"])
+        lines.append(pad + "}")
+
+    emit(0, 0)
+    lines += ["MOTION", f"Frames: {t}", f"Frame Time: {1.0 / fps:.8f}"]
+    for f in range(t):
+        values = [position[f]] + [angles[f, j] for j in order]
+        lines.append(" ".join(f"{x:.6f}" for x in np.concatenate(values)))
+    return write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+def pose2sim_marker_name(name: str) -> str:
+    """A keypoint name in Pose2Sim's/OpenSim's spelling: ``right_big_toe`` -> ``RBigToe``,
+    ``left_hip`` -> ``LHip``, ``mid_hip`` -> ``MidHip``, ``nose`` -> ``Nose``."""
+    parts = name.split("_")
+    side = {"right": "R", "left": "L"}.get(parts[0])
+    rest = parts[1:] if side else parts
+    return (side or "") + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def write_trc(path: str | os.PathLike[str], markers: np.ndarray, names: Sequence[str], fps: float, *,
+              frame_numbers: Sequence[int] | np.ndarray | None = None, world_rotation: np.ndarray | None = None,
+              units: str = "mm", name: str | None = None) -> Path:
+    """Write 3D markers as an OpenSim / Pose2Sim TRC file (tab-separated, atomically).
+
+    Layout: line 1 ``PathFileType 4 (X/Y/Z) <file name>``; line 2 the header names
+    ``DataRate CameraRate NumFrames NumMarkers Units OrigDataRate OrigDataStartFrame
+    OrigNumFrames``; line 3 their values; line 4 ``Frame# Time`` and each marker's name over its
+    three columns; line 5 ``X1 Y1 Z1 X2 ...``; then one row per frame (no blank line, as Pose2Sim writes) (``Frame#`` from 1, ``Time``
+    = frame number / fps). A missing marker (NaN) is left empty, which OpenSim reads as missing.
+
+    Args:
+        path: destination ``.trc``.
+        markers: ``(T, M, 3)`` world positions, metres (NaN: missing).
+        names: ``(M,)`` marker names (no tabs).
+        fps: frames per second.
+        frame_numbers: ``(T,)`` the frames' numbers in the recording (default 0..T-1): ``Time``.
+        world_rotation: optional ``(3, 3)`` rotation applied to every marker (OpenSim is Y-up:
+            :data:`Z_UP_TO_Y_UP` for a Z-up rig).
+        units: ``mm`` or ``m``.
+        name: the file name line 1 gives (default: ``path``'s; a temporary path passes the final one).
+
+    Raises:
+        ValueError: inconsistent shapes, a bad unit, or infinite values.
+    """
+    path = Path(path)
+    points = np.asarray(markers, dtype=np.float64)
+    if points.ndim != 3 or points.shape[2] != 3 or points.shape[1] != len(names) or len(points) == 0:
+        raise ValueError(f"{path}: markers must be (T >= 1, {len(names)}, 3), got {points.shape}")
+    if units not in ("mm", "m") or not fps > 0 or np.isinf(points).any():
+        raise ValueError(f"{path}: units must be mm or m, fps positive and markers finite or NaN")
+    if any(not n or "\t" in n for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"{path}: marker names must be unique, non-empty, without tabs")
+    frames = np.arange(len(points)) if frame_numbers is None else np.asarray(frame_numbers)
+    if frames.shape != (len(points),):
+        raise ValueError(f"{path}: {len(frames)} frame numbers for {len(points)} frames")
+    world = np.eye(3) if world_rotation is None else np.asarray(world_rotation, dtype=np.float64)
+    points = points @ world.T * (1000.0 if units == "mm" else 1.0)
+    t, m = points.shape[:2]
+    rate = f"{fps:g}"
+    lines = [f"PathFileType\t4\t(X/Y/Z)\t{name or path.name}",
+             "DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\tOrigDataStartFrame\tOrigNumFrames",
+             f"{rate}\t{rate}\t{t}\t{m}\t{units}\t{rate}\t{int(frames[0]) + 1}\t{t}",
+             "Frame#\tTime\t" + "\t".join(f"{n}\t\t" for n in names).rstrip("\t"),
+             "\t\t" + "\t".join(f"X{i + 1}\tY{i + 1}\tZ{i + 1}" for i in range(m))]
+    for i in range(t):
+        cells = [str(i + 1), f"{frames[i] / fps:.6f}"]
+        cells += ["" if not np.isfinite(v) else f"{v:.5f}" for v in points[i].reshape(-1)]
+        lines.append("\t".join(cells))
+    return write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())

@@ -14,7 +14,7 @@ import pytest
 from mvspin.atomic import TEMPORARY_MARK, check_output_location
 
 ROOT = Path(__file__).resolve().parents[1]
-SYNTHETIC = ["data", "synthetic", "--bundles", "200", "--resolution", "low", "--set", "options.num_views=2",
+SYNTHETIC = ["data", "synthetic", "--bundles", "2000", "--resolution", "low", "--set", "options.num_views=2",
              "options.image_size=[48,48]"]
 
 

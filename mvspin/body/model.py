@@ -32,10 +32,10 @@ from mvspin.body.keypoint_sets import KEYPOINT_SETS, SMPL_PARENTS
 from mvspin.body.model_files import BodyModelFilesError
 from mvspin.body.points import BLAZEPOSE_DERIVED, DERIVED_POINTS, KeypointMap, KeypointSetUnavailable, PointSources
 from mvspin.body.priors import FreePosePrior, GMMPosePrior
-from mvspin.errors import ShapeError, check_shape
+from mvspin.errors import ArgumentError, ShapeError, check_shape
 from mvspin.geometry.rotations import axis_angle_to_matrix, so3_right_jacobian
 
-__all__ = ["BodyModel", "BodyOutput"]
+__all__ = ["BodyModel", "BodyOutput", "check_body_values"]
 
 # smplx's names for vertex landmarks -> mvspin's point names.
 _SMPLX_LANDMARKS = {
@@ -98,6 +98,45 @@ def _as_rotmat(x: Tensor, n_joints: int, name: str, lead: int = 1) -> Tensor:
     shapes = (f"({b}, 3, 3) rotation matrices or ({b}, 3) axis-angle" if n_joints == 1 else
               f"({b}, {n_joints}, 3, 3) rotation matrices or ({b}, {3 * n_joints}) axis-angle")
     raise ShapeError(f"{name} must be {shapes}, got {tuple(x.shape)}")
+
+
+ROTATION_TOLERANCE = 1e-3
+"""Largest ``|R^T R - I|`` entry (and ``|det R - 1|``) of a matrix taken as a rotation: float32
+round-off after thousands of products stays near 1e-6; a scaled or sheared matrix is far off."""
+
+
+def check_body_values(rotations: Optional[dict[str, Tensor]] = None, **values: Optional[Tensor]) -> None:
+    """Raise :class:`~mvspin.errors.ArgumentError` naming the parameter when a value is NaN or
+    infinite, or a matrix given as a rotation is not one (``|R^T R - I|`` or ``|det R - 1|``
+    above :data:`ROTATION_TOLERANCE`).
+
+    Args:
+        rotations: ``{name: (..., 3, 3)}`` matrices the caller gave as rotations (axis-angle
+            inputs need no such check: their matrices are rotations by construction).
+        values: ``{name: tensor or None}`` checked for finite values.
+
+    Skipped while differentiating through inputs that require grad: a fitting loop's variables
+    are checked once where the fit starts, not on every evaluation.
+    """
+    given = {k: v for k, v in values.items() if isinstance(v, Tensor) and v.numel()}
+    rots = {k: v for k, v in (rotations or {}).items() if v.numel()}
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (*given.values(), *rots.values())):
+        return
+    for name, x in given.items():
+        if not bool(torch.isfinite(x).all()):
+            rows = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
+            raise ArgumentError(f"{name} is NaN or infinite in {len(rows)} of {x.shape[0]} bodies (first: index "
+                                f"{rows[0]}); give finite values")
+    for name, r in rots.items():
+        eye = torch.eye(3, dtype=r.dtype, device=r.device)
+        off = (r.transpose(-1, -2) @ r - eye).abs().amax((-1, -2))
+        det = (r[..., 0, :] * torch.linalg.cross(r[..., 1, :], r[..., 2, :], dim=-1)).sum(-1)  # no LU per matrix
+        bad = (off > ROTATION_TOLERANCE) | ((det - 1).abs() > ROTATION_TOLERANCE)
+        if bool(bad.any()):
+            raise ArgumentError(
+                f"{name}: {int(bad.sum())} of {bad.numel()} matrices are not rotations (R^T R differs from the "
+                f"identity by up to {float(off.max()):.3g}, det down to {float(det.min()):.3g}): give rotation "
+                f"matrices or axis-angle vectors")
 
 
 class BodyModel(nn.Module):
@@ -339,6 +378,7 @@ class BodyModel(nn.Module):
         transl: Optional[Tensor] = None,
         *,
         keypoints: Optional[str] = None,
+        check: bool = True,
     ) -> BodyOutput:
         """Full smplx forward: vertices, 24 joints and optionally a named keypoint set.
 
@@ -348,8 +388,10 @@ class BodyModel(nn.Module):
             global_orient: ``(B, 3, 3)`` or ``(B, 3)``; identity if None.
             transl: ``(B, 3)`` metres; zero if None.
             keypoints: name of a keypoint set to compute from the posed mesh and joints.
+            check: refuse NaN values and matrices that are not rotations
+                (:func:`check_body_values`); fitting loops that checked their start pass False.
         """
-        body_rot, betas, root_rot, transl = self._standardise(body_pose, betas, global_orient, transl)
+        body_rot, betas, root_rot, transl = self._standardise(body_pose, betas, global_orient, transl, check)
         out = self.smpl(
             betas=betas, body_pose=body_rot, global_orient=root_rot.unsqueeze(1), transl=transl,
             pose2rot=False,
@@ -370,12 +412,14 @@ class BodyModel(nn.Module):
         betas: Tensor,
         global_orient: Optional[Tensor] = None,
         transl: Optional[Tensor] = None,
+        check: bool = True,
     ) -> Tensor:
         """Keypoints ``(B, K, 3)`` of ``set_name`` without skinning the whole mesh.
 
-        Equal to ``forward(..., keypoints=set_name).keypoints`` to float precision.
+        Equal to ``forward(..., keypoints=set_name).keypoints`` to float precision (``check`` as
+        in :meth:`forward`).
         """
-        body_rot, betas, root_rot, transl = self._standardise(body_pose, betas, global_orient, transl)
+        body_rot, betas, root_rot, transl = self._standardise(body_pose, betas, global_orient, transl, check)
         kp, root = self._canonical(set_name, body_rot, betas)
         weight_sum = self._map_tensors(set_name)[-1]
         return _apply_root(kp, weight_sum, root, root_rot.unsqueeze(1), transl.unsqueeze(1))[:, 0]
@@ -387,8 +431,10 @@ class BodyModel(nn.Module):
         betas: Tensor,
         global_orient: Tensor,
         transl: Tensor,
+        check: bool = True,
     ) -> Tensor:
-        """One body per bundle seen under V root rotations and translations.
+        """One body per bundle seen under V root rotations and translations (``check`` as in
+        :meth:`forward`: the fitting loops pass False, their start was checked).
 
         Args:
             body_pose: ``(B, 23, 3, 3)`` or ``(B, 69)``: shared by all views of a bundle.
@@ -404,6 +450,11 @@ class BodyModel(nn.Module):
         check_shape("keypoints_multiview: global_orient (as rotation matrices)", root_rot, ["B", "V", 3, 3], sizes)
         body_rot = _as_rotmat(body_pose, 23, "body_pose")
         self._check_betas(betas, body_rot.shape[0])
+        if check:
+            rots = {"body_pose": body_rot} if body_pose.dim() == 4 else {}
+            if global_orient.dim() == 4:
+                rots["global_orient"] = root_rot
+            check_body_values(rots, body_pose=body_pose, betas=betas, global_orient=global_orient, transl=transl)
         kp, root = self._canonical(set_name, body_rot, betas)
         return _apply_root(kp, self._map_tensors(set_name)[-1], root, root_rot, transl)
 
@@ -622,7 +673,8 @@ class BodyModel(nn.Module):
     def _check_betas(self, betas: Tensor, batch: int) -> None:
         check_shape("betas", betas, ["B", self.num_betas], {"B": batch})
 
-    def _standardise(self, body_pose, betas, global_orient, transl) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _standardise(self, body_pose, betas, global_orient, transl,
+                     check: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Rotation matrices and defaults for every parameter, with shapes checked."""
         given = [x for x in (body_pose, betas, global_orient, transl) if x is not None]
         b = given[0].shape[0] if given else 1
@@ -641,6 +693,13 @@ class BodyModel(nn.Module):
                 f"batch sizes disagree: body_pose {tuple(body_rot.shape)}, global_orient "
                 f"{tuple(root_rot.shape)}, transl {tuple(transl.shape)} (expected B={b}, transl (B, 3))"
             )
+        if check:
+            rots = {}
+            if body_pose is not None and body_pose.dim() == 4:
+                rots["body_pose"] = body_rot
+            if global_orient is not None and global_orient.dim() == 3:
+                rots["global_orient"] = root_rot
+            check_body_values(rots, body_pose=body_pose, betas=betas, global_orient=global_orient, transl=transl)
         return body_rot.to(dtype), betas.to(dtype), root_rot.to(dtype), transl.to(dtype)
 
 

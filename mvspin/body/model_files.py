@@ -184,16 +184,29 @@ def check_model_arrays(path: str | Path, arrays: dict[str, Any]) -> None:
 
 def load_mean_params(path: str | Path) -> dict[str, np.ndarray]:
     """Read a SPIN-layout mean-parameter file: ``pose (144,)`` 6D, ``shape (10,)``, ``cam (3,)``."""
+    import zipfile
+
     path = Path(path)
-    with np.load(path, allow_pickle=False) as z:
-        out = {}
-        for key, size in (("pose", 144), ("shape", 10), ("cam", 3)):
-            if key not in z.files:
-                raise BodyModelFilesError(f"{path} is incomplete: missing {key}")
-            value = np.asarray(z[key], dtype=np.float32).reshape(-1)
-            if value.size != size:
-                raise BodyModelFilesError(f"{path}: {key} has {value.size} values, expected {size}")
-            out[key] = value
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # np.load would try (and refuse) it as a pickle
+                raise BodyModelFilesError(f"{path}: not a mean-parameter .npz (pose, shape, cam): not a zip archive")
+        with np.load(path, allow_pickle=False) as z:
+            out = {}
+            for key, size in (("pose", 144), ("shape", 10), ("cam", 3)):
+                if key not in z.files:
+                    raise BodyModelFilesError(f"{path} is incomplete: missing {key}")
+                value = np.asarray(z[key], dtype=np.float32).reshape(-1)
+                if value.size != size:
+                    raise BodyModelFilesError(f"{path}: {key} has {value.size} values, expected {size}")
+                if not np.isfinite(value).all():
+                    raise BodyModelFilesError(f"{path}: {key} holds NaN or infinite values")
+                out[key] = value
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        if isinstance(err, BodyModelFilesError):
+            raise
+        raise BodyModelFilesError(f"{path}: not a readable mean-parameter .npz (pose, shape, cam): "
+                                  f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     return out
 
 

@@ -22,6 +22,9 @@ class TqdmProgress:
         self._bars: dict[str, object] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        from mvspin.cli.signals import raise_if_interrupted
+
+        raise_if_interrupted()  # a signal whose exception a library swallowed stops the job here
         if not self.enabled:
             return
         from tqdm import tqdm

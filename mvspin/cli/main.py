@@ -20,7 +20,7 @@ from mvspin.errors import MvspinError
 # Each sub-command module provides add_parser(subparsers) -> parser with a `run` default; listed by
 # module name so that importing this module stays cheap.
 _COMMANDS = ("info", "render_model", "infer", "demo", "experiment", "data", "eval", "fit_rig", "train", "fit_dataset",
-             "calibrate", "detect")
+             "calibrate", "detect", "view")
 
 # Errors that mean "the input is wrong", reported as one line instead of a traceback: the
 # library's own (MvspinError), file-system errors and ValueError (Python's "bad argument value").
@@ -98,7 +98,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if run is None:
                 parser.print_help()
                 return 2
-            return int(run(args) or 0)
+            try:
+                return int(run(args) or 0)
+            except Exception as err:
+                # A signal that lands inside an import or a C extension can surface as another
+                # error chained to it (open3d's ImportError "initialization failed"): it is still
+                # the interrupt.
+                cause = _interrupt_in_chain(err)
+                if cause is None:
+                    raise
+                raise cause from None
         except KeyboardInterrupt as err:
             guard.count = max(guard.count, 1)  # from here on a signal does not interrupt the exit
             guard.ignore_after = argv is None  # a real command line: the process ends now
@@ -111,6 +120,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise
             print(f"{command}: error: {error_line(err)}", file=sys.stderr)
             return 2
+
+
+def _interrupt_in_chain(err: BaseException) -> Optional[KeyboardInterrupt]:
+    """The KeyboardInterrupt an exception was raised from or while handling, if any."""
+    seen: set[int] = set()
+    link: Optional[BaseException] = err
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Any
+from typing import Any, Optional
 
-__all__ = ["Interrupted", "SignalGuard", "signal_name"]
+__all__ = ["Interrupted", "SignalGuard", "signal_name", "raise_if_interrupted"]
+
+_active: "Optional[SignalGuard]" = None  # the guard of the running command
 
 _HANDLED_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None)
 
@@ -30,10 +32,13 @@ class SignalGuard:
         """Leave the signals ignored on exit (the process is about to end after an interrupt,
         and a second Ctrl-C must not print a traceback during interpreter shutdown)."""
         self._previous: dict[int, Any] = {}
+        self.signum: Optional[int] = None
+        """The first signal caught (None: none yet)."""
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.count += 1
         if self.count == 1:
+            self.signum = signum
             raise Interrupted(signum)
         if self.count >= 3:  # cleaning up hangs: the user insists
             import os
@@ -42,6 +47,8 @@ class SignalGuard:
         # the second signal arrives while the first one's cleanup runs: let it finish
 
     def __enter__(self) -> "SignalGuard":
+        global _active
+        _active = self
         if threading.current_thread() is threading.main_thread():
             for s in _HANDLED_SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
@@ -59,3 +66,14 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def raise_if_interrupted() -> None:
+    """Raise :class:`Interrupted` again if a signal was caught and the job still runs.
+
+    The first signal raises in whatever Python code runs at that moment; code that swallows it
+    (a C extension's module initialisation clears the error, e.g. during ``import open3d``)
+    would otherwise let the job run on with the signal spent. The command line's progress
+    adapter calls this at every update, so such a job stops at its next progress report."""
+    if _active is not None and _active.signum is not None:
+        raise Interrupted(_active.signum)

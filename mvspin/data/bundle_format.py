@@ -615,6 +615,7 @@ class BundleWriter:
         if rows == 0:
             return
         start = self._count - rows
+        self._check_space(rows)
         for name in self.fields:
             dset = self._file[name]
             dset.resize(start + rows, axis=0)
@@ -627,6 +628,26 @@ class BundleWriter:
                 block = np.stack(values)
             dset[start:start + rows] = block
             values.clear()
+
+    def _check_space(self, rows: int) -> None:
+        """HDF5 crashes the process (segmentation fault) when the disk fills during a write:
+        refuse a flush that may not fit, naming the file, while an exception is still possible."""
+        import shutil
+
+        from mvspin.errors import IncompleteWriteError
+
+        need = 0
+        for name in self.fields:
+            for v in self._buffer[name]:
+                if isinstance(v, np.ndarray) and v.dtype == object:
+                    need += sum(np.asarray(x).nbytes for x in v.reshape(-1))
+                else:
+                    need += np.asarray(v).nbytes if not isinstance(v, str) else len(v)
+        # chunk and metadata overhead, compression that does not pay off: twice the data plus 1 MiB
+        free = shutil.disk_usage(self._tmp.parent).free
+        if free < 2 * need + (1 << 20):
+            raise IncompleteWriteError(f"{self.path}: the disk is full ({free} bytes free, {rows} bundles of "
+                                       f"about {need} bytes to write); nothing was written")
 
     # -- finishing -------------------------------------------------------------------------
     def close(self) -> Path:

@@ -25,38 +25,119 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
 from mvspin.body import get_keypoint_set
+from mvspin.body.keypoint_sets import KEYPOINT_SETS
 from mvspin.data.keypoint_files import KeypointFileError, frame_number, read_openpose_people
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["RecordingKeypoints", "read_recording_keypoints", "keypoint_set_for_count", "natural_key", "file_pattern",
-           "dominant_pattern"]
+           "dominant_pattern", "layout_plausibility"]
 
 _SETS_BY_COUNT = {25: "openpose25", 18: "coco18", 17: "coco17", 26: "halpe26", 33: "blazepose33"}
 log = logging.getLogger("mvspin")
 
 
-def keypoint_set_for_count(count: int, requested: Optional[str] = None, where: str = "") -> str:
+def keypoint_set_for_count(count: int, requested: Optional[str] = None, where: str = "",
+                           keypoints: Optional[np.ndarray] = None) -> str:
     """The keypoint set of files with ``count`` keypoints per person (``requested`` when given,
-    checked against the count; BODY_25B must be requested, it has 25 points like BODY_25)."""
+    checked against the count; BODY_25B must be requested, it has 25 points like BODY_25).
+
+    A count alone does not say which layout the files follow (BODY_25 and BODY_25B have 25
+    points, COCO-17 and Human3.6M-17 have 17, and unknown 18-point layouts exist): with
+    ``keypoints`` ``(..., K, 3)`` the guess is kept only when its skeleton is plausible
+    (:func:`layout_plausibility`) and no other known set of that size fits clearly better.
+
+    Raises:
+        KeypointFileError: an unknown count, a requested set of another size, or a guess whose
+            skeleton the detections do not look like (naming the scores: set ``keypoint_set``).
+    """
     if requested is not None:
-        size = len(get_keypoint_set(requested))
+        try:
+            size = len(get_keypoint_set(requested))
+        except KeyError:
+            raise KeypointFileError(f"{where}: keypoint_set {requested!r} is not a keypoint set; known: "
+                                    f"{', '.join(KEYPOINT_SETS)}") from None
         if size != count:
             raise KeypointFileError(f"{where}: {count} keypoints per person, but {requested} has {size}")
         return requested
     try:
-        return _SETS_BY_COUNT[count]
+        guess = _SETS_BY_COUNT[count]
     except KeyError:
         known = ", ".join(f"{k} ({v})" for k, v in _SETS_BY_COUNT.items())
         raise KeypointFileError(f"{where}: {count} keypoints per person is no known layout; known: {known}") from None
+    if keypoints is None:
+        return guess
+    scores = {name: layout_plausibility(keypoints, name) for name in KEYPOINT_SETS
+              if len(get_keypoint_set(name)) == count}
+    if not any(math.isfinite(v) for v in scores.values()):
+        return guess  # too few complete detections to judge: the count's layout, as before
+    best = max(scores, key=lambda n: -math.inf if not math.isfinite(scores[n]) else scores[n])
+    listed = ", ".join(f"{n} {v:.2f}" for n, v in scores.items() if math.isfinite(v))
+    if scores[guess] < _PLAUSIBLE or (best != guess and scores[best] > scores[guess] + 0.1):
+        raise KeypointFileError(
+            f"{where}: {count} keypoints per person, but the detections do not look like a {guess} skeleton "
+            f"(agreement of joint distances with each layout's body: {listed}; {_PLAUSIBLE} or more is "
+            f"plausible): set keypoint_set to the files' layout")
+    return guess
+
+
+_PLAUSIBLE = 0.6
+"""Least plausibility (correlation of joint distances, :func:`layout_plausibility`) of a layout
+guessed from the count: the right layout scores 0.9 or more on moving people, a wrong order of
+the same points 0.4 or less (BODY_25 read as BODY_25B 0.39, COCO-17 as Human3.6M-17 0.22)."""
+
+
+@lru_cache(maxsize=None)
+def _layout_template(name: str) -> np.ndarray:
+    """Pairwise distances ``(K*(K-1)/2,)`` between the set's points on the free body model at rest."""
+    import torch
+
+    from mvspin.body import BodyModel
+
+    body = BodyModel.free("low")
+    with torch.no_grad():
+        rest = body.keypoints(name, torch.zeros(1, 69), torch.zeros(1, 10), torch.eye(3)[None], torch.zeros(1, 3))[0]
+    kp = rest.numpy().astype(np.float64)
+    iu = np.triu_indices(len(kp), 1)
+    return np.linalg.norm(kp[:, None] - kp[None], axis=-1)[iu]
+
+
+def layout_plausibility(keypoints: np.ndarray, name: str, max_people: int = 400) -> float:
+    """How much detections look like keypoint set ``name``'s skeleton: the median, over people
+    with most joints seen, of the correlation between their 2D joint distances and the set's
+    3D joint distances on a body at rest (1: same shape; a wrong point order gives about 0).
+    Rotation and scale do not matter, so rolled cameras and any image size are judged alike.
+
+    Args:
+        keypoints: ``(..., K, 3)`` pixels and confidence (0: not seen).
+        name: a keypoint set of K points.
+    Returns:
+        The score, NaN when fewer than 5 people have 60% of their joints seen.
+    """
+    tpl = _layout_template(name)
+    k = keypoints.shape[-2]
+    people = np.asarray(keypoints, dtype=np.float64).reshape(-1, k, 3)
+    seen = (people[..., 2] > 0) & np.isfinite(people).all(-1)
+    people = people[seen.sum(-1) >= 0.6 * k][:max_people]
+    iu = np.triu_indices(k, 1)
+    scores = []
+    for person in people:
+        vis = (person[:, 2] > 0) & np.isfinite(person).all(-1)
+        ok = (vis[:, None] & vis[None])[iu]
+        d = np.linalg.norm(person[:, None, :2] - person[None, :, :2], axis=-1)[iu][ok]
+        if d.std() > 0:
+            scores.append(float(np.corrcoef(d, tpl[ok])[0, 1]))
+    return float(np.median(scores)) if len(scores) >= 5 else math.nan
 
 
 def natural_key(name: str) -> list:
@@ -248,6 +329,41 @@ def _camera_sources(folder: Path) -> dict[str, Path]:
     return entries
 
 
+def _span(frames: set[int]) -> str:
+    return f"{min(frames)}..{max(frames)}" if frames else "none"
+
+
+def _check_same_frames(folder: Path, names: list[str], sources: list[Path], per_camera: list[dict]) -> None:
+    """Every camera must have the same frame *numbers* (equal counts are not enough: one camera
+    numbered from 1 while the others start at 0 would be fitted one frame out of step)."""
+    sets = [set(c) for c in per_camera]
+    if all(s == sets[0] for s in sets):
+        return
+    common = set.intersection(*sets)
+    # The numbering most cameras share is the reference; name the cameras that differ from it.
+    ref = max(sets, key=lambda s: sum(s == o for o in sets))
+    odd = []
+    for name, src, s in zip(names, sources, sets):
+        if s == ref:
+            continue
+        shift = (min(s) - min(ref)) if s and ref and len(s) == len(ref) and {f - min(s) for f in s} == \
+            {f - min(ref) for f in ref} else None
+        why = f"numbered {_span(s)}, {len(s)} frames"
+        if shift:
+            why += f": shifted by {shift:+d} against the others (renumber its files)"
+        odd.append(f"{name} ({src.name}) {why}")
+    raise KeypointFileError(
+        f"{folder}: cameras have different frame numbers: most are {_span(ref)} ({len(ref)} frames) but "
+        f"{'; '.join(odd)}; only {len(common)} frame numbers are in every camera (set allow_missing_frames "
+        f"to fit frames by number with the cameras that have them)")
+
+
+def _sample_people(per_camera: list[dict], limit: int = 64) -> Optional[np.ndarray]:
+    """Up to ``limit`` frames' people per camera, ``(N, K, 3)``, for judging the layout."""
+    rows = [p for cam in per_camera for f in sorted(cam)[:limit] for p in cam[f] if cam[f].size]
+    return np.stack(rows) if rows else None
+
+
 def read_recording_keypoints(
     folder: str | os.PathLike[str],
     camera_names: Sequence[str],
@@ -261,13 +377,14 @@ def read_recording_keypoints(
         folder: the keypoints folder.
         camera_names: the rig's cameras, in its order.
         keypoint_set: the files' set; by default from the keypoint count (25: ``openpose25``,
-            18: ``coco18``, 17: ``coco17``, 26: ``halpe26``).
+            18: ``coco18``, 17: ``coco17``, 26: ``halpe26``) when the detections look like that
+            skeleton (:func:`keypoint_set_for_count`).
         allow_missing_frames: a camera without a file for some frames reads as seeing nobody
-            there (else the frame counts must agree).
+            there (else every camera must have the same frame numbers).
         progress: :class:`~mvspin.progress.Progress`, stage ``"read keypoints"``: cameras read.
 
     Raises:
-        KeypointFileError: camera count or names do not match, frame counts differ, unreadable
+        KeypointFileError: camera count or names do not match, frame numbers differ, unreadable
             or malformed files, inconsistent keypoint counts (one line naming the file).
     """
     folder = Path(folder)
@@ -292,10 +409,8 @@ def read_recording_keypoints(
     for i, src in enumerate(ordered):
         per_camera.append(_read_camera(src, skipped))
         progress("read keypoints", i + 1, len(ordered))
-    counts = {len(c) for c in per_camera}
-    if len(counts) > 1 and not allow_missing_frames:
-        detail = ", ".join(f"{n}: {len(c)}" for n, c in zip(names, per_camera))
-        raise KeypointFileError(f"{folder}: cameras have different frame counts ({detail})")
+    if not allow_missing_frames:
+        _check_same_frames(folder, names, ordered, per_camera)
     frames = np.array(sorted(set().union(*[set(c) for c in per_camera])), dtype=np.int64)
     k_counts = {p.shape[1] for c in per_camera for p in c.values() if p.size}
     if len(k_counts) > 1:
@@ -303,7 +418,7 @@ def read_recording_keypoints(
     if not k_counts:
         raise KeypointFileError(f"{folder}: nobody is detected in any frame of any camera")
     k = k_counts.pop()
-    kset = keypoint_set_for_count(k, keypoint_set, str(folder))
+    kset = keypoint_set_for_count(k, keypoint_set, str(folder), _sample_people(per_camera))
     p = max(max((len(x) for x in c.values()), default=0) for c in per_camera)
     index = {int(f): i for i, f in enumerate(frames)}
     out = np.zeros((len(frames), len(names), max(p, 1), k, 3), dtype=np.float32)
@@ -313,4 +428,10 @@ def read_recording_keypoints(
             missing_frames[index[f], v] = False
             if people.size:
                 out[index[f], v, : len(people)] = people
+    conf = out[..., 2][(out != 0).any(-1)]
+    if conf.size and not (conf > 0).any():
+        finite = conf[np.isfinite(conf)]
+        what = "NaN" if not finite.size else f"between {finite.min():g} and {finite.max():g}"
+        raise KeypointFileError(f"{folder}: no keypoint has a positive confidence (all are {what}): the third value "
+                                f"of each keypoint must be its detection confidence > 0 (0 = not seen)")
     return RecordingKeypoints(out, frames, names, ordered, kset, matched_by, missing_frames, skipped)

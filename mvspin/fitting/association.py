@@ -36,7 +36,8 @@ from mvspin.body import get_keypoint_set
 from mvspin.geometry import perspective_projection
 from mvspin.progress import Progress, no_progress
 
-__all__ = ["AssociationConfig", "Association", "associate_subjects"]
+__all__ = ["AssociationConfig", "Association", "associate_subjects", "camera_pair_agreement", "best_camera_order",
+           "CameraOrder", "agreeing_cameras"]
 
 
 @dataclass
@@ -67,6 +68,19 @@ class AssociationConfig:
     """A track not seen for longer than this ends."""
     block_frames: int = 64
     """Frames scored together (bounds memory: the score tensor grows with V^2 P^2 K per frame)."""
+
+    def __post_init__(self) -> None:
+        from mvspin.config import check_range
+
+        for name in ("radius_m", "outlier_joint_m", "track_gate_m"):
+            check_range(f"association.{name}", getattr(self, name), 0, 100, low_open=True)
+        check_range("association.track_speed_mps", self.track_speed_mps, 0, 1000)
+        check_range("association.max_gap_s", self.max_gap_s, 0, 3600)
+        check_range("association.min_agreement", self.min_agreement, 0, 1)
+        check_range("association.min_joints", self.min_joints, 1, 1000, integer=True)
+        check_range("association.min_views", self.min_views, 2, 1000, integer=True)
+        check_range("association.max_people", self.max_people, 1, 64, integer=True)
+        check_range("association.block_frames", self.block_frames, 1, 100000, integer=True)
 
 
 @dataclass
@@ -327,3 +341,164 @@ def associate_subjects(
             centre[si, f] = person["points"][ok].mean(0)
     track_length = found.sum(-1)
     return Association(keypoints, found, person_index, flipped, rejected, centre, track_length)
+
+
+def camera_pair_agreement(detections: Tensor, cameras: Rig | CameraTensors, max_frames: int = 12,
+                          budget: int = 1_000_000, given_order: bool = False) -> Tensor:
+    """How well each pair of keypoint sources agrees with each pair of cameras' geometry.
+
+    Two cameras' views of one person triangulate together: the 2D points of source ``i`` seen
+    through camera ``a`` and of source ``j`` through camera ``b`` meet in 3D (small two-view
+    reprojection residual) only when ``i`` is ``a``'s keypoints and ``j`` is ``b``'s. This scores
+    every assignment of a pair of sources to a pair of cameras, so a keypoint-folder order can
+    be checked against (or recovered from) the calibration.
+
+    Args:
+        detections: ``(T, V, P, K, 3)`` pixels and confidence per frame, source and person.
+        cameras: the V calibrated cameras (metres).
+        max_frames: frames used at most (those with the most detections).
+        budget: triangulations per call at most (fewer frames for large rigs).
+        given_order: score only source ``a`` as camera ``a`` (``E[a, b, a, b]``; the rest inf).
+    Returns:
+        ``(V, V, V, V)`` residual ``E[i, j, a, b]`` in metres at the person's depth (median over
+        frames of the best-matching pair of people; ``inf`` where they never triangulate).
+    """
+    cams = cameras.to_torch(torch.float64) if isinstance(cameras, Rig) else cameras.to(dtype=torch.float64)
+    det = torch.nan_to_num(torch.as_tensor(detections).to(torch.float64))
+    t, v, p, k, _ = det.shape
+    out = torch.full((v, v, v, v), float("inf"), dtype=torch.float64)
+    if v < 2:
+        return out
+    combos = [(i, j, a, b) for i, j in itertools.combinations(range(v), 2) for a in range(v) for b in range(v)
+              if a != b and (not given_order or (a, b) == (i, j))]
+    fi, fj, ca, cb = (torch.tensor(col) for col in zip(*combos))
+    n = len(combos)
+    per_frame = max(1, n * p * p * k)
+    count = (det[..., 2] > 0).sum((-1, -2)).amin(-1)  # (T,) joints seen by the emptiest source
+    frames = torch.argsort(count, descending=True)[:max(2, min(max_frames if not given_order else 4 * max_frames,
+                                                              budget // per_frame))]
+    frames = frames[count[frames] > 0]
+    if frames.numel() == 0:
+        return out
+    d = det[frames]  # (F, V, P, K, 3)
+    pi, pj = (x.flatten() for x in torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij"))
+    a_kp = d[:, fi][:, :, pi]  # (F, N, PP, K, 3)
+    b_kp = d[:, fj][:, :, pj]
+    xy = torch.stack([a_kp[..., :2], b_kp[..., :2]], 3)  # (F, N, PP, 2, K, 2)
+    w = torch.stack([a_kp[..., 2], b_kp[..., 2]], 3)  # (F, N, PP, 2, K)
+    pair = _pair_cameras(cams, ca, cb)  # (N, 2)
+    pair_pp = CameraTensors(*(None if x is None else x[:, None] for x in
+                              (pair.K, pair.R, pair.t, pair.dist, pair.image_size)))  # (N, 1, 2)
+    tri = triangulate_points(xy, w, pair_pp, threshold_px=None)
+    pts = tri.points  # (F, N, PP, K, 3)
+    uv = perspective_projection(pts[:, :, :, None], pair_pp.K, pair_pp.R, pair_pp.t, pair_pp.dist)  # (F,N,PP,2,K,2)
+    depth = torch.einsum("nvij,fnpkj->fnpvki", pair.R, pts)[..., 2] + pair.t[None, :, None, :, None, 2]
+    focal = 0.5 * (pair.K[..., 0, 0] + pair.K[..., 1, 1])  # (N, 2)
+    metres = torch.linalg.vector_norm(uv - xy, dim=-1) * depth / focal[None, :, None, :, None]
+    ok = tri.valid & (w > 0).all(3) & (depth > 0.1).all(3)  # (F, N, PP, K)
+    metres = torch.where(ok, metres.amax(3), torch.full_like(metres[:, :, :, 0], float("inf")))
+    enough = ok.sum(-1) >= 5
+    med = torch.where(enough, torch.nan_to_num(metres, posinf=1e9).median(-1).values,
+                      torch.full_like(enough, float("inf"), dtype=torch.float64))
+    best = med.amin(2)  # (F, N): the best-matching people
+    finite = torch.isfinite(best)
+    for c in range(n):
+        col = best[finite[:, c], c]
+        if col.numel():
+            value = float(col.median())
+            i, j, a, b = combos[c]
+            out[i, j, a, b] = out[j, i, b, a] = value
+    return out
+
+
+@dataclass
+class CameraOrder:
+    """Which keypoint source belongs to which camera, judged by the geometry.
+
+    Attributes:
+        order: ``order[a]`` the source that is camera ``a``'s (the best assignment found).
+        residual_m: mean over camera pairs of the two-view residual of ``order`` (metres).
+        given_residual_m: the same for the given order (source ``a`` is camera ``a``).
+        pair_residual_m: ``(V, V)`` residual of each camera pair under ``order`` (metres; inf:
+            never triangulate).
+        searched: every permutation was tried (rigs of up to 8 cameras).
+    """
+
+    order: list[int]
+    residual_m: float
+    given_residual_m: float
+    pair_residual_m: Tensor
+    searched: bool
+
+    @property
+    def reordered(self) -> bool:
+        return self.order != list(range(len(self.order)))
+
+
+def _order_costs(agree: Tensor, orders: Tensor) -> Tensor:
+    """Mean capped pair residual ``(M,)`` of each assignment ``orders`` ``(M, V)``."""
+    v = orders.shape[1]
+    a, b = (torch.tensor(x) for x in zip(*itertools.combinations(range(v), 2)))
+    vals = agree[orders[:, a], orders[:, b], a, b].clamp_max(10.0)  # (M, pairs)
+    return vals.mean(-1)
+
+
+def best_camera_order(agree: Tensor, max_search: int = 8) -> CameraOrder:
+    """The assignment of sources to cameras that agrees best with the geometry.
+
+    Args:
+        agree: ``(V, V, V, V)`` from :func:`camera_pair_agreement`.
+        max_search: rigs up to this many cameras try every permutation (8! = 40320); larger
+            rigs keep the given order and only score it.
+    """
+    v = agree.shape[0]
+    given = list(range(v))
+    given_cost = float(_order_costs(agree, torch.tensor([given]))[0])
+    best, best_cost, searched = given, given_cost, v <= max_search
+    if searched and v > 1:
+        perms = torch.tensor(list(itertools.permutations(range(v))))
+        costs = _order_costs(agree, perms)
+        i = int(torch.argmin(costs))
+        if float(costs[i]) < given_cost - 1e-9:
+            best, best_cost = perms[i].tolist(), float(costs[i])
+    pair = torch.full((v, v), float("inf"), dtype=torch.float64)
+    for a in range(v):
+        for b in range(v):
+            if a != b:
+                pair[a, b] = agree[best[a], best[b], a, b]
+    return CameraOrder(best, best_cost, given_cost, pair, searched)
+
+
+def agreeing_cameras(pair_residual_m: Tensor, floor_m: float = 0.06, noise_factor: float = 4.0) -> list[int]:
+    """The largest group of cameras whose every pair triangulates together.
+
+    A pair agrees when its residual is within ``max(floor_m, noise_factor x`` the best pair's
+    residual): the best pair sets the rig's noise level, so cameras that agree only loosely (two
+    cameras with swapped extrinsics see a consistent mirrored person, 7-16 cm off) are not taken
+    for agreeing ones (about 1 cm for 2-4 px noise at 4 m).
+
+    Args:
+        pair_residual_m: ``(V, V)`` residual of each camera pair (metres, inf: never meet),
+            e.g. ``E[a, b, a, b]`` of :func:`camera_pair_agreement`.
+    Returns:
+        The group's camera indices, increasing (ties: the lower mean residual); all cameras
+        when no pair meets at all.
+    """
+    v = pair_residual_m.shape[0]
+    finite = pair_residual_m[torch.isfinite(pair_residual_m)]
+    if finite.numel() == 0:
+        return list(range(v))
+    thr = max(floor_m, noise_factor * float(finite.min()))
+    ok = (pair_residual_m <= thr).tolist()
+    best: list[int] = []
+    best_cost = float("inf")
+    sizes = range(v, 1, -1) if v <= 12 else range(0)
+    for size in sizes:
+        for group in itertools.combinations(range(v), size):
+            if all(ok[a][b] for a, b in itertools.combinations(group, 2)):
+                cost = sum(float(pair_residual_m[a, b]) for a, b in itertools.combinations(group, 2))
+                if cost < best_cost:
+                    best, best_cost = list(group), cost
+        if best:
+            return best
+    return list(range(v))

@@ -84,7 +84,7 @@ class ChunkEnergy:
         n = pose.shape[0]
         rots = axis_angle_to_matrix(torch.cat([pose.view(n, 23, 3), d_orient[:, None]], 1))  # one conversion
         kp = self.body.keypoints_multiview(self.targets.model_set, rots[:, :23], betas.expand(n, -1),
-                                           (rots[:, 23] @ orient0)[:, None], transl[:, None])
+                                           (rots[:, 23] @ orient0)[:, None], transl[:, None], check=False)
         return self.targets.model_keypoints(kp)
 
     def __call__(self, pose: Tensor, d_orient: Tensor, orient0: Tensor, transl: Tensor, betas: Tensor,

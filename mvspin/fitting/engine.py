@@ -126,10 +126,10 @@ class FittingEngine:
             b, v = rot.shape[:2]
             out = self.body(body_pose=body_rot.repeat_interleave(v, 0), betas=betas.repeat_interleave(v, 0),
                             global_orient=rot.flatten(0, 1), transl=transl.flatten(0, 1),
-                            keypoints=self.targets.model_set)
+                            keypoints=self.targets.model_set, check=False)  # the loop's values: checked at entry
             kp = out.keypoints.view(b, v, -1, 3)
         else:
-            kp = self.body.keypoints_multiview(self.targets.model_set, body_rot, betas, rot, transl)
+            kp = self.body.keypoints_multiview(self.targets.model_set, body_rot, betas, rot, transl, check=False)
         return self.targets.model_keypoints(kp)
 
     def fixed_body_keypoints(self, body_rot: Tensor, betas: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
@@ -501,5 +501,5 @@ class FittingEngine:
         b, v = rot.shape[:2]
         with torch.no_grad():
             out = self.body(body_pose=body_rot.repeat_interleave(v, 0), betas=betas.repeat_interleave(v, 0),
-                            global_orient=rot.flatten(0, 1), transl=transl.flatten(0, 1))
+                            global_orient=rot.flatten(0, 1), transl=transl.flatten(0, 1), check=False)
         return out.vertices.view(b, v, -1, 3), out.joints.view(b, v, 24, 3)

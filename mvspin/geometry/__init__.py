@@ -40,6 +40,7 @@ from mvspin.geometry.rotations import (
     matrix_to_axis_angle,
     matrix_to_rot6d,
     rot6d_to_matrix,
+    smooth_rotations,
     so3_mean,
     so3_right_jacobian,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "so3_mean",
     "so3_right_jacobian",
     "geodesic_distance",
+    "smooth_rotations",
     # cameras
     "SPIN_FOCAL_LENGTH",
     "SPIN_CROP_SIZE",

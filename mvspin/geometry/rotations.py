@@ -17,6 +17,7 @@ from mvspin.errors import check_shape
 
 __all__ = [
     "rot6d_to_matrix",
+    "smooth_rotations",
     "matrix_to_rot6d",
     "axis_angle_to_matrix",
     "matrix_to_axis_angle",
@@ -300,3 +301,37 @@ def geodesic_distance(R1: Tensor, R2: Tensor) -> Tensor:
     nonzero = sq > 0
     sin = 0.5 * torch.where(nonzero, torch.sqrt(torch.where(nonzero, sq, torch.ones_like(sq))), 0.0)
     return torch.atan2(sin, cos)
+
+
+def smooth_rotations(R: Tensor, window: int, order: int = 2) -> Tensor:
+    r"""Savitzky-Golay smoothing of a rotation sequence along its first axis, in 6D.
+
+    The 6D representation (two columns of each matrix) is continuous on SO(3), unlike axis-angle
+    and quaternions (no wrap-around, no sign flips), so a local polynomial fit per component and
+    Gram-Schmidt back to a rotation smooth jitter without jumps. The first and last frames use a
+    polynomial fitted to the window's frames at the ends (scipy's ``mode="interp"``).
+
+    Args:
+        R: :math:`(T, *, 3, 3)` rotations, frames first.
+        window: frames per local fit (odd, >= ``order + 2``); a sequence shorter than the window
+            uses the largest odd window it has (fewer than ``order + 2`` frames: returned as is).
+        order: the polynomial's degree.
+
+    Returns:
+        :math:`(T, *, 3, 3)` rotations.
+
+    Example:
+        >>> R = axis_angle_to_matrix(torch.tensor([[0.0, 0.0, 0.1 * t] for t in range(9)]))
+        >>> torch.allclose(smooth_rotations(R, 5), R, atol=1e-3)  # a steady turn is kept
+        True
+    """
+    from scipy.signal import savgol_filter
+
+    check_shape("smooth_rotations: R", R, ["*", 3, 3])  # frames first: at least (T, 3, 3)
+    t = R.shape[0] if R.dim() > 2 else 0
+    window = min(window if window % 2 else window + 1, t if t % 2 else t - 1)
+    if window < order + 2:
+        return R
+    x = matrix_to_rot6d(R).detach().cpu().double().numpy()
+    smoothed = savgol_filter(x, window, order, axis=0, mode="interp")
+    return rot6d_to_matrix(torch.as_tensor(smoothed, dtype=R.dtype, device=R.device))

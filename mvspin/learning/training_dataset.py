@@ -58,6 +58,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mvspin.body.keypoint_sets import get_keypoint_set, keypoint_index_map
 from mvspin.data.bundle_format import BundleFile
+from mvspin.errors import BundleFormatError
 from mvspin.geometry import SPIN_CROP_SIZE, axis_angle_to_matrix
 from mvspin.learning.augment import (
     AugmentConfig,
@@ -148,6 +149,16 @@ def _remap(points: np.ndarray, index: tuple[np.ndarray, np.ndarray], size: int) 
     out = np.zeros(points.shape[:-2] + (size, points.shape[-1]), dtype=np.float64)
     out[..., dst, :] = points[..., src, :]
     return out
+
+
+def _check_finite(rec: dict[str, Any], path: Any, bundle: int) -> None:
+    """A NaN in the data (a file edited or written by another tool: the writer refuses them)
+    surfaces as the file, bundle and field when read, in one short line, before any loss."""
+    for name, value in rec.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise BundleFormatError(f"{path}: bundle {bundle}: {name} holds {int((~np.isfinite(arr)).sum())} NaN or "
+                                    f"infinite values (fix or drop that bundle)")
 
 
 class TrainingDataset(Dataset):
@@ -331,6 +342,7 @@ class TrainingDataset(Dataset):
         if p.num_views != v_count:
             raise ValueError(f"augmentation has {p.num_views} views, {bf.path} has {v_count}")
         rec = bf.read_bundle(bundle, fields=[f for f in bf.fields if f not in ("images", "image_paths")])
+        _check_finite(rec, bf.path, bundle)
         images = bf.load_images(bundle)
         center = np.asarray(rec["center"], dtype=np.float64)
         scale = np.asarray(rec["scale"], dtype=np.float64)

@@ -27,7 +27,7 @@ def test_demo_writes_outputs_and_reports_accuracy(tmp_path, capsys):
     assert all(m["frames_fitted"] == 4 for m in methods.values())
     assert len(list((out / "meshes").glob("frame_*.ply"))) == 4
     params = np.load(out / "params" / "calibrated.npz")
-    assert params["body_pose"].shape == (4, 69) and params["poses"].shape == (4, 72)
+    assert params["body_pose"].shape == (4, 69) and params["poses"].shape == (4, 156)
     assert params["betas"].shape == (4, 10)  # one fit per frame
     assert str(params["model"]) == "free-collapse10pc"
     rig = json.loads((out / "rig.json").read_text())
@@ -40,7 +40,7 @@ def test_demo_writes_outputs_and_reports_accuracy(tmp_path, capsys):
         p = read_smpl_npz(path)
         t = len(p["body_pose"])
         assert p["body_pose"].shape == (t, 69) and p["global_orient"].shape == (t, 3), path
-        assert p["transl"].shape == (t, 3) and p["poses"].shape == (t, 72) and float(p["fps"]) == 30.0
+        assert p["transl"].shape == (t, 3) and p["poses"].shape == (t, 156) and float(p["fps"]) == 30.0
     per_view = read_smpl_npz(out / "params" / "per_view.npz")
     assert per_view["body_pose"].shape == (16, 69)  # one row per frame and view, frame-major
     np.testing.assert_array_equal(per_view["frame"], np.repeat(np.arange(4), 4))

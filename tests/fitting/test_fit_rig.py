@@ -17,6 +17,8 @@ from mvspin.data.keypoint_files import KeypointFileError
 from mvspin.data.recording_keypoints import read_recording_keypoints
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording, write_openpose_folders
 from mvspin.geometry import axis_angle_to_matrix
+from mvspin.body import SMPL_JOINT_NAMES
+from tests.file_checks import bvh_joint_positions, quat_matrix, read_trc
 
 SETS = ("openpose25", "openpose25b", "coco18", "coco17", "halpe26")
 
@@ -36,7 +38,8 @@ def test_openpose_folders_read_back(tmp_path, kset):
     det[2, 1, 1] = 0  # camera 1 lists one person in frame 2
     names = ["cam_2", "cam_10", "cam_1"]
     write_openpose_folders(det, names, tmp_path, stem="take")
-    rec = read_recording_keypoints(tmp_path, names, keypoint_set="openpose25b" if kset == "openpose25b" else None)
+    # random points are no skeleton: the set is named (guessing from the count is tested in test_rig_trust.py)
+    rec = read_recording_keypoints(tmp_path, names, keypoint_set=kset)
     assert rec.keypoint_set == kset and rec.matched_by == "name"
     assert rec.frames.tolist() == list(range(6)) and not rec.missing.any()
     np.testing.assert_allclose(rec.keypoints, det, atol=1e-6)
@@ -51,7 +54,9 @@ def test_npz_and_mmpose_and_order_matching(tmp_path):
     for i, f in enumerate(range(10, 14)):
         inst = [{"keypoints": det[i, 1, 0, :, :2].tolist(), "keypoint_scores": det[i, 1, 0, :, 2].tolist()}]
         (tmp_path / "22222" / f"img_{f:04d}.json").write_text(json.dumps({"instance_info": inst}))
-    rec = read_recording_keypoints(tmp_path, ["serial_a", "serial_b"])
+    with pytest.raises(KeypointFileError, match="do not look like a coco17 skeleton"):
+        read_recording_keypoints(tmp_path, ["serial_a", "serial_b"])  # random points: no layout to guess
+    rec = read_recording_keypoints(tmp_path, ["serial_a", "serial_b"], keypoint_set="coco17")
     assert rec.matched_by == "order" and rec.keypoint_set == "coco17"
     assert rec.frames.tolist() == [10, 11, 12, 13]
     np.testing.assert_allclose(rec.keypoints, det, rtol=1e-6)
@@ -63,7 +68,7 @@ def test_reader_errors_are_one_clear_line(tmp_path):
     with pytest.raises(KeypointFileError, match=r"the rig has 4 cameras \(a, b, c, d\) but there are keypoints for 3"):
         read_recording_keypoints(tmp_path, ["a", "b", "c", "d"])
     (tmp_path / "c" / "frame_000000000002_keypoints.json").unlink()
-    with pytest.raises(KeypointFileError, match=r"different frame counts \(a: 3, b: 3, c: 2\)"):
+    with pytest.raises(KeypointFileError, match=r"different frame numbers: most are 0..2 \(3 frames\) but c \(c\) numbered 0..1, 2 frames"):
         read_recording_keypoints(tmp_path, ["a", "b", "c"])
     rec = read_recording_keypoints(tmp_path, ["a", "b", "c"], allow_missing_frames=True)
     assert rec.missing[:, 2].tolist() == [False, False, True]
@@ -81,8 +86,6 @@ def _recording_files(body, tmp_path: Path, num_frames=24, **kw):
 
 
 def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
-    import pygltflib
-
     rec = _recording_files(body, tmp_path)
     # A stretch of frames nobody detects: the rest are still fitted, the report lists them.
     for cam in rec.rig.names:
@@ -98,14 +101,14 @@ def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
                "--videos", *[str(tmp_path / "videos" / f"{c}.mp4") for c in reversed(rec.rig.names)],
                "--resolution", "low", "-o", str(tmp_path / "out"), "--fps", "25",
                "--config", str(Path(__file__).resolve().parents[2] / "configs" / "fit_rig.yaml"),
-               "--set", "sequence.refine_iterations=80"])
+               "--set", "sequence.refine_iterations=80", "--bvh", "--trc"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "subject 0: 22/24 frames fitted" in printed and "cam0" in printed
     npz = np.load(tmp_path / "out" / "subject0.npz")
     for key in ("poses", "trans", "betas", "gender", "mocap_frame_rate", "global_orient", "body_pose", "transl"):
         assert key in npz.files
-    assert npz["poses"].shape == (24, 72) and npz["betas"].shape == (10,) and str(npz["gender"]) == "neutral"
+    assert npz["poses"].shape == (24, 156) and npz["betas"].shape == (10,) and str(npz["gender"]) == "neutral"
     assert float(npz["mocap_frame_rate"]) == 25.0
     np.testing.assert_array_equal(npz["trans"], npz["transl"])
     assert npz["fitted"].tolist() == [t not in (10, 11) for t in range(24)]
@@ -138,33 +141,49 @@ def test_fit_rig_writes_npz_glb_and_report(body, tmp_path, capsys):
         assert frames[t][y - 6:y + 7, x - 6:x + 7].max() > 120  # drawn (the video is dark, 20)
     assert frames[10].max() < 60
 
-    gltf = pygltflib.GLTF2().load(str(tmp_path / "out" / "subject0.glb"))
-    assert len(gltf.skins) == 1 and len(gltf.skins[0].joints) == 24
-    anim = gltf.animations[0]
-    blob = gltf.binary_blob()
+    # The .glb: valid (Khronos validator), with normals, its root keys carrying the Z-up -> Y-up
+    # turn, and its skeleton posed by the keys on the .npz's joints
+    from mvspin.io_outputs import Z_UP_TO_Y_UP
+    from tests.file_checks import Glb, assert_valid_gltf
 
-    def read(acc_index, width):
-        acc = gltf.accessors[acc_index]
-        view = gltf.bufferViews[acc.bufferView]
-        return np.frombuffer(blob[view.byteOffset:view.byteOffset + view.byteLength], dtype=np.float32).reshape(acc.count, width)
-
-    times = read(anim.samplers[0].input, 1)
+    glb = Glb(tmp_path / "out" / "subject0.glb")
+    assert len(glb.doc.skins) == 1 and len(glb.doc.skins[0].joints) == 24
+    assert glb.attribute("NORMAL").shape == glb.attribute("POSITION").shape
+    times = glb.accessor(glb.doc.animations[0].samplers[0].input)
     assert len(times) == 24 and abs(float(times[1, 0]) - 1 / 25) < 1e-6
+    assert glb.doc.animations[0].extras["fps"] == 25.0
     frame = 17
-    rot_of = {ch.target.node: anim.samplers[ch.sampler].output for ch in anim.channels if ch.target.path == "rotation"}
     for joint in (0, 4, 18):  # root, left knee, left elbow
-        q = read(rot_of[joint], 4)[frame]
-        x, y, z, w = q.astype(np.float64)
-        mat = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        mat = quat_matrix(glb.keys(joint, "rotation")[frame])
         aa = npz["poses"][frame, 3 * joint:3 * joint + 3]
         expected = axis_angle_to_matrix(torch.as_tensor(aa, dtype=torch.float64)).numpy()
-        np.testing.assert_allclose(mat, expected, atol=1e-5)
-    trans_ch = [ch for ch in anim.channels if ch.target.path == "translation"][0]
-    root = read(anim.samplers[trans_ch.sampler].output, 3)[frame]
+        np.testing.assert_allclose(mat, Z_UP_TO_Y_UP @ expected if joint == 0 else expected, atol=1e-5)
     pelvis = body.rest_joints(torch.as_tensor(npz["betas"])[None])[0, 0].numpy()
-    np.testing.assert_allclose(root, npz["trans"][frame] + pelvis, atol=1e-5)
+    np.testing.assert_allclose(glb.keys(0, "translation")[frame], Z_UP_TO_Y_UP @ (npz["trans"][frame] + pelvis), atol=1e-5)
+    with torch.no_grad():
+        joints = body(body_pose=torch.as_tensor(npz["body_pose"][frame:frame + 1]), betas=torch.as_tensor(npz["betas"])[None],
+                      global_orient=torch.as_tensor(npz["global_orient"][frame:frame + 1]),
+                      transl=torch.as_tensor(npz["transl"][frame:frame + 1])).joints[0].numpy()
+    np.testing.assert_allclose(glb.joint_positions(frame) @ Z_UP_TO_Y_UP, joints, atol=1e-4)
+    rest = glb.joint_positions(None)  # no keys: the T-pose stands up in glTF's Y-up
+    assert rest[15, 1] - rest[0, 1] > 0.3 and abs(rest[15, 0] - rest[0, 0]) < 0.05
+    assert_valid_gltf(tmp_path / "out" / "subject0.glb")
+
+    # --bvh: the skeleton read back by a BVH library lands on the .npz's joints (1 mm)
+    with torch.no_grad():
+        all_joints = body(body_pose=torch.as_tensor(npz["body_pose"]), betas=torch.as_tensor(npz["betas"])[None].expand(24, -1),
+                          global_orient=torch.as_tensor(npz["global_orient"]), transl=torch.as_tensor(npz["transl"])).joints.numpy()
+    names, positions, frame_time = bvh_joint_positions(tmp_path / "out" / "subject0.bvh")
+    order = [names.index(n) for n in SMPL_JOINT_NAMES]
+    assert frame_time == pytest.approx(1 / 25) and positions.shape == (24, 24, 3)
+    assert float(np.abs(positions[:, order] / 100 @ Z_UP_TO_Y_UP - all_joints).max()) < 1e-3
+    # --trc: the fitted keypoints (Pose2Sim's names) and SMPL joints in mm, Y-up, empty where not fitted
+    header, names, times, markers = read_trc(tmp_path / "out" / "subject0.trc")
+    assert header["Units"] == "mm" and names[:3] == ["Nose", "Neck", "RShoulder"] and names[25] == "smpl_pelvis"
+    np.testing.assert_allclose(times, np.arange(24) / 25, atol=1e-6)
+    np.testing.assert_allclose(markers[seen.numpy(), :25] / 1000 @ Z_UP_TO_Y_UP, pred[seen].numpy(), atol=1e-4)
+    np.testing.assert_allclose(markers[seen.numpy(), 25:] / 1000 @ Z_UP_TO_Y_UP, all_joints[seen.numpy()], atol=1e-4)
+    assert np.isnan(markers[10]).all() and np.isnan(markers[11]).all()
 
 
 def _run_error(args, capsys) -> str:

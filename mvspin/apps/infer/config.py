@@ -73,6 +73,9 @@ class InferConfig:
     """Crops per network call."""
     render: bool = True
     """Write overlays and side views (open3d rendering)."""
+    smooth: int = 0
+    """Videos: smooth the per-frame bodies over this many frames (a Savitzky-Golay filter on the
+    rotations in 6D, the shape and the translation; odd, e.g. 9 at 30 fps); 0: off."""
     seed: int = 0
     """Weight initialisation seed with allow_untrained."""
     device: Optional[str] = None
@@ -103,6 +106,9 @@ class InferConfig:
         if self.mesh_format not in MESH_FORMATS:
             raise ConfigError(f"mesh_format must be obj or ply, got {self.mesh_format!r}", field="mesh_format")
         check_range("batch_size", self.batch_size, 1, 4096, integer=True)
+        check_range("smooth", self.smooth, 0, 1001, integer=True)
+        if self.smooth and self.smooth < 5:
+            raise ConfigError(f"smooth must be 0 (off) or at least 5 frames, got {self.smooth}", field="smooth")
         try:
             person = parse_person_choice(self.person)
         except ValueError as err:

@@ -1,8 +1,10 @@
 """Videos: one person per frame, frames batched through the network.
 
 Outputs per video: ``<prefix>.npz`` with one row per frame (``fps`` from the video,
-``box_detected``: whether the frame's box came from its own box / OpenPose file) and, with
-``render``, ``<prefix>_overlay.mp4``. A frame without a file, or whose OpenPose file holds nobody,
+``box_detected``: whether the frame's box came from its own box / OpenPose file), ``<prefix>.glb``
+(the body animated over the frames, seen as the camera saw it, one shape: the frames' mean) and,
+with ``render``, ``<prefix>_overlay.mp4``. With ``smooth`` the per-frame bodies are smoothed over
+time (:func:`smooth_prediction`) before any file is written. A frame without a file, or whose OpenPose file holds nobody,
 keeps the previous frame's box (the whole frame before the first detection). The files are
 written together or not at all.
 """
@@ -35,7 +37,53 @@ __all__ = ["run_video", "video_files"]
 
 def video_files(item: InferInput) -> list[Path]:
     """The files a video input will write (for the output check before any work)."""
-    return [item.prefix.with_suffix(".npz"), suffixed(item.prefix, "_overlay.mp4")]
+    return [item.prefix.with_suffix(".npz"), item.prefix.with_suffix(".glb"), suffixed(item.prefix, "_overlay.mp4")]
+
+
+def smooth_prediction(pred: Prediction, body: Any, window: int) -> Prediction:
+    """The per-frame bodies smoothed over ``window`` frames: rotations by
+    :func:`~mvspin.geometry.smooth_rotations` (Savitzky-Golay in 6D), betas and translation by
+    the same filter per component; joints recomputed (vertices dropped). The crop boxes and
+    cameras (``K``) stay each frame's own."""
+    import torch
+    from scipy.signal import savgol_filter
+
+    from mvspin.geometry import smooth_rotations
+
+    n = len(pred)
+    w = min(window if window % 2 else window + 1, n if n % 2 else n - 1)
+    if w < 4:
+        return pred
+
+    def filtered(x: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(savgol_filter(x.double().numpy(), w, 2, axis=0, mode="interp"), dtype=x.dtype)
+
+    rotmat, betas, transl = smooth_rotations(pred.rotmat, w), filtered(pred.betas), filtered(pred.transl)
+    device = body.J_template.device
+    with torch.no_grad():
+        joints = body(body_pose=rotmat[:, 1:].to(device), betas=betas.to(device), global_orient=rotmat[:, 0].to(device),
+                      transl=transl.to(device)).joints.cpu()
+    return dataclasses.replace(pred, rotmat=rotmat, betas=betas, transl=transl, joints=joints, vertices=None)
+
+
+def _write_video_glb(path: Path, pred: Prediction, body: Any, fps: float) -> None:
+    """The sequence as an animated ``.glb`` in the camera's view: OpenCV's camera axes (y down,
+    z forward) turned to glTF's (y up, looking along -z), one shape (the frames' mean betas)."""
+    import torch
+
+    from mvspin.body import SMPL_JOINT_NAMES, SMPL_PARENTS
+    from mvspin.io_outputs import write_animated_gltf
+
+    device = body.J_template.device
+    with torch.no_grad():
+        betas = pred.betas.mean(0, keepdim=True).to(device)
+        rest = body(betas=betas).vertices[0].cpu().numpy()
+        rest_joints = body.rest_joints(betas)[0].cpu().numpy()
+    write_animated_gltf(path, rest_vertices=rest, faces=body.faces,
+                        skin_weights=body.smpl.lbs_weights.detach().cpu().numpy(), parents=SMPL_PARENTS,
+                        rest_joints=rest_joints, joint_rotations=pred.rotmat.numpy(),
+                        root_translation=pred.transl.numpy() + rest_joints[0], fps=fps, joint_names=SMPL_JOINT_NAMES,
+                        world_rotation=np.diag([1.0, -1.0, -1.0]), extras={"model": body.name})
 
 
 def _frame_person(session: InferSession, index: int, width: int, height: int, keypoint_files: Any,
@@ -52,6 +100,26 @@ def _frame_person(session: InferSession, index: int, width: int, height: int, ke
     if last is not None:
         return PersonBox("", last.center, last.scale), False
     return people_in_image(width, height)[0], False
+
+
+def _render_smoothed(session: InferSession, path: Path, pred: Prediction, video: Any, report: InferReport) -> None:
+    """Second pass over the video: each frame with its smoothed body."""
+    import torch
+
+    from mvspin.io_outputs import overlay_image
+
+    body = session.body
+    device = body.J_template.device
+    for start, image in enumerate(VideoFrames(path)):
+        if start >= len(pred):
+            break
+        row = pred.select([start])
+        with torch.no_grad(), report.time("render"):
+            verts = body(body_pose=row.rotmat[:, 1:].to(device), betas=row.betas.to(device),
+                         global_orient=row.rotmat[:, 0].to(device), transl=row.transl.to(device)).vertices.cpu()
+            picture = overlay_image(image, overlay_meshes(dataclasses.replace(row, vertices=verts), [0]), body.faces)
+        with report.time("write"):
+            video.write(picture)
 
 
 def run_video(session: InferSession, item: InferInput, report: InferReport,
@@ -93,14 +161,15 @@ def run_video(session: InferSession, item: InferInput, report: InferReport,
             with report.time("crop"):
                 crops = crops_of(predictor, batch_images, batch_people)
             centers, scales = boxes_of(batch_people)
-            pred = predictor.predict_crops(crops, centers, scales, with_vertices=video is not None,
+            render_now = video is not None and not cfg.smooth  # smoothed bodies are drawn after the pass
+            pred = predictor.predict_crops(crops, centers, scales, with_vertices=render_now,
                                            timings=report.timings)
             if session.fit_settings is not None:
                 with report.time("refine"):
                     pred, batch_errors = session.refine(pred, batch_people)
                 errors.append(batch_errors)
             for i, img in enumerate(batch_images):
-                if video is not None:
+                if render_now:
                     with report.time("render"):
                         picture = overlay_image(img, overlay_meshes(pred.select([i]), [0]), session.body.faces)
                     with report.time("write"):
@@ -131,9 +200,14 @@ def run_video(session: InferSession, item: InferInput, report: InferReport,
                     flush()
             flush()
             pred = Prediction.concatenate(parts)
+            if cfg.smooth:
+                pred = smooth_prediction(pred, session.body, cfg.smooth)
+                if video is not None:
+                    _render_smoothed(session, item.path, pred, video, report)
             with report.time("write"):
                 if video is not None:
                     video.close()
+                _write_video_glb(group.path(item.prefix.with_suffix(".glb")), pred, session.body, frames.fps)
                 write_prediction_npz(
                     group.path(item.prefix.with_suffix(".npz")), pred, model=session.body.name,
                     image_size=list(size), source=str(item.path), checkpoint=session.checkpoint_name,

@@ -60,13 +60,19 @@ class FitRigConfig(RigFitConfig):
     """People to fit, each with its own id."""
     meshes: bool = False
     """Also write one .obj per subject and frame (meshes/)."""
+    bvh: bool = False
+    """Also write subject<id>.bvh: the skeleton's motion for animation tools (Y-up, centimetres)."""
+    trc: bool = False
+    """Also write subject<id>.trc: the fitted keypoints and SMPL joints as OpenSim/Pose2Sim markers
+    (Y-up, millimetres)."""
     y_up: bool = False
     """The rig's world is Y-up (default: Z-up)."""
     allow_missing_frames: bool = False
     """Cameras may lack files for some frames (else frame counts must agree)."""
     videos: Optional[list[Path]] = None
-    """One video per camera, matched by file stem, else in order: writes overlay_<camera>.mp4
-    with the fitted skeletons (video frame n is keypoint frame n; image folders give no overlay)."""
+    """One video (or image folder) per camera, matched by file stem, else in order: writes
+    overlay_<camera>.mp4 with the fitted skeletons (video frame n is keypoint frame n; an image's
+    frame is the last number in its name)."""
     checkpoint: Optional[Path] = None
     """HMR regressor checkpoint (SPIN's or mvspin's): the fit starts from the network run on
     each camera's crop of the subject (needs videos; default: start from triangulation)."""
@@ -134,7 +140,8 @@ class RigReport:
 def _planned_files(config: FitRigConfig, camera_names: list[str]) -> list[Path]:
     out = config.out
     files = [out / name for name in _REPORT_FILES]
-    files += [out / f"subject{i}.{ext}" for i in range(config.subjects) for ext in ("npz", "glb")]
+    exts = ("npz", "glb") + ("bvh",) * config.bvh + ("trc",) * config.trc
+    files += [out / f"subject{i}.{ext}" for i in range(config.subjects) for ext in exts]
     files += [out / f"overlay_{name}.mp4" for name in camera_names] if config.videos else []
     return files
 
@@ -196,17 +203,20 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
     if config.checkpoint is not None:
         initial_estimate, initialisation = _network_start(config, body, device, rig, rec.frames, videos, progress)
     fps = config.fps or _videos_fps(videos) or DEFAULT_FPS
+    # Folders that do not name the cameras: the order is checked against the geometry (warnings,
+    # dropped cameras and fewer subjects than asked are logged by fit_recording and in the report).
     fit = fit_recording(body, rec.keypoints, rig, rec.keypoint_set, config.subjects, config=config, fps=fps,
                         frames=rec.frames, progress=progress, initial_estimate=initial_estimate,
-                        initialisation=initialisation)
-    if len(fit.subjects) < config.subjects:
-        log.warning("asked for %d subjects, found %d in the recording", config.subjects, len(fit.subjects))
+                        initialisation=initialisation, check_order=rec.matched_by == "order",
+                        source_names=[s.name for s in rec.sources])
+    if fit.camera_order is not None:
+        rec.sources = [rec.sources[[s.name for s in rec.sources].index(n)] for n in fit.camera_order["order"]]
+        log.info("%s", fit.camera_order["message"])
     skipped = {"skipped_keypoint_files": [{"file": str(f), "why": why} for f, why in rec.skipped]}
     written = write_recording_outputs(fit, body, config.out, gender=config.body.gender, z_up=not config.y_up,
-                                      meshes=config.meshes, progress=progress, extra=skipped)
-    if videos and any(v.is_dir() for v in videos):
-        log.info("no overlay videos: videos gave image folders")
-    elif videos:
+                                      meshes=config.meshes, bvh=config.bvh, trc=config.trc, progress=progress,
+                                      extra=skipped)
+    if videos:
         written += write_overlay_videos(fit, body, rig, videos, config.out, progress=progress)
     save_config(config, config.out / "config.yaml")
     written.append(config.out / "config.yaml")

@@ -1,5 +1,6 @@
 """Files of a fitted rig recording: per subject an AMASS-keyed ``.npz``, an animated ``.glb`` and
-optionally meshes; a report (``report.json``, ``report.png``) for the whole recording.
+optionally a ``.bvh``, a ``.trc`` and meshes; a report (``report.json``, ``report.png``) for the
+whole recording.
 
 Every file goes through :mod:`mvspin.atomic`; a subject's files (its meshes included) are
 committed together, so an interrupted run leaves whole subjects or nothing of them.
@@ -16,16 +17,25 @@ import torch
 from mvspin.atomic import OutputGroup, write_bytes_atomic
 from mvspin.body import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel
 from mvspin.fitting.recording import RecordingFit, recording_summary
-from mvspin.io_outputs import write_animated_gltf, write_mesh, write_smpl_npz
+from mvspin.io_outputs import (
+    Z_UP_TO_Y_UP,
+    pose2sim_marker_name,
+    write_animated_gltf,
+    write_bvh,
+    write_mesh,
+    write_smpl_npz,
+    write_trc,
+)
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["write_recording_outputs", "write_report_plot", "summary_table", "write_overlay_videos", "match_videos"]
 
 
 def _subject_files(fit: RecordingFit, body: BodyModel, index: int, out: Path, gender: str,
-                   world_rotation: Optional[np.ndarray], meshes: bool, group: OutputGroup) -> list[Path]:
-    """Write one subject's ``.npz``, ``.glb`` and meshes through ``group`` (together or not at
-    all); returns the final paths."""
+                   world_rotation: Optional[np.ndarray], meshes: bool, group: OutputGroup,
+                   bvh: bool = False, trc: bool = False) -> list[Path]:
+    """Write one subject's ``.npz``, ``.glb`` (and ``.bvh``, ``.trc``, meshes) through ``group``
+    (together or not at all); returns the final paths."""
     sub = fit.subjects[index]
     r = sub.result
     params = {k: v.detach().cpu().numpy() for k, v in r.smpl_params().items()}
@@ -45,8 +55,17 @@ def _subject_files(fit: RecordingFit, body: BodyModel, index: int, out: Path, ge
         group.path(finals[1]), rest_vertices=rest.vertices[0].cpu().numpy(), faces=body.faces,
         skin_weights=body.smpl.lbs_weights.detach().cpu().numpy(), parents=SMPL_PARENTS, rest_joints=rest_joints,
         joint_rotations=rotations, root_translation=root, fps=fit.fps, joint_names=SMPL_JOINT_NAMES,
-        world_rotation=world_rotation)
+        world_rotation=world_rotation, extras={"model": body.name, "subject_id": sub.subject_id})
     written = list(finals)
+    if bvh:
+        written.append(out / f"{stem}.bvh")
+        write_bvh(group.path(written[-1]), parents=SMPL_PARENTS, rest_joints=rest_joints, joint_rotations=rotations,
+                  root_translation=root, fps=fit.fps, joint_names=SMPL_JOINT_NAMES, world_rotation=world_rotation)
+    if trc:
+        written.append(out / f"{stem}.trc")
+        names, markers = _markers(fit, body, r)
+        write_trc(group.path(written[-1]), markers, names, fit.fps, frame_numbers=np.asarray(fit.frames),
+                  world_rotation=world_rotation, name=written[-1].name)
     if meshes:
         (out / "meshes").mkdir(exist_ok=True)
         with torch.no_grad():
@@ -60,6 +79,22 @@ def _subject_files(fit: RecordingFit, body: BodyModel, index: int, out: Path, ge
                     write_mesh(group.path(final), verts[i], body.faces)
                     written.append(final)
     return written
+
+
+def _markers(fit: RecordingFit, body: BodyModel, r) -> tuple[list[str], np.ndarray]:
+    """The fitted body's keypoints of the recording's set (Pose2Sim's names) and its 24 SMPL
+    joints (``smpl_<joint>``) per frame, metres; NaN in frames not fitted."""
+    from mvspin.body import get_keypoint_set
+
+    n = r.num_frames
+    with torch.no_grad():
+        kp = body.keypoints(fit.keypoint_set, r.body_pose, r.betas.expand(n, -1), r.global_orient, r.transl)
+        joints = body(body_pose=r.body_pose, betas=r.betas.expand(n, -1), global_orient=r.global_orient,
+                      transl=r.transl).joints
+    markers = torch.cat([kp, joints], 1).double().cpu().numpy()
+    markers[~r.fitted.cpu().numpy()] = np.nan  # carried by smoothness only: not a measurement
+    names = [pose2sim_marker_name(k) for k in get_keypoint_set(fit.keypoint_set).names]
+    return names + [f"smpl_{j}" for j in SMPL_JOINT_NAMES], markers
 
 
 def write_report_plot(summary: dict, path: Path) -> Path:
@@ -95,6 +130,7 @@ def write_report_plot(summary: dict, path: Path) -> Path:
 def summary_table(summary: dict) -> str:
     """The printed table: per subject and camera, mean reprojection error and frames seen."""
     lines = [f"initialisation: {summary.get('initialisation', 'triangulation')}"]
+    lines += [f"warning: {w}" for w in summary.get("warnings", [])]
     for sub in summary["subjects"]:
         mean = sub["mean_reprojection_px"]
         lines.append(f"subject {sub['id']}: {sub['frames_fitted']}/{summary['frames']} frames fitted, "
@@ -113,24 +149,27 @@ def summary_table(summary: dict) -> str:
 
 
 def write_recording_outputs(fit: RecordingFit, body: BodyModel, out: str | Path, *, gender: str = "neutral",
-                            z_up: bool = True, meshes: bool = False,
+                            z_up: bool = True, meshes: bool = False, bvh: bool = False, trc: bool = False,
                             progress: Progress = no_progress, extra: Optional[dict] = None) -> list[Path]:
     """Write every subject's files and the report into ``out``; returns the paths written.
 
     Args:
-        z_up: the rig's world is Z-up: the ``.glb`` gets a parent node turning it into glTF's
-            Y-up (Blender turns it back), so the body stands upright in every viewer.
+        z_up: the rig's world is Z-up: the ``.glb``'s root keys turn it into glTF's Y-up
+            (Blender turns it back), so the body stands upright in every viewer.
         meshes: also one ``.obj`` per subject and frame under ``meshes/``.
+        bvh: also ``subject<id>.bvh``: the skeleton's motion (Y-up, centimetres).
+        trc: also ``subject<id>.trc``: the fitted keypoints and SMPL joints as OpenSim markers
+            (Y-up, millimetres; empty in frames not fitted).
         progress: stage ``"write"``, subjects written.
         extra: more entries for report.json (e.g. the keypoint files skipped).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    world = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]) if z_up else None  # Z-up -> Y-up
+    world = Z_UP_TO_Y_UP if z_up else None
     written: list[Path] = []
     for i in range(len(fit.subjects)):
         with OutputGroup() as group:
-            files = _subject_files(fit, body, i, out, gender, world, meshes, group)
+            files = _subject_files(fit, body, i, out, gender, world, meshes, group, bvh=bvh, trc=trc)
         written.extend(files)
         if meshes:  # an earlier run's meshes of this subject (other frames) must not mix with this run's
             keep = set(files)
@@ -161,13 +200,16 @@ def match_videos(videos: list[Path], camera_names: list[str]) -> list[Path]:
 def write_overlay_videos(fit: RecordingFit, body: BodyModel, rig, videos: list[Path], out: str | Path,
                          progress: Progress = no_progress) -> list[Path]:
     """Per camera, the video with each subject's fitted skeleton (SMPL's 24 joints projected,
-    one colour per subject) and the detections used (white dots): ``overlay_<camera>.mp4``.
+    one colour per subject) and the detections used (white dots): ``overlay_<camera>.mp4``
+    (H.264 with ``mvspin[video]``, see :class:`~mvspin.io_outputs.VideoWriter`).
 
-    Video frame ``n`` shows keypoint frame number ``n``; frames without a fit are copied as they
-    are. ``progress``: stage ``"overlays"``, cameras done.
+    A video's frame ``n`` shows keypoint frame number ``n`` (frames without a fit are copied as
+    they are); a folder of images gives one overlay frame per keypoint frame, from the image
+    whose file name carries its number. ``progress``: stage ``"overlays"``, cameras done.
     """
     import cv2
 
+    from mvspin.apps.rig.network_start import camera_frames
     from mvspin.data.video import VideoFrames
     from mvspin.geometry import perspective_projection
     from mvspin.io_outputs import VideoWriter
@@ -186,8 +228,9 @@ def write_overlay_videos(fit: RecordingFit, body: BodyModel, rig, videos: list[P
     written = []
     for v, (name, path) in enumerate(zip(fit.camera_names, videos)):
         with VideoWriter(out / f"overlay_{name}.mp4", fit.fps) as writer:
-            for n, frame in enumerate(VideoFrames(path)):
-                i = index.get(n)
+            numbered = camera_frames(path, fit.frames) if Path(path).is_dir() else enumerate(VideoFrames(path))
+            for n, frame in numbered:
+                i = index.get(int(n))
                 if i is not None:
                     frame = frame.copy()
                     for s, sub in enumerate(fit.subjects):

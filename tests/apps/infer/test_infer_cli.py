@@ -12,7 +12,9 @@ import torch
 
 from mvspin.body import BodyModel
 from mvspin.cli.main import main
+from mvspin.data.video import VideoFrames
 from mvspin.geometry import (
+    axis_angle_to_matrix,
     crop_cam_to_translation,
     crop_intrinsics,
     crop_to_image_points,
@@ -88,7 +90,7 @@ def test_npz_reprojects_onto_the_network_keypoints(data: Path, body: BodyModel, 
     params = read_smpl_npz(tmp_path / "grey.npz")
     assert params["global_orient"].shape == (1, 3) and params["body_pose"].shape == (1, 69)
     assert params["betas"].shape == (10,) and params["transl"].shape == (1, 3)
-    assert params["poses"].shape == (1, 72) and str(params["model"]) == body.name and float(params["fps"]) == 0
+    assert params["poses"].shape == (1, 156) and str(params["model"]) == body.name and float(params["fps"]) == 0
     np.testing.assert_array_equal(params["image_size"], [W, H])
     with torch.no_grad():
         posed = body(body_pose=torch.tensor(params["body_pose"]), betas=torch.tensor(params["betas"])[None],
@@ -172,7 +174,7 @@ def test_video_gives_one_sequence_file_and_an_overlay_video(data: Path, body: Bo
                       "--out", str(tmp_path / "out"))
     assert code == 0
     params = read_smpl_npz(tmp_path / "out" / "clip.npz")
-    assert params["poses"].shape == (5, 72) and params["betas"].shape == (5, 10)
+    assert params["poses"].shape == (5, 156) and params["betas"].shape == (5, 10)
     assert params["K"].shape == (5, 3, 3) and float(params["fps"]) == pytest.approx(12.0)
     np.testing.assert_allclose(params["center"], [[47.5, 35.5]] * 5)  # whole-frame boxes
     capture = cv2.VideoCapture(str(tmp_path / "out" / "clip_overlay.mp4"))
@@ -180,6 +182,26 @@ def test_video_gives_one_sequence_file_and_an_overlay_video(data: Path, body: Bo
     ok, frame = capture.read()
     capture.release()
     assert ok and frame.shape == (72, 96, 3) and (np.abs(frame.astype(int) - 0) > 20).any()
+    # The .glb: valid, with normals, the root's keys turning the camera frame (y down) to glTF's y up
+    from tests.file_checks import Glb, assert_valid_gltf, quat_matrix
+
+    glb = Glb(tmp_path / "out" / "clip.glb")
+    assert glb.attribute("NORMAL").shape == glb.attribute("POSITION").shape and glb.doc.animations[0].extras["frames"] == 5
+    root = axis_angle_to_matrix(torch.as_tensor(params["global_orient"][3], dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(quat_matrix(glb.keys(0, "rotation")[3]), np.diag([1.0, -1, -1]) @ root, atol=1e-5)
+    assert_valid_gltf(tmp_path / "out" / "clip.glb")
+    # smooth: the same clip with the bodies smoothed over 5 frames (less frame-to-frame change)
+    code, _, _ = _run(capsys, str(video), "--allow-untrained", "--backbone", "resnet18", "--batch-size", "2",
+                      "--out", str(tmp_path / "smooth"), "--smooth", "5")
+    assert code == 0
+    smooth = read_smpl_npz(tmp_path / "smooth" / "clip.npz")
+
+    def wiggle(p):  # squared third differences of the rotation matrices (5 frames, window 5: one quadratic)
+        rot = axis_angle_to_matrix(torch.as_tensor(p["body_pose"]).view(5, 23, 3)).numpy()
+        return float((np.diff(rot, 3, axis=0) ** 2).sum())
+
+    assert wiggle(smooth) < 0.05 * wiggle(params)
+    assert len(list(VideoFrames(tmp_path / "smooth" / "clip_overlay.mp4"))) == 5
 
 
 def test_views_are_fused_into_one_body(data: Path, body: BodyModel, tmp_path: Path, capsys):
@@ -295,7 +317,7 @@ def test_output_writers_check_shapes_and_leave_no_partial_files(tmp_path: Path):
             "transl": np.ones((2, 3))}
     path = write_smpl_npz(tmp_path / "seq.npz", **good, model="free-test", fps=30.0, extra={"K": np.eye(3)})
     params = read_smpl_npz(path)
-    np.testing.assert_array_equal(params["poses"], np.zeros((2, 72)))
+    np.testing.assert_array_equal(params["poses"], np.zeros((2, 156)))
     assert str(params["model"]) == "free-test" and float(params["fps"]) == 30.0
     with pytest.raises(ValueError, match=r"bad\.npz: row counts differ: global_orient 2, body_pose 3"):
         write_smpl_npz(tmp_path / "bad.npz", **{**good, "body_pose": np.zeros((3, 69))}, model="m")

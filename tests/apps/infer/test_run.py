@@ -64,7 +64,7 @@ def test_api_on_images_and_a_video(tmp_path: Path, body: BodyModel, model: HMRRe
 
     assert (report.images, report.people, report.videos, report.frames, report.failures) == (2, 2, 1, 5, [])
     assert [item.source.name for item in report.items] == ["img0.png", "img1.png", "clip.mp4"]
-    assert sorted(p.name for p in report.files) == ["clip.npz", "img0.npz", "img0.obj", "img1.npz", "img1.obj",
+    assert sorted(p.name for p in report.files) == ["clip.glb", "clip.npz", "img0.npz", "img0.obj", "img1.npz", "img1.obj",
                                                     "infer_config.yaml"]
     # The prediction returned equals the file, and the array API gives the same body.
     still = read_smpl_npz(tmp_path / "out" / "img1.npz")
