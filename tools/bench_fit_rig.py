@@ -15,6 +15,17 @@ Memory is set by the chunk size, not the iteration count, so by default that run
 iterations (--memory-full-iterations runs the real ones; it then takes minutes).
 
     python tools/bench_fit_rig.py --frames 300 --views 4 --repeats 3
+
+Suite: ``--suite validation|test`` fits every recording of that part of the motion suite
+(:mod:`mvspin.data.motion_suite`) with the default fit-rig (association + sequence fit), per-frame
+calibrated MV-SMPLify and plain triangulation (DLT over the associated keypoints, no body),
+and prints per motion, per frame rate and per noise level: world keypoint MPJPE and its p95
+(OpenPose-25 keypoints, mm), acceleration error (mean norm of the keypoints' acceleration
+difference, m/s^2, so frame rates compare), frames/s. ``--set name=value`` overrides
+SequenceFitConfig fields (choosing defaults: on ``validation`` only).
+
+    python tools/bench_fit_rig.py --suite test
+    python tools/bench_fit_rig.py --suite validation --methods fit-rig --set smooth_weight=0.5
 """
 from __future__ import annotations
 
@@ -31,6 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from _bench import median_time  # noqa: E402  (tools/ is on sys.path when run as a script)
+
 from mvspin.body import BodyModel  # noqa: E402
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording  # noqa: E402
 from mvspin.fitting import MVSMPLify, MVSMPLifyConfig  # noqa: E402
@@ -71,6 +83,110 @@ def _errors_mm(body, params, rec) -> tuple[float, float]:
             float((acc(pred) - acc(gt)).norm(dim=-1).mean()) * 1000)
 
 
+def _suite_errors(pred: torch.Tensor, gt: torch.Tensor, fps: float, valid: torch.Tensor | None = None
+                  ) -> dict[str, float]:
+    """MPJPE and p95 (mm) and mean acceleration error (m/s^2) of ``(T, K, 3)`` keypoints;
+    ``valid (T, K)`` limits them to triangulated points."""
+    err = (pred - gt).norm(dim=-1)
+    acc = ((pred[2:] - 2 * pred[1:-1] + pred[:-2]) - (gt[2:] - 2 * gt[1:-1] + gt[:-2])).norm(dim=-1) * fps ** 2
+    if valid is None:
+        valid = torch.ones(err.shape, dtype=torch.bool)
+    v3 = valid[2:] & valid[1:-1] & valid[:-2]
+    return {"mpjpe": float(err[valid].mean()) * 1000, "p95": float(err[valid].quantile(0.95)) * 1000,
+            "acc": float(acc[v3].mean()), "coverage": float(valid.float().mean())}
+
+
+def _suite_config(overrides: list[str]) -> RigFitConfig:
+    config = RigFitConfig()
+    for item in overrides:
+        name, _, value = item.partition("=")
+        target = config.sequence
+        *path, last = name.removeprefix("sequence.").split(".")
+        for part in path:
+            target = getattr(target, part)
+        old = getattr(target, last)
+        setattr(target, last, type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true", "yes"))
+    return config
+
+
+def run_suite(part: str, methods: list[str], overrides: list[str], resolution: str, only: list[str]) -> None:
+    """Fit every case of a motion-suite part; print the tables."""
+    from calibration import triangulate_points
+    from mvspin.data.motion_suite import make_case, suite
+
+    body = BodyModel.free(resolution)
+    config = _suite_config(overrides)
+    rows: list[dict] = []
+    for case in suite(part):
+        if only and case.name not in only:
+            continue
+        rec = make_case(body, case)
+        g = rec.gt
+        gt = body.keypoints("openpose25", g.body_pose, g.betas, axis_angle_to_matrix(g.global_orient), g.transl)
+        t = rec.num_frames
+        t0 = time.perf_counter()
+        fit = fit_recording(body, rec.detections, rec.rig, "openpose25", config=config, fps=case.fps)
+        seconds = time.perf_counter() - t0
+        r = fit.subjects[0].result
+        noise = f"{case.noise_px[0]:g}-{case.noise_px[1]:g} px"
+        base = {"case": case.name, "fps": case.fps, "noise": noise, "views": len(case.cameras), "frames": t}
+        if "fit-rig" in methods:
+            pred = body.keypoints("openpose25", r.body_pose, r.betas.expand(t, -1), r.global_orient, r.transl)
+            rows.append({**base, "method": "fit-rig", "fps_fit": t / seconds,
+                         "betas_max": float(r.betas.abs().max()), **_suite_errors(pred, gt, case.fps)})
+        kp = fit.subjects[0].keypoints
+        if "per-frame" in methods:
+            t0 = time.perf_counter()
+            pf = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated"), "openpose25").fit_calibrated(kp, rec.rig)
+            seconds = time.perf_counter() - t0
+            pred = body.keypoints("openpose25", pf.body_pose, pf.betas, pf.world_orient, pf.world_transl)
+            rows.append({**base, "method": "per-frame", "fps_fit": t / seconds, **_suite_errors(pred, gt, case.fps)})
+        if "triangulation" in methods:
+            t0 = time.perf_counter()
+            tri = triangulate_points(kp[..., :2], kp[..., 2], rec.rig.to_torch(), threshold_px=None)
+            seconds = time.perf_counter() - t0
+            rows.append({**base, "method": "triangulation", "fps_fit": t / seconds,
+                         **_suite_errors(tri.points.float(), gt, case.fps, tri.valid)})
+        for row in rows[-len(methods):]:
+            print(f"  {row['case']:<14} {row['method']:<14} mpjpe {row['mpjpe']:6.1f} mm  p95 {row['p95']:6.1f}  "
+                  f"acc {row['acc']:7.2f} m/s2  {row['fps_fit']:7.1f} frames/s", file=sys.stderr, flush=True)
+    _print_suite(part, rows, methods)
+
+
+def _print_suite(part: str, rows: list[dict], methods: list[str]) -> None:
+    print(f"motion suite, {part} part: {len({r['case'] for r in rows})} recordings; MPJPE/p95 in mm over the "
+          f"OpenPose-25 world keypoints, acceleration error in m/s^2, {torch.get_num_threads()} thread(s), "
+          f"{platform.processor() or platform.machine()}")
+    head = f"{'':<22}" + "".join(f"{m:>34}" for m in methods)
+    sub = f"{'':<22}" + "".join(f"{'MPJPE':>8}{'p95':>8}{'acc':>8}{'fr/s':>10}" for _ in methods)
+
+    def table(title: str, key) -> None:
+        print(f"\n{title}\n{head}\n{sub}")
+        groups: dict[str, dict[str, list[dict]]] = {}
+        for r in rows:
+            groups.setdefault(key(r), {}).setdefault(r["method"], []).append(r)
+        for name, by_method in groups.items():
+            cells = []
+            for m in methods:
+                rs = by_method.get(m, [])
+                if not rs:
+                    cells.append(f"{'':>34}")
+                    continue
+                mean = {k: sum(r[k] for r in rs) / len(rs) for k in ("mpjpe", "p95", "acc")}
+                fps = sum(r["frames"] for r in rs) / sum(r["frames"] / r["fps_fit"] for r in rs)
+                cells.append(f"{mean['mpjpe']:8.1f}{mean['p95']:8.1f}{mean['acc']:8.2f}{fps:10.1f}")
+            print(f"{name:<22}" + "".join(cells))
+
+    table("per motion (fps, cameras)", lambda r: f"{r['case']} ({r['fps']:g}, {r['views']})")
+    table("per frame rate", lambda r: f"{r['fps']:g} frames/s")
+    table("per noise level", lambda r: r["noise"])
+    table("all", lambda r: "mean over recordings")
+    fr = [r for r in rows if r["method"] == "fit-rig"]
+    if fr:
+        print(f"\nfit-rig worst motion: {max(fr, key=lambda r: r['mpjpe'])['case']} "
+              f"{max(r['mpjpe'] for r in fr):.1f} mm; largest |beta|: {max(r['betas_max'] for r in fr):.2f}")
+
+
 def _previous_sequence_config() -> SequenceFitConfig:
     """The sequence fit before the Gauss-Newton refinement: Adam, 100 iterations, key frames
     every 8th frame fitted with the stand-alone iteration counts."""
@@ -89,8 +205,16 @@ def main() -> None:
     p.add_argument("--memory-full-iterations", action="store_true",
                    help="the memory run uses the real iteration counts (slow)")
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--suite", choices=["validation", "test"], help="fit a part of the motion suite instead")
+    p.add_argument("--methods", default="fit-rig,per-frame,triangulation", help="suite: comma-separated methods")
+    p.add_argument("--cases", default="", help="suite: comma-separated case names (default all)")
+    p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="suite: SequenceFitConfig overrides")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.suite:
+        run_suite(args.suite, args.methods.split(","), args.set, args.resolution,
+                  [c for c in args.cases.split(",") if c])
+        return
     if args.memory_child:
         _memory_child(args.memory_frames, args.views, args.memory_full_iterations, args.resolution)
         return

@@ -66,8 +66,10 @@ SETTINGS = {
 }
 
 
-def bench(name: str, steps: int, device: str, folder: Path) -> dict:
-    s = SETTINGS[name]
+def bench(name: str, steps: int, device: str, folder: Path, optimizer: str | None = None) -> dict:
+    s = dict(SETTINGS[name])
+    if optimizer:  # the fitting's optimiser (e.g. lm, the batched Levenberg-Marquardt solver)
+        s["overrides"] = {**s["overrides"], "fits.fitting.optimizer": optimizer}
     # The config without its (still missing) data file, for the batch size.
     probe = load_config(TrainConfig, s["config"], [f"{k}={v}" for k, v in s["overrides"].items()])
     bundles = probe.optim.batch_size * (steps + 1)
@@ -93,23 +95,25 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4, help="timed steps per setting (after one warm-up step)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--optimizer", choices=["adam", "lbfgs", "lm"], default=None,
+                   help="the fitting's optimiser (default: each setting's config)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.settings:
-            results.append(bench(name, args.steps, args.device, Path(tmp)))
+            results.append(bench(name, args.steps, args.device, Path(tmp), args.optimizer))
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
-    head = f"{'setting':<17} {'mode':<10} {'batch':>9} {'crop':>5} {'net':>7} {'fit it':>8} " + " ".join(
+    head = f"{'setting':<17} {'opt':<5} {'mode':<10} {'batch':>9} {'crop':>5} {'net':>7} {'fit it':>8} " + " ".join(
         f"{k:>9}" for k in (*STEP_TIMES, "step")) + f" {'fit share':>9} {'ckpt s':>7}"
     print(head)
     print("-" * len(head))
     for r in results:
         c, t = r["config"], r["times"]
         f = c.fits.fitting
-        print(f"{r['name']:<17} {f.mode:<10} {c.optim.batch_size:>4} x {r['views']:<2} {c.data.crop_size:>5} {'R-' + str(c.model.depth):>7} "
+        print(f"{r['name']:<17} {f.optimizer:<5} {f.mode:<10} {c.optim.batch_size:>4} x {r['views']:<2} {c.data.crop_size:>5} {'R-' + str(c.model.depth):>7} "
               f"{f.stage1_iterations:>3}+{f.stage2_iterations:<4} "
               + " ".join(f"{t[k]:>9.3f}" for k in (*STEP_TIMES, "step"))
               + f" {100 * t['fitting'] / t['step']:>8.1f}% {r['checkpoint']:>7.3f}")

@@ -73,8 +73,8 @@ class DemoConfig:
     """Pixel noise standard deviation of the keypoints."""
     drop: float = 0.1
     """Share of keypoints dropped (a detector's misses)."""
-    optimizer: str = field(default="adam", metadata={"choices": ("adam", "lbfgs")})  # SPIN / MV-SPIN: Adam, lr 0.01
-    """Fitting optimiser: adam (SPIN, MV-SPIN) or lbfgs."""
+    optimizer: str = field(default="adam", metadata={"choices": ("adam", "lbfgs", "lm")})  # SPIN / MV-SPIN: Adam
+    """Fitting optimiser: adam (SPIN, MV-SPIN, lr 0.01), lbfgs or lm (batched Levenberg-Marquardt)."""
     threads: int = 1
     """CPU threads for torch; fitting tensors are small, so 1 is fastest."""
     render: bool = True
@@ -95,8 +95,8 @@ class DemoConfig:
         if not 0.0 <= self.drop < 1.0:
             raise ConfigError(f"drop must be in [0, 1), got {self.drop}", field="drop")
         check_range("threads", self.threads, 1, 1024, integer=True)
-        if self.optimizer not in ("adam", "lbfgs"):
-            raise ConfigError(f"optimizer must be adam or lbfgs, got {self.optimizer!r}", field="optimizer")
+        if self.optimizer not in ("adam", "lbfgs", "lm"):
+            raise ConfigError(f"optimizer must be adam, lbfgs or lm, got {self.optimizer!r}", field="optimizer")
         if self.keypoints not in KEYPOINT_SETS:
             raise ConfigError(f"keypoints must be one of {', '.join(KEYPOINT_SETS)}, got {self.keypoints!r}",
                               field="keypoints")

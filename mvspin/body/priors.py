@@ -23,7 +23,7 @@ from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES
 from mvspin.body.safe_pickle import load_restricted_pickle
 from mvspin.errors import ShapeError, check_shape
 
-__all__ = ["GMMPosePrior", "FreePosePrior", "angle_prior", "shape_prior", "JOINT_LIMITS_DEG"]
+__all__ = ["GMMPosePrior", "FreePosePrior", "angle_prior", "angle_prior_gauss_newton", "shape_prior", "JOINT_LIMITS_DEG"]
 
 
 def _check_body_pose(body_pose: Tensor) -> Tensor:
@@ -95,6 +95,20 @@ class GMMPosePrior(nn.Module):
         quad = torch.einsum("bci,cij,bcj->bc", diff, self.precisions.to(x.dtype), diff)
         return (0.5 * quad - self.log_weights.to(x.dtype)).min(dim=1).values
 
+    def gauss_newton(self, body_pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Energy ``(B,)``, gradient ``(B, 69)`` and curvature ``(B, 69, 69)`` of the closest
+        component's quadratic (as SMPLify-X's solver treats the max-mixture): the residual
+        ``L^T (x - mu_k)`` with ``Sigma_k^-1 = L L^T``, so the curvature is ``Sigma_k^-1``. The
+        gradient equals autograd's of :meth:`forward` (the min picks that component)."""
+        x = _check_body_pose(body_pose)
+        diff = x.unsqueeze(1) - self.means.to(x.dtype)
+        prec = self.precisions.to(x.dtype)
+        quad = torch.einsum("bci,cij,bcj->bc", diff, prec, diff)
+        energy, k = (0.5 * quad - self.log_weights.to(x.dtype)).min(dim=1)
+        p_k = prec[k]  # (B, 69, 69)
+        d_k = diff[torch.arange(x.shape[0], device=x.device), k]
+        return energy, (p_k @ d_k[..., None])[..., 0], p_k
+
 
 # Soft limits of each joint's axis-angle components (x, y, z) in degrees, for the LEFT side and
 # the spine/neck/head, in SMPL's axes (Y up, X the body's left, Z forward). Signs follow the
@@ -161,6 +175,18 @@ class FreePosePrior(nn.Module):
         excess = torch.relu(x - hi) + torch.relu(lo - x)
         return excess.square().sum(-1) + self.l2_weight * x.square().sum(-1)
 
+    def gauss_newton(self, body_pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Energy ``(B,)``, gradient ``(B, 69)`` and curvature ``(B, 69, 69)`` (diagonal) of the
+        prior as residuals: the excess over each limit and ``sqrt(l2_weight) x``. Exact: the
+        prior is a sum of squares of piecewise-linear residuals."""
+        x = _check_body_pose(body_pose)
+        lo, hi = self.lower.to(x.dtype), self.upper.to(x.dtype)
+        excess = torch.relu(x - hi) - torch.relu(lo - x)  # signed: its square is the limit term
+        outside = ((x > hi) | (x < lo)).to(x.dtype)
+        energy = excess.square().sum(-1) + self.l2_weight * x.square().sum(-1)
+        grad = 2 * excess + 2 * self.l2_weight * x
+        return energy, grad, torch.diag_embed(2 * (outside + self.l2_weight))
+
     def sample(self, n: int, generator: torch.Generator | None = None, spread: float = 0.5) -> Tensor:
         """Random axis-angle body poses ``(n, 69)`` inside the joint limits.
 
@@ -185,6 +211,18 @@ def angle_prior(body_pose: Tensor) -> Tensor:
     x = _check_body_pose(body_pose)
     sign = torch.tensor(_ANGLE_PRIOR_SIGN, dtype=x.dtype, device=x.device)
     return torch.exp(x[..., list(_ANGLE_PRIOR_INDEX)] * sign).square().sum(-1)
+
+
+def angle_prior_gauss_newton(body_pose: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradient ``(B, 69)`` and Gauss-Newton curvature ``(B, 69)`` (the diagonal; zero off the
+    four elbow/knee components) of :func:`angle_prior` as the residuals ``exp(sign * theta)``."""
+    x = _check_body_pose(body_pose)
+    idx = torch.tensor(_ANGLE_PRIOR_INDEX, device=x.device)
+    sign = torch.tensor(_ANGLE_PRIOR_SIGN, dtype=x.dtype, device=x.device)
+    e2 = torch.exp(2 * sign * x.index_select(-1, idx))
+    grad = torch.zeros_like(x).index_copy(-1, idx, 2 * sign * e2)
+    curv = torch.zeros_like(x).index_copy(-1, idx, 2 * e2)
+    return grad, curv
 
 
 def shape_prior(betas: Tensor) -> Tensor:

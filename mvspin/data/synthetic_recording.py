@@ -122,12 +122,26 @@ def _world_keypoints(body: BodyModel, params: BodyParams, set_name: str) -> Tens
                               params.transl)
 
 
-def make_rig_recording(body: BodyModel, options: Optional[RecordingOptions] = None, seed: int = 0) -> SyntheticRecording:
+def make_rig_recording(body: BodyModel, options: Optional[RecordingOptions] = None, seed: int = 0,
+                       motion: Optional[BodyParams] = None, bystander_motion: Optional[BodyParams] = None,
+                       rig: Optional[Rig] = None) -> SyntheticRecording:
     """Project a moving subject (and a bystander) into one rig, with detector-like corruption.
 
     Seeded: one ``seed`` gives the same recording on every machine.
+
+    Args:
+        motion: the subject's motion (Y-up world, ``options.num_frames`` frames); default a
+            :func:`smooth_motion` (:mod:`mvspin.data.motion_suite` makes others).
+        bystander_motion: the bystander's motion, placed as given (default: another smooth
+            motion 1.5-2.5 m from the subject's path).
+        rig: the cameras (Y-up world); default :func:`random_rig` from the options.
     """
     opt = options or RecordingOptions()
+    for name, given in (("motion", motion), ("bystander_motion", bystander_motion)):
+        if given is not None and len(given) != opt.num_frames:
+            raise ValueError(f"{name} has {len(given)} frames but options.num_frames is {opt.num_frames}")
+    if rig is not None and len(rig) != opt.num_views:
+        raise ValueError(f"rig has {len(rig)} cameras but options.num_views is {opt.num_views}")
     if opt.num_frames < 1 or opt.num_views < 2:
         raise ValueError(f"need num_frames >= 1 and num_views >= 2, got {opt.num_frames}, {opt.num_views}")
     for name in ("flip_view", "outlier_view"):
@@ -137,13 +151,17 @@ def make_rig_recording(body: BodyModel, options: Optional[RecordingOptions] = No
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     t, v = opt.num_frames, opt.num_views
-    rig = random_rig(v, rng, opt.image_size, opt.focal, opt.distance, opt.height)
-    subject = smooth_motion(body, t, gen, num_keyposes=max(2, t // 40))
+    drawn_rig = random_rig(v, rng, opt.image_size, opt.focal, opt.distance, opt.height)
+    rig = drawn_rig if rig is None else rig
+    drawn = smooth_motion(body, t, gen, num_keyposes=max(2, t // 40))
+    subject = drawn if motion is None else motion
     # The bystander: another motion, moved 1.5-2.5 m away from the subject's path.
     other = smooth_motion(body, t, gen, num_keyposes=max(2, t // 60), radius=0.2)
     ang = float(rng.uniform(0, 2 * math.pi))
     dist = float(rng.uniform(1.5, 2.5))
     other.transl = other.transl + torch.tensor([dist * math.cos(ang), 0.0, dist * math.sin(ang)])
+    if bystander_motion is not None:
+        other = bystander_motion
     if opt.z_up:
         subject, rig_z = rotate_world(body, subject, rig, Y_UP_TO_Z_UP)
         other, _ = rotate_world(body, other, rig, Y_UP_TO_Z_UP)

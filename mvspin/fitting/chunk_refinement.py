@@ -2,7 +2,21 @@
 
 :class:`ChunkEnergy` is the energy :func:`~mvspin.fitting.sequence.fit_sequence` minimises over
 the L frames of a chunk: Geman-McClure reprojection in every camera, the pose, elbow/knee and
-(when the betas are free) shape priors, and the squared acceleration of the world keypoints.
+(when the betas are free) shape priors, and a robust penalty on the acceleration of the world
+keypoints.
+
+Units, so that one set of weights means the same on any rig:
+
+- the reprojection residuals are turned from image pixels into pixels of a 224 px frame holding
+  the whole body (``scale``: the camera's metres per pixel at the subject's depth, times
+  224 px over the body's height), the frame SPIN and the training path fit in: the same
+  weights at 540p or 4K, 2 m or 8 m, 500 px or 3000 px focal;
+- the smoothness term acts on accelerations in m/s^2 (second differences times ``fps^2``):
+  ``smooth * rho(|a|)`` with Geman-McClure's ``rho(a) = c^2 a^2 / (c^2 + a^2)`` and scale
+  ``c = smooth_scale`` m/s^2: quadratic for jitter well below ``c``, bounded (at most ``c^2``)
+  for a real heel strike, landing or clap, so those keep their peak. Summing both terms over
+  the frames keeps their ratio at any frame rate (both grow with the frame count as integrals
+  over time do).
 
 :func:`refine_levenberg_marquardt` minimises it with Gauss-Newton steps instead of Adam's
 hundred first-order ones. The frames are coupled only through the smoothness term (and the
@@ -61,9 +75,14 @@ class ChunkEnergy:
         body, targets: the body model and the matched keypoints (M of them).
         cams: the V cameras. xy: ``(L, V, M, 2)`` pixels. weights: ``(L, V, M)`` confidence
             squared times keypoint weight (0 where missing).
-        sigma: Geman-McClure scale, pixels. smooth: weight of the squared keypoint acceleration
-            (metres squared; already scaled to pixels at the subject's distance).
+        sigma: Geman-McClure scale of the reprojection, 224-px-frame pixels.
         shape_prior_weight: weight of the betas' prior when they are optimised.
+        smooth: weight of the acceleration penalty, per (m/s^2)^2 (in 224-px-frame pixels
+            squared, the reprojection term's unit).
+        scale: ``(L, V)`` 224-px-frame pixels per image pixel (None: 1).
+        fps: frames per second (accelerations in m/s^2).
+        smooth_scale: Geman-McClure scale ``c`` of the acceleration penalty, m/s^2 (0: plain
+            squared acceleration).
     """
 
     body: BodyModel
@@ -77,6 +96,33 @@ class ChunkEnergy:
     angle_prior_weight: float
     shape_prior_weight: float
     smooth: float
+    scale: Optional[Tensor] = None
+    fps: float = 30.0
+    smooth_scale: float = 0.0
+
+    def _scaled(self, uv: Tensor) -> tuple[Tensor, Tensor]:
+        if self.scale is None:
+            return uv, self.xy
+        s = self.scale[..., None, None]
+        return uv * s, self.xy * s
+
+    def acceleration_weights(self, x: Tensor) -> Tensor:
+        """IRLS weights ``(L - 2, M)`` of the acceleration penalty at world keypoints
+        ``x (L, M, 3)``: ``psi = c^4 / (c^2 + |a|^2)^2`` (1 for the plain squared penalty), so
+        that its gradient by ``x`` is ``2 smooth fps^4 D^T (psi D x)``."""
+        if not self.smooth_scale:
+            return torch.ones(x.shape[0] - 2, x.shape[1], dtype=x.dtype, device=x.device)
+        a2 = (x[2:] - 2 * x[1:-1] + x[:-2]).square().sum(-1) * self.fps ** 4
+        c2 = self.smooth_scale ** 2
+        return (c2 / (c2 + a2)).square()
+
+    def smoothness(self, x: Tensor) -> Tensor:
+        """The acceleration penalty (scalar) of world keypoints ``x (L, M, 3)``."""
+        a2 = (x[2:] - 2 * x[1:-1] + x[:-2]).square().sum(-1) * self.fps ** 4
+        if not self.smooth_scale:
+            return self.smooth * a2.sum()
+        c2 = self.smooth_scale ** 2
+        return self.smooth * (c2 * a2 / (c2 + a2)).sum()
 
     def world_keypoints(self, pose: Tensor, d_orient: Tensor, orient0: Tensor, transl: Tensor,
                         betas: Tensor) -> Tensor:
@@ -93,15 +139,14 @@ class ChunkEnergy:
         kp = self.world_keypoints(pose, d_orient, orient0, transl, betas)
         cams = self.cams
         uv = perspective_projection(kp, cams.K, cams.R, cams.t, cams.dist)
-        e = reprojection_energy(uv, self.xy, self.weights, self.sigma).sum()
+        e = reprojection_energy(*self._scaled(uv), self.weights, self.sigma).sum()
         e = e + self.pose_prior_weight * self.pose_prior(pose).sum()
         if self.angle_prior_weight:
             e = e + self.angle_prior_weight * angle_prior(pose).sum()
         if betas_free:
             e = e + self.shape_prior_weight * shape_prior(betas[None]).sum()
-        if pose.shape[0] >= 3:
-            x = kp[:, 0]
-            e = e + self.smooth * (x[2:] - 2 * x[1:-1] + x[:-2]).square().sum()
+        if pose.shape[0] >= 3 and self.smooth:
+            e = e + self.smoothness(kp[:, 0])
         return e, uv
 
     # --- Gauss-Newton pieces --------------------------------------------------------------------
@@ -155,18 +200,23 @@ class ChunkEnergy:
         a = torch.stack(cols, -1)  # (L, V, M, 2, 3)
         s2 = self.sigma ** 2
         r = uv - self.xy
+        if self.scale is not None:
+            a = a * self.scale[..., None, None, None]
+            r = r * self.scale[..., None, None]
         psi = (s2 / (s2 + r.square())).square()  # (L, V, M, 2)
         info = 2 * torch.einsum("lvm,lvmc,lvmci,lvmcj->lmij", self.weights, psi, a, a)
         return info, 2 * torch.einsum("lvm,lvmc,lvmci->lmi", self.weights, psi * r, a)
 
     def gradient(self, params: ChunkParams, kp: Tensor, jac: Tensor, jac_b: Optional[Tensor],
-                 grad_x: Tensor) -> tuple[Tensor, Tensor]:
+                 grad_x: Tensor, acc_w: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """The energy's gradient ``(L, 75)`` (and ``(num_betas,)`` by the betas when ``jac_b`` is
         given) through the keypoint Jacobians, without autograd through the body: exact where the
-        Jacobians are (models without pose blend shapes). ``grad_x`` from :meth:`keypoint_information`."""
+        Jacobians are (models without pose blend shapes). ``grad_x`` from :meth:`keypoint_information`,
+        ``acc_w`` from :meth:`acceleration_weights` (computed here when None)."""
         d = grad_x
-        if kp.shape[0] >= 3:
-            d = d + 2 * self.smooth * _acc_normal(kp)
+        if kp.shape[0] >= 3 and self.smooth:
+            w = self.acceleration_weights(kp) if acc_w is None else acc_w
+            d = d + 2 * self.smooth * self.fps ** 4 * _acc_normal(kp, w)
         g = (jac * d[..., None]).sum((1, 2))
         with torch.enable_grad():  # the priors act on the pose alone: a tiny graph
             pose = params.pose.detach().requires_grad_(True)
@@ -180,9 +230,12 @@ class ChunkEnergy:
         return g, (jac_b * d[..., None]).sum((0, 1, 2)) + 2 * self.shape_prior_weight * params.betas
 
 
-def _acc_normal(y: Tensor) -> Tensor:
-    """``D^T D y`` along the frame axis for the second difference ``D`` (``y (L, ...)``)."""
+def _acc_normal(y: Tensor, w: Optional[Tensor] = None) -> Tensor:
+    """``D^T W D y`` along the frame axis for the second difference ``D`` (``y (L, M, 3)``) and
+    per-acceleration weights ``w (L - 2, M)`` (None: 1)."""
     a = y[2:] - 2 * y[1:-1] + y[:-2]
+    if w is not None:
+        a = a * w[..., None]
     out = torch.zeros_like(y)
     out[2:] += a
     out[1:-1] -= 2 * a
@@ -216,12 +269,9 @@ def refine_levenberg_marquardt(
     """
     n = params.pose.shape[0]
     dt, dev = params.pose.dtype, params.pose.device
-    smooth = 2 * energy.smooth if n >= 3 else 0.0
-    acc_diag = torch.zeros(n, dtype=dt, device=dev)
-    if n >= 3:
-        acc_diag[:-2] += 1
-        acc_diag[1:-1] += 4
-        acc_diag[2:] += 1
+    # Gauss-Newton curvature of the acceleration penalty: 2 smooth fps^4 D^T W D with the IRLS
+    # weights W at the current keypoints.
+    smooth = 2 * energy.smooth * energy.fps ** 4 if n >= 3 else 0.0
     eye = torch.eye(3, dtype=dt, device=dev)
     shape_curv = 2 * energy.shape_prior_weight
 
@@ -252,11 +302,17 @@ def refine_levenberg_marquardt(
         with torch.no_grad():
             kp, jac, jac_b = energy.jacobians(params, betas_free)
             info, grad_x = energy.keypoint_information(kp)  # (L, M, 3, 3), (L, M, 3)
-            g, g_b = energy.gradient(params, kp, jac, jac_b, grad_x) if analytic else grads
+            acc_w = energy.acceleration_weights(kp) if smooth else None
+            g, g_b = energy.gradient(params, kp, jac, jac_b, grad_x, acc_w) if analytic else grads
+            acc_diag = torch.zeros(kp.shape[:2], dtype=dt, device=dev)  # (L, M): diagonal of D^T W D
+            if smooth:
+                acc_diag[:-2] += acc_w
+                acc_diag[1:-1] += 4 * acc_w
+                acc_diag[2:] += acc_w
             prior = torch.zeros(n, 75, dtype=dt, device=dev)
             prior[:, 3:72] = energy.prior_curvature(params.pose)
             # Per-frame blocks: reprojection + the diagonal of the acceleration coupling + priors.
-            block_info = info + (smooth * acc_diag)[:, None, None, None] * eye
+            block_info = info + (smooth * acc_diag)[..., None, None] * eye
             m3 = jac.shape[1] * 3
             jt = jac.reshape(n, m3, 75)
             blocks = jt.transpose(1, 2) @ (block_info.reshape(n, -1, 3, 3) @ jac).reshape(n, m3, 75)
@@ -284,7 +340,7 @@ def refine_levenberg_marquardt(
                         y = y + (jbt @ ub).view(n, -1, 3)
                     z = (info * y[..., None, :]).sum(-1)
                     if smooth:
-                        z = z + smooth * _acc_normal(y)
+                        z = z + smooth * _acc_normal(y, acc_w)
                     zf = z.reshape(n, -1)
                     out = (jt_t * zf[:, None]).sum(-1) + (prior + damp) * u
                     out_b = ((zf[..., None] * jbt).sum((0, 1)) + (shape_curv + lam * diag_b) * ub

@@ -30,8 +30,10 @@ from torch import Tensor
 
 from mvspin.body import BodyModel, angle_prior, shape_prior
 from mvspin.errors import FitError, ShapeError, check_shape
+from mvspin.fitting import lm_models
 from mvspin.fitting.config import SMPLifyConfig, validate_config
 from mvspin.fitting.keypoint_targets import KeypointTargets
+from mvspin.fitting.lm import LMOptions, LMSystem, levenberg_marquardt
 from mvspin.fitting.losses import reprojection_energy, reprojection_error, squared_reprojection_energy
 from mvspin.fitting.result import FitResult, PerViewEstimate
 from mvspin.geometry import (
@@ -297,6 +299,28 @@ class FittingEngine:
             previous = value
         return iterations
 
+    def minimise_lm(self, system: Callable[[Tensor], LMSystem], x0: Tensor, iterations: int, stage: int,
+                    active: Tensor) -> tuple[Tensor, int]:
+        """Minimise each bundle's energy over ``x (B, P)`` with :func:`~mvspin.fitting.lm.levenberg_marquardt`
+        (at most ``iterations`` steps; bundles not ``active`` keep ``x0``); returns the
+        minimiser and the steps run.
+
+        Raises:
+            FitError: the energy at the start is NaN or infinite (names the stage).
+        """
+        c = self.config
+        self._stage = stage
+        if iterations == 0 or x0.shape[1] == 0:
+            return x0, 0
+        options = LMOptions(damping=c.lm_damping, rel_tol=c.lm_rel_tol, step_tol=c.lm_step_tol)
+        try:
+            with torch.no_grad():
+                x, its, _ = levenberg_marquardt(system, x0.detach(), iterations, active, options, self._record)
+        except FloatingPointError as err:
+            raise FitError(f"the fitting energy is not finite at the start of stage {stage}: check the inputs "
+                           "(keypoints, cameras, initial estimates) for extreme values") from err
+        return x, its
+
     def _lbfgs_step(self, params: Sequence[Tensor], energy: Callable[[], Tensor]) -> Callable[[int], float]:
         """One L-BFGS iteration per call (the optimiser keeps its curvature history between calls)."""
         c = self.config
@@ -378,18 +402,21 @@ class FittingEngine:
             rep = self.stage1_reprojection(self.project_crop(fixed_body(rot, transl)), xy, w1)
             return (rep + self.depth_anchor(transl, transl0, view_weight)) * fit_mask
 
-        it1 = self.minimise([d_orient, transl], stage1, c.stage1_iterations, stage=1)
-
         pose = matrix_to_axis_angle(body_rot0).reshape(b, 69).detach().clone().requires_grad_(True)
         betas = betas0.detach().clone().requires_grad_(True)
+        if c.optimizer == "lm":
+            it1, it2 = self._crop_lm(pose, betas, d_orient, transl, orient0, transl0, xy, w1, w2, view_weight, fitted)
+        else:
+            it1 = self.minimise([d_orient, transl], stage1, c.stage1_iterations, stage=1)
 
         def stage2_terms() -> tuple[Tensor, Tensor]:
             body_rot, rot = self.rotations(pose, d_orient, orient0)
             uv = self.project_crop(self.posed_keypoints(body_rot, betas, rot, transl))
             return uv, self.stage2_energy(uv, xy, w2, pose, betas)
 
-        params = [pose, betas, d_orient] + ([transl] if c.stage2_translation else [])
-        it2 = self.minimise(params, lambda: stage2_terms()[1] * fit_mask, c.stage2_iterations, stage=2)
+        if c.optimizer != "lm":
+            params = [pose, betas, d_orient] + ([transl] if c.stage2_translation else [])
+            it2 = self.minimise(params, lambda: stage2_terms()[1] * fit_mask, c.stage2_iterations, stage=2)
 
         with torch.no_grad():
             uv, energy = stage2_terms()
@@ -411,6 +438,33 @@ class FittingEngine:
             if return_meshes:
                 result.vertices, result.joints = self.meshes(body_rot, result.betas, orient, transl_out)
         return result
+
+    def _crop_lm(self, pose: Tensor, betas: Tensor, d_orient: Tensor, transl: Tensor, orient0: Tensor,
+                 transl0: Tensor, xy: Tensor, w1: Tensor, w2: Tensor, view_weight: Tensor,
+                 fitted: Tensor) -> tuple[int, int]:
+        """Both stages of :meth:`fit_crop_cameras` by Levenberg-Marquardt; writes the minimisers
+        into ``pose``, ``betas``, ``d_orient`` and ``transl`` (the Adam path's leaves)."""
+        c = self.config
+        b, v = orient0.shape[:2]
+        fit_mask = fitted.to(self.dtype)
+        with torch.no_grad():
+            lin = lm_models.linearise_body(self, pose, betas, jacobian=False)
+            system1 = lm_models.crop_stage1_system(self, lin, orient0, xy, w1, transl0, view_weight, fit_mask)
+            x1, it1 = self.minimise_lm(system1, torch.cat([d_orient.flatten(1), transl.flatten(1)], 1),
+                                       min(c.stage1_iterations, c.lm_stage1_iterations), 1, fitted)
+            d_orient.copy_(x1[:, :3 * v].view(b, v, 3))
+            transl.copy_(x1[:, 3 * v:].view(b, v, 3))
+            free_t = c.stage2_translation
+            system2 = lm_models.crop_stage2_system(self, orient0, xy, w2, None if free_t else transl.detach(), fit_mask)
+            x0 = torch.cat([pose, betas, d_orient.flatten(1)] + ([transl.flatten(1)] if free_t else []), 1)
+            x2, it2 = self.minimise_lm(system2, x0, min(c.stage2_iterations, c.lm_stage2_iterations), 2, fitted)
+            nb = betas.shape[1]
+            pose.copy_(x2[:, :69])
+            betas.copy_(x2[:, 69:69 + nb])
+            d_orient.copy_(x2[:, 69 + nb:69 + nb + 3 * v].view(b, v, 3))
+            if free_t:
+                transl.copy_(x2[:, 69 + nb + 3 * v:].view(b, v, 3))
+        return it1, it2
 
     # --- results ---------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from torch import Tensor
 
 from calibration import CameraTensors, Rig, Triangulation, triangulate_points, undistort_points
 from mvspin.body import BodyModel
+from mvspin.fitting import lm_models
 from mvspin.fitting.camera_checks import check_camera_values, check_cameras_explain_keypoints
 from mvspin.fitting.config import MVSMPLifyConfig
 from mvspin.fitting.engine import FittingEngine
@@ -325,6 +326,10 @@ class MVSMPLify(FittingEngine):
             rep = (w3 * gmof(res, c.sigma).sum(-1)).sum(-1) * n_views
             return (rep + self.body_prior_energy(body.pose, body.betas)) * mask0
 
+        if c.optimizer == "lm":
+            system = lm_models.world_stage0_system(self, body.orient0, target, px_per_m, w3, n_views, mask0)
+            return self._world_lm(body, system, min(c.triangulation_fit_iterations, c.lm_stage2_iterations), 0,
+                                 mask0 > 0)
         return self.minimise([body.pose, body.betas, body.d_orient, body.transl], stage0,
                              c.triangulation_fit_iterations, stage=0, lr=c.triangulation_fit_lr)
 
@@ -333,6 +338,12 @@ class MVSMPLify(FittingEngine):
         with torch.no_grad():
             fixed = self.fixed_body_keypoints(axis_angle_to_matrix(body.pose.view(-1, 23, 3)), body.betas)
         w1 = self.stage1_weights(data.conf)
+        if self.config.optimizer == "lm":
+            with torch.no_grad():
+                lin = lm_models.linearise_body(self, body.pose, body.betas, jacobian=False)
+            system = lm_models.world_stage1_system(self, lin, body.orient0, data.project, data.xy, w1, data.fit_mask)
+            return self._world_lm(body, system, min(self.config.stage1_iterations, self.config.lm_stage1_iterations), 1,
+                                 data.fitted, root_only=True)
 
         def stage1() -> Tensor:
             rot = axis_angle_to_matrix(body.d_orient) @ body.orient0
@@ -348,9 +359,24 @@ class MVSMPLify(FittingEngine):
     def _calibrated_stage2(self, data: _CalibratedInputs, body: _WorldBody) -> int:
         """Stage 2: the whole body (pose, betas, orientation and its world translation)."""
         w2 = self.stage2_weights(data.conf)
+        if self.config.optimizer == "lm":
+            system = lm_models.world_stage2_system(self, body.orient0, data.project, data.xy, w2, data.fit_mask)
+            return self._world_lm(body, system, min(self.config.stage2_iterations, self.config.lm_stage2_iterations), 2,
+                                 data.fitted)
         return self.minimise([body.pose, body.betas, body.d_orient, body.transl],
                              lambda: self._stage2_terms(data, body, w2)[1] * data.fit_mask,
                              self.config.stage2_iterations, stage=2)
+
+    def _world_lm(self, body: _WorldBody, system: lm_models.System, iterations: int, stage: int, active: Tensor,
+                  root_only: bool = False) -> int:
+        """Run Levenberg-Marquardt on the world body's unknowns ``[pose, betas, d_orient,
+        transl]`` (only ``[d_orient, transl]`` with ``root_only``) and write the minimiser back."""
+        with torch.no_grad():
+            parts = [body.d_orient, body.transl] if root_only else [body.pose, body.betas, body.d_orient, body.transl]
+            x, its = self.minimise_lm(system, torch.cat(parts, 1), iterations, stage, active)
+            for p, v in zip(parts, x.split([q.shape[1] for q in parts], 1)):
+                p.copy_(v)
+        return its
 
     def _calibrated_result(self, data: _CalibratedInputs, start: _CalibratedStart, body: _WorldBody,
                            iterations: tuple[int, int, int], return_meshes: bool) -> FitResult:

@@ -207,7 +207,8 @@ def fit_recording(
         try:
             start = None if initial_estimate is None else initial_estimate(s, kp)
             result = fit_sequence(body, kp, rig, keypoint_set, c.sequence,
-                                  progress=lambda _, done, total: progress(f"fit {s}", done, total), init=start)
+                                  progress=lambda _, done, total: progress(f"fit {s}", done, total), init=start,
+                                  fps=fps)
         except NoFrameFittedError:
             raise RecordingError(f"subject {s}: no frame could be fitted: {not_seen}") from None
         views = (kp[..., 2] > 0).any(-1).sum(-1)

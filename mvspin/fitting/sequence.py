@@ -3,8 +3,11 @@
 Calibrated MV-SMPLify extended over time (what a rig user wants, rather than independent frames):
 
 - **one betas** per subject: estimated with the first chunk's poses, then held for the rest;
-- **temporal smoothness**: the squared acceleration of the body's keypoints in the world,
-  turned into pixels at the subject's distance, added to the reprojection energy;
+- **temporal smoothness**: a robust (Geman-McClure) penalty on the acceleration of the body's
+  keypoints in the world, in m/s^2, so a heel strike or a landing keeps its peak while jitter
+  is removed; the reprojection residuals are measured in a 224 px frame holding a 1.7 m body
+  at the subject's depth (:mod:`mvspin.fitting.chunk_refinement`), so one weight means the same
+  at any frame rate, resolution, focal length and distance;
 - **warm starts**: key frames (every ``keyframe_step``-th) are fitted independently by
   :class:`~mvspin.fitting.MVSMPLify` (calibrated mode, initialised from robust triangulation);
   the frames between start from their neighbours (geodesic interpolation of every joint
@@ -42,10 +45,17 @@ from mvspin.fitting.keypoint_targets import KeypointTargets
 from mvspin.fitting.losses import reprojection_error
 from mvspin.fitting.mv_smplify import MVSMPLify
 from mvspin.fitting.view_estimates import WorldEstimate
-from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle
+from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle, perspective_projection
 from mvspin.progress import Progress, no_progress
 
-__all__ = ["SequenceFitConfig", "SequenceResult", "fit_sequence", "slerp_matrices"]
+__all__ = ["SequenceFitConfig", "SequenceResult", "fit_sequence", "slerp_matrices", "FRAME_PX", "REFERENCE_HEIGHT_M"]
+
+FRAME_PX = 224.0
+"""SPIN's crop size, where SMPLify's prior weights were set (``SequenceFitConfig.frame_px``
+measures the refinement's residuals in such a frame, of its own size)."""
+REFERENCE_HEIGHT_M = 1.7
+"""The body height that fills the frame: a residual of 1 frame pixel is ``1.7 / frame_px``
+metres at the subject's depth, whatever the camera's resolution, focal length or distance."""
 
 
 def _keyframe_default() -> MVSMPLifyConfig:
@@ -58,8 +68,9 @@ def _keyframe_default() -> MVSMPLifyConfig:
 
 @dataclass
 class SequenceFitConfig:
-    """Sequence fitting (not in SPIN / MV-SPIN, which fit single bundles; values tuned on the
-    synthetic rig recordings of ``tests/fitting/test_sequence.py``)."""
+    """Sequence fitting (not in SPIN / MV-SPIN, which fit single bundles). The smoothness,
+    frame and shape-prior values were chosen on the validation part of the motion suite
+    (:mod:`mvspin.data.motion_suite`; ``configs/fit_rig.yaml`` records what was compared)."""
 
     keyframe_step: int = 16
     """Every this many frames a key frame is fitted independently; the rest start interpolated
@@ -69,15 +80,29 @@ class SequenceFitConfig:
     """Iterations of the joint refinement of each chunk: Gauss-Newton steps for ``lm`` (6: within
     0.1% of the converged energy on the test recordings; fewer when a step gains less than 1e-4
     of it), optimiser steps for ``adam`` (which needs about 100) and ``lbfgs``."""
+    refine_cg_iterations: int = 10
+    """Conjugate-gradient iterations per Levenberg-Marquardt step at 30 frames/s, scaled with
+    the frame rate (the smoothness couples frames over a fixed time, so 4x as many at 120:
+    with 10 there the 120 fps fit was 21% worse than the 30 fps one, with 40 within 5%)."""
     refine_optimizer: str = "lm"
     """``lm`` (Levenberg-Marquardt, :mod:`mvspin.fitting.chunk_refinement`: second-order steps
     with closed-form Jacobians), ``adam`` (first order, SPIN's optimiser) or ``lbfgs``
     (strong-Wolfe line search, each iteration one or more energy evaluations)."""
     refine_lr: float = 0.01
     """Adam learning rate of the refinement (radians, metres; SPIN's 0.01)."""
-    smooth_weight: float = 2.0
-    """Weight of the keypoint acceleration term, per camera, on accelerations in pixels at the
-    subject's distance (so it weighs as the reprojection terms do)."""
+    smooth_weight: float = 0.4
+    """Weight of the keypoint acceleration penalty per (m/s^2)^2, against reprojection
+    residuals in pixels of a 224 px frame holding a 1.7 m body (about 132 px per metre at the
+    subject's depth); the same at any frame rate, resolution and distance."""
+    frame_px: float = 1000.0
+    """The refinement's reprojection residuals are pixels of a frame this size holding a 1.7 m
+    body at the subject's depth (224 would be SPIN's crop, where SMPLify's single-view prior
+    weights were set; on the validation motions 1000 was 9.8 mm against 14.2 at 224 and 13.0
+    at 2000: with several cameras the data deserve more weight than one view's)."""
+    smooth_scale: float = 30.0
+    """Geman-McClure scale of the acceleration penalty, m/s^2: accelerations well below it are
+    penalised quadratically (jitter), far above it at most ``smooth_scale^2`` each (a heel
+    strike, a landing, a clap). 0: plain squared acceleration."""
     chunk_frames: int = 300
     """Frames refined together (memory grows linearly with it)."""
     chunk_overlap: int = 16
@@ -85,10 +110,16 @@ class SequenceFitConfig:
     keyframe_reject_ratio: float = 1.75
     """Key frames whose reprojection error exceeds this multiple of the chunk's median key
     frame error are not used as starts (a per-frame fit stuck in a wrong minimum)."""
-    shape_prior_frames_exponent: float = 0.0
-    """The shape prior of the shared betas weighs ``n ** exponent`` frames' worth (SMPLify's
-    per-frame weight; 1 would weigh it as n independent frames do, which pulls a shape that
-    n frames agree on back towards the mean as strongly as a single frame's)."""
+    keyframe_refit_ratio: float = 2.0
+    """Frames whose interpolated start reprojects worse than this multiple of the key frames'
+    median error (a kick or a jump between two key frames) get key frames of their own (every
+    quarter step, and the worst frame of each such stretch); 0 turns this off."""
+    shape_prior_frames_exponent: float = 1.0
+    """The shape prior of the shared betas weighs ``(n v) ** exponent`` single-view frames'
+    worth for n frames seen by v cameras on average (SMPLify's single-view weight): at 1 it
+    keeps its pull against a data term that sums over n v views (at 0 it vanished against
+    hundreds of frames and the betas drifted to -12 on independent recordings, moving the
+    surface while barely moving the keypoints)."""
     refine_betas: bool = True
     """Optimise the shared betas in the first chunk (else keep the key frames' median)."""
     refine_betas_lr: float = 0.1
@@ -167,8 +198,8 @@ class _SequenceFitter:
     """State of one subject's fit across chunks (targets, priors, the fixed betas)."""
 
     def __init__(self, body: BodyModel, keypoint_set: str, config: SequenceFitConfig, cams: CameraTensors,
-                 rig: Rig | CameraTensors) -> None:
-        self.body, self.config, self.cams, self.rig = body, config, cams, rig
+                 rig: Rig | CameraTensors, fps: float = 30.0) -> None:
+        self.body, self.config, self.cams, self.rig, self.fps = body, config, cams, rig, fps
         self.kf_fitter = MVSMPLify(body, config.keyframe, keypoint_set)
         c = config.keyframe
         self.targets = KeypointTargets.build(body, keypoint_set, c.keypoint_weights, c.stage2_ignored_points)
@@ -185,17 +216,75 @@ class _SequenceFitter:
         ok = torch.isfinite(xy).all(-1) & torch.isfinite(conf) & (conf > self.config.keyframe.min_confidence)
         return torch.where(ok[..., None], xy, torch.zeros_like(xy)), torch.where(ok, conf, torch.zeros_like(conf))
 
+    def _start_error(self, start: dict[str, Tensor], keypoints: Tensor) -> Tensor:
+        """Mean reprojection error ``(L,)`` (pixels) of a start over the cameras (inf where no
+        camera sees the subject)."""
+        xy, conf = self._prepare(keypoints)
+        n = xy.shape[0]
+        betas = (start["betas"] if self.betas is None else self.betas).to(xy.dtype)
+        with torch.no_grad():
+            kp = self.body.keypoints_multiview(self.targets.model_set, start["body_pose"].to(xy.dtype),
+                                               betas.expand(n, -1), start["global_orient"].to(xy.dtype)[:, None],
+                                               start["transl"].to(xy.dtype)[:, None])
+            kp = self.targets.model_keypoints(kp)
+            c = self.cams
+            uv = perspective_projection(kp, c.K, c.R, c.t, c.dist)
+        w = conf * (self.targets.weights > 0)
+        err = reprojection_error(uv.flatten(1, 2), xy.flatten(1, 2), w.flatten(1, 2))
+        return torch.where((w > 0).flatten(1).any(-1), err, torch.full_like(err, math.inf))
+
     def _keyframes(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int,
                    init: Optional[WorldEstimate] = None) -> dict[str, Tensor]:
-        """Initial values for every frame of a chunk: key frames fitted, the rest interpolated."""
+        """Initial values for every frame of a chunk: key frames fitted, the rest interpolated;
+        where the interpolation misses the motion (a kick between two key frames), more key
+        frames."""
         L = keypoints.shape[0]
         step = max(1, self.config.keyframe_step)
         keys = list(range(n_fixed, L, step))
         if not keys or keys[-1] != L - 1:
             keys.append(L - 1)
         keys = sorted(set(k for k in keys if k >= n_fixed)) if L > n_fixed else []
+        start, typical = self._keyframe_pass(keypoints, fixed, n_fixed, init, keys, None, None)
+        ratio = self.config.keyframe_refit_ratio
+        if not start or not ratio or typical is None or step == 1:
+            return start
+        err = self._start_error(start, keypoints)
+        bad = torch.isfinite(err) & (err > ratio * typical)
+        bad[:n_fixed] = False
+        if not bool(bad.any()):
+            return start
+        extra: set[int] = set()
+        sub = max(1, step // 4)
+        idx = bad.nonzero()[:, 0].tolist()
+        runs: list[list[int]] = []
+        for i in idx:  # stretches of consecutive bad frames
+            if runs and i == runs[-1][-1] + 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        for run in runs:
+            extra.update(run[::sub])
+            extra.add(max(run, key=lambda i: float(err[i])))
+        extra -= set(keys)
+        if not extra:
+            return start
+        start2, _ = self._keyframe_pass(keypoints, fixed, n_fixed, init, sorted(extra), start, typical)
+        return start2 or start
+
+    def _keyframe_pass(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int,
+                       init: Optional[WorldEstimate], keys: list[int], previous: Optional[dict[str, Tensor]],
+                       typical_px: Optional[float]) -> tuple[dict[str, Tensor], Optional[float]]:
+        """Fit the key frames ``keys`` and interpolate; with ``previous`` (a first pass), its
+        key frames are kept too and ``typical_px`` (its key frames' median error) judges the
+        new ones. Returns the start and the key frames' median error (pixels)."""
+        L = keypoints.shape[0]
         times: list[int] = []
         vals: dict[str, list[Tensor]] = {"body_pose": [], "global_orient": [], "transl": [], "betas": []}
+        if previous is not None:
+            for k in previous["_key_times"].tolist():
+                times.append(k)
+                for name in ("body_pose", "global_orient", "transl"):
+                    vals[name].append(previous[name][k])
         if keys:
             res = self.kf_fitter.fit_calibrated(keypoints[keys], self.rig, None if init is None else init[keys])
             ok = res.fitted
@@ -203,6 +292,9 @@ class _SequenceFitter:
                 # A key frame caught in a wrong minimum reprojects clearly worse than its
                 # neighbours: leave it out and let the good ones carry the interpolation.
                 typical = res.reprojection_error[ok].median()
+                if previous is not None and typical_px is not None:
+                    typical = torch.as_tensor(typical_px, dtype=typical.dtype)
+                typical_px = float(typical)
                 ok = ok & (res.reprojection_error <= self.config.keyframe_reject_ratio * typical)
             for i, k in enumerate(keys):
                 if bool(ok[i]):
@@ -211,21 +303,24 @@ class _SequenceFitter:
                     vals["global_orient"].append(res.world_orient[i])
                     vals["transl"].append(res.world_transl[i])
                     vals["betas"].append(res.betas[i])
-        if fixed is not None:  # warm start: the previous chunk's overlap frames are key frames too
+        if fixed is not None and previous is None:  # warm start: the previous chunk's overlap frames are key frames too
             for i in range(n_fixed):
                 times.append(i)
                 for name in ("body_pose", "global_orient", "transl"):
                     vals[name].append(fixed[name][i])
         if not times:
-            return {}
+            return {}, None
         order = sorted(range(len(times)), key=lambda i: times[i])
         key_t = torch.tensor([times[i] for i in order])
         stacked = {n: torch.stack([vals[n][i] for i in order]) for n in ("body_pose", "global_orient", "transl")}
         start = _interpolate(key_t, stacked, torch.arange(L))
-        if self.betas is None:
+        if previous is not None and "betas" in previous:
+            start["betas"] = previous["betas"]
+        elif self.betas is None:
             start["betas"] = torch.stack(vals["betas"]).median(0).values if vals["betas"] else \
                 torch.zeros(self.body.num_betas, dtype=self.dtype)
-        return start
+        start["_key_times"] = key_t
+        return start, typical_px
 
     def _first_order(self, energy: Callable[[], Tensor], params: list[Tensor], betas: Optional[Tensor]) -> None:
         """Adam or L-BFGS on the chunk energy (``refine_optimizer``), ``refine_iterations``."""
@@ -279,21 +374,23 @@ class _SequenceFitter:
         betas_free = first and c.refine_betas
         w_body = conf.square() * self.targets.weights
         fitted = (conf > 0).any(-1).any(-1)
-        n_fit = max(int(fitted.sum()), 1)
-        v = xy.shape[1]
-        # Pixels per metre at the subject's distance, over the cameras (median across the chunk).
+        # Views the data term sums over: the shape prior weighs as many single-view frames.
+        n_views = max(float(((conf > 0).sum(-1) > 0).sum()), 1.0)
+        # Image pixels -> pixels of a 224 px frame holding a 1.7 m body at the subject's depth in
+        # each camera (from the start; the depth changes little during the refinement).
         pelvis_w = transl + self.body.rest_joints(betas[None])[:, 0]
         depth = torch.einsum("vij,tj->tv", cams.R, pelvis_w) + cams.t[:, 2]
         focal = 0.5 * (cams.K[:, 0, 0] + cams.K[:, 1, 1])
-        px_per_m = float((focal / depth.clamp_min(0.1)).median())
+        scale = depth.clamp_min(0.1) / focal * (c.frame_px / REFERENCE_HEIGHT_M)
         chunk_energy = ChunkEnergy(
             self.body, self.targets, cams, xy, w_body, kc.sigma, self.pose_prior, kc.pose_prior_weight,
-            kc.angle_prior_weight, kc.shape_prior_weight * n_fit ** c.shape_prior_frames_exponent,
-            c.smooth_weight * v * px_per_m ** 2)
+            kc.angle_prior_weight, kc.shape_prior_weight * n_views ** c.shape_prior_frames_exponent,
+            c.smooth_weight, scale=scale, fps=self.fps, smooth_scale=c.smooth_scale)
 
         if c.refine_optimizer == "lm":
+            cg = max(1, round(c.refine_cg_iterations * max(1.0, self.fps / 30.0)))
             refined, _ = refine_levenberg_marquardt(chunk_energy, ChunkParams(pose, orient0, transl, betas),
-                                                    betas_free, c.refine_iterations)
+                                                    betas_free, c.refine_iterations, cg_iterations=cg)
             pose, orient0, transl, betas = refined.pose, refined.orient, refined.transl, refined.betas
         else:
             pose.requires_grad_(True)
@@ -326,6 +423,7 @@ def fit_sequence(
     config: Optional[SequenceFitConfig] = None,
     progress: Progress = no_progress,
     init: Optional[WorldEstimate] = None,
+    fps: float = 30.0,
 ) -> SequenceResult:
     """Fit one subject over a calibrated recording.
 
@@ -339,6 +437,7 @@ def fit_sequence(
         progress: :class:`~mvspin.progress.Progress`, stage ``"fit"``: frames done after each chunk.
         init: a world-frame start per frame (T frames; ``keyframe.calibrated_init`` ``auto`` or
             ``network`` uses it), e.g. :func:`mvspin.apps.rig.network_start.network_world_estimate`.
+        fps: the recording's frame rate (the smoothness prior acts on accelerations in m/s^2).
 
     Returns:
         :class:`SequenceResult`; frames no camera saw are interpolated by the smoothness term
@@ -355,8 +454,12 @@ def fit_sequence(
     if c.chunk_frames < 2 or not 0 <= c.chunk_overlap < c.chunk_frames or c.keyframe_step < 1:
         raise ValueError(f"need chunk_frames >= 2, 0 <= chunk_overlap < chunk_frames and keyframe_step >= 1, got "
                          f"{c.chunk_frames}, {c.chunk_overlap}, {c.keyframe_step}")
-    if c.refine_iterations < 0 or c.smooth_weight < 0 or not c.refine_lr > 0:
-        raise ValueError("refine_iterations and smooth_weight must be >= 0 and refine_lr > 0")
+    if c.refine_iterations < 0 or c.smooth_weight < 0 or c.smooth_scale < 0 or not c.refine_lr > 0:
+        raise ValueError("refine_iterations, smooth_weight and smooth_scale must be >= 0 and refine_lr > 0")
+    if not c.frame_px > 0:
+        raise ValueError(f"frame_px must be > 0, got {c.frame_px}")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
     if c.refine_optimizer not in ("lm", "adam", "lbfgs"):
         raise ValueError(f"refine_optimizer must be 'lm', 'adam' or 'lbfgs', got {c.refine_optimizer!r}")
     dev, dt = body.J_template.device, body.J_template.dtype
@@ -368,7 +471,7 @@ def fit_sequence(
         raise ValueError(f"keypoints are for {v} cameras but the rig has {cams.K.shape[0]}")
     if init is not None:
         init.check(t, body.num_betas)
-    fitter = _SequenceFitter(body, keypoint_set, c, cams, cameras)
+    fitter = _SequenceFitter(body, keypoint_set, c, cams, cameras, float(fps))
     out = {"body_pose": torch.zeros(t, 23, 3, 3, dtype=dt, device=dev),
            "global_orient": torch.eye(3, dtype=dt, device=dev).repeat(t, 1, 1),
            "transl": torch.zeros(t, 3, dtype=dt, device=dev),

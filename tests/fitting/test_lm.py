@@ -1,0 +1,264 @@
+"""The batched Levenberg-Marquardt solver and MV-SMPLify's residual models (``optimizer="lm"``)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mvspin.body import BodyModel
+from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, sample_bodies
+from mvspin.fitting import MVSMPLify, MVSMPLifyConfig, lm_models
+from mvspin.fitting.lm import LMOptions, LMSystem, levenberg_marquardt, robust_system
+from mvspin.geometry import crop_cam_to_translation
+
+
+@pytest.fixture(scope="module")
+def problem():
+    body = BodyModel.free("low")
+    params = sample_bodies(body, 3, torch.Generator().manual_seed(0))
+    cap = make_capture(body, params, 2, seed=1, options=SyntheticOptions())
+    return BodyModel.free("low", dtype=torch.float64), cap
+
+
+def _crop_stage2(body, cap, stage2_translation=False):
+    fitter = MVSMPLify(body, MVSMPLifyConfig(stage2_translation=stage2_translation))
+    xy, conf = fitter.prepare_keypoints(cap.crop_keypoints.double())
+    rot = cap.estimate.rotmat.double()
+    b, v = xy.shape[:2]
+    g = torch.Generator().manual_seed(3)
+    pose = (0.1 * torch.randn(b, 69, generator=g, dtype=torch.float64))
+    betas = 0.3 * torch.randn(b, 10, generator=g, dtype=torch.float64)
+    d = 0.05 * torch.randn(b, v, 3, generator=g, dtype=torch.float64)
+    transl = crop_cam_to_translation(cap.estimate.cam.double(), 5000.0, 224)
+    w2 = fitter.stage2_weights(conf)
+    mask = torch.ones(b, dtype=torch.float64)
+    system = lm_models.crop_stage2_system(fitter, rot[:, :, 0], xy, w2, None if stage2_translation else transl, mask)
+    x = torch.cat([pose, betas, d.flatten(1)] + ([transl.flatten(1)] if stage2_translation else []), 1)
+
+    def energy(x):
+        p, bt, dd = x[:, :69], x[:, 69:79], x[:, 79:79 + 3 * v].view(b, v, 3)
+        t = x[:, 79 + 3 * v:].view(b, v, 3) if stage2_translation else transl
+        body_rot, root = fitter.rotations(p, dd, rot[:, :, 0])
+        uv = fitter.project_crop(fitter.posed_keypoints(body_rot, bt, root, t))
+        return fitter.stage2_energy(uv, xy, w2, p, bt)
+
+    return fitter, system, x, energy
+
+
+@pytest.mark.parametrize("free_t", [False, True])
+def test_residual_model_gradient_equals_autograd(problem, free_t):
+    body, cap = problem
+    _, system, x, energy = _crop_stage2(body, cap, free_t)
+    sys = system(x)
+    xg = x.clone().requires_grad_(True)
+    e = energy(xg)
+    (grad,) = torch.autograd.grad(e.sum(), xg)
+    torch.testing.assert_close(sys.energy, e.detach(), rtol=1e-10, atol=1e-8)
+    torch.testing.assert_close(sys.grad, grad, rtol=1e-7, atol=1e-6 * float(grad.abs().max()))
+
+
+def test_calibrated_gradient_equals_autograd(problem):
+    body, cap = problem
+    fitter = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated"))
+    data = fitter._calibrated_inputs(cap.keypoints.double(), cap.cameras.to("cpu", torch.float64), None)
+    start = fitter.calibrated_start(data, None)
+    b = data.xy.shape[0]
+    g = torch.Generator().manual_seed(4)
+    pose = 0.1 * torch.randn(b, 69, generator=g, dtype=torch.float64)
+    x = torch.cat([pose, 0.2 * torch.randn(b, 10, generator=g, dtype=torch.float64),
+                   0.05 * torch.randn(b, 3, generator=g, dtype=torch.float64), start.transl], 1)
+    w2 = fitter.stage2_weights(data.conf)
+    system = lm_models.world_stage2_system(fitter, start.orient, data.project, data.xy, w2, data.fit_mask)
+
+    def energy(x):
+        body_rot, orient = fitter.rotations(x[:, :69], x[:, 79:82], start.orient)
+        kp = fitter.posed_keypoints(body_rot, x[:, 69:79], orient[:, None], x[:, None, 82:])
+        return fitter.stage2_energy(data.project(kp), data.xy, w2, x[:, :69], x[:, 69:79]) * data.fit_mask
+
+    xg = x.clone().requires_grad_(True)
+    e = energy(xg)
+    (grad,) = torch.autograd.grad(e.sum(), xg)
+    sys = system(x)
+    torch.testing.assert_close(sys.energy, e.detach())
+    torch.testing.assert_close(sys.grad, grad, rtol=1e-7, atol=1e-6 * float(grad.abs().max()))
+
+
+def test_step_equals_dense_gauss_newton(problem):
+    """The first LM step equals a float64 dense reweighted Gauss-Newton step with Marquardt damping
+    built from autograd's Jacobian of the stacked residuals."""
+    body, cap = problem
+    fitter, system, x, energy = _crop_stage2(body, cap)
+    b, v = x.shape[0], 2
+    xy, conf = fitter.prepare_keypoints(cap.crop_keypoints.double())
+    w2 = fitter.stage2_weights(conf)
+    rot0 = cap.estimate.rotmat.double()[:, :, 0]
+    transl = crop_cam_to_translation(cap.estimate.cam.double(), 5000.0, 224)
+    c = fitter.config
+    lam = 1e-2
+
+    def residuals(xi):  # one bundle: reprojection (GMoF reweighted below) and prior residuals
+        p, bt, dd = xi[:69], xi[69:79], xi[79:].view(v, 3)
+        body_rot, root = fitter.rotations(p[None], dd[None], rot0[i:i + 1])
+        uv = fitter.project_crop(fitter.posed_keypoints(body_rot, bt[None], root, transl[i:i + 1]))
+        return (uv - xy[i:i + 1]).flatten(), p, bt
+
+    for i in range(b):
+        xi = x[i]
+        r, _, _ = residuals(xi)
+        jac = torch.autograd.functional.jacobian(lambda z: residuals(z)[0], xi)
+        s2 = c.sigma ** 2
+        w = w2[i].flatten().repeat_interleave(2) * 2 * (s2 / (s2 + r.square())).square()
+        h = jac.T @ (w[:, None] * jac)
+        g = jac.T @ (w * r)
+        _, gp, hp = fitter.pose_prior.gauss_newton(xi[None, :69])
+        h[:69, :69] += c.pose_prior_weight * hp[0]
+        g[:69] += c.pose_prior_weight * gp[0]
+        from mvspin.body import angle_prior_gauss_newton
+        ga, ha = angle_prior_gauss_newton(xi[None, :69])
+        h[:69, :69] += torch.diag(c.angle_prior_weight * ha[0])
+        g[:69] += c.angle_prior_weight * ga[0]
+        h[69:79, 69:79] += 2 * c.shape_prior_weight * torch.eye(10, dtype=torch.float64)
+        g[69:79] += 2 * c.shape_prior_weight * xi[69:79]
+        a = h + lam * torch.diag(torch.diagonal(h))
+        dense = -torch.linalg.solve(a, g)
+        taken = {}
+
+        def record_system(z, taken=taken):
+            s = system(z)
+            taken.setdefault("first", z.clone()) if len(taken) == 0 and not torch.equal(z, x) else None
+            return s
+
+        levenberg_marquardt(record_system, x, 1, options=LMOptions(damping=lam))
+        step = taken["first"][i] - xi
+        torch.testing.assert_close(step, dense, rtol=1e-6, atol=1e-9)
+
+
+def test_rising_bundle_is_rejected_and_damped():
+    """Two independent 1-D problems: bundle 0 a quadratic (its Gauss-Newton step is exact),
+    bundle 1 a model whose Gauss-Newton curvature is far too small (its first step overshoots):
+    bundle 1's step is rejected, it keeps its parameters and its damping grows, bundle 0 moves."""
+    calls = []
+
+    def evaluate(x):
+        calls.append(x.clone())
+        e0 = (x[0, 0] - 1.0) ** 2
+        e1 = x[1, 0] ** 4 + 0.0
+        energy = torch.stack([e0, e1])
+        grad = torch.stack([2 * (x[0] - 1.0), 4 * x[1] ** 3])
+        hess = torch.stack([torch.full((1, 1), 2.0), torch.full((1, 1), 1e-3)])
+        return LMSystem(energy.double(), grad.double(), hess.double())
+
+    x0 = torch.tensor([[5.0], [1.0]], dtype=torch.float64)
+    x, its, energy = levenberg_marquardt(evaluate, x0, 1, options=LMOptions(damping=0.1))
+    assert float(x[1, 0]) == 1.0 and float(energy[1]) == 1.0  # rejected: bundle 1 stays
+    assert float(x[0, 0]) == pytest.approx(5.0 - 8.0 / (2.0 * 1.1))  # accepted: the damped step
+    # a second iteration with the grown damping: bundle 1's next trial step is 8x damped
+    calls.clear()
+    x, its, energy = levenberg_marquardt(evaluate, x0, 2, options=LMOptions(damping=0.1, rel_tol=0.0))
+    s1 = float(calls[1][1, 0] - 1.0)
+    s2 = float(calls[2][1, 0] - 1.0)
+    h, g, lam = 1e-3, 4.0, 0.1
+    assert s1 == pytest.approx(-g / (h * (1 + lam)), rel=1e-6)
+    assert s2 == pytest.approx(-g / (h * (1 + 8 * lam)), rel=1e-6)
+
+
+def test_robust_system_matches_autograd():
+    g = torch.Generator().manual_seed(0)
+    r0 = torch.randn(2, 6, generator=g, dtype=torch.float64) * 80
+    jac = torch.randn(2, 6, 4, generator=g, dtype=torch.float64)
+    w = torch.rand(2, 6, generator=g, dtype=torch.float64)
+    x = torch.zeros(2, 4, dtype=torch.float64, requires_grad=True)
+    r = r0 + (jac @ x[..., None])[..., 0]
+    e = (w * 100.0**2 * r.square() / (100.0**2 + r.square())).sum()
+    (grad,) = torch.autograd.grad(e, x)
+    ours, hess = robust_system(r0, jac, w, 100.0)
+    torch.testing.assert_close(ours, grad)
+    assert torch.allclose(hess, hess.transpose(1, 2)) and bool((torch.linalg.eigvalsh(hess) >= -1e-9).all())
+
+
+@pytest.mark.parametrize("mode", ["per_view", "calibrated"])
+def test_lm_fit_reaches_adam_energy(mode):
+    body = BodyModel.free("low")
+    params = sample_bodies(body, 4, torch.Generator().manual_seed(0))
+    cap = make_capture(body, params, 3, seed=1, options=SyntheticOptions())
+    base = MVSMPLifyConfig(mode=mode, patience=0, stage1_iterations=100, stage2_iterations=100)
+    run = {}
+    for opt in ("adam", "lm"):
+        cfg = replace(base, optimizer=opt) if opt == "adam" else replace(base, optimizer="lm", stage1_iterations=30,
+                                                                          stage2_iterations=30)
+        f = MVSMPLify(body, cfg)
+        run[opt] = (f.fit_per_view(cap.crop_keypoints, cap.estimate) if mode == "per_view"
+                    else f.fit_calibrated(cap.keypoints, cap.cameras, cap.estimate))
+    assert bool(run["lm"].fitted.all())
+    assert float(run["lm"].energy.sum()) <= float(run["adam"].energy.sum()) * 1.001
+
+
+def test_pose_blend_shapes_use_the_exact_autograd_jacobian(tmp_path):
+    """A SMPL-shaped model with pose blend shapes: the closed-form Jacobian holds them fixed, so
+    the residual model takes forward-mode autograd instead; its gradient is autograd's."""
+    from tests.body.fake_smpl import write_smpl_dir
+
+    write_smpl_dir(tmp_path, spin_files=False)
+    smpl = BodyModel.from_smpl_dir(tmp_path, dtype=torch.float64)
+    assert smpl.has_pose_blendshapes
+    small = BodyModel.free("low")
+    cap = make_capture(small, sample_bodies(small, 2, torch.Generator().manual_seed(0)), 2, seed=1,
+                       options=SyntheticOptions())
+    _, system, x, energy = _crop_stage2(smpl, cap)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(energy(xg).sum(), xg)
+    torch.testing.assert_close(system(x).grad, grad, rtol=1e-7, atol=1e-6 * float(grad.abs().max()))
+
+
+def test_gmm_prior_gauss_newton_is_the_closest_component():
+    from mvspin.body import GMMPosePrior
+
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(3, 69, generator=g, dtype=torch.float64) * 0.2
+    a = torch.randn(3, 69, 69, generator=g, dtype=torch.float64) * 0.1
+    covars = a @ a.transpose(1, 2) + 0.05 * torch.eye(69, dtype=torch.float64)
+    prior = GMMPosePrior(means.numpy(), covars.numpy(), torch.tensor([0.5, 0.3, 0.2]).numpy()).double()
+    x = (means[[2, 0]] + 0.05 * torch.randn(2, 69, generator=g, dtype=torch.float64)).requires_grad_(True)
+    e = prior(x)
+    (grad,) = torch.autograd.grad(e.sum(), x)
+    energy, ours, hess = prior.gauss_newton(x.detach())
+    torch.testing.assert_close(energy, e.detach())
+    torch.testing.assert_close(ours, grad)
+    torch.testing.assert_close(hess, prior.precisions[[2, 0]])  # each pose's closest component
+
+
+def test_free_prior_and_angle_prior_gradients_equal_autograd():
+    from mvspin.body import FreePosePrior, angle_prior, angle_prior_gauss_newton
+
+    prior = FreePosePrior().double()
+    x = (torch.randn(3, 69, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 1.5).requires_grad_(True)
+    (g_free,) = torch.autograd.grad(prior(x).sum(), x)
+    (g_angle,) = torch.autograd.grad(angle_prior(x).sum(), x)
+    e, ours, hess = prior.gauss_newton(x.detach())
+    torch.testing.assert_close(ours, g_free)
+    torch.testing.assert_close(e, prior(x.detach()))
+    ga, ha = angle_prior_gauss_newton(x.detach())
+    torch.testing.assert_close(ga, g_angle)
+    assert bool((ha >= 0).all()) and int((ha > 0).sum()) == 3 * 4
+
+
+def test_calibrated_triangulation_start_runs_stage0_by_lm():
+    body = BodyModel.free("low")
+    cap = make_capture(body, sample_bodies(body, 3, torch.Generator().manual_seed(2)), 4, seed=3,
+                       options=SyntheticOptions())
+    r = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated", optimizer="lm")).fit_calibrated(cap.keypoints, cap.cameras)
+    assert r.iterations_3d > 0 and bool(r.fitted.all())
+    assert float(r.reprojection_error.max()) < 10.0  # pixels, on 2 px noise
+
+
+def test_reference_presets_keep_adam():
+    assert MVSMPLifyConfig.preset("spin").optimizer == "adam"
+    assert MVSMPLifyConfig.preset("mvspin_paper").optimizer == "adam"
+    assert MVSMPLifyConfig().optimizer == "adam"
+    cfg = MVSMPLifyConfig(optimizer="lm", stage1_iterations=3)
+    body = BodyModel.free("low")
+    cap = make_capture(body, sample_bodies(body, 2, torch.Generator().manual_seed(0)), 2, seed=1,
+                       options=SyntheticOptions())
+    r = MVSMPLify(body, cfg).fit_per_view(cap.crop_keypoints, cap.estimate)
+    assert r.iterations[0] <= 3 and r.iterations[1] <= cfg.lm_stage2_iterations  # the counts are caps
