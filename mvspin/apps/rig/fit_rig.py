@@ -184,11 +184,12 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
     rig = load_rig(config.rig)
     check_output_folder(config.out, _planned_files(config, list(rig.names)), what="out")
     videos: list[Path] = []
+    rates: list[float] = []  # the frame rates the video files report
     if config.videos:
         videos = match_videos(config.videos, list(rig.names))  # a count mismatch before any fitting
         for v in videos:
             if not v.is_dir():
-                video_info(v)  # opens it: VideoError naming the file
+                rates.append(video_info(v).fps)  # opening it raises VideoError naming the file
             elif not any(v.iterdir()):
                 raise VideoError(f"{v}: image folder is empty")
     log.info("rig: %d cameras (%s) from %s", len(rig), ", ".join(rig.names), config.rig)
@@ -211,7 +212,7 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
     initial_estimate, initialisation = None, None
     if config.checkpoint is not None:
         initial_estimate, initialisation = _network_start(config, body, device, rig, rec.frames, videos, progress)
-    fps = config.fps or _videos_fps(videos) or DEFAULT_FPS
+    fps = config.fps or _videos_fps(rates) or DEFAULT_FPS
     # Folders that do not name the cameras: the order is checked against the geometry (warnings,
     # dropped cameras and fewer subjects than asked are logged by fit_recording and in the report).
     fit = fit_recording(body, rec.keypoints, rig, rec.keypoint_set, config.subjects, config=config, fps=fps,
@@ -234,12 +235,10 @@ def _fit_rig(config: FitRigConfig, progress: Progress) -> RigReport:
                      body_model=body.name, initialisation=fit.initialisation)
 
 
-def _videos_fps(videos: list[Path]) -> Optional[float]:
-    """The frame rate the video files report (the first that reports one); None for image folders."""
-    from mvspin.data.video import video_info
-
-    rates = [video_info(v).fps for v in videos if not v.is_dir()]
-    rates = [r for r in rates if r and 0 < r < 10000]
+def _videos_fps(reported: list[float]) -> Optional[float]:
+    """The recording's frame rate from what its video files report (the first plausible one);
+    None when none does (image folders, containers without a rate)."""
+    rates = [r for r in reported if r and 0 < r < 10000]
     if rates:
         log.info("frame rate: %.3g frames/s, from the videos", rates[0])
     return rates[0] if rates else None
