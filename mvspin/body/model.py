@@ -721,8 +721,8 @@ def _apply_root(kp: Tensor, weight_sum: Tensor, root: Tensor, root_rot: Tensor, 
 
 
 def _mat3(a: Tensor, b: Tensor) -> Tensor:
-    """Batched 3x3 @ 3x3 (broadcast multiply-and-sum)."""
-    return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
+    """Batched 3x3 @ 3x3."""
+    return torch.matmul(a, b)
 
 
 def _skew_times(a: Tensor, m: Tensor) -> Tensor:
@@ -742,7 +742,7 @@ def _skew(v: Tensor) -> Tensor:
 
 def _mat3vec(a: Tensor, v: Tensor) -> Tensor:
     """Batched 3x3 @ 3-vector."""
-    return (a * v.unsqueeze(-2)).sum(-1)
+    return torch.matmul(a, v.unsqueeze(-1)).squeeze(-1)
 
 
 def _strict_ancestors(parents: tuple[int, ...]) -> Tensor:
