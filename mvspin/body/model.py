@@ -593,8 +593,13 @@ class BodyModel(nn.Module):
         if carried is not None:
             m = vids.numel()
             d_verts = v_dirs.view(nb, m, 3).permute(1, 2, 0)  # (m, 3, nb)
-            d_carried = torch.einsum("bicd,midn->bmicn", world_rot, d_verts[:, None] - d_rest[None]) + d_joints[:, None]
-            points = torch.cat([d_joints, torch.einsum("mi,bmicn->bmcn", w_lbs, d_carried)], 1)
+            # skinned vertex: sum_i w_mi (W_i (v_m - J_i) + p_i), so its derivative is
+            # (sum_i w_mi W_i) dv_m - sum_i w_mi W_i dJ_i + sum_i w_mi dp_i: blended before the
+            # product, without the (B, m, 24, 3, nb) array of every joint carrying every vertex
+            blend_rot = torch.einsum("mi,bicd->bmcd", w_lbs, world_rot)  # (B, m, 3, 3)
+            rot_rest = torch.einsum("bicd,idn->bicn", world_rot, d_rest)  # (B, 24, 3, nb)
+            d_skinned = (blend_rot @ d_verts + torch.einsum("mi,bicn->bmcn", w_lbs, d_joints - rot_rest))
+            points = torch.cat([d_joints, d_skinned], 1)
         d_canon = torch.einsum("ka,bacn->bkcn", mix, points)
         d_pivot = s[:, None, None] * d_rest[0]  # (K, 3, nb)
         return torch.einsum("bcd,bkdn->bkcn", root_rot, d_canon - d_pivot) + d_pivot

@@ -315,7 +315,7 @@ def refine_levenberg_marquardt(
             diag = blocks.diagonal(dim1=-2, dim2=-1).clamp_min(1e-9)
             diag_b = bb.diagonal().clamp_min(1e-9) if betas_free else None
             improved = False
-            jt_t = jt.transpose(1, 2).contiguous()  # (L, 75, 3M)
+            jt_t = jt.transpose(1, 2)  # (L, 75, 3M), a view: bmm reads it transposed without a copy
             for _attempt in range(6):
                 damp = lam * diag
                 # explicit inverses: the preconditioner is then one batched product per CG step
