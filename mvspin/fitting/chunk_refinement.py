@@ -307,7 +307,7 @@ def refine_levenberg_marquardt(
             m3 = jac.shape[1] * 3
             jt = jac.reshape(n, m3, 75)
             blocks = jt.transpose(1, 2) @ (block_info.reshape(n, -1, 3, 3) @ jac).reshape(n, m3, 75)
-            blocks = blocks + torch.diag_embed(prior)
+            blocks.diagonal(dim1=-2, dim2=-1).add_(prior)  # in place: no (L, 75, 75) diagonal matrix
             if betas_free:
                 jbt = jac_b.reshape(n, m3, -1)
                 bb = (jbt.transpose(1, 2) @ (block_info @ jac_b).reshape(n, m3, -1)).sum(0)
@@ -319,7 +319,9 @@ def refine_levenberg_marquardt(
             for _attempt in range(6):
                 damp = lam * diag
                 # explicit inverses: the preconditioner is then one batched product per CG step
-                inv = torch.cholesky_inverse(torch.linalg.cholesky(blocks + torch.diag_embed(damp)))
+                damped = blocks.clone()
+                damped.diagonal(dim1=-2, dim2=-1).add_(damp)
+                inv = torch.cholesky_inverse(torch.linalg.cholesky(damped))
                 inv_b = torch.cholesky_inverse(torch.linalg.cholesky(bb + torch.diag(lam * diag_b))) \
                     if betas_free else None
 
