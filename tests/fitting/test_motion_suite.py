@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from calibration import Camera, Rig, triangulate_points
+from mvspin.body import rest_measurements
 from mvspin.data.motion_suite import TEST, make_case, motion_params, suite, suite_rig
 from mvspin.data.synthetic_keypoints import BodyParams
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording
@@ -39,11 +40,8 @@ def _mpjpe_mm(pred, gt) -> float:
 
 def _rest_measures(body, betas):
     """Standing height and chest depth (front to back at the chest joint's height), metres."""
-    with torch.no_grad():
-        verts = body(betas=betas[None]).vertices[0]
-        chest_y = float(body.rest_joints(betas[None])[0, 9, 1])
-    band = (verts[:, 1] - chest_y).abs() < 0.03
-    return float(verts[:, 1].max() - verts[:, 1].min()), float(verts[band, 2].max() - verts[band, 2].min())
+    height, depth = rest_measurements(body, betas[None])
+    return float(height[0]), float(depth[0])
 
 
 def test_the_parts_are_apart():
