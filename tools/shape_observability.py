@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from mvspin.body import BodyModel, get_keypoint_set, rest_measurements  # noqa: E402
+from mvspin.fitting.config import DETECTOR_HIP_POINTS  # noqa: E402
 
 # Segments of OpenPose BODY_25 whose length a multi-frame fit sees whatever the pose (joints of
 # one bone, or points carried by one joint), plus shoulder width, neck to shoulders and neck to
@@ -88,15 +89,20 @@ def main() -> None:
     kp = s["keypoints"]
     lengths = np.stack([np.linalg.norm(kp[:, kset.index(a)] - kp[:, kset.index(b)], axis=-1) for a, b in SEGMENTS], 1)
     rest = (kp - kp[:, kset.index("mid_hip")][:, None]).reshape(len(kp), -1)
+    # fit-rig gives the detector's hips weight 0 (MVSMPLifyConfig.stage2_ignored_points): the
+    # lengths its fit can see
+    seen = [i for i, (a, b) in enumerate(SEGMENTS) if not {a, b} & set(DETECTOR_HIP_POINTS)]
     print(f"{args.bodies} prior bodies (betas ~ N(0, 1) clipped at 2.5), free model: height "
           f"{s['height'].mean():.3f} m +- {s['height'].std() * 100:.1f} cm, chest depth {s['chest_depth'].mean():.3f} m "
           f"+- {s['chest_depth'].std() * 100:.2f} cm ({args.resolution} mesh)")
-    print(f"{'measurement':<13}{'from':<40}{'noise mm':>9}{'residual std cm':>17}{'p95 cm':>8}")
+    print(f"{'measurement':<13}{'from':<48}{'noise mm':>9}{'residual std cm':>17}{'p95 cm':>8}")
     for what in ("chest_depth", "height"):
-        for label, feats in ((f"{len(SEGMENTS)} segment lengths", lengths), ("75 rest keypoint coordinates", rest)):
+        for label, feats in ((f"{len(SEGMENTS)} segment lengths", lengths),
+                             (f"{len(seen)} segment lengths without the detector hips", lengths[:, seen]),
+                             ("75 rest keypoint coordinates", rest)):
             for noise in args.noise_mm:
                 std, p95 = linear_bound(feats, s[what], noise / 1000)
-                print(f"{what:<13}{label:<40}{noise:9.0f}{std * 100:17.2f}{p95 * 100:8.2f}")
+                print(f"{what:<13}{label:<48}{noise:9.0f}{std * 100:17.2f}{p95 * 100:8.2f}")
     std, p95 = linear_bound(s["betas"], s["chest_depth"], 0.0)
     print(f"chest depth from the {body.num_betas} betas themselves (the model's nonlinearity): {std * 100:.2f} cm std")
 
