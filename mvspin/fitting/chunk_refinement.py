@@ -43,7 +43,7 @@ from mvspin.fitting.keypoint_targets import KeypointTargets
 from mvspin.fitting.losses import reprojection_energy
 from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle, perspective_projection
 
-__all__ = ["ChunkEnergy", "ChunkParams", "refine_levenberg_marquardt"]
+__all__ = ["ChunkEnergy", "ChunkParams", "SMOOTH_PENALTIES", "refine_levenberg_marquardt", "robust_penalty"]
 
 # SMPLify's elbow/knee prior: the body-pose components it acts on, and their signs (priors.py).
 _ANGLE_INDEX = (17 * 3 + 1, 18 * 3 + 1, 3 * 3 + 0, 4 * 3 + 0)
@@ -54,6 +54,36 @@ _ANGLE_SIGN = (1.0, -1.0, -1.0, -1.0)
 # redone with 8x the damping), so the damping never drops below it.
 _DAMPING_START = 1e-2
 _DAMPING_FLOOR = 3e-3
+
+
+SMOOTH_PENALTIES = ("quadratic", "pseudo_huber", "cauchy", "geman_mcclure")
+"""Shapes of the acceleration penalty, by how a large acceleration ``|a| >> c`` is charged:
+squared (``quadratic``), linearly (``pseudo_huber``, Charbonnier), logarithmically
+(``cauchy``) or at most ``c^2`` (``geman_mcclure``). All are ``|a|^2`` for ``|a| << c``."""
+
+
+def robust_penalty(s: Tensor, kind: str, c: float) -> tuple[Tensor, Tensor]:
+    """The penalty ``rho(s)`` of squared magnitudes ``s >= 0`` (any shape) and its derivative
+    ``rho'(s)`` (the IRLS weight), for scale ``c`` (same unit as ``sqrt(s)``; 0: ``rho = s``):
+
+    - ``quadratic``: ``s``;
+    - ``pseudo_huber``: ``2 c^2 (sqrt(1 + s/c^2) - 1)``, growing as ``2 c |a|``: convex, so a
+      glitch far from its neighbours is still pulled back as hard as a mid-size jump;
+    - ``cauchy``: ``c^2 log(1 + s/c^2)``;
+    - ``geman_mcclure``: ``c^2 s / (c^2 + s)``, at most ``c^2``: a large jump costs no more
+      than a mid-size one, so a start that jumped stays where it is.
+    """
+    if kind == "quadratic" or not c:
+        return s, torch.ones_like(s)
+    c2 = c * c
+    if kind == "pseudo_huber":
+        root = torch.sqrt(1 + s / c2)
+        return 2 * c2 * (root - 1), 1 / root
+    if kind == "cauchy":
+        return c2 * torch.log1p(s / c2), c2 / (c2 + s)
+    if kind == "geman_mcclure":
+        return c2 * s / (c2 + s), (c2 / (c2 + s)).square()
+    raise ValueError(f"unknown penalty {kind!r}; choose from {', '.join(SMOOTH_PENALTIES)}")
 
 
 @dataclass
@@ -81,8 +111,9 @@ class ChunkEnergy:
             squared, the reprojection term's unit).
         scale: ``(L, V)`` 224-px-frame pixels per image pixel (None: 1).
         fps: frames per second (accelerations in m/s^2).
-        smooth_scale: Geman-McClure scale ``c`` of the acceleration penalty, m/s^2 (0: plain
-            squared acceleration).
+        smooth_scale: scale ``c`` of the acceleration penalty, m/s^2 (0: plain squared
+            acceleration).
+        smooth_penalty: the penalty's shape (:data:`SMOOTH_PENALTIES`, :func:`robust_penalty`).
     """
 
     body: BodyModel
@@ -99,6 +130,7 @@ class ChunkEnergy:
     scale: Optional[Tensor] = None
     fps: float = 30.0
     smooth_scale: float = 0.0
+    smooth_penalty: str = "geman_mcclure"
 
     def _scaled(self, uv: Tensor) -> tuple[Tensor, Tensor]:
         if self.scale is None:
@@ -106,23 +138,19 @@ class ChunkEnergy:
         s = self.scale[..., None, None]
         return uv * s, self.xy * s
 
+    def _acceleration_sq(self, x: Tensor) -> Tensor:
+        """Squared keypoint accelerations ``(L - 2, M)`` in (m/s^2)^2 of ``x (L, M, 3)``."""
+        return (x[2:] - 2 * x[1:-1] + x[:-2]).square().sum(-1) * self.fps ** 4
+
     def acceleration_weights(self, x: Tensor) -> Tensor:
         """IRLS weights ``(L - 2, M)`` of the acceleration penalty at world keypoints
-        ``x (L, M, 3)``: ``psi = c^4 / (c^2 + |a|^2)^2`` (1 for the plain squared penalty), so
-        that its gradient by ``x`` is ``2 smooth fps^4 D^T (psi D x)``."""
-        if not self.smooth_scale:
-            return torch.ones(x.shape[0] - 2, x.shape[1], dtype=x.dtype, device=x.device)
-        a2 = (x[2:] - 2 * x[1:-1] + x[:-2]).square().sum(-1) * self.fps ** 4
-        c2 = self.smooth_scale ** 2
-        return (c2 / (c2 + a2)).square()
+        ``x (L, M, 3)``: ``rho'(|a|^2)`` (:func:`robust_penalty`), so that its gradient by ``x``
+        is ``2 smooth fps^4 D^T (psi D x)``."""
+        return robust_penalty(self._acceleration_sq(x), self.smooth_penalty, self.smooth_scale)[1]
 
     def smoothness(self, x: Tensor) -> Tensor:
         """The acceleration penalty (scalar) of world keypoints ``x (L, M, 3)``."""
-        a2 = (x[2:] - 2 * x[1:-1] + x[:-2]).square().sum(-1) * self.fps ** 4
-        if not self.smooth_scale:
-            return self.smooth * a2.sum()
-        c2 = self.smooth_scale ** 2
-        return self.smooth * (c2 * a2 / (c2 + a2)).sum()
+        return self.smooth * robust_penalty(self._acceleration_sq(x), self.smooth_penalty, self.smooth_scale)[0].sum()
 
     def world_keypoints(self, pose: Tensor, d_orient: Tensor, orient0: Tensor, transl: Tensor,
                         betas: Tensor) -> Tensor:

@@ -39,7 +39,8 @@ from torch import Tensor
 from calibration import CameraTensors, Rig
 from mvspin.body import BodyModel
 from mvspin.errors import NoFrameFittedError
-from mvspin.fitting.chunk_refinement import ChunkEnergy, ChunkParams, refine_levenberg_marquardt
+from mvspin.fitting.chunk_refinement import (SMOOTH_PENALTIES, ChunkEnergy, ChunkParams,
+                                              refine_levenberg_marquardt)
 from mvspin.fitting.config import MVSMPLifyConfig, validate_config
 from mvspin.fitting.keypoint_targets import KeypointTargets
 from mvspin.fitting.losses import reprojection_error
@@ -100,9 +101,13 @@ class SequenceFitConfig:
     weights were set; on the validation motions 1000 was 9.8 mm against 14.2 at 224 and 13.0
     at 2000: with several cameras the data deserve more weight than one view's)."""
     smooth_scale: float = 30.0
-    """Geman-McClure scale of the acceleration penalty, m/s^2: accelerations well below it are
-    penalised quadratically (jitter), far above it at most ``smooth_scale^2`` each (a heel
-    strike, a landing, a clap). 0: plain squared acceleration."""
+    """Scale of the robust acceleration penalty, m/s^2: accelerations well below it are
+    penalised quadratically (jitter), far above it less than quadratically (a heel strike, a
+    landing, a clap; see ``smooth_penalty``). 0: plain squared acceleration."""
+    smooth_penalty: str = "geman_mcclure"
+    """How accelerations far above ``smooth_scale`` are charged (:func:`~mvspin.fitting.
+    chunk_refinement.robust_penalty`): ``pseudo_huber`` (linearly), ``cauchy``
+    (logarithmically), ``geman_mcclure`` (at most ``smooth_scale^2``) or ``quadratic``."""
     chunk_frames: int = 300
     """Frames refined together (memory grows linearly with it)."""
     chunk_overlap: int = 16
@@ -385,7 +390,8 @@ class _SequenceFitter:
         chunk_energy = ChunkEnergy(
             self.body, self.targets, cams, xy, w_body, kc.sigma, self.pose_prior, kc.pose_prior_weight,
             kc.angle_prior_weight, kc.shape_prior_weight * n_views ** c.shape_prior_frames_exponent,
-            c.smooth_weight, scale=scale, fps=self.fps, smooth_scale=c.smooth_scale)
+            c.smooth_weight, scale=scale, fps=self.fps, smooth_scale=c.smooth_scale,
+            smooth_penalty=c.smooth_penalty)
 
         if c.refine_optimizer == "lm":
             cg = max(1, round(c.refine_cg_iterations * max(1.0, self.fps / 30.0)))
@@ -456,6 +462,8 @@ def fit_sequence(
                          f"{c.chunk_frames}, {c.chunk_overlap}, {c.keyframe_step}")
     if c.refine_iterations < 0 or c.smooth_weight < 0 or c.smooth_scale < 0 or not c.refine_lr > 0:
         raise ValueError("refine_iterations, smooth_weight and smooth_scale must be >= 0 and refine_lr > 0")
+    if c.smooth_penalty not in SMOOTH_PENALTIES:
+        raise ValueError(f"smooth_penalty must be one of {', '.join(SMOOTH_PENALTIES)}, got {c.smooth_penalty!r}")
     if not c.frame_px > 0:
         raise ValueError(f"frame_px must be > 0, got {c.frame_px}")
     if not fps > 0:
