@@ -100,8 +100,8 @@ def _suite_config(overrides: list[str]) -> RigFitConfig:
     config = RigFitConfig()
     for item in overrides:
         name, _, value = item.partition("=")
-        target = config.sequence
-        *path, last = name.removeprefix("sequence.").split(".")
+        target = config.association if name.startswith("association.") else config.sequence
+        *path, last = name.removeprefix("sequence.").removeprefix("association.").split(".")
         for part in path:
             target = getattr(target, part)
         old = getattr(target, last)
@@ -208,7 +208,7 @@ def main() -> None:
     p.add_argument("--suite", choices=["validation", "test"], help="fit a part of the motion suite instead")
     p.add_argument("--methods", default="fit-rig,per-frame,triangulation", help="suite: comma-separated methods")
     p.add_argument("--cases", default="", help="suite: comma-separated case names (default all)")
-    p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="suite: SequenceFitConfig overrides")
+    p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="suite: SequenceFitConfig overrides (association.NAME: AssociationConfig)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.suite:

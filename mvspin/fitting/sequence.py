@@ -39,8 +39,7 @@ from torch import Tensor
 from calibration import CameraTensors, Rig
 from mvspin.body import BodyModel
 from mvspin.errors import NoFrameFittedError
-from mvspin.fitting.chunk_refinement import (SMOOTH_PENALTIES, ChunkEnergy, ChunkParams,
-                                              refine_levenberg_marquardt)
+from mvspin.fitting.chunk_refinement import SMOOTH_PENALTIES, ChunkEnergy, ChunkParams, refine_levenberg_marquardt
 from mvspin.fitting.config import MVSMPLifyConfig, validate_config
 from mvspin.fitting.keypoint_targets import KeypointTargets
 from mvspin.fitting.losses import reprojection_error
