@@ -12,9 +12,10 @@ Units, so that one set of weights means the same on any rig:
   224 px over the body's height), the frame SPIN and the training path fit in: the same
   weights at 540p or 4K, 2 m or 8 m, 500 px or 3000 px focal;
 - the smoothness term acts on accelerations in m/s^2 (second differences times ``fps^2``):
-  ``smooth * rho(|a|)`` with Geman-McClure's ``rho(a) = c^2 a^2 / (c^2 + a^2)`` and scale
-  ``c = smooth_scale`` m/s^2: quadratic for jitter well below ``c``, bounded (at most ``c^2``)
-  for a real heel strike, landing or clap, so those keep their peak. Summing both terms over
+  ``smooth * rho(|a|)`` with, by default, Geman-McClure's ``rho(a) = c^2 a^2 / (c^2 + a^2)``
+  and scale ``c = smooth_scale`` m/s^2: quadratic for jitter well below ``c``, bounded (at most
+  ``c^2``) for a real heel strike, landing or clap, so those keep their peak
+  (:func:`robust_penalty` has the other shapes: pseudo-Huber, Cauchy, quadratic). Summing both terms over
   the frames keeps their ratio at any frame rate (both grow with the frame count as integrals
   over time do).
 

@@ -8,7 +8,13 @@ import torch
 from mvspin.body import BodyModel
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording
 from mvspin.fitting import MVSMPLifyConfig
-from mvspin.fitting.chunk_refinement import ChunkEnergy, ChunkParams, refine_levenberg_marquardt
+from mvspin.fitting.chunk_refinement import (
+    SMOOTH_PENALTIES,
+    ChunkEnergy,
+    ChunkParams,
+    refine_levenberg_marquardt,
+    robust_penalty,
+)
 from mvspin.fitting.keypoint_targets import KeypointTargets
 from mvspin.geometry import axis_angle_to_matrix
 
@@ -104,3 +110,22 @@ def test_closed_form_gradient_equals_autograd(problem):
     ref_g = torch.cat(ref[:3], -1)
     assert float((g - ref_g).norm() / ref_g.norm()) < 1e-4
     assert float((g_b - ref[3]).norm() / ref[3].norm()) < 1e-4
+
+
+@pytest.mark.parametrize("kind", SMOOTH_PENALTIES)
+def test_penalty_shapes_and_their_irls_weights(kind):
+    """Every penalty is |a|^2 for small accelerations, its IRLS weight is its derivative by
+    |a|^2, and a large acceleration costs as the shape says: bounded by c^2 (Geman-McClure),
+    ~2 c |a| (pseudo-Huber), ~c^2 log (Cauchy), |a|^2 (quadratic)."""
+    c = 30.0
+    s = torch.tensor([1e-2, 1.0, 900.0, 1e4, 1e6], dtype=torch.float64, requires_grad=True)
+    rho, w = robust_penalty(s, kind, c)
+    (d,) = torch.autograd.grad(rho.sum(), s)
+    assert torch.allclose(w, d, rtol=1e-9)
+    assert abs(float(rho[0]) - 1e-2) < 1e-5 and abs(float(w[0]) - 1) < 1e-3
+    big = float(rho[-1].detach())  # |a| = 1000 m/s^2
+    expected = {"geman_mcclure": (0.99 * c * c, c * c), "pseudo_huber": (2 * c * 1000 - 2 * c * c, 2 * c * 1000),
+                "cauchy": (c * c * 7.0, c * c * 7.1), "quadratic": (1e6, 1e6)}[kind]
+    assert expected[0] <= big <= expected[1], (kind, big)
+    with pytest.raises(ValueError, match="unknown penalty"):
+        robust_penalty(s, "huber", c)
