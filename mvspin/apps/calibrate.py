@@ -39,7 +39,8 @@ from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["CalibrateConfig", "CalibrateReport", "run", "IntrinsicsConfig", "IntrinsicsJobReport", "run_intrinsics",
-           "load_intrinsics", "save_checked", "PersonCalibrateConfig", "PersonCalibrateReport", "run_person", "main_person", "detect_keypoints",
+           "load_intrinsics", "save_checked", "PersonCalibrateConfig", "PersonCalibrateReport", "run_person", "main_person",
+           "person_keypoints", "detect_keypoints",
            "BoardImageConfig", "BoardImageReport", "run_board_image",
            "ConvertConfig", "ConvertReport", "run_convert", "MAX_DPI", "MAX_BOARD_PIXELS"]
 
@@ -517,13 +518,21 @@ def main_person(keypoints: Any) -> Any:
     return np.take_along_axis(kp, best[:, :, None, None, None], axis=2)[:, :, 0]
 
 
+def person_keypoints(set_name: str) -> list[int]:
+    """Indices of a keypoint set's well-defined body keypoints (joints, feet, eyes, ears, nose):
+    hand points and face details are left out."""
+    from mvspin.body import get_keypoint_set
+
+    return [i for i, p in enumerate(get_keypoint_set(set_name).points) if not any(w in p for w in _LEFT_OUT)]
+
+
 def _person_keypoint_roles(set_name: str) -> tuple[list[int], list[int], list[int], float, list[int]]:
-    """For a keypoint set: (keypoints used, foot indices, head indices, head height ratio, mirror)
-    with indices into the used keypoints; hand points and face details are left out."""
+    """For a keypoint set: (keypoints used (:func:`person_keypoints`), foot indices, head indices,
+    head height ratio, mirror) with indices into the used keypoints."""
     from mvspin.body import get_keypoint_set
 
     kset = get_keypoint_set(set_name)
-    used = [i for i, p in enumerate(kset.points) if not any(w in p for w in _LEFT_OUT)]
+    used = person_keypoints(set_name)
     points = [kset.points[i] for i in used]
     foot = [j for j, p in enumerate(points) if any(w in p for w in _FOOT_WORDS)]
     for names, ratio in zip(_HEAD_POINTS, _HEAD_RATIOS):
