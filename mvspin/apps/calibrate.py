@@ -461,6 +461,9 @@ class PersonCalibrateConfig:
     reference: Optional[Path] = None
     """A reference calibration of the same cameras: report each camera's centre and rotation
     error against it after a similarity alignment."""
+    offsets: Optional[Path] = None
+    """Per-camera frame offsets from mvspin sync (JSON; without a rig, from the keypoints alone):
+    unsynchronised cameras' keypoints are shifted onto the reference camera's frames first."""
 
     def __post_init__(self) -> None:
         self.intrinsics = [Path(p) for p in self.intrinsics]
@@ -583,6 +586,12 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
     intrinsics = load_intrinsics(config.intrinsics, rec.camera_names)
     used, foot, head, ratio, mirror = _person_keypoint_roles(rec.keypoint_set)
     kp = main_person(rec.keypoints)[:, :, used]
+    if config.offsets is not None:  # unsynchronised cameras: onto the reference's frame numbers
+        from calibration.sync import shift_keypoints
+        from mvspin.apps.sync import read_offsets
+
+        kp = shift_keypoints(np.asarray(kp), read_offsets(config.offsets, rec.camera_names))
+        log.info("keypoints shifted by the offsets of %s", config.offsets)
     distance = None
     if config.camera_distance is not None and config.distance_between is not None:
         missing = [n for n in config.distance_between if n not in rec.camera_names]

@@ -99,3 +99,48 @@ def test_bad_out_fails_in_one_line_before_fitting(recording, tmp_path, capsys, n
     bad_video.write_bytes(b"not a video")
     err = _run(base + ["-o", str(tmp_path / "v"), "--videos", *[str(bad_video)] * 4], capsys)
     assert "cam.mp4" in err
+
+
+def test_offsets_file_puts_shifted_cameras_back_on_the_reference_frames(recording, tmp_path):
+    """Cameras that started recording 0, 2, 1, 3 frames before the reference (each padded with
+    frames where nobody is seen) and the offsets file mvspin sync writes for them: fit-rig fits
+    the same bodies as on the synchronised recording."""
+    import json
+
+    from mvspin.apps.sync import CONVENTION
+
+    _, rec, folder = recording
+    det = np.asarray(rec.detections, dtype=np.float64)
+    t_count = det.shape[0]
+    lead = [0, 2, 1, 3]
+    padded = np.zeros((t_count + max(lead),) + det.shape[1:])
+    for v, d in enumerate(lead):  # camera v's frame f + d shows the reference's frame f
+        padded[d:d + t_count, v] = det[:, v]
+    write_openpose_folders(padded, rec.rig.names, tmp_path / "kp")
+    offsets = {"convention": CONVENTION, "reference": rec.rig.names[0], "method": "epipolar",
+               "offsets": dict(zip(rec.rig.names, map(float, lead)))}
+    (tmp_path / "offsets.json").write_text(json.dumps(offsets))
+    common = dict(rig=folder / "rig.toml", body=BodyModelConfig(resolution="low"))
+    plain = fit_rig(FitRigConfig(keypoints=folder / "kp", out=tmp_path / "plain", **common)).fit.subjects[0]
+    moved = fit_rig(FitRigConfig(keypoints=tmp_path / "kp", offsets=tmp_path / "offsets.json", out=tmp_path / "moved",
+                                 **common)).fit.subjects[0]
+    assert not any(f < t_count for f in moved.failed)
+    a, b = plain.result, moved.result
+    np.testing.assert_allclose(b.transl[:t_count].detach().numpy(), a.transl.detach().numpy(), atol=2e-3)
+    np.testing.assert_allclose(b.body_pose[:t_count].detach().numpy(), a.body_pose.detach().numpy(), atol=2e-2)
+
+
+def test_bad_offsets_files_fail_in_one_line(recording, tmp_path, capsys, no_fitting):
+    _, rec, folder = recording
+    base = ["fit-rig", "--rig", str(folder / "rig.toml"), "--keypoints", str(folder / "kp"), "--resolution", "low"]
+    garbled = tmp_path / "garbled.json"
+    garbled.write_text("{not json")
+    err = _run(base + ["--offsets", str(garbled), "-o", str(tmp_path / "a")], capsys)
+    assert "--offsets" in err and "garbled.json" in err and "not an offsets file" in err
+    partial = tmp_path / "partial.json"
+    partial.write_text('{"offsets": {"cam01": 0.0, "cam02": 1.5}}')
+    err = _run(base + ["--offsets", str(partial), "-o", str(tmp_path / "b")], capsys)
+    assert "no offset for cameras" in err and rec.rig.names[3] in err
+    err = _run(base + ["--offsets", str(tmp_path / "missing.json"), "-o", str(tmp_path / "c")], capsys)
+    assert "missing.json" in err
+    assert not any((tmp_path / n).exists() for n in "abc")

@@ -110,3 +110,22 @@ def test_demo_shifted_is_synchronised_without_the_rig(demo_keypoints):
     print("\nrig:", np.round(truth, 2), "lab intrinsics:", np.round(known, 2), "no intrinsics:", np.round(plain, 2))
     np.testing.assert_allclose(known, truth, atol=2.5)
     np.testing.assert_allclose(plain, truth, atol=2.5)
+
+
+def test_sync_command_without_a_rig_uses_the_intrinsics(tmp_path, unsynchronised):
+    from calibration.formats import save_rig
+    from mvspin.apps.sync import SyncConfig, read_offsets, run
+    from mvspin.config import ConfigError
+    from mvspin.data.synthetic_recording import write_openpose_folders
+
+    rig, kp = unsynchronised
+    save_rig(rig, tmp_path / "lenses.toml")
+    write_openpose_folders(kp[:, :, None], rig.names, tmp_path / "keypoints")
+    report = run(SyncConfig(keypoints=tmp_path / "keypoints", intrinsics=[tmp_path / "lenses.toml"],
+                            out=tmp_path / "offsets.json", max_offset=15))
+    assert report.method == "epipolar" and "epipolar cost" in report.table()
+    np.testing.assert_allclose(read_offsets(tmp_path / "offsets.json", rig.names), TRUE, atol=0.25)
+    with pytest.raises(ConfigError) as err:
+        SyncConfig(keypoints=tmp_path / "keypoints", rig=tmp_path / "lenses.toml", intrinsics=[tmp_path / "lenses.toml"],
+                   out=tmp_path / "o.json")
+    assert err.value.field == "intrinsics"
