@@ -463,7 +463,8 @@ class PersonCalibrateConfig:
     error against it after a similarity alignment."""
     offsets: Optional[Path] = None
     """Per-camera frame offsets from mvspin sync (JSON; without a rig, from the keypoints alone):
-    unsynchronised cameras' keypoints are shifted onto the reference camera's frames first."""
+    unsynchronised cameras' keypoints are shifted onto the reference camera's frames first
+    (by whole frames: the offsets rounded)."""
 
     def __post_init__(self) -> None:
         self.intrinsics = [Path(p) for p in self.intrinsics]
@@ -590,8 +591,13 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
         from calibration.sync import shift_keypoints
         from mvspin.apps.sync import read_offsets
 
-        kp = shift_keypoints(np.asarray(kp), read_offsets(config.offsets, rec.camera_names))
-        log.info("keypoints shifted by the offsets of %s", config.offsets)
+        # Whole frames: interpolating detections blends a left/right swap or a misdetection into
+        # points on neither; on the Pose2Sim demo the bundle adjustment fitted the rounded
+        # offsets better (median 8.92 px against 9.12 px with the fractional ones).
+        whole = [float(round(o)) for o in read_offsets(config.offsets, rec.camera_names)]
+        kp = shift_keypoints(np.asarray(kp), whole)
+        log.info("keypoints shifted by the offsets of %s, rounded to whole frames (%s)", config.offsets,
+                 ", ".join(f"{n} {o:+.0f}" for n, o in zip(rec.camera_names, whole)))
     distance = None
     if config.camera_distance is not None and config.distance_between is not None:
         missing = [n for n in config.distance_between if n not in rec.camera_names]

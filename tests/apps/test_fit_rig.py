@@ -125,9 +125,13 @@ def test_offsets_file_puts_shifted_cameras_back_on_the_reference_frames(recordin
     moved = fit_rig(FitRigConfig(keypoints=tmp_path / "kp", offsets=tmp_path / "offsets.json", out=tmp_path / "moved",
                                  **common)).fit.subjects[0]
     assert not any(f < t_count for f in moved.failed)
-    a, b = plain.result, moved.result
-    np.testing.assert_allclose(b.transl[:t_count].detach().numpy(), a.transl.detach().numpy(), atol=2e-3)
-    np.testing.assert_allclose(b.body_pose[:t_count].detach().numpy(), a.body_pose.detach().numpy(), atol=2e-2)
+    a, b = plain.result.transl.detach().numpy(), moved.result.transl[:t_count].detach().numpy()
+    # within 5 mm of the synchronised fit (the padded frames, fitted as failed, move it a little),
+    # where the body moves 5 cm or more between frames: a camera one frame off would show
+    assert np.linalg.norm(np.diff(a, axis=0), axis=1).min() > 0.05
+    np.testing.assert_allclose(b, a, atol=5e-3)
+    np.testing.assert_allclose(moved.result.body_pose[:t_count].detach().numpy(),
+                               plain.result.body_pose.detach().numpy(), atol=0.05)
 
 
 def test_bad_offsets_files_fail_in_one_line(recording, tmp_path, capsys, no_fitting):
