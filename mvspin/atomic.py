@@ -160,7 +160,7 @@ def _default_mode() -> int:
 
 _MODE = _default_mode()
 _HOST = re.sub(r"[^A-Za-z0-9-]", "_", socket.gethostname()) or "host"
-_TMP_RE = re.compile(r"^\..+\." + re.escape(TEMPORARY_MARK) + r"\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9_-]+)\.")
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\." + re.escape(TEMPORARY_MARK) + r"\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9_-]+)\.")
 _cleaned: set[str] = set()
 _cleaned_lock = threading.Lock()
 
@@ -184,8 +184,13 @@ def remove_stale_temporaries(folder: str | os.PathLike, now: Optional[float] = N
 
     Only names of the form ``.<name>.mvspin-tmp.<pid>@<host>.<random><suffix>`` are considered;
     one is removed when ``<host>`` is this machine and process ``<pid>`` does not exist, or when
-    ``<host>`` is another machine and the file is untouched for a day. Returns what was removed.
+    ``<host>`` is another machine and the file is untouched for a day. Temporary *folders*
+    (:func:`atomic_folder`) are removed by the same rule, but only while ``<name>`` exists: a
+    process killed between the two renames of a folder replacement leaves the only complete copy
+    under a temporary name, and that one is kept. Returns what was removed.
     """
+    import shutil
+
     folder = Path(folder)
     now = time.time() if now is None else now
     removed: list[Path] = []
@@ -198,14 +203,20 @@ def remove_stale_temporaries(folder: str | os.PathLike, now: Optional[float] = N
         if match is None:
             continue
         try:
-            if not entry.is_file(follow_symlinks=False):
+            is_folder = entry.is_dir(follow_symlinks=False)
+            if not (is_folder or entry.is_file(follow_symlinks=False)):
+                continue
+            if is_folder and not (folder / match["name"]).exists():
                 continue
             if match["host"] == _HOST:
                 stale = not _process_alive(int(match["pid"]))
             else:
                 stale = now - entry.stat(follow_symlinks=False).st_mtime > FOREIGN_STALE_AFTER_S
             if stale:
-                os.unlink(entry.path)
+                if is_folder:
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except OSError:  # vanished meanwhile, or not ours to delete
             continue
@@ -439,6 +450,7 @@ def atomic_folder(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists() and not final.is_dir():
         raise NotADirectoryError(20, "a file is in the way of the output folder", str(final))
+    _clean_once(final.parent)
     prefix = f".{final.name}.{TEMPORARY_MARK}.{os.getpid()}@{_HOST}."
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=prefix))
     os.chmod(tmp, _MODE | ((_MODE & 0o444) >> 2))  # mkdtemp's 0o700 -> the usual folder mode

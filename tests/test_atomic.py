@@ -214,6 +214,25 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (live, foreign_new, *not_ours))
 
 
+def test_stale_temporary_folders_go_only_while_their_final_folder_exists(tmp_path):
+    """A killed ``atomic_folder`` leaves a temporary folder: removed by the next folder write when
+    the final folder exists; kept when it does not (the only complete copy, mid-replacement)."""
+    from mvspin import atomic
+    from mvspin.atomic import atomic_folder
+
+    host, pid = atomic._HOST, _dead_pid()
+    (tmp_path / "cam01").mkdir()
+    garbage = tmp_path / f".cam01.{TEMPORARY_MARK}.{pid}@{host}.abcd"
+    only_copy = tmp_path / f".cam02.{TEMPORARY_MARK}.{pid}@{host}.efgh"
+    for folder in (garbage, only_copy):
+        folder.mkdir()
+        (folder / "cam_000000000000_keypoints.json").write_text("{}")
+    with atomic_folder(tmp_path / "cam03") as tmp:
+        (tmp / "x.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([only_copy.name, "cam01", "cam03"])
+    assert (only_copy / "cam_000000000000_keypoints.json").read_text() == "{}"
+
+
 def test_first_write_into_a_folder_cleans_it(tmp_path):
     from mvspin import atomic
 

@@ -45,7 +45,8 @@ from mvspin.data.synthetic_keypoints import BodyParams
 from mvspin.data.synthetic_recording import RecordingOptions, SyntheticRecording, make_rig_recording
 from mvspin.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 
-__all__ = ["MotionCase", "VALIDATION", "TEST", "MOTIONS", "suite", "make_case", "motion_params", "suite_rig"]
+__all__ = ["MotionCase", "VALIDATION", "TEST", "MOTIONS", "POSE_MOTIONS", "suite", "make_case", "motion_params",
+           "suite_rig", "sample_motion_bodies"]
 
 _G = 9.81
 
@@ -333,6 +334,44 @@ MOTIONS: dict[str, Callable[[_Pose, np.random.Generator], None]] = {
     "squat": _squat, "sit_to_stand": _sit_to_stand, "crossing": _walk,
 }
 """The motions by name (``crossing`` is a walk; :func:`make_case` adds the bystander)."""
+
+
+POSE_MOTIONS = ("walk", "run", "jump", "kick", "arms", "clap", "squat", "sit_to_stand")
+"""The motions :func:`sample_motion_bodies` draws still poses from (``turn`` is a walk's pose
+turned; ``crossing`` a walk)."""
+
+
+def sample_motion_bodies(body: BodyModel, n: int, rng: np.random.Generator, betas_std: float = 1.0,
+                         jitter: float = 0.15) -> BodyParams:
+    """``n`` still bodies, each a random moment of a random motion of :data:`POSE_MOTIONS` (its
+    parameters drawn too), every joint then turned by a random rotation of about ``jitter``
+    radians (axis-angle, normal per component), a random heading about +Y and the pelvis at
+    ``(0, PELVIS_HEIGHT, 0)`` plus up to 0.3 m of horizontal offset, as
+    :func:`~mvspin.data.synthetic_keypoints.sample_bodies` places its bodies.
+
+    Poses of people doing things, not draws from a pose prior: what a network learning 3D pose
+    from single images can learn a prior of (a prior's independent joint draws are
+    depth-ambiguous in a single view).
+    """
+    from mvspin.data.synthetic_keypoints import PELVIS_HEIGHT, rest_pelvis
+
+    orients, poses, betas_all = [], [], []
+    for _ in range(n):
+        motion = POSE_MOTIONS[int(rng.integers(len(POSE_MOTIONS)))]
+        betas = torch.as_tensor(rng.normal(scale=betas_std, size=body.num_betas), dtype=torch.float32)
+        params = motion_params(body, motion, 10.0, 3.0, betas, rng)  # 30 moments: enough to draw one
+        k = int(rng.integers(len(params.body_pose)))
+        pose = axis_angle_to_matrix(params.body_pose[k].reshape(23, 3))
+        turn = axis_angle_to_matrix(torch.as_tensor(rng.normal(scale=jitter, size=(23, 3)), dtype=torch.float32))
+        poses.append(matrix_to_axis_angle(turn @ pose).reshape(69))
+        yaw = float(rng.uniform(0, 2 * math.pi))
+        heading = axis_angle_to_matrix(torch.tensor([0.0, yaw, 0.0]))
+        orients.append(matrix_to_axis_angle(heading @ axis_angle_to_matrix(params.global_orient[k])))
+        betas_all.append(betas)
+    orient, pose, b = torch.stack(orients), torch.stack(poses), torch.stack(betas_all)
+    offset = torch.as_tensor((rng.random((n, 3)) - 0.5) * 0.6 * np.array([1.0, 0.0, 1.0]), dtype=torch.float32)
+    pelvis = torch.tensor([0.0, PELVIS_HEIGHT, 0.0]) + offset
+    return BodyParams(orient, pose, b, pelvis - rest_pelvis(body, b))
 
 
 def _euler_to_matrix(a: Tensor) -> Tensor:

@@ -409,7 +409,12 @@ def make_bundle(body: BodyModel, index: int, seed: int = 0, options: Optional[Sy
         raise ValueError(f"the bundle format stores 10 betas; body model {body.name} has {body.num_betas}")
     t0 = time.perf_counter()
     body_seed, capture_seed, look_seed = _bundle_seeds(seed, index)
-    params = sample_bodies(body, 1, torch.Generator().manual_seed(body_seed), opt.pose_spread, opt.betas_std)
+    if opt.poses == "motions":
+        from mvspin.data.motion_suite import sample_motion_bodies
+
+        params = sample_motion_bodies(body, 1, np.random.default_rng(body_seed), opt.betas_std, opt.pose_spread / 2)
+    else:
+        params = sample_bodies(body, 1, torch.Generator().manual_seed(body_seed), opt.pose_spread, opt.betas_std)
     cap = make_capture(body, params, opt.num_views, seed=capture_seed, options=opt)
     rig = cap.rigs[0]
     if any(np.any(c.dist != 0) for c in rig):

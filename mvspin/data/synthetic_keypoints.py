@@ -47,7 +47,7 @@ from mvspin.geometry import (
 
 __all__ = [
     "SyntheticOptions", "SyntheticCapture", "BodyParams", "random_rig", "sample_bodies", "smooth_motion",
-    "make_capture", "crop_frame_params",
+    "make_capture", "crop_frame_params", "rest_pelvis", "PELVIS_HEIGHT",
 ]
 
 PELVIS_HEIGHT = 1.0
@@ -161,7 +161,8 @@ def random_rig(
 # --- bodies ------------------------------------------------------------------------------------
 
 
-def _rest_pelvis(body: BodyModel, betas: Tensor) -> Tensor:
+def rest_pelvis(body: BodyModel, betas: Tensor) -> Tensor:
+    """``(N, 3)`` rest-pose pelvis joint (metres, CPU) of ``betas (N, B)``: SMPL rotates about it."""
     return body.rest_joints(betas.to(body.J_template.device))[:, 0].cpu()
 
 
@@ -176,7 +177,7 @@ def sample_bodies(body: BodyModel, n: int, generator: torch.Generator, pose_spre
     orient = _yaw_tilt(yaw, tilt)
     offset = (torch.rand(n, 3, generator=generator) - 0.5) * 0.6 * torch.tensor([1.0, 0.0, 1.0])
     pelvis = torch.tensor([0.0, PELVIS_HEIGHT, 0.0]) + offset
-    return BodyParams(orient, pose, betas, pelvis - _rest_pelvis(body, betas))
+    return BodyParams(orient, pose, betas, pelvis - rest_pelvis(body, betas))
 
 
 def _yaw_tilt(yaw: Tensor, tilt: Tensor) -> Tensor:
@@ -211,7 +212,7 @@ def smooth_motion(body: BodyModel, num_frames: int, generator: torch.Generator, 
     pelvis = torch.stack([radius * torch.sin(ang), PELVIS_HEIGHT + bob, radius * torch.cos(ang)], -1)
     heading = ang + math.pi / 2  # facing along the arc
     orient = _yaw_tilt(heading, torch.zeros(num_frames, 2))
-    return BodyParams(orient, pose, betas, pelvis - _rest_pelvis(body, betas))
+    return BodyParams(orient, pose, betas, pelvis - rest_pelvis(body, betas))
 
 
 # --- projection and crops ---------------------------------------------------------------------
@@ -250,12 +251,12 @@ def crop_frame_params(
     K = cameras.K
     R_vc = crop_camera_rotation(center, K)  # rows: crop camera axes in the real camera frame
     orient = R_vc @ cameras.R @ axis_angle_to_matrix(params.global_orient)[:, None]
-    pelvis_w = _rest_pelvis(body, params.betas) + params.transl  # SMPL rotates about the rest pelvis
+    pelvis_w = rest_pelvis(body, params.betas) + params.transl  # SMPL rotates about the rest pelvis
     pelvis_c = torch.einsum("bvij,bj->bvi", cameras.R, pelvis_w) + cameras.t
     pelvis_v = torch.einsum("bvij,bvj->bvi", R_vc, pelvis_c)
     kappa = focal_length * scale * SPIN_SCALE_UNIT / (crop_size * K[..., 0, 0])
     pelvis_crop = torch.cat([pelvis_v[..., :2], pelvis_v[..., 2:] * kappa[..., None]], -1)
-    return orient, pelvis_crop - _rest_pelvis(body, params.betas)[:, None]
+    return orient, pelvis_crop - rest_pelvis(body, params.betas)[:, None]
 
 
 def _rotation_noise(shape: tuple[int, ...], deg: float, generator: torch.Generator) -> Tensor:

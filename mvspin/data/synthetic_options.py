@@ -62,6 +62,10 @@ class SyntheticOptions:
     outlier_views: int = 0
     """Views per bundle whose keypoints are another person's (a bystander 1.5-2.5 m away, in
     another pose, not rendered)."""
+    poses: str = "prior"
+    """Where bundle poses come from: prior (FreePosePrior samples, ``pose_spread``) or motions
+    (a random moment of the motion suite's walks, runs, jumps, kicks, arm swings, claps, squats
+    and sit-to-stands, every joint jittered by ``pose_spread / 2`` rad: people doing things)."""
     pose_spread: float = 0.35
     """Spread of the free pose prior's samples (FreePosePrior.sample)."""
     betas_std: float = 1.0
@@ -147,6 +151,8 @@ class SyntheticOptions:
             raise ConfigError(f"outlier_views must be in 0..{self.num_views - 1}, got {self.outlier_views}", field="outlier_views")
         if self.crop_margin <= 0:
             raise ConfigError(f"crop_margin must be positive, got {self.crop_margin}", field="crop_margin")
+        if self.poses not in ("prior", "motions"):
+            raise ConfigError(f"poses must be 'prior' or 'motions', got {self.poses!r}", field="poses")
         if self.colors not in ("clothes", "parts"):
             raise ConfigError(f"colors must be 'clothes' or 'parts', got {self.colors!r}", field="colors")
         if self.background not in ("varied", "plain"):

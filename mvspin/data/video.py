@@ -50,7 +50,11 @@ class VideoInfo:
 def _open(path: Path) -> cv2.VideoCapture:
     if not path.is_file():
         raise VideoError(f"{path}: video file not found")
-    cap = cv2.VideoCapture(str(path))
+    from mvspin.rendering import quiet_native_output
+
+    # FFmpeg's own lines for a damaged file ("moov atom not found") would sit beside ours.
+    with quiet_native_output():
+        cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
         raise VideoError(f"{path}: cannot open video (unsupported or corrupt file)")

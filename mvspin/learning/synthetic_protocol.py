@@ -2,26 +2,30 @@
 
 What it runs (:func:`run`):
 
-1. **Data** (``mvspin data synthetic``, rendered with the training body model): a training set, a
-   validation set and a test set from three different seeds, hence different bodies, poses and
-   cameras. The training bundles are stripped of their SMPL parameters (as Human3.6M and
+1. **Data** (``mvspin data synthetic``, rendered with the training body model), per **data
+   seed** d: a training set (seed ``train_data_seed + d``) and a test set (``test_data_seed +
+   d``), other bodies, poses and cameras for every seed; one validation set (``val_data_seed``)
+   for the curves. The training bundles are stripped of their SMPL parameters (as Human3.6M and
    MPI-INF-3DHP in the paper: 2D keypoints and 3D joints only); a second training file keeps the
    3D joints of only a share of the bundles (SPIN's in-the-wild case: fits are the only 3D
    supervision of the rest). Validation and test keep their SMPL ground truth for evaluation.
-2. **Arms**: for each training seed, the full loop (``configs/synthetic_cpu.yaml``, starting
-   from static MV-SMPLify fits of the training bundles as SPIN starts from static fits) and the
-   no-fitting ablation (``configs/ablation_no_fitting.yaml``) with the same steps and data; the
-   same pair on the partial-3D training file; and the untrained network (the seed's
-   initialisation) as the floor.
-3. **Evaluation**: every checkpoint on the validation set (the curve over steps; nothing is
-   chosen from it), the last one on the test set with the ``synthetic`` protocol (single view,
-   every view of every bundle, MPJPE and PA-MPJPE on the 14 LSP joints).
-4. **Outputs**: ``results.json`` (per arm and seed: MPJPE, PA-MPJPE, steps, wall time, the
-   validation curve, the fits store's error and acceptance over training), ``protocol.png``
-   (training losses and validation PA-MPJPE over steps) and a printed table.
+2. **Runs**: for each data seed and training seed, the full loop (``configs/synthetic_cpu.yaml``,
+   starting from static MV-SMPLify fits of the training bundles as SPIN starts from static fits,
+   refitting every batch with MV-SPIN's 100 + 100 iterations) and the no-fitting ablation
+   (``configs/ablation_no_fitting.yaml``) with the same steps, data, initialisation and data
+   order; the same pairs on the partial-3D training file; the untrained network (the seed's
+   initialisation, i.e. the mean pose) as the floor.
+3. **Evaluation**: every checkpoint on the validation set (the curve over steps and the
+   checkpoint-to-checkpoint noise; nothing is chosen from it), the last one on its data seed's
+   test set with the ``synthetic`` protocol (single view, every view of every bundle, MPJPE and
+   PA-MPJPE on the 14 LSP joints).
+4. **Outputs**: ``results.json`` (every run, the summary over seeds, the paired differences:
+   :mod:`mvspin.learning.protocol_results`), ``protocol.png`` (validation curves with seed bands,
+   the fits store's error and accepted share over training) and a printed table.
 
-No choice is made on the test set: the configs are fixed before the run, and the validation
-split exists for any later tuning.
+Validation is not test: the configs' values (flip off, 100 + 100 in-loop iterations, learning
+rate, sizes) were chosen on a separate training set (seed 11) and validation set (seed 12), never
+on ``train_data_seed + d`` or ``test_data_seed + d``; the test sets are evaluated once per run.
 """
 from __future__ import annotations
 
@@ -39,9 +43,14 @@ from typing import Any, Callable, Optional
 import torch
 
 from mvspin.atomic import write_bytes_atomic
+from mvspin.learning.protocol_results import ArmResult, ProtocolResults, plot_results, store_curve, store_summary
 from mvspin.progress import Progress, no_progress
 
-__all__ = ["SyntheticProtocolConfig", "ArmResult", "ProtocolResults", "make_protocol_data", "run", "QUICK"]
+__all__ = ["SyntheticProtocolConfig", "ArmResult", "ProtocolResults", "make_protocol_data", "plot_results", "run",
+           "QUICK"]
+
+Job = tuple[str, str, int, int, str]
+"""One run: (arm, variant, data seed, training seed, training config YAML)."""
 
 _REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -54,41 +63,47 @@ class SyntheticProtocolConfig:
     """Training config (YAML of TrainConfig) of the full loop; its data.files are replaced."""
     ablation_config: str = str(_REPO_CONFIGS / "ablation_no_fitting.yaml")
     """Training config of the no-fitting ablation; its data.files are replaced."""
-    overrides: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=lambda: ["optim.max_steps=500", "optim.checkpoint_every=100"])
     """key=value overrides applied to both arms' training configs (e.g. optim.max_steps=300)."""
-    train_bundles: int = 256
-    """Training bundles."""
-    val_bundles: int = 24
-    """Validation bundles (for choosing; the test set is touched once, at the end)."""
+    train_bundles: int = 1500
+    """Training bundles per data seed (6,000 images)."""
+    val_bundles: int = 64
+    """Validation bundles (the curves; choices were made on a separate pair of sets, see the
+    module docstring; the test sets are touched once, at the end)."""
     test_bundles: int = 64
-    """Test bundles."""
+    """Test bundles per data seed."""
     num_views: int = 4
     """Cameras per bundle."""
-    image_size: int = 128
-    """Rendered image side, pixels (crops are resized to the config's crop size)."""
+    image_size: int = 96
+    """Rendered image side, pixels (crops are resized to the config's crop size; at 96 px the
+    body's crop is about the 64 px network input)."""
     train_data_seed: int = 1000
-    """Seed of the training set."""
+    """Base seed of the training sets (data seed d: ``train_data_seed + d``)."""
     val_data_seed: int = 2000
-    """Seed of the validation set."""
+    """Seed of the validation set (shared by the data seeds; curves only)."""
     test_data_seed: int = 3000
-    """Seed of the test set."""
-    training_seeds: list[int] = field(default_factory=lambda: [0, 1])
-    """One run per arm and seed (optim.seed)."""
+    """Base seed of the test sets (data seed d: ``test_data_seed + d``)."""
+    data_seeds: list[int] = field(default_factory=lambda: [1, 2])
+    """Data seeds: each renders its own training and test sets (other bodies, poses, cameras)."""
+    training_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """One run per arm, data seed and training seed (optim.seed: initialisation, data order)."""
     partial_3d_share: float = 0.25
     """Share of training bundles keeping their 3D joints in the partial-3D variant."""
-    partial_3d_seeds: list[int] = field(default_factory=lambda: [0])
+    partial_3d_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Training seeds of the partial-3D variant (empty: skip it)."""
+    partial_3d_data_seeds: Optional[list[int]] = field(default_factory=lambda: [1])
+    """Data seeds of the partial-3D variant (None: all of ``data_seeds``)."""
     val_samples: Optional[int] = None
     """Cap on validation images per checkpoint (default: all)."""
     static_fit_iterations: int = 100
     """The full arm starts from static MV-SMPLify fits of every training bundle (as SPIN starts
     from static fits) with this many iterations per stage (MV-SPIN / SPIN: 100); 0 starts from
     an empty store."""
-    parallel_arms: int = 1
+    parallel_arms: int = 2
     """Training runs at once (separate processes started with spawn: a script calling run()
     with more than one must do so under if __name__ == "__main__")."""
-    threads_per_arm: Optional[int] = None
-    """Torch threads of each run (default: torch's); parallel_arms x threads_per_arm should not
+    threads_per_arm: Optional[int] = 1
+    """Torch threads of each run (None: torch's); parallel_arms x threads_per_arm should not
     exceed the cores."""
     render: dict[str, Any] = field(default_factory=lambda: {"colors": "parts"})
     """SyntheticOptions fields changed from the capture preset for all three sets. Default:
@@ -98,70 +113,22 @@ class SyntheticProtocolConfig:
 
 
 QUICK: dict[str, Any] = {"train_bundles": 48, "val_bundles": 8, "test_bundles": 16, "training_seeds": [0],
-         "partial_3d_seeds": [0], "overrides": ["optim.max_steps=40", "optim.checkpoint_every=20"],
-         "static_fit_iterations": 50}
+                         "data_seeds": [1], "partial_3d_seeds": [0], "partial_3d_data_seeds": None,
+                         "overrides": ["optim.max_steps=40", "optim.checkpoint_every=20",
+                                       "fits.fitting.stage1_iterations=30", "fits.fitting.stage2_iterations=30"],
+                         "static_fit_iterations": 50}
 """Overrides of :class:`SyntheticProtocolConfig` for ``--quick`` (a few minutes on 2 cores)."""
-
-
-@dataclass
-class ArmResult:
-    """One trained (or untrained) network evaluated on the test set.
-
-    Attributes:
-        arm: ``"full"``, ``"ablation"`` or ``"untrained"``. variant: ``"all_3d"`` or
-        ``"partial_3d"``. seed: training seed. steps: training steps. wall_s: training seconds.
-        cpu_s: CPU seconds of the training process (all its threads): the cost of the run on a
-        shared machine, where wall time also counts other work.
-        mpjpe, pa_mpjpe: test-set means, mm. curve: ``[(step, val MPJPE, val PA-MPJPE), ...]``.
-        losses: ``[(step, {term: value})]`` from the trainer's ``metrics.jsonl``.
-        store: first and last logged fits-store statistics (error, acceptance), when logged.
-        out_dir: the run's folder.
-    """
-
-    arm: str
-    variant: str
-    seed: int
-    steps: int
-    wall_s: float
-    mpjpe: float
-    pa_mpjpe: float
-    curve: list[tuple[int, float, float]] = field(default_factory=list)
-    losses: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-    store: dict[str, Any] = field(default_factory=dict)
-    out_dir: str = ""
-    cpu_s: float = 0.0
-
-
-@dataclass
-class ProtocolResults:
-    """Everything :func:`run` measured; ``results.json`` holds :meth:`to_dict`."""
-
-    arms: list[ArmResult]
-    data: dict[str, str]
-    config: SyntheticProtocolConfig
-    seconds: float = 0.0
-    plot: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"arms": [asdict(a) for a in self.arms], "data": self.data, "config": asdict(self.config),
-                "seconds": self.seconds, "plot": self.plot}
-
-    def table(self) -> str:
-        """Test-set errors: variant, seed, then untrained / ablation / full (MPJPE, PA-MPJPE in mm)."""
-        lines = [f"{'variant':<11} {'seed':>4} {'arm':<10} {'steps':>6} {'MPJPE':>8} {'PA-MPJPE':>9} {'train s':>8} "
-                 f"{'CPU s':>7}"]
-        order = {"untrained": 0, "ablation": 1, "full": 2}
-        for a in sorted(self.arms, key=lambda a: (a.variant != "all_3d", a.seed, order.get(a.arm, 9))):
-            lines.append(f"{a.variant:<11} {a.seed:>4} {a.arm:<10} {a.steps:>6} {a.mpjpe:>8.1f} {a.pa_mpjpe:>9.1f} "
-                         f"{a.wall_s:>8.0f} {a.cpu_s:>7.0f}")
-        return "\n".join(lines)
 
 
 # --- data -----------------------------------------------------------------------------------------
 
-def make_protocol_data(out_dir: str | Path, config: SyntheticProtocolConfig, body: Any,
+def make_protocol_data(out_dir: str | Path, config: SyntheticProtocolConfig, body: Any, data_seed: int = 0,
                        progress: Progress = no_progress) -> dict[str, Path]:
-    """Render the protocol's sets (reusing files of an earlier run with the same settings).
+    """Render one data seed's sets (reusing files of an earlier run with the same settings).
+
+    Data seed ``d`` renders its training set with seed ``train_data_seed + d`` and its test set
+    with ``test_data_seed + d``; the validation set (``val_data_seed``) is the same for every
+    data seed.
 
     Returns:
         ``{"train": no-SMPL training file, "train_partial_3d": its partial-3D copy, "val": ...,
@@ -174,28 +141,29 @@ def make_protocol_data(out_dir: str | Path, config: SyntheticProtocolConfig, bod
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seeds = {"train_rendered": config.train_data_seed, "val": config.val_data_seed, "test": config.test_data_seed}
+    seeds = {f"train_rendered_d{data_seed}": config.train_data_seed + data_seed, "val": config.val_data_seed,
+             f"test_d{data_seed}": config.test_data_seed + data_seed}
     if len(set(seeds.values())) != 3:
         raise ValueError(f"the training, validation and test sets need different seeds, got {seeds}")
-    sizes = {"train_rendered": config.train_bundles, "val": config.val_bundles, "test": config.test_bundles}
+    sizes = dict(zip(seeds, (config.train_bundles, config.val_bundles, config.test_bundles)))
     files: dict[str, Path] = {}
     for name, seed in seeds.items():
         path = out_dir / f"synthetic_{name}.h5"
-        split = "train" if name.startswith("train") else name
-        options = SyntheticOptions.preset("capture", num_views=config.num_views, image_size=(config.image_size, config.image_size),
-                                 focal=360.0 * config.image_size / 224, split=split,
-                                 **config.render)
+        split = name.split("_")[0]
+        options = SyntheticOptions.preset("capture", num_views=config.num_views,
+                                          image_size=(config.image_size, config.image_size),
+                                          focal=360.0 * config.image_size / 224, split=split, **config.render)
         if not _same_capture(path, seed, sizes[name], options, body):
             generate_capture_file(path, sizes[name], seed=seed, options=options, body=body, progress=progress)
-        files[name] = path
-    train = out_dir / "synthetic_train.h5"
-    partial = out_dir / "synthetic_train_partial_3d.h5"
+        files[name.split("_")[0] if name != f"train_rendered_d{data_seed}" else "train_rendered"] = path
+    train = out_dir / f"synthetic_train_d{data_seed}.h5"
+    partial = out_dir / f"synthetic_train_partial_3d_d{data_seed}.h5"
     source_mtime = files["train_rendered"].stat().st_mtime
     for path, share in ((train, 1.0), (partial, config.partial_3d_share)):
         if not (path.is_file() and path.stat().st_mtime >= source_mtime and
                 json.loads(BundleFile(path).attrs.get("derived_options", "{}")).get("joints_3d_share") == share):
             derive_bundle_file(files["train_rendered"], path, drop_smpl=True, joints_3d_share=share,
-                               seed=config.train_data_seed)
+                               seed=config.train_data_seed + data_seed)
     return {"train": train, "train_partial_3d": partial, "val": files["val"], "test": files["test"]}
 
 
@@ -248,17 +216,6 @@ def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _store_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = [k for k in ("store/mean_error", "store/mean_error_px", "store/accepted_share", "store/fitted_share",
-                        "fits/accepted_share", "fits/new_error", "fits/new_error_px") if any(k in m for m in metrics)]
-    out: dict[str, Any] = {}
-    for k in keys:
-        rows = [(int(m.get("step", 0)), float(m[k])) for m in metrics if k in m and _is_number(m[k])]
-        if rows:
-            out[k] = {"first": rows[0], "last": rows[-1]}
-    return out
-
-
 def _evaluate_model(model: Any, body: Any, data: Path, input_size: int, max_samples: Optional[int]) -> tuple[float, float]:
     from mvspin.learning.evaluation import evaluate
 
@@ -267,19 +224,19 @@ def _evaluate_model(model: Any, body: Any, data: Path, input_size: int, max_samp
     return m["mpjpe"], m["pa_mpjpe"]
 
 
-def _run_arm(arm: str, variant: str, seed: int, yaml_path: str, config: SyntheticProtocolConfig,
+def _run_arm(arm: str, variant: str, data_seed: int, seed: int, yaml_path: str, config: SyntheticProtocolConfig,
              files: dict[str, Path], body: Any, out_dir: Path, log: Callable[[str], None]) -> ArmResult:
     from mvspin.learning.trainer import train
     from mvspin.regressor.checkpoint import load_regressor_checkpoint
 
     train_file = files["train" if variant == "all_3d" else "train_partial_3d"]
-    run_dir = out_dir / f"{variant}_{arm}_seed{seed}"
+    run_dir = out_dir / f"{variant}_{arm}_data{data_seed}_seed{seed}"
     if run_dir.exists():  # this protocol's own folder from an earlier run: start afresh
         shutil.rmtree(run_dir)
     tc = _train_config(yaml_path, config.overrides, [train_file], seed)
     if tc.fits.enabled and config.static_fit_iterations > 0:
         tc.fits.store = str(_static_fits(tc, train_file, config.static_fit_iterations, log))
-    log(f"training {arm} ({variant}, seed {seed}) -> {run_dir}")
+    log(f"training {arm} ({variant}, data {data_seed}, seed {seed}) -> {run_dir}")
     start, cpu_start = time.perf_counter(), time.process_time()
     summary = train(tc, run_dir)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -296,11 +253,11 @@ def _run_arm(arm: str, variant: str, seed: int, yaml_path: str, config: Syntheti
     losses = [(int(m.get("step", 0)), {k: float(v) for k, v in m.items() if k.startswith("loss") and _is_number(v)})
               for m in metrics]
     steps = int(summary.final_step)
-    log(f"  {arm} ({variant}, seed {seed}): {steps} steps in {wall:.0f} s; test MPJPE {mpjpe_mm:.1f} mm, "
-        f"PA-MPJPE {pa_mm:.1f} mm")
+    log(f"  {arm} ({variant}, data {data_seed}, seed {seed}): {steps} steps in {wall:.0f} s; test MPJPE "
+        f"{mpjpe_mm:.1f} mm, PA-MPJPE {pa_mm:.1f} mm")
     return ArmResult(arm=arm, variant=variant, seed=seed, steps=steps, wall_s=wall, mpjpe=mpjpe_mm, pa_mpjpe=pa_mm,
-                     curve=curve, losses=losses, store=_store_summary(metrics), out_dir=str(run_dir),
-                     cpu_s=cpu)
+                     curve=curve, losses=losses, store=store_summary(metrics), out_dir=str(run_dir),
+                     cpu_s=cpu, data_seed=data_seed, store_curve=store_curve(metrics))
 
 
 def _static_fits(tc: Any, train_file: Path, iterations: int, log: Callable[[str], None]) -> Path:
@@ -333,8 +290,8 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def _untrained(seed: int, variant: str, yaml_path: str, config: SyntheticProtocolConfig, files: dict[str, Path],
-               body: Any) -> ArmResult:
+def _untrained(data_seed: int, seed: int, variant: str, yaml_path: str, config: SyntheticProtocolConfig,
+               files: dict[str, Path], body: Any) -> ArmResult:
     """The seed's initial network (the trainer's initialisation), evaluated like the others."""
     from mvspin.learning.trainer import build_regressor
 
@@ -343,7 +300,7 @@ def _untrained(seed: int, variant: str, yaml_path: str, config: SyntheticProtoco
     mpjpe_mm, pa_mm = _evaluate_model(model, body, files["test"], tc.data.crop_size, None)
     val = _evaluate_model(model, body, files["val"], tc.data.crop_size, config.val_samples)
     return ArmResult(arm="untrained", variant=variant, seed=seed, steps=0, wall_s=0.0, mpjpe=mpjpe_mm,
-                     pa_mpjpe=pa_mm, curve=[(0, *val)])
+                     pa_mpjpe=pa_mm, curve=[(0, *val)], data_seed=data_seed)
 
 
 def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *,
@@ -362,26 +319,29 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
     config = config or SyntheticProtocolConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     # Both configs are read (and checked) before any work; the body model is the training one.
     for path in (config.full_config, config.ablation_config):
         if not Path(path).is_file():
             raise FileNotFoundError(f"training config {path} does not exist")
     body = _training_body(config)
     log(f"data: {config.train_bundles} training, {config.val_bundles} validation, {config.test_bundles} test "
-        f"bundles x {config.num_views} views ({body.name}) in {out_dir / 'data'}")
-    files = make_protocol_data(out_dir / "data", config, body, progress=progress)
+        f"bundles x {config.num_views} views ({body.name}) per data seed {config.data_seeds} in {out_dir / 'data'}")
+    files = {d: make_protocol_data(out_dir / "data", config, body, d, progress=progress) for d in config.data_seeds}
     arms: list[ArmResult] = []
-    plan = [("all_3d", s) for s in config.training_seeds] + [("partial_3d", s) for s in config.partial_3d_seeds]
-    results = ProtocolResults(arms=arms, data={k: str(v) for k, v in files.items()}, config=config)
-    jobs = [("untrained", "all_3d", seed, config.full_config) for seed in config.training_seeds]
-    jobs += [(arm, variant, seed, yaml_path) for variant, seed in plan
+    partial_data = config.data_seeds if config.partial_3d_data_seeds is None else config.partial_3d_data_seeds
+    plan = [("all_3d", d, s) for d in config.data_seeds for s in config.training_seeds]
+    plan += [("partial_3d", d, s) for d in partial_data for s in config.partial_3d_seeds]
+    results = ProtocolResults(arms=arms, data={f"{k}_d{d}": str(v) for d, fs in files.items() for k, v in fs.items()},
+                              config=config)
+    jobs: list[Job] = [("untrained", "all_3d", d, s, config.full_config)
+                       for d in config.data_seeds for s in config.training_seeds]
+    jobs += [(arm, variant, d, s, yaml_path) for variant, d, s in plan
              for arm, yaml_path in (("ablation", config.ablation_config), ("full", config.full_config))]
-    for variant in sorted({v for v, _ in plan}):  # static fits before the runs fork (each file once)
-        full = next((j for j in jobs if j[0] == "full" and j[1] == variant), None)
+    for variant, d in sorted({(v, d) for v, d, _ in plan}):  # static fits before the runs fork (each file once)
         tc = _train_config(config.full_config, config.overrides,
-                           [files["train" if variant == "all_3d" else "train_partial_3d"]], 0)
-        if full is not None and tc.fits.enabled and config.static_fit_iterations > 0:
+                           [files[d]["train" if variant == "all_3d" else "train_partial_3d"]], 0)
+        if tc.fits.enabled and config.static_fit_iterations > 0:
             _static_fits(tc, Path(tc.data.files[0]), config.static_fit_iterations, log)
 
     def finished(result: ArmResult) -> None:
@@ -392,17 +352,18 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
     if config.parallel_arms <= 1:
         for job in jobs:
             with _torch_threads(config.threads_per_arm):
-                finished(_run_job(job, config, files, body, out_dir / "runs", log))
+                finished(_run_job(job, config, files[job[2]], body, out_dir / "runs", log))
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(config.parallel_arms, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_arm_worker, job, config, files, out_dir / "runs") for job in jobs]
+            futures = [pool.submit(_arm_worker, job, config, files[job[2]], out_dir / "runs") for job in jobs]
             for future in futures:
                 finished(future.result())
     results.plot = str(plot_results(results, out_dir / "protocol.png"))
     results.seconds = time.perf_counter() - start
+    results.cpu_s = _cpu_seconds() - cpu_start
     _write_results(out_dir, results)
     return results
 
@@ -418,7 +379,15 @@ def _torch_threads(n: Optional[int]) -> Any:
         torch.set_num_threads(before)
 
 
-def _arm_worker(job: tuple[str, str, int, str], config: SyntheticProtocolConfig, files: dict[str, Path],
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the spawned runs), user + system."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _arm_worker(job: Job, config: SyntheticProtocolConfig, files: dict[str, Path],
                 runs_dir: Path) -> ArmResult:
     """One training run in its own process (spawned: nothing inherited but the arguments)."""
     if config.threads_per_arm is not None:
@@ -427,14 +396,14 @@ def _arm_worker(job: tuple[str, str, int, str], config: SyntheticProtocolConfig,
     return _run_job(job, config, files, body, runs_dir, lambda line: print(line, flush=True))
 
 
-def _run_job(job: tuple[str, str, int, str], config: SyntheticProtocolConfig, files: dict[str, Path], body: Any,
+def _run_job(job: Job, config: SyntheticProtocolConfig, files: dict[str, Path], body: Any,
              runs_dir: Path, log: Callable[[str], None]) -> ArmResult:
-    arm, variant, seed, yaml_path = job
+    arm, variant, data_seed, seed, yaml_path = job
     if arm == "untrained":
-        result = _untrained(seed, variant, yaml_path, config, files, body)
-        log(f"  untrained (seed {seed}): test MPJPE {result.mpjpe:.1f} mm, PA-MPJPE {result.pa_mpjpe:.1f} mm")
+        result = _untrained(data_seed, seed, variant, yaml_path, config, files, body)
+        log(f"  untrained (data {data_seed}, seed {seed}): test MPJPE {result.mpjpe:.1f} mm, PA-MPJPE {result.pa_mpjpe:.1f} mm")
         return result
-    return _run_arm(arm, variant, seed, yaml_path, config, files, body, runs_dir, log)
+    return _run_arm(arm, variant, data_seed, seed, yaml_path, config, files, body, runs_dir, log)
 
 
 def _training_body(config: SyntheticProtocolConfig) -> Any:
@@ -456,39 +425,3 @@ def _training_body(config: SyntheticProtocolConfig) -> Any:
 
 def _write_results(out_dir: Path, results: ProtocolResults) -> None:
     write_bytes_atomic(out_dir / "results.json", (json.dumps(results.to_dict(), indent=2) + "\n").encode())
-
-
-def plot_results(results: ProtocolResults, path: str | Path) -> Path:
-    """Training loss (left) and validation PA-MPJPE (right) over steps, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mvspin.atomic import atomic_path
-
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4.2))
-    colours = {"full": "tab:blue", "ablation": "tab:orange", "untrained": "tab:grey"}
-    for a in results.arms:
-        style = "-" if a.variant == "all_3d" else "--"
-        label = f"{a.arm} {a.variant} s{a.seed}"
-        if a.losses:
-            pts = [(s, logged["loss/total"]) for s, logged in a.losses if "loss/total" in logged]
-            if pts:
-                ax_loss.plot(*zip(*pts), style, color=colours.get(a.arm), label=label, alpha=0.8)
-        if a.arm == "untrained":
-            ax_err.axhline(a.curve[0][2], color=colours["untrained"], ls=":", label=f"untrained s{a.seed}")
-        elif a.curve:
-            steps, _, pa = zip(*a.curve)
-            ax_err.plot(steps, pa, style + "o", color=colours.get(a.arm), label=label, ms=3)
-    ax_loss.set(xlabel="step", ylabel="training loss (total)", title="training loss", yscale="log")
-    ax_err.set(xlabel="step", ylabel="PA-MPJPE (mm)", title="held-out (validation) PA-MPJPE, single view")
-    for ax in (ax_loss, ax_err):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path

@@ -54,6 +54,7 @@ __all__ = [
 
 # depth -> (block type name, blocks per stage); torchvision's table.
 RESNET_DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    10: ("basic", (1, 1, 1, 1)),  # not torchvision's: a small trunk for CPU experiments (no ImageNet file)
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
@@ -126,7 +127,7 @@ class ResNet(nn.Module):
     """torchvision ResNet without the classifier; ``forward`` returns the pooled feature.
 
     Args:
-        depth: one of ``RESNET_DEPTHS`` (18, 34, 50, 101, 152).
+        depth: one of ``RESNET_DEPTHS`` (10, 18, 34, 50, 101, 152).
 
     Attributes:
         depth: the depth given.

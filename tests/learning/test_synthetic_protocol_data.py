@@ -16,12 +16,12 @@ def protocol_data(tmp_path_factory):
                                      partial_3d_share=0.5)
     out = tmp_path_factory.mktemp("protocol") / "data"
     body = BodyModel.free("low")
-    return make_protocol_data(out, config, body), config, body, out
+    return make_protocol_data(out, config, body, data_seed=1), config, body, out
 
 
 def test_training_sets_have_no_smpl_and_the_partial_set_a_share_of_3d(protocol_data):
     files, config, _, _ = protocol_data
-    rendered = BundleFile(files["train"].with_name("synthetic_train_rendered.h5"))
+    rendered = BundleFile(files["train"].with_name("synthetic_train_rendered_d1.h5"))
     train, partial = BundleFile(files["train"]), BundleFile(files["train_partial_3d"])
     assert rendered.has_smpl and not train.has_smpl and not partial.has_smpl
     assert not any(f.startswith("smpl_") or f == "has_smpl" for f in train.fields)
@@ -40,10 +40,10 @@ def test_training_sets_have_no_smpl_and_the_partial_set_a_share_of_3d(protocol_d
 def test_sets_come_from_different_seeds_and_bodies(protocol_data):
     files, config, body, _ = protocol_data
     val, test = BundleFile(files["val"]), BundleFile(files["test"])
-    rendered = BundleFile(files["train"].with_name("synthetic_train_rendered.h5"))
+    rendered = BundleFile(files["train"].with_name("synthetic_train_rendered_d1.h5"))
     assert val.has_smpl and test.has_smpl and test.attrs["split"] == "test"
     seeds = {int(f.attrs["seed"]) for f in (rendered, val, test)}
-    assert seeds == {config.train_data_seed, config.val_data_seed, config.test_data_seed} and len(seeds) == 3
+    assert seeds == {config.train_data_seed + 1, config.val_data_seed, config.test_data_seed + 1} and len(seeds) == 3
     betas = [f.read_field("smpl_betas") for f in (rendered, val, test)]
     # no body of the test set is one of the training bodies
     assert min(np.abs(b - betas[0][:, None]).sum(-1).min() for b in betas[1:]) > 0.5
@@ -52,8 +52,18 @@ def test_sets_come_from_different_seeds_and_bodies(protocol_data):
 def test_data_is_reused_when_settings_match(protocol_data):
     files, config, body, out = protocol_data
     stamps = {k: v.stat().st_mtime_ns for k, v in files.items()}
-    again = make_protocol_data(out, config, body)
+    again = make_protocol_data(out, config, body, data_seed=1)
     assert {k: v.stat().st_mtime_ns for k, v in again.items()} == stamps
+
+
+def test_a_second_data_seed_renders_other_training_and_test_sets_and_shares_validation(protocol_data):
+    files, config, body, out = protocol_data
+    other = make_protocol_data(out, config, body, data_seed=2)
+    assert other["val"] == files["val"]
+    assert other["train"] != files["train"] and other["test"] != files["test"]
+    betas = [BundleFile(f[k]).read_field("smpl_betas") for f in (files, other) for k in ("test",)]
+    assert np.abs(betas[0] - betas[1]).max() > 0.5
+    assert int(BundleFile(other["test"]).attrs["seed"]) == config.test_data_seed + 2
 
 
 def test_derive_rejects_bad_share(protocol_data, tmp_path):

@@ -260,7 +260,7 @@ def test_unsafe_objects_and_bad_files_are_refused(tmp_path):
 
 
 def test_infer_depth_from_keys():
-    for depth in (18, 34, 50, 101):
+    for depth in (10, 18, 34, 50, 101):  # 10: the small CPU trunk, one basic block per stage
         assert infer_depth(spin_state_dict_layout(depth)) == depth
     assert infer_depth({"fc1.weight": 0}) is None
 
