@@ -346,26 +346,6 @@ def _joint_integer_offsets(curves: np.ndarray, pairs: list[tuple[int, int]], v: 
     return out
 
 
-def _solve_offsets_robust(lags: dict[tuple[int, int], tuple[float, float]], v: int, reference: int,
-                          max_residual: float = 1.0) -> np.ndarray:
-    """:func:`_solve_offsets`, then, while some pair's lag disagrees with the solution by over
-    ``max_residual`` frames, the worst such pair dropped (as long as every camera stays linked)."""
-    lags = dict(lags)
-    offsets = _solve_offsets(lags, v, reference)
-    while len(lags) > v - 1:
-        resid = {k: abs(offsets[k[1]] - offsets[k[0]] - lag) for k, (lag, _) in lags.items()}
-        worst = max(resid, key=lambda k: resid[k])
-        if resid[worst] <= max_residual:
-            break
-        trial = {k: x for k, x in lags.items() if k != worst}
-        try:
-            offsets = _solve_offsets(trial, v, reference)
-        except CalibrationError:  # that pair is the only link of a camera: keep it
-            break
-        lags = trial
-    return offsets
-
-
 def _fundamental(rig: Rig, a: int, b: int) -> np.ndarray:
     """Essential matrix ``E`` with ``x_b^T E x_a = 0`` for normalised coordinates."""
     R = rig[b].R @ rig[a].R.T
