@@ -12,6 +12,7 @@ from calibration.projection import (
     DISTORTION_SIZES,
     distort,
     project_points,
+    project_points_jacobian,
     undistort,
     undistort_points,
 )
@@ -21,7 +22,7 @@ from mvspin.errors import CalibrationError
 
 __all__ = [
     "Camera", "Rig", "CameraTensors", "stack_rigs", "look_at", "DISTORTION_SIZES",
-    "distort", "undistort", "project_points", "undistort_points",
+    "distort", "undistort", "project_points", "project_points_jacobian", "undistort_points",
     "Triangulation", "triangulate_points",
     "CalibrationError", "FORMATS", "detect_format", "load_rig", "save_rig",
     "to_camera_group", "from_camera_group",

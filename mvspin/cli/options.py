@@ -83,7 +83,7 @@ def add_config_options(parser: argparse.ArgumentParser, schema: type, *, positio
                                _default_of(f, {}) is dataclasses.MISSING, **spec)
     parser.add_argument("--config", dest="config_file", type=Path, default=None, metavar="FILE.yaml",
                         help="YAML file of config fields (nested fields as nested mappings)")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", dest="set_items", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override any config field, dotted keys for nested ones "
                              "(e.g. --set fps=60 sequence.smooth_weight=4)")
     parser.set_defaults(_config_defaults=defaults, _config_flatten=tuple(sorted(flatten)))
@@ -132,7 +132,7 @@ def config_from_args(schema: type, args: argparse.Namespace) -> Any:
         outer, _, inner = key.partition(".")
         if inner and outer in flatten:
             values.setdefault(outer, {})[inner] = value
-    return load_config(schema, getattr(args, "config_file", None), list(getattr(args, "overrides", [])),
+    return load_config(schema, getattr(args, "config_file", None), list(getattr(args, "set_items", [])),
                        values=values)
 
 
@@ -146,5 +146,5 @@ def _set_by_user(name: str, args: argparse.Namespace) -> bool:
     except Exception:  # noqa: BLE001 - load_config reports an unreadable file
         loaded = None
     return (isinstance(loaded, dict) and name in loaded) or any(
-        o.split("=", 1)[0].strip() == name for o in getattr(args, "overrides", []))
+        o.split("=", 1)[0].strip() == name for o in getattr(args, "set_items", []))
 

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from calibration import Camera, Rig, distort, look_at, project_points, undistort, undistort_points
+from calibration import (
+    Camera,
+    Rig,
+    distort,
+    look_at,
+    project_points,
+    project_points_jacobian,
+    undistort,
+    undistort_points,
+)
 from tests.conftest import tol
 
 DISTORTIONS = {
@@ -68,6 +77,33 @@ def test_distortion_gradcheck(device):
     assert torch.autograd.gradcheck(undistort, (xy, dist))
     uv = project_points(torch.tensor(_points(4, n=5), dtype=dtype, device=device), K.detach(), dist=dist.detach())
     assert torch.autograd.gradcheck(undistort_points, (uv.detach().requires_grad_(True), K, dist))
+
+
+@pytest.mark.parametrize("n_dist", [0, 4, 5, 8])
+def test_closed_form_jacobian_matches_autograd(n_dist):
+    """project_points_jacobian: the pixels of project_points and, per point and camera, the 2x3
+    derivative autograd gives (skew, every distortion size, per-camera lenses broadcast over a
+    batch, a point behind the camera whose depth derivative is clamped to 0)."""
+    dtype = torch.float64
+    g = torch.Generator().manual_seed(n_dist)
+    pts = torch.as_tensor(_points(20 + n_dist, 12), dtype=dtype).reshape(3, 4, 3)  # (B, N, 3)
+    pts[0, 0, 2] = -1.0  # behind camera 1: clamped depth
+    K = torch.tensor(K_NP, dtype=dtype).expand(2, 3, 3).clone()
+    K[1, 0, 0] = 900.0
+    R = torch.stack([torch.as_tensor(look_at([0.3, -0.2, -1.0], [0.0, 0.0, 3.0])[0]), torch.eye(3, dtype=torch.float64)]).to(dtype)
+    t = torch.randn(2, 3, generator=g, dtype=dtype) * 0.1
+    dist = torch.tensor(DISTORTIONS[n_dist], dtype=dtype).expand(2, -1) * torch.tensor([[1.0], [0.5]], dtype=dtype) \
+        if n_dist else None
+    uv, jac = project_points_jacobian(pts[:, None], K, R, t, dist)
+    assert uv.shape == (3, 2, 4, 2) and jac.shape == (3, 2, 4, 2, 3)
+    assert torch.allclose(uv, project_points(pts[:, None], K, R, t, dist), atol=1e-9)
+    x = pts[:, None].expand(-1, 2, -1, -1).clone().requires_grad_(True)
+    proj = project_points(x, K, R, t, dist)
+    (du,) = torch.autograd.grad(proj[..., 0].sum(), x, retain_graph=True)
+    (dv,) = torch.autograd.grad(proj[..., 1].sum(), x)
+    assert torch.allclose(jac, torch.stack([du, dv], -2), atol=1e-8, rtol=1e-9)
+    # camera 1 is the identity: its depth is the world z, clamped for the point behind it
+    assert float(jac[0, 1, 0, :, 2].abs().max()) == 0.0 and float(jac[0, 1, 0, :, :2].abs().max()) > 0
 
 
 def test_undistort_gradient_is_the_inverse_of_distort_jacobian():

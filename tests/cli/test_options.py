@@ -12,8 +12,7 @@ import pytest
 from mvspin.body import BodyModelConfig
 from mvspin.cli.main import error_line
 from mvspin.cli.options import add_config_options, config_from_args, flag_for
-from mvspin.config import field_docs
-from mvspin.config import ConfigError, check_range
+from mvspin.config import ConfigError, check_range, field_docs
 
 
 @dataclass
@@ -105,3 +104,21 @@ def test_invalid_values_raise_config_error_named_by_flag():
         _parse(["a.jpg", "-o", "o", "--mode", "c"])
     with pytest.raises(SystemExit):  # a required field nobody gave
         _parse(["a.jpg"])
+
+
+def test_a_field_named_overrides_keeps_its_values_and_its_default(tmp_path):
+    """The Table 7 protocol's ``overrides`` field: its flag, its YAML value and its default are
+    its own, not ``--set``'s (they once shared a name: the protocol ran 1,500 steps instead of 500)."""
+    from mvspin.apps.experiment import Table7Config
+
+    parser = argparse.ArgumentParser(prog="table7")
+    add_config_options(parser, Table7Config)
+    default = config_from_args(Table7Config, parser.parse_args(["-o", str(tmp_path / "a")]))
+    assert default.overrides == Table7Config(out=tmp_path / "x").overrides and "optim.max_steps=500" in default.overrides
+    given = config_from_args(Table7Config, parser.parse_args(
+        ["-o", str(tmp_path / "a"), "--overrides", "optim.max_steps=7", "--set", "val_bundles=5"]))
+    assert given.overrides == ["optim.max_steps=7"] and given.val_bundles == 5
+    yaml = tmp_path / "t7.yaml"
+    yaml.write_text('overrides: ["optim.max_steps=9"]\n')
+    from_yaml = config_from_args(Table7Config, parser.parse_args(["-o", str(tmp_path / "a"), "--config", str(yaml)]))
+    assert from_yaml.overrides == ["optim.max_steps=9"]
