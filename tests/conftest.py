@@ -36,3 +36,29 @@ def device(request) -> str:
 @pytest.fixture(params=DTYPES, ids=["float32", "float64"])
 def dtype(request) -> torch.dtype:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def demo_keypoints(tmp_path_factory):
+    """``(keypoints folder, demo folder)``: BlazePose's keypoints of the Pose2Sim demo's four videos
+    (100 frames each; ``mvspin detect``'s OpenPose-layout folders), detected once per test session
+    for every test that needs them. Skips, with one line, where the model files (`mvspin detect
+    install-model`, which CI runs) or the recording (shared/data/pose2sim_demo) are missing."""
+    from tests.detection.conftest import find_demo
+
+    demo = find_demo()
+    if demo is None:
+        pytest.skip("the Pose2Sim demo recording (shared/data/pose2sim_demo) is not beside the repository")
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed (pip install 'mvspin[detect]')")
+    from mvspin.apps.detect import DetectConfig, run
+    from mvspin.detection.models import find_blazepose
+    from mvspin.errors import ModelFilesError
+
+    try:
+        find_blazepose()
+    except ModelFilesError:
+        pytest.skip("BlazePose model files not installed (run `mvspin detect install-model`)")
+    names = ["cam01", "cam02", "cam03", "cam04"]
+    out = tmp_path_factory.mktemp("demo_keypoints") / "keypoints"
+    run(DetectConfig(inputs=[str(demo / "videos" / f"{n}.mp4") for n in names], out=str(out), camera_names=names))
+    return out, demo

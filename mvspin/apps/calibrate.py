@@ -39,7 +39,8 @@ from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["CalibrateConfig", "CalibrateReport", "run", "IntrinsicsConfig", "IntrinsicsJobReport", "run_intrinsics",
-           "load_intrinsics", "save_checked", "PersonCalibrateConfig", "PersonCalibrateReport", "run_person", "main_person", "detect_keypoints",
+           "load_intrinsics", "save_checked", "PersonCalibrateConfig", "PersonCalibrateReport", "run_person", "main_person",
+           "person_keypoints", "detect_keypoints",
            "BoardImageConfig", "BoardImageReport", "run_board_image",
            "ConvertConfig", "ConvertReport", "run_convert", "MAX_DPI", "MAX_BOARD_PIXELS"]
 
@@ -460,6 +461,10 @@ class PersonCalibrateConfig:
     reference: Optional[Path] = None
     """A reference calibration of the same cameras: report each camera's centre and rotation
     error against it after a similarity alignment."""
+    offsets: Optional[Path] = None
+    """Per-camera frame offsets from mvspin sync (JSON; without a rig, from the keypoints alone):
+    unsynchronised cameras' keypoints are shifted onto the reference camera's frames first
+    (by whole frames: the offsets rounded)."""
 
     def __post_init__(self) -> None:
         self.intrinsics = [Path(p) for p in self.intrinsics]
@@ -517,13 +522,21 @@ def main_person(keypoints: Any) -> Any:
     return np.take_along_axis(kp, best[:, :, None, None, None], axis=2)[:, :, 0]
 
 
+def person_keypoints(set_name: str) -> list[int]:
+    """Indices of a keypoint set's well-defined body keypoints (joints, feet, eyes, ears, nose):
+    hand points and face details are left out."""
+    from mvspin.body import get_keypoint_set
+
+    return [i for i, p in enumerate(get_keypoint_set(set_name).points) if not any(w in p for w in _LEFT_OUT)]
+
+
 def _person_keypoint_roles(set_name: str) -> tuple[list[int], list[int], list[int], float, list[int]]:
-    """For a keypoint set: (keypoints used, foot indices, head indices, head height ratio, mirror)
-    with indices into the used keypoints; hand points and face details are left out."""
+    """For a keypoint set: (keypoints used (:func:`person_keypoints`), foot indices, head indices,
+    head height ratio, mirror) with indices into the used keypoints."""
     from mvspin.body import get_keypoint_set
 
     kset = get_keypoint_set(set_name)
-    used = [i for i, p in enumerate(kset.points) if not any(w in p for w in _LEFT_OUT)]
+    used = person_keypoints(set_name)
     points = [kset.points[i] for i in used]
     foot = [j for j, p in enumerate(points) if any(w in p for w in _FOOT_WORDS)]
     for names, ratio in zip(_HEAD_POINTS, _HEAD_RATIOS):
@@ -574,6 +587,17 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
     intrinsics = load_intrinsics(config.intrinsics, rec.camera_names)
     used, foot, head, ratio, mirror = _person_keypoint_roles(rec.keypoint_set)
     kp = main_person(rec.keypoints)[:, :, used]
+    if config.offsets is not None:  # unsynchronised cameras: onto the reference's frame numbers
+        from calibration.sync import shift_keypoints
+        from mvspin.apps.sync import read_offsets
+
+        # Whole frames: interpolating detections blends a left/right swap or a misdetection into
+        # points on neither; on the Pose2Sim demo the bundle adjustment fitted the rounded
+        # offsets better (median 8.92 px against 9.12 px with the fractional ones).
+        whole = [float(round(o)) for o in read_offsets(config.offsets, rec.camera_names)]
+        kp = shift_keypoints(np.asarray(kp), whole)
+        log.info("keypoints shifted by the offsets of %s, rounded to whole frames (%s)", config.offsets,
+                 ", ".join(f"{n} {o:+.0f}" for n, o in zip(rec.camera_names, whole)))
     distance = None
     if config.camera_distance is not None and config.distance_between is not None:
         missing = [n for n in config.distance_between if n not in rec.camera_names]

@@ -3,11 +3,12 @@
 :func:`run` (:class:`SyncConfig`) reads 2D keypoints (a folder per camera; or detects them in
 videos first with ``mvspin detect``), keeps per frame and camera the main person
 (:func:`mvspin.apps.calibrate.main_person`) and estimates the offsets with
-:mod:`calibration.sync`: from keypoint speeds alone, or with a rig from the triangulation error.
+:mod:`calibration.sync`: without a calibration from the epipolar geometry the keypoints imply
+(with the cameras' intrinsics if given), or with a rig from the triangulation error.
 The offsets file (JSON) says per camera by how many frames it is ahead::
 
     {"convention": "frame f + offset of a camera shows the moment of the reference's frame f",
-     "reference": "cam01", "method": "rig", "offsets": {"cam01": 0.0, "cam02": 7.02, ...},
+     "reference": "cam01", "method": "epipolar", "offsets": {"cam01": 0.0, "cam02": 7.02, ...},
      "scores": {...}}
 
 ``mvspin fit-rig --offsets offsets.json`` reads it (:func:`read_offsets`) and shifts every
@@ -43,7 +44,12 @@ class SyncConfig:
     videos: Optional[list[Path]] = None
     """One video per camera: keypoints are detected first (mvspin detect) into <out>.keypoints/."""
     rig: Optional[Path] = None
-    """A calibration of the cameras: offsets from the triangulation error (else from keypoint speeds)."""
+    """A calibration of the cameras: offsets from the triangulation error (else from the epipolar
+    geometry of the keypoints alone)."""
+    intrinsics: Optional[list[Path]] = None
+    """Without a rig: calibration file(s) whose cameras' intrinsics to use (any format; one file
+    for all cameras or one per camera), matched by camera name: undistorts the keypoints and fits
+    essential matrices."""
     keypoint_set: Optional[str] = None
     """The files' keypoint set (default: from the keypoint count)."""
     max_offset: int = 60
@@ -58,6 +64,10 @@ class SyncConfig:
         if (self.keypoints is None) == (not self.videos):
             raise ConfigError("give keypoints (a folder of 2D keypoint files) or videos, one of the two",
                               field="keypoints", related=("videos",))
+        if self.rig is not None and self.intrinsics:
+            raise ConfigError("give a rig or intrinsics, not both (a rig has its cameras' intrinsics)", field="intrinsics",
+                              related=("rig",))
+        self.intrinsics = [Path(p) for p in self.intrinsics] if self.intrinsics else None
         check_range("max_offset", self.max_offset, 1, 100000, integer=True)
         check_range("min_confidence", self.min_confidence, 0, 1)
         if self.out.suffix.lower() != ".json":
@@ -78,7 +88,7 @@ class SyncReport:
     def table(self) -> str:
         from calibration.intrinsics import format_table
 
-        score = "peak correlation" if self.method == "speeds" else "triangulation px"
+        score = "epipolar cost" if self.method == "epipolar" else "triangulation px"
         rows = [(n, f"{o:+.2f}", f"{self.scores[n]:.3f}") for n, o in self.offsets.items()]
         return (format_table(("camera", "offset frames", score), rows)
                 + f"\nreference {self.reference}; {CONVENTION}; method: {self.method}")
@@ -110,8 +120,8 @@ def _run(config: SyncConfig, progress: Progress) -> SyncReport:
     import numpy as np
 
     from calibration import load_rig
-    from calibration.sync import offsets_from_rig, offsets_from_speeds
-    from mvspin.apps.calibrate import main_person
+    from calibration.sync import offsets_from_epipolar, offsets_from_rig
+    from mvspin.apps.calibrate import load_intrinsics, main_person, person_keypoints
     from mvspin.data.recording_keypoints import read_recording_keypoints
 
     check_output_location(config.out, what="out")
@@ -131,7 +141,9 @@ def _run(config: SyncConfig, progress: Progress) -> SyncReport:
     if rig is not None:
         result = offsets_from_rig(kp, rig, config.max_offset, config.min_confidence, reference=ref)
     else:
-        result = offsets_from_speeds(kp, config.max_offset, config.min_confidence, reference=ref)
+        intrinsics = load_intrinsics(config.intrinsics, rec.camera_names) if config.intrinsics else None
+        result = offsets_from_epipolar(kp[:, :, person_keypoints(rec.keypoint_set)], intrinsics, config.max_offset,
+                                       config.min_confidence, reference=ref, progress=progress)
     offsets = dict(zip(rec.camera_names, result.offsets))
     scores = dict(zip(rec.camera_names, result.scores))
     data: dict[str, Any] = {"convention": CONVENTION, "reference": rec.camera_names[ref], "method": result.method,

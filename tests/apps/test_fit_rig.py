@@ -99,3 +99,56 @@ def test_bad_out_fails_in_one_line_before_fitting(recording, tmp_path, capsys, n
     bad_video.write_bytes(b"not a video")
     err = _run(base + ["-o", str(tmp_path / "v"), "--videos", *[str(bad_video)] * 4], capsys)
     assert "cam.mp4" in err
+
+
+def test_offsets_file_puts_shifted_cameras_back_on_the_reference_frames(recording, tmp_path):
+    """Cameras that started recording 0, 2, 1, 3 frames before the reference (each padded with
+    frames where nobody is seen) and the offsets file mvspin sync writes for them: fit-rig fits
+    the same bodies as on the synchronised recording."""
+    import json
+
+    from mvspin.apps.sync import CONVENTION
+
+    body, rec, folder = recording
+    det = np.asarray(rec.detections, dtype=np.float64)
+    t_count = det.shape[0]
+    lead = [0, 2, 1, 3]
+    padded = np.zeros((t_count + max(lead),) + det.shape[1:])
+    for v, d in enumerate(lead):  # camera v's frame f + d shows the reference's frame f
+        padded[d:d + t_count, v] = det[:, v]
+    write_openpose_folders(padded, rec.rig.names, tmp_path / "kp")
+    offsets = {"convention": CONVENTION, "reference": rec.rig.names[0], "method": "epipolar",
+               "offsets": dict(zip(rec.rig.names, map(float, lead)))}
+    (tmp_path / "offsets.json").write_text(json.dumps(offsets))
+    common = dict(rig=folder / "rig.toml", body=BodyModelConfig(resolution="low"))
+    plain = fit_rig(FitRigConfig(keypoints=folder / "kp", out=tmp_path / "plain", **common)).fit.subjects[0]
+    moved = fit_rig(FitRigConfig(keypoints=tmp_path / "kp", offsets=tmp_path / "offsets.json", out=tmp_path / "moved",
+                                 **common)).fit.subjects[0]
+    assert not any(f < t_count for f in moved.failed)
+    a, b = plain.result.transl.detach().numpy(), moved.result.transl[:t_count].detach().numpy()
+    # within 5 mm of the synchronised fit (the padded frames, fitted as failed, move it a little),
+    # where the body moves 5 cm or more between frames: a camera one frame off would show
+    assert np.linalg.norm(np.diff(a, axis=0), axis=1).min() > 0.05
+    np.testing.assert_allclose(b, a, atol=5e-3)
+    with torch.no_grad():
+        joints = [body.keypoints("openpose25", r.body_pose[:t_count], r.betas.expand(t_count, -1),
+                                 r.global_orient[:t_count], r.transl[:t_count]) for r in (plain.result, moved.result)]
+    gap = (joints[1] - joints[0]).norm(dim=-1)
+    print(f"joints: mean {float(gap.mean()) * 1000:.1f} mm, max {float(gap.max()) * 1000:.1f} mm")
+    assert float(gap.mean()) < 0.005 and float(gap.max()) < 0.03
+
+
+def test_bad_offsets_files_fail_in_one_line(recording, tmp_path, capsys, no_fitting):
+    _, rec, folder = recording
+    base = ["fit-rig", "--rig", str(folder / "rig.toml"), "--keypoints", str(folder / "kp"), "--resolution", "low"]
+    garbled = tmp_path / "garbled.json"
+    garbled.write_text("{not json")
+    err = _run(base + ["--offsets", str(garbled), "-o", str(tmp_path / "a")], capsys)
+    assert "--offsets" in err and "garbled.json" in err and "not an offsets file" in err
+    partial = tmp_path / "partial.json"
+    partial.write_text('{"offsets": {"cam01": 0.0, "cam02": 1.5}}')
+    err = _run(base + ["--offsets", str(partial), "-o", str(tmp_path / "b")], capsys)
+    assert "no offset for cameras" in err and rec.rig.names[3] in err
+    err = _run(base + ["--offsets", str(tmp_path / "missing.json"), "-o", str(tmp_path / "c")], capsys)
+    assert "missing.json" in err
+    assert not any((tmp_path / n).exists() for n in "abc")

@@ -140,3 +140,28 @@ def test_person_command_writes_the_rig_and_compares_it(tmp_path, recording):
     assert max(report.comparison.centre_error_m) < 0.03, report.comparison.table()
     rig = load_rig(tmp_path / "rig.toml")
     assert rig.names == truth.names and rig.world.up == "z"
+
+
+def test_person_command_takes_the_offsets_of_unsynchronised_cameras(tmp_path):
+    """Cameras that started 0, 2, -1, 3 frames apart (frame f + lead of camera v shows the
+    reference's frame f) and an offsets file as mvspin sync writes it (with sub-frame noise, which
+    calibrate person rounds away): the rig comes back as from synchronised cameras."""
+    import json
+
+    from calibration.formats import save_rig
+    from mvspin.apps.calibrate import PersonCalibrateConfig, run_person
+    from mvspin.data.synthetic_recording import write_openpose_folders
+
+    truth = lab_rig()
+    lead = np.array([0, 2, -1, 3])
+    kp = np.stack([detections(truth, walking_skeleton(frames=50, start=-d / 15.0), seed=v + 1)[:, v]
+                   for v, d in enumerate(lead)], axis=1)
+    save_rig(truth, tmp_path / "lab.toml")
+    write_openpose_folders(kp[:, :, None], truth.names, tmp_path / "keypoints")
+    found = lead + np.array([0.0, 0.2, -0.3, 0.1])
+    (tmp_path / "offsets.json").write_text(json.dumps({"offsets": dict(zip(truth.names, found.tolist()))}))
+    report = run_person(PersonCalibrateConfig(intrinsics=[tmp_path / "lab.toml"], keypoints=tmp_path / "keypoints",
+                                              offsets=tmp_path / "offsets.json", out=tmp_path / "rig.toml",
+                                              reference=tmp_path / "lab.toml"))
+    assert max(report.comparison.centre_error_m) < 0.03, report.comparison.table()
+    assert max(report.comparison.rotation_error_deg) < 0.5, report.comparison.table()
