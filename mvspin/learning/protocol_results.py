@@ -172,7 +172,7 @@ class ProtocolResults:
         pairs = self.paired()
         if pairs:
             lines += ["", "paired: full loop minus ablation, mm (negative: the loop is better); noise: mean |change| "
-                      "of validation PA-MPJPE between checkpoints, second half",
+                      "of validation PA-MPJPE between checkpoints, from the middle one on",
                       f"{'variant':<11} {'data':>5} {'seed':>4} {'dMPJPE':>8} {'dPA-MPJPE':>10} {'noise':>6}  win"]
             for p in pairs:
                 lines.append(f"{p.variant:<11} {p.data_seed:>5} {p.seed:>4} {p.d_mpjpe:>8.1f} {p.d_pa_mpjpe:>10.1f} "
