@@ -38,7 +38,7 @@ from torch import Tensor
 
 from calibration import CameraTensors, Rig
 from mvspin.body import BodyModel
-from mvspin.errors import NoFrameFittedError
+from mvspin.errors import ConfigError, NoFrameFittedError
 from mvspin.fitting.chunk_refinement import SMOOTH_PENALTIES, ChunkEnergy, ChunkParams, refine_levenberg_marquardt
 from mvspin.fitting.config import MVSMPLifyConfig, validate_config
 from mvspin.fitting.keypoint_targets import KeypointTargets
@@ -132,6 +132,33 @@ class SequenceFitConfig:
     keyframe: MVSMPLifyConfig = field(default_factory=_keyframe_default)
     """The per-frame calibrated MV-SMPLify of the key frames (its energy weights and ``sigma``
     are the refinement's too)."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`~mvspin.errors.ConfigError` (a ``ValueError``) naming the field out of range
+        (as ``sequence.<field>``, its key in ``mvspin fit-rig``'s config)."""
+        c = self
+        validate_config(c.keyframe)
+        if c.keyframe.mode != "calibrated":
+            raise ConfigError(f"sequence.keyframe.mode must be 'calibrated' for sequence fitting, got {c.keyframe.mode!r}",
+                              field="sequence.keyframe.mode")
+        if c.chunk_frames < 2 or not 0 <= c.chunk_overlap < c.chunk_frames or c.keyframe_step < 1:
+            raise ConfigError(f"need sequence.chunk_frames >= 2, 0 <= chunk_overlap < chunk_frames and keyframe_step >= 1, "
+                              f"got {c.chunk_frames}, {c.chunk_overlap}, {c.keyframe_step}", field="sequence.chunk_frames")
+        for name in ("refine_iterations", "smooth_weight", "smooth_scale"):
+            if getattr(c, name) < 0:
+                raise ConfigError(f"sequence.{name} must be >= 0, got {getattr(c, name)}", field=f"sequence.{name}")
+        for name in ("refine_lr", "frame_px"):
+            if not getattr(c, name) > 0:
+                raise ConfigError(f"sequence.{name} must be > 0, got {getattr(c, name)}", field=f"sequence.{name}")
+        if c.smooth_penalty not in SMOOTH_PENALTIES:
+            raise ConfigError(f"sequence.smooth_penalty must be one of {', '.join(SMOOTH_PENALTIES)}, got {c.smooth_penalty!r}",
+                              field="sequence.smooth_penalty")
+        if c.refine_optimizer not in ("lm", "adam", "lbfgs"):
+            raise ConfigError(f"sequence.refine_optimizer must be 'lm', 'adam' or 'lbfgs', got {c.refine_optimizer!r}",
+                              field="sequence.refine_optimizer")
 
 
 @dataclass
@@ -453,22 +480,9 @@ def fit_sequence(
         NoFrameFittedError: no frame of the recording can be fitted (a ``RecordingError``).
     """
     c = config or SequenceFitConfig()
-    validate_config(c.keyframe)
-    if c.keyframe.mode != "calibrated":
-        raise ValueError(f"sequence fitting needs keyframe.mode='calibrated', got {c.keyframe.mode!r}")
-    if c.chunk_frames < 2 or not 0 <= c.chunk_overlap < c.chunk_frames or c.keyframe_step < 1:
-        raise ValueError(f"need chunk_frames >= 2, 0 <= chunk_overlap < chunk_frames and keyframe_step >= 1, got "
-                         f"{c.chunk_frames}, {c.chunk_overlap}, {c.keyframe_step}")
-    if c.refine_iterations < 0 or c.smooth_weight < 0 or c.smooth_scale < 0 or not c.refine_lr > 0:
-        raise ValueError("refine_iterations, smooth_weight and smooth_scale must be >= 0 and refine_lr > 0")
-    if c.smooth_penalty not in SMOOTH_PENALTIES:
-        raise ValueError(f"smooth_penalty must be one of {', '.join(SMOOTH_PENALTIES)}, got {c.smooth_penalty!r}")
-    if not c.frame_px > 0:
-        raise ValueError(f"frame_px must be > 0, got {c.frame_px}")
+    c.check()  # again: a config may be changed after it was made
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
-    if c.refine_optimizer not in ("lm", "adam", "lbfgs"):
-        raise ValueError(f"refine_optimizer must be 'lm', 'adam' or 'lbfgs', got {c.refine_optimizer!r}")
     dev, dt = body.J_template.device, body.J_template.dtype
     cams = cameras.to_torch(dt, dev) if isinstance(cameras, Rig) else cameras.to(dev, dt)
     if keypoints.ndim != 4 or keypoints.shape[-1] != 3:

@@ -152,3 +152,16 @@ def test_recording_fit_tells_an_unfittable_subject_by_its_error_class(body, monk
     with pytest.raises(ValueError) as caught:
         recording.fit_recording(body, rec.detections, rec.rig, "openpose25")
     assert caught.value is other
+
+
+@pytest.mark.parametrize("change, key", [({"smooth_penalty": "foo"}, "sequence.smooth_penalty"),
+                                         ({"chunk_frames": 1}, "sequence.chunk_frames"),
+                                         ({"smooth_scale": -1.0}, "sequence.smooth_scale"),
+                                         ({"refine_optimizer": "sgd"}, "sequence.refine_optimizer")])
+def test_bad_sequence_settings_are_refused_when_the_config_is_made(change, key):
+    """A bad value fails where the config is built (before a recording is read), naming its key."""
+    from mvspin.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
+        SequenceFitConfig(**change)
+    assert err.value.field == key
