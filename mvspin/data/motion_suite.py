@@ -359,14 +359,14 @@ def sample_motion_bodies(body: BodyModel, n: int, rng: np.random.Generator, beta
     for _ in range(n):
         motion = POSE_MOTIONS[int(rng.integers(len(POSE_MOTIONS)))]
         betas = torch.as_tensor(rng.normal(scale=betas_std, size=body.num_betas), dtype=torch.float32)
-        params = motion_params(body, motion, 10.0, 3.0, betas, rng)  # 30 moments: enough to draw one
-        k = int(rng.integers(len(params.body_pose)))
-        pose = axis_angle_to_matrix(params.body_pose[k].reshape(23, 3))
+        _, motion_pose, motion_orient = _motion_angles(motion, 10.0, 3.0, rng)  # 30 moments: enough to draw one
+        k = int(rng.integers(len(motion_pose)))
+        pose = axis_angle_to_matrix(motion_pose[k].reshape(23, 3))
         turn = axis_angle_to_matrix(torch.as_tensor(rng.normal(scale=jitter, size=(23, 3)), dtype=torch.float32))
         poses.append(matrix_to_axis_angle(turn @ pose).reshape(69))
         yaw = float(rng.uniform(0, 2 * math.pi))
         heading = axis_angle_to_matrix(torch.tensor([0.0, yaw, 0.0]))
-        orients.append(matrix_to_axis_angle(heading @ axis_angle_to_matrix(params.global_orient[k])))
+        orients.append(matrix_to_axis_angle(heading @ motion_orient[k]))
         betas_all.append(betas)
     orient, pose, b = torch.stack(orients), torch.stack(poses), torch.stack(betas_all)
     offset = torch.as_tensor((rng.random((n, 3)) - 0.5) * 0.6 * np.array([1.0, 0.0, 1.0]), dtype=torch.float32)
@@ -385,6 +385,25 @@ def _euler_to_matrix(a: Tensor) -> Tensor:
     return axis(0) @ axis(1) @ axis(2)
 
 
+def _motion_angles(motion: str, fps: float, duration_s: float, rng: np.random.Generator
+                   ) -> tuple[_Pose, Tensor, Tensor]:
+    """The motion's joint angles drawn from ``rng``: the profiles, body pose ``(T, 69)``
+    axis-angle and root orientation ``(T, 3, 3)`` (heading, then the forward lean)."""
+    if motion not in MOTIONS:
+        raise ValueError(f"unknown motion {motion!r}; known: {', '.join(sorted(MOTIONS))}")
+    n = int(round(duration_s * fps))
+    if n < 3:
+        raise ValueError(f"need at least 3 frames, got {n} ({duration_s} s at {fps} frames/s)")
+    p = _Pose(np.arange(n) / fps)
+    MOTIONS[motion](p, rng)
+    pose = matrix_to_axis_angle(_euler_to_matrix(torch.as_tensor(p.a, dtype=torch.float32))).reshape(n, 69)
+    zero = torch.zeros(n)
+    # heading about +Y, then the forward lean about the body's own x axis
+    yaw = axis_angle_to_matrix(torch.stack([zero, torch.as_tensor(p.yaw, dtype=torch.float32), zero], -1))
+    lean = axis_angle_to_matrix(torch.stack([torch.as_tensor(p.pitch, dtype=torch.float32), zero, zero], -1))
+    return p, pose, yaw @ lean
+
+
 def motion_params(body: BodyModel, motion: str, fps: float, duration_s: float, betas: Tensor,
                   rng: np.random.Generator) -> BodyParams:
     """One body doing ``motion`` for ``duration_s`` seconds at ``fps`` (Y-up world, floor at
@@ -396,20 +415,8 @@ def motion_params(body: BodyModel, motion: str, fps: float, duration_s: float, b
     Args:
         betas: ``(num_betas,)`` the body's shape.
     """
-    if motion not in MOTIONS:
-        raise ValueError(f"unknown motion {motion!r}; known: {', '.join(sorted(MOTIONS))}")
-    n = int(round(duration_s * fps))
-    if n < 3:
-        raise ValueError(f"need at least 3 frames, got {n} ({duration_s} s at {fps} frames/s)")
-    p = _Pose(np.arange(n) / fps)
-    MOTIONS[motion](p, rng)
-    pose = matrix_to_axis_angle(_euler_to_matrix(torch.as_tensor(p.a, dtype=torch.float32))).reshape(n, 69)
-    root = torch.stack([torch.as_tensor(p.pitch, dtype=torch.float32), torch.as_tensor(p.yaw, dtype=torch.float32),
-                        torch.zeros(n)], -1)
-    # heading about +Y, then the forward lean about the body's own x axis
-    yaw = axis_angle_to_matrix(torch.stack([torch.zeros(n), root[:, 1], torch.zeros(n)], -1))
-    lean = axis_angle_to_matrix(torch.stack([root[:, 0], torch.zeros(n), torch.zeros(n)], -1))
-    orient = yaw @ lean
+    p, pose, orient = _motion_angles(motion, fps, duration_s, rng)
+    n = len(pose)
     b = betas.reshape(1, -1).expand(n, -1).to(torch.float32)
     dev, dt = body.J_template.device, body.J_template.dtype
     with torch.no_grad():

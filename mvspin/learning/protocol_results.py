@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArmResult", "PairedDifference", "ProtocolResults", "checkpoint_noise", "store_curve",
+__all__ = ["ArmResult", "PairedDifference", "ProtocolResults", "checkpoint_noise", "loss_curve", "store_curve",
            "store_summary", "plot_results", "read_results"]
 
 STORE_KEYS = ("store/mean_error_px", "store/accepted_share")
@@ -109,6 +109,12 @@ def store_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
         if rows:
             out[k] = {"first": rows[0], "last": rows[-1]}
     return out
+
+
+def loss_curve(metrics: list[dict[str, Any]]) -> list[tuple[int, dict[str, float]]]:
+    """``[(step, {loss term: value})]`` of every logged step (finite ``loss*`` values only)."""
+    return [(int(m.get("step", 0)), {k: float(v) for k, v in m.items() if k.startswith("loss") and _is_number(v)})
+            for m in metrics]
 
 
 def store_curve(metrics: list[dict[str, Any]]) -> list[tuple[int, float, float]]:

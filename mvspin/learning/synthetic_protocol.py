@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import re
 import shutil
 import time
@@ -43,7 +42,14 @@ from typing import Any, Callable, Optional
 import torch
 
 from mvspin.atomic import write_bytes_atomic
-from mvspin.learning.protocol_results import ArmResult, ProtocolResults, plot_results, store_curve, store_summary
+from mvspin.learning.protocol_results import (
+    ArmResult,
+    ProtocolResults,
+    loss_curve,
+    plot_results,
+    store_curve,
+    store_summary,
+)
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["SyntheticProtocolConfig", "ArmResult", "ProtocolResults", "make_protocol_data", "plot_results", "run",
@@ -141,21 +147,23 @@ def make_protocol_data(out_dir: str | Path, config: SyntheticProtocolConfig, bod
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seeds = {f"train_rendered_d{data_seed}": config.train_data_seed + data_seed, "val": config.val_data_seed,
-             f"test_d{data_seed}": config.test_data_seed + data_seed}
-    if len(set(seeds.values())) != 3:
-        raise ValueError(f"the training, validation and test sets need different seeds, got {seeds}")
-    sizes = dict(zip(seeds, (config.train_bundles, config.val_bundles, config.test_bundles)))
+    # (key, file stem, seed, bundles, split)
+    sets = [("train_rendered", f"train_rendered_d{data_seed}", config.train_data_seed + data_seed, config.train_bundles,
+             "train"),
+            ("val", "val", config.val_data_seed, config.val_bundles, "val"),
+            ("test", f"test_d{data_seed}", config.test_data_seed + data_seed, config.test_bundles, "test")]
+    if len({seed for _, _, seed, _, _ in sets}) != 3:
+        raise ValueError(f"the training, validation and test sets need different seeds, got "
+                         f"{[seed for _, _, seed, _, _ in sets]}")
     files: dict[str, Path] = {}
-    for name, seed in seeds.items():
-        path = out_dir / f"synthetic_{name}.h5"
-        split = name.split("_")[0]
+    for key, stem, seed, bundles, split in sets:
+        path = out_dir / f"synthetic_{stem}.h5"
         options = SyntheticOptions.preset("capture", num_views=config.num_views,
                                           image_size=(config.image_size, config.image_size),
                                           focal=360.0 * config.image_size / 224, split=split, **config.render)
-        if not _same_capture(path, seed, sizes[name], options, body):
-            generate_capture_file(path, sizes[name], seed=seed, options=options, body=body, progress=progress)
-        files[name.split("_")[0] if name != f"train_rendered_d{data_seed}" else "train_rendered"] = path
+        if not _same_capture(path, seed, bundles, options, body):
+            generate_capture_file(path, bundles, seed=seed, options=options, body=body, progress=progress)
+        files[key] = path
     train = out_dir / f"synthetic_train_d{data_seed}.h5"
     partial = out_dir / f"synthetic_train_partial_3d_d{data_seed}.h5"
     source_mtime = files["train_rendered"].stat().st_mtime
@@ -250,13 +258,11 @@ def _run_arm(arm: str, variant: str, data_seed: int, seed: int, yaml_path: str, 
     model, _ = load_regressor_checkpoint(checkpoints[-1][1])
     mpjpe_mm, pa_mm = _evaluate_model(model, body, files["test"], tc.data.crop_size, None)
     metrics = _read_metrics(run_dir)
-    losses = [(int(m.get("step", 0)), {k: float(v) for k, v in m.items() if k.startswith("loss") and _is_number(v)})
-              for m in metrics]
     steps = int(summary.final_step)
     log(f"  {arm} ({variant}, data {data_seed}, seed {seed}): {steps} steps in {wall:.0f} s; test MPJPE "
         f"{mpjpe_mm:.1f} mm, PA-MPJPE {pa_mm:.1f} mm")
     return ArmResult(arm=arm, variant=variant, seed=seed, steps=steps, wall_s=wall, mpjpe=mpjpe_mm, pa_mpjpe=pa_mm,
-                     curve=curve, losses=losses, store=store_summary(metrics), out_dir=str(run_dir),
+                     curve=curve, losses=loss_curve(metrics), store=store_summary(metrics), out_dir=str(run_dir),
                      cpu_s=cpu, data_seed=data_seed, store_curve=store_curve(metrics))
 
 
@@ -284,10 +290,6 @@ def _readable_store(path: Path) -> bool:
     except FitsStoreError:
         return False
     return True
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 def _untrained(data_seed: int, seed: int, variant: str, yaml_path: str, config: SyntheticProtocolConfig,
