@@ -138,11 +138,20 @@ def _frame_people(cand: Tensor, cams: CameraTensors, config: AssociationConfig, 
     seeds_b = c if v <= 3 else flip_twin
     prop = [(a, b, i, j) for a, b in pairs for i in range(flip_twin) for j in range(seeds_b)]
     pa, pb, pi, pj = (torch.tensor(col) for col in zip(*prop))
-    xy = torch.stack([cand[:, pa, pi, :, :2], cand[:, pb, pj, :, :2]], 2)  # (T, N, 2, K, 2)
-    w = torch.stack([conf[:, pa, pi], conf[:, pb, pj]], 2)  # (T, N, 2, K)
-    tri = triangulate_points(xy, w, _pair_cameras(cams, pa, pb), threshold_px=None)
-    points, valid = tri.points, tri.valid  # (T, N, K, 3), (T, N, K)
-    prop_ok = usable[:, pa, pi] & usable[:, pb, pj] & (valid.sum(-1) >= config.min_joints)
+    # Only proposals whose two detections exist are triangulated: most listed slots are empty
+    # (a recording with one person and a passing bystander lists two), and the 4x4
+    # eigendecompositions are most of the association's time.
+    pair_usable = usable[:, pa, pi] & usable[:, pb, pj]  # (T, N)
+    points = torch.zeros(t, len(prop), k, 3, dtype=cand.dtype)
+    valid = torch.zeros(t, len(prop), k, dtype=torch.bool)
+    rows, cols = pair_usable.nonzero(as_tuple=True)
+    if rows.numel():
+        sa, sb, si, sj = pa[cols], pb[cols], pi[cols], pj[cols]
+        xy = torch.stack([cand[rows, sa, si, :, :2], cand[rows, sb, sj, :, :2]], 1)  # (M, 2, K, 2)
+        w = torch.stack([conf[rows, sa, si], conf[rows, sb, sj]], 1)  # (M, 2, K)
+        tri = triangulate_points(xy, w, _pair_cameras(cams, sa, sb), threshold_px=None)
+        points[rows, cols], valid[rows, cols] = tri.points, tri.valid
+    prop_ok = pair_usable & (valid.sum(-1) >= config.min_joints)
 
     # Reproject every proposal into every camera and compare with every candidate.
     uv = perspective_projection(points[:, :, None], cams.K, cams.R, cams.t, cams.dist)  # (T, N, V, K, 2)
