@@ -18,6 +18,8 @@ each timed as the median of --repeats runs after one warm-up (Adam with a fixed 
 early stopping off), for every thread count of --threads; the ratio column is each row's time
 over Adam's in the same mode, measured in the same process (meaningful on a shared machine).
 With --lbfgs-reach, also L-BFGS's stage-2 iterations and time until its energy reaches Adam's.
+With --compile, also Adam with ``SMPLifyConfig.compile`` (torch.compile'd model keypoints),
+warmed up by a run of the same fitter, so the one-off compile is not in the time.
 
     python tools/bench_fitting.py --batch 16 --views 4 --repeats 5 --threads 1 2
 """
@@ -52,6 +54,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                    help="torch CPU thread counts, one table block each (default: %(default)s)")
     p.add_argument("--lbfgs-reach", action="store_true", help="also time L-BFGS until it reaches Adam's energy")
+    p.add_argument("--compile", action="store_true",
+                   help="also Adam with torch.compile'd keypoints (SMPLifyConfig.compile; the warm-up run compiles)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -125,14 +129,21 @@ def _bench_resolution(args: argparse.Namespace, res: str, threads: int, device: 
         ("LM calibrated, network init", "lm calibrated", network, "calibrated"),
         ("LM calibrated, triangulation init", "lm calibrated", triangulation, "triangulation"),
     ]
+    if args.compile:  # warmed up by a run of the same fitter: the compile is not timed
+        fitters["compiled per_view"] = (replace(base_cfg, compile=True), None)
+        fitters["compiled calibrated"] = (replace(base_cfg, compile=True, mode="calibrated"), None)
+        runs += [("Adam per_view, compiled keypoints", "compiled per_view", per_view, "per_view"),
+                 ("Adam calibrated, network init, compiled", "compiled calibrated", network, "calibrated")]
     name = f"{body.name} ({body.num_vertices} v)"
     timed = []
     adam: dict[str, float] = {}
     for method, key, call, group in runs:
-        fitter, warm = (MVSMPLify(body, cfg) for cfg in fitters[key])
+        cfg, warm_cfg = fitters[key]
+        fitter = MVSMPLify(body, cfg)
+        warm = fitter if warm_cfg is None else MVSMPLify(body, warm_cfg)
         last: dict[str, object] = {}
         t = median_time(lambda: last.update(result=call(fitter)), args.repeats, warm_up=lambda: call(warm))
-        if method.startswith("Adam"):
+        if method.startswith("Adam") and group not in adam:
             adam[group] = t
         timed.append((method, t, last["result"], group))
     t_base = timed[0][1]

@@ -66,10 +66,13 @@ SETTINGS = {
 }
 
 
-def bench(name: str, steps: int, device: str, folder: Path, optimizer: str | None = None) -> dict:
+def bench(name: str, steps: int, device: str, folder: Path, optimizer: str | None = None,
+          compile_fits: bool = False) -> dict:
     s = dict(SETTINGS[name])
     if optimizer:  # the fitting's optimiser (e.g. lm, the batched Levenberg-Marquardt solver)
         s["overrides"] = {**s["overrides"], "fits.fitting.optimizer": optimizer}
+    if compile_fits:  # torch.compile'd stage energies; the warm-up step compiles
+        s["overrides"] = {**s["overrides"], "fits.fitting.compile": True}
     # The config without its (still missing) data file, for the batch size.
     probe = load_config(TrainConfig, s["config"], [f"{k}={v}" for k, v in s["overrides"].items()])
     bundles = probe.optim.batch_size * (steps + 1)
@@ -97,13 +100,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--optimizer", choices=["adam", "lbfgs", "lm"], default=None,
                    help="the fitting's optimiser (default: each setting's config)")
+    p.add_argument("--compile", action="store_true",
+                   help="fits.fitting.compile=true (torch.compile'd fitting energies; compiled in the warm-up step)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.settings:
-            results.append(bench(name, args.steps, args.device, Path(tmp), args.optimizer))
+            results.append(bench(name, args.steps, args.device, Path(tmp), args.optimizer, args.compile))
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     head = f"{'setting':<17} {'opt':<5} {'mode':<10} {'batch':>9} {'crop':>5} {'net':>7} {'fit it':>8} " + " ".join(
@@ -113,7 +118,7 @@ def main() -> None:
     for r in results:
         c, t = r["config"], r["times"]
         f = c.fits.fitting
-        print(f"{r['name']:<17} {f.optimizer:<5} {f.mode:<10} {c.optim.batch_size:>4} x {r['views']:<2} {c.data.crop_size:>5} {'R-' + str(c.model.depth):>7} "
+        print(f"{r['name'] + (' (c)' if f.compile else ''):<17} {f.optimizer:<5} {f.mode:<10} {c.optim.batch_size:>4} x {r['views']:<2} {c.data.crop_size:>5} {'R-' + str(c.model.depth):>7} "
               f"{f.stage1_iterations:>3}+{f.stage2_iterations:<4} "
               + " ".join(f"{t[k]:>9.3f}" for k in (*STEP_TIMES, "step"))
               + f" {100 * t['fitting'] / t['step']:>8.1f}% {r['checkpoint']:>7.3f}")

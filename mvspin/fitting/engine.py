@@ -31,6 +31,7 @@ from torch import Tensor
 from mvspin.body import BodyModel, angle_prior, shape_prior
 from mvspin.errors import FitError, ShapeError, check_shape
 from mvspin.fitting import lm_models
+from mvspin.fitting.compiled import MaybeCompiled
 from mvspin.fitting.config import SMPLifyConfig, validate_config
 from mvspin.fitting.keypoint_targets import KeypointTargets
 from mvspin.fitting.lm import LMOptions, LMSystem, levenberg_marquardt
@@ -80,6 +81,16 @@ class FittingEngine:
         self.targets = KeypointTargets.build(body, keypoint_set, config.keypoint_weights,
                                              config.stage2_ignored_points)
         self.pose_prior = body.pose_prior()
+        self._posed_keypoints: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] = self._posed_keypoints_eager
+        # The crop-camera stage energies as functions of tensors only, so that with ``compile``
+        # each is compiled once per batch shape (model keypoints alone: 8% of a fit; whole
+        # stage energies: about half, tools/bench_fitting.py --compile).
+        self._crop_stage1: Callable[..., Tensor] = self._crop_stage1_energy
+        self._crop_stage2: Callable[..., tuple[Tensor, Tensor]] = self._crop_stage2_terms
+        if config.compile and config.keypoint_backend == "fast":
+            self._posed_keypoints = MaybeCompiled(self._posed_keypoints_eager, "fitting keypoints")
+            self._crop_stage1 = MaybeCompiled(self._crop_stage1_energy, "fitting stage 1")
+            self._crop_stage2 = MaybeCompiled(self._crop_stage2_terms, "fitting stage 2")
         self.trace: Optional[list[tuple[int, int, float, float]]] = None
         """Set to a list to record ``(stage, iteration, energy, time.perf_counter())`` at every
         energy evaluation (convergence plots, benchmarks); None records nothing."""
@@ -122,6 +133,9 @@ class FittingEngine:
         """Matched model keypoints ``(B, V, M, 3)`` of one body per bundle (``body_rot
         (B, 23, 3, 3)``, ``betas (B, num_betas)``) under per-view root rotations ``(B, V, 3, 3)``
         and SMPL translations ``(B, V, 3)``, through the configured keypoint backend."""
+        return self._posed_keypoints(body_rot, betas, rot, transl)
+
+    def _posed_keypoints_eager(self, body_rot: Tensor, betas: Tensor, rot: Tensor, transl: Tensor) -> Tensor:
         if self.config.keypoint_backend == "full":
             b, v = rot.shape[:2]
             out = self.body(body_pose=body_rot.repeat_interleave(v, 0), betas=betas.repeat_interleave(v, 0),
@@ -137,14 +151,21 @@ class FittingEngine:
 
         The fast backend evaluates the body once here and only applies root transforms per
         call; the full backend runs the full forward at every call."""
+        fixed = self._fixed_body(body_rot, betas)
+        return lambda rot, transl: self._fixed_body_keypoints(fixed, rot, transl)
+
+    def _fixed_body(self, body_rot: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
+        """What stage 1 keeps of a fixed body: the canonical keypoints and rest pelvis (fast
+        backend), or the body itself, detached (full backend)."""
         if self.config.keypoint_backend == "full":
-            body_rot, betas = body_rot.detach(), betas.detach()
-            return lambda rot, transl: self.posed_keypoints(body_rot, betas, rot, transl)
+            return body_rot.detach(), betas.detach()
         with torch.no_grad():
-            kp_c, pelvis = self.body.canonical_keypoints(self.targets.model_set, body_rot, betas)
-        model_set = self.targets.model_set
-        return lambda rot, transl: self.targets.model_keypoints(self.body.apply_root(model_set, kp_c, pelvis, rot,
-                                                                                     transl))
+            return self.body.canonical_keypoints(self.targets.model_set, body_rot, betas)
+
+    def _fixed_body_keypoints(self, fixed: tuple[Tensor, Tensor], rot: Tensor, transl: Tensor) -> Tensor:
+        if self.config.keypoint_backend == "full":
+            return self.posed_keypoints(fixed[0], fixed[1], rot, transl)
+        return self.targets.model_keypoints(self.body.apply_root(self.targets.model_set, fixed[0], fixed[1], rot, transl))
 
     @staticmethod
     def rotations(pose: Tensor, d_orient: Tensor, orient0: Tensor) -> tuple[Tensor, Tensor]:
@@ -395,12 +416,10 @@ class FittingEngine:
 
         d_orient = torch.zeros(b, v, 3, dtype=dtype, device=device, requires_grad=True)
         transl = transl0.clone().requires_grad_(True)
-        fixed_body = self.fixed_body_keypoints(body_rot0, betas0)
+        fixed_body = self._fixed_body(body_rot0, betas0)
 
         def stage1() -> Tensor:
-            rot = axis_angle_to_matrix(d_orient) @ orient0
-            rep = self.stage1_reprojection(self.project_crop(fixed_body(rot, transl)), xy, w1)
-            return (rep + self.depth_anchor(transl, transl0, view_weight)) * fit_mask
+            return self._crop_stage1(d_orient, transl, orient0, fixed_body, xy, w1, transl0, view_weight) * fit_mask
 
         pose = matrix_to_axis_angle(body_rot0).reshape(b, 69).detach().clone().requires_grad_(True)
         betas = betas0.detach().clone().requires_grad_(True)
@@ -410,9 +429,7 @@ class FittingEngine:
             it1 = self.minimise([d_orient, transl], stage1, c.stage1_iterations, stage=1)
 
         def stage2_terms() -> tuple[Tensor, Tensor]:
-            body_rot, rot = self.rotations(pose, d_orient, orient0)
-            uv = self.project_crop(self.posed_keypoints(body_rot, betas, rot, transl))
-            return uv, self.stage2_energy(uv, xy, w2, pose, betas)
+            return self._crop_stage2(pose, betas, d_orient, transl, orient0, xy, w2)
 
         if c.optimizer != "lm":
             params = [pose, betas, d_orient] + ([transl] if c.stage2_translation else [])
@@ -438,6 +455,21 @@ class FittingEngine:
             if return_meshes:
                 result.vertices, result.joints = self.meshes(body_rot, result.betas, orient, transl_out)
         return result
+
+    def _crop_stage1_energy(self, d_orient: Tensor, transl: Tensor, orient0: Tensor, fixed_body: tuple[Tensor, Tensor],
+                            xy: Tensor, w1: Tensor, transl0: Tensor, view_weight: Tensor) -> Tensor:
+        """Stage 1 with crop cameras: energy ``(B,)`` of the root rotations ``exp(d_orient) orient0``
+        and translations of a fixed body (:meth:`_fixed_body`)."""
+        rot = axis_angle_to_matrix(d_orient) @ orient0
+        rep = self.stage1_reprojection(self.project_crop(self._fixed_body_keypoints(fixed_body, rot, transl)), xy, w1)
+        return rep + self.depth_anchor(transl, transl0, view_weight)
+
+    def _crop_stage2_terms(self, pose: Tensor, betas: Tensor, d_orient: Tensor, transl: Tensor, orient0: Tensor,
+                           xy: Tensor, w2: Tensor) -> tuple[Tensor, Tensor]:
+        """Stage 2 with crop cameras: projected keypoints ``(B, V, M, 2)`` and energy ``(B,)``."""
+        body_rot, rot = self.rotations(pose, d_orient, orient0)
+        uv = self.project_crop(self._posed_keypoints_eager(body_rot, betas, rot, transl))  # compiled as a whole
+        return uv, self.stage2_energy(uv, xy, w2, pose, betas)
 
     def _crop_lm(self, pose: Tensor, betas: Tensor, d_orient: Tensor, transl: Tensor, orient0: Tensor,
                  transl0: Tensor, xy: Tensor, w1: Tensor, w2: Tensor, view_weight: Tensor,

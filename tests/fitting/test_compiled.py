@@ -1,0 +1,65 @@
+"""``SMPLifyConfig.compile``: the compiled stage energies give the eager fit (same energy, same
+minimiser), and a platform where compiling fails fits eagerly with one warning.
+
+The first compile on a machine takes about 45 s (inductor's cache makes later ones seconds), so
+one per-view fit is compiled here, on a small batch."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mvspin.fitting import MVSMPLify, MVSMPLifyConfig, PerViewEstimate
+from mvspin.fitting.compiled import MaybeCompiled
+
+SHORT = MVSMPLifyConfig(mode="per_view", stage1_iterations=15, stage2_iterations=15, patience=0)
+
+
+def _inputs(capture):
+    est = capture.estimate
+    return capture.crop_keypoints[:2, :2], PerViewEstimate(est.rotmat[:2, :2], est.betas[:2, :2], est.cam[:2, :2])
+
+
+def test_compiled_fit_is_the_eager_fit(body, capture):
+    pytest.importorskip("torch._inductor")
+    kp, est = _inputs(capture)
+    eager = MVSMPLify(body, SHORT).fit_per_view(kp, est)
+    fitter = MVSMPLify(body, replace(SHORT, compile=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed compile would warn: not here
+        compiled = fitter.fit_per_view(kp, est)
+    assert isinstance(fitter._crop_stage2, MaybeCompiled) and not fitter._crop_stage2.failed
+    assert fitter._crop_stage2.compiled is not None
+    # float32 kernels fused differently: the same fit to rounding, over 30 Adam steps
+    torch.testing.assert_close(compiled.energy, eager.energy, rtol=1e-3, atol=1e-2)
+    torch.testing.assert_close(compiled.body_pose, eager.body_pose, rtol=0, atol=2e-3)
+    torch.testing.assert_close(compiled.betas, eager.betas, rtol=0, atol=2e-3)
+
+
+def test_a_failed_compile_falls_back_to_eager_with_one_warning(body, capture, monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found\nmore detail")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    kp, est = _inputs(capture)
+    eager = MVSMPLify(body, SHORT).fit_per_view(kp, est)
+    fitter = MVSMPLify(body, replace(SHORT, compile=True))
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*no working C\\+\\+ compiler") as caught:
+        result = fitter.fit_per_view(kp, est)
+    assert len([w for w in caught if "torch.compile failed" in str(w.message)]) == 2  # stage 1 and stage 2, once each
+    torch.testing.assert_close(result.energy, eager.energy)
+    torch.testing.assert_close(result.body_pose, eager.body_pose)
+
+
+def test_errors_of_the_function_itself_are_not_hidden():
+    def shape_error(x):
+        raise ValueError("x must be (B, 3)")
+
+    wrapped = MaybeCompiled(shape_error, "test")
+    wrapped.compiled = shape_error  # as if compiled: the compiled call raises, then eager raises the same
+    with torch.enable_grad(), pytest.raises(ValueError, match="must be"):
+        wrapped(torch.zeros(2))
