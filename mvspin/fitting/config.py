@@ -139,8 +139,8 @@ class SMPLifyConfig:
     or ``full`` (smplx's full forward of every view's body at every iteration, as the published
     code does: the same energy, many times slower; the reference for tests and benchmarks)."""
     compile: bool = False
-    """``torch.compile`` the ``fast`` backend's model keypoints (forward and backward, most of an
-    Adam iteration): 2.5-4x faster per iteration on CPU once compiled, but the compile takes
+    """``torch.compile`` the stage energies (``fast`` backend; forward and backward, most of an
+    Adam iteration): a 16 x 4 fit 2-2.5x faster on one CPU thread once compiled, but the compile takes
     about 45 s the first time on a machine (about 4 s from inductor's cache) and again for each
     new batch shape, so it pays in training and long fits only (:mod:`mvspin.fitting.compiled`).
     Falls back to eager, with a warning, where compiling fails. Same energy, same minimiser."""

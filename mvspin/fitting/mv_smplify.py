@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -45,6 +45,7 @@ from calibration import CameraTensors, Rig, Triangulation, triangulate_points, u
 from mvspin.body import BodyModel
 from mvspin.fitting import lm_models
 from mvspin.fitting.camera_checks import check_camera_values, check_cameras_explain_keypoints
+from mvspin.fitting.compiled import MaybeCompiled
 from mvspin.fitting.config import MVSMPLifyConfig
 from mvspin.fitting.engine import FittingEngine
 from mvspin.fitting.losses import gmof
@@ -111,23 +112,13 @@ class _WorldBody:
     """The optimised parameters of a world-frame body: axis-angle pose ``(B, 69)``, betas, an
     orientation increment ``d_orient (B, 3)`` on the start orientation, and translation."""
 
-    def __init__(self, engine: FittingEngine, start: _CalibratedStart) -> None:
+    def __init__(self, start: _CalibratedStart) -> None:
         b = start.betas.shape[0]
-        self.engine = engine
         self.orient0 = start.orient
         self.pose = matrix_to_axis_angle(start.body_rot).reshape(b, 69).detach().clone().requires_grad_(True)
         self.betas = start.betas.detach().clone().requires_grad_(True)
         self.d_orient = torch.zeros(b, 3, dtype=start.betas.dtype, device=start.betas.device, requires_grad=True)
         self.transl = start.transl.detach().clone().requires_grad_(True)
-
-    def rotations(self) -> tuple[Tensor, Tensor]:
-        """Body rotations ``(B, 23, 3, 3)`` and world orientation ``(B, 3, 3)``."""
-        return self.engine.rotations(self.pose, self.d_orient, self.orient0)
-
-    def keypoints(self) -> Tensor:
-        """Matched keypoints ``(B, 1, M, 3)`` of the current body in the world frame."""
-        body_rot, orient = self.rotations()
-        return self.engine.posed_keypoints(body_rot, self.betas, orient[:, None], self.transl[:, None])
 
 
 class MVSMPLify(FittingEngine):
@@ -155,6 +146,34 @@ class MVSMPLify(FittingEngine):
     def __init__(self, body: BodyModel, config: Optional[MVSMPLifyConfig] = None,
                  keypoint_set: str = "openpose25") -> None:
         super().__init__(body, config if config is not None else MVSMPLifyConfig(), keypoint_set)
+        # The calibrated mode's stage energies as functions of tensors only (compiled with
+        # ``compile``, as the engine's crop-camera stages).
+        self._world_stage0: Callable[..., Tensor] = self._world_stage0_energy
+        self._world_stage2: Callable[..., tuple[Tensor, Tensor]] = self._world_stage2_terms
+        if self.config.compile and self.config.keypoint_backend == "fast":
+            self._world_stage0 = MaybeCompiled(self._world_stage0_energy, "fitting stage 0")
+            self._world_stage2 = MaybeCompiled(self._world_stage2_terms, "fitting stage 2")
+
+    def _world_keypoints(self, pose: Tensor, betas: Tensor, d_orient: Tensor, transl: Tensor,
+                         orient0: Tensor) -> Tensor:
+        """World keypoints ``(B, 1, M, 3)`` of :class:`_WorldBody`'s unknowns (uncompiled)."""
+        body_rot, orient = self.rotations(pose, d_orient, orient0)
+        return self._posed_keypoints_eager(body_rot, betas, orient[:, None], transl[:, None])
+
+    def _world_stage0_energy(self, pose: Tensor, betas: Tensor, d_orient: Tensor, transl: Tensor, orient0: Tensor,
+                             target: Tensor, px_per_m: Tensor, w3: Tensor, n_views: Tensor) -> Tensor:
+        """Stage 0 energy ``(B,)``: the triangulated keypoints ``target (B, M, 3)`` in 3D, residuals
+        scaled to pixels by ``px_per_m (B,)`` and weighted by the number of views."""
+        res = (self._world_keypoints(pose, betas, d_orient, transl, orient0)[:, 0] - target) * px_per_m[:, None, None]
+        rep = (w3 * gmof(res, self.config.sigma).sum(-1)).sum(-1) * n_views
+        return rep + self.body_prior_energy(pose, betas)
+
+    def _world_stage2_terms(self, pose: Tensor, betas: Tensor, d_orient: Tensor, transl: Tensor, orient0: Tensor,
+                            cams: CameraTensors, xy: Tensor, w2: Tensor) -> tuple[Tensor, Tensor]:
+        """Stage 2: pixels ``(B, V, M, 2)`` of the world body in every camera and energy ``(B,)``."""
+        kp = self._world_keypoints(pose, betas, d_orient, transl, orient0)
+        uv = perspective_projection(kp, cams.K, cams.R, cams.t, cams.dist)
+        return uv, self.stage2_energy(uv, xy, w2, pose, betas)
 
     def fit(
         self,
@@ -227,7 +246,7 @@ class MVSMPLify(FittingEngine):
         """
         data = self._calibrated_inputs(keypoints, cameras, init)
         start = self.calibrated_start(data, init)
-        body = _WorldBody(self, start)
+        body = _WorldBody(start)
         it0 = self._calibrated_stage0(data, body, start.from_network) if not bool(start.from_network.all()) else 0
         it1 = self._calibrated_stage1(data, body)
         it2 = self._calibrated_stage2(data, body)
@@ -322,9 +341,8 @@ class MVSMPLify(FittingEngine):
         target = tri.points.to(self.dtype)
 
         def stage0() -> Tensor:
-            res = (body.keypoints()[:, 0] - target) * px_per_m[:, None, None]
-            rep = (w3 * gmof(res, c.sigma).sum(-1)).sum(-1) * n_views
-            return (rep + self.body_prior_energy(body.pose, body.betas)) * mask0
+            return self._world_stage0(body.pose, body.betas, body.d_orient, body.transl, body.orient0, target,
+                                      px_per_m, w3, n_views) * mask0
 
         if c.optimizer == "lm":
             system = lm_models.world_stage0_system(self, body.orient0, target, px_per_m, w3, n_views, mask0)
@@ -353,8 +371,7 @@ class MVSMPLify(FittingEngine):
         return self.minimise([body.d_orient, body.transl], stage1, self.config.stage1_iterations, stage=1)
 
     def _stage2_terms(self, data: _CalibratedInputs, body: _WorldBody, w2: Tensor) -> tuple[Tensor, Tensor]:
-        uv = data.project(body.keypoints())
-        return uv, self.stage2_energy(uv, data.xy, w2, body.pose, body.betas)
+        return self._world_stage2(body.pose, body.betas, body.d_orient, body.transl, body.orient0, data.cams, data.xy, w2)
 
     def _calibrated_stage2(self, data: _CalibratedInputs, body: _WorldBody) -> int:
         """Stage 2: the whole body (pose, betas, orientation and its world translation)."""
@@ -382,7 +399,7 @@ class MVSMPLify(FittingEngine):
                            iterations: tuple[int, int, int], return_meshes: bool) -> FitResult:
         with torch.no_grad():
             uv, energy = self._stage2_terms(data, body, self.stage2_weights(data.conf))
-            body_rot, orient = body.rotations()
+            body_rot, orient = self.rotations(body.pose, body.d_orient, body.orient0)
             fitted = data.fitted
             # Unfitted bundles keep their start exactly (no round trip through axis-angle).
             body_rot = torch.where(fitted[:, None, None, None], body_rot, start.body_rot)

@@ -63,3 +63,20 @@ def test_errors_of_the_function_itself_are_not_hidden():
     wrapped.compiled = shape_error  # as if compiled: the compiled call raises, then eager raises the same
     with torch.enable_grad(), pytest.raises(ValueError, match="must be"):
         wrapped(torch.zeros(2))
+
+
+def test_compiled_calibrated_fit_is_the_eager_fit(body, capture):
+    pytest.importorskip("torch._inductor")
+    cfg = replace(SHORT, mode="calibrated")
+    kp = capture.keypoints[:2]
+    cams = type(capture.cameras)(*(None if x is None else x[:2] for x in capture.cameras))  # (B, V) rigs
+    init = PerViewEstimate(*(x[:2] for x in (capture.estimate.rotmat, capture.estimate.betas, capture.estimate.cam)))
+    eager = MVSMPLify(body, cfg).fit_calibrated(kp, cams, init)
+    fitter = MVSMPLify(body, replace(cfg, compile=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        compiled = fitter.fit_calibrated(kp, cams, init)
+    assert isinstance(fitter._world_stage2, MaybeCompiled) and fitter._world_stage2.compiled is not None
+    torch.testing.assert_close(compiled.energy, eager.energy, rtol=1e-3, atol=1e-2)
+    torch.testing.assert_close(compiled.body_pose, eager.body_pose, rtol=0, atol=2e-3)
+    torch.testing.assert_close(compiled.world_transl, eager.world_transl, rtol=0, atol=1e-3)
