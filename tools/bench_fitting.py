@@ -18,7 +18,7 @@ each timed as the median of --repeats runs after one warm-up (Adam with a fixed 
 early stopping off), for every thread count of --threads; the ratio column is each row's time
 over Adam's in the same mode, measured in the same process (meaningful on a shared machine).
 With --lbfgs-reach, also L-BFGS's stage-2 iterations and time until its energy reaches Adam's.
-With --compile, also Adam with ``SMPLifyConfig.compile`` (torch.compile'd model keypoints),
+With --no-baseline, the baseline is skipped. With --compile, also Adam with ``SMPLifyConfig.compile`` (torch.compile'd model keypoints),
 warmed up by a run of the same fitter, so the one-off compile is not in the time.
 
     python tools/bench_fitting.py --batch 16 --views 4 --repeats 5 --threads 1 2
@@ -56,6 +56,8 @@ def main() -> None:
     p.add_argument("--lbfgs-reach", action="store_true", help="also time L-BFGS until it reaches Adam's energy")
     p.add_argument("--compile", action="store_true",
                    help="also Adam with torch.compile'd keypoints (SMPLifyConfig.compile; the warm-up run compiles)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the full-forward baseline (about 80 s per run on the full model); 'vs full' is then empty")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -77,7 +79,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for threads, name, method, t, its, speed, ratio, energy in rows:
-        print(f"{threads:>3} {name:<24} {method:<44} {t:>10.3f} {its:>10} {speed:>7.1f}x {ratio:>7.3f} {energy:>13.1f}")
+        vs_full = f"{speed:>7.1f}x" if speed == speed else f"{'-':>8}"  # nan without the baseline
+        print(f"{threads:>3} {name:<24} {method:<44} {t:>10.3f} {its:>10} {vs_full} {ratio:>7.3f} {energy:>13.1f}")
     if not lbfgs_rows:
         return
     print(f"\nL-BFGS (strong Wolfe), per_view mode: stage 1 up to {it1}, stage 2 up to {2 * it2} iterations (early "
@@ -129,10 +132,12 @@ def _bench_resolution(args: argparse.Namespace, res: str, threads: int, device: 
         ("LM calibrated, network init", "lm calibrated", network, "calibrated"),
         ("LM calibrated, triangulation init", "lm calibrated", triangulation, "triangulation"),
     ]
+    if args.no_baseline:
+        runs = runs[1:]
     if args.compile:  # warmed up by a run of the same fitter: the compile is not timed
         fitters["compiled per_view"] = (replace(base_cfg, compile=True), None)
         fitters["compiled calibrated"] = (replace(base_cfg, compile=True, mode="calibrated"), None)
-        runs += [("Adam per_view, compiled keypoints", "compiled per_view", per_view, "per_view"),
+        runs += [("Adam per_view, compiled", "compiled per_view", per_view, "per_view"),
                  ("Adam calibrated, network init, compiled", "compiled calibrated", network, "calibrated")]
     name = f"{body.name} ({body.num_vertices} v)"
     timed = []
@@ -146,7 +151,7 @@ def _bench_resolution(args: argparse.Namespace, res: str, threads: int, device: 
         if method.startswith("Adam") and group not in adam:
             adam[group] = t
         timed.append((method, t, last["result"], group))
-    t_base = timed[0][1]
+    t_base = timed[0][1] if not args.no_baseline else float("nan")
     rows = []
     for method, t, r, group in timed:
         ratio = t / adam[group] if group in adam and not method.startswith("baseline") else float("nan")

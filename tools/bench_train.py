@@ -118,7 +118,9 @@ def main() -> None:
     for r in results:
         c, t = r["config"], r["times"]
         f = c.fits.fitting
-        print(f"{r['name'] + (' (c)' if f.compile else ''):<17} {f.optimizer:<5} {f.mode:<10} {c.optim.batch_size:>4} x {r['views']:<2} {c.data.crop_size:>5} {'R-' + str(c.model.depth):>7} "
+        label = r["name"] + (" (c)" if f.compile else "")  # (c): compiled fits
+        print(f"{label:<17} {f.optimizer:<5} {f.mode:<10} {c.optim.batch_size:>4} x {r['views']:<2} "
+              f"{c.data.crop_size:>5} {'R-' + str(c.model.depth):>7} "
               f"{f.stage1_iterations:>3}+{f.stage2_iterations:<4} "
               + " ".join(f"{t[k]:>9.3f}" for k in (*STEP_TIMES, "step"))
               + f" {100 * t['fitting'] / t['step']:>8.1f}% {r['checkpoint']:>7.3f}")
