@@ -86,7 +86,6 @@ def _solve(normal: Tensor) -> tuple[Tensor, Tensor]:
     h = h[..., 0]
     redo = ~(residual < _EIGEN_RESIDUAL)  # NaN (singular start) included
     if bool(redo.any()):
-        h = h.clone()
         h[redo] = torch.linalg.eigh(flat[redo])[1][..., 0]
     h = h.reshape(*normal.shape[:-1])
     ok = h[..., 3].abs() > _MIN_W

@@ -81,14 +81,12 @@ class FittingEngine:
         self.targets = KeypointTargets.build(body, keypoint_set, config.keypoint_weights,
                                              config.stage2_ignored_points)
         self.pose_prior = body.pose_prior()
-        self._posed_keypoints: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] = self._posed_keypoints_eager
         # The crop-camera stage energies as functions of tensors only, so that with ``compile``
         # each is compiled once per batch shape (model keypoints alone saved 8% of a 16 x 4 fit,
         # the whole stage energies 55-60%: tools/bench_fitting.py --compile).
         self._crop_stage1: Callable[..., Tensor] = self._crop_stage1_energy
         self._crop_stage2: Callable[..., tuple[Tensor, Tensor]] = self._crop_stage2_terms
         if config.compile and config.keypoint_backend == "fast":
-            self._posed_keypoints = MaybeCompiled(self._posed_keypoints_eager, "fitting keypoints")
             self._crop_stage1 = MaybeCompiled(self._crop_stage1_energy, "fitting stage 1")
             self._crop_stage2 = MaybeCompiled(self._crop_stage2_terms, "fitting stage 2")
         self.trace: Optional[list[tuple[int, int, float, float]]] = None
@@ -133,9 +131,6 @@ class FittingEngine:
         """Matched model keypoints ``(B, V, M, 3)`` of one body per bundle (``body_rot
         (B, 23, 3, 3)``, ``betas (B, num_betas)``) under per-view root rotations ``(B, V, 3, 3)``
         and SMPL translations ``(B, V, 3)``, through the configured keypoint backend."""
-        return self._posed_keypoints(body_rot, betas, rot, transl)
-
-    def _posed_keypoints_eager(self, body_rot: Tensor, betas: Tensor, rot: Tensor, transl: Tensor) -> Tensor:
         if self.config.keypoint_backend == "full":
             b, v = rot.shape[:2]
             out = self.body(body_pose=body_rot.repeat_interleave(v, 0), betas=betas.repeat_interleave(v, 0),
@@ -468,7 +463,7 @@ class FittingEngine:
                            xy: Tensor, w2: Tensor) -> tuple[Tensor, Tensor]:
         """Stage 2 with crop cameras: projected keypoints ``(B, V, M, 2)`` and energy ``(B,)``."""
         body_rot, rot = self.rotations(pose, d_orient, orient0)
-        uv = self.project_crop(self._posed_keypoints_eager(body_rot, betas, rot, transl))  # compiled as a whole
+        uv = self.project_crop(self.posed_keypoints(body_rot, betas, rot, transl))
         return uv, self.stage2_energy(uv, xy, w2, pose, betas)
 
     def _crop_lm(self, pose: Tensor, betas: Tensor, d_orient: Tensor, transl: Tensor, orient0: Tensor,

@@ -156,9 +156,9 @@ class MVSMPLify(FittingEngine):
 
     def _world_keypoints(self, pose: Tensor, betas: Tensor, d_orient: Tensor, transl: Tensor,
                          orient0: Tensor) -> Tensor:
-        """World keypoints ``(B, 1, M, 3)`` of :class:`_WorldBody`'s unknowns (uncompiled)."""
+        """World keypoints ``(B, 1, M, 3)`` of :class:`_WorldBody`'s unknowns."""
         body_rot, orient = self.rotations(pose, d_orient, orient0)
-        return self._posed_keypoints_eager(body_rot, betas, orient[:, None], transl[:, None])
+        return self.posed_keypoints(body_rot, betas, orient[:, None], transl[:, None])
 
     def _world_stage0_energy(self, pose: Tensor, betas: Tensor, d_orient: Tensor, transl: Tensor, orient0: Tensor,
                              target: Tensor, px_per_m: Tensor, w3: Tensor, n_views: Tensor) -> Tensor:
