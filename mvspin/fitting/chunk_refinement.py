@@ -341,16 +341,20 @@ def refine_levenberg_marquardt(
                 jbt = jac_b.reshape(n, m3, -1)
                 bb = (jbt.transpose(1, 2) @ (block_info @ jac_b).reshape(n, m3, -1)).sum(0)
                 bb = bb + shape_curv * torch.eye(bb.shape[0], dtype=dt, device=dev)
-            diag = blocks.diagonal(dim1=-2, dim2=-1).clamp_min(1e-9)
+            blocks_diag = blocks.diagonal(dim1=-2, dim2=-1).clone()  # undamped, for each attempt
+            diag = blocks_diag.clamp_min(1e-9)
             diag_b = bb.diagonal().clamp_min(1e-9) if betas_free else None
             improved = False
             jt_t = jt.transpose(1, 2)  # (L, 75, 3M), a view: bmm reads it transposed without a copy
             for _attempt in range(6):
                 damp = lam * diag
-                # explicit inverses: the preconditioner is then one batched product per CG step
-                damped = blocks.clone()
-                damped.diagonal(dim1=-2, dim2=-1).add_(damp)
-                inv = torch.cholesky_inverse(torch.linalg.cholesky(damped))
+                # The damped blocks in place of the undamped ones (only the diagonal changes; no
+                # (L, 75, 75) copy per attempt). Their Cholesky factors precondition the CG by
+                # two triangular solves per step: ~0.7 ms at L = 300 against 14 ms for the
+                # explicit inverse (cholesky_inverse), and CG takes ~10 steps.
+                blocks.diagonal(dim1=-2, dim2=-1).copy_(blocks_diag + damp)
+                chol = torch.linalg.cholesky(blocks)
+                chol_t = chol.transpose(1, 2)
                 inv_b = torch.cholesky_inverse(torch.linalg.cholesky(bb + torch.diag(lam * diag_b))) \
                     if betas_free else None
 
@@ -371,8 +375,9 @@ def refine_levenberg_marquardt(
                     return out, out_b
 
                 def precondition(r: Tensor, rb: Tensor) -> tuple[Tensor, Tensor]:
-                    # inv is symmetric: r^T inv is inv r, as a row-vector product (see matvec)
-                    return torch.bmm(r[:, None], inv)[:, 0], (inv_b @ rb if betas_free else rb)
+                    y = torch.linalg.solve_triangular(chol, r[..., None], upper=False)
+                    z = torch.linalg.solve_triangular(chol_t, y, upper=True)[..., 0]
+                    return z, (inv_b @ rb if betas_free else rb)
 
                 u, ub = _pcg(matvec, precondition, -g, -g_b, cg_iterations, cg_tol)
                 trial = ChunkParams(params.pose + u[:, 3:72], axis_angle_to_matrix(u[:, :3]) @ params.orient,
