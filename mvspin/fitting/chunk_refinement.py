@@ -237,7 +237,9 @@ class ChunkEnergy:
         if kp.shape[0] >= 3 and self.smooth:
             w = self.acceleration_weights(kp) if acc_w is None else acc_w
             d = d + 2 * self.smooth * self.fps ** 4 * _acc_normal(kp, w)
-        g = (jac * d[..., None]).sum((1, 2))
+        n = jac.shape[0]
+        # d^T J per frame as one batched product (multiply-and-sum went through a (L, M, 3, 75) array)
+        g = torch.bmm(d.reshape(n, 1, -1), jac.reshape(n, -1, jac.shape[-1]))[:, 0]
         with torch.enable_grad():  # the priors act on the pose alone: a tiny graph
             pose = params.pose.detach().requires_grad_(True)
             e = self.pose_prior_weight * self.pose_prior(pose).sum()
@@ -247,7 +249,7 @@ class ChunkEnergy:
         g = torch.cat([g[:, :3], g[:, 3:72] + g_pose, g[:, 72:]], -1)
         if jac_b is None:
             return g, torch.zeros(0, dtype=g.dtype, device=g.device)
-        return g, (jac_b * d[..., None]).sum((0, 1, 2)) + 2 * self.shape_prior_weight * params.betas
+        return g, d.reshape(-1) @ jac_b.reshape(-1, jac_b.shape[-1]) + 2 * self.shape_prior_weight * params.betas
 
 
 def _acc_normal(y: Tensor, w: Optional[Tensor] = None) -> Tensor:
