@@ -11,6 +11,7 @@ from calibration.formats import FORMATS, detect_format, load_rig, save_rig
 from calibration.projection import (
     DISTORTION_SIZES,
     distort,
+    point_distance,
     project_points,
     project_points_jacobian,
     undistort,
@@ -22,7 +23,7 @@ from mvspin.errors import CalibrationError
 
 __all__ = [
     "Camera", "Rig", "CameraTensors", "stack_rigs", "look_at", "DISTORTION_SIZES",
-    "distort", "undistort", "project_points", "project_points_jacobian", "undistort_points",
+    "distort", "undistort", "point_distance", "project_points", "project_points_jacobian", "undistort_points",
     "Triangulation", "triangulate_points",
     "CalibrationError", "FORMATS", "detect_format", "load_rig", "save_rig",
     "to_camera_group", "from_camera_group",

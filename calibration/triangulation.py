@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from calibration.camera import CameraTensors
-from calibration.projection import undistort_points
+from calibration.projection import point_distance, undistort_points
 from mvspin.errors import ShapeError, check_shape
 
 __all__ = ["triangulate_points", "Triangulation"]
@@ -99,7 +99,7 @@ def _residuals(X: Tensor, obs: Tensor, Rt: Tensor, focal: Tensor) -> tuple[Tenso
     z = cam[..., 2]
     front = z > _MIN_DEPTH
     proj = cam[..., :2] / torch.where(front, z, torch.ones_like(z)).unsqueeze(-1)
-    err = torch.linalg.vector_norm(proj - obs, dim=-1) * focal.unsqueeze(-1)
+    err = point_distance(proj, obs) * focal.unsqueeze(-1)
     return err, front
 
 

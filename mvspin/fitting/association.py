@@ -31,7 +31,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from calibration import CameraTensors, Rig, triangulate_points
+from calibration import CameraTensors, Rig, point_distance, triangulate_points
 from mvspin.body import get_keypoint_set
 from mvspin.geometry import perspective_projection
 from mvspin.progress import Progress, no_progress
@@ -155,10 +155,10 @@ def _frame_people(cand: Tensor, cams: CameraTensors, config: AssociationConfig, 
 
     # Reproject every proposal into every camera and compare with every candidate.
     uv = perspective_projection(points[:, :, None], cams.K, cams.R, cams.t, cams.dist)  # (T, N, V, K, 2)
-    depth = torch.einsum("vij,tnkj->tnvki", cams.R, points)[..., 2] + cams.t[:, None, 2]
+    depth = torch.einsum("vj,tnkj->tnvk", cams.R[:, 2], points) + cams.t[:, None, 2]  # the z row only
     focal = 0.5 * (cams.K[:, 0, 0] + cams.K[:, 1, 1])
     thr = focal[:, None] * config.radius_m / depth.clamp_min(0.1)  # (T, N, V, K) pixels
-    dist = torch.linalg.vector_norm(uv[:, :, :, None] - cand[:, None, :, :, :, :2], dim=-1)  # (T, N, V, C, K)
+    dist = point_distance(uv[:, :, :, None], cand[:, None, :, :, :, :2])  # (T, N, V, C, K)
     common = valid[:, :, None, None] & seen[:, None] & (depth > 0.1)[:, :, :, None]
     agree = common & (dist < thr[:, :, :, None])
     n_common = common.sum(-1)
@@ -203,9 +203,9 @@ def _frame_people(cand: Tensor, cams: CameraTensors, config: AssociationConfig, 
         kp = kp * sup[:, :, None, None]
         full = triangulate_points(kp[..., :2], kp[..., 2], cams, threshold_px=20.0)
         uv_f = perspective_projection(full.points[:, None], cams.K, cams.R, cams.t, cams.dist)  # (F, V, K, 2)
-        depth_f = torch.einsum("vij,fkj->fvki", cams.R, full.points)[..., 2] + cams.t[None, :, 2:3]
+        depth_f = torch.einsum("vj,fkj->fvk", cams.R[:, 2], full.points) + cams.t[None, :, 2:3]
         thr_f = focal[None, :, None] * config.outlier_joint_m / depth_f.clamp_min(0.1)
-        close = torch.linalg.vector_norm(uv_f - kp[..., :2], dim=-1) < thr_f
+        close = point_distance(uv_f, kp[..., :2]) < thr_f
         seen_f = kp[..., 2] > 0
         # Only a strict majority of the cameras seeing a joint outvotes the rest: when as many
         # disagree as agree (two cameras with a leg's labels swapped against two without), the
@@ -409,9 +409,9 @@ def camera_pair_agreement(detections: Tensor, cameras: Rig | CameraTensors, max_
     tri = triangulate_points(xy, w, pair_pp, threshold_px=None)
     pts = tri.points  # (F, N, PP, K, 3)
     uv = perspective_projection(pts[:, :, :, None], pair_pp.K, pair_pp.R, pair_pp.t, pair_pp.dist)  # (F,N,PP,2,K,2)
-    depth = torch.einsum("nvij,fnpkj->fnpvki", pair.R, pts)[..., 2] + pair.t[None, :, None, :, None, 2]
+    depth = torch.einsum("nvj,fnpkj->fnpvk", pair.R[..., 2, :], pts) + pair.t[None, :, None, :, None, 2]
     focal = 0.5 * (pair.K[..., 0, 0] + pair.K[..., 1, 1])  # (N, 2)
-    metres = torch.linalg.vector_norm(uv - xy, dim=-1) * depth / focal[None, :, None, :, None]
+    metres = point_distance(uv, xy) * depth / focal[None, :, None, :, None]
     ok = tri.valid & (w > 0).all(3) & (depth > 0.1).all(3)  # (F, N, PP, K)
     metres = torch.where(ok, metres.amax(3), torch.full_like(metres[:, :, :, 0], float("inf")))
     enough = ok.sum(-1) >= 5
