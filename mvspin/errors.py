@@ -271,7 +271,6 @@ def check_shape(name: str, x: Any, dims: Sequence[Dim], sizes: Optional[Mapping[
     lead = bool(want) and want[0] == "*"
     if lead:
         want = want[1:]
-    expected = ("(..., " + _shape_text(want)[1:]) if lead else _shape_text(want)
     ok = len(shape) >= len(want) if lead else len(shape) == len(want)
     if ok:
         tail = shape[len(shape) - len(want):]
@@ -282,7 +281,8 @@ def check_shape(name: str, x: Any, dims: Sequence[Dim], sizes: Optional[Mapping[
                 ok = ok and s == d
             elif s < 1 or bound.setdefault(d, s) != s:
                 ok = False
-    if not ok:
+    if not ok:  # the message is built only here: the fitting loops check shapes every iteration
+        expected = ("(..., " + _shape_text(want)[1:]) if lead else _shape_text(want)
         names = {k: v for k, v in bound.items() if sizes and k in sizes}
         known = f" with {', '.join(f'{k}={v}' for k, v in names.items())}" if names else ""
         raise ShapeError(f"{name} must have shape {expected}{known}, got {shape}")

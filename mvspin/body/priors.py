@@ -209,8 +209,21 @@ _ANGLE_PRIOR_SIGN = (1.0, -1.0, -1.0, -1.0)
 def angle_prior(body_pose: Tensor) -> Tensor:
     """SMPLify's hyper-extension prior ``sum exp(sign * theta)^2`` on elbows and knees, ``(B,)``."""
     x = _check_body_pose(body_pose)
-    sign = torch.tensor(_ANGLE_PRIOR_SIGN, dtype=x.dtype, device=x.device)
-    return torch.exp(x[..., list(_ANGLE_PRIOR_INDEX)] * sign).square().sum(-1)
+    idx, sign = _angle_prior_tensors(x.dtype, x.device)
+    # index_select: the same values as x[..., list], in a quarter of the time (every fitting iteration)
+    return torch.exp(x.index_select(-1, idx) * sign).square().sum(-1)
+
+
+_ANGLE_PRIOR_TENSORS: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+
+
+def _angle_prior_tensors(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The elbow/knee indices and signs as tensors, made once per dtype and device."""
+    key = (dtype, device)
+    if key not in _ANGLE_PRIOR_TENSORS:
+        _ANGLE_PRIOR_TENSORS[key] = (torch.tensor(_ANGLE_PRIOR_INDEX, device=device),
+                                     torch.tensor(_ANGLE_PRIOR_SIGN, dtype=dtype, device=device))
+    return _ANGLE_PRIOR_TENSORS[key]
 
 
 def angle_prior_gauss_newton(body_pose: Tensor) -> tuple[Tensor, Tensor]:
