@@ -615,15 +615,27 @@ class BodyModel(nn.Module):
         broadcast multiply-and-sum these helpers used before (which builds a 27-element product
         per matrix and reduces it again in the backward pass).
         """
+        dtype = self.J_template.dtype
+        body_rot, betas = body_rot.to(dtype), betas.to(dtype)
+        _, vids, _, _, p_dirs, _, _ = self._map_tensors(set_name)
+        if p_dirs is None and vids.numel() and closed_form_backward_applies(body_rot, betas):
+            return _CanonicalKeypoints.apply(body_rot, betas, self, set_name)
+        kp, root, *_ = self._canonical_parts(set_name, body_rot, betas)
+        return kp, root
+
+    def _canonical_parts(self, set_name: str, body_rot: Tensor, betas: Tensor) -> tuple[Tensor, ...]:
+        """:meth:`_canonical`'s keypoints ``(B, K, 3)`` and rest pelvis ``(B, 3)``, then what its
+        closed-form backward needs: world rotations and positions of the joints, rest joints,
+        the shaped subset vertices ``(B, m, 3)`` and their blended transforms ``(B, m, 12)``."""
         mix, vids, v_tmpl, v_dirs, p_dirs, w_lbs, _ = self._map_tensors(set_name)
         b = body_rot.shape[0]
         dtype = self.J_template.dtype
-        body_rot, betas = body_rot.to(dtype), betas.to(dtype)
         rest_joints = self.rest_joints(betas)
         eye = torch.eye(3, dtype=dtype, device=body_rot.device).expand(b, 1, 3, 3)
         rots = torch.cat([eye, body_rot], dim=1)
         world_rot, posed_joints = self._forward_kinematics(rots, rest_joints)
         points = posed_joints
+        verts = blended = posed_joints[:, :0]
         if vids.numel():
             m = vids.numel()
             verts = v_tmpl + (betas @ v_dirs).view(b, m, 3)
@@ -636,7 +648,7 @@ class BodyModel(nn.Module):
             blended = (w_lbs @ packed.transpose(0, 1).reshape(24, b * 12)).view(m, b, 12).transpose(0, 1)
             skinned = _mat3vec(blended[..., :9].reshape(b, m, 3, 3), verts) + blended[..., 9:]
             points = torch.cat([posed_joints, skinned], dim=1)
-        return torch.matmul(mix, points), rest_joints[:, 0]
+        return torch.matmul(mix, points), rest_joints[:, 0], world_rot, posed_joints, rest_joints, verts, blended
 
     def _forward_kinematics(self, rots: Tensor, rest_joints: Tensor) -> tuple[Tensor, Tensor]:
         """World rotations ``(B, 24, 3, 3)`` and positions ``(B, 24, 3)`` of the posed joints.
@@ -765,23 +777,74 @@ class _KinematicChain(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g_rot: Optional[Tensor], g_pos: Optional[Tensor]) -> tuple[Optional[Tensor], ...]:
         world_rot, world_pos, parent_index, moved_by = ctx.saved_tensors
-        b, j = world_pos.shape[:2]
-        if g_rot is None:
-            g_rot = torch.zeros_like(world_rot)
-        if g_pos is None:
-            g_pos = torch.zeros_like(world_pos)
-        # per joint: G R^T + g p^T (9) and g (3), summed over each joint's subtree in one product
-        own = torch.matmul(g_rot, world_rot.transpose(-1, -2)) + g_pos[..., :, None] * world_pos[..., None, :]
-        packed = torch.cat([own.reshape(b, j, 9), g_pos], -1)  # (B, J, 12)
-        subtree = moved_by + torch.eye(j, dtype=moved_by.dtype, device=moved_by.device)  # [a, j]: j moves a
-        sums = torch.matmul(subtree.transpose(0, 1), packed)  # (B, J, 12)
-        sum_g = sums[..., 9:]
-        inner = sums[..., :9].reshape(b, j, 3, 3) - sum_g[..., :, None] * world_pos[..., None, :]
-        eye = torch.eye(3, dtype=world_rot.dtype, device=world_rot.device).expand(b, 1, 3, 3)
-        parent_t = torch.cat([eye, world_rot.index_select(1, parent_index[1:])], 1).transpose(-1, -2)  # P_j^T
-        g_local = torch.matmul(torch.matmul(parent_t, inner), world_rot)
-        g_t = torch.matmul(parent_t, sum_g[..., None])[..., 0]
-        return g_local, g_t, None, None, None
+        return (*_chain_vjp(world_rot, world_pos, parent_index, moved_by, g_rot, g_pos), None, None, None)
+
+
+def _chain_vjp(world_rot: Tensor, world_pos: Tensor, parent_index: Tensor, moved_by: Tensor,
+               g_rot: Optional[Tensor], g_pos: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """:class:`_KinematicChain`'s backward: gradients by the local rotations and offsets."""
+    b, j = world_pos.shape[:2]
+    if g_rot is None:
+        g_rot = torch.zeros_like(world_rot)
+    if g_pos is None:
+        g_pos = torch.zeros_like(world_pos)
+    # per joint: G R^T + g p^T (9) and g (3), summed over each joint's subtree in one product
+    own = torch.matmul(g_rot, world_rot.transpose(-1, -2)) + g_pos[..., :, None] * world_pos[..., None, :]
+    packed = torch.cat([own.reshape(b, j, 9), g_pos], -1)  # (B, J, 12)
+    subtree = moved_by + torch.eye(j, dtype=moved_by.dtype, device=moved_by.device)  # [a, j]: j moves a
+    sums = torch.matmul(subtree.transpose(0, 1), packed)  # (B, J, 12)
+    sum_g = sums[..., 9:]
+    inner = sums[..., :9].reshape(b, j, 3, 3) - sum_g[..., :, None] * world_pos[..., None, :]
+    eye = torch.eye(3, dtype=world_rot.dtype, device=world_rot.device).expand(b, 1, 3, 3)
+    parent_t = torch.cat([eye, world_rot.index_select(1, parent_index[1:])], 1).transpose(-1, -2)  # P_j^T
+    g_local = torch.matmul(torch.matmul(parent_t, inner), world_rot)
+    g_t = torch.matmul(parent_t, sum_g[..., None])[..., 0]
+    return g_local, g_t
+
+
+class _CanonicalKeypoints(torch.autograd.Function):
+    """:meth:`BodyModel._canonical` (shape, kinematic chain, skinning of the keypoints' vertices,
+    keypoint mix) with its vector-Jacobian product in closed form, for models without pose blend
+    shapes: the whole body is one node of the fitting iteration's graph instead of ~40.
+
+    Backward, from ``g = dE/dk`` of the keypoints ``k = mix [p | s]``: ``dE/d[p | s] = mix^T g``;
+    a skinned vertex ``s = A v + o`` (``A = sum_i w_i W_i``, ``o = sum_i w_i (p_i - W_i J_i)``)
+    gives ``dE/dA = g_s v^T``, ``dE/dv = A^T g_s``, ``dE/do = g_s``, spread to the joints by the
+    skinning weights; then :func:`_chain_vjp` through the kinematic chain, and the betas through
+    the (linear) rest joints and vertices. Equal to autograd's gradient up to rounding."""
+
+    @staticmethod
+    def forward(ctx: Any, body_rot: Tensor, betas: Tensor, model: "BodyModel", set_name: str) -> tuple[Tensor, Tensor]:
+        kp, root, world_rot, posed, rest, verts, blended = model._canonical_parts(set_name, body_rot, betas)
+        ctx.save_for_backward(world_rot, posed, rest, verts, blended)
+        ctx.model, ctx.set_name = model, set_name
+        return kp, root
+
+    @staticmethod
+    def backward(ctx: Any, g_kp: Optional[Tensor], g_root: Optional[Tensor]) -> tuple[Optional[Tensor], ...]:
+        world_rot, posed, rest, verts, blended = ctx.saved_tensors
+        model: BodyModel = ctx.model
+        mix, _, _, v_dirs, _, w_lbs, _ = model._map_tensors(ctx.set_name)
+        b, m = verts.shape[:2]
+        if g_kp is None:
+            g_kp = torch.zeros(b, mix.shape[0], 3, dtype=rest.dtype, device=rest.device)
+        g_points = torch.matmul(mix.transpose(0, 1), g_kp)  # (B, 24 + m, 3)
+        g_s = g_points[:, 24:]
+        g_verts = torch.matmul(blended[..., :9].reshape(b, m, 3, 3).transpose(-1, -2), g_s[..., None])[..., 0]
+        g_blended = torch.cat([(g_s[..., :, None] * verts[..., None, :]).reshape(b, m, 9), g_s], -1)  # (B, m, 12)
+        g_packed = (w_lbs.transpose(0, 1) @ g_blended.transpose(0, 1).reshape(m, b * 12)).view(24, b, 12).transpose(0, 1)
+        g_offset = g_packed[..., 9:]  # offset_i = p_i - W_i J_i
+        g_rot = g_packed[..., :9].reshape(b, 24, 3, 3) - g_offset[..., :, None] * rest[..., None, :]
+        g_local, g_t = _chain_vjp(world_rot, posed, model._parent_index, model._moved_by, g_rot,
+                                  g_points[:, :24] + g_offset)
+        # rest joints: through the offsets, and the chain's local offsets J_j - J_parent (J_0 for the root)
+        g_rest = g_t - torch.matmul(world_rot.transpose(-1, -2), g_offset[..., None])[..., 0]
+        g_rest = g_rest.index_add(1, model._parent_index[1:], g_t[:, 1:], alpha=-1)
+        if g_root is not None:
+            g_rest[:, 0] += g_root
+        g_betas = g_rest.reshape(b, 72) @ model.J_shapedirs_flat.transpose(0, 1) \
+            + g_verts.reshape(b, 3 * m) @ v_dirs.transpose(0, 1)
+        return g_local[:, 1:], g_betas, None, None
 
 
 def _mat3(a: Tensor, b: Tensor) -> Tensor:
