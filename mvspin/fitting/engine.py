@@ -21,6 +21,7 @@ reference formulas; the fit minimises exactly these functions.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any, Callable, Optional, Sequence
@@ -89,12 +90,24 @@ class _FusedAdam:
                                maximize=False, grad_scale=None, found_inf=None)
 
 
+@functools.lru_cache(maxsize=None)
+def _fused_adam_runs(dtype: torch.dtype) -> bool:
+    """Whether this torch has the fused Adam kernel on the CPU for ``dtype`` (torch >= 2.4)."""
+    try:
+        p, g = torch.zeros(1, dtype=dtype), torch.ones(1, dtype=dtype)
+        torch._fused_adam_([p], [g], [torch.zeros_like(p)], [torch.zeros_like(p)], [], [torch.ones(())],  # type: ignore[misc]
+                           amsgrad=False, lr=0.1, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False,
+                           grad_scale=None, found_inf=None)
+    except (AttributeError, NotImplementedError, RuntimeError, TypeError):
+        return False
+    return bool(torch.isfinite(p).all())
+
+
 def _adam(params: Sequence[Tensor], lr: float) -> "_FusedAdam | torch.optim.Adam":
     """Adam, fused where torch offers it (one kernel for all parameters: a third of the plain
     implementation's time for the fitter's few small tensors), called directly
     (:class:`_FusedAdam`) on the CPU."""
-    if hasattr(torch, "_fused_adam_") and all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64)
-                                              for p in params):
+    if all(p.device.type == "cpu" and _fused_adam_runs(p.dtype) for p in params):
         return _FusedAdam(params, lr)
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)

@@ -117,7 +117,12 @@ def closed_form_backward_applies(*tensors: Tensor) -> bool:
     (which fuses the plain code's own backward) nor a ``torch.func`` transform (forward mode,
     vmap: the functions define no jvp or vmap rule) is tracing it."""
     return (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-            and not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active())
+            and not _IS_COMPILING() and not _FUNCTORCH_ACTIVE())
+
+
+# torch >= 2.3 and >= 2.0 respectively; without them the closed-form backward simply always runs
+_IS_COMPILING = getattr(torch.compiler, "is_compiling", lambda: False)
+_FUNCTORCH_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 
 
 def _rodrigues(axis_angle: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
