@@ -12,7 +12,9 @@ each camera's intrinsics, and returns the rig:
    is triangulated again;
 3. bundle adjustment of every camera's pose and every keypoint (each frame's keypoints are
    separate points) with a robust (soft-L1) loss on confidence-weighted pixel residuals
-   (``scipy.optimize.least_squares``, sparse Jacobian); the first camera stays fixed;
+   (``scipy.optimize.least_squares``, sparse Jacobian); the first camera stays fixed; cameras
+   whose frames are offset by a fraction of a frame (``mvspin sync``) see the points
+   interpolated at their own moments;
 4. the world frame: up is the median direction from the feet to the head, the floor the plane
    through the lowest foot points (while they stand), origin on the floor below their centre;
 5. the scale: from the person's height (the head keypoints' high percentile above the floor
@@ -34,6 +36,7 @@ import torch
 from calibration.camera import Camera, Rig
 from calibration.intrinsics import format_table
 from calibration.projection import undistort_points
+from calibration.sync import shift_keypoints
 from calibration.triangulation import triangulate_points
 from calibration.world_frame import UP_AXES, align_world, transform_rig
 from mvspin.errors import CalibrationError, check_shape
@@ -153,46 +156,72 @@ def _rodrigues(rvecs: np.ndarray) -> np.ndarray:
 
 
 def _bundle_adjust(rig: Rig, obs: np.ndarray, weights: np.ndarray, points: np.ndarray, loss_scale_px: float,
-                   max_evaluations: int) -> tuple[Rig, np.ndarray, Any]:
-    """Adjust camera poses (the first fixed) and points to undistorted normalised observations
-    ``obs (V, N, 2)`` with ``weights (V, N)`` (0: unused); residuals in pixels (times each
-    camera's focal length), soft-L1 loss of scale ``loss_scale_px``."""
-    from scipy.optimize import least_squares
-    from scipy.sparse import lil_matrix
+                   max_evaluations: int, frame_shift: Optional[np.ndarray] = None) -> tuple[Rig, np.ndarray, Any]:
+    """Adjust camera poses (the first fixed) and points ``(T, K, 3)`` to undistorted normalised
+    observations ``obs (V, T, K, 2)`` with ``weights (V, T, K)`` (0: unused); residuals in pixels
+    (times each camera's focal length), soft-L1 loss of scale ``loss_scale_px``.
 
-    v, n = weights.shape
-    cam_idx, pt_idx = np.nonzero(weights > 0)
+    ``frame_shift (V,)`` (frames, within +-0.5): camera v's frame t shows the moment ``t -
+    frame_shift[v]``, its observation compares with the points linearly interpolated there. A
+    point takes part where two or more cameras see it at that frame; the others stay where they
+    are."""
+    from scipy.optimize import least_squares
+    from scipy.sparse import coo_matrix
+
+    v, t_count, k_count = weights.shape
+    used = (weights > 0).sum(axis=0) >= 2  # (T, K)
+    shift = np.zeros(v) if frame_shift is None else np.asarray(frame_shift, dtype=np.float64)
+    cam_idx, frame, kp_idx = np.nonzero(weights > 0)
+    moment = frame - shift[cam_idx]
+    lo = np.floor(moment + 1e-9).astype(int)
+    frac = np.clip(moment - lo, 0.0, 1.0)
+    hi = np.where(frac > 1e-9, lo + 1, lo)
+    inside = (lo >= 0) & (hi < t_count)
+    lo, hi = np.clip(lo, 0, t_count - 1), np.clip(hi, 0, t_count - 1)
+    keep = inside & used[lo, kp_idx] & used[hi, kp_idx]
+    cam_idx, frame, kp_idx, lo, hi, frac = cam_idx[keep], frame[keep], kp_idx[keep], lo[keep], hi[keep], frac[keep]
+    p_lo, p_hi = lo * k_count + kp_idx, hi * k_count + kp_idx
     focal = np.array([0.5 * (c.K[0, 0] + c.K[1, 1]) for c in rig])
-    sw = np.sqrt(weights[cam_idx, pt_idx]) * focal[cam_idx]
-    target = obs[cam_idx, pt_idx]
-    x0 = np.concatenate([np.concatenate([cv2.Rodrigues(c.R)[0].ravel(), c.t]) for c in list(rig)[1:]] + [points.ravel()])
+    sw = np.sqrt(weights[cam_idx, frame, kp_idx]) * focal[cam_idx]
+    target = obs[cam_idx, frame, kp_idx]
+    start = np.where(used[..., None], points, 0.0).reshape(-1, 3)
+    x0 = np.concatenate([np.concatenate([cv2.Rodrigues(c.R)[0].ravel(), c.t]) for c in list(rig)[1:]] + [start.ravel()])
     n_cam = 6 * (v - 1)
     # The scale is free (keypoints alone cannot fix it): hold the second camera's distance from
     # the first, or the solver wanders along that direction and converges slowly.
     baseline = float(np.linalg.norm(rig[1].center - rig[0].center))
     gauge_weight = float(np.sqrt(len(cam_idx))) * focal.mean()
+    first = np.concatenate([cv2.Rodrigues(rig[0].R)[0].ravel(), rig[0].t])
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        poses = np.concatenate([np.zeros((1, 6)), x[:n_cam].reshape(v - 1, 6)])
-        poses[0, :3] = cv2.Rodrigues(rig[0].R)[0].ravel()
-        poses[0, 3:] = rig[0].t
+        poses = np.concatenate([first[None], x[:n_cam].reshape(v - 1, 6)])
         R = _rodrigues(poses[:, :3])
-        X = x[n_cam:].reshape(n, 3)
-        cam = np.einsum("oij,oj->oi", R[cam_idx], X[pt_idx]) + poses[cam_idx, 3:]
+        X = x[n_cam:].reshape(-1, 3)
+        at = X[p_lo] + (X[p_hi] - X[p_lo]) * frac[:, None]
+        cam = np.einsum("oij,oj->oi", R[cam_idx], at) + poses[cam_idx, 3:]
         z = np.maximum(cam[:, 2:3], 1e-6)
         centre1 = -R[1].T @ poses[1, 3:]
         gauge = (np.linalg.norm(centre1 - rig[0].center) - baseline) / baseline * gauge_weight
         return np.concatenate([((cam[:, :2] / z - target) * sw[:, None]).ravel(), [gauge]])
 
-    sparsity = lil_matrix((2 * len(cam_idx) + 1, x0.size), dtype=np.int8)
-    sparsity[2 * len(cam_idx), :6] = 1
-    rows = np.arange(len(cam_idx))
-    for r in (0, 1):
+    # Jacobian sparsity: each observation row touches its camera (not the first) and the one or
+    # two points it is interpolated from; the gauge row the second camera.
+    m = len(cam_idx)
+    rows, cols = [], []
+    for axis in (0, 1):
+        obs_rows = 2 * np.arange(m) + axis
         for k in range(3):
-            sparsity[2 * rows + r, n_cam + 3 * pt_idx + k] = 1
+            rows += [obs_rows, obs_rows]
+            cols += [n_cam + 3 * p_lo + k, n_cam + 3 * p_hi + k]
         moving = cam_idx > 0
         for k in range(6):
-            sparsity[2 * rows[moving] + r, 6 * (cam_idx[moving] - 1) + k] = 1
+            rows.append(obs_rows[moving])
+            cols.append(6 * (cam_idx[moving] - 1) + k)
+    rows.append(np.full(6, 2 * m))
+    cols.append(np.arange(6))
+    rr, cc = np.concatenate(rows), np.concatenate(cols)
+    sparsity = coo_matrix((np.ones(len(rr), dtype=np.int8), (rr, cc)), shape=(2 * m + 1, x0.size)).tocsr()
+    sparsity.data[:] = 1  # duplicates (a point's two interpolation ends at the same frame) summed
     result = least_squares(residuals, x0, jac_sparsity=sparsity, loss="soft_l1", f_scale=loss_scale_px,
                            x_scale="jac", method="trf", tr_solver="lsmr", max_nfev=max_evaluations,
                            ftol=1e-6, xtol=1e-8)
@@ -201,7 +230,22 @@ def _bundle_adjust(rig: Rig, obs: np.ndarray, weights: np.ndarray, points: np.nd
         p = result.x[6 * (i - 1): 6 * i]
         c = rig[i]
         cams.append(Camera(K=c.K, R=cv2.Rodrigues(p[:3])[0], t=p[3:], dist=c.dist, image_size=c.image_size, name=c.name))
-    return Rig(cams), result.x[n_cam:].reshape(n, 3), result
+    return Rig(cams), result.x[n_cam:].reshape(t_count, k_count, 3), result
+
+
+def _project_at_moments(rig: Rig, points: np.ndarray, frame_shift: np.ndarray) -> np.ndarray:
+    """Pixels ``(V, T, K, 2)``: each camera's frame t sees the points ``(T, K, 3)`` of the moment
+    ``t - frame_shift[v]`` (linear between frames, the ends held)."""
+    t_count = points.shape[0]
+    out = []
+    for i, cam in enumerate(rig):
+        moment = np.clip(np.arange(t_count) - frame_shift[i], 0, t_count - 1)
+        lo = np.floor(moment).astype(int)
+        hi = np.minimum(lo + 1, t_count - 1)
+        f = (moment - lo)[:, None, None]
+        at = points[lo] * (1 - f) + points[hi] * f
+        out.append(Rig([cam]).project(at.reshape(-1, 3))[0].reshape(points.shape[:2] + (2,)))
+    return np.stack(out)
 
 
 def _unswap(pix: np.ndarray, conf: np.ndarray, projected: np.ndarray, valid: np.ndarray,
@@ -285,6 +329,7 @@ def calibrate_from_keypoints(
     max_evaluations: int = 200,
     mirror: Optional[Sequence[int]] = None,
     pair_threshold_px: float = 8.0,
+    time_offsets: Optional[Sequence[float]] = None,
     progress: Progress = no_progress,
 ) -> tuple[Rig, PersonCalibrationReport]:
     """Calibrate a rig's extrinsics from one person's keypoints (see the module docstring).
@@ -314,6 +359,11 @@ def calibrate_from_keypoints(
             the demo with cam03 shifted by 3 frames, the reconstruction started from a wrong
             pair pose and the bundle adjustment did not converge. 8 px was chosen on that
             convergence, not on the comparison with the lab's calibration.
+        time_offsets: per camera, frames (sub-frame allowed): frame ``f + offset`` of a camera
+            shows the moment of frame ``f`` of the first (``mvspin sync``'s convention). The
+            keypoints are moved by the whole frames, and the bundle adjustment compares each
+            camera's observations with the points interpolated at its remaining fraction (not
+            the detections: interpolating those blends a left/right swap into points on neither).
         progress: stages ``"pairs"``, ``"register"``, ``"bundle adjustment"``.
 
     Returns:
@@ -334,6 +384,14 @@ def calibrate_from_keypoints(
         raise CalibrationError(f"up must be one of {', '.join(UP_AXES)}, got {up!r}")
     if camera_distance is None and not (person_height and person_height > 0):
         raise CalibrationError("give person_height (metres) or camera_distance for the scale")
+    shift = np.zeros(v)
+    if time_offsets is not None:
+        offsets = np.asarray(time_offsets, dtype=np.float64)
+        if offsets.shape != (v,) or not np.isfinite(offsets).all():
+            raise CalibrationError(f"time_offsets: need {v} finite offsets (one per camera), got {list(time_offsets)}")
+        whole = np.round(offsets)
+        kp = shift_keypoints(kp, whole)
+        shift = offsets - whole
     conf = np.where(np.isfinite(kp[..., :2]).all(-1), kp[..., 2], 0.0)
     conf = np.where(conf >= min_confidence, conf, 0.0)  # (T, V, K)
     pix = np.nan_to_num(kp[..., :2])
@@ -394,30 +452,28 @@ def calibrate_from_keypoints(
         progress("register", step, v)
     rig = current_rig(range(v))
     swapped = 0
+    shape = (v, t_count, k_count)
     for round_ in range(2 if mirror is not None else 1):
         X, ok = _triangulate(rig, flat_pix, flat_w)
         weights = flat_w * ok[None]
         weights = weights * ((weights > 0).sum(axis=0) >= 2)[None]
-        used = weights.sum(axis=0) > 0
         progress("bundle adjustment", round_, 2 if mirror is not None else 1)
-        obs = norm.transpose(1, 0, 2, 3).reshape(v, -1, 2)
-        rig, Xu, result = _bundle_adjust(rig, obs[:, used], weights[:, used], X[used], loss_scale_px, max_evaluations)
+        rig, Xtk, result = _bundle_adjust(rig, norm.transpose(1, 0, 2, 3), weights.reshape(shape),
+                                          X.reshape(t_count, k_count, 3), loss_scale_px, max_evaluations,
+                                          frame_shift=shift)
+        used = (weights.reshape(shape) > 0).sum(axis=0) >= 2  # (T, K)
         if mirror is None or round_ == 1:
             break
         # Detectors swap a person's left and right in some frames and cameras: where the
         # mirrored labels fit the adjusted points far better, use them and adjust again.
-        X = np.zeros((t_count * k_count, 3))
-        X[used] = Xu
-        projected = rig.project(X).reshape(v, t_count, k_count, 2)
-        pix, conf, swapped = _unswap(pix, conf, projected, valid=used.reshape(t_count, k_count), mirror=list(mirror))
+        projected = _project_at_moments(rig, np.where(used[..., None], Xtk, 0.0), shift)
+        pix, conf, swapped = _unswap(pix, conf, projected, valid=used, mirror=list(mirror))
         norm = np.stack([_normalised(pix[:, i], cams[i]) for i in range(v)], axis=1)
         flat_pix = pix.transpose(1, 0, 2, 3).reshape(v, -1, 2)
         flat_w = conf.transpose(1, 0, 2).reshape(v, -1)
     progress("bundle adjustment", 1, 1)
-    X = np.zeros((t_count * k_count, 3))
-    X[used] = Xu
-    valid = used.reshape(t_count, k_count)
-    moved, Xw, head_height = _world_frame(rig, X.reshape(t_count, k_count, 3), valid, foot, head, up)
+    valid = used
+    moved, Xw, head_height = _world_frame(rig, np.where(used[..., None], Xtk, 0.0), valid, foot, head, up)
     stature = head_height / head_height_ratio
     if camera_distance is not None:
         a, b, metres = camera_distance
@@ -431,8 +487,7 @@ def calibrate_from_keypoints(
         height = person_height
     final = transform_rig(moved, np.eye(3), scale=scale)
     # Report errors in pixels with the full lens model.
-    Xm = (Xw * scale).reshape(-1, 3)
-    projected = final.project(Xm)  # (V, N, 2)
+    projected = _project_at_moments(final, Xw * scale, shift).reshape(v, -1, 2)
     err = np.linalg.norm(projected - flat_pix, axis=-1)
     mask = weights > 0
     cam_reports, problems = [], []

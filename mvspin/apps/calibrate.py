@@ -463,8 +463,8 @@ class PersonCalibrateConfig:
     error against it after a similarity alignment."""
     offsets: Optional[Path] = None
     """Per-camera frame offsets from mvspin sync (JSON; without a rig, from the keypoints alone):
-    unsynchronised cameras' keypoints are shifted onto the reference camera's frames first
-    (by whole frames: the offsets rounded)."""
+    unsynchronised cameras' keypoints are shifted onto the reference camera's frames by whole
+    frames first, and the bundle adjustment sees each camera's remaining fraction of a frame."""
 
     def __post_init__(self) -> None:
         self.intrinsics = [Path(p) for p in self.intrinsics]
@@ -587,17 +587,12 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
     intrinsics = load_intrinsics(config.intrinsics, rec.camera_names)
     used, foot, head, ratio, mirror = _person_keypoint_roles(rec.keypoint_set)
     kp = main_person(rec.keypoints)[:, :, used]
+    time_offsets = None
     if config.offsets is not None:  # unsynchronised cameras: onto the reference's frame numbers
-        from calibration.sync import shift_keypoints
         from mvspin.apps.sync import read_offsets
 
-        # Whole frames: interpolating detections blends a left/right swap or a misdetection into
-        # points on neither; on the Pose2Sim demo the bundle adjustment fitted the rounded
-        # offsets better (median 8.92 px against 9.12 px with the fractional ones).
-        whole = [float(round(o)) for o in read_offsets(config.offsets, rec.camera_names)]
-        kp = shift_keypoints(np.asarray(kp), whole)
-        log.info("keypoints shifted by the offsets of %s, rounded to whole frames (%s)", config.offsets,
-                 ", ".join(f"{n} {o:+.0f}" for n, o in zip(rec.camera_names, whole)))
+        time_offsets = read_offsets(config.offsets, rec.camera_names)
+        log.info("offsets of %s: %s", config.offsets, ", ".join(f"{n} {o:+.2f}" for n, o in zip(rec.camera_names, time_offsets)))
     distance = None
     if config.camera_distance is not None and config.distance_between is not None:
         missing = [n for n in config.distance_between if n not in rec.camera_names]
@@ -611,7 +606,8 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
     rig, report = calibrate_from_keypoints(
         np.asarray(kp, dtype=np.float64), intrinsics, foot=foot, head=head, person_height=config.person_height,
         camera_distance=distance, head_height_ratio=ratio, up=config.up, min_confidence=config.min_confidence,
-        max_median_error_px=config.max_median_error_px, mirror=mirror, progress=progress)
+        max_median_error_px=config.max_median_error_px, mirror=mirror, time_offsets=time_offsets,
+        progress=progress)
     comparison = compare_rigs(rig, reference) if reference is not None else None
     path = save_checked(rig, config.out, fmt, report.problems, report.table(), config.force)
     if config.report is not None:
