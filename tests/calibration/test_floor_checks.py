@@ -41,7 +41,7 @@ def test_upright_tilted_and_stacked_boards_are_refused():
     tilted = _board((0, 0.5, 0), "z")
     c = np.cos(np.radians(25)), np.sin(np.radians(25))
     tilted = (tilted - tilted.mean(0)) @ np.array([[1, 0, 0], [0, c[0], -c[1]], [0, c[1], c[0]]]).T
-    with pytest.raises(CalibrationError, match="floor frame 7: the board is tilted 1\d degrees"):
+    with pytest.raises(CalibrationError, match=r"floor frame 7: the board is tilted 1\d degrees"):
         check_floor_boards(rig, [_board((0, 0, 0), "z"), _board((0.5, 0, 0), "z"), tilted], frames=[5, 6, 7])
     with pytest.raises(CalibrationError, match=r"not in one plane \(heights differ by 0.70 m.*frame 9 is farthest"):
         check_floor_boards(rig, [_board((0, 0, 0), "z"), _board((0.5, 0, 0), "z"), _board((0, 0.5, 0.7), "z")],
