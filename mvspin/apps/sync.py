@@ -2,7 +2,7 @@
 
 :func:`run` (:class:`SyncConfig`) reads 2D keypoints (a folder per camera; or detects them in
 videos first with ``mvspin detect``), keeps per frame and camera the main person
-(:func:`mvspin.apps.calibrate.main_person`) and estimates the offsets with
+(:func:`mvspin.apps.calibrate_person.main_person`) and estimates the offsets with
 :mod:`calibration.sync`: without a calibration from the epipolar geometry the keypoints imply
 (with the cameras' intrinsics if given), or with a rig from the triangulation error.
 The offsets file (JSON) says per camera by how many frames it is ahead::
@@ -121,13 +121,14 @@ def _run(config: SyncConfig, progress: Progress) -> SyncReport:
 
     from calibration import load_rig
     from calibration.sync import offsets_from_epipolar, offsets_from_rig
-    from mvspin.apps.calibrate import load_intrinsics, main_person, person_keypoints
+    from mvspin.apps.calibrate import load_intrinsics
+    from mvspin.apps.calibrate_person import main_person, person_keypoints
     from mvspin.data.recording_keypoints import read_recording_keypoints
 
     check_output_location(config.out, what="out")
     rig = load_rig(config.rig) if config.rig is not None else None
     if config.videos:
-        from mvspin.apps.calibrate import detect_keypoints
+        from mvspin.apps.calibrate_person import detect_keypoints
 
         config.keypoints = detect_keypoints(config.videos, config.out.with_name(config.out.name + ".keypoints"), progress)
     names = _camera_names(config)

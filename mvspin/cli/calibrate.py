@@ -1,6 +1,7 @@
 """``mvspin calibrate``: a rig from board recordings; intrinsics per camera; extrinsics from a
 person walking; print a board; convert a file. A thin shell over :mod:`mvspin.apps.calibrate`
-(``run``, ``run_intrinsics``, ``run_person``, ``run_board_image``, ``run_convert``); a refused
+(``run``, ``run_intrinsics``, ``run_board_image``, ``run_convert``) and
+:mod:`mvspin.apps.calibrate_person` (``run_person``); a refused
 calibration prints its per-camera table and exits non-zero.
 """
 from __future__ import annotations
@@ -12,8 +13,8 @@ from mvspin.apps.calibrate import (
     CalibrateConfig,
     ConvertConfig,
     IntrinsicsConfig,
-    PersonCalibrateConfig,
 )
+from mvspin.apps.calibrate_person import PersonCalibrateConfig
 from mvspin.cli.options import add_config_options, config_from_args
 
 _EXAMPLES = """\
@@ -117,7 +118,7 @@ def run_intrinsics(args: argparse.Namespace) -> int:
 
 
 def run_person(args: argparse.Namespace) -> int:
-    from mvspin.apps.calibrate import run_person as person
+    from mvspin.apps.calibrate_person import run_person as person
 
     report = _tabled(person, config_from_args(PersonCalibrateConfig, args))
     print(report.calibration.table())

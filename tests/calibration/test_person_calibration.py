@@ -130,7 +130,7 @@ def test_bad_detections_are_refused_by_the_error_threshold(recording):
 
 def test_person_command_writes_the_rig_and_compares_it(tmp_path, recording):
     from calibration.formats import save_rig
-    from mvspin.apps.calibrate import PersonCalibrateConfig, run_person
+    from mvspin.apps.calibrate_person import PersonCalibrateConfig, run_person
     from mvspin.data.synthetic_recording import write_openpose_folders
 
     truth, kp = recording
@@ -150,7 +150,7 @@ def test_person_command_takes_the_offsets_of_unsynchronised_cameras(tmp_path):
     import json
 
     from calibration.formats import save_rig
-    from mvspin.apps.calibrate import PersonCalibrateConfig, run_person
+    from mvspin.apps.calibrate_person import PersonCalibrateConfig, run_person
     from mvspin.data.synthetic_recording import write_openpose_folders
 
     truth = lab_rig()

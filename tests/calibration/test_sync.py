@@ -70,7 +70,7 @@ def _demo(demo_keypoints):
     """The demo's subject ``(100, 4, 33, 3)``, the indices of its well-defined body keypoints (what
     mvspin sync uses without a rig), the Qualisys rig."""
     from calibration import load_rig
-    from mvspin.apps.calibrate import main_person, person_keypoints
+    from mvspin.apps.calibrate_person import main_person, person_keypoints
     from mvspin.data.recording_keypoints import read_recording_keypoints
 
     folder, demo = demo_keypoints
