@@ -163,8 +163,8 @@ def _bundle_adjust(rig: Rig, obs: np.ndarray, weights: np.ndarray, points: np.nd
 
     ``frame_shift (V,)`` (frames, within +-0.5): camera v's frame t shows the moment ``t -
     frame_shift[v]``, its observation compares with the points linearly interpolated there. A
-    point takes part where two or more cameras see it at that frame; the others stay where they
-    are."""
+    point takes part where two or more cameras see it at that frame; the others are returned as
+    zeros."""
     from scipy.optimize import least_squares
     from scipy.sparse import coo_matrix
 
@@ -230,7 +230,8 @@ def _bundle_adjust(rig: Rig, obs: np.ndarray, weights: np.ndarray, points: np.nd
         p = result.x[6 * (i - 1): 6 * i]
         c = rig[i]
         cams.append(Camera(K=c.K, R=cv2.Rodrigues(p[:3])[0], t=p[3:], dist=c.dist, image_size=c.image_size, name=c.name))
-    return Rig(cams), result.x[n_cam:].reshape(t_count, k_count, 3), result
+    points_out = np.where(used[..., None], result.x[n_cam:].reshape(t_count, k_count, 3), 0.0)
+    return Rig(cams), points_out, result
 
 
 def _project_at_moments(rig: Rig, points: np.ndarray, frame_shift: np.ndarray) -> np.ndarray:
@@ -244,7 +245,7 @@ def _project_at_moments(rig: Rig, points: np.ndarray, frame_shift: np.ndarray) -
         hi = np.minimum(lo + 1, t_count - 1)
         f = (moment - lo)[:, None, None]
         at = points[lo] * (1 - f) + points[hi] * f
-        out.append(Rig([cam]).project(at.reshape(-1, 3))[0].reshape(points.shape[:2] + (2,)))
+        out.append(cam.project(at))
     return np.stack(out)
 
 
@@ -466,14 +467,13 @@ def calibrate_from_keypoints(
             break
         # Detectors swap a person's left and right in some frames and cameras: where the
         # mirrored labels fit the adjusted points far better, use them and adjust again.
-        projected = _project_at_moments(rig, np.where(used[..., None], Xtk, 0.0), shift)
+        projected = _project_at_moments(rig, Xtk, shift)
         pix, conf, swapped = _unswap(pix, conf, projected, valid=used, mirror=list(mirror))
         norm = np.stack([_normalised(pix[:, i], cams[i]) for i in range(v)], axis=1)
         flat_pix = pix.transpose(1, 0, 2, 3).reshape(v, -1, 2)
         flat_w = conf.transpose(1, 0, 2).reshape(v, -1)
     progress("bundle adjustment", 1, 1)
-    valid = used
-    moved, Xw, head_height = _world_frame(rig, np.where(used[..., None], Xtk, 0.0), valid, foot, head, up)
+    moved, Xw, head_height = _world_frame(rig, Xtk, used, foot, head, up)
     stature = head_height / head_height_ratio
     if camera_distance is not None:
         a, b, metres = camera_distance

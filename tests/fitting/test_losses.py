@@ -58,3 +58,26 @@ def test_squared_energy_values():
     proj = torch.tensor([[[3.0, 4.0], [1.0, 1.0]]])
     out = squared_reprojection_energy(proj, torch.zeros(1, 2, 2), torch.tensor([[2.0, 0.0]]))
     assert float(out) == 50.0  # 2 * (9 + 16); the zero-weight keypoint adds nothing
+
+
+def test_fused_adam_called_directly_matches_torch_optim_adam():
+    # mvspin.fitting.engine._FusedAdam: the fused kernel without the optimiser wrapper, bitwise
+    # torch.optim.Adam(fused=True)'s parameters step by step (where this torch has the kernel).
+    from mvspin.fitting.engine import _adam, _FusedAdam, _fused_adam_runs
+
+    for dtype in (torch.float32, torch.float64):
+        if not _fused_adam_runs(dtype):
+            pytest.skip("this torch has no fused Adam kernel on the CPU")
+        g = torch.Generator().manual_seed(0)
+        start = [torch.randn(4, 3, generator=g, dtype=dtype), torch.randn(7, generator=g, dtype=dtype)]
+        ours = [p.clone().requires_grad_(True) for p in start]
+        ref = [p.clone().requires_grad_(True) for p in start]
+        opt, ref_opt = _adam(ours, 0.01), torch.optim.Adam(ref, lr=0.01, fused=True)
+        assert isinstance(opt, _FusedAdam)
+        for _ in range(30):
+            for params, o in ((ours, opt), (ref, ref_opt)):
+                o.zero_grad()
+                (params[0].sin().square().sum() + (params[1] ** 3).sum()).backward()
+                o.step()
+            for a, b in zip(ours, ref):
+                assert torch.equal(a, b)
