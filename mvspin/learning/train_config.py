@@ -11,6 +11,7 @@ and Shape via Model-fitting in the Loop*, ICCV 2019, and its code (https://githu
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -119,6 +120,12 @@ class OptimConfig:
 
     lr: float = 3e-5
     """Adam learning rate (MV-SPIN: 3e-5; SPIN 5e-5)."""
+    lr_schedule: str = "constant"
+    """``constant`` (SPIN, MV-SPIN) or ``cosine``: the rate falls from ``lr`` at the first step to
+    ``lr * lr_final`` at the last (``max_steps`` or all epochs) along half a cosine. The rate is a
+    function of the step alone, so a resumed run continues the same curve."""
+    lr_final: float = 0.0
+    """``cosine``: the last step's rate as a fraction of ``lr``."""
     weight_decay: float = 0.0
     """Adam weight decay (SPIN: 0)."""
     batch_size: int = 16
@@ -164,6 +171,15 @@ class TrainConfig:
     """Optimisation, schedule, checkpoints and logging."""
 
 
+def learning_rate(optim: OptimConfig, step: int, total_steps: int) -> float:
+    """Adam's rate for step ``step`` (0-based: the step about to be taken) of ``total_steps``
+    under ``optim.lr_schedule``."""
+    if optim.lr_schedule == "constant" or total_steps <= 1:
+        return optim.lr
+    progress = min(max(step, 0), total_steps - 1) / (total_steps - 1)
+    return optim.lr * (optim.lr_final + (1 - optim.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def validate_train_config(config: TrainConfig, check_files: bool = True) -> None:
     """Check values and (with ``check_files``) paths before any work; raise
     :class:`~mvspin.config.ConfigError` naming the key."""
@@ -191,6 +207,10 @@ def validate_train_config(config: TrainConfig, check_files: bool = True) -> None
     o = config.optim
     if not o.lr > 0:
         raise ConfigError(f"optim.lr must be positive, got {o.lr}")
+    if o.lr_schedule not in ("constant", "cosine"):
+        raise ConfigError(f"optim.lr_schedule must be 'constant' or 'cosine', got {o.lr_schedule!r}")
+    if not 0 <= o.lr_final <= 1:
+        raise ConfigError(f"optim.lr_final must be in [0, 1], got {o.lr_final}")
     for name in ("batch_size", "epochs", "checkpoint_every", "log_every"):
         if getattr(o, name) < 1:
             raise ConfigError(f"optim.{name} must be >= 1, got {getattr(o, name)}")

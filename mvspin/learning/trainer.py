@@ -73,7 +73,7 @@ from mvspin.learning.fit_acceptance import accept_fits, score_fit
 from mvspin.learning.fit_frame import fitting_config, to_fitting_frame
 from mvspin.learning.fits_store import FitsStore, from_augmented, source_fingerprint, to_augmented
 from mvspin.learning.threads import torch_threads
-from mvspin.learning.train_config import TrainConfig, validate_train_config
+from mvspin.learning.train_config import TrainConfig, learning_rate, validate_train_config
 from mvspin.learning.training_dataset import TrainingDataset, seed_worker
 from mvspin.learning.training_losses import LossInputs, training_losses
 from mvspin.progress import Progress, no_progress, stage_progress
@@ -463,6 +463,8 @@ class _Trainer:
         total.backward()
         grad_norm = torch.sqrt(cast(Tensor, sum((p.grad.detach() ** 2).sum() for p in self.model.parameters()
                                                 if p.grad is not None)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(c.optim, self.step, self.total_steps)
         self.optimizer.step()
         t3 = time.perf_counter()
         self.times["network"] += t1 - t0

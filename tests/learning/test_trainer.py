@@ -63,6 +63,31 @@ def test_resume_continues_bit_exactly(capture, tmp_path, mode):
         np.testing.assert_allclose(world, np.broadcast_to(world[:, :1], world.shape), atol=1e-5)
 
 
+def test_cosine_schedule_follows_its_curve_and_resumes_exactly(capture, tmp_path):
+    cos = {"optim.lr_schedule": "cosine", "optim.lr_final": 0.1, "fits.enabled": False}
+    config = tiny_config([capture], **{"optim.max_steps": 4}, **cos)
+    straight = train(config, tmp_path / "a")
+
+    def interrupt(stage: str, step: int, total: int) -> None:
+        if step == 3:  # after the step-2 checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "b", progress=interrupt)
+    resumed = train(config, tmp_path / "b", resume=True)
+    lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    # 1e-3 * (0.1 + 0.9 * (1 + cos(pi k / 3)) / 2) for the steps k = 0..3
+    np.testing.assert_allclose([x["lr"] for x in lines], [1e-3, 7.75e-4, 3.25e-4, 1e-4], rtol=1e-9)
+    a, _ = _state(tmp_path / "a", 4)
+    b, _ = _state(tmp_path / "b", 4)
+    assert straight.final_step == resumed.final_step == 4 and resumed.steps_run == 2
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        tiny_config([capture], **{"optim.lr_schedule": "step"})
+    with pytest.raises(ConfigError, match="lr_final"):
+        tiny_config([capture], **{"optim.lr_final": 2})
+
+
 def test_checkpoint_loads_for_inference_in_spin_layout(capture, tmp_path):
     s = train(tiny_config([capture], **{"optim.max_steps": 1}), tmp_path / "r")
     model, meta = load_regressor_checkpoint(s.checkpoint)
