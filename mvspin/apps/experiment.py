@@ -31,6 +31,9 @@ class Table7Config(SyntheticProtocolConfig):
     quick: bool = False
     """A few-minute smoke run (fewer bundles and steps, one seed): checks that the protocol runs,
     proves nothing about the method."""
+    resume: bool = False
+    """Continue an interrupted protocol in ``out`` (same settings): finished runs are kept, a run
+    stopped part-way continues from its newest checkpoint."""
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -55,4 +58,4 @@ def run_table7(config: Table7Config, progress: Progress = no_progress) -> Protoc
     if config.quick:
         log.info("quick run: a smoke test of the protocol, too small to show anything about the method")
     with output_folder(config.out, what="out"):
-        return run(config.out, config, log=log.info, progress=progress)
+        return run(config.out, config, log=log.info, progress=progress, resume=config.resume)

@@ -34,7 +34,8 @@ class ArmResult:
 
     Attributes:
         arm: ``"full"``, ``"ablation"`` or ``"untrained"``. variant: ``"all_3d"`` or
-        ``"partial_3d"``. seed: training seed. steps: training steps. wall_s: training seconds.
+        ``"partial_3d"``. seed: training seed. steps: training steps. wall_s: training seconds
+        (of the last invocation, for a resumed run).
         mpjpe, pa_mpjpe: test-set means, mm. curve: ``[(step, val MPJPE, val PA-MPJPE), ...]``.
         losses: ``[(step, {term: value})]`` from the trainer's ``metrics.jsonl``.
         store: first and last logged fits-store statistics (error, acceptance), when logged.

@@ -237,20 +237,24 @@ def _evaluate_model(model: Any, body: Any, data: Path, input_size: int, max_samp
 
 
 def _run_arm(arm: str, variant: str, data_seed: int, seed: int, yaml_path: str, config: SyntheticProtocolConfig,
-             files: dict[str, Path], body: Any, out_dir: Path, log: Callable[[str], None]) -> ArmResult:
+             files: dict[str, Path], body: Any, out_dir: Path, log: Callable[[str], None],
+             resume: bool = False) -> ArmResult:
     from mvspin.learning.trainer import train
     from mvspin.regressor.checkpoint import load_regressor_checkpoint
 
     train_file = files["train" if variant == "all_3d" else "train_partial_3d"]
     run_dir = out_dir / f"{variant}_{arm}_data{data_seed}_seed{seed}"
-    if run_dir.exists():  # this protocol's own folder from an earlier run: start afresh
+    # this protocol's own folder from an earlier run: continued on resume, else started afresh
+    proceed = resume and bool(_checkpoints(run_dir))
+    if run_dir.exists() and not proceed:
         shutil.rmtree(run_dir)
     tc = _train_config(yaml_path, config.overrides, [train_file], seed)
     if tc.fits.enabled and config.static_fit_iterations > 0:
         tc.fits.store = str(_static_fits(tc, train_file, config.static_fit_iterations, log))
-    log(f"training {arm} ({variant}, data {data_seed}, seed {seed}) -> {run_dir}")
+    log(f"training {arm} ({variant}, data {data_seed}, seed {seed}) -> {run_dir}"
+        + (f" (continuing from step {_checkpoints(run_dir)[-1][0]})" if proceed else ""))
     start, cpu_start = time.perf_counter(), time.process_time()
-    summary = train(tc, run_dir)
+    summary = train(tc, run_dir, resume=proceed)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     curve = []
     checkpoints = _checkpoints(run_dir)
@@ -309,23 +313,40 @@ def _untrained(data_seed: int, seed: int, variant: str, yaml_path: str, config: 
                      pa_mpjpe=pa_mm, curve=[(0, *val)], data_seed=data_seed)
 
 
+# Settings that change how a protocol runs, not what it computes: a resumed run may differ in them.
+_RUN_ONLY = ("out", "quick", "resume", "parallel_arms")
+
+
 def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *,
-        log: Callable[[str], None] = print, progress: Progress = no_progress) -> ProtocolResults:
+        log: Callable[[str], None] = print, progress: Progress = no_progress, resume: bool = False) -> ProtocolResults:
     """Run the whole synthetic protocol (data, arms, evaluation) and write its outputs.
+
+    ``results.json`` is rewritten after every run, so an interrupted protocol keeps what it
+    finished; with ``resume`` it continues: runs already in ``results.json`` are kept, a run
+    stopped part-way continues from its newest checkpoint (bit-exact on CPU), the rest start.
 
     Args:
         out_dir: folder for the data, the runs, ``results.json`` and ``protocol.png``.
         config: sizes, seeds and configs (:data:`QUICK` gives a few-minute version).
         log: receives one line per stage.
         progress: :class:`~mvspin.progress.Progress` of the data rendering.
+        resume: continue the protocol in ``out_dir`` (its ``results.json`` must have been
+            written with the same settings, ``parallel_arms`` apart).
 
     Returns:
-        the :class:`ProtocolResults` (also in ``out_dir/results.json``).
+        the :class:`ProtocolResults` (also in ``out_dir/results.json``); with ``resume`` its
+        ``seconds`` and ``cpu_s`` add up every invocation's.
+
+    Raises:
+        ConfigError: ``resume`` with a ``results.json`` made with other settings (naming them).
     """
     config = config or SyntheticProtocolConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start, cpu_start = time.perf_counter(), _cpu_seconds()
+    earlier = _earlier_results(out_dir, config) if resume else None
+    done = {(a.arm, a.variant, a.data_seed, a.seed): a for a in (earlier.arms if earlier else [])}
+    seconds0, cpu0 = (earlier.seconds, earlier.cpu_s) if earlier else (0.0, 0.0)
     # Both configs are read (and checked) before any work; the body model is the training one.
     for path in (config.full_config, config.ablation_config):
         if not Path(path).is_file():
@@ -344,6 +365,10 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
                        for d in config.data_seeds for s in config.training_seeds]
     jobs += [(arm, variant, d, s, yaml_path) for variant, d, s in plan
              for arm, yaml_path in (("ablation", config.ablation_config), ("full", config.full_config))]
+    if done:
+        arms += [done[job[:4]] for job in jobs if job[:4] in done]
+        jobs = [job for job in jobs if job[:4] not in done]
+        log(f"resuming: {len(arms)} runs done, {len(jobs)} to go")
     for variant, d in sorted({(v, d) for v, d, _ in plan}):  # static fits before the runs fork (each file once)
         tc = _train_config(config.full_config, config.overrides,
                            [files[d]["train" if variant == "all_3d" else "train_partial_3d"]], 0)
@@ -352,26 +377,49 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
 
     def finished(result: ArmResult) -> None:
         arms.append(result)
-        results.seconds = time.perf_counter() - start
+        results.seconds = seconds0 + time.perf_counter() - start
+        results.cpu_s = cpu0 + _cpu_seconds() - cpu_start
         _write_results(out_dir, results)  # after every arm: an interrupted run keeps what it did
 
     if config.parallel_arms <= 1:
         for job in jobs:
             with _torch_threads(config.threads_per_arm):
-                finished(_run_job(job, config, files[job[2]], body, out_dir / "runs", log))
+                finished(_run_job(job, config, files[job[2]], body, out_dir / "runs", log, resume))
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(config.parallel_arms, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_arm_worker, job, config, files[job[2]], out_dir / "runs") for job in jobs]
+            futures = [pool.submit(_arm_worker, job, config, files[job[2]], out_dir / "runs", resume) for job in jobs]
             for future in futures:
                 finished(future.result())
     results.plot = str(plot_results(results, out_dir / "protocol.png"))
-    results.seconds = time.perf_counter() - start
-    results.cpu_s = _cpu_seconds() - cpu_start
+    results.seconds = seconds0 + time.perf_counter() - start
+    results.cpu_s = cpu0 + _cpu_seconds() - cpu_start
     _write_results(out_dir, results)
     return results
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _RUN_ONLY}
+
+
+def _earlier_results(out_dir: Path, config: SyntheticProtocolConfig) -> Optional[ProtocolResults]:
+    """The finished runs of an earlier invocation in ``out_dir`` (None: nothing to resume), after
+    checking that it used the same settings."""
+    from mvspin.config import ConfigError
+    from mvspin.learning.protocol_results import read_results
+
+    path = out_dir / "results.json"
+    if not path.is_file():
+        return None
+    before = _comparable(json.loads(path.read_text()).get("config", {}))
+    now = _comparable(json.loads(json.dumps(asdict(config), default=str)))
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        raise ConfigError(f"resume: {path} was made with other settings ({', '.join(changed)}); "
+                          "give the same ones or another output folder", field="resume")
+    return read_results(path)
 
 
 @contextlib.contextmanager
@@ -394,22 +442,22 @@ def _cpu_seconds() -> float:
 
 
 def _arm_worker(job: Job, config: SyntheticProtocolConfig, files: dict[str, Path],
-                runs_dir: Path) -> ArmResult:
+                runs_dir: Path, resume: bool = False) -> ArmResult:
     """One training run in its own process (spawned: nothing inherited but the arguments)."""
     if config.threads_per_arm is not None:
         torch.set_num_threads(int(config.threads_per_arm))
     body = _training_body(config)
-    return _run_job(job, config, files, body, runs_dir, lambda line: print(line, flush=True))
+    return _run_job(job, config, files, body, runs_dir, lambda line: print(line, flush=True), resume)
 
 
 def _run_job(job: Job, config: SyntheticProtocolConfig, files: dict[str, Path], body: Any,
-             runs_dir: Path, log: Callable[[str], None]) -> ArmResult:
+             runs_dir: Path, log: Callable[[str], None], resume: bool = False) -> ArmResult:
     arm, variant, data_seed, seed, yaml_path = job
     if arm == "untrained":
         result = _untrained(data_seed, seed, variant, yaml_path, config, files, body)
         log(f"  untrained (data {data_seed}, seed {seed}): test MPJPE {result.mpjpe:.1f} mm, PA-MPJPE {result.pa_mpjpe:.1f} mm")
         return result
-    return _run_arm(arm, variant, data_seed, seed, yaml_path, config, files, body, runs_dir, log)
+    return _run_arm(arm, variant, data_seed, seed, yaml_path, config, files, body, runs_dir, log, resume)
 
 
 def _training_body(config: SyntheticProtocolConfig) -> Any:

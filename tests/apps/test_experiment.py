@@ -7,6 +7,7 @@ import pytest
 
 from mvspin.apps.experiment import Table7Config, run_table7
 from mvspin.config import ConfigError
+from mvspin.learning.trainer import checkpoint_paths
 
 TINY = ["optim.max_steps=3", "optim.checkpoint_every=1", "optim.batch_size=2", "optim.log_every=1",
         "fits.fitting.stage1_iterations=2", "fits.fitting.stage2_iterations=2"]
@@ -40,3 +41,32 @@ def test_seeds_must_differ_and_sizes_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="train_bundles"):
         Table7Config(out=tmp_path / "x", train_bundles=0)
     assert not (tmp_path / "x").exists()
+
+
+def test_an_interrupted_protocol_resumes_to_the_same_results(tmp_path, caplog):
+    """A run stopped part-way continues from its checkpoint, finished runs are kept, and the
+    results equal an uninterrupted protocol's; other settings are refused."""
+    sizes = dict(train_bundles=4, val_bundles=1, test_bundles=2, num_views=2, image_size=64, data_seeds=[1],
+                 training_seeds=[0], partial_3d_seeds=[], static_fit_iterations=2, overrides=TINY, parallel_arms=1)
+    straight = run_table7(Table7Config(out=tmp_path / "a", **sizes))
+    # interrupted during the full arm, its last: results.json holds the untrained and ablation
+    # runs, the full arm's folder its checkpoints of steps 1 and 2
+    run_table7(Table7Config(out=tmp_path / "b", **sizes))
+    path = tmp_path / "b" / "results.json"
+    data = json.loads(path.read_text())
+    data["arms"] = [a for a in data["arms"] if a["arm"] != "full"]
+    path.write_text(json.dumps(data))
+    full_dir = tmp_path / "b" / "runs" / "all_3d_full_data1_seed0"
+    for f in checkpoint_paths(full_dir, 3).values():
+        f.unlink(missing_ok=True)
+    with caplog.at_level("INFO", logger="mvspin"):
+        resumed = run_table7(Table7Config(out=tmp_path / "b", resume=True, **sizes))
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("resuming: 2 runs done, 1 to go" in x for x in lines)
+    assert any("continuing from step 2" in x for x in lines)
+    key = lambda a: (a.arm, a.variant, a.data_seed, a.seed)  # noqa: E731
+    assert sorted(map(key, resumed.arms)) == sorted(map(key, straight.arms))
+    for a, b in zip(sorted(straight.arms, key=key), sorted(resumed.arms, key=key)):
+        assert (a.mpjpe, a.pa_mpjpe, a.curve) == (b.mpjpe, b.pa_mpjpe, b.curve)
+    with pytest.raises(ConfigError, match=r"other settings \(test_bundles\)"):
+        run_table7(Table7Config(out=tmp_path / "b", resume=True, **{**sizes, "test_bundles": 3}))
