@@ -55,7 +55,8 @@ def main() -> None:
                    help="torch CPU thread counts, one table block each (default: %(default)s)")
     p.add_argument("--lbfgs-reach", action="store_true", help="also time L-BFGS until it reaches Adam's energy")
     p.add_argument("--compile", action="store_true",
-                   help="also Adam with torch.compile'd keypoints (SMPLifyConfig.compile; the warm-up run compiles)")
+                   help="also Adam and LM with torch.compile'd stage energies / LM systems (SMPLifyConfig.compile; "
+                        "the warm-up run compiles)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the full-forward baseline (about 80 s per run on the full model); 'vs full' is then empty")
     p.add_argument("--device", default="cpu")
@@ -137,8 +138,14 @@ def _bench_resolution(args: argparse.Namespace, res: str, threads: int, device: 
     if args.compile:  # warmed up by a run of the same fitter: the compile is not timed
         fitters["compiled per_view"] = (replace(base_cfg, compile=True), None)
         fitters["compiled calibrated"] = (replace(base_cfg, compile=True, mode="calibrated"), None)
+        fitters["compiled lm per_view"] = (replace(lm, compile=True), None)
+        fitters["compiled lm calibrated"] = (replace(lm, compile=True, mode="calibrated"), None)
         runs += [("Adam per_view, compiled", "compiled per_view", per_view, "per_view"),
-                 ("Adam calibrated, network init, compiled", "compiled calibrated", network, "calibrated")]
+                 ("Adam calibrated, network init, compiled", "compiled calibrated", network, "calibrated"),
+                 ("LM per_view, compiled", "compiled lm per_view", per_view, "per_view"),
+                 ("LM calibrated, network init, compiled", "compiled lm calibrated", network, "calibrated"),
+                 ("LM calibrated, triangulation init, compiled", "compiled lm calibrated", triangulation,
+                  "triangulation")]
     name = f"{body.name} ({body.num_vertices} v)"
     timed = []
     adam: dict[str, float] = {}

@@ -115,9 +115,12 @@ def check_body_values(rotations: Optional[dict[str, Tensor]] = None, **values: O
             inputs need no such check: their matrices are rotations by construction).
         values: ``{name: tensor or None}`` checked for finite values.
 
-    Skipped while differentiating through inputs that require grad: a fitting loop's variables
-    are checked once where the fit starts, not on every evaluation.
+    Skipped while differentiating through inputs that require grad, and inside ``torch.compile``
+    (a data-dependent check would break the graph): a fitting loop's variables are checked once
+    where the fit starts, not on every evaluation.
     """
+    if torch.compiler.is_compiling():
+        return
     given = {k: v for k, v in values.items() if isinstance(v, Tensor) and v.numel()}
     rots = {k: v for k, v in (rotations or {}).items() if v.numel()}
     if torch.is_grad_enabled() and any(t.requires_grad for t in (*given.values(), *rots.values())):

@@ -27,16 +27,22 @@ class MaybeCompiled:
     """``fn`` compiled with ``torch.compile`` on first use with autograd on; ``fn`` itself
     under ``torch.no_grad`` (results, checks: not worth a second compile) and, with a
     ``RuntimeWarning`` naming the cause, for good once compiling fails (no C++ compiler, an
-    unsupported platform). Errors of ``fn`` itself are raised as they are."""
+    unsupported platform). Errors of ``fn`` itself are raised as they are.
 
-    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+    With ``no_grad=True`` the compiled ``fn`` runs under ``torch.no_grad`` as well: for
+    functions that compute their own derivatives (the Levenberg-Marquardt systems of
+    :mod:`mvspin.fitting.lm_models`). A new ``MaybeCompiled`` of another closure of the same
+    code reuses dynamo's compiled graphs (they are cached on the code object)."""
+
+    def __init__(self, fn: Callable[..., Any], name: str, no_grad: bool = False) -> None:
         self.fn = fn
         self.name = name
+        self.no_grad = no_grad
         self.compiled: Optional[Callable[..., Any]] = None
         self.failed = False
 
     def __call__(self, *args: Any) -> Any:
-        if self.failed or not torch.is_grad_enabled():
+        if self.failed or not (self.no_grad or torch.is_grad_enabled()):
             return self.fn(*args)
         if self.compiled is None:
             # Static shapes: one batch shape per fit, and the fastest kernels for it.

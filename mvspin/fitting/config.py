@@ -140,7 +140,8 @@ class SMPLifyConfig:
     code does: the same energy, many times slower; the reference for tests and benchmarks)."""
     compile: bool = False
     """``torch.compile`` the stage energies (``fast`` backend; forward and backward, most of an
-    Adam iteration): a 16 x 4 fit 2-2.5x faster on one CPU thread once compiled, but the compile takes
+    Adam iteration; with ``optimizer="lm"`` each stage's energy, gradient and Gauss-Newton
+    matrix): a 16 x 4 fit 2-2.5x faster on one CPU thread once compiled, but the compile takes
     about 45 s the first time on a machine (about 4 s from inductor's cache) and again for each
     new batch shape, so it pays in training and long fits only (:mod:`mvspin.fitting.compiled`).
     Falls back to eager, with a warning, where compiling fails. Same energy, same minimiser."""
