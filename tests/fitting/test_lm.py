@@ -58,6 +58,70 @@ def test_residual_model_gradient_equals_autograd(problem, free_t):
     torch.testing.assert_close(sys.grad, grad, rtol=1e-7, atol=1e-6 * float(grad.abs().max()))
 
 
+def _dense_gauss_newton(residuals, x, weight, sigma):
+    """Per bundle ``J^T W J`` of the reprojection residuals ``residuals(x) (B, N)`` with autograd's
+    Jacobian and the Geman-McClure reweighting ``W = 2 w (s^2 / (s^2 + r^2))^2``."""
+    r = residuals(x)
+    jac = torch.autograd.functional.jacobian(residuals, x)  # (B, N, B, P)
+    b = x.shape[0]
+    jac = jac[torch.arange(b), :, torch.arange(b)]  # each bundle's own block (B, N, P)
+    s2 = sigma ** 2
+    w = weight * 2 * (s2 / (s2 + r.square())).square()
+    return jac.transpose(1, 2) @ (w[..., None] * jac)
+
+
+def _prior_hessian(fitter, x):
+    p = x.shape[1]
+    grad, hess = torch.zeros(x.shape[0], p, dtype=x.dtype), torch.zeros(x.shape[0], p, p, dtype=x.dtype)
+    lm_models._add_priors(fitter, grad, hess, x[:, :69], x[:, 69:79])
+    return hess
+
+
+@pytest.mark.parametrize("free_t", [False, True])
+def test_gauss_newton_matrix_equals_dense_jacobian_product(problem, free_t):
+    """The residual model's Gauss-Newton matrix equals the reweighted J^T W J of autograd's
+    Jacobian over every residual row, plus the priors' (free and fixed translations)."""
+    body, cap = problem
+    fitter, system, x, _ = _crop_stage2(body, cap, free_t)
+    xy, conf = fitter.prepare_keypoints(cap.crop_keypoints.double())
+    w2 = fitter.stage2_weights(conf)
+    rot0 = cap.estimate.rotmat.double()[:, :, 0]
+    transl = crop_cam_to_translation(cap.estimate.cam.double(), 5000.0, 224)
+    b, v = xy.shape[:2]
+
+    def residuals(z):
+        body_rot, root = fitter.rotations(z[:, :69], z[:, 79:79 + 3 * v].view(b, v, 3), rot0)
+        t = z[:, 79 + 3 * v:].view(b, v, 3) if free_t else transl
+        return (fitter.project_crop(fitter.posed_keypoints(body_rot, z[:, 69:79], root, t)) - xy).flatten(1)
+
+    dense = _dense_gauss_newton(residuals, x, w2.repeat_interleave(2, -1).flatten(1), fitter.config.sigma)
+    ours = system(x).hess - _prior_hessian(fitter, x)
+    torch.testing.assert_close(ours, dense, rtol=1e-9, atol=1e-9 * float(dense.abs().max()))
+
+
+def test_calibrated_gauss_newton_matrix_equals_dense_jacobian_product(problem):
+    body, cap = problem
+    fitter = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated"))
+    data = fitter._calibrated_inputs(cap.keypoints.double(), cap.cameras.to("cpu", torch.float64), None)
+    start = fitter.calibrated_start(data, None)
+    b = data.xy.shape[0]
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([0.1 * torch.randn(b, 69, generator=g, dtype=torch.float64),
+                   0.2 * torch.randn(b, 10, generator=g, dtype=torch.float64),
+                   0.05 * torch.randn(b, 3, generator=g, dtype=torch.float64), start.transl], 1)
+    w2 = fitter.stage2_weights(data.conf)
+    system = lm_models.world_stage2_system(fitter, start.orient, data.project, data.xy, w2, data.fit_mask)
+
+    def residuals(z):
+        body_rot, orient = fitter.rotations(z[:, :69], z[:, 79:82], start.orient)
+        kp = fitter.posed_keypoints(body_rot, z[:, 69:79], orient[:, None], z[:, None, 82:])
+        return (data.project(kp) - data.xy).flatten(1)
+
+    dense = _dense_gauss_newton(residuals, x, w2.repeat_interleave(2, -1).flatten(1), fitter.config.sigma)
+    ours = system(x).hess - _prior_hessian(fitter, x)
+    torch.testing.assert_close(ours, dense, rtol=1e-9, atol=1e-9 * float(dense.abs().max()))
+
+
 def test_calibrated_gradient_equals_autograd(problem):
     body, cap = problem
     fitter = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated"))
