@@ -128,6 +128,9 @@ class OptimConfig:
     """``cosine``: the last step's rate as a fraction of ``lr``."""
     weight_decay: float = 0.0
     """Adam weight decay (SPIN: 0)."""
+    grad_clip: Optional[float] = None
+    """Scale the gradient down to this global L2 norm where it is larger before each step (None:
+    never, as SPIN). The logged ``grad_norm`` is the norm before clipping."""
     batch_size: int = 16
     """Bundles per step over all processes (MV-SPIN: 16 bundles x 4 views = 64 images)."""
     epochs: int = 20
@@ -211,6 +214,8 @@ def validate_train_config(config: TrainConfig, check_files: bool = True) -> None
         raise ConfigError(f"optim.lr_schedule must be 'constant' or 'cosine', got {o.lr_schedule!r}")
     if not 0 <= o.lr_final <= 1:
         raise ConfigError(f"optim.lr_final must be in [0, 1], got {o.lr_final}")
+    if o.grad_clip is not None and not o.grad_clip > 0:
+        raise ConfigError(f"optim.grad_clip must be positive or null, got {o.grad_clip}")
     for name in ("batch_size", "epochs", "checkpoint_every", "log_every"):
         if getattr(o, name) < 1:
             raise ConfigError(f"optim.{name} must be >= 1, got {getattr(o, name)}")

@@ -463,6 +463,10 @@ class _Trainer:
         total.backward()
         grad_norm = torch.sqrt(cast(Tensor, sum((p.grad.detach() ** 2).sum() for p in self.model.parameters()
                                                 if p.grad is not None)))
+        if c.optim.grad_clip is not None and float(grad_norm) > c.optim.grad_clip:
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(c.optim.grad_clip / float(grad_norm))
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(c.optim, self.step, self.total_steps)
         self.optimizer.step()

@@ -88,6 +88,25 @@ def test_cosine_schedule_follows_its_curve_and_resumes_exactly(capture, tmp_path
         tiny_config([capture], **{"optim.lr_final": 2})
 
 
+def test_grad_clip_bounds_the_gradient_adam_sees(capture, tmp_path, monkeypatch):
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        seen.append(float(torch.sqrt(sum((g ** 2).sum() for g in grads))))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    train(tiny_config([capture], **{"optim.max_steps": 2, "optim.grad_clip": 0.5, "fits.enabled": False}),
+          tmp_path / "r")
+    logged = [json.loads(x)["grad_norm"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert len(seen) == 2 and all(n > 0.5 for n in logged)  # the logged norms are before clipping
+    np.testing.assert_allclose(seen, 0.5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="grad_clip"):
+        tiny_config([capture], **{"optim.grad_clip": 0})
+
+
 def test_checkpoint_loads_for_inference_in_spin_layout(capture, tmp_path):
     s = train(tiny_config([capture], **{"optim.max_steps": 1}), tmp_path / "r")
     model, meta = load_regressor_checkpoint(s.checkpoint)
