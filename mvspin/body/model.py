@@ -16,6 +16,7 @@ Inputs accept rotation matrices (``(B, 23, 3, 3)``, ``(B, 3, 3)``) or axis-angle
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 from dataclasses import dataclass
 from functools import cached_property
@@ -105,6 +106,15 @@ ROTATION_TOLERANCE = 1e-3
 round-off after thousands of products stays near 1e-6; a scaled or sheared matrix is far off."""
 
 
+def _is_compiling() -> bool:
+    """Inside ``torch.compile``'s tracing (``torch.compiler.is_compiling`` from torch 2.3; older
+    torch: ``torch._dynamo.is_compiling``)."""
+    check = getattr(torch.compiler, "is_compiling", None)
+    if check is None:
+        check = importlib.import_module("torch._dynamo").is_compiling
+    return bool(check())
+
+
 def check_body_values(rotations: Optional[dict[str, Tensor]] = None, **values: Optional[Tensor]) -> None:
     """Raise :class:`~mvspin.errors.ArgumentError` naming the parameter when a value is NaN or
     infinite, or a matrix given as a rotation is not one (``|R^T R - I|`` or ``|det R - 1|``
@@ -119,7 +129,7 @@ def check_body_values(rotations: Optional[dict[str, Tensor]] = None, **values: O
     (a data-dependent check would break the graph): a fitting loop's variables are checked once
     where the fit starts, not on every evaluation.
     """
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         return
     given = {k: v for k, v in values.items() if isinstance(v, Tensor) and v.numel()}
     rots = {k: v for k, v in (rotations or {}).items() if v.numel()}
