@@ -69,12 +69,16 @@ class SyntheticProtocolConfig:
     """Training config (YAML of TrainConfig) of the full loop; its data.files are replaced."""
     ablation_config: str = str(_REPO_CONFIGS / "ablation_no_fitting.yaml")
     """Training config of the no-fitting ablation; its data.files are replaced."""
-    overrides: list[str] = field(default_factory=lambda: ["optim.max_steps=500", "optim.checkpoint_every=100",
+    overrides: list[str] = field(default_factory=lambda: ["optim.max_steps=3000", "optim.checkpoint_every=250",
                                                           "fits.fitting.compile=true"])
     """key=value overrides applied to both arms' training configs (e.g. optim.max_steps=300).
+    3000 steps: on the validation pair both arms end near 110 mm PA-MPJPE there (the mean pose:
+    195), where 500 steps left them at 155-175; a run takes 20-25 CPU minutes (ablation) to 35
+    (full loop), the whole protocol about 9 CPU hours (``--resume`` continues it).
     The in-loop fits are compiled (``SMPLifyConfig.compile``: the same fits to float rounding;
     ``tools/bench_train.py --settings synthetic_cpu --threads 1``: fitting 0.79 -> 0.26 s, step
-    1.25 -> 0.74 s); the results in docs/ were run before, eagerly."""
+    1.25 -> 0.74 s). The results in docs/ were run with earlier settings
+    (``docs/synthetic_protocol_run.py`` pins them)."""
     train_bundles: int = 1500
     """Training bundles per data seed (6,000 images)."""
     val_bundles: int = 64
