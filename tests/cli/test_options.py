@@ -108,13 +108,13 @@ def test_invalid_values_raise_config_error_named_by_flag():
 
 def test_a_field_named_overrides_keeps_its_values_and_its_default(tmp_path):
     """The Table 7 protocol's ``overrides`` field: its flag, its YAML value and its default are
-    its own, not ``--set``'s (they once shared a name: the protocol ran 1,500 steps instead of 500)."""
+    its own, not ``--set``'s (they once shared a name: the protocol ran the YAML's 1,500 steps instead of its own)."""
     from mvspin.apps.experiment import Table7Config
 
     parser = argparse.ArgumentParser(prog="table7")
     add_config_options(parser, Table7Config)
     default = config_from_args(Table7Config, parser.parse_args(["-o", str(tmp_path / "a")]))
-    assert default.overrides == Table7Config(out=tmp_path / "x").overrides and "optim.max_steps=500" in default.overrides
+    assert default.overrides == Table7Config(out=tmp_path / "x").overrides and "optim.max_steps=3000" in default.overrides
     given = config_from_args(Table7Config, parser.parse_args(
         ["-o", str(tmp_path / "a"), "--overrides", "optim.max_steps=7", "--set", "val_bundles=5"]))
     assert given.overrides == ["optim.max_steps=7"] and given.val_bundles == 5
