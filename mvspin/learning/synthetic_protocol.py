@@ -249,16 +249,16 @@ def _run_arm(arm: str, variant: str, data_seed: int, seed: int, yaml_path: str, 
     train_file = files["train" if variant == "all_3d" else "train_partial_3d"]
     run_dir = out_dir / f"{variant}_{arm}_data{data_seed}_seed{seed}"
     # this protocol's own folder from an earlier run: continued on resume, else started afresh
-    proceed = resume and bool(_checkpoints(run_dir))
-    if run_dir.exists() and not proceed:
+    earlier = _checkpoints(run_dir) if resume else []
+    if run_dir.exists() and not earlier:
         shutil.rmtree(run_dir)
     tc = _train_config(yaml_path, config.overrides, [train_file], seed)
     if tc.fits.enabled and config.static_fit_iterations > 0:
         tc.fits.store = str(_static_fits(tc, train_file, config.static_fit_iterations, log))
     log(f"training {arm} ({variant}, data {data_seed}, seed {seed}) -> {run_dir}"
-        + (f" (continuing from step {_checkpoints(run_dir)[-1][0]})" if proceed else ""))
+        + (f" (continuing from step {earlier[-1][0]})" if earlier else ""))
     start, cpu_start = time.perf_counter(), time.process_time()
-    summary = train(tc, run_dir, resume=proceed)
+    summary = train(tc, run_dir, resume=bool(earlier))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     curve = []
     checkpoints = _checkpoints(run_dir)

@@ -461,12 +461,11 @@ class _Trainer:
                                 f"(terms: {', '.join(f'{k}={float(x):.4g}' for k, x in terms.items())})")
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        grad_norm = torch.sqrt(cast(Tensor, sum((p.grad.detach() ** 2).sum() for p in self.model.parameters()
-                                                if p.grad is not None)))
-        if c.optim.grad_clip is not None and float(grad_norm) > c.optim.grad_clip:
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(c.optim.grad_clip / float(grad_norm))
+        if c.optim.grad_clip is not None:  # returns the norm before clipping (the one logged)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.grad_clip)
+        else:
+            grad_norm = torch.sqrt(cast(Tensor, sum((p.grad.detach() ** 2).sum() for p in self.model.parameters()
+                                                    if p.grad is not None)))
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(c.optim, self.step, self.total_steps)
         self.optimizer.step()

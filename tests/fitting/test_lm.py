@@ -36,20 +36,22 @@ def _crop_stage2(body, cap, stage2_translation=False):
     system = lm_models.crop_stage2_system(fitter, rot[:, :, 0], xy, w2, None if stage2_translation else transl, mask)
     x = torch.cat([pose, betas, d.flatten(1)] + ([transl.flatten(1)] if stage2_translation else []), 1)
 
-    def energy(x):
-        p, bt, dd = x[:, :69], x[:, 69:79], x[:, 79:79 + 3 * v].view(b, v, 3)
+    def project(x):
+        dd = x[:, 79:79 + 3 * v].view(b, v, 3)
         t = x[:, 79 + 3 * v:].view(b, v, 3) if stage2_translation else transl
-        body_rot, root = fitter.rotations(p, dd, rot[:, :, 0])
-        uv = fitter.project_crop(fitter.posed_keypoints(body_rot, bt, root, t))
-        return fitter.stage2_energy(uv, xy, w2, p, bt)
+        body_rot, root = fitter.rotations(x[:, :69], dd, rot[:, :, 0])
+        return fitter.project_crop(fitter.posed_keypoints(body_rot, x[:, 69:79], root, t))
 
-    return fitter, system, x, energy
+    def energy(x):
+        return fitter.stage2_energy(project(x), xy, w2, x[:, :69], x[:, 69:79])
+
+    return fitter, system, x, energy, (project, xy, w2)
 
 
 @pytest.mark.parametrize("free_t", [False, True])
 def test_residual_model_gradient_equals_autograd(problem, free_t):
     body, cap = problem
-    _, system, x, energy = _crop_stage2(body, cap, free_t)
+    _, system, x, energy, _ = _crop_stage2(body, cap, free_t)
     sys = system(x)
     xg = x.clone().requires_grad_(True)
     e = energy(xg)
@@ -82,63 +84,48 @@ def test_gauss_newton_matrix_equals_dense_jacobian_product(problem, free_t):
     """The residual model's Gauss-Newton matrix equals the reweighted J^T W J of autograd's
     Jacobian over every residual row, plus the priors' (free and fixed translations)."""
     body, cap = problem
-    fitter, system, x, _ = _crop_stage2(body, cap, free_t)
-    xy, conf = fitter.prepare_keypoints(cap.crop_keypoints.double())
-    w2 = fitter.stage2_weights(conf)
-    rot0 = cap.estimate.rotmat.double()[:, :, 0]
-    transl = crop_cam_to_translation(cap.estimate.cam.double(), 5000.0, 224)
-    b, v = xy.shape[:2]
-
-    def residuals(z):
-        body_rot, root = fitter.rotations(z[:, :69], z[:, 79:79 + 3 * v].view(b, v, 3), rot0)
-        t = z[:, 79 + 3 * v:].view(b, v, 3) if free_t else transl
-        return (fitter.project_crop(fitter.posed_keypoints(body_rot, z[:, 69:79], root, t)) - xy).flatten(1)
-
-    dense = _dense_gauss_newton(residuals, x, w2.repeat_interleave(2, -1).flatten(1), fitter.config.sigma)
+    fitter, system, x, _, (project, xy, w2) = _crop_stage2(body, cap, free_t)
+    dense = _dense_gauss_newton(lambda z: (project(z) - xy).flatten(1), x, w2.repeat_interleave(2, -1).flatten(1),
+                                fitter.config.sigma)
     ours = system(x).hess - _prior_hessian(fitter, x)
     torch.testing.assert_close(ours, dense, rtol=1e-9, atol=1e-9 * float(dense.abs().max()))
 
 
-def test_calibrated_gauss_newton_matrix_equals_dense_jacobian_product(problem):
-    body, cap = problem
+def _calibrated_stage2(body, cap, seed):
+    """The calibrated stage-2 system at a random point near the start, with its pixels ``project(x)``."""
     fitter = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated"))
     data = fitter._calibrated_inputs(cap.keypoints.double(), cap.cameras.to("cpu", torch.float64), None)
     start = fitter.calibrated_start(data, None)
     b = data.xy.shape[0]
-    g = torch.Generator().manual_seed(5)
+    g = torch.Generator().manual_seed(seed)
     x = torch.cat([0.1 * torch.randn(b, 69, generator=g, dtype=torch.float64),
                    0.2 * torch.randn(b, 10, generator=g, dtype=torch.float64),
                    0.05 * torch.randn(b, 3, generator=g, dtype=torch.float64), start.transl], 1)
     w2 = fitter.stage2_weights(data.conf)
     system = lm_models.world_stage2_system(fitter, start.orient, data.project, data.xy, w2, data.fit_mask)
 
-    def residuals(z):
+    def project(z):
         body_rot, orient = fitter.rotations(z[:, :69], z[:, 79:82], start.orient)
-        kp = fitter.posed_keypoints(body_rot, z[:, 69:79], orient[:, None], z[:, None, 82:])
-        return (data.project(kp) - data.xy).flatten(1)
+        return data.project(fitter.posed_keypoints(body_rot, z[:, 69:79], orient[:, None], z[:, None, 82:]))
 
-    dense = _dense_gauss_newton(residuals, x, w2.repeat_interleave(2, -1).flatten(1), fitter.config.sigma)
+    return fitter, data, system, x, w2, project
+
+
+def test_calibrated_gauss_newton_matrix_equals_dense_jacobian_product(problem):
+    body, cap = problem
+    fitter, data, system, x, w2, project = _calibrated_stage2(body, cap, seed=5)
+    dense = _dense_gauss_newton(lambda z: (project(z) - data.xy).flatten(1), x,
+                                w2.repeat_interleave(2, -1).flatten(1), fitter.config.sigma)
     ours = system(x).hess - _prior_hessian(fitter, x)
     torch.testing.assert_close(ours, dense, rtol=1e-9, atol=1e-9 * float(dense.abs().max()))
 
 
 def test_calibrated_gradient_equals_autograd(problem):
     body, cap = problem
-    fitter = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated"))
-    data = fitter._calibrated_inputs(cap.keypoints.double(), cap.cameras.to("cpu", torch.float64), None)
-    start = fitter.calibrated_start(data, None)
-    b = data.xy.shape[0]
-    g = torch.Generator().manual_seed(4)
-    pose = 0.1 * torch.randn(b, 69, generator=g, dtype=torch.float64)
-    x = torch.cat([pose, 0.2 * torch.randn(b, 10, generator=g, dtype=torch.float64),
-                   0.05 * torch.randn(b, 3, generator=g, dtype=torch.float64), start.transl], 1)
-    w2 = fitter.stage2_weights(data.conf)
-    system = lm_models.world_stage2_system(fitter, start.orient, data.project, data.xy, w2, data.fit_mask)
+    fitter, data, system, x, w2, project = _calibrated_stage2(body, cap, seed=4)
 
     def energy(x):
-        body_rot, orient = fitter.rotations(x[:, :69], x[:, 79:82], start.orient)
-        kp = fitter.posed_keypoints(body_rot, x[:, 69:79], orient[:, None], x[:, None, 82:])
-        return fitter.stage2_energy(data.project(kp), data.xy, w2, x[:, :69], x[:, 69:79]) * data.fit_mask
+        return fitter.stage2_energy(project(x), data.xy, w2, x[:, :69], x[:, 69:79]) * data.fit_mask
 
     xg = x.clone().requires_grad_(True)
     e = energy(xg)
@@ -152,7 +139,7 @@ def test_step_equals_dense_gauss_newton(problem):
     """The first LM step equals a float64 dense reweighted Gauss-Newton step with Marquardt damping
     built from autograd's Jacobian of the stacked residuals."""
     body, cap = problem
-    fitter, system, x, energy = _crop_stage2(body, cap)
+    fitter, system, x, energy, _ = _crop_stage2(body, cap)
     b, v = x.shape[0], 2
     xy, conf = fitter.prepare_keypoints(cap.crop_keypoints.double())
     w2 = fitter.stage2_weights(conf)
@@ -269,7 +256,7 @@ def test_pose_blend_shapes_use_the_exact_autograd_jacobian(tmp_path):
     small = BodyModel.free("low")
     cap = make_capture(small, sample_bodies(small, 2, torch.Generator().manual_seed(0)), 2, seed=1,
                        options=SyntheticOptions())
-    _, system, x, energy = _crop_stage2(smpl, cap)
+    _, system, x, energy, _ = _crop_stage2(smpl, cap)
     xg = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(energy(xg).sum(), xg)
     torch.testing.assert_close(system(x).grad, grad, rtol=1e-7, atol=1e-6 * float(grad.abs().max()))
