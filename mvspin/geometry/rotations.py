@@ -269,7 +269,9 @@ def so3_mean(
         weights: optional non-negative weights, broadcastable to ``R.shape[:-2]``
             (e.g. ``(B, V, J)`` or ``(B, V, 1)`` for ``R`` of shape ``(B, V, J, 3, 3)``).
         dim: the axis of ``R`` to average over (a leading axis, not one of the last two).
-        iterations: number of Karcher steps after the chordal initialisation.
+        iterations: the most Karcher steps after the chordal initialisation; it stops earlier
+            once no step exceeds 16 machine epsilons of the dtype (converged: from the chordal
+            start, three steps reach float32 precision for views 0.3 rad apart).
 
     Returns:
         mean rotations of shape ``R.shape`` without axis ``dim``.
@@ -313,10 +315,13 @@ def so3_mean(
         mean = torch.where(has_weight[..., None, None], _project_to_so3(chordal), eye)
 
     # Groups without weight get w_hat = 0, hence a zero step: they stay at the identity.
+    tol = 16 * torch.finfo(R.dtype).eps
     for _ in range(iterations):
         relative = mean.unsqueeze(-3).transpose(-1, -2) @ Rn  # (..., N, 3, 3)
         step = (w_hat.unsqueeze(-1) * rotation_matrix_to_axis_angle(relative)).sum(dim=-2)
         mean = mean @ axis_angle_to_matrix(step)
+        if step.numel() == 0 or float(step.detach().abs().amax()) <= tol:
+            break  # converged; further steps change nothing but cost (each one a log and an exp)
     return mean
 
 

@@ -84,13 +84,24 @@ def test_compiled_calibrated_fit_is_the_eager_fit(body, capture):
 
 def test_compiled_lm_systems_give_the_eager_lm_fit(body, capture):
     # with optimizer="lm" the compiled functions are the stage systems (energy, gradient and
-    # Gauss-Newton matrix, run under no_grad); the same minimum to float32 rounding
+    # Gauss-Newton matrix, run under no_grad): equal to the eager systems at the same point to
+    # float32 rounding, and the same minimum
     pytest.importorskip("torch._inductor")
+    import mvspin.fitting.engine as engine
+
     kp, est = _inputs(capture)
     # run to convergence (rounding changes which trial steps are accepted on the way)
     cfg = replace(SHORT, optimizer="lm", stage1_iterations=60, stage2_iterations=60, lm_stage1_iterations=60,
                   lm_stage2_iterations=60)
-    eager = MVSMPLify(body, cfg).fit_per_view(kp, est)
+    systems = {}
+    real_lm = engine.levenberg_marquardt
+
+    def keep_systems(key):
+        def lm(evaluate, x0, *args, **kwargs):
+            systems.setdefault(key, []).append((evaluate, x0.clone()))
+            return real_lm(evaluate, x0, *args, **kwargs)
+        return lm
+
     calls = []
     real_compile = torch.compile
 
@@ -99,11 +110,24 @@ def test_compiled_lm_systems_give_the_eager_lm_fit(body, capture):
         return real_compile(fn, **kwargs)
 
     with warnings.catch_warnings(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "levenberg_marquardt", keep_systems("eager"))
+        eager = MVSMPLify(body, cfg).fit_per_view(kp, est)
         warnings.simplefilter("error", RuntimeWarning)
         mp.setattr(torch, "compile", counting_compile)
+        mp.setattr(engine, "levenberg_marquardt", keep_systems("compiled"))
         compiled = MVSMPLify(body, replace(cfg, compile=True)).fit_per_view(kp, est)
     assert len(calls) == 2  # the LM systems of stage 1 and stage 2
-    torch.testing.assert_close(compiled.energy, eager.energy, rtol=1e-4, atol=1e-2)
-    # the minimum is flat along a few joint rotations (a spine twist moves no keypoint much)
-    torch.testing.assert_close(compiled.body_pose, eager.body_pose, rtol=0, atol=1e-2)
-    torch.testing.assert_close(compiled.betas, eager.betas, rtol=0, atol=1e-2)
+    for (eager_system, x), (compiled_system, _) in zip(systems["eager"], systems["compiled"]):
+        with torch.no_grad():
+            e, c = eager_system(x), compiled_system(x)  # both stages, at the eager start of each
+        for name in ("energy", "grad", "hess"):
+            a, b = getattr(e, name), getattr(c, name)
+            assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max()), name
+    # The minimum is flat: the two fits' paths part by rounding, and their ends differ by up to
+    # 2e-4 of the energy either way (measured: eager lower on one bundle, compiled on another).
+    torch.testing.assert_close(compiled.energy, eager.energy, rtol=5e-4, atol=1e-2)
+    # The minimum is flat along a few joint rotations (a collar or spine twist moves no keypoint
+    # much: poses part there by up to 0.05), so the fits are compared where the data see them.
+    torch.testing.assert_close(compiled.reprojection_error, eager.reprojection_error, rtol=0, atol=0.02)
+    torch.testing.assert_close(compiled.view_reprojection_error, eager.view_reprojection_error, rtol=0, atol=0.05)
+    torch.testing.assert_close(compiled.betas, eager.betas, rtol=0, atol=2e-2)

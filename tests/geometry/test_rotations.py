@@ -233,6 +233,25 @@ def test_so3_mean_weights(device):
     torch.testing.assert_close(so3_mean(samples[:0]), eye, atol=0, rtol=0)
 
 
+def test_so3_mean_stops_once_converged(monkeypatch):
+    """The Karcher loop stops when its steps reach the dtype's precision: a converged mean
+    (its residual vanishes, checked with scipy's log map) in a few log maps, not the cap."""
+    import mvspin.geometry.rotations as rotations
+
+    center = Rotation.from_rotvec([0.4, 1.1, -0.7]).as_matrix()
+    samples = np.stack([_noisy_copies(center, 4, 17.0, seed=s) for s in range(20)])  # (20, 4, 3, 3)
+    calls = []
+    original = rotations.rotation_matrix_to_axis_angle
+    monkeypatch.setattr(rotations, "rotation_matrix_to_axis_angle", lambda m: calls.append(1) or original(m))
+    for dtype, tol in ((torch.float64, 1e-13), (torch.float32, 2e-6)):
+        calls.clear()
+        mean = so3_mean(torch.as_tensor(samples, dtype=dtype), iterations=50).double().numpy()
+        assert 1 < len(calls) < 10  # converged and stopped, not 50 steps
+        for m, group in zip(mean, samples):
+            residual = Rotation.from_matrix(m.T @ group).as_rotvec().mean(axis=0)
+            assert np.abs(residual).max() < tol
+
+
 def test_so3_mean_view_axis_and_broadcast_weights(device):
     dtype = torch.float64
     B, V, J = 2, 4, 3
