@@ -16,7 +16,6 @@ Inputs accept rotation matrices (``(B, 23, 3, 3)``, ``(B, 3, 3)``) or axis-angle
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 from dataclasses import dataclass
 from functools import cached_property
@@ -34,6 +33,7 @@ from mvspin.body.model_files import BodyModelFilesError
 from mvspin.body.points import BLAZEPOSE_DERIVED, DERIVED_POINTS, KeypointMap, KeypointSetUnavailable, PointSources
 from mvspin.body.priors import FreePosePrior, GMMPosePrior
 from mvspin.errors import ArgumentError, ShapeError, check_shape
+from mvspin.geometry.products import is_compiling, matmul3
 from mvspin.geometry.rotations import axis_angle_to_matrix, closed_form_backward_applies, so3_right_jacobian
 
 __all__ = ["BodyModel", "BodyOutput", "check_body_values"]
@@ -106,15 +106,6 @@ ROTATION_TOLERANCE = 1e-3
 round-off after thousands of products stays near 1e-6; a scaled or sheared matrix is far off."""
 
 
-def _is_compiling() -> bool:
-    """Inside ``torch.compile``'s tracing (``torch.compiler.is_compiling`` from torch 2.3; older
-    torch: ``torch._dynamo.is_compiling``)."""
-    check = getattr(torch.compiler, "is_compiling", None)
-    if check is None:
-        check = importlib.import_module("torch._dynamo").is_compiling
-    return bool(check())
-
-
 def check_body_values(rotations: Optional[dict[str, Tensor]] = None, **values: Optional[Tensor]) -> None:
     """Raise :class:`~mvspin.errors.ArgumentError` naming the parameter when a value is NaN or
     infinite, or a matrix given as a rotation is not one (``|R^T R - I|`` or ``|det R - 1|``
@@ -129,7 +120,7 @@ def check_body_values(rotations: Optional[dict[str, Tensor]] = None, **values: O
     (a data-dependent check would break the graph): a fitting loop's variables are checked once
     where the fit starts, not on every evaluation.
     """
-    if _is_compiling():
+    if is_compiling():
         return
     given = {k: v for k, v in values.items() if isinstance(v, Tensor) and v.numel()}
     rots = {k: v for k, v in (rotations or {}).items() if v.numel()}
@@ -861,8 +852,9 @@ class _CanonicalKeypoints(torch.autograd.Function):
 
 
 def _mat3(a: Tensor, b: Tensor) -> Tensor:
-    """Batched 3x3 @ 3x3 (see :meth:`BodyModel._canonical` for why matmul)."""
-    return torch.matmul(a, b)
+    """Batched 3x3 @ 3x3 (:func:`~mvspin.geometry.products.matmul3`: matmul eagerly, see
+    :meth:`BodyModel._canonical`; fused inside ``torch.compile``)."""
+    return matmul3(a, b)
 
 
 def _skew_times(a: Tensor, m: Tensor) -> Tensor:
@@ -882,7 +874,7 @@ def _skew(v: Tensor) -> Tensor:
 
 def _mat3vec(a: Tensor, v: Tensor) -> Tensor:
     """Batched 3x3 @ 3-vector."""
-    return torch.matmul(a, v.unsqueeze(-1)).squeeze(-1)
+    return matmul3(a, v.unsqueeze(-1)).squeeze(-1)
 
 
 def _strict_ancestors(parents: tuple[int, ...]) -> Tensor:

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from mvspin.body import angle_prior_gauss_newton
-from mvspin.body.model import _is_compiling
 from mvspin.fitting.lm import LMSystem, crop_projection_jacobian, robust_system, skew
 from mvspin.geometry import axis_angle_to_matrix, so3_right_jacobian
+from mvspin.geometry.products import matmul3
 
 if TYPE_CHECKING:
     from mvspin.fitting.engine import FittingEngine
@@ -125,21 +125,11 @@ def _posed(lin: BodyLinearisation, rot: Tensor, transl: Tensor) -> tuple[Tensor,
     return rq, rq + lin.s[:, None] * (lin.pelvis[:, None] + transl)[:, :, None]
 
 
-def _mm3(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b`` for a product over 3 (``a (..., n, 3)``, ``b (..., 3, k)``, broadcast). Inside
-    ``torch.compile`` as a broadcast multiply and sum, which inductor fuses into the kernels
-    around it: as ``bmm`` each of these tiny products is a library call of its own (36 of them
-    per per-view stage-2 evaluation, a third of its time on one CPU thread)."""
-    if _is_compiling():
-        return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
-    return a @ b
-
-
 def _root_columns(a: Tensor, rq: Tensor, d: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
     """Residual columns ``(B, V, M, c, 3)`` of the root's axis-angle ``d (B, V, 3)`` and of the
     translation, through the residual's derivative ``a (B, V, M, c, 3)`` by the keypoint."""
     jl = so3_right_jacobian(-d)  # left Jacobian: exp(d + e) = exp(J_l(d) e) exp(d)
-    j_d = -_mm3(_mm3(a, skew(rq)), jl[:, :, None])
+    j_d = -matmul3(matmul3(a, skew(rq)), jl[:, :, None])
     return j_d, a * s[:, None, None]
 
 
@@ -154,9 +144,9 @@ def _per_view(j: Tensor) -> Tensor:
 def _body_columns(a: Tensor, rot: Tensor, lin: BodyLinearisation) -> Tensor:
     """``(B, V, M, c, 69 + nb)`` residual columns of the shared pose and betas."""
     assert lin.j_pose is not None and lin.j_betas is not None and lin.d_pelvis is not None
-    ar = _mm3(a, rot[:, :, None])
-    j_pose = _mm3(ar, lin.j_pose[:, None])
-    j_betas = _mm3(ar, lin.j_betas[:, None]) + _mm3(a, lin.s[:, None, None] * lin.d_pelvis)
+    ar = matmul3(a, rot[:, :, None])
+    j_pose = matmul3(ar, lin.j_pose[:, None])
+    j_betas = matmul3(ar, lin.j_betas[:, None]) + matmul3(a, lin.s[:, None, None] * lin.d_pelvis)
     return torch.cat([j_pose, j_betas], -1)
 
 
