@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from mvspin.body.keypoint_sets import SMPL_JOINT_NAMES
 from mvspin.body.safe_pickle import load_restricted_pickle
 from mvspin.errors import ShapeError, check_shape
+from mvspin.geometry.products import is_compiling
 
 __all__ = ["GMMPosePrior", "FreePosePrior", "angle_prior", "angle_prior_gauss_newton", "shape_prior", "JOINT_LIMITS_DEG"]
 
@@ -221,6 +222,10 @@ _ANGLE_PRIOR_TENSORS: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tenso
 
 def _angle_prior_tensors(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
     """The elbow/knee indices and signs as tensors, made once per dtype and device."""
+    if is_compiling():  # constants of the graph: a lookup in the cache would be guarded, and its
+        # first use (the key missing while tracing, present after) recompiled the whole energy
+        return (torch.tensor(_ANGLE_PRIOR_INDEX, device=device),
+                torch.tensor(_ANGLE_PRIOR_SIGN, dtype=dtype, device=device))
     key = (dtype, device)
     if key not in _ANGLE_PRIOR_TENSORS:
         _ANGLE_PRIOR_TENSORS[key] = (torch.tensor(_ANGLE_PRIOR_INDEX, device=device),

@@ -131,3 +131,22 @@ def test_compiled_lm_systems_give_the_eager_lm_fit(body, capture):
     torch.testing.assert_close(compiled.reprojection_error, eager.reprojection_error, rtol=0, atol=0.02)
     torch.testing.assert_close(compiled.view_reprojection_error, eager.view_reprojection_error, rtol=0, atol=0.05)
     torch.testing.assert_close(compiled.betas, eager.betas, rtol=0, atol=2e-2)
+
+
+def test_a_compiled_lm_fit_compiles_each_system_once(body, capture):
+    # a guarded lookup inside the energy (a cache filled on first use) recompiled the whole stage
+    # on its second call: no recompile may happen within a fit, from a fresh start
+    pytest.importorskip("torch._inductor")
+    import torch._dynamo
+
+    from mvspin.body import priors
+
+    kp, est = _inputs(capture)
+    cfg = replace(SHORT, optimizer="lm", compile=True)
+    torch._dynamo.reset()
+    priors._ANGLE_PRIOR_TENSORS.clear()
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as mp:
+        warnings.simplefilter("error", RuntimeWarning)  # a recompile raises, and MaybeCompiled would warn
+        mp.setattr(torch._dynamo.config, "error_on_recompile", True)
+        result = MVSMPLify(body, cfg).fit_per_view(kp, est)
+    assert bool(result.fitted.all())
