@@ -38,6 +38,7 @@ __all__ = [
     "OutputGroup",
     "IncompleteWriteError",
     "remove_stale_temporaries",
+    "remove_own_temporaries",
     "TEMPORARY_MARK",
     "OutputLocationError",
     "check_output_location",
@@ -220,6 +221,34 @@ def remove_stale_temporaries(folder: str | os.PathLike, now: Optional[float] = N
                 removed.append(Path(entry.path))
         except OSError:  # vanished meanwhile, or not ours to delete
             continue
+    return removed
+
+
+def remove_own_temporaries() -> list[Path]:
+    """Delete the temporary files of this process in every folder it made one in; returns them.
+
+    For an interrupt's clean-up: a signal can land between a temporary's creation and the code
+    that registers it for deletion (``tempfile.mkstemp`` has returned, the name is not yet in an
+    :class:`OutputGroup`), and then nothing else would remove it. Temporary folders are left to
+    :func:`atomic_folder` (mid-replacement one may hold the only complete copy)."""
+    with _cleaned_lock:
+        folders = sorted(_cleaned)
+    pid, removed = str(os.getpid()), []
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            match = _TMP_RE.match(entry.name)
+            if match is None or match["pid"] != pid or match["host"] != _HOST:
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+            except OSError:  # vanished meanwhile
+                continue
     return removed
 
 

@@ -214,6 +214,24 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (live, foreign_new, *not_ours))
 
 
+def test_own_temporaries_go_on_an_interrupt_even_when_nothing_registered_them(tmp_path):
+    # a signal between mkstemp and the OutputGroup's bookkeeping left an orphan that "partial
+    # outputs were removed" did not remove: the interrupt's clean-up finds it by its pid
+    from mvspin import atomic
+    from mvspin.atomic import remove_own_temporaries, temporary_path_for
+
+    orphan = temporary_path_for(tmp_path / "meshes" / "subject0_000000.obj")  # registers its folder
+    other_process = orphan.parent / f".x.obj.{TEMPORARY_MARK}.{_dead_pid()}@{atomic._HOST}.abcd.obj"
+    other_process.write_bytes(b"x")
+    final = orphan.parent / "subject0_000001.obj"
+    final.write_bytes(b"v 0 0 0\n")
+    folder_tmp = orphan.parent / f".y.{TEMPORARY_MARK}.{os.getpid()}@{atomic._HOST}.efgh"
+    folder_tmp.mkdir()  # a temporary folder may hold the only complete copy: left to atomic_folder
+    removed = remove_own_temporaries()  # (other tests' folders are registered in this process too)
+    assert [p for p in removed if p.parent == orphan.parent] == [orphan]
+    assert sorted(p.name for p in orphan.parent.iterdir()) == sorted([other_process.name, final.name, folder_tmp.name])
+
+
 def test_stale_temporary_folders_go_only_while_their_final_folder_exists(tmp_path):
     """A killed ``atomic_folder`` leaves a temporary folder: removed by the next folder write when
     the final folder exists; kept when it does not (the only complete copy, mid-replacement)."""
@@ -247,3 +265,25 @@ def test_first_write_into_a_folder_cleans_it(tmp_path):
 def test_temporary_names_are_recognisable(tmp_path):
     tmp = temporary_path_for(tmp_path / "mesh.ply")
     assert tmp.name.startswith(f".mesh.ply.{TEMPORARY_MARK}.{os.getpid()}@") and tmp.suffix == ".ply"
+
+
+def test_the_cli_removes_an_unregistered_temporary_on_an_interrupt(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from mvspin.atomic import temporary_path_for
+    from mvspin.cli import main as cli_main
+
+    made = []
+
+    def interrupted_command(args):
+        made.append(temporary_path_for(tmp_path / "out" / "mesh.obj"))  # created, never registered
+        raise KeyboardInterrupt
+
+    class Parser:
+        def parse_args(self, argv):
+            return argparse.Namespace(command="fit-rig", verbose=False, run=interrupted_command)
+
+    monkeypatch.setattr(cli_main, "build_parser", lambda: Parser())
+    assert cli_main.main(["fit-rig"]) == 130
+    assert "interrupted (SIGINT); partial outputs were removed" in capsys.readouterr().err
+    assert made and not made[0].exists() and list((tmp_path / "out").iterdir()) == []

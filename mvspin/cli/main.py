@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any, Callable, Optional, Sequence
 
+from mvspin.atomic import remove_own_temporaries
 from mvspin.cli.signals import Interrupted, SignalGuard, signal_name
 from mvspin.errors import MvspinError
 
@@ -112,6 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             guard.count = max(guard.count, 1)  # from here on a signal does not interrupt the exit
             guard.ignore_after = argv is None  # a real command line: the process ends now
             signum = err.signum if isinstance(err, Interrupted) else int(signal.SIGINT)
+            # a temporary whose creation the signal interrupted before anything registered it
+            remove_own_temporaries()
             print(f"{command}: interrupted ({signal_name(signum)}); partial outputs were removed",
                   file=sys.stderr)
             return 128 + signum
