@@ -192,7 +192,7 @@ def crop_stage1_system(engine: "FittingEngine", lin: BodyLinearisation, orient0:
 
     def system(x: Tensor) -> LMSystem:
         d, t = x[:, :3 * v].view(b, v, 3), x[:, 3 * v:].view(b, v, 3)
-        rot = axis_angle_to_matrix(d) @ orient0
+        rot = matmul3(axis_angle_to_matrix(d), orient0)
         rq, kp = _posed(lin, rot, t)
         uv = engine.project_crop(kp)
         energy = engine.stage1_reprojection(uv, xy, w1) + engine.depth_anchor(t, transl0, view_weight)
@@ -223,7 +223,7 @@ def crop_stage2_system(engine: "FittingEngine", orient0: Tensor, xy: Tensor, w2:
         d = x[:, 69 + nb:69 + nb + 3 * v].view(b, v, 3)
         t = x[:, 69 + nb + 3 * v:].view(b, v, 3) if transl is None else transl
         lin = linearise_body(engine, pose, betas)
-        rot = axis_angle_to_matrix(d) @ orient0
+        rot = matmul3(axis_angle_to_matrix(d), orient0)
         rq, kp = _posed(lin, rot, t)
         uv = engine.project_crop(kp)
         energy = engine.stage2_energy(uv, xy, w2, pose, betas)
@@ -263,7 +263,7 @@ def world_stage1_system(engine: "FittingEngine", lin: BodyLinearisation, orient0
 
     def system(x: Tensor) -> LMSystem:
         d, t = x[:, None, :3], x[:, None, 3:]
-        rot = axis_angle_to_matrix(d) @ orient0[:, None]
+        rot = matmul3(axis_angle_to_matrix(d), orient0[:, None])
         rq, kp = _posed(lin, rot, t)
         uv, a = _projection_jacobian(project, kp[:, 0])
         energy = engine.stage1_reprojection(uv, xy, w1)
@@ -279,7 +279,7 @@ def _world_body(engine: "FittingEngine", x: Tensor, orient0: Tensor) -> tuple[Te
     nb = engine.body.num_betas
     pose, betas, d, t = x[:, :69], x[:, 69:69 + nb], x[:, None, 69 + nb:72 + nb], x[:, None, 72 + nb:]
     lin = linearise_body(engine, pose, betas)
-    rot = axis_angle_to_matrix(d) @ orient0[:, None]
+    rot = matmul3(axis_angle_to_matrix(d), orient0[:, None])
     rq, kp = _posed(lin, rot, t)
     return pose, betas, d, rot, lin, rq, kp
 

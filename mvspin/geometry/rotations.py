@@ -226,7 +226,8 @@ def so3_right_jacobian(axis_angle: Tensor) -> Tensor:
     zero = torch.zeros_like(x)
     skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).view(*axis_angle.shape[:-1], 3, 3)
     eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
-    return eye - b * skew + c * (skew @ skew)
+    skew2 = axis_angle[..., :, None] * axis_angle[..., None, :] - t2 * eye  # [v]x^2 = v v^T - |v|^2 I
+    return eye - b * skew + c * skew2
 
 
 def _project_to_so3(M: Tensor) -> Tensor:
