@@ -76,8 +76,8 @@ class SyntheticProtocolConfig:
     195), where 500 steps left them at 155-175; a run takes 20-25 CPU minutes (ablation) to 35
     (full loop), the whole protocol about 9 CPU hours (``--resume`` continues it).
     The in-loop fits are compiled (``SMPLifyConfig.compile``: the same fits to float rounding;
-    ``tools/bench_train.py --settings synthetic_cpu --threads 1``: fitting 0.79 -> 0.26 s, step
-    1.25 -> 0.74 s). The results in docs/ were run with earlier settings
+    ``tools/bench_train.py --settings synthetic_cpu --threads 1 [--compile]``: fitting 0.46 ->
+    0.16 s, step 0.87 -> 0.57 s). The results in docs/ were run with earlier settings
     (``docs/synthetic_protocol_run.py`` pins them)."""
     train_bundles: int = 1500
     """Training bundles per data seed (6,000 images)."""
