@@ -14,9 +14,10 @@ the fitting tests: 1000x1000 px, focal 1000 px, 2 px noise, 10% dropped):
   on) and with the batched Levenberg-Marquardt solver (``optimizer="lm"``: at most
   ``lm_stage1_iterations`` + ``lm_stage2_iterations`` steps, per-bundle convergence);
 
-each timed as the median of --repeats runs after one warm-up (Adam with a fixed iteration count,
-early stopping off), for every thread count of --threads; the ratio column is each row's time
-over Adam's in the same mode, measured in the same process (meaningful on a shared machine).
+each timed as the median of --repeats rounds after one warm-up (Adam with a fixed iteration count,
+early stopping off; every row runs once per round, in turn, so the machine's drift touches all
+rows alike), for every thread count of --threads; the ratio column is each row's time over
+Adam's in the same mode, measured in the same process (meaningful on a shared machine).
 With --lbfgs-reach, also L-BFGS's stage-2 iterations and time until its energy reaches Adam's.
 With --no-baseline, the baseline is skipped. With --compile, also Adam with ``SMPLifyConfig.compile`` (torch.compile'd model keypoints),
 warmed up by a run of the same fitter, so the one-off compile is not in the time.
@@ -38,7 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from _bench import median_time  # noqa: E402  (tools/ is on sys.path when run as a script)
+from _bench import interleaved_median_times  # noqa: E402  (tools/ is on sys.path when run as a script)
+
 from mvspin.body import BodyModel  # noqa: E402
 from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, sample_bodies  # noqa: E402
 from mvspin.fitting import MVSMPLify, MVSMPLifyConfig  # noqa: E402
@@ -147,17 +149,22 @@ def _bench_resolution(args: argparse.Namespace, res: str, threads: int, device: 
                  ("LM calibrated, triangulation init, compiled", "compiled lm calibrated", triangulation,
                   "triangulation")]
     name = f"{body.name} ({body.num_vertices} v)"
-    timed = []
-    adam: dict[str, float] = {}
+    fns, warm_ups, last = {}, {}, {}
     for method, key, call, group in runs:
         cfg, warm_cfg = fitters[key]
         fitter = MVSMPLify(body, cfg)
         warm = fitter if warm_cfg is None else MVSMPLify(body, warm_cfg)
-        last: dict[str, object] = {}
-        t = median_time(lambda: last.update(result=call(fitter)), args.repeats, warm_up=lambda: call(warm))
+        fns[method] = lambda f=fitter, c=call, m=method: last.update({m: c(f)})
+        warm_ups[method] = lambda w=warm, c=call: c(w)
+    # every row timed in turn within each round: the machine's drift touches all rows alike
+    medians = interleaved_median_times(fns, args.repeats, warm_ups)
+    timed = []
+    adam: dict[str, float] = {}
+    for method, _, _, group in runs:
+        t = medians[method]
         if method.startswith("Adam") and group not in adam:
             adam[group] = t
-        timed.append((method, t, last["result"], group))
+        timed.append((method, t, last[method], group))
     t_base = timed[0][1] if not args.no_baseline else float("nan")
     rows = []
     for method, t, r, group in timed:
