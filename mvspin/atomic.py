@@ -180,6 +180,16 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _temporaries(folder: Path) -> list[tuple[os.DirEntry, re.Match]]:
+    """The entries of ``folder`` named as mvspin temporaries, with their name's parts (none when
+    the folder cannot be read)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    return [(entry, match) for entry in entries if (match := _TMP_RE.match(entry.name)) is not None]
+
+
 def remove_stale_temporaries(folder: str | os.PathLike, now: Optional[float] = None) -> list[Path]:
     """Delete mvspin temporaries in ``folder`` left by processes that no longer run.
 
@@ -195,14 +205,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, now: Optional[float] = N
     folder = Path(folder)
     now = time.time() if now is None else now
     removed: list[Path] = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        match = _TMP_RE.match(entry.name)
-        if match is None:
-            continue
+    for entry, match in _temporaries(folder):
         try:
             is_folder = entry.is_dir(follow_symlinks=False)
             if not (is_folder or entry.is_file(follow_symlinks=False)):
@@ -235,13 +238,8 @@ def remove_own_temporaries() -> list[Path]:
         folders = sorted(_cleaned)
     pid, removed = str(os.getpid()), []
     for folder in folders:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            match = _TMP_RE.match(entry.name)
-            if match is None or match["pid"] != pid or match["host"] != _HOST:
+        for entry, match in _temporaries(Path(folder)):
+            if match["pid"] != pid or match["host"] != _HOST:
                 continue
             try:
                 if entry.is_file(follow_symlinks=False):

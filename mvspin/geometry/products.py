@@ -17,20 +17,20 @@ from torch import Tensor
 __all__ = ["is_compiling", "matmul3"]
 
 
+# torch.compiler.is_compiling from torch 2.3; older torch: torch._dynamo.is_compiling (resolved
+# once: matmul3 runs in every eager fitting iteration)
+_IS_COMPILING = getattr(torch.compiler, "is_compiling", None) or importlib.import_module("torch._dynamo").is_compiling
+
+
 def is_compiling() -> bool:
-    """Inside ``torch.compile``'s tracing (``torch.compiler.is_compiling`` from torch 2.3; older
-    torch: ``torch._dynamo.is_compiling``)."""
-    check = getattr(torch.compiler, "is_compiling", None)
-    if check is None:
-        check = importlib.import_module("torch._dynamo").is_compiling
-    return bool(check())
+    """Inside ``torch.compile``'s tracing."""
+    return bool(_IS_COMPILING())
 
 
 def matmul3(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` for ``a (..., n, 3)`` and ``b (..., 3, k)`` (batch dimensions broadcast):
-    ``torch.matmul`` eagerly, a broadcast multiply-and-sum inside ``torch.compile``."""
-    if a.shape[-1] != 3 or b.shape[-2] != 3:
-        raise ValueError(f"matmul3: expected (..., n, 3) @ (..., 3, k), got {tuple(a.shape)} @ {tuple(b.shape)}")
-    if is_compiling():
+    ``torch.matmul`` eagerly, a broadcast multiply-and-sum inside ``torch.compile`` (correct for
+    any inner size, meant for 3: larger products belong to the library's GEMM)."""
+    if _IS_COMPILING():
         return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
     return torch.matmul(a, b)
