@@ -6,9 +6,12 @@ Each row fits the same batches (B bundles x V views per seed; the fitting tests'
 1000x1000 px, focal 1000 px, 2 px noise, 10% of keypoints dropped, the network estimate the
 truth perturbed by 6 degrees per joint) and prints the mean final energy, MPJPE and PA-MPJPE
 (mm; :func:`mvspin.fitting.evaluation.fit_pose_errors`: per-view fits in each view's crop
-camera, calibrated fits in the world) and seconds per batch. ``start`` is the network estimate
-itself (no iteration), ``truth`` the energy at the ground truth (both modes' energies are
-evaluated by a 0-iteration fit from an exact estimate).
+camera, calibrated fits in the world) and seconds per batch. ``start`` is the fits' start itself
+(no iteration), ``truth`` the energy at the ground truth (both modes' energies are evaluated by
+a 0-iteration fit from an exact estimate). ``--start`` picks where the fits begin: the simulated
+network estimate (``network``), the body model's mean parameters in every view (``mean``,
+per-view mode: ``fit-dataset`` without a network) or triangulated keypoints (``triangulation``,
+calibrated mode: ``fit-rig``'s key frames, ``fit-dataset`` without a network).
 
 It answers whether a solver that reaches a lower energy fits better bodies: where Adam run for
 longer and LM both reach lower energies than Adam 100 + 100 with larger errors, and the truth's
@@ -19,6 +22,7 @@ Seeds: ``--seeds`` picks the batches. 100-199 are a validation range (for choosi
 report with others (e.g. 500-502).
 
     python tools/fit_accuracy.py --mode per_view --seeds 500 501 502
+    python tools/fit_accuracy.py --mode calibrated --start triangulation
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from mvspin.body import BodyModel  # noqa: E402
 from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, sample_bodies  # noqa: E402
 from mvspin.fitting import MVSMPLify, MVSMPLifyConfig  # noqa: E402
 from mvspin.fitting.evaluation import fit_pose_errors  # noqa: E402
+from mvspin.fitting.result import PerViewEstimate  # noqa: E402
 from mvspin.geometry import axis_angle_to_matrix  # noqa: E402
 
 EXACT = {"estimate_pose_deg": 0.0, "estimate_orient_deg": 0.0, "estimate_betas_std": 0.0,
@@ -53,22 +58,27 @@ def main() -> None:
     p.add_argument("--resolution", choices=["low", "full"], default="full")
     p.add_argument("--long", type=int, default=1000, help="stage-2 iterations of the long Adam row")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--start", choices=["network", "mean", "triangulation"], default="network",
+                   help="where the fits begin (mean: per-view mode only; triangulation: calibrated only)")
     args = p.parse_args()
+    if (args.start, args.mode) in (("mean", "calibrated"), ("triangulation", "per_view")):
+        p.error(f"--start {args.start} does not apply to the {args.mode} mode")
     torch.set_num_threads(args.threads)
     body = BodyModel.free(args.resolution)
     base = MVSMPLifyConfig(mode=args.mode, patience=0)
-    rows = [("start (network estimate)", replace(base, stage1_iterations=0, stage2_iterations=0), False),
-            ("truth", replace(base, stage1_iterations=0, stage2_iterations=0), True),
+    zero = replace(base, stage1_iterations=0, stage2_iterations=0, triangulation_fit_iterations=0)
+    rows = [(f"start ({args.start})", zero, False),
+            ("truth", zero, True),
             ("Adam 100 + 100 (presets)", base, False),
             (f"Adam 100 + {args.long}", replace(base, stage2_iterations=args.long), False),
-            ("LM (lm_stage1/2_iterations caps)", replace(base, optimizer="lm"), False)]
+            ("LM (its default caps)", replace(base, optimizer="lm"), False)]
     batches = []
     for seed in args.seeds:
         params = sample_bodies(body, args.batch, torch.Generator().manual_seed(seed))
         batches.append({exact: make_capture(body, params, args.views, seed=seed + 1,
                                             options=SyntheticOptions(**(EXACT if exact else {})))
                         for exact in (False, True)})
-    print(f"MV-SMPLify accuracy, {args.mode} mode: {len(args.seeds)} batches (seeds {args.seeds}) of "
+    print(f"MV-SMPLify accuracy, {args.mode} mode, {args.start} start: {len(args.seeds)} batches (seeds {args.seeds}) of "
           f"{args.batch} bundles x {args.views} views, {body.name}; {platform.machine()}, {args.threads} thread(s)")
     header = f"{'fit':<34} {'energy':>10} {'MPJPE mm':>9} {'PA-MPJPE mm':>12} {'s / batch':>10}"
     print(header)
@@ -79,10 +89,14 @@ def main() -> None:
         for caps in batches:
             cap = caps[exact]
             t0 = time.perf_counter()
+            estimate = cap.estimate
+            if args.start == "mean" and not exact:
+                estimate = PerViewEstimate.mean(body, *cap.crop_keypoints.shape[:2])
             if args.mode == "per_view":
-                r = fitter.fit_per_view(cap.crop_keypoints, cap.estimate)
-            else:
-                r = fitter.fit_calibrated(cap.keypoints, cap.cameras, cap.estimate)
+                r = fitter.fit_per_view(cap.crop_keypoints, estimate)
+            else:  # from triangulation: no estimate (the truth's row keeps its exact one)
+                r = fitter.fit_calibrated(cap.keypoints, cap.cameras,
+                                          None if args.start == "triangulation" and not exact else estimate)
             seconds += time.perf_counter() - t0
             gt = cap.gt
             m, a = fit_pose_errors(body, r, gt.body_pose, gt.betas, axis_angle_to_matrix(gt.global_orient),

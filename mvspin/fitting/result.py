@@ -10,14 +10,17 @@ global_orient[:, v], transl[:, v])`` is the body as camera ``v`` sees it.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from mvspin.errors import check_shape
-from mvspin.geometry import matrix_to_axis_angle
+from mvspin.geometry import matrix_to_axis_angle, rot6d_to_matrix
+
+if TYPE_CHECKING:
+    from mvspin.body import BodyModel
 
 __all__ = ["PerViewEstimate", "FitResult"]
 
@@ -41,6 +44,18 @@ class PerViewEstimate:
     betas: Tensor
     cam: Optional[Tensor] = None
     crop_center: Optional[Tensor] = None
+
+    @classmethod
+    def mean(cls, body: "BodyModel", batch: int, views: int,
+             device: torch.device | str | None = None) -> "PerViewEstimate":
+        """The body model's mean parameters (SPIN's ``smpl_mean_params``: pose, shape, crop
+        camera) in every view of ``batch`` bundles of ``views``: the start of a fit without a
+        network (``fit-dataset`` without ``model.init_checkpoint``). float32."""
+        mean = body.mean_params_tensors(device)
+        rot = rot6d_to_matrix(mean["pose"].float().view(24, 6))
+        return cls(rotmat=rot.expand(batch, views, 24, 3, 3).clone(),
+                   betas=mean["shape"].float().expand(batch, views, -1).clone(),
+                   cam=mean["cam"].float().expand(batch, views, 3).clone())
 
     def check(self, batch: int, views: int, num_betas: int, need_cam: bool) -> None:
         """Raise :class:`~mvspin.errors.ShapeError` (a ValueError) naming the expected and actual

@@ -29,7 +29,6 @@ from mvspin.atomic import check_output_location
 from mvspin.config import ConfigError, check_range
 from mvspin.errors import FitError
 from mvspin.fitting import MVSMPLify, PerViewEstimate
-from mvspin.geometry import rot6d_to_matrix
 from mvspin.learning.calibrated_targets import fit_calibrated_batch, network_start
 from mvspin.learning.distributed import setup_distributed
 from mvspin.learning.fit_acceptance import score_fit
@@ -95,7 +94,6 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
         fitter = MVSMPLify(body, fit_cfg, dataset.keypoint_set)
         calibrated = fit_cfg.mode == "calibrated"
         model = build_regressor(config, body).to(ctx.device).eval() if config.model.init_checkpoint else None
-        mean = body.mean_params_tensors(ctx.device)
         sampler: DistributedSampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False, drop_last=False)
         loader = DataLoader(dataset, batch_size=batch_size or config.optim.batch_size, sampler=sampler,
                             num_workers=config.optim.num_workers)
@@ -111,10 +109,7 @@ def fit_dataset(config: TrainConfig, out: Path, batch_size: Optional[int] = None
                     pred = model(images.reshape(b * v, *images.shape[2:])).reshape_leading(b, v)
                 init = PerViewEstimate(rotmat=pred.rotmat, betas=pred.betas, cam=pred.cam)
             else:
-                rot = rot6d_to_matrix(mean["pose"].float().view(1, 24, 6))
-                init = PerViewEstimate(rotmat=rot.expand(b, v, 24, 3, 3).clone(),
-                                       betas=mean["shape"].float().expand(b, v, -1).clone(),
-                                       cam=mean["cam"].float().expand(b, v, 3).clone())
+                init = PerViewEstimate.mean(body, b, v, ctx.device)
             if calibrated:  # world-frame fit on the stored cameras (no augmentation: the store's frame)
                 on_device = {k: x.to(ctx.device) for k, x in batch.items()}
                 net_start = None if model is None else network_start(pred.rotmat, pred.betas,

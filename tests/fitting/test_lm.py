@@ -11,7 +11,7 @@ from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, samp
 from mvspin.fitting import MVSMPLify, MVSMPLifyConfig, lm_models
 from mvspin.fitting.lm import LMOptions, LMSystem, levenberg_marquardt, robust_system
 from mvspin.fitting.result import PerViewEstimate
-from mvspin.geometry import crop_cam_to_translation, rot6d_to_matrix
+from mvspin.geometry import crop_cam_to_translation
 
 
 @pytest.fixture(scope="module")
@@ -229,15 +229,6 @@ def test_robust_system_matches_autograd():
     assert torch.allclose(hess, hess.transpose(1, 2)) and bool((torch.linalg.eigvalsh(hess) >= -1e-9).all())
 
 
-def _mean_start(body, cap):
-    """fit-dataset's start without a network: the body model's mean parameters in every view."""
-    b, v = cap.crop_keypoints.shape[:2]
-    mean = body.mean_params_tensors(torch.device("cpu"))
-    rot = rot6d_to_matrix(mean["pose"].float().view(1, 24, 6))
-    return PerViewEstimate(rotmat=rot.expand(b, v, 24, 3, 3).clone(), betas=mean["shape"].float().expand(b, v, -1).clone(),
-                           cam=mean["cam"].float().expand(b, v, 3).clone())
-
-
 @pytest.mark.parametrize("mode, start", [("per_view", "network"), ("per_view", "mean"), ("calibrated", "network"),
                                          ("calibrated", "triangulation")])
 def test_lm_fit_at_its_default_caps_reaches_adam_energy_from_every_start(mode, start):
@@ -252,7 +243,7 @@ def test_lm_fit_at_its_default_caps_reaches_adam_energy_from_every_start(mode, s
     for opt in ("adam", "lm"):
         f = MVSMPLify(body, replace(base, optimizer=opt))
         if mode == "per_view":
-            run[opt] = f.fit_per_view(cap.crop_keypoints, cap.estimate if start == "network" else _mean_start(body, cap))
+            run[opt] = f.fit_per_view(cap.crop_keypoints, cap.estimate if start == "network" else PerViewEstimate.mean(body, 4, 3))
         else:
             run[opt] = f.fit_calibrated(cap.keypoints, cap.cameras, cap.estimate if start == "network" else None)
     assert bool(run["lm"].fitted.all())
