@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import re
 import shutil
@@ -278,11 +279,21 @@ def _run_arm(arm: str, variant: str, data_seed: int, seed: int, yaml_path: str, 
                      cpu_s=cpu, data_seed=data_seed, store_curve=store_curve(metrics))
 
 
+def static_fits_path(tc: Any, train_file: Path, iterations: int) -> Path:
+    """Where the static fits of ``train_file`` under the training config ``tc`` live: beside it,
+    named by the iteration count and a digest of ``tc.fits.fitting`` (all but ``compile``, which
+    changes no fit beyond float rounding), so fits made with another solver or energy are never
+    reused for this one."""
+    fitting = {k: v for k, v in asdict(tc.fits.fitting).items() if k != "compile"}
+    digest = hashlib.sha1(json.dumps(fitting, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return train_file.with_name(f"{train_file.stem}_static_fits_{iterations}it_{digest}.h5")
+
+
 def _static_fits(tc: Any, train_file: Path, iterations: int, log: Callable[[str], None]) -> Path:
-    """Static fits of a training file (shared by the seeds; made once)."""
+    """Static fits of a training file (shared by the seeds; made once per fitting config)."""
     from mvspin.learning.dataset_fits import fit_dataset
 
-    path = train_file.with_name(f"{train_file.stem}_static_fits_{iterations}it.h5")
+    path = static_fits_path(tc, train_file, iterations)
     if path.is_file() and path.stat().st_mtime >= train_file.stat().st_mtime and _readable_store(path):
         return path
     fit_config = copy.deepcopy(tc)

@@ -86,3 +86,28 @@ def test_static_fits_of_an_older_store_version_are_made_again(tmp_path):
     with h5py.File(path, "r+") as f:
         f.attrs["version"] = 1
     assert not _readable_store(path)
+
+
+def test_static_fits_of_another_fitting_config_are_not_reused(tmp_path):
+    """The static fits' file is named by the fitting config: another solver or energy gets its own
+    (the name used to hold only the iteration count, so an LM protocol reused Adam's fits), while
+    compiling (the same fits to float rounding) does not."""
+    from dataclasses import replace
+
+    from mvspin.config import load_config
+    from mvspin.learning.synthetic_protocol import static_fits_path
+    from mvspin.learning.train_config import TrainConfig
+
+    config = SyntheticProtocolConfig()
+    train = tmp_path / "train.h5"
+    tc = load_config(TrainConfig, config.full_config)
+    path = static_fits_path(tc, train, 100)
+    assert path.parent == tmp_path and path.name.startswith("train_static_fits_100it_")
+    assert static_fits_path(load_config(TrainConfig, config.full_config, ["optim.seed=1"]), train, 100) == path
+    for change in ({"optimizer": "lm"}, {"shape_prior_weight": 5.0}, {"mode": "calibrated"}):
+        tc2 = load_config(TrainConfig, config.full_config)
+        tc2.fits.fitting = replace(tc2.fits.fitting, **change)
+        assert static_fits_path(tc2, train, 100) != path, change
+    tc2.fits.fitting = replace(tc.fits.fitting, compile=not tc.fits.fitting.compile)
+    assert static_fits_path(tc2, train, 100) == path
+    assert static_fits_path(tc, train, 50) != path
