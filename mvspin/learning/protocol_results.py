@@ -134,13 +134,21 @@ class ProtocolResults:
     seconds: float = 0.0
     plot: str = ""
     cpu_s: float = 0.0
-    """CPU seconds of the whole protocol (data, static fits, every run and evaluation; all processes)."""
+    """CPU seconds of the whole protocol (data, static fits, every run and evaluation; all
+    processes, every invocation): ``main_cpu_s`` plus every run's ``cpu_s``."""
+    main_cpu_s: float = 0.0
+    """CPU seconds of the main process's own work (data, static fits, untrained networks), every
+    invocation; runs made in the main process count in their own ``cpu_s`` instead."""
+
+    def total_cpu_s(self) -> float:
+        """``main_cpu_s`` plus the runs' ``cpu_s``: what :attr:`cpu_s` holds once written."""
+        return self.main_cpu_s + sum(a.cpu_s for a in self.arms)
 
     def to_dict(self) -> dict[str, Any]:
         config = asdict(self.config) if is_dataclass(self.config) and not isinstance(self.config, type) else {}
         return {"arms": [asdict(a) for a in self.arms], "data": self.data,
                 "config": json.loads(json.dumps(config, default=str)), "seconds": self.seconds,
-                "cpu_s": self.cpu_s, "plot": self.plot,
+                "cpu_s": self.cpu_s, "main_cpu_s": self.main_cpu_s, "plot": self.plot,
                 "summary": self.summary(), "paired": [dict(asdict(p), win=p.win) for p in self.paired()]}
 
     def summary(self) -> list[dict[str, Any]]:
@@ -255,4 +263,5 @@ def read_results(path: str | Path) -> ProtocolResults:
         a.curve = [(int(c[0]), float(c[1]), float(c[2])) for c in a.curve]
         a.store_curve = [(int(c[0]), float(c[1]), float(c[2])) for c in a.store_curve]
     return ProtocolResults(arms=arms, data=data.get("data", {}), config=None, seconds=data.get("seconds", 0.0),
-                           plot=data.get("plot", ""), cpu_s=data.get("cpu_s", 0.0))
+                           plot=data.get("plot", ""), cpu_s=data.get("cpu_s", 0.0),
+                           main_cpu_s=data.get("main_cpu_s", 0.0))

@@ -258,9 +258,9 @@ def _run_arm(arm: str, variant: str, data_seed: int, seed: int, yaml_path: str, 
         tc.fits.store = str(_static_fits(tc, train_file, config.static_fit_iterations, log))
     log(f"training {arm} ({variant}, data {data_seed}, seed {seed}) -> {run_dir}"
         + (f" (continuing from step {earlier[-1][0]})" if earlier else ""))
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start = time.perf_counter()
     summary = train(tc, run_dir, resume=bool(earlier))
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    wall, eval_cpu_start = time.perf_counter() - start, time.process_time()
     curve = []
     checkpoints = _checkpoints(run_dir)
     if not checkpoints:
@@ -272,6 +272,8 @@ def _run_arm(arm: str, variant: str, data_seed: int, seed: int, yaml_path: str, 
     mpjpe_mm, pa_mm = _evaluate_model(model, body, files["test"], tc.data.crop_size, None)
     metrics = _read_metrics(run_dir)
     steps = int(summary.final_step)
+    # training's CPU over every invocation (carried by its checkpoints) + this evaluation's
+    cpu = summary.cpu_seconds + time.process_time() - eval_cpu_start
     log(f"  {arm} ({variant}, data {data_seed}, seed {seed}): {steps} steps in {wall:.0f} s; test MPJPE "
         f"{mpjpe_mm:.1f} mm, PA-MPJPE {pa_mm:.1f} mm")
     return ArmResult(arm=arm, variant=variant, seed=seed, steps=steps, wall_s=wall, mpjpe=mpjpe_mm, pa_mpjpe=pa_mm,
@@ -358,10 +360,11 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
     config = config or SyntheticProtocolConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    in_process_runs_cpu = [0.0]  # this invocation's CPU of runs made in this process (counted per run)
     earlier = _earlier_results(out_dir, config) if resume else None
     done = {(a.arm, a.variant, a.data_seed, a.seed): a for a in (earlier.arms if earlier else [])}
-    seconds0, cpu0 = (earlier.seconds, earlier.cpu_s) if earlier else (0.0, 0.0)
+    seconds0, main_cpu0 = (earlier.seconds, earlier.main_cpu_s) if earlier else (0.0, 0.0)
     # Both configs are read (and checked) before any work; the body model is the training one.
     for path in (config.full_config, config.ablation_config):
         if not Path(path).is_file():
@@ -390,16 +393,23 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
         if tc.fits.enabled and config.static_fit_iterations > 0:
             _static_fits(tc, Path(tc.data.files[0]), config.static_fit_iterations, log)
 
+    def account() -> None:
+        results.seconds = seconds0 + time.perf_counter() - start
+        results.main_cpu_s = main_cpu0 + time.process_time() - cpu_start - in_process_runs_cpu[0]
+        results.cpu_s = results.total_cpu_s()
+
     def finished(result: ArmResult) -> None:
         arms.append(result)
-        results.seconds = seconds0 + time.perf_counter() - start
-        results.cpu_s = cpu0 + _cpu_seconds() - cpu_start
+        account()
         _write_results(out_dir, results)  # after every arm: an interrupted run keeps what it did
 
     if config.parallel_arms <= 1:
         for job in jobs:
             with _torch_threads(config.threads_per_arm):
-                finished(_run_job(job, config, files[job[2]], body, out_dir / "runs", log, resume))
+                run_cpu_start = time.process_time()
+                result = _run_job(job, config, files[job[2]], body, out_dir / "runs", log, resume)
+                in_process_runs_cpu[0] += time.process_time() - run_cpu_start
+                finished(result)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -409,8 +419,7 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
             for future in futures:
                 finished(future.result())
     results.plot = str(plot_results(results, out_dir / "protocol.png"))
-    results.seconds = seconds0 + time.perf_counter() - start
-    results.cpu_s = cpu0 + _cpu_seconds() - cpu_start
+    account()
     _write_results(out_dir, results)
     return results
 
@@ -446,14 +455,6 @@ def _torch_threads(n: Optional[int]) -> Any:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _cpu_seconds() -> float:
-    """CPU seconds of this process and its finished children (the spawned runs), user + system."""
-    import resource
-
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _arm_worker(job: Job, config: SyntheticProtocolConfig, files: dict[str, Path],

@@ -104,6 +104,9 @@ class TrainSummary:
         steps_run: steps done by this call.
         is_main: this process is rank 0 (the one that wrote the files and reports).
         checkpoint_seconds: time to write the last checkpoint with its fits store (rank 0).
+        cpu_seconds: CPU seconds (user + system, every thread) this process spent training the
+            run so far, earlier invocations included (each checkpoint carries the sum, so a
+            resumed run counts the steps its checkpoint holds, not those redone after it).
     """
 
     final_step: int
@@ -116,6 +119,7 @@ class TrainSummary:
     steps_run: int = 0
     is_main: bool = True
     checkpoint_seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 def checkpoint_paths(out_dir: Path, step: int) -> dict[str, Path]:
@@ -228,6 +232,7 @@ class _Trainer:
 
     def __init__(self, config: TrainConfig, out_dir: Path, resume: bool, progress: Progress,
                  overwrite: bool = False) -> None:
+        self.cpu_start = time.process_time()  # set-up (data, model, compile) counts as training
         validate_train_config(config)
         self.config = config
         self.out_dir = Path(out_dir)
@@ -271,6 +276,7 @@ class _Trainer:
         self.store = (FitsStore.load(config.fits.store, self.sources) if config.fits.store
                       else FitsStore.for_bundle_files(self.dataset.sources, self.body.num_betas))
         self.step, self.epoch, self.batch_idx = 0, 0, 0
+        self.cpu_before = 0.0  # CPU seconds of earlier invocations (from the resumed checkpoint)
         if resume_from is not None:
             self._restore(*resume_from)
         else:
@@ -297,6 +303,7 @@ class _Trainer:
         self.optimizer.load_state_dict(meta["optimizer"])
         state = meta["train_state"]
         self.step, self.epoch, self.batch_idx = int(meta["total_step_count"]), int(meta["epoch"]), int(meta["batch_idx"])
+        self.cpu_before = float(state.get("cpu_seconds", 0.0))  # absent in checkpoints of older versions
         if int(meta["batch_size"]) != self.config.optim.batch_size:
             raise TrainingError(f"{path}: written with batch_size={meta['batch_size']}, the config has "
                                 f"{self.config.optim.batch_size}; resume with the same batch size")
@@ -327,12 +334,17 @@ class _Trainer:
                     epoch=self.epoch, batch_idx=self.batch_idx, batch_size=self.config.optim.batch_size,
                     dataset_perm=plan_idx, total_step_count=self.step,
                     train_state={"rng": rngs, "world_size": self.ctx.world_size,
-                                 "config": json.dumps(config_to_dict(self.config))})
+                                 "config": json.dumps(config_to_dict(self.config)),
+                                 "cpu_seconds": self.cpu_seconds()})
             self._prune_fits()
             self.checkpoint_seconds = time.perf_counter() - t0
             self.times["store_io"] += self.checkpoint_seconds
         self.ctx.barrier()
         return paths
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of this process's training so far, earlier invocations included."""
+        return self.cpu_before + time.process_time() - self.cpu_start
 
     def _prune_fits(self) -> None:
         keep = self.config.optim.keep_fits
@@ -585,7 +597,7 @@ class _Trainer:
             wall_seconds=time.perf_counter() - start,
             final_losses={k.removeprefix("loss/"): v for k, v in last.items() if k.startswith("loss/")},
             store=self._store_statistics(), steps_run=steps_run, is_main=self.ctx.is_main,
-            checkpoint_seconds=self.checkpoint_seconds)
+            checkpoint_seconds=self.checkpoint_seconds, cpu_seconds=self.cpu_seconds())
         return summary
 
 

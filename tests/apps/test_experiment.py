@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from mvspin.apps.experiment import Table7Config, run_table7
 from mvspin.config import ConfigError
@@ -32,6 +33,9 @@ def test_tiny_protocol_runs_every_arm_and_writes_statistics(tmp_path):
     assert [(p.variant, p.data_seed) for p in results.paired()] == [("all_3d", 1), ("all_3d", 2), ("partial_3d", 1)]
     data = json.loads((tmp_path / "t7" / "results.json").read_text())
     assert len(data["arms"]) == 8 and len(data["paired"]) == 3 and data["cpu_s"] > 0
+    # the cost: the main process's own work (data, static fits, untrained networks) + every run's
+    assert data["main_cpu_s"] > 0 and all(a["cpu_s"] > 0 for a in data["arms"] if a["arm"] != "untrained")
+    assert data["cpu_s"] == pytest.approx(data["main_cpu_s"] + sum(a["cpu_s"] for a in data["arms"]))
     assert data["config"]["out"] == str(tmp_path / "t7")
     assert (tmp_path / "t7" / "protocol.png").stat().st_size > 10_000
     assert "paired: full loop minus ablation" in results.table()
@@ -68,5 +72,10 @@ def test_an_interrupted_protocol_resumes_to_the_same_results(tmp_path, caplog):
     assert sorted(map(key, resumed.arms)) == sorted(map(key, straight.arms))
     for a, b in zip(sorted(straight.arms, key=key), sorted(resumed.arms, key=key)):
         assert (a.mpjpe, a.pa_mpjpe, a.curve) == (b.mpjpe, b.pa_mpjpe, b.curve)
+    # the resumed run's CPU time includes its first invocation's (carried by the checkpoint)
+    full_b = next(a for a in resumed.arms if a.arm == "full")
+    at_2 = torch.load(checkpoint_paths(full_dir, 2)["checkpoint"], weights_only=True)["train_state"]["cpu_seconds"]
+    assert full_b.cpu_s > at_2 > 0
+    assert resumed.cpu_s == pytest.approx(resumed.main_cpu_s + sum(a.cpu_s for a in resumed.arms))
     with pytest.raises(ConfigError, match=r"other settings \(test_bundles\)"):
         run_table7(Table7Config(out=tmp_path / "b", resume=True, **{**sizes, "test_bundles": 3}))

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from mvspin.config import ConfigError
-from mvspin.regressor.checkpoint import CheckpointError, load_regressor_checkpoint, save_regressor_checkpoint
 from mvspin.learning.fits_store import FitsStore, FitsStoreError
-from mvspin.regressor.hmr import HMRRegressor
 from mvspin.learning.trainer import checkpoint_paths, train
-
+from mvspin.regressor.checkpoint import CheckpointError, load_regressor_checkpoint, save_regressor_checkpoint
+from mvspin.regressor.hmr import HMRRegressor
 from tests.learning.train_helpers import tiny_capture, tiny_config
 
 
@@ -36,9 +36,18 @@ def test_resume_continues_bit_exactly(capture, tmp_path, mode):
     # 4 bundles, batch 2: steps 1-2 are epoch 0, steps 3-4 epoch 1 (resume crosses the epoch).
     extra = MODES[mode]
     straight = train(tiny_config([capture], **{"optim.max_steps": 4}, **extra), tmp_path / "a")
-    train(tiny_config([capture], **{"optim.max_steps": 2}, **extra), tmp_path / "b")
+    first = train(tiny_config([capture], **{"optim.max_steps": 2}, **extra), tmp_path / "b")
+    cpu0 = time.process_time()
     resumed = train(tiny_config([capture], **{"optim.max_steps": 4}, **extra), tmp_path / "b", resume=True)
+    cpu_resume = time.process_time() - cpu0
     assert straight.final_step == resumed.final_step == 4 and resumed.steps_run == 2
+    # CPU seconds add up over invocations through the checkpoints (the protocol's cost figure)
+    at_2 = _state(tmp_path / "b", 2)[0]["train_state"]["cpu_seconds"]
+    at_4 = _state(tmp_path / "b", 4)[0]["train_state"]["cpu_seconds"]
+    assert 0 < at_2 <= first.cpu_seconds
+    assert at_2 < at_4 <= resumed.cpu_seconds <= at_2 + cpu_resume
+    assert resumed.cpu_seconds >= at_2 + 0.5 * cpu_resume  # most of the resumed call is training
+    assert straight.cpu_seconds > 0
     a, store_a = _state(tmp_path / "a", 4)
     b, store_b = _state(tmp_path / "b", 4)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -142,9 +151,9 @@ def test_bad_inputs_fail_before_any_work(capture, tmp_path):
 def test_image_grid_shows_crop_network_and_fit_meshes(capture):
     from mvspin.body import BodyModel
     from mvspin.geometry import axis_angle_to_matrix
-    from mvspin.regressor.hmr import RegressorOutput
     from mvspin.learning.training_dataset import TrainingDataset
     from mvspin.learning.training_images import training_image_grid
+    from mvspin.regressor.hmr import RegressorOutput
 
     body = BodyModel.free("low")
     item = TrainingDataset([capture], augment=None, crop_size=64)[0]
