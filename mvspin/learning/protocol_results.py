@@ -40,8 +40,9 @@ class ArmResult:
         losses: ``[(step, {term: value})]`` from the trainer's ``metrics.jsonl``.
         store: first and last logged fits-store statistics (error, acceptance), when logged.
         out_dir: the run's folder.
-        cpu_s: CPU seconds of the training process (all its threads): the cost of the run on a
-            shared machine, where wall time also counts other work.
+        cpu_s: CPU seconds of the run's process (all its threads): training over every
+            invocation (carried by its checkpoints) plus the evaluations; the cost of the run on
+            a shared machine, where wall time also counts other work.
         data_seed: the data seed (its training and test sets).
         store_curve: ``[(step, store mean error px, store accepted share), ...]`` over training.
     """
@@ -137,8 +138,8 @@ class ProtocolResults:
     """CPU seconds of the whole protocol (data, static fits, every run and evaluation; all
     processes, every invocation): ``main_cpu_s`` plus every run's ``cpu_s``."""
     main_cpu_s: float = 0.0
-    """CPU seconds of the main process's own work (data, static fits, untrained networks), every
-    invocation; runs made in the main process count in their own ``cpu_s`` instead."""
+    """CPU seconds of the main process's own work (data, static fits), every invocation; runs
+    (the untrained networks' evaluations included) count in their own ``cpu_s``, wherever made."""
 
     def total_cpu_s(self) -> float:
         """``main_cpu_s`` plus the runs' ``cpu_s``: what :attr:`cpu_s` holds once written."""

@@ -470,7 +470,9 @@ def _run_job(job: Job, config: SyntheticProtocolConfig, files: dict[str, Path], 
              runs_dir: Path, log: Callable[[str], None], resume: bool = False) -> ArmResult:
     arm, variant, data_seed, seed, yaml_path = job
     if arm == "untrained":
+        cpu_start = time.process_time()
         result = _untrained(data_seed, seed, variant, yaml_path, config, files, body)
+        result.cpu_s = time.process_time() - cpu_start
         log(f"  untrained (data {data_seed}, seed {seed}): test MPJPE {result.mpjpe:.1f} mm, PA-MPJPE {result.pa_mpjpe:.1f} mm")
         return result
     return _run_arm(arm, variant, data_seed, seed, yaml_path, config, files, body, runs_dir, log, resume)
