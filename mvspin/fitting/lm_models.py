@@ -31,9 +31,11 @@ if TYPE_CHECKING:
     from mvspin.fitting.engine import FittingEngine
 
 __all__ = ["BodyLinearisation", "linearise_body", "crop_stage1_system", "crop_stage2_system",
-           "world_stage1_system", "world_stage2_system", "world_stage0_system", "System"]
+           "world_stage1_system", "world_stage2_system", "world_stage0_system", "System", "ProjectWithJacobian"]
 
-Project = Callable[[Tensor], Tensor]
+ProjectWithJacobian = Callable[[Tensor], tuple[Tensor, Tensor]]
+"""World keypoints ``(B, M, 3)`` -> pixels ``(B, V, M, 2)`` in every camera and their derivatives
+``(B, V, M, 2, 3)`` by the points (the calibrated fit's cameras, distortion included)."""
 System = Callable[[Tensor], LMSystem]
 
 
@@ -240,23 +242,8 @@ def crop_stage2_system(engine: "FittingEngine", orient0: Tensor, xy: Tensor, w2:
 # --- a world-frame body (calibrated mode) ---------------------------------------------------------
 
 
-def _projection_jacobian(project: Project, kp: Tensor) -> tuple[Tensor, Tensor]:
-    """Pixels ``(B, V, M, 2)`` of world keypoints ``(B, M, 3)`` and their derivatives
-    ``(B, V, M, 2, 3)`` (distortion included). ``project`` maps ``(B, V', M, 3)`` points to
-    ``(B, V, M, 2)`` (``V'`` 1 or V, broadcast against the cameras); each camera projects its own
-    copy of the points, so two reverse passes (u, then v) give every 2x3 block (forward mode
-    runs the camera model's Python decompositions, several times slower)."""
-    with torch.enable_grad():
-        x = kp.detach()[:, None].requires_grad_(True)
-        v = project(x.detach()[:1]).shape[1]
-        x = x.detach().expand(-1, v, -1, -1).clone().requires_grad_(True)
-        uv = project(x)
-        (du,) = torch.autograd.grad(uv[..., 0].sum(), x, retain_graph=True)
-        (dv,) = torch.autograd.grad(uv[..., 1].sum(), x)
-    return uv.detach(), torch.stack([du, dv], -2)
-
-
-def world_stage1_system(engine: "FittingEngine", lin: BodyLinearisation, orient0: Tensor, project: Project,
+def world_stage1_system(engine: "FittingEngine", lin: BodyLinearisation, orient0: Tensor,
+                        project: ProjectWithJacobian,
                         xy: Tensor, w1: Tensor, fit_mask: Tensor) -> Callable[[Tensor], LMSystem]:
     """Calibrated stage 1 over ``x = [d 3, t 3]`` (world root), the body fixed."""
     sigma = engine.config.sigma if engine.config.stage1_loss == "gmof" else None
@@ -265,7 +252,7 @@ def world_stage1_system(engine: "FittingEngine", lin: BodyLinearisation, orient0
         d, t = x[:, None, :3], x[:, None, 3:]
         rot = matmul3(axis_angle_to_matrix(d), orient0[:, None])
         rq, kp = _posed(lin, rot, t)
-        uv, a = _projection_jacobian(project, kp[:, 0])
+        uv, a = project(kp[:, 0])
         energy = engine.stage1_reprojection(uv, xy, w1)
         j_d, j_t = _root_columns(a, rq.expand(-1, a.shape[1], -1, -1), d.expand(-1, a.shape[1], -1), lin.s)
         grad, hess = robust_system(*_flat(uv - xy, torch.cat([j_d, j_t], -1), w1), sigma)
@@ -292,12 +279,12 @@ def _world_columns(a: Tensor, rot: Tensor, lin: BodyLinearisation, rq: Tensor, d
     return torch.cat([_body_columns(a, rot, lin), j_d, j_t], -1)
 
 
-def world_stage2_system(engine: "FittingEngine", orient0: Tensor, project: Project, xy: Tensor, w2: Tensor,
+def world_stage2_system(engine: "FittingEngine", orient0: Tensor, project: ProjectWithJacobian, xy: Tensor, w2: Tensor,
                         fit_mask: Tensor) -> Callable[[Tensor], LMSystem]:
     """Calibrated stage 2 over ``x = [pose 69, betas nb, d 3, t 3]``."""
     def system(x: Tensor) -> LMSystem:
         pose, betas, d, rot, lin, rq, kp = _world_body(engine, x, orient0)
-        uv, a = _projection_jacobian(project, kp[:, 0])
+        uv, a = project(kp[:, 0])
         energy = engine.stage2_energy(uv, xy, w2, pose, betas)
         grad, hess = robust_system(*_flat(uv - xy, _world_columns(a, rot, lin, rq, d), w2), engine.config.sigma)
         _add_priors(engine, grad, hess, pose, betas)

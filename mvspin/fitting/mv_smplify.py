@@ -41,7 +41,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from calibration import CameraTensors, Rig, Triangulation, triangulate_points, undistort_points
+from calibration import CameraTensors, Rig, Triangulation, project_points_jacobian, triangulate_points, undistort_points
 from mvspin.body import BodyModel
 from mvspin.fitting import lm_models
 from mvspin.fitting.camera_checks import check_camera_values, check_cameras_explain_keypoints
@@ -94,6 +94,13 @@ class _CalibratedInputs:
         """World points ``(B, 1, M, 3)`` -> pixels ``(B, V, M, 2)`` in every camera."""
         c = self.cams
         return perspective_projection(points, c.K, c.R, c.t, c.dist)
+
+    def project_with_jacobian(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """World points ``(B, M, 3)`` -> pixels ``(B, V, M, 2)`` in every camera and their
+        derivatives ``(B, V, M, 2, 3)`` by the points, in closed form (the LM systems: inside
+        ``torch.compile`` an autograd pass would break the graph)."""
+        c = self.cams
+        return project_points_jacobian(points[:, None], c.K, c.R, c.t, c.dist)
 
 
 @dataclass
@@ -359,7 +366,8 @@ class MVSMPLify(FittingEngine):
         if self.config.optimizer == "lm":
             with torch.no_grad():
                 lin = lm_models.linearise_body(self, body.pose, body.betas, jacobian=False)
-            system = lm_models.world_stage1_system(self, lin, body.orient0, data.project, data.xy, w1, data.fit_mask)
+            system = lm_models.world_stage1_system(self, lin, body.orient0, data.project_with_jacobian, data.xy, w1,
+                                                       data.fit_mask)
             return self._world_lm(body, system, min(self.config.stage1_iterations, self.config.lm_stage1_iterations), 1,
                                  data.fitted, root_only=True)
 
@@ -377,7 +385,8 @@ class MVSMPLify(FittingEngine):
         """Stage 2: the whole body (pose, betas, orientation and its world translation)."""
         w2 = self.stage2_weights(data.conf)
         if self.config.optimizer == "lm":
-            system = lm_models.world_stage2_system(self, body.orient0, data.project, data.xy, w2, data.fit_mask)
+            system = lm_models.world_stage2_system(self, body.orient0, data.project_with_jacobian, data.xy, w2,
+                                                       data.fit_mask)
             return self._world_lm(body, system, min(self.config.stage2_iterations, self.config.lm_stage2_iterations), 2,
                                  data.fitted)
         return self.minimise([body.pose, body.betas, body.d_orient, body.transl],

@@ -92,10 +92,15 @@ def test_gauss_newton_matrix_equals_dense_jacobian_product(problem, free_t):
     torch.testing.assert_close(ours, dense, rtol=1e-9, atol=1e-9 * float(dense.abs().max()))
 
 
-def _calibrated_stage2(body, cap, seed):
-    """The calibrated stage-2 system at a random point near the start, with its pixels ``project(x)``."""
+def _calibrated_stage2(body, cap, seed, lens=False):
+    """The calibrated stage-2 system at a random point near the start, with its pixels ``project(x)``
+    (``lens``: the cameras get OpenCV distortion, radial and tangential)."""
     fitter = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated"))
-    data = fitter._calibrated_inputs(cap.keypoints.double(), cap.cameras.to("cpu", torch.float64), None)
+    cams = cap.cameras.to("cpu", torch.float64)
+    if lens:
+        dist = torch.tensor([-0.08, 0.02, 1e-3, -2e-3, 5e-3], dtype=torch.float64)
+        cams = cams._replace(dist=dist.expand(*cams.K.shape[:-2], 5).clone())
+    data = fitter._calibrated_inputs(cap.keypoints.double(), cams, None)
     start = fitter.calibrated_start(data, None)
     b = data.xy.shape[0]
     g = torch.Generator().manual_seed(seed)
@@ -103,7 +108,8 @@ def _calibrated_stage2(body, cap, seed):
                    0.2 * torch.randn(b, 10, generator=g, dtype=torch.float64),
                    0.05 * torch.randn(b, 3, generator=g, dtype=torch.float64), start.transl], 1)
     w2 = fitter.stage2_weights(data.conf)
-    system = lm_models.world_stage2_system(fitter, start.orient, data.project, data.xy, w2, data.fit_mask)
+    system = lm_models.world_stage2_system(fitter, start.orient, data.project_with_jacobian, data.xy, w2,
+                                           data.fit_mask)
 
     def project(z):
         body_rot, orient = fitter.rotations(z[:, :69], z[:, 79:82], start.orient)
@@ -112,18 +118,22 @@ def _calibrated_stage2(body, cap, seed):
     return fitter, data, system, x, w2, project
 
 
-def test_calibrated_gauss_newton_matrix_equals_dense_jacobian_product(problem):
+@pytest.mark.parametrize("lens", [False, True])
+def test_calibrated_gauss_newton_matrix_equals_dense_jacobian_product(problem, lens):
+    """The closed-form projection Jacobian (distortion included) in the calibrated system equals
+    autograd's through the camera model."""
     body, cap = problem
-    fitter, data, system, x, w2, project = _calibrated_stage2(body, cap, seed=5)
+    fitter, data, system, x, w2, project = _calibrated_stage2(body, cap, seed=5, lens=lens)
     dense = _dense_gauss_newton(lambda z: (project(z) - data.xy).flatten(1), x,
                                 w2.repeat_interleave(2, -1).flatten(1), fitter.config.sigma)
     ours = system(x).hess - _prior_hessian(fitter, x)
     torch.testing.assert_close(ours, dense, rtol=1e-9, atol=1e-9 * float(dense.abs().max()))
 
 
-def test_calibrated_gradient_equals_autograd(problem):
+@pytest.mark.parametrize("lens", [False, True])
+def test_calibrated_gradient_equals_autograd(problem, lens):
     body, cap = problem
-    fitter, data, system, x, w2, project = _calibrated_stage2(body, cap, seed=4)
+    fitter, data, system, x, w2, project = _calibrated_stage2(body, cap, seed=4, lens=lens)
 
     def energy(x):
         return fitter.stage2_energy(project(x), data.xy, w2, x[:, :69], x[:, 69:79]) * data.fit_mask
