@@ -134,15 +134,14 @@ class ProtocolResults:
     config: Any
     seconds: float = 0.0
     plot: str = ""
-    cpu_s: float = 0.0
-    """CPU seconds of the whole protocol (data, static fits, every run and evaluation; all
-    processes, every invocation): ``main_cpu_s`` plus every run's ``cpu_s``."""
     main_cpu_s: float = 0.0
     """CPU seconds of the main process's own work (data, static fits), every invocation; runs
     (the untrained networks' evaluations included) count in their own ``cpu_s``, wherever made."""
 
-    def total_cpu_s(self) -> float:
-        """``main_cpu_s`` plus the runs' ``cpu_s``: what :attr:`cpu_s` holds once written."""
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds of the whole protocol (data, static fits, every run and evaluation; all
+        processes, every invocation): ``main_cpu_s`` plus every run's ``cpu_s``."""
         return self.main_cpu_s + sum(a.cpu_s for a in self.arms)
 
     def to_dict(self) -> dict[str, Any]:
@@ -264,5 +263,4 @@ def read_results(path: str | Path) -> ProtocolResults:
         a.curve = [(int(c[0]), float(c[1]), float(c[2])) for c in a.curve]
         a.store_curve = [(int(c[0]), float(c[1]), float(c[2])) for c in a.store_curve]
     return ProtocolResults(arms=arms, data=data.get("data", {}), config=None, seconds=data.get("seconds", 0.0),
-                           plot=data.get("plot", ""), cpu_s=data.get("cpu_s", 0.0),
-                           main_cpu_s=data.get("main_cpu_s", 0.0))
+                           plot=data.get("plot", ""), main_cpu_s=data.get("main_cpu_s", 0.0))

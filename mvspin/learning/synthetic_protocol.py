@@ -361,7 +361,7 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start, cpu_start = time.perf_counter(), time.process_time()
-    in_process_runs_cpu = [0.0]  # this invocation's CPU of runs made in this process (counted per run)
+    in_process_runs_cpu = 0.0  # this invocation's CPU of runs made in this process (counted per run)
     earlier = _earlier_results(out_dir, config) if resume else None
     done = {(a.arm, a.variant, a.data_seed, a.seed): a for a in (earlier.arms if earlier else [])}
     seconds0, main_cpu0 = (earlier.seconds, earlier.main_cpu_s) if earlier else (0.0, 0.0)
@@ -395,8 +395,7 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
 
     def account() -> None:
         results.seconds = seconds0 + time.perf_counter() - start
-        results.main_cpu_s = main_cpu0 + time.process_time() - cpu_start - in_process_runs_cpu[0]
-        results.cpu_s = results.total_cpu_s()
+        results.main_cpu_s = main_cpu0 + time.process_time() - cpu_start - in_process_runs_cpu
 
     def finished(result: ArmResult) -> None:
         arms.append(result)
@@ -408,7 +407,7 @@ def run(out_dir: str | Path, config: Optional[SyntheticProtocolConfig] = None, *
             with _torch_threads(config.threads_per_arm):
                 run_cpu_start = time.process_time()
                 result = _run_job(job, config, files[job[2]], body, out_dir / "runs", log, resume)
-                in_process_runs_cpu[0] += time.process_time() - run_cpu_start
+                in_process_runs_cpu += time.process_time() - run_cpu_start
                 finished(result)
     else:
         import multiprocessing
