@@ -9,6 +9,8 @@ difference is the method's effect plus training noise, and the noise is measured
 the **checkpoint-to-checkpoint noise**: the mean absolute change of validation PA-MPJPE between
 consecutive checkpoints from the middle checkpoint on (the larger of the two runs'). A pair
 counts as a win when the full loop is ahead by more than twice that noise.
+:meth:`ProtocolResults.paired_summary` pools the pairs of a variant: the mean difference, its
+standard error over pairs and on how many pairs the full loop is ahead.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArmResult", "PairedDifference", "ProtocolResults", "checkpoint_noise", "loss_curve", "store_curve",
+__all__ = ["ArmResult", "PairedDifference", "PairedSummary", "ProtocolResults", "checkpoint_noise", "loss_curve", "store_curve",
            "store_summary", "plot_results", "read_results"]
 
 STORE_KEYS = ("store/mean_error_px", "store/accepted_share")
@@ -79,6 +81,22 @@ class PairedDifference:
     @property
     def win(self) -> bool:
         return bool(math.isfinite(self.noise) and -self.d_pa_mpjpe > 2 * self.noise)
+
+
+@dataclass(frozen=True)
+class PairedSummary:
+    """The paired differences of one variant pooled over its pairs (data seeds x training seeds),
+    mm: the mean, its standard error (sample std over pairs / sqrt(pairs); NaN for one pair),
+    ``ahead``: pairs where the full loop's PA-MPJPE is lower, ``wins``: pairs that are wins."""
+
+    variant: str
+    pairs: int
+    d_mpjpe: float
+    d_mpjpe_se: float
+    d_pa_mpjpe: float
+    d_pa_mpjpe_se: float
+    ahead: int
+    wins: int
 
 
 def checkpoint_noise(curve: list[tuple[int, float, float]]) -> float:
@@ -149,7 +167,8 @@ class ProtocolResults:
         return {"arms": [asdict(a) for a in self.arms], "data": self.data,
                 "config": json.loads(json.dumps(config, default=str)), "seconds": self.seconds,
                 "cpu_s": self.cpu_s, "main_cpu_s": self.main_cpu_s, "plot": self.plot,
-                "summary": self.summary(), "paired": [dict(asdict(p), win=p.win) for p in self.paired()]}
+                "summary": self.summary(), "paired": [dict(asdict(p), win=p.win) for p in self.paired()],
+                "paired_summary": [asdict(p) for p in self.paired_summary()]}
 
     def summary(self) -> list[dict[str, Any]]:
         """Per (variant, arm): runs and mean +- std (sample std, ddof 1) of test MPJPE and PA-MPJPE."""
@@ -177,6 +196,21 @@ class ProtocolResults:
                                           full.pa_mpjpe - ablation.pa_mpjpe, noise))
         return pairs
 
+    def paired_summary(self) -> list[PairedSummary]:
+        """:meth:`paired` pooled per variant (``all_3d`` first)."""
+        by_variant: dict[str, list[PairedDifference]] = {}
+        for p in self.paired():
+            by_variant.setdefault(p.variant, []).append(p)
+        out = []
+        for variant in sorted(by_variant, key=lambda v: (v != "all_3d", v)):
+            pairs = by_variant[variant]
+            d = np.array([p.d_mpjpe for p in pairs])
+            pa = np.array([p.d_pa_mpjpe for p in pairs])
+            n = len(pairs)
+            out.append(PairedSummary(variant, n, float(d.mean()), _std(d) / math.sqrt(n), float(pa.mean()),
+                                     _std(pa) / math.sqrt(n), int((pa < 0).sum()), sum(p.win for p in pairs)))
+        return out
+
     def table(self) -> str:
         """The summary, the paired differences and the fits store's change, as printed text."""
         lines = ["test set, single view; mean +- std over runs (training seeds x data seeds), mm",
@@ -192,6 +226,10 @@ class ProtocolResults:
             for p in pairs:
                 lines.append(f"{p.variant:<11} {p.data_seed:>5} {p.seed:>4} {p.d_mpjpe:>8.1f} {p.d_pa_mpjpe:>10.1f} "
                              f"{p.noise:>6.1f}  {'yes' if p.win else 'no'}")
+            for q in self.paired_summary():
+                lines.append(f"{q.variant:<11} over {q.pairs} pairs: dMPJPE {q.d_mpjpe:.1f} +- {q.d_mpjpe_se:.1f}, "
+                             f"dPA-MPJPE {q.d_pa_mpjpe:.1f} +- {q.d_pa_mpjpe_se:.1f} (mean +- standard error); "
+                             f"full loop ahead on {q.ahead}, wins on {q.wins}")
         full = [a for a in self.arms if a.arm == "full" and a.store_curve]
         if full:
             lines += ["", "fits store over training (full loop): mean error px, accepted share (first -> last)"]

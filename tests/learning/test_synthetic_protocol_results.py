@@ -89,6 +89,12 @@ def test_paired_differences_and_wins():
     # seed 1: ahead by 10 mm, but the ablation's curve swings by 20 mm between checkpoints
     assert pairs[1].noise == pytest.approx(20.0) and not pairs[1].win
     assert "yes" in results.table() and " no" in results.table()
+    (summary,) = results.paired_summary()  # seed 2 has no pair: two pairs, -20 and -10
+    assert (summary.variant, summary.pairs, summary.ahead, summary.wins) == ("all_3d", 2, 2, 1)
+    assert summary.d_pa_mpjpe == pytest.approx(-15.0)
+    assert summary.d_pa_mpjpe_se == pytest.approx(np.std([-20.0, -10.0], ddof=1) / np.sqrt(2))
+    assert "over 2 pairs: dMPJPE -15.0 +- 5.0, dPA-MPJPE -15.0 +- 5.0" in results.table()
+    assert "ahead on 2, wins on 1" in results.table()
 
 
 def test_store_curve_reads_logged_store_statistics():
@@ -112,6 +118,7 @@ def test_plot_and_json(tmp_path):
     assert data["arms"][1]["curve"] == [[20, 180.0, 120.0], [40, 160.0, 95.0]]
     assert data["config"]["training_seeds"] == [0, 1, 2]
     assert data["paired"][0]["d_pa_mpjpe"] == pytest.approx(-20.0) and data["paired"][0]["win"] is False
+    assert data["paired_summary"][0]["pairs"] == 1 and np.isnan(data["paired_summary"][0]["d_pa_mpjpe_se"])
     path = tmp_path / "results.json"
     path.write_text(json.dumps(data))
     back = read_results(path)
