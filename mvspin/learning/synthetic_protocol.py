@@ -74,12 +74,12 @@ class SyntheticProtocolConfig:
                                                           "fits.fitting.compile=true"])
     """key=value overrides applied to both arms' training configs (e.g. optim.max_steps=300).
     3000 steps: on the validation pair both arms end near 110 mm PA-MPJPE there (the mean pose:
-    195), where 500 steps left them at 155-175; a run takes 20-25 CPU minutes (ablation) to 35
-    (full loop), the whole protocol about 9 CPU hours (``--resume`` continues it).
+    195), where 500 steps left them at 155-175; a run takes 19-22 CPU minutes (ablation) to 30-33
+    (full loop), the whole protocol 7.9 CPU hours (``--resume`` continues it).
     The in-loop fits are compiled (``SMPLifyConfig.compile``: the same fits to float rounding;
     ``tools/bench_train.py --settings synthetic_cpu --threads 1 [--compile]``: fitting 0.46 ->
-    0.16 s, step 0.87 -> 0.57 s). The results in docs/ were run with earlier settings
-    (``docs/synthetic_protocol_run.py`` pins them)."""
+    0.16 s, step 0.87 -> 0.57 s). ``docs/synthetic_protocol_results.json`` is this protocol at
+    these defaults (``docs/synthetic_protocol_run.py``)."""
     train_bundles: int = 1500
     """Training bundles per data seed (6,000 images)."""
     val_bundles: int = 64
