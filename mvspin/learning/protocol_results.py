@@ -8,7 +8,10 @@ no-fitting ablation) is read from :meth:`ProtocolResults.paired`: the two arms o
 difference is the method's effect plus training noise, and the noise is measured per pair as
 the **checkpoint-to-checkpoint noise**: the mean absolute change of validation PA-MPJPE between
 consecutive checkpoints from the middle checkpoint on (the larger of the two runs'). A pair
-counts as a win when the full loop is ahead by more than twice that noise.
+counts as a win when the full loop is ahead by more than twice that noise. Where the curves still
+fall there (a cosine schedule's tail), that measure counts the fall as noise too; the **jitter**
+(:func:`checkpoint_jitter`, the curve's scatter around a local linear trend) is printed beside it
+for that reason. The win is judged by the noise, the criterion fixed before the runs.
 :meth:`ProtocolResults.paired_summary` pools the pairs of a variant: the mean difference, its
 standard error over pairs and on how many pairs the full loop is ahead.
 """
@@ -22,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArmResult", "PairedDifference", "PairedSummary", "ProtocolResults", "checkpoint_noise", "loss_curve", "store_curve",
+__all__ = ["ArmResult", "PairedDifference", "PairedSummary", "ProtocolResults", "checkpoint_jitter", "checkpoint_noise",
+           "loss_curve", "store_curve",
            "store_summary", "plot_results", "read_results"]
 
 STORE_KEYS = ("store/mean_error_px", "store/accepted_share")
@@ -69,7 +73,9 @@ class ArmResult:
 class PairedDifference:
     """Full loop minus ablation for one (variant, data seed, training seed), mm (negative: the
     full loop is better). ``noise``: the pair's checkpoint-to-checkpoint noise (mm, NaN with fewer
-    than 3 checkpoints); ``win``: the full loop ahead by more than ``2 * noise``."""
+    than 3 checkpoints); ``win``: the full loop ahead by more than ``2 * noise``. ``jitter``: the
+    larger of the two runs' :func:`checkpoint_jitter` (NaN without enough checkpoints), shown beside
+    the noise; ``jitter_win``: ahead by more than ``2 * jitter``."""
 
     variant: str
     data_seed: int
@@ -77,17 +83,23 @@ class PairedDifference:
     d_mpjpe: float
     d_pa_mpjpe: float
     noise: float
+    jitter: float = float("nan")
 
     @property
     def win(self) -> bool:
         return bool(math.isfinite(self.noise) and -self.d_pa_mpjpe > 2 * self.noise)
+
+    @property
+    def jitter_win(self) -> bool:
+        return bool(math.isfinite(self.jitter) and -self.d_pa_mpjpe > 2 * self.jitter)
 
 
 @dataclass(frozen=True)
 class PairedSummary:
     """The paired differences of one variant pooled over its pairs (data seeds x training seeds),
     mm: the mean, its standard error (sample std over pairs / sqrt(pairs); NaN for one pair),
-    ``ahead``: pairs where the full loop's PA-MPJPE is lower, ``wins``: pairs that are wins."""
+    ``ahead``: pairs where the full loop's PA-MPJPE is lower, ``wins``: pairs that are wins,
+    ``jitter_wins``: pairs ahead by more than twice their jitter."""
 
     variant: str
     pairs: int
@@ -97,6 +109,7 @@ class PairedSummary:
     d_pa_mpjpe_se: float
     ahead: int
     wins: int
+    jitter_wins: int = 0
 
 
 def checkpoint_noise(curve: list[tuple[int, float, float]]) -> float:
@@ -107,6 +120,18 @@ def checkpoint_noise(curve: list[tuple[int, float, float]]) -> float:
         return float("nan")
     tail = np.asarray(pa[(len(pa) - 1) // 2:], dtype=float)  # from the middle checkpoint on
     return float(np.abs(np.diff(tail)).mean())
+
+
+def checkpoint_jitter(curve: list[tuple[int, float, float]]) -> float:
+    """Scatter (mm) of validation PA-MPJPE around a local linear trend, from the middle checkpoint
+    on (as :func:`checkpoint_noise`): the mean absolute second difference divided by
+    ``sqrt(6) * sqrt(2 / pi)``, which is the standard deviation of white noise added to any straight
+    line. NaN with fewer than 3 checkpoints from the middle on."""
+    pa = [c[2] for c in curve]
+    tail = np.asarray(pa[(len(pa) - 1) // 2:], dtype=float)
+    if len(tail) < 3:
+        return float("nan")
+    return float(np.abs(np.diff(tail, 2)).mean() / (math.sqrt(6) * math.sqrt(2 / math.pi)))
 
 
 def _is_number(v: Any) -> bool:
@@ -167,7 +192,7 @@ class ProtocolResults:
         return {"arms": [asdict(a) for a in self.arms], "data": self.data,
                 "config": json.loads(json.dumps(config, default=str)), "seconds": self.seconds,
                 "cpu_s": self.cpu_s, "main_cpu_s": self.main_cpu_s, "plot": self.plot,
-                "summary": self.summary(), "paired": [dict(asdict(p), win=p.win) for p in self.paired()],
+                "summary": self.summary(), "paired": [dict(asdict(p), win=p.win, jitter_win=p.jitter_win) for p in self.paired()],
                 "paired_summary": [asdict(p) for p in self.paired_summary()]}
 
     def summary(self) -> list[dict[str, Any]]:
@@ -192,8 +217,9 @@ class ProtocolResults:
             if arm != "full" or ablation is None:
                 continue
             noise = max(checkpoint_noise(full.curve), checkpoint_noise(ablation.curve))
+            jitter = max(checkpoint_jitter(full.curve), checkpoint_jitter(ablation.curve))
             pairs.append(PairedDifference(variant, data_seed, seed, full.mpjpe - ablation.mpjpe,
-                                          full.pa_mpjpe - ablation.pa_mpjpe, noise))
+                                          full.pa_mpjpe - ablation.pa_mpjpe, noise, jitter))
         return pairs
 
     def paired_summary(self) -> list[PairedSummary]:
@@ -208,7 +234,8 @@ class ProtocolResults:
             pa = np.array([p.d_pa_mpjpe for p in pairs])
             n = len(pairs)
             out.append(PairedSummary(variant, n, float(d.mean()), _std(d) / math.sqrt(n), float(pa.mean()),
-                                     _std(pa) / math.sqrt(n), int((pa < 0).sum()), sum(p.win for p in pairs)))
+                                     _std(pa) / math.sqrt(n), int((pa < 0).sum()), sum(p.win for p in pairs),
+                                     sum(p.jitter_win for p in pairs)))
         return out
 
     def table(self) -> str:
@@ -221,15 +248,19 @@ class ProtocolResults:
         pairs = self.paired()
         if pairs:
             lines += ["", "paired: full loop minus ablation, mm (negative: the loop is better); noise: mean |change| "
-                      "of validation PA-MPJPE between checkpoints, from the middle one on",
-                      f"{'variant':<11} {'data':>5} {'seed':>4} {'dMPJPE':>8} {'dPA-MPJPE':>10} {'noise':>6}  win"]
+                      "of validation PA-MPJPE between checkpoints, from the middle one on (win: ahead by more than twice it); "
+                      "jitter: its scatter around a local trend",
+                      f"{'variant':<11} {'data':>5} {'seed':>4} {'dMPJPE':>8} {'dPA-MPJPE':>10} {'noise':>6}  win  "
+                      f"{'jitter':>6}  > 2 jitter"]
             for p in pairs:
                 lines.append(f"{p.variant:<11} {p.data_seed:>5} {p.seed:>4} {p.d_mpjpe:>8.1f} {p.d_pa_mpjpe:>10.1f} "
-                             f"{p.noise:>6.1f}  {'yes' if p.win else 'no'}")
+                             f"{p.noise:>6.1f}  {'yes' if p.win else 'no ':<3}  {p.jitter:>6.1f}  "
+                             f"{'yes' if p.jitter_win else 'no'}")
             for q in self.paired_summary():
                 lines.append(f"{q.variant:<11} over {q.pairs} pairs: dMPJPE {q.d_mpjpe:.1f} +- {q.d_mpjpe_se:.1f}, "
                              f"dPA-MPJPE {q.d_pa_mpjpe:.1f} +- {q.d_pa_mpjpe_se:.1f} (mean +- standard error); "
-                             f"full loop ahead on {q.ahead}, wins on {q.wins}")
+                             f"full loop ahead on {q.ahead}, wins on {q.wins} "
+                             f"(ahead by more than twice the jitter on {q.jitter_wins})")
         full = [a for a in self.arms if a.arm == "full" and a.store_curve]
         if full:
             lines += ["", "fits store over training (full loop): mean error px, accepted share (first -> last)"]

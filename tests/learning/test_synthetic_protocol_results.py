@@ -9,6 +9,7 @@ import pytest
 from mvspin.learning.protocol_results import (
     ArmResult,
     ProtocolResults,
+    checkpoint_jitter,
     checkpoint_noise,
     plot_results,
     read_results,
@@ -71,6 +72,20 @@ def test_checkpoint_noise_is_the_mean_change_from_the_middle_checkpoint_on():
     assert np.isnan(checkpoint_noise(curve[:2]))
 
 
+def test_checkpoint_jitter_is_the_scatter_around_a_trend_not_the_trend():
+    falling = [(s, 0.0, 200.0 - 3.0 * i) for i, s in enumerate(range(100, 1300, 100))]  # 12 checkpoints, 3 mm each
+    assert checkpoint_noise(falling) == pytest.approx(3.0)  # the fall itself counts as noise
+    assert checkpoint_jitter(falling) == pytest.approx(0.0, abs=1e-12)
+    # +-1 mm alternating around the same line: every second difference is 4 mm in size
+    zigzag = [(s, 0.0, pa + (-1.0) ** i) for i, (s, _, pa) in enumerate(falling)]
+    assert checkpoint_jitter(zigzag) == pytest.approx(4.0 / (np.sqrt(6) * np.sqrt(2 / np.pi)))
+    # white noise of known std around a line: the estimate is close to it
+    rng = np.random.default_rng(0)
+    noisy = [(i, 0.0, 100.0 - 0.5 * i + 2.0 * e) for i, e in enumerate(rng.standard_normal(4001))]
+    assert checkpoint_jitter(noisy) == pytest.approx(2.0, rel=0.05)
+    assert np.isnan(checkpoint_jitter(falling[:3]))  # from the middle on only 2 checkpoints
+
+
 def test_paired_differences_and_wins():
     def arm(kind, seed, pa, tail):
         curve = [(100 * (i + 1), 0.0, v) for i, v in enumerate([200.0, 160.0, *tail])]
@@ -88,13 +103,17 @@ def test_paired_differences_and_wins():
     assert pairs[0].noise == pytest.approx(1.0) and pairs[0].win
     # seed 1: ahead by 10 mm, but the ablation's curve swings by 20 mm between checkpoints
     assert pairs[1].noise == pytest.approx(20.0) and not pairs[1].win
+    # jitter: the tails 121 120 121 (seed 0's both arms) and 110 130 110 (seed 1's ablation)
+    scale = np.sqrt(6) * np.sqrt(2 / np.pi)
+    assert pairs[0].jitter == pytest.approx(2 / scale) and pairs[0].jitter_win
+    assert pairs[1].jitter == pytest.approx(40 / scale) and not pairs[1].jitter_win
     assert "yes" in results.table() and " no" in results.table()
     (summary,) = results.paired_summary()  # seed 2 has no pair: two pairs, -20 and -10
-    assert (summary.variant, summary.pairs, summary.ahead, summary.wins) == ("all_3d", 2, 2, 1)
+    assert (summary.variant, summary.pairs, summary.ahead, summary.wins, summary.jitter_wins) == ("all_3d", 2, 2, 1, 1)
     assert summary.d_pa_mpjpe == pytest.approx(-15.0)
     assert summary.d_pa_mpjpe_se == pytest.approx(np.std([-20.0, -10.0], ddof=1) / np.sqrt(2))
     assert "over 2 pairs: dMPJPE -15.0 +- 5.0, dPA-MPJPE -15.0 +- 5.0" in results.table()
-    assert "ahead on 2, wins on 1" in results.table()
+    assert "ahead on 2, wins on 1 (ahead by more than twice the jitter on 1)" in results.table()
 
 
 def test_store_curve_reads_logged_store_statistics():
