@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ArmResult", "PairedDifference", "PairedSummary", "ProtocolResults", "checkpoint_jitter", "checkpoint_noise",
-           "loss_curve", "store_curve",
-           "store_summary", "plot_results", "read_results"]
+           "loss_curve", "store_curve", "store_summary", "plot_results", "read_results"]
 
 STORE_KEYS = ("store/mean_error_px", "store/accepted_share")
 """The fits store's statistics the trainer logs (mean reprojection error of the stored fits in
@@ -112,14 +111,19 @@ class PairedSummary:
     jitter_wins: int = 0
 
 
+def _late_curve(curve: list[tuple[int, float, float]]) -> np.ndarray:
+    """Validation PA-MPJPE (mm) from the middle checkpoint (index ``(n - 1) // 2``) on: the part of
+    a run where it should have settled, which both noise measures read."""
+    pa = [c[2] for c in curve]
+    return np.asarray(pa[(len(pa) - 1) // 2:], dtype=float)
+
+
 def checkpoint_noise(curve: list[tuple[int, float, float]]) -> float:
     """Mean absolute change of validation PA-MPJPE (mm) between consecutive checkpoints, from the
     middle checkpoint (index ``(n - 1) // 2``) on; NaN with fewer than 3 checkpoints."""
-    pa = [c[2] for c in curve]
-    if len(pa) < 3:
+    if len(curve) < 3:
         return float("nan")
-    tail = np.asarray(pa[(len(pa) - 1) // 2:], dtype=float)  # from the middle checkpoint on
-    return float(np.abs(np.diff(tail)).mean())
+    return float(np.abs(np.diff(_late_curve(curve))).mean())
 
 
 def checkpoint_jitter(curve: list[tuple[int, float, float]]) -> float:
@@ -127,8 +131,7 @@ def checkpoint_jitter(curve: list[tuple[int, float, float]]) -> float:
     on (as :func:`checkpoint_noise`): the mean absolute second difference divided by
     ``sqrt(6) * sqrt(2 / pi)``, which is the standard deviation of white noise added to any straight
     line. NaN with fewer than 3 checkpoints from the middle on."""
-    pa = [c[2] for c in curve]
-    tail = np.asarray(pa[(len(pa) - 1) // 2:], dtype=float)
+    tail = _late_curve(curve)
     if len(tail) < 3:
         return float("nan")
     return float(np.abs(np.diff(tail, 2)).mean() / (math.sqrt(6) * math.sqrt(2 / math.pi)))
