@@ -105,7 +105,10 @@ def _suite_config(overrides: list[str]) -> RigFitConfig:
         for part in path:
             target = getattr(target, part)
         old = getattr(target, last)
-        setattr(target, last, type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true", "yes"))
+        if isinstance(old, bool):
+            setattr(target, last, value.lower() in ("1", "true", "yes"))
+        else:  # an unset optional field (None) takes the text
+            setattr(target, last, value if old is None else type(old)(value))
     return config
 
 

@@ -21,7 +21,7 @@ Presets (:data:`PRESETS`, :meth:`SMPLifyConfig.preset`, or ``preset: NAME`` in a
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 from mvspin.body import KEYPOINT_SETS
 
@@ -192,6 +192,9 @@ class MVSMPLifyConfig(SMPLifyConfig):
     keypoints in 3D before the two 2D stages (stage 0; 0 skips it). Not in SPIN/MV-SPIN, which
     always start from a network estimate: from the mean pose, 100 Adam steps at lr 0.01 cannot
     rotate the limbs far enough."""
+    triangulation_fit_optimizer: Optional[str] = None
+    """Stage 0's optimiser (``adam``, ``lbfgs`` or ``lm``); None: ``optimizer``. With ``lm`` its
+    steps are capped by ``lm_stage2_iterations`` too."""
     triangulation_fit_lr: float = 0.1
     """Adam learning rate of stage 0: the 3D fit is well conditioned and starts far away
     (with ``optimizer="lbfgs"`` the line search sets the step instead)."""
@@ -240,6 +243,9 @@ def validate_config(config: SMPLifyConfig) -> None:
         if config.calibrated_init not in CALIBRATED_INITS:
             raise ValueError(f"calibrated_init must be one of {', '.join(CALIBRATED_INITS)}, "
                              f"got {config.calibrated_init!r}")
+        if config.triangulation_fit_optimizer not in (None, *OPTIMIZERS):
+            raise ValueError(f"triangulation_fit_optimizer must be one of {', '.join(OPTIMIZERS)} or None, "
+                             f"got {config.triangulation_fit_optimizer!r}")
         if not config.triangulation_fit_lr > 0:
             raise ValueError(f"triangulation_fit_lr must be positive, got {config.triangulation_fit_lr}")
         if config.triangulation_fit_iterations < 0:

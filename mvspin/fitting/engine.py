@@ -321,8 +321,9 @@ class FittingEngine:
             self.trace.append((self._stage, iteration, value, time.perf_counter()))
 
     def minimise(self, params: Sequence[Tensor], energy: Callable[[], Tensor], iterations: int, stage: int,
-                 lr: Optional[float] = None) -> int:
-        """Minimise ``energy().sum()`` over ``params``; returns the iterations run.
+                 lr: Optional[float] = None, optimizer: Optional[str] = None) -> int:
+        """Minimise ``energy().sum()`` over ``params`` with ``optimizer`` (``adam`` or ``lbfgs``;
+        default the config's); returns the iterations run.
 
         Stops after ``iterations`` or once the relative energy change has stayed below
         ``rel_tol`` for ``patience`` consecutive iterations (``patience=0``: never early). Adam
@@ -336,7 +337,7 @@ class FittingEngine:
         self._stage = stage
         if iterations == 0 or not params:
             return 0
-        if c.optimizer == "lbfgs":
+        if (optimizer or c.optimizer) == "lbfgs":
             step = self._lbfgs_step(params, energy)
         else:
             opt = _adam(params, c.lr if lr is None else lr)

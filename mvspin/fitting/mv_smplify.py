@@ -351,12 +351,13 @@ class MVSMPLify(FittingEngine):
             return self._world_stage0(body.pose, body.betas, body.d_orient, body.transl, body.orient0, target,
                                       px_per_m, w3, n_views) * mask0
 
-        if c.optimizer == "lm":
+        optimizer = c.triangulation_fit_optimizer or c.optimizer
+        if optimizer == "lm":
             system = lm_models.world_stage0_system(self, body.orient0, target, px_per_m, w3, n_views, mask0)
             return self._world_lm(body, system, min(c.triangulation_fit_iterations, c.lm_stage2_iterations), 0,
                                  mask0 > 0)
         return self.minimise([body.pose, body.betas, body.d_orient, body.transl], stage0,
-                             c.triangulation_fit_iterations, stage=0, lr=c.triangulation_fit_lr)
+                             c.triangulation_fit_iterations, stage=0, lr=c.triangulation_fit_lr, optimizer=optimizer)
 
     def _calibrated_stage1(self, data: _CalibratedInputs, body: _WorldBody) -> int:
         """Stage 1: world orientation and translation on the torso, the body held fixed."""

@@ -62,7 +62,8 @@ def _keyframe_default() -> MVSMPLifyConfig:
     # Fewer iterations than a stand-alone fit (30 + 30 after the 3D fit instead of 100 + 100):
     # a key frame only has to start the refinement in the right basin, and the Gauss-Newton
     # refinement converges from there (as accurate on the test recordings, a third the time).
-    # The network estimate is used when given.
+    # The network estimate is used when given. Stage 0 stays Adam: Levenberg-Marquardt there is
+    # better on the synthetic suite but made a foot flap on the real recording (configs/fit_rig.yaml).
     return MVSMPLifyConfig(mode="calibrated", calibrated_init="auto", stage1_iterations=30, stage2_iterations=30)
 
 

@@ -324,6 +324,39 @@ def test_calibrated_triangulation_start_runs_stage0_by_lm():
     assert float(r.reprojection_error.max()) < 10.0  # pixels, on 2 px noise
 
 
+def test_stage0_alone_by_lm_with_adam_for_the_2d_stages():
+    """``triangulation_fit_optimizer="lm"`` (fit-rig's key frames): stage 0 by LM within its cap,
+    the 2D stages by Adam; stage 0 alone lands as close to the truth as 100 Adam steps do."""
+    from mvspin.fitting import pose_errors
+    from mvspin.geometry import axis_angle_to_matrix
+
+    body = BodyModel.free("low")
+    cap = make_capture(body, sample_bodies(body, 4, torch.Generator().manual_seed(5)), 4, seed=6,
+                       options=SyntheticOptions())
+    gt = cap.gt
+
+    def stage0_only(optimizer):
+        cfg = MVSMPLifyConfig(mode="calibrated", stage1_iterations=0, stage2_iterations=0,
+                              triangulation_fit_optimizer=optimizer)
+        r = MVSMPLify(body, cfg).fit_calibrated(cap.keypoints, cap.cameras)
+        mpjpe, pa = pose_errors(body, r.body_pose, r.betas, r.world_orient, gt.body_pose, gt.betas,
+                                axis_angle_to_matrix(gt.global_orient))
+        return r, float(mpjpe.mean()), float(pa.mean())
+
+    lm, lm_mpjpe, lm_pa = stage0_only("lm")
+    adam, adam_mpjpe, adam_pa = stage0_only(None)  # the config's optimizer: adam
+    assert 0 < lm.iterations_3d <= MVSMPLifyConfig().lm_stage2_iterations
+    assert adam.iterations_3d > lm.iterations_3d
+    assert lm_pa < adam_pa + 1.0 and lm_pa < 20.0, (lm_pa, adam_pa)  # mm, on 2 px noise (12.6 vs 13.8)
+    assert lm_mpjpe < adam_mpjpe + 1.0, (lm_mpjpe, adam_mpjpe)  # 25.8 vs 25.9
+    full = MVSMPLify(body, MVSMPLifyConfig(mode="calibrated", triangulation_fit_optimizer="lm",
+                                           stage1_iterations=5, stage2_iterations=5)).fit_calibrated(
+        cap.keypoints, cap.cameras)
+    assert full.iterations == (5, 5)  # Adam's fixed counts (patience does not stop it this soon)
+    with pytest.raises(ValueError, match="triangulation_fit_optimizer"):
+        MVSMPLify(body, MVSMPLifyConfig(mode="calibrated", triangulation_fit_optimizer="newton"))
+
+
 def test_reference_presets_keep_adam():
     assert MVSMPLifyConfig.preset("spin").optimizer == "adam"
     assert MVSMPLifyConfig.preset("mvspin_paper").optimizer == "adam"
