@@ -114,11 +114,19 @@ class SequenceFitConfig:
     """Frames shared by consecutive chunks: warm-started from the previous chunk, cross-faded."""
     keyframe_reject_ratio: float = 1.75
     """Key frames whose reprojection error exceeds this multiple of the chunk's median key
-    frame error are not used as starts (a per-frame fit stuck in a wrong minimum)."""
+    frame error, and the median by more than ``keyframe_margin_px``, are not used as starts (a
+    per-frame fit stuck in a wrong minimum)."""
     keyframe_refit_ratio: float = 2.0
     """Frames whose interpolated start reprojects worse than this multiple of the key frames'
-    median error (a kick or a jump between two key frames) get key frames of their own (every
-    quarter step, and the worst frame of each such stretch); 0 turns this off."""
+    median error, and by more than ``keyframe_margin_px``, (a kick or a jump between two key
+    frames) get key frames of their own (every quarter step, and the worst frame of each such
+    stretch); 0 turns this off."""
+    keyframe_margin_px: float = 1.0
+    """Image pixels by which a frame must also exceed the key frames' median error to count as
+    worse (above): on keypoints with almost no noise the median is a rounding error, and twice a
+    rounding error is still exact (a noise-free test recording had a perfect key frame rejected
+    at 1.4e-5 px against a median of 6e-6 px, on one CPU and not another). It acts only where the
+    median is under ``1 / (ratio - 1)`` px (1.3 px for the rejection)."""
     shape_prior_frames_exponent: float = 1.0
     """The shape prior of the shared betas weighs ``(n v) ** exponent`` single-view frames'
     worth for n frames seen by v cameras on average (SMPLify's single-view weight): at 1 it
@@ -148,7 +156,7 @@ class SequenceFitConfig:
         if c.chunk_frames < 2 or not 0 <= c.chunk_overlap < c.chunk_frames or c.keyframe_step < 1:
             raise ConfigError(f"need sequence.chunk_frames >= 2, 0 <= chunk_overlap < chunk_frames and keyframe_step >= 1, "
                               f"got {c.chunk_frames}, {c.chunk_overlap}, {c.keyframe_step}", field="sequence.chunk_frames")
-        for name in ("refine_iterations", "smooth_weight", "smooth_scale"):
+        for name in ("refine_iterations", "smooth_weight", "smooth_scale", "keyframe_margin_px"):
             if getattr(c, name) < 0:
                 raise ConfigError(f"sequence.{name} must be >= 0, got {getattr(c, name)}", field=f"sequence.{name}")
         for name in ("refine_lr", "frame_px"):
@@ -281,7 +289,7 @@ class _SequenceFitter:
         if not start or not ratio or typical is None or step == 1:
             return start
         err = self._start_error(start, keypoints)
-        bad = torch.isfinite(err) & (err > ratio * typical)
+        bad = torch.isfinite(err) & (err > max(ratio * typical, typical + self.config.keyframe_margin_px))
         bad[:n_fixed] = False
         if not bool(bad.any()):
             return start
@@ -327,7 +335,9 @@ class _SequenceFitter:
                 if previous is not None and typical_px is not None:
                     typical = torch.as_tensor(typical_px, dtype=typical.dtype)
                 typical_px = float(typical)
-                ok = ok & (res.reprojection_error <= self.config.keyframe_reject_ratio * typical)
+                limit = torch.maximum(self.config.keyframe_reject_ratio * typical,
+                                      typical + self.config.keyframe_margin_px)
+                ok = ok & (res.reprojection_error <= limit)
             for i, k in enumerate(keys):
                 if bool(ok[i]):
                     times.append(k)
