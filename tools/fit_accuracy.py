@@ -18,6 +18,11 @@ longer and LM both reach lower energies than Adam 100 + 100 with larger errors, 
 energy is above theirs, the energy's minimum (not the solver) is what lies further from the
 truth, and Adam's fixed iteration count stops it on the way there.
 
+Two LM rows: without the proximal term (``lm_proximal_weight=0``: the SMPLify energy's own
+minimum, as far as 7 + 14 steps reach) and at its defaults (the term keeps stage 2 near its
+start, as Adam's 100 steps do; ``MVSMPLifyConfig.lm_proximal_weight``). ``--mode smplify`` fits
+every view alone (SMPLify, errors in each view's crop camera).
+
 Seeds: ``--seeds`` picks the batches. 100-199 are a validation range (for choosing anything);
 report with others (e.g. 500-502).
 
@@ -30,7 +35,7 @@ import argparse
 import platform
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -39,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from mvspin.body import BodyModel  # noqa: E402
 from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, sample_bodies  # noqa: E402
-from mvspin.fitting import MVSMPLify, MVSMPLifyConfig  # noqa: E402
+from mvspin.fitting import MVSMPLify, MVSMPLifyConfig, SMPLify, SMPLifyConfig, pose_errors  # noqa: E402
 from mvspin.fitting.evaluation import fit_pose_errors  # noqa: E402
 from mvspin.fitting.result import PerViewEstimate  # noqa: E402
 from mvspin.geometry import axis_angle_to_matrix  # noqa: E402
@@ -50,7 +55,8 @@ EXACT = {"estimate_pose_deg": 0.0, "estimate_orient_deg": 0.0, "estimate_betas_s
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=["per_view", "calibrated"], default="per_view")
+    p.add_argument("--mode", choices=["per_view", "calibrated", "smplify"], default="per_view",
+                   help="smplify: each view alone (SMPLify), from the network estimate")
     p.add_argument("--seeds", type=int, nargs="+", default=[500, 501, 502],
                    help="one batch per seed (100-199: validation; default: %(default)s)")
     p.add_argument("--batch", type=int, default=16)
@@ -61,17 +67,19 @@ def main() -> None:
     p.add_argument("--start", choices=["network", "mean", "triangulation"], default="network",
                    help="where the fits begin (mean: per-view mode only; triangulation: calibrated only)")
     args = p.parse_args()
-    if (args.start, args.mode) in (("mean", "calibrated"), ("triangulation", "per_view")):
+    if (args.start, args.mode) in (("mean", "calibrated"), ("triangulation", "per_view"), ("mean", "smplify"),
+                                   ("triangulation", "smplify")):
         p.error(f"--start {args.start} does not apply to the {args.mode} mode")
     torch.set_num_threads(args.threads)
     body = BodyModel.free(args.resolution)
-    base = MVSMPLifyConfig(mode=args.mode, patience=0)
+    base = MVSMPLifyConfig(mode="per_view" if args.mode == "smplify" else args.mode, patience=0)
     zero = replace(base, stage1_iterations=0, stage2_iterations=0, triangulation_fit_iterations=0)
     rows = [(f"start ({args.start})", zero, False),
             ("truth", zero, True),
             ("Adam 100 + 100 (presets)", base, False),
             (f"Adam 100 + {args.long}", replace(base, stage2_iterations=args.long), False),
-            ("LM (its default caps)", replace(base, optimizer="lm"), False)]
+            ("LM, no proximal term", replace(base, optimizer="lm", lm_proximal_weight=0.0), False),
+            ("LM (its defaults)", replace(base, optimizer="lm"), False)]
     batches = []
     for seed in args.seeds:
         params = sample_bodies(body, args.batch, torch.Generator().manual_seed(seed))
@@ -92,6 +100,18 @@ def main() -> None:
             estimate = cap.estimate
             if args.start == "mean" and not exact:
                 estimate = PerViewEstimate.mean(body, *cap.crop_keypoints.shape[:2])
+            if args.mode == "smplify":  # every view alone; errors in each view's crop camera
+                single = SMPLify(body, SMPLifyConfig(**{f.name: getattr(cfg, f.name) for f in fields(SMPLifyConfig)}))
+                r = single.fit(cap.crop_keypoints.flatten(0, 1), estimate.rotmat.flatten(0, 1),
+                               estimate.betas.flatten(0, 1), estimate.cam.flatten(0, 1))
+                seconds += time.perf_counter() - t0
+                v, gt = cap.crop_keypoints.shape[1], cap.gt
+                m, a = pose_errors(body, r.body_pose, r.betas, r.global_orient[:, 0], gt.body_pose.repeat_interleave(v, 0),
+                                   gt.betas.repeat_interleave(v, 0), cap.crop_orient.flatten(0, 1))
+                energy += float(r.energy.sum())
+                mpjpe += float(m.mean())
+                pa += float(a.mean())
+                continue
             if args.mode == "per_view":
                 r = fitter.fit_per_view(cap.crop_keypoints, estimate)
             else:  # from triangulation: no estimate (the truth's row keeps its exact one)

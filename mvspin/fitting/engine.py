@@ -35,7 +35,7 @@ from mvspin.fitting import lm_models
 from mvspin.fitting.compiled import MaybeCompiled
 from mvspin.fitting.config import SMPLifyConfig, validate_config
 from mvspin.fitting.keypoint_targets import KeypointTargets
-from mvspin.fitting.lm import LMOptions, LMSystem, levenberg_marquardt
+from mvspin.fitting.lm import LMOptions, LMSystem, levenberg_marquardt, proximal_system
 from mvspin.fitting.losses import reprojection_energy, reprojection_error, squared_reprojection_energy
 from mvspin.fitting.result import FitResult, PerViewEstimate
 from mvspin.geometry import (
@@ -384,6 +384,8 @@ class FittingEngine:
             # energy, gradient and Gauss-Newton matrix fused by inductor (about 3x per evaluation on
             # one CPU thread, 16 x 4 per-view stage 2); compiled once per code and batch shape
             system = MaybeCompiled(system, f"LM stage {stage}", no_grad=True)
+        if stage == 2 and c.lm_proximal_weight > 0:
+            system = proximal_system(system, x0.detach(), c.lm_proximal_weight)
         try:
             with torch.no_grad():
                 x, its, _ = levenberg_marquardt(system, x0.detach(), iterations, active, options, self._record)
