@@ -146,8 +146,9 @@ def proximal_system(evaluate: Callable[[Tensor], LMSystem], anchor: Tensor, weig
                     ) -> Callable[[Tensor], LMSystem]:
     """``evaluate`` plus a proximal term that keeps ``x`` near ``anchor (B, P)``:
     ``weight * sum_i m_i (x_i - anchor_i)^2`` with ``m_i = sqrt(H_ii)``, the square root of the
-    Gauss-Newton matrix's diagonal at the anchor (so a coordinate the data pin down strongly
-    may move less far for the same cost than a loose one does, but not in proportion).
+    Gauss-Newton matrix's diagonal at the anchor: a coordinate the data pin down strongly is held
+    more firmly than a loose one, by the square root of their curvatures' ratio. A solver's trace
+    records the energy with the term.
 
     Why: from a good start (a network's estimate), the SMPLify energy's own minimum lies further
     from the true body than the start's neighbourhood does, and Adam's 100 small steps stop on the
