@@ -35,7 +35,7 @@ import argparse
 import platform
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from mvspin.body import BodyModel  # noqa: E402
 from mvspin.data.synthetic_keypoints import SyntheticOptions, make_capture, sample_bodies  # noqa: E402
-from mvspin.fitting import MVSMPLify, MVSMPLifyConfig, SMPLify, SMPLifyConfig, pose_errors  # noqa: E402
+from mvspin.fitting import MVSMPLify, MVSMPLifyConfig, SMPLify  # noqa: E402
 from mvspin.fitting.evaluation import fit_pose_errors  # noqa: E402
 from mvspin.fitting.result import PerViewEstimate  # noqa: E402
 from mvspin.geometry import axis_angle_to_matrix  # noqa: E402
@@ -92,7 +92,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name, cfg, exact in rows:
-        fitter = MVSMPLify(body, cfg)
+        # SMPLify takes the same config (an MVSMPLifyConfig is an SMPLifyConfig)
+        fitter = SMPLify(body, cfg) if args.mode == "smplify" else MVSMPLify(body, cfg)
         energy = mpjpe = pa = seconds = 0.0
         for caps in batches:
             cap = caps[exact]
@@ -100,19 +101,10 @@ def main() -> None:
             estimate = cap.estimate
             if args.start == "mean" and not exact:
                 estimate = PerViewEstimate.mean(body, *cap.crop_keypoints.shape[:2])
-            if args.mode == "smplify":  # every view alone; errors in each view's crop camera
-                single = SMPLify(body, SMPLifyConfig(**{f.name: getattr(cfg, f.name) for f in fields(SMPLifyConfig)}))
-                r = single.fit(cap.crop_keypoints.flatten(0, 1), estimate.rotmat.flatten(0, 1),
+            if isinstance(fitter, SMPLify):  # every view alone (fit_pose_errors compares them view by view)
+                r = fitter.fit(cap.crop_keypoints.flatten(0, 1), estimate.rotmat.flatten(0, 1),
                                estimate.betas.flatten(0, 1), estimate.cam.flatten(0, 1))
-                seconds += time.perf_counter() - t0
-                v, gt = cap.crop_keypoints.shape[1], cap.gt
-                m, a = pose_errors(body, r.body_pose, r.betas, r.global_orient[:, 0], gt.body_pose.repeat_interleave(v, 0),
-                                   gt.betas.repeat_interleave(v, 0), cap.crop_orient.flatten(0, 1))
-                energy += float(r.energy.sum())
-                mpjpe += float(m.mean())
-                pa += float(a.mean())
-                continue
-            if args.mode == "per_view":
+            elif args.mode == "per_view":
                 r = fitter.fit_per_view(cap.crop_keypoints, estimate)
             else:  # from triangulation: no estimate (the truth's row keeps its exact one)
                 r = fitter.fit_calibrated(cap.keypoints, cap.cameras,
