@@ -9,6 +9,9 @@ thread each (a 2-core machine). The same as ``mvspin experiment table7 -o OUT``;
 
 The published results were made with the code of commit 9a6f6f0 (started 2026-12-06, continued with ``--resume`` twice);
 its ``--quick`` run gives bit-identical numbers to the code of the commit that published them.
+Its fits (static and in the loop) were Adam's 100 + 100, as MV-SPIN's. ``configs/synthetic_cpu.yaml`` has fitted
+with ``optimizer: lm`` since (the comparison is in that file), so this script now runs with LM; add
+``fits.fitting.optimizer=adam`` to ``SyntheticProtocolConfig.overrides`` to repeat the published runs.
 """
 import sys
 

@@ -78,8 +78,9 @@ class SyntheticProtocolConfig:
     (full loop), the whole protocol 7.9 CPU hours (``--resume`` continues it).
     The in-loop fits are compiled (``SMPLifyConfig.compile``: the same fits to float rounding;
     ``tools/bench_train.py --settings synthetic_cpu --threads 1 [--compile]``: fitting 0.46 ->
-    0.16 s, step 0.87 -> 0.57 s). ``docs/synthetic_protocol_results.json`` is this protocol at
-    these defaults (``docs/synthetic_protocol_run.py``)."""
+    0.16 s, step 0.87 -> 0.57 s with Adam; with the config's LM, compiled, 0.032 s of a 0.295 s
+    step against Adam's 0.090 of 0.350, Intel Xeon). ``docs/synthetic_protocol_results.json`` is
+    this protocol at these defaults with Adam's fits (``docs/synthetic_protocol_run.py``)."""
     train_bundles: int = 1500
     """Training bundles per data seed (6,000 images)."""
     val_bundles: int = 64

@@ -436,3 +436,18 @@ def test_reference_presets_keep_adam():
                        options=SyntheticOptions())
     r = MVSMPLify(body, cfg).fit_per_view(cap.crop_keypoints, cap.estimate)
     assert r.iterations[0] <= 3 and r.iterations[1] <= cfg.lm_stage2_iterations  # the counts are caps
+
+
+def test_training_fits_by_lm_by_default_and_the_paper_config_by_adam():
+    from pathlib import Path
+
+    from mvspin.config import load_config
+    from mvspin.learning.train_config import TrainConfig
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    assert TrainConfig().fits.fitting.optimizer == "lm"
+    assert load_config(TrainConfig, None).fits.fitting.optimizer == "lm"
+    assert load_config(TrainConfig, configs / "synthetic_cpu.yaml").fits.fitting.optimizer == "lm"
+    paper = load_config(TrainConfig, configs / "mvspin_h36m_3dhp.yaml").fits.fitting
+    assert (paper.optimizer, paper.lr, paper.stage1_iterations, paper.stage2_iterations) == ("adam", 0.01, 100, 100)
+    assert load_config(TrainConfig, None, ["fits.fitting.optimizer=adam"]).fits.fitting.optimizer == "adam"

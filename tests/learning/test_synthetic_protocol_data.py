@@ -104,7 +104,7 @@ def test_static_fits_of_another_fitting_config_are_not_reused(tmp_path):
     path = static_fits_path(tc, train, 100)
     assert path.parent == tmp_path and path.name.startswith("train_static_fits_100it_")
     assert static_fits_path(load_config(TrainConfig, config.full_config, ["optim.seed=1"]), train, 100) == path
-    for change in ({"optimizer": "lm"}, {"shape_prior_weight": 5.0}, {"mode": "calibrated"}):
+    for change in ({"optimizer": "adam"}, {"shape_prior_weight": 5.0}, {"mode": "calibrated"}):
         tc2 = load_config(TrainConfig, config.full_config)
         tc2.fits.fitting = replace(tc2.fits.fitting, **change)
         assert static_fits_path(tc2, train, 100) != path, change

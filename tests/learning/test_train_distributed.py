@@ -47,7 +47,9 @@ def test_two_processes_match_one(tmp_path):
     # Every bundle was fitted once (4 bundles, 2 steps of 2): rank 1's bundles are in rank 0's file.
     assert sorted(s2.step.tolist()) == sorted(s1.step.tolist()) == [1, 1, 2, 2]
     assert np.isfinite(s2.error).all()
-    np.testing.assert_allclose(s2.error, s1.error, atol=1e-3)
+    # the errors are fitting losses of an untrained network (up to ~2000): float32 summation order
+    # moves them by ~1e-6 of their value
+    np.testing.assert_allclose(s2.error, s1.error, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(s2.body_pose, s1.body_pose, atol=1e-3)
     np.testing.assert_allclose(s2.global_orient, s1.global_orient, atol=1e-3)
     np.testing.assert_allclose(s2.betas, s1.betas, atol=1e-3)

@@ -111,7 +111,9 @@ def test_grad_clip_bounds_the_gradient_adam_sees(capture, tmp_path, monkeypatch)
           tmp_path / "r")
     logged = [json.loads(x)["grad_norm"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert len(seen) == 2 and all(n > 0.5 for n in logged)  # the logged norms are before clipping
-    np.testing.assert_allclose(seen, 0.5, rtol=1e-5)
+    # float32 norms over ResNet-18's 11M gradients (torch's, then this test's) round at ~1e-5 of
+    # their value: run after the rest of tests/learning this measured 0.500005
+    np.testing.assert_allclose(seen, 0.5, rtol=1e-4)
     with pytest.raises(ConfigError, match="grad_clip"):
         tiny_config([capture], **{"optim.grad_clip": 0})
 
