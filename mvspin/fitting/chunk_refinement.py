@@ -63,9 +63,12 @@ squared (``quadratic``), linearly (``pseudo_huber``, Charbonnier), logarithmical
 (``cauchy``) or at most ``c^2`` (``geman_mcclure``). All are ``|a|^2`` for ``|a| << c``."""
 
 
-def robust_penalty(s: Tensor, kind: str, c: float) -> tuple[Tensor, Tensor]:
-    """The penalty ``rho(s)`` of squared magnitudes ``s >= 0`` (any shape) and its derivative
-    ``rho'(s)`` (the IRLS weight), for scale ``c`` (same unit as ``sqrt(s)``; 0: ``rho = s``):
+def robust_penalty(s: Tensor, kind: str, c: float, tail: float = 0.0) -> tuple[Tensor, Tensor]:
+    """The penalty ``rho(s) + tail * s`` of squared magnitudes ``s >= 0`` (any shape) and its
+    derivative ``rho'(s) + tail`` (the IRLS weight), for scale ``c`` (same unit as ``sqrt(s)``;
+    0: ``rho = s``). ``tail``: a weak plain square under the robust shape, so that a magnitude
+    far beyond ``c`` (a flicker of hundreds of m/s^2) is still charged quadratically, at
+    ``tail`` times the rate of the jitter below ``c``:
 
     - ``quadratic``: ``s``;
     - ``pseudo_huber``: ``2 c^2 (sqrt(1 + s/c^2) - 1)``, growing as ``2 c |a|``: convex, so a
@@ -75,16 +78,18 @@ def robust_penalty(s: Tensor, kind: str, c: float) -> tuple[Tensor, Tensor]:
       than a mid-size one, so a start that jumped stays where it is.
     """
     if kind == "quadratic" or not c:
-        return s, torch.ones_like(s)
+        return s * (1 + tail), torch.full_like(s, 1 + tail)
     c2 = c * c
     if kind == "pseudo_huber":
         root = torch.sqrt(1 + s / c2)
-        return 2 * c2 * (root - 1), 1 / root
-    if kind == "cauchy":
-        return c2 * torch.log1p(s / c2), c2 / (c2 + s)
-    if kind == "geman_mcclure":
-        return c2 * s / (c2 + s), (c2 / (c2 + s)).square()
-    raise ValueError(f"unknown penalty {kind!r}; choose from {', '.join(SMOOTH_PENALTIES)}")
+        rho, weight = 2 * c2 * (root - 1), 1 / root
+    elif kind == "cauchy":
+        rho, weight = c2 * torch.log1p(s / c2), c2 / (c2 + s)
+    elif kind == "geman_mcclure":
+        rho, weight = c2 * s / (c2 + s), (c2 / (c2 + s)).square()
+    else:
+        raise ValueError(f"unknown penalty {kind!r}; choose from {', '.join(SMOOTH_PENALTIES)}")
+    return (rho + tail * s, weight + tail) if tail else (rho, weight)
 
 
 @dataclass
@@ -115,6 +120,7 @@ class ChunkEnergy:
         smooth_scale: scale ``c`` of the acceleration penalty, m/s^2 (0: plain squared
             acceleration).
         smooth_penalty: the penalty's shape (:data:`SMOOTH_PENALTIES`, :func:`robust_penalty`).
+        smooth_tail: the weak plain square under it (:func:`robust_penalty`'s ``tail``).
     """
 
     body: BodyModel
@@ -132,6 +138,7 @@ class ChunkEnergy:
     fps: float = 30.0
     smooth_scale: float = 0.0
     smooth_penalty: str = "geman_mcclure"
+    smooth_tail: float = 0.0
 
     def _scaled(self, uv: Tensor) -> tuple[Tensor, Tensor]:
         if self.scale is None:
@@ -147,11 +154,12 @@ class ChunkEnergy:
         """IRLS weights ``(L - 2, M)`` of the acceleration penalty at world keypoints
         ``x (L, M, 3)``: ``rho'(|a|^2)`` (:func:`robust_penalty`), so that its gradient by ``x``
         is ``2 smooth fps^4 D^T (psi D x)``."""
-        return robust_penalty(self._acceleration_sq(x), self.smooth_penalty, self.smooth_scale)[1]
+        return robust_penalty(self._acceleration_sq(x), self.smooth_penalty, self.smooth_scale, self.smooth_tail)[1]
 
     def smoothness(self, x: Tensor) -> Tensor:
         """The acceleration penalty (scalar) of world keypoints ``x (L, M, 3)``."""
-        return self.smooth * robust_penalty(self._acceleration_sq(x), self.smooth_penalty, self.smooth_scale)[0].sum()
+        return self.smooth * robust_penalty(self._acceleration_sq(x), self.smooth_penalty, self.smooth_scale,
+                                            self.smooth_tail)[0].sum()
 
     def world_keypoints(self, pose: Tensor, d_orient: Tensor, orient0: Tensor, transl: Tensor,
                         betas: Tensor) -> Tensor:

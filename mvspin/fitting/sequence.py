@@ -108,6 +108,14 @@ class SequenceFitConfig:
     """How accelerations far above ``smooth_scale`` are charged (:func:`~mvspin.fitting.
     chunk_refinement.robust_penalty`): ``pseudo_huber`` (linearly), ``cauchy``
     (logarithmically), ``geman_mcclure`` (at most ``smooth_scale^2``) or ``quadratic``."""
+    smooth_tail: float = 0.0
+    """A plain squared acceleration under the robust penalty, at this fraction of its rate for
+    jitter: ``rho(a^2) + smooth_tail * a^2``. A real landing (tens of m/s^2) costs little more,
+    a foot that a detector's flicker makes flap at hundreds of m/s^2 costs quadratically again
+    (Geman-McClure alone charges it no more than ``smooth_scale^2``). 0: the robust penalty
+    alone. 0.03 was best on the motion suite's validation part but is not the default: it
+    widens the fits' remaining dependence on image resolution past the 5% bound
+    (``configs/fit_rig.yaml``)."""
     chunk_frames: int = 300
     """Frames refined together (memory grows linearly with it)."""
     chunk_overlap: int = 16
@@ -156,7 +164,7 @@ class SequenceFitConfig:
         if c.chunk_frames < 2 or not 0 <= c.chunk_overlap < c.chunk_frames or c.keyframe_step < 1:
             raise ConfigError(f"need sequence.chunk_frames >= 2, 0 <= chunk_overlap < chunk_frames and keyframe_step >= 1, "
                               f"got {c.chunk_frames}, {c.chunk_overlap}, {c.keyframe_step}", field="sequence.chunk_frames")
-        for name in ("refine_iterations", "smooth_weight", "smooth_scale", "keyframe_margin_px"):
+        for name in ("refine_iterations", "smooth_weight", "smooth_scale", "keyframe_margin_px", "smooth_tail"):
             if getattr(c, name) < 0:
                 raise ConfigError(f"sequence.{name} must be >= 0, got {getattr(c, name)}", field=f"sequence.{name}")
         for name in ("refine_lr", "frame_px"):
@@ -428,7 +436,7 @@ class _SequenceFitter:
             self.body, self.targets, cams, xy, w_body, kc.sigma, self.pose_prior, kc.pose_prior_weight,
             kc.angle_prior_weight, kc.shape_prior_weight * n_views ** c.shape_prior_frames_exponent,
             c.smooth_weight, scale=scale, fps=self.fps, smooth_scale=c.smooth_scale,
-            smooth_penalty=c.smooth_penalty)
+            smooth_penalty=c.smooth_penalty, smooth_tail=c.smooth_tail)
 
         if c.refine_optimizer == "lm":
             cg = max(1, round(c.refine_cg_iterations * max(1.0, self.fps / 30.0)))

@@ -2,6 +2,8 @@
 synthetic recording, from a perturbed start, 6 Gauss-Newton steps reach a lower energy than 100
 Adam steps (the previous refinement) on exactly the same energy, every kept step lowers it, the
 gradient there is near zero, and the fit is close to the truth."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -96,10 +98,12 @@ def test_each_kept_step_lowers_the_energy(problem):
     assert torch.equal(fixed.betas, start.betas)  # betas held when not free
 
 
-def test_closed_form_gradient_equals_autograd(problem):
+@pytest.mark.parametrize("tail", [0.0, 0.03])
+def test_closed_form_gradient_equals_autograd(problem, tail):
     # The refinement's gradient through the closed-form Jacobians (no pose blend shapes in the
-    # free model) is the energy's own gradient.
+    # free model) is the energy's own gradient, with the smoothness tail too.
     _, energy, start, _ = problem
+    energy = dataclasses.replace(energy, smooth_tail=tail)
     kp, jac, jac_b = energy.jacobians(start, betas_free=True)
     _, grad_x = energy.keypoint_information(kp)
     g, g_b = energy.gradient(start, kp, jac, jac_b, grad_x)
@@ -130,3 +134,17 @@ def test_penalty_shapes_and_their_irls_weights(kind):
     assert expected[0] <= big <= expected[1], (kind, big)
     with pytest.raises(ValueError, match="unknown penalty"):
         robust_penalty(s, "huber", c)
+
+
+@pytest.mark.parametrize("kind", SMOOTH_PENALTIES)
+def test_penalty_tail_adds_a_weak_square_with_its_weight(kind):
+    """``tail`` adds ``tail * |a|^2`` to every shape and ``tail`` to its IRLS weight (still the
+    derivative): a flap of 1000 m/s^2 costs 0.03 * 10^6 more, a landing's 60 m/s^2 only 108."""
+    c, tail = 30.0, 0.03
+    s = torch.tensor([1e-2, 3600.0, 1e6], dtype=torch.float64, requires_grad=True)
+    rho0, w0 = robust_penalty(s.detach(), kind, c)
+    rho, w = robust_penalty(s, kind, c, tail)
+    (d,) = torch.autograd.grad(rho.sum(), s)
+    assert torch.allclose(w.detach(), d, rtol=1e-9)
+    assert torch.allclose(rho.detach() - rho0, tail * s.detach(), rtol=1e-12)
+    assert torch.allclose(w.detach() - w0, torch.full_like(w0, tail), rtol=1e-12)
