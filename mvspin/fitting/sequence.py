@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from calibration import CameraTensors, Rig
+from calibration import CameraTensors, Rig, triangulate_points
 from mvspin.body import BodyModel
 from mvspin.errors import ConfigError, NoFrameFittedError
 from mvspin.fitting.chunk_refinement import SMOOTH_PENALTIES, ChunkEnergy, ChunkParams, refine_levenberg_marquardt
@@ -100,6 +100,12 @@ class SequenceFitConfig:
     body at the subject's depth (224 would be SPIN's crop, where SMPLify's single-view prior
     weights were set; on the validation motions 1000 was 9.8 mm against 14.2 at 224 and 13.0
     at 2000: with several cameras the data deserve more weight than one view's)."""
+    keyframe_frame_px: Optional[float] = None
+    """With a value, the key frames' MV-SMPLify fits in pixels of a frame this size holding a
+    1.7 m body at the subject's depth in each camera (as the refinement with ``frame_px``): its
+    energy, thresholds and errors then mean the same at any image resolution. None: image
+    pixels (the default: 1000 was best on the validation part but not on the test part, where a
+    2-camera turn went from 14 to 18 mm; ``configs/fit_rig.yaml``)."""
     smooth_scale: float = 30.0
     """Scale of the robust acceleration penalty, m/s^2: accelerations well below it are
     penalised quadratically (jitter), far above it less than quadratically (a heel strike, a
@@ -167,7 +173,7 @@ class SequenceFitConfig:
         for name in ("refine_iterations", "smooth_weight", "smooth_scale", "keyframe_margin_px", "smooth_tail"):
             if getattr(c, name) < 0:
                 raise ConfigError(f"sequence.{name} must be >= 0, got {getattr(c, name)}", field=f"sequence.{name}")
-        for name in ("refine_lr", "frame_px"):
+        for name in ("refine_lr", "frame_px") + (("keyframe_frame_px",) if c.keyframe_frame_px is not None else ()):
             if not getattr(c, name) > 0:
                 raise ConfigError(f"sequence.{name} must be > 0, got {getattr(c, name)}", field=f"sequence.{name}")
         if c.smooth_penalty not in SMOOTH_PENALTIES:
@@ -264,9 +270,9 @@ class _SequenceFitter:
         ok = torch.isfinite(xy).all(-1) & torch.isfinite(conf) & (conf > self.config.keyframe.min_confidence)
         return torch.where(ok[..., None], xy, torch.zeros_like(xy)), torch.where(ok, conf, torch.zeros_like(conf))
 
-    def _start_error(self, start: dict[str, Tensor], keypoints: Tensor) -> Tensor:
-        """Mean reprojection error ``(L,)`` (pixels) of a start over the cameras (inf where no
-        camera sees the subject)."""
+    def _start_error(self, start: dict[str, Tensor], keypoints: Tensor, cams: CameraTensors) -> Tensor:
+        """Mean reprojection error ``(L,)`` (pixels of ``cams``) of a start over the cameras (inf
+        where no camera sees the subject)."""
         xy, conf = self._prepare(keypoints)
         n = xy.shape[0]
         betas = (start["betas"] if self.betas is None else self.betas).to(xy.dtype)
@@ -275,8 +281,7 @@ class _SequenceFitter:
                                                betas.expand(n, -1), start["global_orient"].to(xy.dtype)[:, None],
                                                start["transl"].to(xy.dtype)[:, None])
             kp = self.targets.model_keypoints(kp)
-            c = self.cams
-            uv = perspective_projection(kp, c.K, c.R, c.t, c.dist)
+            uv = perspective_projection(kp, cams.K, cams.R, cams.t, cams.dist)
         w = conf * (self.targets.weights > 0)
         err = reprojection_error(uv.flatten(1, 2), xy.flatten(1, 2), w.flatten(1, 2))
         return torch.where((w > 0).flatten(1).any(-1), err, torch.full_like(err, math.inf))
@@ -292,11 +297,12 @@ class _SequenceFitter:
         if not keys or keys[-1] != L - 1:
             keys.append(L - 1)
         keys = sorted(set(k for k in keys if k >= n_fixed)) if L > n_fixed else []
-        start, typical = self._keyframe_pass(keypoints, fixed, n_fixed, init, keys, None, None)
+        keypoints, cams = self._in_frame_pixels(keypoints, keys)
+        start, typical = self._keyframe_pass(keypoints, cams, fixed, n_fixed, init, keys, None, None)
         ratio = self.config.keyframe_refit_ratio
         if not start or not ratio or typical is None or step == 1:
             return start
-        err = self._start_error(start, keypoints)
+        err = self._start_error(start, keypoints, cams)
         bad = torch.isfinite(err) & (err > max(ratio * typical, typical + self.config.keyframe_margin_px))
         bad[:n_fixed] = False
         if not bool(bad.any()):
@@ -316,15 +322,40 @@ class _SequenceFitter:
         extra -= set(keys)
         if not extra:
             return start
-        start2, _ = self._keyframe_pass(keypoints, fixed, n_fixed, init, sorted(extra), start, typical)
+        start2, _ = self._keyframe_pass(keypoints, cams, fixed, n_fixed, init, sorted(extra), start, typical)
         return start2 or start
 
-    def _keyframe_pass(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int,
+    def _in_frame_pixels(self, keypoints: Tensor, keys: list[int]) -> tuple[Tensor, CameraTensors]:
+        """``keypoints (L, V, K, 3)`` and the cameras in pixels of a ``keyframe_frame_px`` frame
+        holding a 1.7 m body at the subject's depth in each camera (unchanged when it is None):
+        the key frames' energy, thresholds and errors then mean the same at any resolution. Each camera's pixels
+        are scaled by one factor (intrinsics' first two rows and the keypoints alike: the same
+        rays), from the subject's median depth over the key frames (robust triangulation)."""
+        cams = self.cams
+        if self.config.keyframe_frame_px is None:
+            return keypoints, cams
+        tri = triangulate_points(keypoints[keys][..., :2], keypoints[keys][..., 2], cams)
+        valid = tri.valid
+        if not bool(valid.any()):
+            return keypoints, cams
+        n = valid.sum(-1, keepdim=True).clamp_min(1)
+        centre = (tri.points * valid[..., None]).sum(-2) / n  # (k, 3)
+        seen = valid.any(-1)
+        depth = (torch.einsum("vij,kj->kv", cams.R, centre[seen]) + cams.t[:, 2]).median(0).values  # (V,)
+        focal = 0.5 * (cams.K[:, 0, 0] + cams.K[:, 1, 1])
+        scale = (depth.clamp_min(0.1) / focal * (float(self.config.keyframe_frame_px) / REFERENCE_HEIGHT_M)).to(cams.K.dtype)
+        rows = torch.ones(len(scale), 3, 1, dtype=scale.dtype, device=scale.device)
+        rows[:, :2, 0] = scale[:, None]
+        xy_scale = torch.cat([scale[:, None].expand(-1, 2), torch.ones_like(scale)[:, None]], -1)  # (V, 3)
+        return keypoints * xy_scale[:, None].to(keypoints.dtype), cams._replace(K=cams.K * rows)
+
+    def _keyframe_pass(self, keypoints: Tensor, cams: CameraTensors, fixed: dict[str, Tensor] | None, n_fixed: int,
                        init: Optional[WorldEstimate], keys: list[int], previous: Optional[dict[str, Tensor]],
                        typical_px: Optional[float]) -> tuple[dict[str, Tensor], Optional[float]]:
         """Fit the key frames ``keys`` and interpolate; with ``previous`` (a first pass), its
         key frames are kept too and ``typical_px`` (its key frames' median error) judges the
-        new ones. Returns the start and the key frames' median error (pixels)."""
+        new ones. ``keypoints`` and ``cams`` in the key frames' pixels (:meth:`_in_frame_pixels`).
+        Returns the start and the key frames' median error (those pixels)."""
         L = keypoints.shape[0]
         times: list[int] = []
         vals: dict[str, list[Tensor]] = {"body_pose": [], "global_orient": [], "transl": [], "betas": []}
@@ -334,7 +365,7 @@ class _SequenceFitter:
                 for name in ("body_pose", "global_orient", "transl"):
                     vals[name].append(previous[name][k])
         if keys:
-            res = self.kf_fitter.fit_calibrated(keypoints[keys], self.rig, None if init is None else init[keys])
+            res = self.kf_fitter.fit_calibrated(keypoints[keys], cams, None if init is None else init[keys])
             ok = res.fitted
             if bool(ok.any()):
                 # A key frame caught in a wrong minimum reprojects clearly worse than its

@@ -15,7 +15,7 @@ from mvspin.data.motion_suite import TEST, make_case, motion_params, suite, suit
 from mvspin.data.synthetic_keypoints import BodyParams
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording
 from mvspin.fitting.association import associate_subjects
-from mvspin.fitting.sequence import fit_sequence
+from mvspin.fitting.sequence import SequenceFitConfig, fit_sequence
 from mvspin.geometry import axis_angle_to_matrix
 
 
@@ -96,6 +96,25 @@ def test_same_accuracy_at_540p_1080p_and_2160p(body):
         _, pred = _fit(body, scaled, case.fps)
         errors.append(_mpjpe_mm(pred, gt))
     assert max(errors) <= 1.05 * min(errors), errors
+
+
+def test_keyframes_in_frame_pixels_fit_the_same_at_half_the_resolution(body):
+    """``keyframe_frame_px``: the key frames fit in pixels of a frame holding the body, so the same
+    recording at 540p and 1080p (whose association is identical) fits to the same body, where
+    image-pixel key frames differ by 4%."""
+    case = dataclasses.replace(TEST[0], duration_s=1.5)
+    rec = make_case(body, case)
+    gt = _gt(body, rec)
+    errors = []
+    for s in (0.5, 1.0):
+        scaled = dataclasses.replace(rec, rig=_scaled_rig(rec.rig, s),
+                                     detections=rec.detections * torch.tensor([s, s, 1.0]))
+        kp = associate_subjects(scaled.detections, scaled.rig, "openpose25", fps=case.fps).keypoints[0]
+        r = fit_sequence(body, kp, scaled.rig, "openpose25", config=SequenceFitConfig(keyframe_frame_px=1000.0),
+                         fps=case.fps)
+        errors.append(_mpjpe_mm(_keypoints(body, r.body_pose, r.betas.expand(r.num_frames, -1), r.global_orient,
+                                           r.transl), gt))
+    assert abs(errors[0] - errors[1]) <= 0.005 * errors[1], errors
 
 
 def test_same_accuracy_at_30_and_120_fps(body):
