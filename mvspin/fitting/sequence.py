@@ -252,8 +252,8 @@ class _SequenceFitter:
     """State of one subject's fit across chunks (targets, priors, the fixed betas)."""
 
     def __init__(self, body: BodyModel, keypoint_set: str, config: SequenceFitConfig, cams: CameraTensors,
-                 rig: Rig | CameraTensors, fps: float = 30.0) -> None:
-        self.body, self.config, self.cams, self.rig, self.fps = body, config, cams, rig, fps
+                 fps: float = 30.0) -> None:
+        self.body, self.config, self.cams, self.fps = body, config, cams, fps
         self.kf_fitter = MVSMPLify(body, config.keyframe, keypoint_set)
         c = config.keyframe
         self.targets = KeypointTargets.build(body, keypoint_set, c.keypoint_weights, c.stage2_ignored_points)
@@ -328,9 +328,10 @@ class _SequenceFitter:
     def _in_frame_pixels(self, keypoints: Tensor, keys: list[int]) -> tuple[Tensor, CameraTensors]:
         """``keypoints (L, V, K, 3)`` and the cameras in pixels of a ``keyframe_frame_px`` frame
         holding a 1.7 m body at the subject's depth in each camera (unchanged when it is None):
-        the key frames' energy, thresholds and errors then mean the same at any resolution. Each camera's pixels
-        are scaled by one factor (intrinsics' first two rows and the keypoints alike: the same
-        rays), from the subject's median depth over the key frames (robust triangulation)."""
+        the key frames' energy, thresholds and errors then mean the same at any resolution.
+        Each camera's pixels are scaled by one factor (intrinsics' first two rows and the
+        keypoints alike: the same rays), from the subject's median depth over the key frames
+        (robust triangulation)."""
         cams = self.cams
         if self.config.keyframe_frame_px is None:
             return keypoints, cams
@@ -542,7 +543,7 @@ def fit_sequence(
         raise ValueError(f"keypoints are for {v} cameras but the rig has {cams.K.shape[0]}")
     if init is not None:
         init.check(t, body.num_betas)
-    fitter = _SequenceFitter(body, keypoint_set, c, cams, cameras, float(fps))
+    fitter = _SequenceFitter(body, keypoint_set, c, cams, float(fps))
     out = {"body_pose": torch.zeros(t, 23, 3, 3, dtype=dt, device=dev),
            "global_orient": torch.eye(3, dtype=dt, device=dev).repeat(t, 1, 1),
            "transl": torch.zeros(t, 3, dtype=dt, device=dev),
