@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from _bench import median_time  # noqa: E402  (tools/ is on sys.path when run as a script)
 
 from mvspin.body import BodyModel  # noqa: E402
+from mvspin.config import ConfigError, load_config  # noqa: E402
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording  # noqa: E402
 from mvspin.fitting import MVSMPLify, MVSMPLifyConfig  # noqa: E402
 from mvspin.fitting.association import associate_subjects  # noqa: E402
@@ -97,19 +98,10 @@ def _suite_errors(pred: torch.Tensor, gt: torch.Tensor, fps: float, valid: torch
 
 
 def _suite_config(overrides: list[str]) -> RigFitConfig:
-    config = RigFitConfig()
-    for item in overrides:
-        name, _, value = item.partition("=")
-        target = config.association if name.startswith("association.") else config.sequence
-        *path, last = name.removeprefix("sequence.").removeprefix("association.").split(".")
-        for part in path:
-            target = getattr(target, part)
-        old = getattr(target, last)
-        if isinstance(old, bool):
-            setattr(target, last, value.lower() in ("1", "true", "yes"))
-        else:  # an unset optional field (None) takes the text
-            setattr(target, last, value if old is None else type(old)(value))
-    return config
+    """The default fit-rig config with ``--set`` overrides (typed and checked as ``mvspin fit-rig
+    --set`` does; a bare NAME is a ``sequence`` field)."""
+    keys = [o if o.startswith(("sequence.", "association.")) else "sequence." + o for o in overrides]
+    return load_config(RigFitConfig, None, keys)
 
 
 def run_suite(part: str, methods: list[str], overrides: list[str], resolution: str, only: list[str]) -> None:
@@ -215,6 +207,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.suite:
+        try:  # a bad --set ends in one line, before any fit
+            _suite_config(args.set)
+        except ConfigError as err:
+            p.error(str(err))
         run_suite(args.suite, args.methods.split(","), args.set, args.resolution,
                   [c for c in args.cases.split(",") if c])
         return

@@ -6,9 +6,9 @@ Each row fits the same batches (B bundles x V views per seed; the fitting tests'
 1000x1000 px, focal 1000 px, 2 px noise, 10% of keypoints dropped, the network estimate the
 truth perturbed by 6 degrees per joint) and prints the mean final energy, MPJPE and PA-MPJPE
 (mm; :func:`mvspin.fitting.evaluation.fit_pose_errors`: per-view fits in each view's crop
-camera, calibrated fits in the world) and seconds per batch, and each row's PA-MPJPE against Adam 100 + 100's on the same bodies (mean
-paired difference +- its standard error over the fitted bodies). ``start`` is the fits' start itself
-(no iteration), ``truth`` the energy at the ground truth (both modes' energies are evaluated by
+camera, calibrated fits in the world), seconds per batch, and each row's PA-MPJPE against Adam
+100 + 100's on the same bodies (mean paired difference +- its standard error over the fitted
+bodies). ``start`` is the fits' start itself (no iteration), ``truth`` the energy at the ground truth (both modes' energies are evaluated by
 a 0-iteration fit from an exact estimate). ``--start`` picks where the fits begin: the simulated
 network estimate (``network``), the body model's mean parameters in every view (``mean``,
 per-view mode: ``fit-dataset`` without a network) or triangulated keypoints (``triangulation``,

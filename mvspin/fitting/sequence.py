@@ -136,7 +136,7 @@ class SequenceFitConfig:
     frames) get key frames of their own (every quarter step, and the worst frame of each such
     stretch); 0 turns this off."""
     keyframe_margin_px: float = 1.0
-    """Image pixels by which a frame must also exceed the key frames' median error to count as
+    """Pixels of the key frames' fit (image pixels, or ``keyframe_frame_px``'s frame) by which a frame must also exceed the key frames' median error to count as
     worse (above): on keypoints with almost no noise the median is a rounding error, and twice a
     rounding error is still exact (a noise-free test recording had a perfect key frame rejected
     at 1.4e-5 px against a median of 6e-6 px, on one CPU and not another). It acts only where the
@@ -248,6 +248,14 @@ def _interpolate(key_t: Tensor, values: dict[str, Tensor], frames: Tensor) -> di
     return out
 
 
+def _frame_scale(cams: CameraTensors, points: Tensor, frame_px: float) -> Tensor:
+    """Pixels of a ``frame_px`` frame holding a 1.7 m body per image pixel ``(N, V)``, for world
+    points ``(N, 3)`` (the subject) seen by the V cameras ``cams``."""
+    depth = torch.einsum("vij,nj->nv", cams.R, points) + cams.t[:, 2]
+    focal = 0.5 * (cams.K[:, 0, 0] + cams.K[:, 1, 1])
+    return depth.clamp_min(0.1) / focal * (frame_px / REFERENCE_HEIGHT_M)
+
+
 class _SequenceFitter:
     """State of one subject's fit across chunks (targets, priors, the fixed betas)."""
 
@@ -333,22 +341,19 @@ class _SequenceFitter:
         keypoints alike: the same rays), from the subject's median depth over the key frames
         (robust triangulation)."""
         cams = self.cams
-        if self.config.keyframe_frame_px is None:
+        if self.config.keyframe_frame_px is None or not keys:
             return keypoints, cams
         tri = triangulate_points(keypoints[keys][..., :2], keypoints[keys][..., 2], cams)
-        valid = tri.valid
-        if not bool(valid.any()):
+        seen = tri.valid.any(-1)
+        if not bool(seen.any()):
             return keypoints, cams
-        n = valid.sum(-1, keepdim=True).clamp_min(1)
-        centre = (tri.points * valid[..., None]).sum(-2) / n  # (k, 3)
-        seen = valid.any(-1)
-        depth = (torch.einsum("vij,kj->kv", cams.R, centre[seen]) + cams.t[:, 2]).median(0).values  # (V,)
-        focal = 0.5 * (cams.K[:, 0, 0] + cams.K[:, 1, 1])
-        scale = (depth.clamp_min(0.1) / focal * (float(self.config.keyframe_frame_px) / REFERENCE_HEIGHT_M)).to(cams.K.dtype)
-        rows = torch.ones(len(scale), 3, 1, dtype=scale.dtype, device=scale.device)
-        rows[:, :2, 0] = scale[:, None]
-        xy_scale = torch.cat([scale[:, None].expand(-1, 2), torch.ones_like(scale)[:, None]], -1)  # (V, 3)
-        return keypoints * xy_scale[:, None].to(keypoints.dtype), cams._replace(K=cams.K * rows)
+        valid = tri.valid[seen]
+        centre = (tri.points[seen] * valid[..., None]).sum(-2) / valid.sum(-1, keepdim=True)  # (k, 3)
+        scale = _frame_scale(cams, centre, float(self.config.keyframe_frame_px)).median(0).values  # (V,)
+        s = scale[:, None, None]
+        K = torch.cat([cams.K[:, :2] * s.to(cams.K.dtype), cams.K[:, 2:]], 1)
+        xy = keypoints[..., :2] * s.to(keypoints.dtype)
+        return torch.cat([xy, keypoints[..., 2:]], -1), cams._replace(K=K)
 
     def _keyframe_pass(self, keypoints: Tensor, cams: CameraTensors, fixed: dict[str, Tensor] | None, n_fixed: int,
                        init: Optional[WorldEstimate], keys: list[int], previous: Optional[dict[str, Tensor]],
@@ -458,12 +463,9 @@ class _SequenceFitter:
         fitted = (conf > 0).any(-1).any(-1)
         # Views the data term sums over: the shape prior weighs as many single-view frames.
         n_views = max(float(((conf > 0).sum(-1) > 0).sum()), 1.0)
-        # Image pixels -> pixels of a 224 px frame holding a 1.7 m body at the subject's depth in
+        # Image pixels -> pixels of a frame_px frame holding a 1.7 m body at the subject's depth in
         # each camera (from the start; the depth changes little during the refinement).
-        pelvis_w = transl + self.body.rest_joints(betas[None])[:, 0]
-        depth = torch.einsum("vij,tj->tv", cams.R, pelvis_w) + cams.t[:, 2]
-        focal = 0.5 * (cams.K[:, 0, 0] + cams.K[:, 1, 1])
-        scale = depth.clamp_min(0.1) / focal * (c.frame_px / REFERENCE_HEIGHT_M)
+        scale = _frame_scale(cams, transl + self.body.rest_joints(betas[None])[:, 0], c.frame_px)
         chunk_energy = ChunkEnergy(
             self.body, self.targets, cams, xy, w_body, kc.sigma, self.pose_prior, kc.pose_prior_weight,
             kc.angle_prior_weight, kc.shape_prior_weight * n_views ** c.shape_prior_frames_exponent,
