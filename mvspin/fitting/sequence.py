@@ -78,13 +78,17 @@ class SequenceFitConfig:
     (16 at 30 fps: as accurate as 8 and 4 on the test recordings after the Gauss-Newton
     refinement; with Adam 8 was as accurate as 4)."""
     refine_iterations: int = 6
-    """Iterations of the joint refinement of each chunk: Gauss-Newton steps for ``lm`` (6: within
-    0.1% of the converged energy on the test recordings; fewer when a step gains less than 1e-4
-    of it), optimiser steps for ``adam`` (which needs about 100) and ``lbfgs``."""
-    refine_cg_iterations: int = 10
+    """Iterations of the joint refinement of each chunk: Gauss-Newton steps for ``lm`` (fewer
+    when a step gains less than 1e-4 of the energy), optimiser steps for ``adam`` (which needs
+    about 100) and ``lbfgs``. 6 keeps fit-rig at 200 frames/s for 4 cameras; with 2-3 cameras,
+    whose fits are slower to converge, 10 is 0.3 mm better on the motion suite's validation
+    part at 150-170 frames/s (``configs/fit_rig.yaml``)."""
+    refine_cg_iterations: int = 20
     """Conjugate-gradient iterations per Levenberg-Marquardt step at 30 frames/s, scaled with
     the frame rate (the smoothness couples frames over a fixed time, so 4x as many at 120:
-    with 10 there the 120 fps fit was 21% worse than the 30 fps one, with 40 within 5%)."""
+    with 10 there the 120 fps fit was 21% worse than the 30 fps one, with 40 within 5%). 20:
+    the validation part's 2-3 camera recordings 1-2 mm better than with 10, as fast (a step
+    solved further needs fewer retries), and no better with 40."""
     refine_optimizer: str = "lm"
     """``lm`` (Levenberg-Marquardt, :mod:`mvspin.fitting.chunk_refinement`: second-order steps
     with closed-form Jacobians), ``adam`` (first order, SPIN's optimiser) or ``lbfgs``
