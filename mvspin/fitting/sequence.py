@@ -80,9 +80,13 @@ class SequenceFitConfig:
     refine_iterations: int = 6
     """Iterations of the joint refinement of each chunk: Gauss-Newton steps for ``lm`` (fewer
     when a step gains less than 1e-4 of the energy), optimiser steps for ``adam`` (which needs
-    about 100) and ``lbfgs``. 6 keeps fit-rig at 200 frames/s for 4 cameras; with 2-3 cameras,
-    whose fits are slower to converge, 10 is 0.3 mm better on the motion suite's validation
-    part at 150-170 frames/s (``configs/fit_rig.yaml``)."""
+    about 100) and ``lbfgs``. 6 keeps fit-rig at 200 frames/s for 4 cameras; fewer cameras get
+    more (``refine_reference_cameras``; ``configs/fit_rig.yaml``)."""
+    refine_reference_cameras: float = 4.0
+    """``refine_iterations`` are the steps for a subject seen by this many cameras per frame on
+    average; seen by fewer, proportionally more (2 cameras: twice as many): their fits converge
+    more slowly (what two cameras do not fix, the depth along their axis, is left to the priors
+    and the smoothness, a weakly conditioned direction). 0: ``refine_iterations`` always."""
     refine_cg_iterations: int = 20
     """Conjugate-gradient iterations per Levenberg-Marquardt step at 30 frames/s, scaled with
     the frame rate (the smoothness couples frames over a fixed time, so 4x as many at 120:
@@ -172,7 +176,8 @@ class SequenceFitConfig:
         if c.chunk_frames < 2 or not 0 <= c.chunk_overlap < c.chunk_frames or c.keyframe_step < 1:
             raise ConfigError(f"need sequence.chunk_frames >= 2, 0 <= chunk_overlap < chunk_frames and keyframe_step >= 1, "
                               f"got {c.chunk_frames}, {c.chunk_overlap}, {c.keyframe_step}", field="sequence.chunk_frames")
-        for name in ("refine_iterations", "smooth_weight", "smooth_scale", "keyframe_margin_px", "smooth_tail"):
+        for name in ("refine_iterations", "smooth_weight", "smooth_scale", "keyframe_margin_px", "smooth_tail",
+                     "refine_reference_cameras"):
             if getattr(c, name) < 0:
                 raise ConfigError(f"sequence.{name} must be >= 0, got {getattr(c, name)}", field=f"sequence.{name}")
         for name in ("refine_lr", "frame_px") + (("keyframe_frame_px",) if c.keyframe_frame_px is not None else ()):
@@ -476,8 +481,12 @@ class _SequenceFitter:
 
         if c.refine_optimizer == "lm":
             cg = max(1, round(c.refine_cg_iterations * max(1.0, self.fps / 30.0)))
+            steps = c.refine_iterations
+            if c.refine_reference_cameras > 0:
+                cameras = n_views / max(float(fitted.sum()), 1.0)  # per frame the subject is seen in
+                steps = round(steps * max(1.0, c.refine_reference_cameras / cameras))
             refined, _ = refine_levenberg_marquardt(chunk_energy, ChunkParams(pose, orient0, transl, betas),
-                                                    betas_free, c.refine_iterations, cg_iterations=cg)
+                                                    betas_free, steps, cg_iterations=cg)
             pose, orient0, transl, betas = refined.pose, refined.orient, refined.transl, refined.betas
         else:
             pose.requires_grad_(True)
