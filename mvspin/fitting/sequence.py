@@ -83,8 +83,8 @@ class SequenceFitConfig:
     about 100) and ``lbfgs``. 6 keeps fit-rig at 200 frames/s for 4 cameras; fewer cameras get
     more (``refine_reference_cameras``; ``configs/fit_rig.yaml``)."""
     refine_reference_cameras: float = 4.0
-    """``refine_iterations`` are the steps for a subject seen by this many cameras per frame on
-    average; seen by fewer, proportionally more (2 cameras: twice as many): their fits converge
+    """``lm``: ``refine_iterations`` are the steps for a subject seen by this many cameras per
+    frame on average; seen by fewer, proportionally more (2 cameras: twice as many): their fits converge
     more slowly (what two cameras do not fix, the depth along their axis, is left to the priors
     and the smoothness, a weakly conditioned direction). 0: ``refine_iterations`` always."""
     refine_cg_iterations: int = 20
