@@ -49,6 +49,8 @@ def test_the_parts_are_apart():
     assert not {c.seed for c in val} & {c.seed for c in test}
     assert {c.fps for c in val + test} == {30, 60, 120}
     assert {len(c.cameras) for c in test} >= {2, 4, 8}
+    # choices made on validation must see the few-camera rigs the test part has
+    assert sum(len(c.cameras) <= 3 for c in val) >= 4 and sum(len(c.cameras) == 2 for c in val) >= 3
     with pytest.raises(ValueError):
         suite("train")
 
