@@ -17,7 +17,10 @@ flips and bystander) of one procedural motion, written here as joint-angle profi
 
 Rigs: 2-8 cameras mixed from tripods (1080p landscape), overhead cameras (3-3.8 m high, looking
 down) and phones held in portrait (1080x1920); 1-5 px noise, 5-20 % dropped joints; bodies with
-betas drawn across the prior (each within +-2.5).
+betas drawn across the prior (each within +-2.5). Cameras are spread evenly in azimuth (+-20
+degrees), so two cameras face each other (their rays to the subject 10-45 degrees from
+collinear): the hardest 2-camera geometry, where depth along their axis is left to the priors and
+the smoothness (triangulation there is 2-8x worse than with 4 cameras).
 
 Two parts, never mixed:
 
