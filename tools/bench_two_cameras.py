@@ -1,41 +1,28 @@
 """Benchmark: fit-rig with two cameras, by the angle between them.
 
-Two tripod cameras (1080p, 1300-1800 px focal, 4.5-6.5 m away) around the subject, ``--angles``
-degrees apart in azimuth, on the motion suite's procedural motions (seeds 401+, bodies within
-+-2 sigma; not used to choose any default). Prints, per motion and angle, the world keypoint
-MPJPE of the default ``fit-rig`` and of plain triangulation over the frames both cameras see:
-two cameras on one line (180 degrees) leave depth along it to the body model's priors.
+Two of the motion suite's tripod cameras (1080p, 1300-1800 px focal, 4.5-6.5 m away) around the
+subject, ``--angles`` degrees apart in azimuth (:func:`~mvspin.data.motion_suite.suite_rig`), on
+the suite's procedural motions (seeds 401+, bodies within +-2 sigma; not used to choose any
+default). Prints, per motion and angle, the world keypoint MPJPE of the default ``fit-rig`` and of
+plain triangulation over the frames both cameras see: two cameras on one line (180 degrees) leave
+depth along it to the body model's priors.
 
     python tools/bench_two_cameras.py [--angles 90 180] [--motions walk jump ...] [--fps 30]
 """
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 
 import numpy as np
 import torch
 
-from calibration import Camera, Rig, triangulate_points
+from calibration import triangulate_points
 from mvspin.body import BodyModel
-from mvspin.data.motion_suite import MOTIONS, motion_params
+from mvspin.data.motion_suite import MOTIONS, motion_params, suite_rig
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording
 from mvspin.fitting.recording import fit_recording
 from mvspin.geometry import axis_angle_to_matrix
-
-
-def two_camera_rig(angle_deg: float, rng: np.random.Generator) -> Rig:
-    """Two tripods ``angle_deg`` apart in azimuth around (0, 0.9, 0), Y up."""
-    start = rng.uniform(0, 2 * math.pi)
-    cams = []
-    for i, az in enumerate((start, start + math.radians(angle_deg))):
-        d = rng.uniform(4.5, 6.5)
-        eye = np.array([d * math.sin(az), rng.uniform(1.0, 1.8), d * math.cos(az)])
-        look = np.array([0.0, 0.9, 0.0]) + rng.normal(scale=0.1, size=3)
-        cams.append(Camera.look_at(eye, look, focal=rng.uniform(1300, 1800), image_size=(1920, 1080),
-                                   name=f"tripod{i}"))
-    return Rig(cams)
 
 
 def main() -> None:
@@ -58,7 +45,7 @@ def main() -> None:
             rng = np.random.default_rng(401 + k)  # the same body and motion at every angle
             betas = torch.as_tensor(np.clip(rng.normal(size=body.num_betas), -2, 2), dtype=torch.float32)
             params = motion_params(body, motion, args.fps, args.seconds, betas, rng)
-            rig = two_camera_rig(angle, np.random.default_rng(501 + k))
+            rig = suite_rig(("tripod", "tripod"), np.random.default_rng(501 + k), azimuths_deg=(0.0, angle))
             opt = RecordingOptions(num_frames=len(params), num_views=2, noise_px=(2.0, 3.0), flip_view=None,
                                    outlier_view=None, bystander_rate=0.0)
             rec = make_rig_recording(body, opt, seed=401 + k, motion=params, rig=rig)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -446,10 +446,13 @@ _KINDS = {
 }
 
 
-def suite_rig(kinds: tuple[str, ...], rng: np.random.Generator, target: tuple[float, float, float] = (0, 0.9, 0)
-              ) -> Rig:
-    """Cameras of the given kinds around ``target`` (Y-up world), azimuths spread evenly and
-    jittered by +-20 degrees, each looking near the target."""
+def suite_rig(kinds: tuple[str, ...], rng: np.random.Generator, target: tuple[float, float, float] = (0, 0.9, 0),
+              azimuths_deg: Optional[tuple[float, ...]] = None) -> Rig:
+    """Cameras of the given kinds around ``target`` (Y-up world), each looking near the target.
+    Azimuths: spread evenly and jittered by +-20 degrees, or ``azimuths_deg`` (one per camera,
+    from a random start, not jittered: e.g. ``(0, 90)`` for two cameras at right angles)."""
+    if azimuths_deg is not None and len(azimuths_deg) != len(kinds):
+        raise ValueError(f"azimuths_deg has {len(azimuths_deg)} angles for {len(kinds)} cameras")
     start = rng.uniform(0, 2 * math.pi)
     cams = []
     tgt = np.asarray(target, dtype=np.float64)
@@ -457,7 +460,9 @@ def suite_rig(kinds: tuple[str, ...], rng: np.random.Generator, target: tuple[fl
         if kind not in _KINDS:
             raise ValueError(f"unknown camera kind {kind!r}; known: {', '.join(_KINDS)}")
         size, focal, dist, height = _KINDS[kind]
-        az = start + 2 * math.pi * i / len(kinds) + math.radians(rng.uniform(-20, 20))
+        jitter = math.radians(rng.uniform(-20, 20))  # drawn either way: the same rig draws after it
+        az = start + (math.radians(azimuths_deg[i]) if azimuths_deg is not None
+                      else 2 * math.pi * i / len(kinds) + jitter)
         d = rng.uniform(*dist)
         eye = tgt + np.array([d * math.sin(az), 0.0, d * math.cos(az)])
         eye[1] = rng.uniform(*height)

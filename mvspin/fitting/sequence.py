@@ -84,8 +84,8 @@ class SequenceFitConfig:
     more (``refine_reference_cameras``; ``configs/fit_rig.yaml``)."""
     refine_reference_cameras: float = 4.0
     """``lm``: ``refine_iterations`` are the steps for a subject seen by this many cameras per
-    frame on average; seen by fewer, proportionally more (2 cameras: twice as many): their fits converge
-    more slowly (what two cameras do not fix, the depth along their axis, is left to the priors
+    frame on average; seen by fewer, proportionally more (2 cameras: twice as many): their fits
+    converge more slowly (what two cameras do not fix, the depth along their axis, is left to the priors
     and the smoothness, a weakly conditioned direction). 0: ``refine_iterations`` always."""
     refine_cg_iterations: int = 20
     """Conjugate-gradient iterations per Levenberg-Marquardt step at 30 frames/s, scaled with
@@ -142,8 +142,8 @@ class SequenceFitConfig:
     frames) get key frames of their own (every quarter step, and the worst frame of each such
     stretch); 0 turns this off."""
     keyframe_margin_px: float = 1.0
-    """Pixels of the key frames' fit (image pixels, or ``keyframe_frame_px``'s frame) by which a frame must also exceed the key frames' median error to count as
-    worse (above): on keypoints with almost no noise the median is a rounding error, and twice a
+    """Pixels of the key frames' fit (``keyframe_frame_px``'s frame, or image pixels) by which a
+    frame must also exceed the key frames' median error to count as worse (above): on keypoints with almost no noise the median is a rounding error, and twice a
     rounding error is still exact (a noise-free test recording had a perfect key frame rejected
     at 1.4e-5 px against a median of 6e-6 px, on one CPU and not another). It acts only where the
     median is under ``1 / (ratio - 1)`` px (1.3 px for the rejection)."""

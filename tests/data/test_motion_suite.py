@@ -26,3 +26,24 @@ def test_sampled_motion_bodies_are_people_doing_things():
     assert knees.min() > -0.2
     other = sample_motion_bodies(body, 12, np.random.default_rng(4), jitter=0.0)
     assert (other.body_pose - a.body_pose).abs().max() > 0.3
+
+
+
+def test_suite_rig_places_cameras_at_given_azimuths():
+    """``azimuths_deg``: two tripods at right angles (seen from above, about the target); the
+    other draws (distance, height) are those of the default rig with the same generator."""
+    import math
+
+    import pytest
+
+    from mvspin.data.motion_suite import suite_rig
+
+    rig = suite_rig(("tripod", "tripod"), np.random.default_rng(3), azimuths_deg=(0.0, 90.0))
+    even = suite_rig(("tripod", "tripod"), np.random.default_rng(3))
+    a, b = (np.asarray(c.center)[[0, 2]] for c in rig)  # horizontal positions; the target is above the origin
+    assert abs(math.degrees(math.acos(a @ b / np.linalg.norm(a) / np.linalg.norm(b))) - 90.0) < 1e-6
+    for placed, default in zip(rig, even):
+        p, d = np.asarray(placed.center), np.asarray(default.center)
+        assert abs(np.linalg.norm(p[[0, 2]]) - np.linalg.norm(d[[0, 2]])) < 1e-9 and abs(p[1] - d[1]) < 1e-9
+    with pytest.raises(ValueError, match="azimuths_deg"):
+        suite_rig(("tripod", "tripod"), np.random.default_rng(3), azimuths_deg=(0.0,))

@@ -28,9 +28,9 @@ def _gt(body, rec):
     return _keypoints(body, g.body_pose, g.betas, axis_angle_to_matrix(g.global_orient), g.transl)
 
 
-def _fit(body, rec, fps):
+def _fit(body, rec, fps, config=None):
     kp = associate_subjects(rec.detections, rec.rig, "openpose25", fps=fps).keypoints[0]
-    r = fit_sequence(body, kp, rec.rig, "openpose25", fps=fps)
+    r = fit_sequence(body, kp, rec.rig, "openpose25", config=config, fps=fps)
     return r, _keypoints(body, r.body_pose, r.betas.expand(r.num_frames, -1), r.global_orient, r.transl)
 
 
@@ -100,33 +100,27 @@ def test_same_accuracy_at_540p_1080p_and_2160p(body):
     assert max(errors) <= 1.05 * min(errors), errors
 
 
-def _two_camera_walk(body, seed: int = 31):
+def _walk(body, cameras: int, seed: int, seconds: float, noise_px, betas_std: float = 1.0, **options):
+    """A 60 fps walk seen by ``cameras`` of the suite's tripods."""
     rng = np.random.default_rng(seed)
-    betas = torch.as_tensor(np.clip(rng.normal(size=body.num_betas), -2, 2), dtype=torch.float32)
-    motion = motion_params(body, "walk", 60, 1.5, betas, rng)
-    opt = RecordingOptions(num_frames=len(motion), num_views=2, noise_px=(1.5, 3.0), flip_view=None,
-                           outlier_view=None, bystander_rate=0.0)
-    return make_rig_recording(body, opt, seed=seed, motion=motion, rig=suite_rig(("tripod", "tripod"), rng))
+    betas = torch.as_tensor(np.clip(betas_std * rng.normal(size=body.num_betas), -2, 2), dtype=torch.float32)
+    motion = motion_params(body, "walk", 60, seconds, betas, rng)
+    opt = RecordingOptions(num_frames=len(motion), num_views=cameras, noise_px=noise_px, flip_view=None,
+                           outlier_view=None, bystander_rate=0.0, **options)
+    return make_rig_recording(body, opt, seed=seed, motion=motion, rig=suite_rig(("tripod",) * cameras, rng))
 
 
 def test_two_cameras_get_more_refinement_steps_and_four_the_same(body):
     """``refine_reference_cameras``: a subject seen by 2 cameras gets twice the refinement steps
     (here 8.6 mm against 9.6 with the 4-camera count), one seen by 4 exactly the configured ones."""
     def error(rec, **change):
-        kp = associate_subjects(rec.detections, rec.rig, "openpose25", fps=60).keypoints[0]
-        r = fit_sequence(body, kp, rec.rig, "openpose25", config=SequenceFitConfig(**change), fps=60)
-        return _mpjpe_mm(_keypoints(body, r.body_pose, r.betas.expand(r.num_frames, -1), r.global_orient,
-                                    r.transl), _gt(body, rec))
+        return _mpjpe_mm(_fit(body, rec, 60, SequenceFitConfig(**change))[1], _gt(body, rec))
 
-    two = _two_camera_walk(body)
+    two = _walk(body, 2, 31, 1.5, (1.5, 3.0))
     scaled, fixed = error(two), error(two, refine_reference_cameras=0)
     assert scaled < 0.95 * fixed, (scaled, fixed)
     assert error(two, refine_reference_cameras=0, refine_iterations=12) == pytest.approx(scaled, rel=1e-6)
-    rng = np.random.default_rng(5)
-    motion = motion_params(body, "walk", 60, 1.0, torch.zeros(body.num_betas), rng)
-    opt = RecordingOptions(num_frames=len(motion), num_views=4, noise_px=(2.0, 3.0), drop_rate=0.0, flip_view=None,
-                           outlier_view=None, bystander_rate=0.0)
-    four = make_rig_recording(body, opt, seed=5, motion=motion, rig=suite_rig(("tripod",) * 4, rng))
+    four = _walk(body, 4, 5, 1.0, (2.0, 3.0), betas_std=0.0, drop_rate=0.0)
     assert error(four) == error(four, refine_reference_cameras=0)
 
 
@@ -135,16 +129,13 @@ def test_two_cameras_fit_the_same_at_any_resolution(body):
     priors decides the fit. With the key frames in image pixels (``keyframe_frame_px=None``) this
     recording at 540p / 1080p / 2160p fitted 11.3 / 10.4 / 9.6 mm (18% apart); in frame pixels (the
     default) the three are equal."""
-    rec = _two_camera_walk(body)
+    rec = _walk(body, 2, 31, 1.5, (1.5, 3.0))
     gt = _gt(body, rec)
     errors = []
     for s in (0.5, 1.0, 2.0):
         scaled = dataclasses.replace(rec, rig=_scaled_rig(rec.rig, s),
                                      detections=rec.detections * torch.tensor([s, s, 1.0]))
-        kp = associate_subjects(scaled.detections, scaled.rig, "openpose25", fps=60).keypoints[0]
-        r = fit_sequence(body, kp, scaled.rig, "openpose25", fps=60)
-        errors.append(_mpjpe_mm(_keypoints(body, r.body_pose, r.betas.expand(r.num_frames, -1), r.global_orient,
-                                           r.transl), gt))
+        errors.append(_mpjpe_mm(_fit(body, scaled, 60)[1], gt))
     assert max(errors) <= 1.01 * min(errors), errors
 
 
