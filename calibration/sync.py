@@ -34,7 +34,7 @@ from mvspin.errors import CalibrationError, check_shape
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["SyncResult", "offsets_from_epipolar", "offsets_from_rig", "robust_fundamental", "robust_essential",
-           "initial_essential", "shift_keypoints"]
+           "essential_matrix", "initial_essential", "shift_keypoints"]
 
 
 @dataclass
@@ -346,8 +346,9 @@ def _joint_integer_offsets(curves: np.ndarray, pairs: list[tuple[int, int]], v: 
     return out
 
 
-def _fundamental(rig: Rig, a: int, b: int) -> np.ndarray:
-    """Essential matrix ``E`` with ``x_b^T E x_a = 0`` for normalised coordinates."""
+def essential_matrix(rig: Rig, a: int, b: int) -> np.ndarray:
+    """Essential matrix ``E`` of cameras a and b of ``rig``: ``x_b^T E x_a = 0`` for undistorted
+    normalised coordinates."""
     R = rig[b].R @ rig[a].R.T
     t = rig[b].t - R @ rig[a].t
     tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
@@ -396,7 +397,7 @@ def offsets_from_rig(keypoints: np.ndarray, rig: Rig, max_offset: int = 60, min_
     best_cost = np.full((v, v), np.nan)
     for a in range(v):
         for b in range(a + 1, v):
-            E = _fundamental(rig, a, b)
+            E = essential_matrix(rig, a, b)
             focal = 0.5 * (rig[b].K[0, 0] + rig[b].K[1, 1])
             costs = np.full(len(lags), np.nan)
             for j, lag in enumerate(lags):

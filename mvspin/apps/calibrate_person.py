@@ -27,7 +27,7 @@ from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["PersonCalibrateConfig", "PersonCalibrateReport", "run_person", "main_person", "person_keypoints",
-           "detect_keypoints"]
+           "person_keypoint_roles", "detect_keypoints"]
 
 log = logging.getLogger("mvspin.calibrate")
 
@@ -138,7 +138,7 @@ def person_keypoints(set_name: str) -> list[int]:
     return [i for i, p in enumerate(get_keypoint_set(set_name).points) if not any(w in p for w in _LEFT_OUT)]
 
 
-def _person_keypoint_roles(set_name: str) -> tuple[list[int], list[int], list[int], float, list[int]]:
+def person_keypoint_roles(set_name: str) -> tuple[list[int], list[int], list[int], float, list[int]]:
     """For a keypoint set: (keypoints used (:func:`person_keypoints`), foot indices, head indices,
     head height ratio, mirror) with indices into the used keypoints."""
     from mvspin.body import get_keypoint_set
@@ -193,7 +193,7 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
     names = [c.name for c in cameras]
     rec = read_recording_keypoints(keypoints, names, config.keypoint_set, allow_missing_frames=True, progress=progress)
     intrinsics = load_intrinsics(config.intrinsics, rec.camera_names)
-    used, foot, head, ratio, mirror = _person_keypoint_roles(rec.keypoint_set)
+    used, foot, head, ratio, mirror = person_keypoint_roles(rec.keypoint_set)
     kp = main_person(rec.keypoints)[:, :, used]
     time_offsets = None
     if config.offsets is not None:  # unsynchronised cameras: onto the reference's frame numbers
