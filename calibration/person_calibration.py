@@ -19,6 +19,8 @@ each camera's intrinsics, and returns the rig:
    through the lowest foot points (while they stand), origin on the floor below their centre;
 5. the scale: from the person's height (the head keypoints' high percentile above the floor
    over ``head_height_ratio``) or from a measured distance between two cameras.
+6. repeatability: the same from each half of the frames alone, and per camera how far the two
+   rigs agree after a similarity alignment (no reference needed; ``halves=False`` skips it).
 
 Everything is numpy/scipy/OpenCV on arrays; reading keypoint files is the caller's job.
 """
@@ -62,6 +64,11 @@ class PersonCameraReport:
     median_error_px: float
     mean_error_px: float
     joined: str
+    halves_centre_m: Optional[float] = None
+    """Distance between this camera's centres calibrated from the first and from the second half
+    of the frames (after a similarity alignment; None: not compared)."""
+    halves_rotation_deg: Optional[float] = None
+    """Angle between its orientations from the two halves."""
 
 
 @dataclass
@@ -86,14 +93,21 @@ class PersonCalibrationReport:
     swapped: int = 0
     """Detections (frame x camera) whose left and right were swapped back."""
     problems: list[str] = field(default_factory=list)
+    halves: str = "not compared"
+    """The repeatability check in words: the rig calibrated from each half of the frames."""
 
     def table(self) -> str:
-        rows = [(c.name, str(c.observations), f"{c.median_error_px:.2f}", f"{c.mean_error_px:.2f}", c.joined)
-                for c in self.cameras]
-        lines = [format_table(("camera", "observations", "median px", "mean px", "joined by"), rows)]
+        def fmt(x: Optional[float], scale: float, digits: int) -> str:
+            return "-" if x is None else f"{x * scale:.{digits}f}"
+
+        rows = [(c.name, str(c.observations), f"{c.median_error_px:.2f}", f"{c.mean_error_px:.2f}",
+                 fmt(c.halves_centre_m, 100, 1), fmt(c.halves_rotation_deg, 1, 2), c.joined) for c in self.cameras]
+        lines = [format_table(("camera", "observations", "median px", "mean px", "halves cm", "halves deg", "joined by"),
+                              rows)]
         lines.append(f"{self.points} keypoints adjusted; median reprojection error {self.median_error_px:.2f} px; "
                      f"bundle adjustment {'converged' if self.converged else 'did NOT converge'} "
                      f"({self.bundle_adjustment}); {self.swapped} detections with left and right swapped back; scale: {self.scale}; world: {self.world}")
+        lines.append(f"halves: {self.halves}")
         lines += [f"PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -331,6 +345,7 @@ def calibrate_from_keypoints(
     mirror: Optional[Sequence[int]] = None,
     pair_threshold_px: float = 8.0,
     time_offsets: Optional[Sequence[float]] = None,
+    halves: bool = True,
     progress: Progress = no_progress,
 ) -> tuple[Rig, PersonCalibrationReport]:
     """Calibrate a rig's extrinsics from one person's keypoints (see the module docstring).
@@ -365,7 +380,13 @@ def calibrate_from_keypoints(
             keypoints are moved by the whole frames, and the bundle adjustment compares each
             camera's observations with the points interpolated at its remaining fraction (not
             the detections: interpolating those blends a left/right swap into points on neither).
-        progress: stages ``"pairs"``, ``"register"``, ``"bundle adjustment"``.
+        halves: also calibrate from the first and from the second half of the frames alone and
+            report, per camera, how far the two agree (centre and rotation after a similarity
+            alignment): a check of repeatability that needs no reference. The recording's
+            calibration is usually closer to the truth than either half's; where the halves
+            disagree, the motion did not pin the cameras (a short straight walk leaves camera
+            heights and tilts loosely fixed). Doubles the time.
+        progress: stages ``"pairs"``, ``"register"``, ``"bundle adjustment"`` (and ``"halves"``).
 
     Returns:
         ``(rig, report)``: the rig in metres and :class:`PersonCalibrationReport` (its ``problems``
@@ -502,10 +523,42 @@ def calibrate_from_keypoints(
     converged = bool(result.status > 0)
     if not converged:
         problems.append(f"bundle adjustment did not converge in {max_evaluations} evaluations ({result.message})")
+    halves_words = "not compared (halves=False)"
+    if halves:
+        halves_words = _compare_halves(np.asarray(keypoints, dtype=np.float64), cam_reports, cams, progress,
+                                       dict(foot=foot, head=head, person_height=person_height,
+                                            camera_distance=camera_distance, head_height_ratio=head_height_ratio,
+                                            up=up, min_confidence=min_confidence, loss_scale_px=loss_scale_px,
+                                            max_evaluations=max_evaluations, mirror=mirror,
+                                            pair_threshold_px=pair_threshold_px, time_offsets=time_offsets))
     all_err = err[mask]
     report = PersonCalibrationReport(
         cameras=cam_reports, pairs=pairs, points=int(used.sum()), median_error_px=float(np.median(all_err)),
         converged=converged, bundle_adjustment=str(result.message), scale=scale_words,
         world=f"{up}-up, floor under the lowest foot keypoints", person_height_m=float(height),
-        max_median_error_px=max_median_error_px, swapped=swapped, problems=problems)
+        max_median_error_px=max_median_error_px, swapped=swapped, problems=problems, halves=halves_words)
     return final, report
+
+
+def _compare_halves(keypoints: np.ndarray, cam_reports: list[PersonCameraReport], cams: Sequence[Camera],
+                    progress: Progress, options: dict[str, Any]) -> str:
+    """Calibrate from each half of the frames (``options``: :func:`calibrate_from_keypoints`'s),
+    write the per-camera differences into ``cam_reports`` and return the line for the report."""
+    from calibration.rig_comparison import compare_rigs
+
+    if len(cams) < 3:
+        return "not compared (needs 3 or more cameras to align the two rigs)"
+    half = len(keypoints) // 2
+    rigs = []
+    for i, frames in enumerate((slice(0, half), slice(half, None))):
+        progress("halves", i, 2)
+        try:
+            rigs.append(calibrate_from_keypoints(keypoints[frames], cams, halves=False, **options)[0])
+        except CalibrationError as err:
+            return f"not compared (frames {frames.start or 0}-{(frames.stop or len(keypoints)) - 1} alone: {err})"
+    progress("halves", 2, 2)
+    cmp = compare_rigs(rigs[0], rigs[1])
+    for report, centre, angle in zip(cam_reports, cmp.centre_error_m, cmp.rotation_error_deg):
+        report.halves_centre_m, report.halves_rotation_deg = centre, angle
+    return (f"the rigs calibrated from frames 0-{half - 1} and {half}-{len(keypoints) - 1} alone differ by up to "
+            f"{max(cmp.centre_error_m) * 100:.1f} cm and {max(cmp.rotation_error_deg):.2f} degrees per camera")

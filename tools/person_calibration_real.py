@@ -43,7 +43,7 @@ from mvspin.data.recording_keypoints import read_recording_keypoints  # noqa: E4
 def _calibrate(kp: np.ndarray, intrinsics, roles, offsets: Optional[list[float]] = None):
     _, foot, head, ratio, mirror = roles
     return calibrate_from_keypoints(kp, intrinsics, foot=foot, head=head, head_height_ratio=ratio, mirror=mirror,
-                                    time_offsets=offsets)
+                                    time_offsets=offsets, halves=False)
 
 
 def _fit_reprojection(rig_path: Path, keypoints: Path, fps: float, out: Path, offsets: Optional[Path],

@@ -73,6 +73,9 @@ class PersonCalibrateConfig:
     """Per-camera frame offsets from mvspin sync (JSON; without a rig, from the keypoints alone):
     unsynchronised cameras' keypoints are shifted onto the reference camera's frames by whole
     frames first, and the bundle adjustment sees each camera's remaining fraction of a frame."""
+    halves: bool = True
+    """Also calibrate from each half of the frames alone and report per camera how far the two
+    agree: repeatability without a reference (doubles the time)."""
 
     def __post_init__(self) -> None:
         self.intrinsics = [Path(p) for p in self.intrinsics]
@@ -215,7 +218,7 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
         np.asarray(kp, dtype=np.float64), intrinsics, foot=foot, head=head, person_height=config.person_height,
         camera_distance=distance, head_height_ratio=ratio, up=config.up, min_confidence=config.min_confidence,
         max_median_error_px=config.max_median_error_px, mirror=mirror, time_offsets=time_offsets,
-        progress=progress)
+        halves=config.halves, progress=progress)
     comparison = compare_rigs(rig, reference) if reference is not None else None
     path = save_checked(rig, config.out, fmt, report.problems, report.table(), config.force)
     if config.report is not None:

@@ -106,6 +106,26 @@ def test_person_walking_gives_back_the_rig_floor_and_scale(recording):
     # Z up, floor at z = 0: camera heights as in the truth (scale and floor), within 4 cm.
     np.testing.assert_allclose([c.center[2] for c in rig], [c.center[2] for c in truth], atol=0.04)
     assert rig.world is not None and rig.world.up == "z"
+    # Repeatability without a reference: each half of the walk alone gives nearly the same rig.
+    assert max(c.halves_rotation_deg for c in report.cameras) < 0.4
+    assert max(c.halves_centre_m for c in report.cameras) < 0.02
+    assert report.halves.startswith("the rigs calibrated from frames 0-21 and 22-44 alone differ by up to")
+    assert "halves deg" in report.table()
+
+
+def test_a_camera_bumped_halfway_shows_in_the_halves(recording):
+    """cam02 turned by about a degree halfway through (its detections 30 px to the side from then
+    on): the two halves disagree on cam02 most, by most of that (the alignment of the two rigs
+    spreads some of it over the others); unbumped, every camera's halves agree within 0.2."""
+    truth, kp = recording
+    bumped = kp.copy()
+    bumped[kp.shape[0] // 2:, 1, :, 0] += 30.0
+    _, report = calibrate_from_keypoints(bumped, list(truth), foot=FOOT, head=HEAD, person_height=HEIGHT,
+                                         mirror=MIRROR)
+    angles = [c.halves_rotation_deg for c in report.cameras]
+    assert 0.5 < angles[1] < 1.6 and angles[1] > 2 * max(np.delete(angles, 1)), report.table()  # measured 0.73, next 0.30
+    _, quick = calibrate_from_keypoints(kp, list(truth), foot=FOOT, head=HEAD, mirror=MIRROR, halves=False)
+    assert quick.cameras[0].halves_rotation_deg is None and quick.halves.startswith("not compared")
 
 
 def test_a_measured_camera_distance_sets_the_scale_and_y_up_works(recording):
