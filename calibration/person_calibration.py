@@ -52,6 +52,7 @@ log = logging.getLogger("calibration")
 EYE_HEIGHT_RATIO = 0.936
 """Eye height over stature of a standing adult (Drillis and Contini's segment proportions)."""
 _MIN_PAIR_POINTS = 30
+_LOOSE_HALVES_DEG = 1.0  # halves further apart get a hint in the report (no refusal: a reference may not exist)
 
 
 @dataclass
@@ -560,5 +561,9 @@ def _compare_halves(keypoints: np.ndarray, cam_reports: list[PersonCameraReport]
     cmp = compare_rigs(rigs[0], rigs[1])
     for report, centre, angle in zip(cam_reports, cmp.centre_error_m, cmp.rotation_error_deg):
         report.halves_centre_m, report.halves_rotation_deg = centre, angle
-    return (f"the rigs calibrated from frames 0-{half - 1} and {half}-{len(keypoints) - 1} alone differ by up to "
-            f"{max(cmp.centre_error_m) * 100:.1f} cm and {max(cmp.rotation_error_deg):.2f} degrees per camera")
+    words = (f"the rigs calibrated from frames 0-{half - 1} and {half}-{len(keypoints) - 1} alone differ by up to "
+             f"{max(cmp.centre_error_m) * 100:.1f} cm and {max(cmp.rotation_error_deg):.2f} degrees per camera")
+    if max(cmp.rotation_error_deg) > _LOOSE_HALVES_DEG:
+        words += ("; the motion does not pin the cameras that well: a longer walk through the whole volume "
+                  "(turns, not one straight line) gives a steadier rig, or a camera moved during the recording")
+    return words
