@@ -38,6 +38,7 @@ import torch
 from calibration.camera import Camera, Rig
 from calibration.intrinsics import format_table
 from calibration.projection import undistort_points
+from calibration.rig_comparison import compare_rigs
 from calibration.sync import shift_keypoints
 from calibration.triangulation import triangulate_points
 from calibration.world_frame import UP_AXES, align_world, transform_rig
@@ -545,8 +546,6 @@ def _compare_halves(keypoints: np.ndarray, cam_reports: list[PersonCameraReport]
                     progress: Progress, options: dict[str, Any]) -> str:
     """Calibrate from each half of the frames (``options``: :func:`calibrate_from_keypoints`'s),
     write the per-camera differences into ``cam_reports`` and return the line for the report."""
-    from calibration.rig_comparison import compare_rigs
-
     if len(cams) < 3:
         return "not compared (needs 3 or more cameras to align the two rigs)"
     half = len(keypoints) // 2

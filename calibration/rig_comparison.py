@@ -88,7 +88,6 @@ def compare_rigs(rig: Rig, reference: Rig) -> RigComparison:
     return RigComparison(names=list(reference.names), centre_error_m=centre_err, rotation_error_deg=rot_err, scale=s)
 
 
-
 @dataclass
 class EpipolarConsistency:
     """Per camera pair ``(a, b)`` (a before b in the rig): ``pairs`` (names), ``observations``
