@@ -38,7 +38,7 @@ import torch
 from calibration.camera import Camera, Rig
 from calibration.intrinsics import format_table
 from calibration.projection import undistort_points
-from calibration.rig_comparison import compare_rigs
+from calibration.rig_comparison import EpipolarConsistency, compare_rigs, epipolar_consistency
 from calibration.sync import shift_keypoints
 from calibration.triangulation import triangulate_points
 from calibration.world_frame import UP_AXES, align_world, transform_rig
@@ -46,7 +46,7 @@ from mvspin.errors import CalibrationError, check_shape
 from mvspin.progress import Progress, no_progress
 
 __all__ = ["PersonCalibrationReport", "PersonCameraReport", "calibrate_from_keypoints", "relative_pose",
-           "EYE_HEIGHT_RATIO"]
+           "held_out_consistency", "EYE_HEIGHT_RATIO"]
 
 log = logging.getLogger("calibration")
 
@@ -97,6 +97,10 @@ class PersonCalibrationReport:
     problems: list[str] = field(default_factory=list)
     halves: str = "not compared"
     """The repeatability check in words: the rig calibrated from each half of the frames."""
+    half_rigs: Optional[tuple[Rig, Rig]] = field(default=None, repr=False)
+    """The rigs calibrated from frames ``[0, half_frames)`` and ``[half_frames, T)`` alone (None:
+    not compared), e.g. to judge each on the frames it was not made from."""
+    half_frames: int = 0
 
     def table(self) -> str:
         def fmt(x: Optional[float], scale: float, digits: int) -> str:
@@ -114,7 +118,9 @@ class PersonCalibrationReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("half_rigs")
+        return data
 
 
 def _normalised(points: np.ndarray, camera: Camera) -> np.ndarray:
@@ -525,9 +531,9 @@ def calibrate_from_keypoints(
     converged = bool(result.status > 0)
     if not converged:
         problems.append(f"bundle adjustment did not converge in {max_evaluations} evaluations ({result.message})")
-    halves_words = "not compared (halves=False)"
+    halves_words, half_rigs = "not compared (halves=False)", None
     if halves:
-        halves_words = _compare_halves(np.asarray(keypoints, dtype=np.float64), cam_reports, cams, progress,
+        halves_words, half_rigs = _compare_halves(np.asarray(keypoints, dtype=np.float64), cam_reports, cams, progress,
                                        dict(foot=foot, head=head, person_height=person_height,
                                             camera_distance=camera_distance, head_height_ratio=head_height_ratio,
                                             up=up, min_confidence=min_confidence, loss_scale_px=loss_scale_px,
@@ -538,16 +544,18 @@ def calibrate_from_keypoints(
         cameras=cam_reports, pairs=pairs, points=int(used.sum()), median_error_px=float(np.median(all_err)),
         converged=converged, bundle_adjustment=str(result.message), scale=scale_words,
         world=f"{up}-up, floor under the lowest foot keypoints", person_height_m=float(height),
-        max_median_error_px=max_median_error_px, swapped=swapped, problems=problems, halves=halves_words)
+        max_median_error_px=max_median_error_px, swapped=swapped, problems=problems, halves=halves_words,
+        half_rigs=half_rigs, half_frames=len(keypoints) // 2 if half_rigs is not None else 0)
     return final, report
 
 
 def _compare_halves(keypoints: np.ndarray, cam_reports: list[PersonCameraReport], cams: Sequence[Camera],
-                    progress: Progress, options: dict[str, Any]) -> str:
+                    progress: Progress, options: dict[str, Any]) -> tuple[str, Optional[tuple[Rig, Rig]]]:
     """Calibrate from each half of the frames (``options``: :func:`calibrate_from_keypoints`'s),
-    write the per-camera differences into ``cam_reports`` and return the line for the report."""
+    write the per-camera differences into ``cam_reports``; return the line for the report and
+    the two rigs (None where not compared)."""
     if len(cams) < 3:
-        return "not compared (needs 3 or more cameras to align the two rigs)"
+        return "not compared (needs 3 or more cameras to align the two rigs)", None
     half = len(keypoints) // 2
     rigs = []
     for i, frames in enumerate((slice(0, half), slice(half, None))):
@@ -555,7 +563,7 @@ def _compare_halves(keypoints: np.ndarray, cam_reports: list[PersonCameraReport]
         try:
             rigs.append(calibrate_from_keypoints(keypoints[frames], cams, halves=False, **options)[0])
         except CalibrationError as err:
-            return f"not compared (frames {frames.start or 0}-{(frames.stop or len(keypoints)) - 1} alone: {err})"
+            return f"not compared (frames {frames.start or 0}-{(frames.stop or len(keypoints)) - 1} alone: {err})", None
     progress("halves", 2, 2)
     cmp = compare_rigs(rigs[0], rigs[1])
     for report, centre, angle in zip(cam_reports, cmp.centre_error_m, cmp.rotation_error_deg):
@@ -565,4 +573,20 @@ def _compare_halves(keypoints: np.ndarray, cam_reports: list[PersonCameraReport]
     if max(cmp.rotation_error_deg) > _LOOSE_HALVES_DEG:
         words += ("; the motion does not pin the cameras that well: a longer walk through the whole volume "
                   "(turns, not one straight line) gives a steadier rig, or a camera moved during the recording")
-    return words
+    return words, (rigs[0], rigs[1])
+
+
+def held_out_consistency(report: PersonCalibrationReport, keypoints: np.ndarray, reference: Rig,
+                         reference_label: str) -> list[tuple[str, EpipolarConsistency]]:
+    """The rig of each half of the frames (``report.half_rigs``) and ``reference``, each judged on
+    the half the person's rig was not made from (:func:`calibration.rig_comparison.epipolar_consistency`):
+    whether the reference agrees with these images as well as a calibration from them does.
+    ``keypoints (T, V, K, 3)`` synchronised (offsets applied); empty without halves."""
+    if report.half_rigs is None:
+        return []
+    half, end = report.half_frames, len(keypoints)
+    rows = []
+    for made, judged, words in ((0, slice(half, None), f"frames {half}-{end - 1}"), (1, slice(0, half), f"frames 0-{half - 1}")):
+        rows.append((f"person, from the other half; {words}", epipolar_consistency(report.half_rigs[made], keypoints[judged])))
+        rows.append((f"{reference_label}; {words}", epipolar_consistency(reference, keypoints[judged])))
+    return rows

@@ -29,7 +29,8 @@ from calibration.projection import undistort_points
 from calibration.sync import essential_matrix
 from mvspin.errors import CalibrationError, check_shape
 
-__all__ = ["RigComparison", "compare_rigs", "similarity_transform", "EpipolarConsistency", "epipolar_consistency"]
+__all__ = ["RigComparison", "compare_rigs", "similarity_transform", "EpipolarConsistency", "epipolar_consistency",
+           "consistency_table"]
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -141,3 +142,12 @@ def epipolar_consistency(rig: Rig, keypoints: np.ndarray, min_confidence: float 
             out.median_distance_px.append(float(np.median(np.abs(signed))) if both.any() else float("nan"))
             out.median_signed_px.append(float(np.median(signed)) if both.any() else float("nan"))
     return out
+
+
+def consistency_table(rows: list[tuple[str, EpipolarConsistency]]) -> str:
+    """Several :class:`EpipolarConsistency` of the same cameras side by side, a row each (label,
+    then per camera pair ``median / median signed`` px)."""
+    pairs = rows[0][1].pairs
+    body = [(label, *[f"{d:4.1f} / {s:+5.1f}" for d, s in zip(c.median_distance_px, c.median_signed_px)])
+            for label, c in rows]
+    return format_table(("calibration; judged on", *[f"{a}-{b}" for a, b in pairs]), body)

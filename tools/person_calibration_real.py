@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from calibration import load_rig, save_rig  # noqa: E402
 from calibration.intrinsics import format_table  # noqa: E402
-from calibration.person_calibration import calibrate_from_keypoints  # noqa: E402
-from calibration.rig_comparison import compare_rigs, epipolar_consistency  # noqa: E402
+from calibration.person_calibration import calibrate_from_keypoints, held_out_consistency  # noqa: E402
+from calibration.rig_comparison import compare_rigs, consistency_table  # noqa: E402
 from mvspin.apps import sync as sync_app  # noqa: E402
 from mvspin.apps.calibrate_person import detect_keypoints, main_person, person_keypoint_roles  # noqa: E402
 from mvspin.data.recording_keypoints import read_recording_keypoints  # noqa: E402
@@ -97,17 +97,11 @@ def main() -> None:
     print(format_table(("frames", *names, "worst", "BA median px"), rows))
     print("offsets (frames): " + "; ".join(f"{k}: " + " ".join(f"{o:+.2f}" for o in v[1]) for k, v in offsets.items()))
 
-    half = len(kp) // 2
     print("\n2. Agreement with detections the calibration was not made from (per camera pair: median / "
           "median signed distance from the epipolar lines, px)")
-    rows = []
-    for made, judged in ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half))):
-        rig, _ = _calibrate(kp[made], intrinsics, roles)
-        tag = f"frames {judged.start or 0}-{(judged.stop or len(kp)) - 1}"
-        for label, r in ((f"person, made on the other half; {tag}", rig), (f"{args.reference.name}; {tag}", reference)):
-            c = epipolar_consistency(r, kp[judged])
-            rows.append((label, *[f"{d:4.1f} / {s:+5.1f}" for d, s in zip(c.median_distance_px, c.median_signed_px)]))
-    print(format_table(("calibration; judged on", *[f"{a}-{b}" for a, b in c.pairs]), rows))
+    _, report = calibrate_from_keypoints(kp, intrinsics, foot=roles[1], head=roles[2], head_height_ratio=roles[3],
+                                         mirror=roles[4])
+    print(consistency_table(held_out_consistency(report, kp, reference, args.reference.name)))
 
     if args.no_fit:
         return

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -109,6 +109,19 @@ class PersonCalibrateReport:
     path: Path
     comparison: Any = None
     """With a reference: :class:`calibration.rig_comparison.RigComparison` (``table()``)."""
+    held_out: list[tuple[str, Any]] = field(default_factory=list)
+    """With a reference and the halves: ``(label, EpipolarConsistency)`` of the rig from each half
+    and of the reference, judged on the other half's frames (whether the reference itself
+    agrees with these images); :meth:`held_out_table`."""
+
+    def held_out_table(self) -> str:
+        from calibration.rig_comparison import consistency_table
+
+        if not self.held_out:
+            return ""
+        return ("agreement with the frames a calibration was not made from (per camera pair: median / median "
+                "signed distance from the epipolar lines, px; a camera whose pairs all sit off to one side is "
+                "wrong in that calibration, or out of step)\n" + consistency_table(self.held_out))
 
 
 _HEAD_POINTS = (("left_eye", "right_eye"), ("left_ear", "right_ear"), ("nose",))
@@ -178,8 +191,9 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
 
     from calibration import load_rig
     from calibration.formats import format_for_output
-    from calibration.person_calibration import calibrate_from_keypoints
+    from calibration.person_calibration import calibrate_from_keypoints, held_out_consistency
     from calibration.rig_comparison import compare_rigs
+    from calibration.sync import shift_keypoints
     from mvspin.data.recording_keypoints import read_recording_keypoints
 
     fmt = format_for_output(config.out)
@@ -220,13 +234,19 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
         max_median_error_px=config.max_median_error_px, mirror=mirror, time_offsets=time_offsets,
         halves=config.halves, progress=progress)
     comparison = compare_rigs(rig, reference) if reference is not None else None
+    held_out = []
+    if reference is not None:
+        synced = kp if time_offsets is None else shift_keypoints(kp, np.round(time_offsets))
+        held_out = held_out_consistency(report, np.asarray(synced, dtype=np.float64), reference, config.reference.name)
     path = save_checked(rig, config.out, fmt, report.problems, report.table(), config.force)
     if config.report is not None:
         data = report.to_dict()
         if comparison is not None:
             data["comparison"] = asdict(comparison)
+        if held_out:
+            data["held_out"] = [{"calibration": label, **asdict(c)} for label, c in held_out]
         write_bytes_atomic(config.report, json.dumps(data, indent=1).encode())
-    return PersonCalibrateReport(rig=rig, calibration=report, path=path, comparison=comparison)
+    return PersonCalibrateReport(rig=rig, calibration=report, path=path, comparison=comparison, held_out=held_out)
 
 
 def detect_keypoints(videos: list[Path], folder: Path, progress: Progress = no_progress) -> Path:

@@ -124,6 +124,8 @@ def run_person(args: argparse.Namespace) -> int:
     print(report.calibration.table())
     if report.comparison is not None:
         print(report.comparison.table())
+    if report.held_out:
+        print(report.held_out_table())
     print(f"wrote {report.path} ({len(report.rig)} cameras, metres)")
     return 0
 

@@ -126,6 +126,7 @@ def test_a_camera_bumped_halfway_shows_in_the_halves(recording):
     assert 0.5 < angles[1] < 1.6 and angles[1] > 2 * max(np.delete(angles, 1)), report.table()  # measured 0.73, next 0.30
     _, quick = calibrate_from_keypoints(kp, list(truth), foot=FOOT, head=HEAD, mirror=MIRROR, halves=False)
     assert quick.cameras[0].halves_rotation_deg is None and quick.halves.startswith("not compared")
+    assert quick.half_rigs is None and "half_rigs" not in quick.to_dict()
 
 
 def test_a_measured_camera_distance_sets_the_scale_and_y_up_works(recording):
@@ -161,6 +162,36 @@ def test_person_command_writes_the_rig_and_compares_it(tmp_path, recording):
     assert max(report.comparison.centre_error_m) < 0.03, report.comparison.table()
     rig = load_rig(tmp_path / "rig.toml")
     assert rig.names == truth.names and rig.world.up == "z"
+
+
+def test_a_reference_off_in_one_camera_is_shown_by_the_held_out_table(tmp_path, recording):
+    """The lab's file has cam02 tilted by a degree: judged on the frames each was not made from,
+    every pair with cam02 sits off to one side under the lab's calibration, no pair under the
+    person's (each half's rig judged on the other half); the report JSON keeps the table."""
+    import json
+
+    from calibration.formats import save_rig
+    from mvspin.apps.calibrate_person import PersonCalibrateConfig, run_person
+    from mvspin.data.synthetic_recording import write_openpose_folders
+    from tests.calibration.test_rig_comparison import _turned
+
+    truth, kp = recording
+    save_rig(Rig([_turned(c, 1.0) if i == 1 else c for i, c in enumerate(truth)]), tmp_path / "lab.toml")
+    write_openpose_folders(kp[:, :, None], truth.names, tmp_path / "keypoints")
+    report = run_person(PersonCalibrateConfig(intrinsics=[tmp_path / "lab.toml"], keypoints=tmp_path / "keypoints",
+                                              out=tmp_path / "rig.toml", reference=tmp_path / "lab.toml",
+                                              report=tmp_path / "report.json"))
+    assert [label.split(";")[0] for label, _ in report.held_out] == ["person, from the other half", "lab.toml"] * 2
+    for label, c in report.held_out:
+        signed = np.abs(c.median_signed_px)
+        with_cam02 = np.array(["cam02" in p for p in c.pairs])
+        if label.startswith("lab.toml"):
+            assert signed[with_cam02].min() > 5.0 and signed[~with_cam02].max() < 1.5, report.held_out_table()
+        else:
+            assert signed.max() < 1.5, report.held_out_table()
+    assert "frames 22-44" in report.held_out_table()
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert len(saved["held_out"]) == 4 and saved["held_out"][1]["calibration"].startswith("lab.toml")
 
 
 def test_person_command_takes_the_offsets_of_unsynchronised_cameras(tmp_path):
