@@ -68,7 +68,9 @@ class PersonCalibrateConfig:
     """Also write the report as JSON here."""
     reference: Optional[Path] = None
     """A reference calibration of the same cameras: report each camera's centre and rotation
-    error against it after a similarity alignment."""
+    error against it after a similarity alignment, and (with halves) how the reference and the
+    rig of each half agree with the frames they were not made from (epipolar distances per
+    camera pair: a reference that disagrees with these images shows there)."""
     offsets: Optional[Path] = None
     """Per-camera frame offsets from mvspin sync (JSON; without a rig, from the keypoints alone):
     unsynchronised cameras' keypoints are shifted onto the reference camera's frames by whole
