@@ -1,8 +1,9 @@
 """How far one calibration is from another of the same cameras, after a similarity alignment.
 
-Two calibrations of one rig agree up to the choice of world frame and, for calibrations without
-a metric reference, of scale. :func:`compare_rigs` finds the similarity (rotation, translation,
-scale; Umeyama's least squares on the camera centres, the rotation refined with the cameras'
+Two calibrations of one rig agree up to the choice of world frame and, for calibrations without a
+metric reference, of scale. :func:`compare_rigs` finds the similarity (rotation, translation,
+scale; Umeyama's least squares on the camera centres,
+:func:`calibration.procrustes.similarity_procrustes`, the rotation refined with the cameras'
 orientations) that maps one rig's world onto the other's and reports per camera the remaining
 centre distance and the angle between the orientations.
 
@@ -25,6 +26,7 @@ import torch
 
 from calibration.camera import Rig
 from calibration.intrinsics import format_table
+from calibration.procrustes import similarity_procrustes
 from calibration.projection import undistort_points
 from calibration.sync import essential_matrix
 from mvspin.errors import CalibrationError, check_shape
@@ -35,14 +37,10 @@ __all__ = ["RigComparison", "compare_rigs", "similarity_transform", "EpipolarCon
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """``(R, t, s)`` minimising ``sum |s R source_i + t - target_i|^2`` over ``(N, 3)`` point sets
-    (Umeyama 1991; N >= 3, not collinear)."""
-    mu_s, mu_t = source.mean(axis=0), target.mean(axis=0)
-    a, b = source - mu_s, target - mu_t
-    U, S, Vt = np.linalg.svd(b.T @ a / len(source))
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
-    R = U @ D @ Vt
-    s = float(np.trace(np.diag(S) @ D) / (a**2).sum(axis=1).mean())
-    return R, mu_t - s * R @ mu_s, s
+    (N >= 3, not collinear): :func:`calibration.procrustes.similarity_procrustes` on numpy arrays."""
+    _, s, R, t = similarity_procrustes(torch.from_numpy(np.asarray(source, dtype=np.float64)),
+                                       torch.from_numpy(np.asarray(target, dtype=np.float64)))
+    return R.numpy(), t.numpy(), float(s)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Geometry for SMPL regression and fitting: rotations (SPIN 6D, axis-angle, SO(3) mean),
 SPIN's crop camera and OpenCV-model projection, SPIN's crop conventions (crop boxes, inside the
 image), similarity Procrustes, and 3D pose metrics."""
+from calibration.procrustes import similarity_procrustes
 from mvspin.geometry.cameras import (
     SPIN_CROP_SIZE,
     SPIN_FOCAL_LENGTH,
@@ -33,7 +34,6 @@ from mvspin.geometry.metrics import (
     pck,
     root_align,
 )
-from mvspin.geometry.procrustes import similarity_procrustes
 from mvspin.geometry.rotations import (
     axis_angle_to_matrix,
     geodesic_distance,

@@ -16,8 +16,8 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from calibration.procrustes import similarity_procrustes
 from mvspin.errors import check_shape
-from mvspin.geometry.procrustes import similarity_procrustes
 
 __all__ = [
     "MPI_INF_3DHP_AUC_THRESHOLDS_MM",
