@@ -1,9 +1,22 @@
+import contextlib
 import os
 import stat
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 
-from mvspin.atomic import atomic_path, write_bytes_atomic
+from mvspin.atomic import (
+    TEMPORARY_MARK,
+    IncompleteWriteError,
+    atomic_path,
+    commit_temporary,
+    remove_stale_temporaries,
+    temporary_path_for,
+    write_bytes_atomic,
+)
 
 
 def test_written_file_has_umask_permissions_and_no_leftovers(tmp_path):
@@ -66,15 +79,6 @@ def test_output_group_commits_all_or_nothing(tmp_path):
 
 
 # -- complete files only: short writes, full disks ------------------------------------------
-import contextlib
-import subprocess
-import sys
-import time
-
-import numpy as np
-
-from mvspin.atomic import (TEMPORARY_MARK, IncompleteWriteError, commit_temporary, remove_stale_temporaries,
-                           temporary_path_for)
 
 
 def _cube():

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+import mvspin.errors as errors
 from mvspin.body.model_files import BodyModelFilesError
 from mvspin.cli.main import main
 from mvspin.config import ConfigError
 from mvspin.data.bundle_format import BundleFormatError
-import mvspin.errors as errors
 from mvspin.errors import FitError, MvspinError, ShapeError, check_shape
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ import argparse
 import platform
 
 import torch
-
 from _bench import median_time  # tools/ is on sys.path when run as a script
+
 from mvspin.body import BodyModel
 
 

@@ -28,8 +28,8 @@ os.environ.setdefault("EGL_PLATFORM", "surfaceless")  # open3d offscreen on CPU
 
 import numpy as np
 import torch
-
 from _bench import median_time  # tools/ is on sys.path when run as a script
+
 from mvspin.body import BodyModel
 from mvspin.data.synthetic_capture import generate_capture_file, make_bundle, part_labels, render_views
 from mvspin.data.synthetic_options import SyntheticOptions

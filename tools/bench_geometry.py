@@ -27,6 +27,7 @@ from kornia.geometry.conversions import axis_angle_to_rotation_matrix
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from _bench import median_time  # noqa: E402  (tools/ is on sys.path when run as a script)
+
 from calibration import Camera, Rig  # noqa: E402
 from mvspin.geometry import axis_angle_to_matrix  # noqa: E402
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-
 from _bench import median_time  # tools/ is on sys.path when run as a script
+
 from mvspin.apps.infer import STAGES, InferConfig, run
 from mvspin.body import BodyModelConfig
 from mvspin.regressor import HMRRegressor

@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")  # open3d offscreen rendering on CPU
 
 from mvspin.body import BodyModel  # noqa: E402
+from mvspin.config import load_config  # noqa: E402
 from mvspin.data.synthetic_capture import generate_capture_file  # noqa: E402
 from mvspin.data.synthetic_options import SyntheticOptions  # noqa: E402
-from mvspin.config import load_config  # noqa: E402
 from mvspin.learning.train_config import TrainConfig, load_train_config  # noqa: E402
 from mvspin.learning.trainer import STEP_TIMES, train  # noqa: E402
 

@@ -773,8 +773,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def smplx_model(arrays: dict[str, np.ndarray]) -> Any:
     """A float64 ``smplx.SMPL`` on the model ``arrays`` (zero pose blend shapes added)."""
-    import torch
     import smplx
+    import torch
 
     data = {k: arrays[k] for k in ("v_template", "shapedirs", "J_regressor", "weights", "f")}
     data["kintree_table"] = arrays["kintree_table"]

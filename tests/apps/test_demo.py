@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from mvspin.cli.main import build_parser, main
-from mvspin.config import load_config
 from mvspin.apps.demo import DemoConfig, run
 from mvspin.body import BodyModelConfig
+from mvspin.cli.main import build_parser, main
+from mvspin.config import load_config
 from mvspin.io_outputs import read_smpl_npz
 
 

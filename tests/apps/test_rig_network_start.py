@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from mvspin.apps.rig.network_start import camera_frames, load_rig_predictor, network_world_estimate, predict_rig_views
 from mvspin.body import BodyModel
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording
 from mvspin.fitting import WorldEstimate
-from mvspin.geometry import (axis_angle_to_matrix, crop_camera_rotation, geodesic_distance, keypoint_crop_boxes)
-from mvspin.apps.rig.network_start import camera_frames, load_rig_predictor, network_world_estimate, predict_rig_views
+from mvspin.geometry import axis_angle_to_matrix, crop_camera_rotation, geodesic_distance, keypoint_crop_boxes
 from mvspin.io_outputs import VideoWriter, write_image
 from mvspin.regressor.checkpoint import CheckpointError, save_regressor_checkpoint
-from mvspin.regressor.predictor import Prediction
 from mvspin.regressor.hmr import HMRRegressor
+from mvspin.regressor.predictor import Prediction
 
 T, V = 6, 4
 

@@ -194,7 +194,8 @@ def test_camera_that_never_sees_the_board_is_named(recordings, tmp_path):
     blank.mkdir()
     for i in range(3):
         cv2.imwrite(str(blank / f"{i}.png"), np.full(SIZE[::-1], 90, np.uint8))
-    with pytest.raises(CalibrationError, match=r"camera blank \(.*blank\): looked for a charuco of 6 x 4 inner corners \(7 x 5 squares, either way up\) in 3 frames and found it in 0"):
+    with pytest.raises(CalibrationError, match=r"camera blank \(.*blank\): looked for a charuco of 6 x 4 inner corners "
+                                                r"\(7 x 5 squares, either way up\) in 3 frames and found it in 0"):
         calibrate_rig(BOARD, [sources[3], blank])
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration import Camera, Rig, load_rig, save_rig
 import mvspin.atomic as atomic
+from calibration import Camera, Rig, load_rig, save_rig
 from calibration.formats import easymocap
 from mvspin.atomic import TEMPORARY_MARK, IncompleteWriteError, atomic_path, remove_stale_temporaries
 

@@ -126,7 +126,7 @@ def _qualisys_xml(truth, left=8, top=4):
       <fov_video_max left="0" top="0" right="1935" bottom="1091"/>
       <transform x="{_n(c[0])}" y="{_n(c[1])}" z="{_n(c[2])}" {rot}/>
       <intrinsic focallength="6.29" sensorMinU="0" sensorMaxU="123840" sensorMinV="0" sensorMaxV="69824" focalLengthU="{_n(K[0, 0] * 64)}" focalLengthV="{_n(K[1, 1] * 64)}" centerPointU="{_n((K[0, 2] + left) * 64)}" centerPointV="{_n((K[1, 2] + top) * 64)}" skew="0" radialDistortion1="{_n(d[0])}" radialDistortion2="{_n(d[1])}" radialDistortion3="{_n(d[4])}" tangentalDistortion1="{_n(d[2])}" tangentalDistortion2="{_n(d[3])}"/>
-    </camera>""")
+    </camera>""")  # noqa: E501 (one XML element per line, as Qualisys writes them)
     return ('<?xml version="1.0" encoding="UTF-8" standalone="no" ?>\n'
             '<calibration source="C:\\Users\\lab\\cal.qca" created="2024-03-01 10:12:44" qtm-version="2023.3" '
             'type="regular" wandLength="601.0000" maximumFrames="1000">\n  <results std-dev="0.28" '

@@ -32,8 +32,8 @@ def walking_skeleton(frames=45, seed=0, fps=15.0, start=0.0, wave=False, speed=0
     phase = 2 * np.pi * 0.9 * t
     out = np.zeros((frames, 25, 3))
 
-    def at(i, f, l, h):
-        out[:, i] = path + fwd * f[:, None] + left * l[:, None] + up * h[:, None]
+    def at(i, f, side, h):
+        out[:, i] = path + fwd * f[:, None] + left * side[:, None] + up * h[:, None]
 
     z = np.zeros(frames)
     for side, s, sign in (("r", 1, -1.0), ("l", 0, 1.0)):

@@ -2,7 +2,17 @@
 import numpy as np
 import pytest
 
-from calibration import CalibrationError, Camera, Rig, WorldFrame, align_world, load_rig, save_rig, set_up_axis, transform_rig
+from calibration import (
+    CalibrationError,
+    Camera,
+    Rig,
+    WorldFrame,
+    align_world,
+    load_rig,
+    save_rig,
+    set_up_axis,
+    transform_rig,
+)
 
 
 def _random_rotation(rng):

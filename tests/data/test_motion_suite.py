@@ -5,6 +5,8 @@ import numpy as np
 import torch
 
 from mvspin.body import BodyModel
+
+
 def test_sampled_motion_bodies_are_people_doing_things():
     """Still bodies from the motions: deterministic per seed, pelvis where sample_bodies puts it,
     upright heads, and poses that are not a prior draw (knees bend forward only)."""

@@ -11,13 +11,13 @@ import torch
 
 from mvspin.body import BodyModel
 from mvspin.data.bundle_format import BundleFile
-from mvspin.data.synthetic_options import SyntheticOptions
 from mvspin.data.synthetic_capture import (
     generate_capture_file,
     make_bundle,
     part_labels,
     render_views,
 )
+from mvspin.data.synthetic_options import SyntheticOptions
 from mvspin.rendering import render_mesh
 
 GREY = round(0.5 * 255)

@@ -3,7 +3,6 @@ fit reported good at hundreds of pixels (issue 9)."""
 from dataclasses import replace
 
 import pytest
-import torch
 
 from mvspin.errors import MvspinError
 from mvspin.fitting import CameraMismatchError, MVSMPLify, MVSMPLifyConfig

@@ -11,13 +11,12 @@ import torch
 
 from calibration import Camera, Rig
 from calibration.formats import save_rig
-from mvspin.body import BodyModel, get_keypoint_set
+from mvspin.body import SMPL_JOINT_NAMES, BodyModel, get_keypoint_set
 from mvspin.cli.main import main
 from mvspin.data.keypoint_files import KeypointFileError
 from mvspin.data.recording_keypoints import read_recording_keypoints
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording, write_openpose_folders
 from mvspin.geometry import axis_angle_to_matrix
-from mvspin.body import SMPL_JOINT_NAMES
 from tests.file_checks import bvh_joint_positions, quat_matrix, read_trc
 
 SETS = ("openpose25", "openpose25b", "coco18", "coco17", "halpe26")

@@ -63,7 +63,7 @@ def test_squared_energy_values():
 def test_fused_adam_called_directly_matches_torch_optim_adam():
     # mvspin.fitting.engine._FusedAdam: the fused kernel without the optimiser wrapper, bitwise
     # torch.optim.Adam(fused=True)'s parameters step by step (where this torch has the kernel).
-    from mvspin.fitting.engine import _adam, _FusedAdam, _fused_adam_runs
+    from mvspin.fitting.engine import _adam, _fused_adam_runs, _FusedAdam
 
     for dtype in (torch.float32, torch.float64):
         if not _fused_adam_runs(dtype):

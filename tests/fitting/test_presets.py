@@ -16,7 +16,6 @@ import torch
 from mvspin.body import BodyModel, get_keypoint_set
 from mvspin.config import load_config
 from mvspin.fitting import MVSMPLify, MVSMPLifyConfig, PerViewEstimate, SMPLify, SMPLifyConfig
-from mvspin.geometry import axis_angle_to_matrix, translation_to_crop_cam
 
 NAMES = get_keypoint_set("spin49").names
 J = {n: i for i, n in enumerate(NAMES)}

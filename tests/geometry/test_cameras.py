@@ -18,7 +18,6 @@ from mvspin.geometry import (
 )
 
 
-
 def as_tensor(x, device, dtype) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
 

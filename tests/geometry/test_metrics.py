@@ -6,7 +6,6 @@ from scipy.spatial.transform import Rotation
 from mvspin.geometry import MPI_INF_3DHP_AUC_THRESHOLDS_MM, auc, mpjpe, pa_mpjpe, pck, root_align
 
 
-
 def as_tensor(x, device, dtype) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
 

@@ -4,9 +4,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from mvspin.geometry import similarity_procrustes
-
 from tests.conftest import tol
-
 
 
 def as_tensor(x, device, dtype) -> torch.Tensor:

@@ -14,9 +14,7 @@ from mvspin.geometry import (
     so3_mean,
     so3_right_jacobian,
 )
-
 from tests.conftest import tol
-
 
 
 def random_rotations(n: int, seed: int) -> np.ndarray:
@@ -243,13 +241,13 @@ def test_so3_mean_stops_once_converged(monkeypatch):
     calls = []
     original = rotations.rotation_matrix_to_axis_angle
     monkeypatch.setattr(rotations, "rotation_matrix_to_axis_angle", lambda m: calls.append(1) or original(m))
-    for dtype, tol in ((torch.float64, 1e-13), (torch.float32, 2e-6)):
+    for dtype, bound in ((torch.float64, 1e-13), (torch.float32, 2e-6)):
         calls.clear()
         mean = so3_mean(torch.as_tensor(samples, dtype=dtype), iterations=50).double().numpy()
         assert 1 < len(calls) < 10  # converged and stopped, not 50 steps
         for m, group in zip(mean, samples):
             residual = Rotation.from_matrix(m.T @ group).as_rotvec().mean(axis=0)
-            assert np.abs(residual).max() < tol
+            assert np.abs(residual).max() < bound
 
 
 def test_so3_mean_view_axis_and_broadcast_weights(device):

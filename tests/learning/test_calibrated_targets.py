@@ -24,7 +24,6 @@ from mvspin.learning.calibrated_targets import (
 )
 from mvspin.learning.fits_store import FitsStore, to_augmented
 from mvspin.learning.training_dataset import TrainingDataset
-
 from tests.learning.test_training_dataset import write_fabricated
 from tests.learning.train_helpers import tiny_config
 

@@ -12,8 +12,8 @@ import torch
 from mvspin.body import BodyModel
 from mvspin.cli.main import main
 from mvspin.data.bundle_format import BundleFile, BundleWriter
-from mvspin.regressor.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
 from mvspin.learning.evaluation import evaluate, protocol_errors
+from mvspin.regressor.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
 from mvspin.regressor.hmr import HMRRegressor
 
 N, V, W = 3, 2, 64

@@ -18,6 +18,7 @@ from mvspin.learning.evaluation import (
     protocol_errors,
     select_samples,
 )
+
 # The builders' fixtures (tiny raw datasets in their real formats) and their helpers.
 from tests.data.conftest import fab  # noqa: F401  (fixture)
 from tests.data.test_builder_h36m import RAW_INDEX, h36m_root  # noqa: F401

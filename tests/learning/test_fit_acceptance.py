@@ -181,7 +181,6 @@ def test_training_applies_the_threshold_to_the_pose_terms_only(tmp_path):
     import json
 
     from mvspin.learning.trainer import train
-
     from tests.learning.train_helpers import tiny_capture, tiny_config
 
     capture = tiny_capture(tmp_path / "train.h5", num_bundles=2)

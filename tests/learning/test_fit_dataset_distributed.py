@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from mvspin.learning.fits_store import FitsStore
-
 from tests.learning.train_helpers import tiny_capture, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,14 @@ import torch
 
 from mvspin.body import BodyModel
 from mvspin.fitting import MVSMPLify, MVSMPLifyConfig, PerViewEstimate
-from mvspin.geometry import (axis_angle_to_matrix, crop_cam_to_translation, crop_intrinsics, image_to_crop_transform,
-                             perspective_projection, translation_to_crop_cam)
+from mvspin.geometry import (
+    axis_angle_to_matrix,
+    crop_cam_to_translation,
+    crop_intrinsics,
+    image_to_crop_transform,
+    perspective_projection,
+    translation_to_crop_cam,
+)
 from mvspin.learning.augment import normalize_keypoints
 from mvspin.learning.fit_frame import FIT_CROP_SIZE, fitting_config, to_fitting_frame
 
@@ -108,7 +114,6 @@ def test_a_small_crop_fits_with_spins_224_px_weights():
 def test_fit_dataset_stores_the_same_fits_whatever_the_crop_size(tmp_path):
     from mvspin.learning.dataset_fits import fit_dataset
     from mvspin.learning.fits_store import FitsStore
-
     from tests.learning.train_helpers import tiny_capture, tiny_config
 
     capture = tiny_capture(tmp_path / "train.h5", num_bundles=2)

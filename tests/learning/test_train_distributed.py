@@ -14,7 +14,6 @@ import torch
 from mvspin.learning.fits_store import FitsStore
 from mvspin.learning.train_config import load_train_config
 from mvspin.learning.trainer import build_body_model, build_regressor, checkpoint_paths
-
 from tests.learning.train_helpers import tiny_capture, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[2]

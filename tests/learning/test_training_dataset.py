@@ -13,12 +13,12 @@ from calibration import Camera
 from mvspin.body import BodyModel
 from mvspin.body.keypoint_sets import get_keypoint_set
 from mvspin.config import load_config
-from mvspin.learning.augment import AugmentConfig, AugmentParams, flip_smpl_pose
 from mvspin.data.bundle_format import BundleFormatError, BundleWriter
 from mvspin.data.synthetic_capture import generate_capture_file
 from mvspin.data.synthetic_options import SyntheticOptions
-from mvspin.learning.training_dataset import DataConfig, TrainingDataset, make_loader
 from mvspin.geometry import perspective_projection
+from mvspin.learning.augment import AugmentConfig, AugmentParams, flip_smpl_pose
+from mvspin.learning.training_dataset import DataConfig, TrainingDataset, make_loader
 
 H36M = get_keypoint_set("h36m17")
 

@@ -16,6 +16,7 @@ from mvspin.geometry import (
     geodesic_distance,
     perspective_projection,
 )
+from mvspin.regressor.hmr import HMRRegressor
 from mvspin.regressor.predictor import (
     Prediction,
     Predictor,
@@ -25,7 +26,6 @@ from mvspin.regressor.predictor import (
     whole_image_box,
 )
 from mvspin.regressor.preprocess import crop_image
-from mvspin.regressor.hmr import HMRRegressor
 
 
 @pytest.fixture(scope="module")

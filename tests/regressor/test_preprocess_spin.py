@@ -5,8 +5,13 @@ import pytest
 from PIL import Image
 
 from mvspin.geometry import keypoint_crop_box
-from mvspin.regressor.preprocess import (crop_for_network, crop_image,
-                                        preprocessing_for_checkpoint, spin_crop, spin_openpose_center_scale)
+from mvspin.regressor.preprocess import (
+    crop_for_network,
+    crop_image,
+    preprocessing_for_checkpoint,
+    spin_crop,
+    spin_openpose_center_scale,
+)
 
 
 # -- the reference, transcribed -----------------------------------------------------------------
@@ -155,12 +160,12 @@ def test_absurd_boxes_are_refused_not_allocated():
 def test_inference_uses_spin_preprocessing_for_spin_checkpoints(tmp_path):
     import torch
 
-    from mvspin.body import BodyModel
     from mvspin.apps.infer import InferConfig, InferSession
+    from mvspin.body import BodyModel
     from mvspin.regressor.checkpoint import save_regressor_checkpoint
+    from mvspin.regressor.hmr import HMRRegressor
     from mvspin.regressor.predictor import Predictor
     from mvspin.regressor.preprocess import normalize_crop
-    from mvspin.regressor.hmr import HMRRegressor
 
     body = BodyModel.free("low")
     model = HMRRegressor(18, mean_params=body.mean_params)

@@ -22,8 +22,8 @@ from mvspin.geometry import (
 )
 from mvspin.io_outputs import read_smpl_npz
 from mvspin.regressor.checkpoint import load_regressor_checkpoint, save_regressor_checkpoint
-from mvspin.regressor.preprocess import bbox_to_center_scale, crop_image, normalize_crop
 from mvspin.regressor.hmr import HMRRegressor
+from mvspin.regressor.preprocess import bbox_to_center_scale, crop_image, normalize_crop
 
 W, H = 320, 240
 BOX = [170.0, 30.0, 110.0, 190.0]  # x, y, w, h: off the image centre, so the camera shift matters
