@@ -531,9 +531,9 @@ def calibrate_from_keypoints(
     converged = bool(result.status > 0)
     if not converged:
         problems.append(f"bundle adjustment did not converge in {max_evaluations} evaluations ({result.message})")
-    halves_words, half_rigs = "not compared (halves=False)", None
+    halves_words, half_rigs, half_frames = "not compared (halves=False)", None, 0
     if halves:
-        halves_words, half_rigs = _compare_halves(np.asarray(keypoints, dtype=np.float64), cam_reports, cams, progress,
+        halves_words, half_rigs, half_frames = _compare_halves(np.asarray(keypoints, dtype=np.float64), cam_reports, cams, progress,
                                        dict(foot=foot, head=head, person_height=person_height,
                                             camera_distance=camera_distance, head_height_ratio=head_height_ratio,
                                             up=up, min_confidence=min_confidence, loss_scale_px=loss_scale_px,
@@ -545,17 +545,17 @@ def calibrate_from_keypoints(
         converged=converged, bundle_adjustment=str(result.message), scale=scale_words,
         world=f"{up}-up, floor under the lowest foot keypoints", person_height_m=float(height),
         max_median_error_px=max_median_error_px, swapped=swapped, problems=problems, halves=halves_words,
-        half_rigs=half_rigs, half_frames=len(keypoints) // 2 if half_rigs is not None else 0)
+        half_rigs=half_rigs, half_frames=half_frames)
     return final, report
 
 
 def _compare_halves(keypoints: np.ndarray, cam_reports: list[PersonCameraReport], cams: Sequence[Camera],
-                    progress: Progress, options: dict[str, Any]) -> tuple[str, Optional[tuple[Rig, Rig]]]:
+                    progress: Progress, options: dict[str, Any]) -> tuple[str, Optional[tuple[Rig, Rig]], int]:
     """Calibrate from each half of the frames (``options``: :func:`calibrate_from_keypoints`'s),
-    write the per-camera differences into ``cam_reports``; return the line for the report and
-    the two rigs (None where not compared)."""
+    write the per-camera differences into ``cam_reports``; return the line for the report, the
+    two rigs and the first frame of the second half (None and 0 where not compared)."""
     if len(cams) < 3:
-        return "not compared (needs 3 or more cameras to align the two rigs)", None
+        return "not compared (needs 3 or more cameras to align the two rigs)", None, 0
     half = len(keypoints) // 2
     rigs = []
     for i, frames in enumerate((slice(0, half), slice(half, None))):
@@ -563,7 +563,7 @@ def _compare_halves(keypoints: np.ndarray, cam_reports: list[PersonCameraReport]
         try:
             rigs.append(calibrate_from_keypoints(keypoints[frames], cams, halves=False, **options)[0])
         except CalibrationError as err:
-            return f"not compared (frames {frames.start or 0}-{(frames.stop or len(keypoints)) - 1} alone: {err})", None
+            return f"not compared (frames {frames.start or 0}-{(frames.stop or len(keypoints)) - 1} alone: {err})", None, 0
     progress("halves", 2, 2)
     cmp = compare_rigs(rigs[0], rigs[1])
     for report, centre, angle in zip(cam_reports, cmp.centre_error_m, cmp.rotation_error_deg):
@@ -573,7 +573,7 @@ def _compare_halves(keypoints: np.ndarray, cam_reports: list[PersonCameraReport]
     if max(cmp.rotation_error_deg) > _LOOSE_HALVES_DEG:
         words += ("; the motion does not pin the cameras that well: a longer walk through the whole volume "
                   "(turns, not one straight line) gives a steadier rig, or a camera moved during the recording")
-    return words, (rigs[0], rigs[1])
+    return words, (rigs[0], rigs[1]), half
 
 
 def held_out_consistency(report: PersonCalibrationReport, keypoints: np.ndarray, reference: Rig,
