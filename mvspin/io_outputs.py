@@ -538,17 +538,14 @@ def check_output_folder(folder: str | os.PathLike[str], files: Sequence[str | os
 
 
 def _quaternions_xyzw(rotations: np.ndarray) -> np.ndarray:
-    """Rotation matrices ``(..., 3, 3)`` to unit quaternions ``(..., 4)`` (x, y, z, w), w >= 0."""
-    m = np.asarray(rotations, dtype=np.float64)
-    w = np.sqrt(np.clip(1.0 + m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2], 0.0, None)) / 2
-    x = np.sqrt(np.clip(1.0 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], 0.0, None)) / 2
-    y = np.sqrt(np.clip(1.0 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 0.0, None)) / 2
-    z = np.sqrt(np.clip(1.0 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2], 0.0, None)) / 2
-    x = np.copysign(x, m[..., 2, 1] - m[..., 1, 2])
-    y = np.copysign(y, m[..., 0, 2] - m[..., 2, 0])
-    z = np.copysign(z, m[..., 1, 0] - m[..., 0, 1])
-    q = np.stack([x, y, z, w], -1)
-    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+    """Rotation matrices ``(..., 3, 3)`` to unit quaternions ``(..., 4)`` (x, y, z, w), w >= 0
+    (glTF's order; :func:`mvspin.geometry.matrix_to_quaternion` in float64)."""
+    import torch  # here, not at the top: only writing a .glb needs torch and kornia from this module
+
+    from mvspin.geometry import matrix_to_quaternion
+
+    q = matrix_to_quaternion(torch.from_numpy(np.asarray(rotations, dtype=np.float64))).numpy()
+    return np.concatenate([q[..., 1:], q[..., :1]], -1)
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

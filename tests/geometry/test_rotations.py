@@ -9,6 +9,7 @@ from mvspin.geometry import (
     axis_angle_to_matrix,
     geodesic_distance,
     matrix_to_axis_angle,
+    matrix_to_quaternion,
     matrix_to_rot6d,
     rot6d_to_matrix,
     so3_mean,
@@ -93,6 +94,21 @@ def _test_rotvecs() -> np.ndarray:
     angles = np.array([0.0, 1e-9, 1e-4, 0.7, 2.5, math.pi - 1e-5])
     generic = Rotation.random(18, random_state=3).as_rotvec()
     return np.concatenate([axes * angles[:, None], generic])  # (24, 3)
+
+
+def test_matrix_to_quaternion_matches_scipy_and_keeps_small_components():
+    """Against scipy (float64, ``w >= 0``); and a float32 matrix whose quaternion has a tiny
+    component (a 0.25 rad turn about an axis 0.01 degrees off z: x = 2.2e-5) reads back to 1e-7,
+    where the symmetric square-root formulas the .glb writer used read it as 0."""
+    R = random_rotations(200, 3)
+    expected = Rotation.from_matrix(R).as_quat()[:, [3, 0, 1, 2]]  # scipy: x, y, z, w
+    expected *= np.sign(expected[:, :1])
+    np.testing.assert_allclose(matrix_to_quaternion(torch.from_numpy(R)).numpy(), expected, atol=1e-12)
+    axis = np.array([np.sin(np.radians(0.01)), 0.0, np.cos(np.radians(0.01))])
+    rot = Rotation.from_rotvec(0.25 * axis)
+    q = matrix_to_quaternion(torch.from_numpy(rot.as_matrix().astype(np.float32)).double()).numpy()
+    np.testing.assert_allclose(q, rot.as_quat()[[3, 0, 1, 2]], atol=1e-7)
+    assert matrix_to_quaternion(torch.zeros(0, 3, 3)).shape == (0, 4)
 
 
 def test_axis_angle_to_matrix_matches_scipy(device, dtype):
