@@ -30,7 +30,7 @@ from triangulation).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import torch
@@ -62,8 +62,8 @@ def _keyframe_default() -> MVSMPLifyConfig:
     # Fewer iterations than a stand-alone fit (30 + 30 after the 3D fit instead of 100 + 100):
     # a key frame only has to start the refinement in the right basin, and the Gauss-Newton
     # refinement converges from there (as accurate on the test recordings, a third the time).
-    # The network estimate is used when given. Stage 0 stays Adam: Levenberg-Marquardt there is
-    # better on the synthetic suite but made a foot flap on the real recording (configs/fit_rig.yaml).
+    # The network estimate is used when given. Adam here; SequenceFitConfig.keyframe_lm_cameras
+    # switches a subject seen by enough cameras to Levenberg-Marquardt (configs/fit_rig.yaml).
     return MVSMPLifyConfig(mode="calibrated", calibrated_init="auto", stage1_iterations=30, stage2_iterations=30)
 
 
@@ -87,6 +87,15 @@ class SequenceFitConfig:
     frame on average; seen by fewer, proportionally more (2 cameras: twice as many): their fits
     converge more slowly (what two cameras do not fix, the depth along their axis, is left to the priors
     and the smoothness, a weakly conditioned direction). 0: ``refine_iterations`` always."""
+    keyframe_lm_cameras: Optional[float] = 2.5
+    """Key frames of a subject seen by at least this many cameras per frame on average (in the
+    chunk) are fitted by Levenberg-Marquardt in every stage (``keyframe`` with ``optimizer="lm"``),
+    others by ``keyframe.optimizer`` (Adam). LM's key frames converge; Adam's stop early. With three
+    or more cameras the converged fit is the better start (the motion suite's validation part:
+    8.2 mm against 8.4, its 3-6 camera recordings 7.0 against 7.3) and faster; with two
+    cameras facing each other, the depth along their axis is left to the priors, and Adam's early
+    stop kept it nearer the truth (walk_2cam 14.8 mm against 21.9). None: always
+    ``keyframe.optimizer``. ``configs/fit_rig.yaml`` records the comparison."""
     refine_cg_iterations: int = 20
     """Conjugate-gradient iterations per Levenberg-Marquardt step at 30 frames/s, scaled with
     the frame rate (the smoothness couples frames over a fixed time, so 4x as many at 120:
@@ -177,7 +186,7 @@ class SequenceFitConfig:
             raise ConfigError(f"need sequence.chunk_frames >= 2, 0 <= chunk_overlap < chunk_frames and keyframe_step >= 1, "
                               f"got {c.chunk_frames}, {c.chunk_overlap}, {c.keyframe_step}", field="sequence.chunk_frames")
         for name in ("refine_iterations", "smooth_weight", "smooth_scale", "keyframe_margin_px", "smooth_tail",
-                     "refine_reference_cameras"):
+                     "refine_reference_cameras") + (("keyframe_lm_cameras",) if c.keyframe_lm_cameras is not None else ()):
             if getattr(c, name) < 0:
                 raise ConfigError(f"sequence.{name} must be >= 0, got {getattr(c, name)}", field=f"sequence.{name}")
         for name in ("refine_lr", "frame_px") + (("keyframe_frame_px",) if c.keyframe_frame_px is not None else ()):
@@ -263,6 +272,14 @@ def _frame_scale(cams: CameraTensors, points: Tensor, frame_px: float) -> Tensor
     return depth.clamp_min(0.1) / focal * (frame_px / REFERENCE_HEIGHT_M)
 
 
+def _views_and_cameras(conf: Tensor) -> tuple[float, float]:
+    """From confidences ``(L, V, K)`` (0: not used): the frame-camera pairs that see the subject
+    (at least 1), and the cameras per frame, averaged over the frames any camera sees."""
+    seen = (conf > 0).any(-1)
+    views = max(float(seen.sum()), 1.0)
+    return views, views / max(float(seen.any(-1).sum()), 1.0)
+
+
 class _SequenceFitter:
     """State of one subject's fit across chunks (targets, priors, the fixed betas)."""
 
@@ -270,6 +287,9 @@ class _SequenceFitter:
                  fps: float = 30.0) -> None:
         self.body, self.config, self.cams, self.fps = body, config, cams, fps
         self.kf_fitter = MVSMPLify(body, config.keyframe, keypoint_set)
+        self.kf_fitter_lm = self.kf_fitter
+        if config.keyframe_lm_cameras is not None and config.keyframe.optimizer != "lm":
+            self.kf_fitter_lm = MVSMPLify(body, replace(config.keyframe, optimizer="lm"), keypoint_set)
         c = config.keyframe
         self.targets = KeypointTargets.build(body, keypoint_set, c.keypoint_weights, c.stage2_ignored_points)
         self.pose_prior = body.pose_prior()
@@ -313,7 +333,10 @@ class _SequenceFitter:
             keys.append(L - 1)
         keys = sorted(set(k for k in keys if k >= n_fixed)) if L > n_fixed else []
         keypoints, cams = self._in_frame_pixels(keypoints, keys)
-        start, typical = self._keyframe_pass(keypoints, cams, fixed, n_fixed, init, keys, None, None)
+        c = self.config
+        lm = c.keyframe_lm_cameras is not None and _views_and_cameras(self._prepare(keypoints)[1])[1] >= c.keyframe_lm_cameras
+        fitter = self.kf_fitter_lm if lm else self.kf_fitter
+        start, typical = self._keyframe_pass(fitter, keypoints, cams, fixed, n_fixed, init, keys, None, None)
         ratio = self.config.keyframe_refit_ratio
         if not start or not ratio or typical is None or step == 1:
             return start
@@ -337,7 +360,7 @@ class _SequenceFitter:
         extra -= set(keys)
         if not extra:
             return start
-        start2, _ = self._keyframe_pass(keypoints, cams, fixed, n_fixed, init, sorted(extra), start, typical)
+        start2, _ = self._keyframe_pass(fitter, keypoints, cams, fixed, n_fixed, init, sorted(extra), start, typical)
         return start2 or start
 
     def _in_frame_pixels(self, keypoints: Tensor, keys: list[int]) -> tuple[Tensor, CameraTensors]:
@@ -362,10 +385,11 @@ class _SequenceFitter:
         xy = keypoints[..., :2] * s.to(keypoints.dtype)
         return torch.cat([xy, keypoints[..., 2:]], -1), cams._replace(K=K)
 
-    def _keyframe_pass(self, keypoints: Tensor, cams: CameraTensors, fixed: dict[str, Tensor] | None, n_fixed: int,
-                       init: Optional[WorldEstimate], keys: list[int], previous: Optional[dict[str, Tensor]],
+    def _keyframe_pass(self, fitter: MVSMPLify, keypoints: Tensor, cams: CameraTensors,
+                       fixed: dict[str, Tensor] | None, n_fixed: int, init: Optional[WorldEstimate], keys: list[int],
+                       previous: Optional[dict[str, Tensor]],
                        typical_px: Optional[float]) -> tuple[dict[str, Tensor], Optional[float]]:
-        """Fit the key frames ``keys`` and interpolate; with ``previous`` (a first pass), its
+        """Fit the key frames ``keys`` with ``fitter`` and interpolate; with ``previous`` (a first pass), its
         key frames are kept too and ``typical_px`` (its key frames' median error) judges the
         new ones. ``keypoints`` and ``cams`` in the key frames' pixels (:meth:`_in_frame_pixels`).
         Returns the start and the key frames' median error (those pixels)."""
@@ -378,7 +402,7 @@ class _SequenceFitter:
                 for name in ("body_pose", "global_orient", "transl"):
                     vals[name].append(previous[name][k])
         if keys:
-            res = self.kf_fitter.fit_calibrated(keypoints[keys], cams, None if init is None else init[keys])
+            res = fitter.fit_calibrated(keypoints[keys], cams, None if init is None else init[keys])
             ok = res.fitted
             if bool(ok.any()):
                 # A key frame caught in a wrong minimum reprojects clearly worse than its
@@ -469,7 +493,7 @@ class _SequenceFitter:
         w_body = conf.square() * self.targets.weights
         fitted = (conf > 0).any(-1).any(-1)
         # Views the data term sums over: the shape prior weighs as many single-view frames.
-        n_views = max(float(((conf > 0).sum(-1) > 0).sum()), 1.0)
+        n_views, cameras = _views_and_cameras(conf)
         # Image pixels -> pixels of a frame_px frame holding a 1.7 m body at the subject's depth in
         # each camera (from the start; the depth changes little during the refinement).
         scale = _frame_scale(cams, transl + self.body.rest_joints(betas[None])[:, 0], c.frame_px)
@@ -483,7 +507,6 @@ class _SequenceFitter:
             cg = max(1, round(c.refine_cg_iterations * max(1.0, self.fps / 30.0)))
             steps = c.refine_iterations
             if c.refine_reference_cameras > 0:
-                cameras = n_views / max(float(fitted.sum()), 1.0)  # per frame the subject is seen in
                 steps = round(steps * max(1.0, c.refine_reference_cameras / cameras))
             refined, _ = refine_levenberg_marquardt(chunk_energy, ChunkParams(pose, orient0, transl, betas),
                                                     betas_free, steps, cg_iterations=cg)

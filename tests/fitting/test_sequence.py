@@ -160,6 +160,7 @@ def test_recording_fit_tells_an_unfittable_subject_by_its_error_class(body, monk
                                          ({"smooth_tail": -0.1}, "sequence.smooth_tail"),
                                          ({"keyframe_frame_px": 0.0}, "sequence.keyframe_frame_px"),
                                          ({"refine_reference_cameras": -1.0}, "sequence.refine_reference_cameras"),
+                                         ({"keyframe_lm_cameras": -1.0}, "sequence.keyframe_lm_cameras"),
                                          ({"refine_optimizer": "sgd"}, "sequence.refine_optimizer")])
 def test_bad_sequence_settings_are_refused_when_the_config_is_made(change, key):
     """A bad value fails where the config is built (before a recording is read), naming its key."""
