@@ -16,6 +16,14 @@ person) stands out in each of its pairs and in none of the others; and a detecto
 joints from view to view, but not every joint of a camera to the same side of the lines, so the
 median *signed* distance is what a wrong camera moves. Judge a calibration on frames it was not
 made from.
+
+A wrong camera and a camera out of step both move the signed distance; they differ in how. A
+camera whose frames show another moment than the other's puts a moving keypoint ahead of or
+behind where the other camera's ray says, by its image speed across the epipolar line times the
+offset; a camera the calibration has wrong moves every keypoint, moving or still. So each pair's
+signed distances are also fitted as ``still + lag * speed`` (robustly): ``still_signed_px``, the
+part no motion explains (a calibration error), and ``offset_frames`` (a timing error, in
+``mvspin sync``'s convention).
 """
 from __future__ import annotations
 
@@ -98,11 +106,37 @@ class EpipolarConsistency:
     observations: list[int]
     median_distance_px: list[float]
     median_signed_px: list[float]
+    still_signed_px: list[float]
+    """The signed distance of a keypoint that does not move across the lines (in b's image):
+    the part of the disagreement that is geometry, not timing."""
+    offset_frames: list[float]
+    """The timing part: b's frames are this many frames off a's (``mvspin sync``'s convention,
+    frame ``f + offset`` of b shows a's frame f), from how the signed distance grows with b's
+    keypoint speed across the lines; only as good as the pair's motion across them (a walk along
+    the pair's epipolar lines leaves it loose)."""
 
     def table(self) -> str:
-        rows = [(f"{a}-{b}", str(n), f"{d:.1f}", f"{s:+.1f}") for (a, b), n, d, s in
-                zip(self.pairs, self.observations, self.median_distance_px, self.median_signed_px)]
-        return format_table(("cameras", "observations", "median px", "median signed px"), rows)
+        rows = [(f"{a}-{b}", str(n), f"{d:.1f}", f"{s:+.1f}", f"{g:+.1f}", f"{o:+.2f}") for (a, b), n, d, s, g, o in
+                zip(self.pairs, self.observations, self.median_distance_px, self.median_signed_px,
+                    self.still_signed_px, self.offset_frames)]
+        return format_table(("cameras", "observations", "median px", "median signed px", "still px", "offset frames"),
+                            rows)
+
+
+def _still_and_lag(signed: np.ndarray, speed: np.ndarray, iterations: int = 20) -> tuple[float, float]:
+    """Robust line ``signed = still + lag * speed`` (least squares reweighted by Huber weights at
+    1.5 robust standard deviations): ``(still, lag)``; NaN for fewer than 3 points."""
+    if len(signed) < 3:
+        return float("nan"), float("nan")
+    A = np.stack([np.ones_like(speed), speed], 1)
+    w = np.ones_like(signed)
+    coef = np.zeros(2)
+    for _ in range(iterations):
+        coef = np.linalg.lstsq(A * w[:, None], signed * w, rcond=None)[0]
+        r = signed - A @ coef
+        scale = 1.4826 * float(np.median(np.abs(r))) + 1e-12
+        w = np.sqrt(1.0 / np.maximum(1.0, np.abs(r) / (1.5 * scale)))
+    return float(coef[0]), float(coef[1])
 
 
 def epipolar_consistency(rig: Rig, keypoints: np.ndarray, min_confidence: float = 0.5) -> EpipolarConsistency:
@@ -110,7 +144,8 @@ def epipolar_consistency(rig: Rig, keypoints: np.ndarray, min_confidence: float 
 
     Args:
         rig: V >= 2 cameras.
-        keypoints: ``(T, V, K, 3)`` pixels and confidence of one person, synchronised.
+        keypoints: ``(T, V, K, 3)`` pixels and confidence of one person, synchronised, frames in
+            order (consecutive frames give the speeds).
         min_confidence: detections below it are not used.
 
     Raises:
@@ -123,29 +158,48 @@ def epipolar_consistency(rig: Rig, keypoints: np.ndarray, min_confidence: float 
         raise CalibrationError(f"epipolar_consistency needs keypoints of the rig's cameras: {v} cameras of keypoints, "
                                f"{len(rig)} in the rig")
     seen = np.isfinite(kp[..., :2]).all(-1) & (kp[..., 2] >= min_confidence)  # (T, V, K)
+    # b's keypoint moves between the frames before and after (its speed there, per frame)
+    moving = np.zeros_like(seen)
+    moving[1:-1] = seen[:-2] & seen[2:]
     homog = []
     for i, cam in enumerate(rig):
         flat = torch.from_numpy(np.ascontiguousarray(np.nan_to_num(kp[:, i, :, :2]).reshape(-1, 2)))
         norm = undistort_points(flat, torch.from_numpy(cam.K), torch.from_numpy(cam.dist) if cam.dist.size else None)
         homog.append(np.concatenate([norm.numpy(), np.ones((len(flat), 1))], axis=1).reshape(kp.shape[0], -1, 3))
-    out = EpipolarConsistency([], [], [], [])
+    out = EpipolarConsistency([], [], [], [], [], [])
     for a in range(v):
         for b in range(a + 1, v):
             both = seen[:, a] & seen[:, b]
+            focal = 0.5 * (rig[b].K[0, 0] + rig[b].K[1, 1])
             lines = homog[a][both] @ essential_matrix(rig, a, b).T  # epipolar lines in b, normalised
-            signed = (lines * homog[b][both]).sum(-1) / np.linalg.norm(lines[:, :2], axis=-1)
-            signed = signed * 0.5 * (rig[b].K[0, 0] + rig[b].K[1, 1])
+            length = np.linalg.norm(lines[:, :2], axis=-1)
+            signed = (lines * homog[b][both]).sum(-1) / length * focal
             out.pairs.append((rig[a].name, rig[b].name))
             out.observations.append(int(both.sum()))
             out.median_distance_px.append(float(np.median(np.abs(signed))) if both.any() else float("nan"))
             out.median_signed_px.append(float(np.median(signed)) if both.any() else float("nan"))
+            # b's image speed across the line: the frames before and after, central difference
+            t, k = np.nonzero(both)
+            inner = moving[t, b, k]
+            t, k = t[inner], k[inner]
+            velocity = (homog[b][t + 1, k, :2] - homog[b][t - 1, k, :2]) * (0.5 * focal)
+            speed = (velocity * lines[inner, :2]).sum(-1) / length[inner]
+            still, lag = _still_and_lag(signed[inner], speed)
+            # frame t of b shows the moment t + lag of a's: sync's offset of b is -lag
+            out.still_signed_px.append(still)
+            out.offset_frames.append(0.0 - lag)
     return out
 
 
-def consistency_table(rows: list[tuple[str, EpipolarConsistency]]) -> str:
+def consistency_table(rows: list[tuple[str, EpipolarConsistency]], split: bool = False) -> str:
     """Several :class:`EpipolarConsistency` of the same cameras side by side, a row each (label,
-    then per camera pair ``median / median signed`` px)."""
+    then per camera pair ``median / median signed`` px; with ``split``, ``still px / offset
+    frames``: the signed distance's geometric and timing parts)."""
     pairs = rows[0][1].pairs
-    body = [(label, *[f"{d:4.1f} / {s:+5.1f}" for d, s in zip(c.median_distance_px, c.median_signed_px)])
-            for label, c in rows]
+    if split:
+        body = [(label, *[f"{g:+5.1f} / {o:+5.2f}" for g, o in zip(c.still_signed_px, c.offset_frames)])
+                for label, c in rows]
+    else:
+        body = [(label, *[f"{d:4.1f} / {s:+5.1f}" for d, s in zip(c.median_distance_px, c.median_signed_px)])
+                for label, c in rows]
     return format_table(("calibration; judged on", *[f"{a}-{b}" for a, b in pairs]), body)

@@ -12,7 +12,9 @@ On a recording with a reference calibration (the Pose2Sim demo and its Qualisys 
    made on one half of the frames, the reference, both judged on the other half by
    ``calibration.rig_comparison.epipolar_consistency`` (per camera pair, median and median signed
    distance from the epipolar lines, pixels; a camera a calibration has wrong, or a camera out
-   of step, moves the signed distance of each of its pairs);
+   of step, moves the signed distance of each of its pairs); then, on the whole recording, each
+   pair's signed distance split into its geometric part (at keypoints that do not move) and its
+   timing part (an offset in frames);
 3. fit-rig's reprojection onto the detections with each calibration (median / p95 px per camera).
 
     python tools/person_calibration_real.py --keypoints KP --reference Calib.qca.txt --fps 60 --work OUT
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from calibration import load_rig, save_rig  # noqa: E402
 from calibration.intrinsics import format_table  # noqa: E402
 from calibration.person_calibration import calibrate_from_keypoints, held_out_consistency  # noqa: E402
-from calibration.rig_comparison import compare_rigs, consistency_table  # noqa: E402
+from calibration.rig_comparison import compare_rigs, consistency_table, epipolar_consistency  # noqa: E402
 from mvspin.apps import sync as sync_app  # noqa: E402
 from mvspin.apps.calibrate_person import detect_keypoints, main_person, person_keypoint_roles  # noqa: E402
 from mvspin.data.recording_keypoints import read_recording_keypoints  # noqa: E402
@@ -101,6 +103,12 @@ def main() -> None:
     print("\n2. Agreement with detections the calibration was not made from (per camera pair: median / "
           "median signed distance from the epipolar lines, px)")
     print(consistency_table(held_out_consistency(reports["as recorded"], kp, reference, args.reference.name)))
+    print("\n2b. The whole recording's signed distances split into geometry and timing (per camera pair: the "
+          "distance at keypoints that do not move, px / the offset that the keypoints' speed across the lines "
+          "shows, frames)")
+    print(consistency_table([(f"{label}; all frames", epipolar_consistency(rig, kp)) for label, rig in
+                             (("person, as recorded", rigs["as recorded"]), (args.reference.name, reference))],
+                            split=True))
 
     if args.no_fit:
         return
