@@ -40,7 +40,7 @@ from calibration.sync import essential_matrix
 from mvspin.errors import CalibrationError, check_shape
 
 __all__ = ["RigComparison", "compare_rigs", "similarity_transform", "EpipolarConsistency", "epipolar_consistency",
-           "consistency_table"]
+           "consistency_table", "cameras_off_in_geometry"]
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -189,6 +189,31 @@ def epipolar_consistency(rig: Rig, keypoints: np.ndarray, min_confidence: float 
             out.still_signed_px.append(still)
             out.offset_frames.append(0.0 - lag)
     return out
+
+
+def cameras_off_in_geometry(rig: Rig, consistency: EpipolarConsistency,
+                            min_deg: float = 0.2) -> dict[str, tuple[float, float]]:
+    """Cameras of ``rig`` each of whose pairs in ``consistency`` (:func:`epipolar_consistency` of
+    that rig) is off at keypoints that do not move by more than ``min_deg`` (its still part over
+    the focal length of the pair's second camera): ``{name: (smallest, largest |still| px of its
+    pairs)}``. A camera the calibration has wrong (turned by a degree: 14-29 px, 0.5-1 degree, in
+    each of its pairs); 0.2 degrees is twice the largest still part of a pair without cam03 on the
+    Pose2Sim demo under its lab calibration (3.4 px at 1,680 px). Needs 3 or more cameras (a pair
+    alone cannot say which of its two cameras is off); where every camera would be named, none is
+    (the rig as a whole disagrees with the keypoints: wrong intrinsics, or keypoints of another
+    recording)."""
+    if len(rig) < 3:
+        return {}
+    index = {n: i for i, n in enumerate(rig.names)}
+    per_camera: dict[str, list[tuple[float, float]]] = {n: [] for n in rig.names}
+    for (a, b), still in zip(consistency.pairs, consistency.still_signed_px):
+        if np.isfinite(still):
+            focal = 0.5 * (rig[index[b]].K[0, 0] + rig[index[b]].K[1, 1])
+            for name in (a, b):
+                per_camera[name].append((abs(still), float(np.degrees(abs(still) / focal))))
+    off = {n: (min(p for p, _ in v), max(p for p, _ in v)) for n, v in per_camera.items()
+           if len(v) >= 2 and min(d for _, d in v) > min_deg}
+    return {} if len(off) == len(rig) else off
 
 
 def consistency_table(rows: list[tuple[str, EpipolarConsistency]], split: bool = False) -> str:

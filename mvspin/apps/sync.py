@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -84,6 +84,9 @@ class SyncReport:
     method: str
     reference: str
     path: Path
+    warnings: list[str] = field(default_factory=list)
+    """With a rig: cameras the rig has wrong in geometry, whose offsets may make up for it (also
+    logged as warnings, and in the file's ``warnings``)."""
 
     def table(self) -> str:
         from calibration.intrinsics import format_table
@@ -147,11 +150,31 @@ def _run(config: SyncConfig, progress: Progress) -> SyncReport:
                                        config.min_confidence, reference=ref, progress=progress)
     offsets = dict(zip(rec.camera_names, result.offsets))
     scores = dict(zip(rec.camera_names, result.scores))
+    warnings = [] if rig is None else _rig_warnings(rig, kp[:, :, person_keypoints(rec.keypoint_set)], result.offsets,
+                                                    config.min_confidence)
+    for w in warnings:
+        log.warning("%s", w)
     data: dict[str, Any] = {"convention": CONVENTION, "reference": rec.camera_names[ref], "method": result.method,
-                            "offsets": offsets, "scores": scores}
+                            "offsets": offsets, "scores": scores, "warnings": warnings}
     write_bytes_atomic(config.out, json.dumps(data, indent=1).encode())
     return SyncReport(offsets=offsets, scores=scores, method=result.method, reference=rec.camera_names[ref],
-                      path=config.out)
+                      path=config.out, warnings=warnings)
+
+
+def _rig_warnings(rig: Any, keypoints: Any, offsets: list[float], min_confidence: float) -> list[str]:
+    """The rig's offsets minimise the triangulation error, so a camera the rig has wrong gets the
+    offset that moves the walking person to where its geometry says: say so where the keypoints,
+    moved onto the found offsets, show a camera off at keypoints that do not move
+    (:func:`calibration.rig_comparison.cameras_off_in_geometry`)."""
+    from calibration.rig_comparison import cameras_off_in_geometry, epipolar_consistency
+    from calibration.sync import shift_keypoints
+
+    consistency = epipolar_consistency(rig, shift_keypoints(keypoints, offsets), min_confidence)
+    off = cameras_off_in_geometry(rig, consistency)
+    return [f"the rig's {name} disagrees with the keypoints where they do not move ({lo:.0f}-{hi:.0f} px in each of "
+            f"its camera pairs): a calibration error of that camera, not of its timing, which its offset here "
+            f"({offsets[list(rig.names).index(name)]:+.2f} frames) may be making up for; `mvspin sync` without "
+            f"--rig finds the offsets from the keypoints alone" for name, (lo, hi) in off.items()]
 
 
 def read_offsets(path: Path, camera_names: list[str]) -> list[float]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from calibration import Camera, Rig
-from calibration.rig_comparison import epipolar_consistency
+from calibration.rig_comparison import cameras_off_in_geometry, epipolar_consistency
 from mvspin.errors import CalibrationError
 from tests.calibration.test_person_calibration import detections, lab_rig, walking_skeleton
 
@@ -48,12 +48,16 @@ def test_a_camera_out_of_step_is_told_from_a_camera_turned():
     for (a, b), still, offset in zip(c.pairs, c.still_signed_px, c.offset_frames):
         expected = -1.5 if b == "cam03" else 1.5 if a == "cam03" else 0.0
         assert abs(offset - expected) < (0.4 if expected else 0.1) and abs(still) < 1.0, c.table()
-    turned = epipolar_consistency(Rig([_turned(cam, 1.0) if i == 2 else cam for i, cam in enumerate(truth)]), on_time)
+    turned_rig = Rig([_turned(cam, 1.0) if i == 2 else cam for i, cam in enumerate(truth)])
+    turned = epipolar_consistency(turned_rig, on_time)
     with_cam03 = np.array(["cam03" in p for p in turned.pairs])
     still = np.abs(turned.still_signed_px)
     assert still[with_cam03].min() > 8.0 and still[~with_cam03].max() < 1.0, turned.table()
     assert max(np.abs(turned.offset_frames)) < 0.3, turned.table()
     assert "offset frames" in turned.table()
+    # Named by cameras_off_in_geometry: the turned camera, and no camera of the true rig, early or not
+    assert list(cameras_off_in_geometry(turned_rig, turned)) == ["cam03"]
+    assert cameras_off_in_geometry(truth, c) == {} and cameras_off_in_geometry(truth, epipolar_consistency(truth, on_time)) == {}
 
 
 def test_consistency_needs_the_rigs_cameras():
