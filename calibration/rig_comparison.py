@@ -28,6 +28,7 @@ part no motion explains (a calibration error), and ``offset_frames`` (a timing e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from calibration.sync import essential_matrix
 from mvspin.errors import CalibrationError, check_shape
 
 __all__ = ["RigComparison", "compare_rigs", "similarity_transform", "EpipolarConsistency", "epipolar_consistency",
-           "consistency_table", "cameras_off_in_geometry"]
+           "consistency_table", "cameras_off_in_geometry", "CameraOff"]
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -191,28 +192,39 @@ def epipolar_consistency(rig: Rig, keypoints: np.ndarray, min_confidence: float 
     return out
 
 
-def cameras_off_in_geometry(rig: Rig, consistency: EpipolarConsistency,
-                            min_deg: float = 0.2) -> dict[str, tuple[float, float]]:
-    """Cameras of ``rig`` each of whose pairs in ``consistency`` (:func:`epipolar_consistency` of
-    that rig) is off at keypoints that do not move by more than ``min_deg`` (its still part over
-    the focal length of the pair's second camera): ``{name: (smallest, largest |still| px of its
-    pairs)}``. A camera the calibration has wrong (turned by a degree: 14-29 px, 0.5-1 degree, in
-    each of its pairs); 0.2 degrees is twice the largest still part of a pair without cam03 on the
-    Pose2Sim demo under its lab calibration (3.4 px at 1,680 px). Needs 3 or more cameras (a pair
-    alone cannot say which of its two cameras is off); where every camera would be named, none is
-    (the rig as a whole disagrees with the keypoints: wrong intrinsics, or keypoints of another
-    recording)."""
-    if len(rig) < 3:
-        return {}
+class CameraOff(NamedTuple):
+    """A camera :func:`cameras_off_in_geometry` names: ``pairs_off`` of its ``pairs`` are off, by
+    ``smallest_px`` to ``largest_px`` (still part, absolute)."""
+
+    pairs_off: int
+    pairs: int
+    smallest_px: float
+    largest_px: float
+
+
+def cameras_off_in_geometry(rig: Rig, consistency: EpipolarConsistency, min_deg: float = 0.2) -> dict[str, CameraOff]:
+    """Cameras of ``rig`` that most of their pairs in ``consistency`` (:func:`epipolar_consistency`
+    of that rig) find off at keypoints that do not move: a pair is off when its still part is over
+    ``min_deg`` (over the focal length of the pair's second camera), and a camera is named when at
+    least two and more than half of its pairs are (any one camera of a 4-camera rig turned by half a
+    degree or a degree: 10-34 px in two or three of its three pairs; the third can be blind to it,
+    when the turn moves the camera's view along that pair's epipolar lines). 0.2 degrees is twice the largest still
+    part of a pair without cam03 on the Pose2Sim demo under its lab calibration (3.4 px at 1,680
+    px). With 3 cameras a camera is named when both its pairs are off; where every camera would
+    be named, none is (the rig as a whole disagrees with the keypoints: wrong intrinsics, or
+    keypoints of another recording)."""
     index = {n: i for i, n in enumerate(rig.names)}
-    per_camera: dict[str, list[tuple[float, float]]] = {n: [] for n in rig.names}
+    pairs: dict[str, list[tuple[float, bool]]] = {n: [] for n in rig.names}
     for (a, b), still in zip(consistency.pairs, consistency.still_signed_px):
         if np.isfinite(still):
             focal = 0.5 * (rig[index[b]].K[0, 0] + rig[index[b]].K[1, 1])
             for name in (a, b):
-                per_camera[name].append((abs(still), float(np.degrees(abs(still) / focal))))
-    off = {n: (min(p for p, _ in v), max(p for p, _ in v)) for n, v in per_camera.items()
-           if len(v) >= 2 and min(d for _, d in v) > min_deg}
+                pairs[name].append((abs(still), float(np.degrees(abs(still) / focal)) > min_deg))
+    off = {}
+    for name, seen in pairs.items():
+        bad = [px for px, is_off in seen if is_off]
+        if len(bad) >= 2 and 2 * len(bad) > len(seen):
+            off[name] = CameraOff(len(bad), len(seen), min(bad), max(bad))
     return {} if len(off) == len(rig) else off
 
 

@@ -116,6 +116,11 @@ class PersonCalibrateReport:
     and of the reference, judged on the other half's frames (whether the reference itself
     agrees with these images); :meth:`held_out_table`."""
 
+    reference_warnings: list[str] = field(default_factory=list)
+    """With a reference: its cameras that disagree with these keypoints in geometry
+    (:func:`calibration.rig_comparison.cameras_off_in_geometry`; also logged as warnings): their
+    comparison figures, and through the alignment the others', carry the reference's error."""
+
     def held_out_table(self) -> str:
         from calibration.rig_comparison import consistency_table
 
@@ -194,7 +199,7 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
     from calibration import load_rig
     from calibration.formats import format_for_output
     from calibration.person_calibration import calibrate_from_keypoints, held_out_consistency
-    from calibration.rig_comparison import compare_rigs
+    from calibration.rig_comparison import cameras_off_in_geometry, compare_rigs, epipolar_consistency
     from calibration.sync import shift_keypoints
     from mvspin.data.recording_keypoints import read_recording_keypoints
 
@@ -236,10 +241,16 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
         max_median_error_px=config.max_median_error_px, mirror=mirror, time_offsets=time_offsets,
         halves=config.halves, progress=progress)
     comparison = compare_rigs(rig, reference) if reference is not None else None
-    held_out = []
+    held_out, reference_warnings = [], []
     if reference is not None:
-        synced = kp if time_offsets is None else shift_keypoints(kp, np.round(time_offsets))
-        held_out = held_out_consistency(report, np.asarray(synced, dtype=np.float64), reference, config.reference.name)
+        synced = np.asarray(kp if time_offsets is None else shift_keypoints(kp, np.round(time_offsets)), dtype=np.float64)
+        held_out = held_out_consistency(report, synced, reference, config.reference.name)
+        off = cameras_off_in_geometry(reference, epipolar_consistency(reference, synced, config.min_confidence))
+        reference_warnings = [f"the reference's {name} disagrees with these keypoints where they do not move "
+                              f"({o.smallest_px:.0f}-{o.largest_px:.0f} px in {o.pairs_off} of its {o.pairs} camera "
+                              f"pairs): the comparison's figures carry that error" for name, o in off.items()]
+        for w in reference_warnings:
+            log.warning("%s", w)
     path = save_checked(rig, config.out, fmt, report.problems, report.table(), config.force)
     if config.report is not None:
         data = report.to_dict()
@@ -247,8 +258,11 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
             data["comparison"] = asdict(comparison)
         if held_out:
             data["held_out"] = [{"calibration": label, **asdict(c)} for label, c in held_out]
+        if reference is not None:
+            data["reference_warnings"] = reference_warnings
         write_bytes_atomic(config.report, json.dumps(data, indent=1).encode())
-    return PersonCalibrateReport(rig=rig, calibration=report, path=path, comparison=comparison, held_out=held_out)
+    return PersonCalibrateReport(rig=rig, calibration=report, path=path, comparison=comparison, held_out=held_out,
+                                 reference_warnings=reference_warnings)
 
 
 def detect_keypoints(videos: list[Path], folder: Path, progress: Progress = no_progress) -> Path:

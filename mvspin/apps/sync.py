@@ -171,10 +171,11 @@ def _rig_warnings(rig: Any, keypoints: Any, offsets: list[float], min_confidence
 
     consistency = epipolar_consistency(rig, shift_keypoints(keypoints, offsets), min_confidence)
     off = cameras_off_in_geometry(rig, consistency)
-    return [f"the rig's {name} disagrees with the keypoints where they do not move ({lo:.0f}-{hi:.0f} px in each of "
-            f"its camera pairs): a calibration error of that camera, not of its timing, which its offset here "
-            f"({offsets[list(rig.names).index(name)]:+.2f} frames) may be making up for; `mvspin sync` without "
-            f"--rig finds the offsets from the keypoints alone" for name, (lo, hi) in off.items()]
+    return [f"the rig's {name} disagrees with the keypoints where they do not move ({o.smallest_px:.0f}-"
+            f"{o.largest_px:.0f} px in {o.pairs_off} of its {o.pairs} camera pairs): a calibration error of that "
+            f"camera, not of its timing, which its offset here ({offsets[list(rig.names).index(name)]:+.2f} frames) "
+            f"may be making up for; `mvspin sync` without --rig finds the offsets from the keypoints alone"
+            for name, o in off.items()]
 
 
 def read_offsets(path: Path, camera_names: list[str]) -> list[float]:

@@ -160,6 +160,7 @@ def test_person_command_writes_the_rig_and_compares_it(tmp_path, recording):
     report = run_person(PersonCalibrateConfig(intrinsics=[tmp_path / "lab.toml"], keypoints=tmp_path / "keypoints",
                                               out=tmp_path / "rig.toml", reference=tmp_path / "lab.toml"))
     assert max(report.comparison.centre_error_m) < 0.03, report.comparison.table()
+    assert report.reference_warnings == []
     rig = load_rig(tmp_path / "rig.toml")
     assert rig.names == truth.names and rig.world.up == "z"
 
@@ -167,7 +168,8 @@ def test_person_command_writes_the_rig_and_compares_it(tmp_path, recording):
 def test_a_reference_off_in_one_camera_is_shown_by_the_held_out_table(tmp_path, recording):
     """The lab's file has cam02 tilted by a degree: judged on the frames each was not made from,
     every pair with cam02 sits off to one side under the lab's calibration, no pair under the
-    person's (each half's rig judged on the other half); the report JSON keeps the table."""
+    person's (each half's rig judged on the other half); the report JSON keeps the table, and
+    the job warns that the reference's cam02 disagrees with the keypoints."""
     import json
 
     from calibration.formats import save_rig
@@ -192,6 +194,8 @@ def test_a_reference_off_in_one_camera_is_shown_by_the_held_out_table(tmp_path, 
     assert "frames 22-44" in report.held_out_table()
     saved = json.loads((tmp_path / "report.json").read_text())
     assert len(saved["held_out"]) == 4 and saved["held_out"][1]["calibration"].startswith("lab.toml")
+    assert len(report.reference_warnings) == 1 and "reference's cam02 disagrees" in report.reference_warnings[0]
+    assert saved["reference_warnings"] == report.reference_warnings
 
 
 def test_person_command_takes_the_offsets_of_unsynchronised_cameras(tmp_path):

@@ -60,6 +60,20 @@ def test_a_camera_out_of_step_is_told_from_a_camera_turned():
     assert cameras_off_in_geometry(truth, c) == {} and cameras_off_in_geometry(truth, epipolar_consistency(truth, on_time)) == {}
 
 
+@pytest.mark.parametrize("cameras, degrees", [(4, 0.5), (3, 1.0)])
+def test_any_one_camera_turned_is_named(cameras, degrees):
+    """Whichever camera is turned by half a degree in 4 cameras (two of its pairs may see it, the
+    third can be blind to that turn) or by a degree in 3, it and only it is named. (In 3 cameras
+    a camera needs both its pairs off: at half a degree cam01's pair with cam02 is blind to it, and
+    nothing is named.)"""
+    truth = lab_rig().subset(list(range(cameras)))
+    kp = detections(lab_rig(), walking_skeleton())[:, :cameras]
+    for i in range(cameras):
+        turned = Rig([_turned(c, degrees) if j == i else c for j, c in enumerate(truth)])
+        off = cameras_off_in_geometry(turned, epipolar_consistency(turned, kp))
+        assert list(off) == [truth[i].name] and off[truth[i].name].pairs_off >= 2, off
+
+
 def test_consistency_needs_the_rigs_cameras():
     truth = lab_rig()
     kp = detections(truth, walking_skeleton(frames=5))
