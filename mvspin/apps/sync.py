@@ -20,11 +20,16 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from mvspin.atomic import check_output_location, write_bytes_atomic
 from mvspin.config import ConfigError, check_range
 from mvspin.progress import Progress, no_progress
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from calibration import Rig
 
 __all__ = ["SyncConfig", "SyncReport", "run", "read_offsets", "CONVENTION"]
 
@@ -161,7 +166,7 @@ def _run(config: SyncConfig, progress: Progress) -> SyncReport:
                       path=config.out, warnings=warnings)
 
 
-def _rig_warnings(rig: Any, keypoints: Any, offsets: list[float], min_confidence: float) -> list[str]:
+def _rig_warnings(rig: Rig, keypoints: np.ndarray, offsets: list[float], min_confidence: float) -> list[str]:
     """The rig's offsets minimise the triangulation error, so a camera the rig has wrong gets the
     offset that moves the walking person to where its geometry says: say so where the keypoints,
     moved onto the found offsets, show a camera off at keypoints that do not move
