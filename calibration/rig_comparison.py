@@ -206,13 +206,13 @@ def cameras_off_in_geometry(rig: Rig, consistency: EpipolarConsistency, min_deg:
     """Cameras of ``rig`` that most of their pairs in ``consistency`` (:func:`epipolar_consistency`
     of that rig) find off at keypoints that do not move: a pair is off when its still part is over
     ``min_deg`` (over the focal length of the pair's second camera), and a camera is named when at
-    least two and more than half of its pairs are (any one camera of a 4-camera rig turned by half a
-    degree or a degree: 10-34 px in two or three of its three pairs; the third can be blind to it,
-    when the turn moves the camera's view along that pair's epipolar lines). 0.2 degrees is twice the largest still
-    part of a pair without cam03 on the Pose2Sim demo under its lab calibration (3.4 px at 1,680
-    px). With 3 cameras a camera is named when both its pairs are off; where every camera would
-    be named, none is (the rig as a whole disagrees with the keypoints: wrong intrinsics, or
-    keypoints of another recording)."""
+    least two and more than half of its pairs are. Any one camera of a 4-camera rig turned by half
+    a degree or a degree is off by 10-34 px in two or three of its three pairs; the third can be
+    blind to it, when the turn moves the camera's view along that pair's epipolar lines. 0.2
+    degrees is about twice the largest still part of a pair without cam03 on the Pose2Sim demo
+    under its lab calibration (3.4 px at 1,680 px). With 3 cameras a camera is named when both its
+    pairs are off; where every camera would be named, none is (the rig as a whole disagrees with
+    the keypoints: wrong intrinsics, or keypoints of another recording)."""
     index = {n: i for i, n in enumerate(rig.names)}
     pairs: dict[str, list[tuple[float, bool]]] = {n: [] for n in rig.names}
     for (a, b), still in zip(consistency.pairs, consistency.still_signed_px):
