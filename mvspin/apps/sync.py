@@ -50,7 +50,8 @@ class SyncConfig:
     """One video per camera: keypoints are detected first (mvspin detect) into <out>.keypoints/."""
     rig: Optional[Path] = None
     """A calibration of the cameras: offsets from the triangulation error (else from the epipolar
-    geometry of the keypoints alone)."""
+    geometry of the keypoints alone); a camera it has wrong is named in a warning (its offset may
+    be making up for it)."""
     intrinsics: Optional[list[Path]] = None
     """Without a rig: calibration file(s) whose cameras' intrinsics to use (any format; one file
     for all cameras or one per camera), matched by camera name: undistorts the keypoints and fits
