@@ -201,6 +201,10 @@ class CameraOff(NamedTuple):
     smallest_px: float
     largest_px: float
 
+    def words(self) -> str:
+        """E.g. ``10-19 px in 3 of its 3 camera pairs``."""
+        return f"{self.smallest_px:.0f}-{self.largest_px:.0f} px in {self.pairs_off} of its {self.pairs} camera pairs"
+
 
 def cameras_off_in_geometry(rig: Rig, consistency: EpipolarConsistency, min_deg: float = 0.2) -> dict[str, CameraOff]:
     """Cameras of ``rig`` that most of their pairs in ``consistency`` (:func:`epipolar_consistency`

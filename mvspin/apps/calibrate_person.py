@@ -247,8 +247,7 @@ def _run_person(config: PersonCalibrateConfig, progress: Progress) -> PersonCali
         held_out = held_out_consistency(report, synced, reference, config.reference.name)
         off = cameras_off_in_geometry(reference, epipolar_consistency(reference, synced, config.min_confidence))
         reference_warnings = [f"the reference's {name} disagrees with these keypoints where they do not move "
-                              f"({o.smallest_px:.0f}-{o.largest_px:.0f} px in {o.pairs_off} of its {o.pairs} camera "
-                              f"pairs): the comparison's figures carry that error" for name, o in off.items()]
+                              f"({o.words()}): the comparison's figures carry that error" for name, o in off.items()]
         for w in reference_warnings:
             log.warning("%s", w)
     path = save_checked(rig, config.out, fmt, report.problems, report.table(), config.force)

@@ -177,9 +177,8 @@ def _rig_warnings(rig: Rig, keypoints: np.ndarray, offsets: list[float], min_con
 
     consistency = epipolar_consistency(rig, shift_keypoints(keypoints, offsets), min_confidence)
     off = cameras_off_in_geometry(rig, consistency)
-    return [f"the rig's {name} disagrees with the keypoints where they do not move ({o.smallest_px:.0f}-"
-            f"{o.largest_px:.0f} px in {o.pairs_off} of its {o.pairs} camera pairs): a calibration error of that "
-            f"camera, not of its timing, which its offset here ({offsets[list(rig.names).index(name)]:+.2f} frames) "
+    return [f"the rig's {name} disagrees with the keypoints where they do not move ({o.words()}): a calibration "
+            f"error of that camera, not of its timing, which its offset here ({offsets[list(rig.names).index(name)]:+.2f} frames) "
             f"may be making up for; `mvspin sync` without --rig finds the offsets from the keypoints alone"
             for name, o in off.items()]
 

@@ -321,9 +321,10 @@ class _SequenceFitter:
         err = reprojection_error(uv.flatten(1, 2), xy.flatten(1, 2), w.flatten(1, 2))
         return torch.where((w > 0).flatten(1).any(-1), err, torch.full_like(err, math.inf))
 
-    def _keyframes(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int,
+    def _keyframes(self, keypoints: Tensor, fixed: dict[str, Tensor] | None, n_fixed: int, cameras: float,
                    init: Optional[WorldEstimate] = None) -> dict[str, Tensor]:
-        """Initial values for every frame of a chunk: key frames fitted, the rest interpolated;
+        """Initial values for every frame of a chunk: key frames fitted (by the solver for a
+        subject seen by ``cameras`` per frame, ``keyframe_lm_cameras``), the rest interpolated;
         where the interpolation misses the motion (a kick between two key frames), more key
         frames."""
         L = keypoints.shape[0]
@@ -334,7 +335,7 @@ class _SequenceFitter:
         keys = sorted(set(k for k in keys if k >= n_fixed)) if L > n_fixed else []
         keypoints, cams = self._in_frame_pixels(keypoints, keys)
         c = self.config
-        lm = c.keyframe_lm_cameras is not None and _views_and_cameras(self._prepare(keypoints)[1])[1] >= c.keyframe_lm_cameras
+        lm = c.keyframe_lm_cameras is not None and cameras >= c.keyframe_lm_cameras
         fitter = self.kf_fitter_lm if lm else self.kf_fitter
         start, typical = self._keyframe_pass(fitter, keypoints, cams, fixed, n_fixed, init, keys, None, None)
         ratio = self.config.keyframe_refit_ratio
@@ -475,9 +476,12 @@ class _SequenceFitter:
         """Fit one chunk ``(L, V, K, 3)``; the first ``n_fixed`` frames start from ``fixed``,
         key frames from ``estimate`` (L frames) where given."""
         c, kc = self.config, self.config.keyframe
-        init = self._keyframes(keypoints, fixed, n_fixed, estimate)
-        L = keypoints.shape[0]
         xy, conf = self._prepare(keypoints)
+        # Views the data term sums over (the shape prior weighs as many single-view frames), and
+        # the cameras per frame that pick the key frames' solver and the refinement's steps.
+        n_views, cameras = _views_and_cameras(conf)
+        init = self._keyframes(keypoints, fixed, n_fixed, cameras, estimate)
+        L = keypoints.shape[0]
         if not init:
             return None
         first = self.betas is None
@@ -492,8 +496,6 @@ class _SequenceFitter:
         betas_free = first and c.refine_betas
         w_body = conf.square() * self.targets.weights
         fitted = (conf > 0).any(-1).any(-1)
-        # Views the data term sums over: the shape prior weighs as many single-view frames.
-        n_views, cameras = _views_and_cameras(conf)
         # Image pixels -> pixels of a frame_px frame holding a 1.7 m body at the subject's depth in
         # each camera (from the start; the depth changes little during the refinement).
         scale = _frame_scale(cams, transl + self.body.rest_joints(betas[None])[:, 0], c.frame_px)

@@ -216,8 +216,6 @@ def matrix_to_quaternion(R: Tensor) -> Tensor:
         tensor([0.7071, 0.7071, 0.0000, 0.0000])
     """
     check_shape("matrix_to_quaternion: R", R, ["*", 3, 3])
-    if R.numel() == 0:
-        return R.new_zeros(*R.shape[:-2], 4)
     q = rotation_matrix_to_quaternion(R)
     q = torch.where(q[..., :1] < 0, -q, q)
     return q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
