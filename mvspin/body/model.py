@@ -510,7 +510,7 @@ class BodyModel(nn.Module):
 
     def keypoint_jacobian(self, set_name: str, body_pose: Tensor, betas: Tensor, global_orient: Tensor,
                           transl: Tensor, with_betas: bool = False,
-                          pose_coordinates: str = "perturbation") -> tuple[Tensor, Tensor]:
+                          pose_coordinates: str = "perturbation", check: bool = True) -> tuple[Tensor, Tensor]:
         """Keypoints ``(B, K, 3)`` and their derivatives ``(B, K, 3, 75)`` with respect to small
         rotation perturbations and the translation, in closed form (no autograd).
 
@@ -528,6 +528,8 @@ class BodyModel(nn.Module):
             set_name: keypoint set.
             body_pose: ``(B, 23, 3, 3)`` or ``(B, 69)``. betas: ``(B, num_betas)``.
             global_orient: ``(B, 3, 3)`` or ``(B, 3)``. transl: ``(B, 3)`` metres.
+            check: refuse NaN, infinite and non-rotation inputs (:func:`check_body_values`); a
+                solver passes False for its own iterates, checked where its fit starts.
 
         Example:
             >>> body = BodyModel.free("low")
@@ -540,17 +542,14 @@ class BodyModel(nn.Module):
             raise ValueError(f"pose_coordinates must be 'perturbation' or 'axis_angle', got {pose_coordinates!r}")
         if pose_coordinates == "axis_angle" and body_pose.shape[-2:] == (3, 3):
             raise ShapeError("pose_coordinates='axis_angle' needs body_pose as axis-angle (B, 69) or (B, 23, 3)")
-        body_rot, betas, root_rot, transl = self._standardise(body_pose, betas, global_orient, transl)
+        body_rot, betas, root_rot, transl = self._standardise(body_pose, betas, global_orient, transl, check=check)
         mix, vids, v_tmpl, v_dirs, p_dirs, w_lbs, s = self._map_tensors(set_name)
+        joint_moves, vertex_moves, count = self._moved_weights(set_name)
         b, dtype, dev = body_rot.shape[0], self.J_template.dtype, body_rot.device
         rest = self.rest_joints(betas)
         eye = torch.eye(3, dtype=dtype, device=dev)
         world_rot, joints = self._forward_kinematics(torch.cat([eye.expand(b, 1, 3, 3), body_rot], 1), rest)
-        strict = self._moved_by  # (24 points, 24 joints): joint j moves joint a
-        with_self = strict + torch.eye(24, dtype=dtype, device=dev)  # joint j moves what a skins
-        mix_j = mix[:, :24]
-        count = mix_j @ strict  # (K, 24) weight of each keypoint that joint j moves
-        moved = torch.einsum("ka,aj,bad->bkjd", mix_j, strict, joints)  # weighted positions it moves
+        moved = torch.einsum("kaj,bad->bkjd", joint_moves, joints)  # weighted positions it moves
         points = joints
         if vids.numel():
             m = vids.numel()
@@ -560,9 +559,8 @@ class BodyModel(nn.Module):
             # each vertex as carried rigidly by each joint: W_i (v - J_i) + p_i   (B, m, 24, 3)
             carried = _mat3vec(world_rot[:, None], verts[:, :, None] - rest[:, None]) + joints[:, None]
             points = torch.cat([joints, torch.einsum("mi,bmid->bmd", w_lbs, carried)], 1)
-            mix_v = mix[:, 24:]
-            count = count + mix_v @ (w_lbs @ with_self)
-            moved = moved + torch.einsum("km,mi,ij,bmid->bkjd", mix_v, w_lbs, with_self, carried)
+            moved = moved + torch.einsum("km,bmjd->bkjd", mix[:, 24:],
+                                         torch.einsum("bmid,mij->bmjd", carried, vertex_moves))
         canon = torch.matmul(mix, points)
         lever = moved - count[..., None] * joints[:, None]  # (B, K, 24, 3): sum of w (q - p_j)
         r0 = root_rot
@@ -666,6 +664,24 @@ class BodyModel(nn.Module):
         if closed_form_backward_applies(rots, local_t):
             return _KinematicChain.apply(rots, local_t, self._ancestors, self._parent_index, self._moved_by)
         return _chain(rots, local_t, self._ancestors)
+
+    def _moved_weights(self, set_name: str) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`keypoint_jacobian`'s constant factors, cached per set: ``(K, 24, 24)``
+        ``mix[k, a] [joint j strictly moves joint a]``, ``(m, 24, 24)`` ``w_lbs[m, i] [joint j
+        moves what joint i skins]`` (the steps opt_einsum chose for the einsums these replace,
+        contracted once: its path search cost ~1 ms per call) and ``(K, 24)``, the weight of each
+        keypoint that joint j moves."""
+        device, dtype = self.J_template.device, self.J_template.dtype
+        key = ("moved", set_name, device, dtype)
+        if key not in self._kmap_tensors:
+            mix, vids, _, _, _, w_lbs, _ = self._map_tensors(set_name)
+            strict = self._moved_by  # (24 points, 24 joints): joint j moves joint a
+            with_self = strict + torch.eye(24, dtype=dtype, device=device)  # joint j moves what a skins
+            count = mix[:, :24] @ strict
+            if vids.numel():
+                count = count + mix[:, 24:] @ (w_lbs @ with_self)
+            self._kmap_tensors[key] = (mix[:, :24, None] * strict, w_lbs[:, :, None] * with_self, count)
+        return self._kmap_tensors[key]  # type: ignore[return-value]
 
     def _map_tensors(self, set_name: str) -> tuple[Any, ...]:
         """Keypoint-map tensors on the model's device/dtype, cached per set."""

@@ -212,7 +212,7 @@ class ChunkEnergy:
         n = params.pose.shape[0]
         kp, jac = self.body.keypoint_jacobian(self.targets.model_set, params.pose, params.betas.expand(n, -1),
                                               params.orient, params.transl, with_betas=betas_free,
-                                              pose_coordinates="axis_angle")
+                                              pose_coordinates="axis_angle", check=False)
         if self.targets.gather_model:
             idx = self.targets.model_index
             kp, jac = kp.index_select(1, idx), jac.index_select(1, idx)

@@ -88,7 +88,7 @@ def linearise_body(engine: "FittingEngine", pose: Tensor, betas: Tensor, jacobia
     else:
         zero = torch.zeros(b, 3, dtype=pose.dtype, device=pose.device)
         kp, jac = body.keypoint_jacobian(targets.model_set, pose, betas, zero, zero, with_betas=True,
-                                         pose_coordinates="axis_angle")
+                                         pose_coordinates="axis_angle", check=False)
         if targets.gather_model:
             idx = targets.model_index.to(kp.device)
             kp, jac = kp.index_select(1, idx), jac.index_select(1, idx)
