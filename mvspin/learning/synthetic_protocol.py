@@ -80,7 +80,8 @@ class SyntheticProtocolConfig:
     ``tools/bench_train.py --settings synthetic_cpu --threads 1 [--compile]``: fitting 0.46 ->
     0.16 s, step 0.87 -> 0.57 s with Adam; with the config's LM, compiled, 0.032 s of a 0.295 s
     step against Adam's 0.090 of 0.350, Intel Xeon). ``docs/synthetic_protocol_results.json`` is
-    this protocol at these defaults with Adam's fits (``docs/synthetic_protocol_run.py``)."""
+    this protocol at these overrides with Adam's fits and 1,500 training bundles
+    (``docs/synthetic_protocol_run.py``)."""
     train_bundles: int = 6000
     """Training bundles per data seed (24,000 images). Chosen on the validation pair (training
     seed 11, validation seed 12), no-fitting arm, training seed 0, 3,000 steps, validation
