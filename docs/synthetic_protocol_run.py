@@ -2,7 +2,7 @@
 
 The protocol's defaults (:class:`mvspin.learning.synthetic_protocol.SyntheticProtocolConfig`, the configs
 ``configs/synthetic_cpu.yaml`` and ``configs/ablation_no_fitting.yaml``): 6,000 / 64 / 64 bundles x 4 views
-per data seed, data seeds 1 and 2, training seeds 0-2, 3,000 steps per run, the full loop and the no-fitting
+per data seed, data seeds 1 and 2, training seeds 0-2, 6,000 steps per run, the full loop and the no-fitting
 ablation with 3D joints on every bundle and (data seed 1) on 25% of them, two runs at a time with one torch
 thread each (a 2-core machine). The same as ``mvspin experiment table7 -o OUT``; a stopped run continues with
 ``--resume``. Run: ``python docs/synthetic_protocol_run.py OUT``.
@@ -11,8 +11,9 @@ The published results were made with the code of commit 9a6f6f0 (started 2026-12
 its ``--quick`` run gives bit-identical numbers to the code of the commit that published them.
 Its fits (static and in the loop) were Adam's 100 + 100, as MV-SPIN's. ``configs/synthetic_cpu.yaml`` has fitted
 with ``optimizer: lm`` since (the comparison is in that file), so this script now runs with LM; add
-``fits.fitting.optimizer=adam`` to ``SyntheticProtocolConfig.overrides`` and set ``train_bundles=1500`` (the
-published runs' training sets; 6,000 since, chosen on the validation pair: see that field) to repeat the published runs.
+``fits.fitting.optimizer=adam`` to ``SyntheticProtocolConfig.overrides``, set ``optim.max_steps=3000`` there and
+``train_bundles=1500`` (the published runs' steps and training sets; 6,000 of each since, chosen on the
+validation pair: see those fields) to repeat the published runs.
 """
 import sys
 

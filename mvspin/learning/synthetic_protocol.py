@@ -70,18 +70,31 @@ class SyntheticProtocolConfig:
     """Training config (YAML of TrainConfig) of the full loop; its data.files are replaced."""
     ablation_config: str = str(_REPO_CONFIGS / "ablation_no_fitting.yaml")
     """Training config of the no-fitting ablation; its data.files are replaced."""
-    overrides: list[str] = field(default_factory=lambda: ["optim.max_steps=3000", "optim.checkpoint_every=250",
+    overrides: list[str] = field(default_factory=lambda: ["optim.max_steps=6000", "optim.checkpoint_every=250",
                                                           "fits.fitting.compile=true"])
     """key=value overrides applied to both arms' training configs (e.g. optim.max_steps=300).
-    3000 steps: on the validation pair both arms end near 110 mm PA-MPJPE there (the mean pose:
-    195), where 500 steps left them at 155-175; a run takes 19-22 CPU minutes (ablation) to 30-33
-    (full loop), the whole protocol 7.9 CPU hours (``--resume`` continues it).
+    6000 steps, chosen on the validation pair (training seed 11 with 6,000 bundles, validation
+    seed 12, training seed 0; the cosine schedule spans the run), validation PA-MPJPE at the end
+    (mean of the last three checkpoints), mm, against the mean pose's 195.0:
+
+    ============================  =============  =============
+    arm                           3,000 steps    6,000 steps
+    ============================  =============  =============
+    no fitting (ablation)         109.4 (109.9)  97.0 (97.2)
+    full loop                     109.7 (110.4)  97.9 (98.2)
+    ============================  =============  =============
+
+    3,000 steps left both arms at 56% of the mean pose; 6,000 take them to the half the protocol
+    aims for (500 steps: 155-175). A run takes about 18 CPU minutes (ablation) to 21 (full loop)
+    on a 2-core AMD EPYC of CPU family 26, one thread each, the whole protocol about 6 CPU hours
+    (``--resume`` continues it; 3,000 steps: 19-22 and 30-33 minutes and 7.9 hours on the
+    earlier, slower machines).
     The in-loop fits are compiled (``SMPLifyConfig.compile``: the same fits to float rounding;
     ``tools/bench_train.py --settings synthetic_cpu --threads 1 [--compile]``: fitting 0.46 ->
     0.16 s, step 0.87 -> 0.57 s with Adam; with the config's LM, compiled, 0.032 s of a 0.295 s
-    step against Adam's 0.090 of 0.350, Intel Xeon). ``docs/synthetic_protocol_results.json`` is
-    this protocol at these overrides with Adam's fits and 1,500 training bundles
-    (``docs/synthetic_protocol_run.py``)."""
+    step against Adam's 0.090 of 0.350, Intel Xeon). ``docs/synthetic_protocol_results.json`` was
+    made with Adam's fits, 1,500 training bundles and 3,000 steps
+    (``docs/synthetic_protocol_run.py`` says how to repeat it)."""
     train_bundles: int = 6000
     """Training bundles per data seed (24,000 images). Chosen on the validation pair (training
     seed 11, validation seed 12), no-fitting arm, training seed 0, 3,000 steps, validation

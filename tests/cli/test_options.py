@@ -114,7 +114,7 @@ def test_a_field_named_overrides_keeps_its_values_and_its_default(tmp_path):
     parser = argparse.ArgumentParser(prog="table7")
     add_config_options(parser, Table7Config)
     default = config_from_args(Table7Config, parser.parse_args(["-o", str(tmp_path / "a")]))
-    assert default.overrides == Table7Config(out=tmp_path / "x").overrides and "optim.max_steps=3000" in default.overrides
+    assert default.overrides == Table7Config(out=tmp_path / "x").overrides and "optim.max_steps=6000" in default.overrides
     given = config_from_args(Table7Config, parser.parse_args(
         ["-o", str(tmp_path / "a"), "--overrides", "optim.max_steps=7", "--set", "val_bundles=5"]))
     assert given.overrides == ["optim.max_steps=7"] and given.val_bundles == 5
