@@ -103,10 +103,13 @@ def main() -> None:
     parser.add_argument("--walks", type=int, nargs="+", default=[1, 4],
                         help="recordings of this many walks, one row block each (1: the demo's length)")
     parser.add_argument("--walk-seconds", type=float, default=100 / 60, help="length of each walk (the demo: 100 frames)")
-    parser.add_argument("--fps", type=float, default=60.0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(300, 306)))
-    parser.add_argument("--noise-px", type=float, nargs=2, default=(4.0, 8.0), metavar=("LO", "HI"))
-    parser.add_argument("--bias-px", type=float, default=7.0)
+    parser.add_argument("--fps", type=float, default=60.0, help="frames per second (the demo: 60)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(300, 306)),
+                        help="one body, rig and noise draw each")
+    parser.add_argument("--noise-px", type=float, nargs=2, default=(4.0, 8.0), metavar=("LO", "HI"),
+                        help="range of each camera's Gaussian pixel noise (standard deviation)")
+    parser.add_argument("--bias-px", type=float, default=7.0,
+                        help="standard deviation of each camera's fixed offset of each keypoint, pixels")
     args = parser.parse_args()
     body = BodyModel.free(resolution="low")
     print(f"person calibration against the truth: 4 tripod cameras, walks of {args.walk_seconds:.2f} s at {args.fps:g} "
