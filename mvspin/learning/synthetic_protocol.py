@@ -75,17 +75,10 @@ class SyntheticProtocolConfig:
     """key=value overrides applied to both arms' training configs (e.g. optim.max_steps=300).
     6000 steps, chosen on the validation pair (training seed 11 with 6,000 bundles, validation
     seed 12, training seed 0; the cosine schedule spans the run), validation PA-MPJPE at the end
-    (mean of the last three checkpoints), mm, against the mean pose's 195.0:
-
-    ============================  =============  =============
-    arm                           3,000 steps    6,000 steps
-    ============================  =============  =============
-    no fitting (ablation)         109.4 (109.9)  97.0 (97.2)
-    full loop                     109.7 (110.4)  97.9 (98.2)
-    3D for 25%: no fitting                       110.9 (111.2)
-    3D for 25%: full loop                        104.9 (105.2)
-    ============================  =============  =============
-
+    (mean of the last three checkpoints), mm, against the mean pose's 195.0: no fitting 109.4
+    (109.9) at 3,000 steps, 97.0 (97.2) at 6,000; full loop 109.7 (110.4) and 97.9 (98.2); with
+    3D joints on 25% of the bundles, at 6,000 steps, no fitting 110.9 (111.2), full loop 104.9
+    (105.2).
     3,000 steps left both arms at 56% of the mean pose; 6,000 take them to the half the protocol
     aims for (500 steps: 155-175). (The 25% rows were run after the choice, to see the partial-3D
     variant at it: the loop 6.0 mm ahead there, 0.9 behind with 3D for all.) A run takes about 18 CPU minutes (ablation) to 21 (full loop)
