@@ -80,9 +80,10 @@ class SyntheticProtocolConfig:
     3D joints on 25% of the bundles, at 6,000 steps, no fitting 110.9 (111.2), full loop 104.9
     (105.2).
     3,000 steps left both arms at 56% of the mean pose; 6,000 take them to the half the protocol
-    aims for (500 steps: 155-175). (The 25% rows were run after the choice, to see the partial-3D
-    variant at it: the loop 6.0 mm ahead there, 0.9 behind with 3D for all.) A run takes about 18 CPU minutes (ablation) to 21 (full loop)
-    on a 2-core AMD EPYC of CPU family 26, one thread each, the whole protocol about 6 CPU hours
+    aims for (500 steps: 155-175). (The 25% runs were made after the choice, to see the partial-3D
+    variant at it: the loop 6.0 mm ahead there, 0.9 behind with 3D for all.) A run takes about 18
+    CPU minutes (ablation) to 21 (full loop) on a 2-core AMD EPYC of CPU family 26, one thread
+    each, the whole protocol about 6 CPU hours
     (``--resume`` continues it; 3,000 steps: 19-22 and 30-33 minutes and 7.9 hours on the
     earlier, slower machines).
     The in-loop fits are compiled (``SMPLifyConfig.compile``: the same fits to float rounding;
