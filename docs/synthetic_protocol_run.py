@@ -14,6 +14,12 @@ with ``optimizer: lm`` since (the comparison is in that file), so this script no
 ``fits.fitting.optimizer=adam`` to ``SyntheticProtocolConfig.overrides``, set ``optim.max_steps=3000`` there and
 ``train_bundles=1500`` (the published runs' steps and training sets; 6,000 of each since, chosen on the
 validation pair: see those fields) to repeat the published runs.
+
+The protocol at the defaults of now is under way: ``docs/synthetic_protocol_in_progress.json`` is its
+``results.json`` as far as it went (every untrained network and the trained runs it lists; started
+2026-12-07 on a 2-core AMD EPYC of CPU family 26, out folder ``/work/t21/protocol``). To continue it,
+copy that file to ``OUT/results.json`` and run ``mvspin experiment table7 -o OUT --resume``: the finished
+runs are kept, the data (seeded) rendered again and the rest trained.
 """
 import sys
 
