@@ -48,16 +48,6 @@ from mvspin.data.motion_suite import motion_params, suite_rig  # noqa: E402
 from mvspin.data.synthetic_recording import RecordingOptions, make_rig_recording  # noqa: E402
 
 
-def subject_keypoints(recording) -> np.ndarray:
-    """``(T, V, K, 3)``: the subject's detection in every camera (zeros where not detected)."""
-    det = recording.detections.numpy()  # (T, V, P, K, 3)
-    idx = recording.subject_index.numpy()  # (T, V)
-    t, v = np.meshgrid(np.arange(det.shape[0]), np.arange(det.shape[1]), indexing="ij")
-    kp = det[t, v, np.clip(idx, 0, None)].astype(np.float64)
-    kp[idx < 0] = 0.0
-    return kp
-
-
 def walks_recording(body: BodyModel, walks: int, walk_s: float, fps: float, seed: int, noise_px: tuple[float, float],
                     bias_px: float) -> tuple[np.ndarray, Rig, str]:
     """``walks`` straight walks of ``walk_s`` seconds, each across the rig's centre in its own
@@ -72,7 +62,7 @@ def walks_recording(body: BodyModel, walks: int, walk_s: float, fps: float, seed
     for i in range(walks):
         motion = motion_params(body, "walk", fps, walk_s, betas, rng)
         rec = make_rig_recording(body, options, seed=seed * 100 + i, motion=motion, rig=rig)
-        parts.append(subject_keypoints(rec))
+        parts.append(rec.subject_keypoints().double().numpy())
         rig_z = rec.rig
     kp = np.concatenate(parts)
     # a detector places each joint a little differently from each viewpoint: an error that more
@@ -111,6 +101,10 @@ def main() -> None:
     parser.add_argument("--bias-px", type=float, default=7.0,
                         help="standard deviation of each camera's fixed offset of each keypoint, pixels")
     args = parser.parse_args()
+    if min(args.walks) < 1 or args.walk_seconds * args.fps < 3 or not min(args.noise_px) >= 0 or not args.bias_px >= 0:
+        parser.error("need --walks of 1 or more, walks of 3 frames or more (--walk-seconds x --fps), and noise and "
+                     f"offsets of 0 px or more; got {args.walks}, {args.walk_seconds * args.fps:g} frames, "
+                     f"{args.noise_px}, {args.bias_px}")
     body = BodyModel.free(resolution="low")
     print(f"person calibration against the truth: 4 tripod cameras, walks of {args.walk_seconds:.2f} s at {args.fps:g} "
           f"fps, each across the rig in its own direction, noise "

@@ -102,6 +102,14 @@ class SyntheticRecording:
     def num_frames(self) -> int:
         return int(self.detections.shape[0])
 
+    def subject_keypoints(self) -> Tensor:
+        """``(T, V, K, 3)``: the subject's detection in every camera and frame (zeros where the
+        camera did not detect it), wherever it sits in the camera's list."""
+        t, v, _, k, c = self.detections.shape
+        slot = self.subject_index.clamp_min(0)[..., None, None, None].expand(t, v, 1, k, c)
+        kp = torch.gather(self.detections, 2, slot)[:, :, 0]
+        return kp * (self.subject_index >= 0)[..., None, None].to(kp.dtype)
+
 
 def rotate_world(body: BodyModel, params: BodyParams, rig: Rig, rotation: np.ndarray) -> tuple[BodyParams, Rig]:
     """The same scene in a rotated world frame (``x' = rotation @ x``): bodies re-oriented about

@@ -290,8 +290,7 @@ def test_fit_rig_from_an_untrained_network(body, rendered, capsys):
 
     # The start it had: the same network on the same crops, far from the truth.
     predictor, _ = load_rig_predictor(folder / "resnet18.pt", body)
-    kp = torch.gather(rec.detections, 2, rec.subject_index.clamp_min(0)[..., None, None, None].expand(-1, -1, 1, 25, 3))
-    kp = kp[:4, :, 0] * (rec.subject_index[:4] >= 0)[..., None, None]
+    kp = rec.subject_keypoints()[:4]
     est = network_world_estimate(predictor, videos, kp, rec.rig)
     err = geodesic_distance(est.global_orient, axis_angle_to_matrix(g.global_orient[:4].double()))
     # (the robust SO(3) medoid of the views can land near the truth by chance in a frame, and

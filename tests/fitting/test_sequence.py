@@ -35,6 +35,19 @@ def _errors_mm(pred, gt):
     return err, acc
 
 
+def test_subject_keypoints_are_the_subjects_slot_wherever_it_is_listed(body):
+    rec = make_rig_recording(body, RecordingOptions(num_frames=40, num_views=4), seed=3)
+    kp = rec.subject_keypoints()
+    t, v, _, k, _ = rec.detections.shape
+    assert kp.shape == (t, v, k, 3)
+    assert (rec.subject_index == 1).any() and (rec.subject_index == 0).any()  # both slots occur
+    for f in range(t):
+        for c in range(v):
+            i = int(rec.subject_index[f, c])
+            expected = rec.detections[f, c, i] if i >= 0 else torch.zeros(k, 3)
+            assert torch.equal(kp[f, c], expected), (f, c, i)
+
+
 def test_association_picks_the_subject_in_every_frame(body):
     rec = make_rig_recording(body, RecordingOptions(num_frames=100, num_views=6), seed=3)
     assert rec.bystander.any() and (rec.subject_index == 1).any()  # the bystander is listed first somewhere
