@@ -17,7 +17,8 @@ validation pair: see those fields) to repeat the published runs.
 
 The protocol at the defaults of now is under way: ``docs/synthetic_protocol_in_progress.json`` is its
 ``results.json`` as far as it went (every untrained network and the trained runs it lists; started
-2026-12-07 on a 2-core AMD EPYC of CPU family 26, out folder ``/work/t21/protocol``). To continue it,
+2026-12-07 on a 2-core AMD EPYC of CPU family 26, continued 2026-12-08 on a 2-core Intel Xeon, out folder
+``/work/t21/protocol``; ``docs/synthetic_protocol_in_progress.png`` is its plot). To continue it,
 copy that file to ``OUT/results.json`` and run ``mvspin experiment table7 -o OUT --resume``: the finished
 runs are kept, the data (seeded) rendered again and the rest trained.
 """
